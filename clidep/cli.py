@@ -1,0 +1,99 @@
+"""The ``clidep`` command line: a thin Typer map onto the library functions.
+
+Heavy imports (torch, transformers, onnxruntime) happen inside command bodies so that
+``clidep --help`` stays instant. Every ``ClidepError`` becomes one line on stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+
+from .errors import ClidepError
+
+app = typer.Typer(
+    name="clidep",
+    help="Compress GPT-2 by Critical Layer Isolation, export it to ONNX, and benchmark it on edge devices.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ModelArg = Annotated[str, typer.Argument(help="Model directory or hub id (GPT-2 or clidep).")]
+
+
+def _not_yet(command: str) -> None:
+    raise ClidepError(f"'clidep {command}' is not implemented in this version of clidep yet")
+
+
+@app.command("eval")
+def eval_(
+    model: ModelArg,
+    data: Annotated[str, typer.Option(help="wikitext-test (offline), wikitext-test-raw, wikitext-103 (hub) or a text file.")] = "wikitext-test",
+    context: Annotated[int | None, typer.Option(help="Window length in tokens [default: the model's positions].")] = None,
+    stride: Annotated[int | None, typer.Option(help="Tokens between window starts [default: context / 2].")] = None,
+    batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 4,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+) -> None:
+    """Perplexity of MODEL on a text with a sliding window: exp(mean NLL), every token after the first scored once."""
+    from .evaluate import evaluate
+
+    result = evaluate(model, data, context, stride, batch_size)
+    if as_json:
+        print(json.dumps(result.to_dict()))
+    else:
+        print(f"ppl {result.ppl:.2f} over {result.tokens:,} tokens (context {result.context}, stride {result.stride}) on {result.data}")
+
+
+@app.command()
+def analyze(model: ModelArg) -> None:
+    """Score every block's importance (NTK trace and other scorers) and pick the critical layers. [not yet available]"""
+    _not_yet("analyze")
+
+
+@app.command()
+def compress(model: ModelArg) -> None:
+    """Build a CLI or uniform-bottleneck student of a GPT-2 teacher and distil it. [not yet available]"""
+    _not_yet("compress")
+
+
+@app.command()
+def export(model: ModelArg) -> None:
+    """Export a model to ONNX with KV cache, validated, optionally quantised. [not yet available]"""
+    _not_yet("export")
+
+
+@app.command()
+def generate(model: ModelArg) -> None:
+    """Generate text from an exported ONNX model with the torch-free runner. [not yet available]"""
+    _not_yet("generate")
+
+
+@app.command()
+def bench(model: ModelArg) -> None:
+    """Benchmark ONNX models on a device profile against a baseline. [not yet available]"""
+    _not_yet("bench")
+
+
+@app.command()
+def devices() -> None:
+    """List the device profiles. [not yet available]"""
+    _not_yet("devices")
+
+
+@app.command()
+def demo() -> None:
+    """Run the whole pipeline on an embedded tiny model, offline. [not yet available]"""
+    _not_yet("demo")
+
+
+def main() -> None:
+    """Console entry point: run the app, turning user-facing errors into one line and exit 2."""
+    try:
+        app()
+    except ClidepError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

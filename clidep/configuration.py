@@ -1,0 +1,90 @@
+"""CLIGPT2Config: GPT-2's hyper-parameters plus a hidden width per block.
+
+One config describes every width schedule clidep builds:
+
+* identity  ``[d] * n``             (a GPT-2, converted 1:1)
+* CLI       ``[d, r, ..., r, d]``   (critical blocks 0 and n-1 kept at full width)
+* uniform   ``[r] * n``             (the paper's ablation baseline)
+
+The token/position embeddings, the final LayerNorm and the tied LM head always stay at the
+base width ``n_embd``; the model inserts a bias-free projection wherever consecutive widths
+differ (see ``modeling.CLIGPT2Model``).
+"""
+
+from __future__ import annotations
+
+from transformers import PreTrainedConfig
+
+
+class CLIGPT2Config(PreTrainedConfig):
+    """Configuration of a GPT-2 whose blocks may each have their own width.
+
+    ``layer_widths[i]`` is block i's residual width; block i has ``layer_widths[i] // head_dim``
+    heads and an MLP of inner size ``mlp_ratio * layer_widths[i]``. ``head_dim`` defaults to
+    ``n_embd // n_head``, GPT-2's own head size, so a converted GPT-2 keeps its heads.
+    """
+
+    model_type = "cli_gpt2"
+    keys_to_ignore_at_inference = ["past_key_values"]
+    attribute_map = {
+        "hidden_size": "n_embd",
+        "max_position_embeddings": "n_positions",
+        "num_attention_heads": "n_head",
+        "num_hidden_layers": "n_layer",
+    }
+
+    vocab_size: int = 50257
+    n_positions: int = 1024
+    n_embd: int = 768
+    n_layer: int = 12
+    n_head: int = 12
+    head_dim: int | None = None
+    layer_widths: list[int] | None = None
+    mlp_ratio: int = 4
+    activation_function: str = "gelu_new"
+    resid_pdrop: float = 0.1
+    embd_pdrop: float = 0.1
+    attn_pdrop: float = 0.1
+    layer_norm_epsilon: float = 1e-5
+    initializer_range: float = 0.02
+    use_cache: bool = True
+    bos_token_id: int | None = 50256
+    eos_token_id: int | None = 50256
+    pad_token_id: int | None = None
+    tie_word_embeddings: bool = True
+
+    def __post_init__(self, **kwargs):
+        if self.head_dim is None:
+            self.head_dim = self.n_embd // self.n_head
+        if self.layer_widths is None:
+            self.layer_widths = [self.n_embd] * self.n_layer
+        self.layer_widths = [int(w) for w in self.layer_widths]
+        super().__post_init__(**kwargs)
+        self.check()
+
+    def check(self) -> None:
+        """Raise ``ValueError`` naming the field when the schedule cannot be built."""
+        if self.n_layer < 1:
+            raise ValueError(f"n_layer must be >= 1, got {self.n_layer}")
+        if self.head_dim < 1 or self.n_embd % self.head_dim:
+            raise ValueError(f"head_dim={self.head_dim} must divide n_embd={self.n_embd}")
+        if len(self.layer_widths) != self.n_layer:
+            raise ValueError(
+                f"layer_widths has {len(self.layer_widths)} entries but n_layer={self.n_layer}: give one width per block"
+            )
+        bad = [(i, w) for i, w in enumerate(self.layer_widths) if w < self.head_dim or w % self.head_dim]
+        if bad:
+            i, w = bad[0]
+            raise ValueError(
+                f"layer_widths[{i}]={w} is not a positive multiple of head_dim={self.head_dim}; "
+                "pick widths divisible by the head dimension or lower head_dim"
+            )
+
+    def heads(self, layer: int) -> int:
+        """Number of attention heads of block ``layer``."""
+        return self.layer_widths[layer] // self.head_dim
+
+    @property
+    def kv_shapes(self) -> list[tuple[int, int]]:
+        """(heads, head_dim) of every block's KV cache, in block order."""
+        return [(self.heads(i), self.head_dim) for i in range(self.n_layer)]

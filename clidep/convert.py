@@ -1,0 +1,122 @@
+"""Bring GPT-2 checkpoints into the CLIGPT2 family, and load any supported checkpoint.
+
+``from_gpt2`` is a 1:1 weight copy: every width stays d, no projection exists, and the logits
+equal GPT-2's. GPT-2 stores its linear layers as ``Conv1D`` with weight (in, out); clidep uses
+``nn.Linear`` with weight (out, in), so every matrix is transposed on the way in.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import ClidepError
+
+if TYPE_CHECKING:
+    from transformers import GPT2LMHeadModel
+
+    from .modeling import CLIGPT2LMHeadModel
+
+# GPT-2 options whose behaviour CLIGPT2 does not reproduce; converting them would silently change outputs.
+_UNSUPPORTED = {"scale_attn_by_inverse_layer_idx": True, "scale_attn_weights": False, "add_cross_attention": True}
+
+
+def config_from_gpt2(gpt2_config) -> "CLIGPT2Config":  # noqa: F821 - imported lazily
+    """The identity-schedule CLIGPT2Config of a GPT2Config; ``ValueError`` for what cannot be mapped."""
+    from .configuration import CLIGPT2Config
+
+    for field, bad in _UNSUPPORTED.items():
+        if getattr(gpt2_config, field, not bad) == bad:
+            raise ValueError(f"GPT-2 config sets {field}={bad}, which clidep does not support")
+    d = gpt2_config.n_embd
+    inner = gpt2_config.n_inner or 4 * d
+    if inner % d:
+        raise ValueError(f"GPT-2 config n_inner={inner} is not a multiple of n_embd={d}")
+    return CLIGPT2Config(
+        vocab_size=gpt2_config.vocab_size,
+        n_positions=gpt2_config.n_positions,
+        n_embd=d,
+        n_layer=gpt2_config.n_layer,
+        n_head=gpt2_config.n_head,
+        mlp_ratio=inner // d,
+        activation_function=gpt2_config.activation_function,
+        resid_pdrop=gpt2_config.resid_pdrop,
+        embd_pdrop=gpt2_config.embd_pdrop,
+        attn_pdrop=gpt2_config.attn_pdrop,
+        layer_norm_epsilon=gpt2_config.layer_norm_epsilon,
+        initializer_range=gpt2_config.initializer_range,
+        bos_token_id=gpt2_config.bos_token_id,
+        eos_token_id=gpt2_config.eos_token_id,
+        pad_token_id=gpt2_config.pad_token_id,
+        tie_word_embeddings=gpt2_config.tie_word_embeddings,
+    )
+
+
+def from_gpt2(gpt2: "GPT2LMHeadModel") -> "CLIGPT2LMHeadModel":
+    """Convert a ``GPT2LMHeadModel`` into an identity-schedule ``CLIGPT2LMHeadModel`` with the same logits."""
+    import torch
+
+    from .modeling import CLIGPT2LMHeadModel
+
+    config = config_from_gpt2(gpt2.config)
+    model = CLIGPT2LMHeadModel(config)
+    src = gpt2.state_dict()
+    dst = model.state_dict()
+    conv1d = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+    mapped = {}
+    for name, target in dst.items():
+        if name == "lm_head.weight":
+            continue  # tied to transformer.wte.weight, filled by tie_weights()
+        assert name in src, f"GPT-2 state dict has no {name}; the layouts diverged"
+        tensor = src[name]
+        if name.endswith(conv1d):
+            # Conv1D keeps (in, out); nn.Linear wants (out, in).
+            tensor = tensor.t()
+        assert tensor.shape == target.shape, f"{name}: GPT-2 gives {tuple(tensor.shape)}, clidep expects {tuple(target.shape)}"
+        mapped[name] = tensor
+    with torch.no_grad():
+        missing, unexpected = model.load_state_dict(mapped, strict=False)
+    assert set(missing) <= {"lm_head.weight"} and not unexpected, f"missing {missing}, unexpected {unexpected}"
+    model.tie_weights()
+    assert model.lm_head.weight.data_ptr() == model.transformer.wte.weight.data_ptr(), "LM head must stay tied"
+    return model.to(gpt2.dtype).eval()
+
+
+def load_model(name_or_path: str | Path) -> "CLIGPT2LMHeadModel":
+    """Load a clidep model, or a GPT-2 checkpoint converted to one, from a directory or hub id.
+
+    Weights come from safetensors only and no remote code runs. Raises ``ClidepError`` when the
+    checkpoint cannot be found or is not GPT-2-like.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from . import modeling  # noqa: F401 - registers cli_gpt2 with the Auto classes
+
+    name = str(name_or_path)
+    if not Path(name).exists() and (name.startswith((".", "/", "~")) or name.count("/") > 1):
+        raise ClidepError(f"no model directory at '{name}'")
+    try:
+        config = AutoConfig.from_pretrained(name)
+    except (OSError, ValueError) as exc:
+        raise ClidepError(
+            f"cannot load model '{name}': not a model directory or reachable hub id ({_first_line(exc)})"
+        ) from exc
+    if config.model_type not in ("gpt2", "cli_gpt2"):
+        raise ClidepError(
+            f"model '{name}' is a {config.model_type!r} checkpoint; clidep works on GPT-2 (gpt2) and clidep (cli_gpt2) models"
+        )
+    try:
+        model = AutoModelForCausalLM.from_pretrained(name, use_safetensors=True)
+    except (OSError, ValueError) as exc:
+        raise ClidepError(f"cannot load weights of '{name}': {_first_line(exc)} (clidep reads safetensors only)") from exc
+    if config.model_type == "gpt2":
+        try:
+            model = from_gpt2(model)
+        except ValueError as exc:
+            raise ClidepError(f"cannot convert '{name}': {exc}") from exc
+    return model.eval()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,122 @@
+"""Where clidep's data comes from: the offline shared folder, local files, or the hub.
+
+Every test, benchmark and command reaches data through this module. The offline folder is
+``$CLIDEP_SHARED_DATA`` when set, else ``../shared/data`` beside the project (or the current
+directory's ``../shared/data``). Hub names (``wikitext-103``, ``gpt2-medium``) work wherever the
+hub is reachable.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import ClidepError
+
+ENV_VAR = "CLIDEP_SHARED_DATA"
+_PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+#: Offline evaluation texts, by name (relative to the shared data folder).
+EVAL_TEXTS = {
+    "wikitext-test": "wikitext-2-raw/wiki.test.detok.txt",
+    "wikitext-test-raw": "wikitext-2-raw/wiki.test.raw",
+    "wiki-en-valid": "wiki-en/valid.txt",
+}
+#: Hub datasets by name: (dataset id, config).
+HUB_TEXTS = {
+    "wikitext-103": ("Salesforce/wikitext", "wikitext-103-raw-v1"),
+    "wikitext-2": ("Salesforce/wikitext", "wikitext-2-raw-v1"),
+}
+
+
+def shared_data_dir() -> Path:
+    """The offline data folder; ``ClidepError`` when it cannot be found."""
+    if os.environ.get(ENV_VAR):
+        path = Path(os.environ[ENV_VAR]).expanduser()
+        if not path.is_dir():
+            raise ClidepError(f"{ENV_VAR}={path} is not a directory; point it at the folder holding gpt2-tokenizer/")
+        return path
+    for path in (_PROJECT_ROOT.parent / "shared" / "data", Path.cwd().parent / "shared" / "data"):
+        if path.is_dir():
+            return path
+    raise ClidepError(
+        f"offline data not found at {_PROJECT_ROOT.parent / 'shared' / 'data'}; set {ENV_VAR} to the folder "
+        "holding gpt2-tokenizer/ and wikitext-2-raw/, or use hub names where the hub is reachable"
+    )
+
+
+def shared_path(relative: str) -> Path:
+    """A file or folder inside the offline data folder; ``ClidepError`` naming it when missing."""
+    path = shared_data_dir() / relative
+    if not path.exists():
+        raise ClidepError(f"missing offline data file {path}; restore it or set {ENV_VAR} to a complete copy")
+    return path
+
+
+def load_tokenizer(name_or_path: str | Path = "gpt2"):
+    """A GPT-2 byte-level BPE tokenizer: ``gpt2`` resolves to the offline copy when present."""
+    from transformers import AutoTokenizer
+
+    name = str(name_or_path)
+    if name in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"):
+        try:
+            name = str(shared_path("gpt2-tokenizer"))
+        except ClidepError:
+            pass  # no offline copy: the hub id itself is the last resort
+    try:
+        return AutoTokenizer.from_pretrained(name)
+    except (OSError, ValueError) as exc:
+        raise ClidepError(f"cannot load a tokenizer from '{name}': give a model directory with tokenizer files") from exc
+
+
+def read_text(spec: str) -> tuple[str, str]:
+    """An evaluation text and its provenance label from a name, a hub id or a file path.
+
+    ``wikitext-test`` (the default everywhere) is the offline detokenised WikiText test split;
+    ``wikitext-103`` / ``wikitext-2`` read the test split from the dataset hub.
+    """
+    if spec in EVAL_TEXTS:
+        path = shared_path(EVAL_TEXTS[spec])
+        return path.read_text(encoding="utf-8"), f"{spec} ({EVAL_TEXTS[spec]})"
+    if spec in HUB_TEXTS:
+        return "\n\n".join(_hub_split(spec, "test")), f"{spec} (hub {HUB_TEXTS[spec][0]}, test split)"
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return path.read_text(encoding="utf-8"), str(path)
+    known = ", ".join([*EVAL_TEXTS, *HUB_TEXTS])
+    raise ClidepError(f"no text '{spec}': give a text file or one of {known}")
+
+
+def read_corpus(spec: str) -> list[str]:
+    """Training documents from a text file, a directory of ``*.txt`` files, or a hub dataset name.
+
+    Files are split into documents at blank-line-separated `` = Title = `` headings (the
+    Wikipedia dump's article markers) and otherwise kept whole.
+    """
+    if spec in HUB_TEXTS:
+        return [t for t in _hub_split(spec, "train") if t.strip()]
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        files = sorted(p for p in path.glob("*.txt") if p.name != "valid.txt")
+    elif path.is_file():
+        files = [path]
+    else:
+        raise ClidepError(f"no training data at '{spec}': give a text file, a directory of .txt files or wikitext-103")
+    if not files:
+        raise ClidepError(f"no .txt files in '{spec}'")
+    docs = []
+    for f in files:
+        docs += [d for d in f.read_text(encoding="utf-8").split("\n\n = ") if d.strip()]
+    return docs
+
+
+def _hub_split(name: str, split: str) -> list[str]:
+    try:
+        from datasets import load_dataset
+
+        dataset_id, config = HUB_TEXTS[name]
+        return list(load_dataset(dataset_id, config, split=split)["text"])
+    except Exception as exc:  # datasets raises many kinds when offline; all mean the same to the user
+        raise ClidepError(
+            f"cannot fetch '{name}' from the dataset hub ({type(exc).__name__}); offline, use --data wikitext-test or a text file"
+        ) from exc

@@ -1,0 +1,9 @@
+"""The one exception type the command line turns into a one-line message."""
+
+
+class ClidepError(Exception):
+    """A problem with the user's input or environment, phrased as what is wrong and what to do.
+
+    The CLI prints ``str(error)`` on one line to stderr and exits with status 2; library callers
+    can catch it like any other exception.
+    """

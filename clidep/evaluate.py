@@ -1,0 +1,44 @@
+"""``clidep eval``: perplexity of a torch model on an evaluation text (the protocol in perplexity.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .data import load_tokenizer, read_text
+from .perplexity import PerplexityResult, perplexity, torch_logits_fn
+from .progress import progress_bar
+
+
+def tokenize_text(tokenizer, text: str):
+    """Token ids of a whole text in one pass (no truncation, no special tokens added)."""
+    import numpy as np
+
+    return np.asarray(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"], dtype=np.int64)
+
+
+def evaluate(
+    model_path: str | Path, data: str = "wikitext-test", context: int | None = None, stride: int | None = None,
+    batch_size: int = 4,
+) -> PerplexityResult:
+    """Perplexity of MODEL on DATA with a sliding window of CONTEXT tokens every STRIDE tokens.
+
+    CONTEXT defaults to the model's position count and STRIDE to half of CONTEXT.
+    """
+    import torch
+
+    from .convert import load_model
+    from .errors import ClidepError
+
+    model = load_model(model_path)
+    context = context or model.config.n_positions
+    stride = stride or context // 2
+    if context > model.config.n_positions:
+        raise ClidepError(f"--context {context} exceeds the model's {model.config.n_positions} positions")
+    if not 0 < stride < context:
+        raise ClidepError(f"--stride must be between 1 and {context - 1} (below the context), got {stride}")
+    tokenizer = load_tokenizer(model_path)
+    text, label = read_text(data)
+    ids = tokenize_text(tokenizer, text)
+    torch.manual_seed(0)
+    with progress_bar("perplexity", total=len(ids) - 1) as advance:
+        return perplexity(torch_logits_fn(model), ids, context, stride, batch_size, label, advance)

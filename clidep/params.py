@@ -1,0 +1,31 @@
+"""Closed-form parameter count of a CLIGPT2 config (no weights needed).
+
+The width solver of ``clidep compress`` searches over this formula, so it must match the real
+module count exactly; ``tests/test_model.py`` checks it against ``model.parameters()``.
+"""
+
+from __future__ import annotations
+
+from .configuration import CLIGPT2Config
+
+
+def block_params(width: int, mlp_ratio: int = 4) -> int:
+    """Parameters of one block of width w: attention 4w^2+4w, MLP 2m w^2+(m+1)w, two LayerNorms 4w."""
+    attention = 4 * width * width + 4 * width
+    mlp = 2 * mlp_ratio * width * width + (mlp_ratio + 1) * width
+    return attention + mlp + 4 * width
+
+
+def projection_params(n_embd: int, widths: list[int]) -> int:
+    """Parameters of the bias-free projections wherever consecutive widths (embedding included) differ."""
+    edges = zip([n_embd, *widths], [*widths, n_embd])
+    return sum(a * b for a, b in edges if a != b)
+
+
+def param_count(config: CLIGPT2Config) -> int:
+    """Total trainable parameters, the tied LM head counted once (as ``model.parameters()`` does)."""
+    d = config.n_embd
+    embeddings = (config.vocab_size + config.n_positions) * d
+    head = 0 if config.tie_word_embeddings else config.vocab_size * d
+    blocks = sum(block_params(w, config.mlp_ratio) for w in config.layer_widths)
+    return embeddings + head + blocks + projection_params(d, config.layer_widths) + 2 * d  # + ln_f

@@ -1,0 +1,96 @@
+"""The one perplexity function clidep uses, for torch and ONNX models alike.
+
+Protocol (``../shared/docs/measuring.md``): the whole text is tokenised once; windows of
+``context`` tokens start every ``stride`` tokens; each window scores only the tokens no earlier
+window scored, so every token after the first is scored exactly once, with at least
+``context - stride`` tokens of history once the first window is past. ppl = exp(mean NLL).
+
+The scoring backend is a function ``logits_fn(ids) -> logits`` on numpy arrays
+(int64 (B, T) -> float (B, T, V)), so this module needs numpy only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+LogitsFn = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class PerplexityResult:
+    ppl: float
+    nll: float  # mean negative log-likelihood per scored token (nats)
+    tokens: int  # tokens scored
+    context: int
+    stride: int
+    data: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def windows(n_tokens: int, context: int, stride: int) -> Iterator[tuple[int, int, int]]:
+    """(begin, end, first scored position) of each window; scored positions tile 1..n-1 exactly once."""
+    # stride < context keeps at least one token of history before every scored token.
+    if not 0 < stride < context:
+        raise ValueError(f"stride must be in 1..{context - 1} (below the context {context}), got {stride}")
+    scored_until = 1  # position 0 has no history and is never scored
+    begin = 0
+    while scored_until < n_tokens:
+        end = min(begin + context, n_tokens)
+        yield begin, end, scored_until
+        scored_until = end
+        begin += stride
+
+
+def perplexity(
+    logits_fn: LogitsFn,
+    ids: np.ndarray,
+    context: int,
+    stride: int,
+    batch_size: int = 4,
+    data: str = "",
+    progress: Callable[[int], None] | None = None,
+) -> PerplexityResult:
+    """Sliding-window perplexity of ``ids`` (1-D) under ``logits_fn``; ``progress(n)`` gets scored tokens."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if ids.ndim != 1 or ids.size < 2:
+        raise ValueError("need a 1-D sequence of at least 2 token ids")
+    plan = list(windows(ids.size, context, stride))
+    nll_sum, scored = 0.0, 0
+    # Windows of equal length batch together; only the last window can be shorter.
+    for i in range(0, len(plan), batch_size):
+        group = plan[i : i + batch_size]
+        lengths = {end - begin for begin, end, _ in group}
+        for length in sorted(lengths):
+            part = [w for w in group if w[1] - w[0] == length]
+            x = np.stack([ids[b:e] for b, e, _ in part])  # (B, T)
+            logits = np.asarray(logits_fn(x), dtype=np.float64)  # (B, T, V)
+            for row, (b, e, first) in enumerate(part):
+                pos = np.arange(first - b, e - b)  # window positions of the scored tokens
+                z = logits[row, pos - 1]  # (n, V): position t-1 predicts token t
+                zmax = z.max(axis=-1, keepdims=True)
+                logsumexp = np.log(np.exp(z - zmax).sum(axis=-1)) + zmax[:, 0]
+                nll_sum += float((logsumexp - z[np.arange(pos.size), x[row, pos]]).sum())
+                scored += pos.size
+                if progress is not None:
+                    progress(pos.size)
+    nll = nll_sum / scored
+    return PerplexityResult(float(np.exp(nll)), nll, scored, context, stride, data)
+
+
+def torch_logits_fn(model) -> LogitsFn:
+    """Adapt a causal LM (``model(input_ids).logits``) to ``LogitsFn``."""
+    import torch
+
+    device = next(model.parameters()).device
+
+    @torch.inference_mode()
+    def fn(x: np.ndarray) -> np.ndarray:
+        out = model(torch.from_numpy(x).to(device), use_cache=False)
+        return out.logits.float().cpu().numpy()
+
+    return fn

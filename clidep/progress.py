@@ -1,0 +1,23 @@
+"""rich progress bars on stderr, so that results on stdout stay machine-readable."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+
+@contextmanager
+def progress_bar(label: str, total: int) -> Iterator[Callable[..., None]]:
+    """Yield ``advance(n=1, **fields)``; the bar shows count, rate and time left, on stderr."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn(), TextColumn("{task.fields[info]}")]
+    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
+        task = bar.add_task(label, total=total, info="")
+
+        def advance(n: int = 1, info: str | None = None) -> None:
+            bar.update(task, advance=n, **({"info": info} if info is not None else {}))
+
+        yield advance

@@ -1,0 +1,31 @@
+"""Shared fixtures: tiny GPT-2 models built in-process, and the offline reference teacher."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from clidep.data import shared_data_dir
+
+
+def tiny_gpt2(seed: int = 0, n_layer: int = 3, n_embd: int = 64, n_head: int = 4, vocab: int = 101) -> GPT2LMHeadModel:
+    """A randomly initialised GPT-2 small enough to run in milliseconds."""
+    torch.manual_seed(seed)
+    config = GPT2Config(
+        n_embd=n_embd, n_layer=n_layer, n_head=n_head, vocab_size=vocab, n_positions=64, bos_token_id=0, eos_token_id=0
+    )
+    return GPT2LMHeadModel(config).eval()
+
+
+@pytest.fixture
+def gpt2_tiny() -> GPT2LMHeadModel:
+    return tiny_gpt2()
+
+
+@pytest.fixture(scope="session")
+def teacher_dir():
+    """The reference teacher from ../shared/models (resolved next to the shared data folder)."""
+    path = shared_data_dir().parent / "models" / "ref-gpt2-12l"
+    assert path.is_dir(), f"reference teacher missing at {path}"
+    return path

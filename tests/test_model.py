@@ -1,0 +1,159 @@
+"""The CLIGPT2 family: GPT-2 equivalence, KV cache, parameter formula, Auto round trip, config checks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
+
+import clidep
+from clidep import CLIGPT2Config, CLIGPT2LMHeadModel, from_gpt2, param_count
+
+from .conftest import tiny_gpt2
+
+SCHEDULES = {
+    "identity": [64, 64, 64, 64],
+    "cli": [64, 32, 32, 64],
+    "uniform": [48, 48, 48, 48],
+    "ragged": [16, 64, 32, 48],
+}
+
+
+def tiny_config(widths: list[int], **kw) -> CLIGPT2Config:
+    return CLIGPT2Config(
+        vocab_size=101, n_positions=64, n_embd=64, n_layer=len(widths), n_head=4, head_dim=16,
+        layer_widths=widths, bos_token_id=0, eos_token_id=0, **kw,
+    )
+
+
+def left_padded_batch(vocab: int, T: int = 12, pad: int = 4):
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(1, vocab, (2, T), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, :pad] = 0  # row 1 is left-padded
+    return ids, mask
+
+
+@pytest.mark.parametrize("explicit_positions", [False, True])
+def test_from_gpt2_matches_gpt2_logits(explicit_positions):
+    gpt2 = tiny_gpt2(n_layer=3)
+    model = from_gpt2(gpt2)
+    ids, mask = left_padded_batch(gpt2.config.vocab_size)
+    kwargs = {"attention_mask": mask}
+    if explicit_positions:
+        kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)  # what generate() passes for left padding
+    with torch.no_grad():
+        ref = gpt2(ids, **kwargs).logits
+        out = model(ids, **kwargs).logits
+    valid = mask.bool()
+    assert out.shape == ref.shape
+    assert (out - ref)[valid].abs().max().item() <= 1e-5
+    assert model.config.layer_widths == [64] * 3
+    assert all(isinstance(p, torch.nn.Identity) for p in model.transformer.proj), "identity schedule has no projections"
+
+
+def test_from_gpt2_transposes_conv1d_weights():
+    gpt2 = tiny_gpt2()
+    model = from_gpt2(gpt2)
+    fc = gpt2.transformer.h[1].mlp.c_fc.weight  # Conv1D: (in, out)
+    assert torch.equal(model.transformer.h[1].mlp.c_fc.weight, fc.t())
+    assert model.lm_head.weight.data_ptr() == model.transformer.wte.weight.data_ptr()
+
+
+def test_from_gpt2_refuses_unsupported_options():
+    config = GPT2Config(n_embd=32, n_layer=1, n_head=2, vocab_size=50, scale_attn_by_inverse_layer_idx=True)
+    with pytest.raises(ValueError, match="scale_attn_by_inverse_layer_idx"):
+        from_gpt2(GPT2LMHeadModel(config))
+
+
+@pytest.mark.parametrize("name", SCHEDULES)
+def test_param_count_formula_matches_modules(name):
+    config = tiny_config(SCHEDULES[name])
+    model = CLIGPT2LMHeadModel(config)
+    assert param_count(config) == sum(p.numel() for p in model.parameters())
+
+
+def test_param_count_gpt2_medium_shapes():
+    # GPT-2 medium as the paper counts it: 354.8 M parameters.
+    medium = CLIGPT2Config(vocab_size=50257, n_positions=1024, n_embd=1024, n_layer=24, n_head=16)
+    assert round(param_count(medium) / 1e6, 1) == 354.8
+    untied = CLIGPT2Config(vocab_size=50257, n_positions=1024, n_embd=1024, n_layer=24, n_head=16, tie_word_embeddings=False)
+    assert param_count(untied) - param_count(medium) == 50257 * 1024
+
+
+@pytest.mark.parametrize("name", ["cli", "uniform", "ragged"])
+def test_projections_sit_where_widths_change(name):
+    widths = SCHEDULES[name]
+    model = CLIGPT2LMHeadModel(tiny_config(widths))
+    edges = list(zip([64, *widths], [*widths, 64]))
+    for proj, (a, b) in zip(model.transformer.proj, edges):
+        if a == b:
+            assert isinstance(proj, torch.nn.Identity)
+        else:
+            assert (proj.in_features, proj.out_features, proj.bias) == (a, b, None)
+    heads = [blk.attn.n_head for blk in model.transformer.h]
+    assert heads == [w // 16 for w in widths]
+
+
+@pytest.mark.parametrize("name", ["cli", "ragged"])
+def test_generate_with_cache_equals_without(name):
+    torch.manual_seed(0)
+    model = CLIGPT2LMHeadModel(tiny_config(SCHEDULES[name])).eval()
+    ids, mask = left_padded_batch(101, T=8, pad=3)
+    args = dict(attention_mask=mask, max_new_tokens=12, do_sample=False, pad_token_id=0)
+    with_cache = model.generate(ids, use_cache=True, **args)
+    without = model.generate(ids, use_cache=False, **args)
+    assert with_cache.shape == (2, 20)
+    assert torch.equal(with_cache, without)
+
+
+def test_cache_logits_equal_full_pass():
+    torch.manual_seed(0)
+    model = CLIGPT2LMHeadModel(tiny_config(SCHEDULES["ragged"])).eval()
+    ids = torch.randint(0, 101, (1, 10))
+    with torch.no_grad():
+        full = model(ids, use_cache=False).logits
+        first = model(ids[:, :6], use_cache=True)
+        rest = model(ids[:, 6:], past_key_values=first.past_key_values, use_cache=True)
+    assert [first.past_key_values.layers[i].keys.shape[1] for i in range(4)] == [1, 4, 2, 3]  # heads per block
+    assert torch.allclose(torch.cat([first.logits, rest.logits], 1), full, atol=1e-5)
+
+
+def test_auto_classes_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = CLIGPT2LMHeadModel(tiny_config(SCHEDULES["cli"])).eval()
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists() and not (tmp_path / "pytorch_model.bin").exists()
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["model_type"] == "cli_gpt2" and saved["layer_widths"] == SCHEDULES["cli"]
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert isinstance(loaded, CLIGPT2LMHeadModel) and isinstance(AutoConfig.from_pretrained(tmp_path), CLIGPT2Config)
+    ids = torch.randint(0, 101, (2, 9))
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, model(ids).logits)
+    assert loaded.lm_head.weight.data_ptr() == loaded.transformer.wte.weight.data_ptr()
+
+
+def test_public_api():
+    assert set(clidep.__all__) >= {"CLIGPT2Config", "CLIGPT2LMHeadModel", "from_gpt2", "param_count"}
+    assert clidep.CLIGPT2Config is CLIGPT2Config
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        (dict(layer_widths=[64, 64]), "layer_widths has 2 entries but n_layer=4"),
+        (dict(layer_widths=[64, 40, 64, 64]), r"layer_widths\[1\]=40 is not a positive multiple of head_dim=16"),
+        (dict(layer_widths=[64, 0, 64, 64]), r"layer_widths\[1\]=0"),
+    ],
+)
+def test_config_rejects_bad_schedules(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        CLIGPT2Config(vocab_size=101, n_embd=64, n_layer=4, n_head=4, **kwargs)
+
+
+def test_head_dim_makes_small_widths_reachable():
+    config = CLIGPT2Config(vocab_size=101, n_embd=64, n_layer=2, n_head=4, head_dim=8, layer_widths=[64, 24])
+    assert config.kv_shapes == [(8, 8), (3, 8)]
