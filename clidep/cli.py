@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -49,9 +50,28 @@ def eval_(
 
 
 @app.command()
-def analyze(model: ModelArg) -> None:
-    """Score every block's importance (NTK trace and other scorers) and pick the critical layers. [not yet available]"""
-    _not_yet("analyze")
+def analyze(
+    model: ModelArg,
+    out: Annotated[Path, typer.Option(help="Directory for importance.json and importance.png.")],
+    data: Annotated[str, typer.Option(help="Calibration text: wiki-en-valid (offline), wikitext-test, a hub name or a file.")] = "wiki-en-valid",
+    samples: Annotated[int, typer.Option(help="Calibration sequences.")] = 8,
+    seq_len: Annotated[int, typer.Option(help="Tokens per calibration sequence.")] = 128,
+    probes: Annotated[int, typer.Option(help="Hutchinson probes for the NTK trace (one backward pass each).")] = 16,
+    method: Annotated[str, typer.Option(help="ntk, grad, bi, ablation or all.")] = "all",
+    seed: Annotated[int, typer.Option(help="Seed for the calibration offsets and the probes.")] = 0,
+    min_gap: Annotated[float, typer.Option(help="Score ratio that separates critical blocks from the rest.")] = 2.0,
+) -> None:
+    """Score every block's importance (NTK trace, gradient norm, block influence, ablation) and pick the critical layers.
+
+    The NTK score of block l is tr(J_l J_l^T) per token, J_l the Jacobian of the log-probabilities
+    with respect to the block's parameters, estimated with Hutchinson probes.
+    """
+    from .analyze import analyze as run, print_table, write_report
+
+    report = run(model, data, samples, seq_len, probes, method, seed, min_gap)
+    json_path, png_path = write_report(report, out)
+    print_table(report)
+    print(f"wrote {json_path} and {png_path}", file=sys.stderr)
 
 
 @app.command()
