@@ -34,4 +34,10 @@ def __getattr__(name: str):
 
 
 if not os.environ.get("CLIDEP_LAZY_IMPORT"):
-    from . import modeling  # noqa: F401  (registers the model family with the Auto classes)
+    try:
+        from . import modeling  # noqa: F401  (registers the model family with the Auto classes)
+    except ModuleNotFoundError as exc:
+        # A device that only runs exported models has numpy + onnxruntime and no torch;
+        # clidep.runner must still import there.
+        if exc.name not in ("torch", "transformers"):
+            raise

@@ -81,15 +81,50 @@ def compress(model: ModelArg) -> None:
 
 
 @app.command()
-def export(model: ModelArg) -> None:
-    """Export a model to ONNX with KV cache, validated, optionally quantised. [not yet available]"""
-    _not_yet("export")
+def export(
+    model: ModelArg,
+    out: Annotated[Path, typer.Option(help="Artifact directory (ONNX files, tokenizer, manifest.json).")],
+    int8: Annotated[bool, typer.Option("--int8", help="Add a dynamic int8 variant (ONNX Runtime).")] = False,
+    opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists.")] = False,
+    data: Annotated[str, typer.Option(help="Text for the perplexity check of quantised variants.")] = "wikitext-test",
+    ppl_tokens: Annotated[int, typer.Option(help="Tokens of DATA for that check (0: the whole text).")] = 32768,
+) -> None:
+    """Export MODEL to one ONNX graph with KV cache, validate it against PyTorch, and optionally quantise it.
+
+    Validation: max |logit diff| <= 1e-4 on batch 1 and a left-padded batch 2 at past length 0
+    and > 0, and identical 32-token greedy continuations. The manifest records size, sha256,
+    parity and perplexity of every variant.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from .artifact import export_artifact
+
+    manifest = export_artifact(model, out, int8, opset, overwrite, data, ppl_tokens)
+    table = Table(title=f"{out} ({manifest['ppl_protocol']['tokens']:,} tokens of {manifest['ppl_protocol']['data']})")
+    for col in ("file", "precision", "MB", "max |Δlogit|", "ppl", "Δppl", "greedy agreement"):
+        table.add_column(col, justify="right")
+    for v in manifest["variants"]:
+        diff = "-" if v["max_abs_logit_diff"] is None else f"{v['max_abs_logit_diff']:.2e}"
+        table.add_row(v["file"], v["precision"], f"{v['size_bytes'] / 1e6:.1f}", diff, f"{v['ppl']:.2f}",
+                      f"{v['ppl_delta']:+.2%}", f"{v['greedy_agreement']:.0%}")
+    Console(width=max(Console().width, 110)).print(table)
 
 
 @app.command()
-def generate(model: ModelArg) -> None:
-    """Generate text from an exported ONNX model with the torch-free runner. [not yet available]"""
-    _not_yet("generate")
+def generate(
+    model: Annotated[Path, typer.Argument(help="Artifact directory from clidep export, or an .onnx file inside one.")],
+    prompt: Annotated[str, typer.Option(help="Text to continue.")],
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate.")] = 32,
+    temperature: Annotated[float, typer.Option(help="0 for greedy decoding.")] = 0.0,
+    top_k: Annotated[int, typer.Option(help="Sample among the K most likely tokens (0: all).")] = 0,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+) -> None:
+    """Continue PROMPT with an exported model through ONNX Runtime (no torch involved)."""
+    from .generate import generate_text
+
+    print(generate_text(model, prompt, max_new_tokens, temperature, top_k, seed))
 
 
 @app.command()

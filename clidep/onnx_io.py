@@ -1,0 +1,48 @@
+"""The I/O description of a clidep ONNX graph: names, dynamic axes, KV shapes.
+
+Names follow optimum's decoder convention so the ecosystem's clients recognise them:
+inputs ``input_ids``, ``attention_mask``, ``position_ids``, ``past_key_values.{i}.key/.value``;
+outputs ``logits``, ``present.{i}.key/.value``. One graph serves prefill (past length 0) and
+decode. Each block's KV shape (heads, head_dim) is stored in the model's metadata under
+``clidep.kv_shapes`` so a runner can build empty pasts without knowing the architecture.
+This module needs no torch.
+"""
+
+from __future__ import annotations
+
+import json
+
+KV_SHAPES_KEY = "clidep.kv_shapes"
+
+
+def input_names(n_layer: int) -> list[str]:
+    pasts = [f"past_key_values.{i}.{kv}" for i in range(n_layer) for kv in ("key", "value")]
+    return ["input_ids", "attention_mask", "position_ids", *pasts]
+
+
+def output_names(n_layer: int) -> list[str]:
+    return ["logits", *[f"present.{i}.{kv}" for i in range(n_layer) for kv in ("key", "value")]]
+
+
+def dynamic_axes(n_layer: int) -> dict[str, dict[int, str]]:
+    axes = {
+        "input_ids": {0: "batch_size", 1: "sequence_length"},
+        "attention_mask": {0: "batch_size", 1: "total_sequence_length"},
+        "position_ids": {0: "batch_size", 1: "sequence_length"},
+        "logits": {0: "batch_size", 1: "sequence_length"},
+    }
+    for i in range(n_layer):
+        for kv in ("key", "value"):
+            axes[f"past_key_values.{i}.{kv}"] = {0: "batch_size", 2: "past_sequence_length"}
+            axes[f"present.{i}.{kv}"] = {0: "batch_size", 2: "total_sequence_length"}
+    return axes
+
+
+def encode_kv_shapes(kv_shapes: list[tuple[int, int]]) -> str:
+    return json.dumps([list(s) for s in kv_shapes])
+
+
+def decode_kv_shapes(metadata: dict[str, str]) -> list[tuple[int, int]]:
+    if KV_SHAPES_KEY not in metadata:
+        raise KeyError(f"ONNX metadata has no {KV_SHAPES_KEY}: not a clidep export")
+    return [tuple(s) for s in json.loads(metadata[KV_SHAPES_KEY])]

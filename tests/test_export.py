@@ -1,0 +1,149 @@
+"""ONNX export: parity with PyTorch, KV layout, tied head stored once, typed validation errors,
+the artifact directory, int8, the torch-free runner and `clidep generate`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import stat
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from clidep import CLIGPT2LMHeadModel, from_gpt2
+from clidep.artifact import export_artifact
+from clidep.convert import load_model
+from clidep.errors import ClidepError
+from clidep.export import export_onnx
+from clidep.quantize import int8_dynamic
+from clidep.runner import OnnxCausalLM
+from clidep.validate import NamesMismatch, ValueMismatch, validate_export
+
+from .conftest import tiny_gpt2
+from .test_cli import run
+from .test_model import SCHEDULES, tiny_config
+
+
+@pytest.fixture(scope="module")
+def ragged(tmp_path_factory):
+    torch.manual_seed(0)
+    model = CLIGPT2LMHeadModel(tiny_config(SCHEDULES["ragged"])).eval()
+    path = export_onnx(model, tmp_path_factory.mktemp("ragged") / "model.onnx")
+    return model, path
+
+
+def test_clidep_schedule_exports_with_parity(ragged):
+    model, path = ragged
+    report = validate_export(model, path)
+    assert report["max_abs_logit_diff"] <= 1e-4 and report["greedy_match"]
+    assert not model.training, "export must leave the model in eval mode"
+    assert OnnxCausalLM(path).kv_shapes == [(1, 16), (4, 16), (2, 16), (3, 16)]
+
+
+def test_plain_gpt2_exports_with_parity(tmp_path):
+    gpt2 = tiny_gpt2(n_layer=2)
+    model = from_gpt2(gpt2)
+    path = export_onnx(model, tmp_path / "model.onnx")
+    assert validate_export(model, path)["max_abs_logit_diff"] <= 1e-4
+    # The ONNX graph also matches the original GPT2LMHeadModel, not only the converted one.
+    ids = np.arange(1, 9)[None]
+    with torch.no_grad():
+        ref = gpt2(torch.from_numpy(ids)).logits.numpy()
+    assert np.abs(OnnxCausalLM(path).logits(ids) - ref).max() <= 1e-4
+
+
+def test_graph_io_and_tied_head_stored_once(ragged):
+    model, path = ragged
+    graph = onnx.load(str(path))
+    names = [i.name for i in graph.graph.input]
+    assert names[:3] == ["input_ids", "attention_mask", "position_ids"] and names[3] == "past_key_values.0.key"
+    assert [o.name for o in graph.graph.output][:3] == ["logits", "present.0.key", "present.0.value"]
+    dims = graph.graph.input[3].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in dims] == ["batch_size", 1, "past_sequence_length", 16]
+    V, d = model.config.vocab_size, model.config.n_embd
+    big = [i for i in graph.graph.initializer if sorted(i.dims) == sorted([V, d])]
+    assert len(big) == 1, "the tied embedding / LM head must be stored once"
+
+
+def test_validation_raises_typed_errors(ragged, tmp_path):
+    model, path = ragged
+    other = CLIGPT2LMHeadModel(tiny_config(SCHEDULES["ragged"])).eval()  # same shapes, other weights
+    with pytest.raises(ValueMismatch, match="max \\|logit diff\\|"):
+        validate_export(other, path)
+    graph = onnx.load(str(path))
+    graph.graph.output[0].name = "scores"
+    for node in graph.graph.node:
+        node.output[:] = ["scores" if o == "logits" else o for o in node.output]
+    onnx.save(graph, str(tmp_path / "renamed.onnx"))
+    with pytest.raises(NamesMismatch):
+        validate_export(model, tmp_path / "renamed.onnx")
+
+
+def test_truncated_onnx_is_refused_by_quantisation(ragged, tmp_path):
+    _, path = ragged
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(path.read_bytes()[:5000])
+    with pytest.raises(ClidepError, match="not a readable ONNX model"):
+        int8_dynamic(broken, tmp_path / "q.onnx")
+
+
+@pytest.fixture(scope="module")
+def teacher_artifact(teacher_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("artifacts") / "teacher-onnx"
+    return out, export_artifact(teacher_dir, out, int8=True, ppl_tokens=4096)
+
+
+def test_artifact_directory_is_complete(teacher_artifact):
+    out, manifest = teacher_artifact
+    assert json.loads((out / "manifest.json").read_text()) == manifest
+    assert {"model.onnx", "model.int8.onnx", "tokenizer.json", "manifest.json"} <= {p.name for p in out.iterdir()}
+    assert not list(out.parent.glob(".*tmp*")), "no temporary directory may be left behind"
+    assert stat.S_IMODE((out / "manifest.json").stat().st_mode) & 0o044, "artifact files must be readable by others"
+    assert manifest["kv_shapes"] == [[4, 64]] * 12
+    fp32, int8 = manifest["variants"]
+    for v in (fp32, int8):
+        assert v["sha256"] == hashlib.sha256((out / v["file"]).read_bytes()).hexdigest()
+        assert v["size_bytes"] == (out / v["file"]).stat().st_size
+    assert fp32["max_abs_logit_diff"] <= 1e-4 and fp32["greedy_match"]
+    assert int8["size_bytes"] < 0.5 * fp32["size_bytes"]
+    assert abs(int8["ppl_delta"]) <= 0.02  # the int8 target on the reference teacher: within +2%
+    assert manifest["ppl_protocol"]["tokens"] == 4095
+
+
+def test_export_refuses_existing_dir(teacher_artifact, teacher_dir):
+    out, _ = teacher_artifact
+    proc = run("export", str(teacher_dir), "--out", str(out))
+    assert proc.returncode == 2 and "pass --overwrite" in proc.stderr
+
+
+def test_generate_matches_transformers_and_needs_no_torch(teacher_artifact, teacher_dir):
+    out, _ = teacher_artifact
+    probe = (
+        "import sys\n"
+        "from clidep.generate import generate_text\n"
+        f"print(generate_text({str(out)!r}, 'The history of the city', max_new_tokens=24))\n"
+        "print('torch' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          env={"CLIDEP_LAZY_IMPORT": "1", "PATH": ""})
+    assert proc.returncode == 0, proc.stderr
+    text, torch_loaded = proc.stdout.rsplit("\n", 2)[:2]
+    assert torch_loaded == "False", "the ONNX runner must not import torch"
+    model = load_model(teacher_dir)
+    from clidep.data import load_tokenizer
+
+    tok = load_tokenizer(teacher_dir)
+    ids = tok("The history of the city", return_tensors="pt").input_ids
+    with torch.no_grad():
+        ref = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=24, min_new_tokens=24,
+                             do_sample=False, pad_token_id=0)
+    assert text == "The history of the city" + tok.decode(ref[0, ids.shape[1]:])
+
+
+def test_generate_bad_input(tmp_path):
+    proc = run("generate", str(tmp_path), "--prompt", "hi")
+    assert proc.returncode == 2 and "no ONNX model" in proc.stderr
