@@ -31,61 +31,99 @@ def _sha256(path: Path) -> str:
 
 
 def export_artifact(
-    model_path: str | Path, out: str | Path, int8: bool = False, opset: int = 17, overwrite: bool = False,
-    data: str = "wikitext-test", ppl_tokens: int = 32768, context: int | None = None,
+    model_path: str | Path, out: str | Path, *, int8: bool = False, static: bool = False, calib_samples: int = 32,
+    calib_data: str | None = None, int4: bool = False, block_size: int = 32, fp16: bool = False,
+    optimize: bool = True, opset: int = 17, overwrite: bool = False, ppl_data: str = "wikitext-test",
+    ppl_tokens: int = 32768,
 ) -> dict:
-    """Export MODEL to ONNX in OUT, validate it against PyTorch, optionally add an int8 variant.
+    """Export MODEL to ONNX in OUT, validate it against PyTorch, and add the precisions asked for.
 
-    Quantised variants are scored by perplexity on the first PPL_TOKENS tokens of DATA (0: the
-    whole text) against the fp32 export, and by greedy agreement with it.
+    Every variant is compared with PyTorch (max |logit diff|, greedy match), scored by perplexity
+    on the first PPL_TOKENS tokens of PPL_DATA (0: the whole text) against the fp32 export, and by
+    greedy agreement with it (same argmax next token, teacher-forced, on up to 8 x 128 tokens). ``static`` makes the int8 variant calibrated (QDQ) on CALIB_SAMPLES
+    windows of CALIB_DATA instead of dynamic.
     """
-    import numpy as np
-
+    from . import quantize
+    from .analyze import calibration_batch
+    from .artifacts import make_temp_dir, write_json
     from .convert import load_model
     from .data import load_tokenizer, read_text
     from .evaluate import tokenize_text
     from .export import export_onnx
     from .perplexity import perplexity
-    from .quantize import int8_dynamic
     from .runner import OnnxCausalLM
     from .validate import ValidationError, greedy_agreement, validate_export
-    from .artifacts import make_temp_dir, write_json
 
     out = Path(out)
     if out.exists() and not overwrite:
         raise ClidepError(f"'{out}' exists; pass --overwrite to replace it")
+    if static and not calib_data:
+        raise ClidepError("--static needs calibration text: add --data wiki-en-valid (or a text file)")
+    if calib_samples < 1:
+        raise ClidepError(f"--calib-samples must be at least 1, got {calib_samples}")
+    if int4:
+        quantize.check_block_size(block_size)
     model = load_model(model_path)
     tokenizer = load_tokenizer(model_path)
-    context = context or min(model.config.n_positions, 1024)
+    context = min(model.config.n_positions, 1024)
+    stride = context // 2
+    text, label = read_text(ppl_data)
+    ids = tokenize_text(tokenizer, text)
+    ids = ids[: ppl_tokens + 1] if ppl_tokens else ids
+    n_agree = min(8, (ids.size - 1) // 128)
+    agree_windows = ids[: n_agree * 128].reshape(n_agree, 128) if n_agree else ids[None, : ids.size]
+    windows = calibration_batch(tokenizer, calib_data, calib_samples, min(128, context), 0)[0].numpy() if static else None
     tmp = make_temp_dir(out)
     try:
+        fp32 = tmp / "model.onnx"
         t0 = time.perf_counter()
-        fp32 = export_onnx(model, tmp / "model.onnx", opset)
-        export_s = time.perf_counter() - t0
+        export_onnx(model, fp32, opset)
         try:
             check = validate_export(model, fp32)
         except ValidationError as exc:
             raise ClidepError(f"export failed validation: {exc}") from exc
-        tokenizer.save_pretrained(tmp)
-        text, label = read_text(data)
-        ids = tokenize_text(tokenizer, text)
-        ids = ids[:ppl_tokens] if ppl_tokens else ids
-        stride = context // 2
-        base_ppl = perplexity(OnnxCausalLM(fp32).logits, ids, context, stride, 4).ppl
-        variants = [{"file": fp32.name, "precision": "fp32", "seconds": round(export_s, 2), **check,
-                     "ppl": base_ppl, "ppl_delta": 0.0, "greedy_agreement": 1.0}]
-        if int8:
+        seconds = time.perf_counter() - t0
+        optimized = {"applied": False, "fusions": {}, "reason": "--no-optimize"}
+        if optimize:
             t0 = time.perf_counter()
-            q = int8_dynamic(fp32, tmp / "model.int8.onnx", INT8_PER_CHANNEL, INT8_EXCLUDE_LM_HEAD)
-            q_s = time.perf_counter() - t0
-            q_ppl = perplexity(OnnxCausalLM(q).logits, ids, context, stride, 4).ppl
-            prompts = np.random.default_rng(0).integers(1, model.config.vocab_size, (4, 8))
-            variants.append({"file": q.name, "precision": "int8-dynamic", "seconds": round(q_s, 2),
-                             "per_channel": INT8_PER_CHANNEL, "lm_head_quantized": not INT8_EXCLUDE_LM_HEAD,
-                             "max_abs_logit_diff": None, "greedy_match": None,
-                             "ppl": q_ppl, "ppl_delta": q_ppl / base_ppl - 1,
-                             "greedy_agreement": greedy_agreement(fp32, q, prompts)})
+            opt, fusions = quantize.optimize(fp32, tmp / "model.opt.onnx")
+            try:
+                check = validate_export(model, opt)
+                opt.replace(fp32)
+                optimized = {"applied": True, "fusions": fusions, "reason": "parity kept"}
+                seconds += time.perf_counter() - t0
+            except ValidationError as exc:
+                opt.unlink()
+                optimized = {"applied": False, "fusions": fusions, "reason": f"parity lost, kept unoptimised: {exc}"}
+        tokenizer.save_pretrained(tmp)
+
+        def score(path: Path, precision: str, secs: float, strict: bool, **extra) -> dict:
+            measured = check if strict else validate_export(model, path, atol=None)
+            v_ppl = perplexity(OnnxCausalLM(path).logits, ids, context, stride, 4).ppl
+            return {"file": path.name, "precision": precision, "seconds": round(secs, 2), **measured, "ppl": v_ppl,
+                    "greedy_agreement": 1.0 if strict else greedy_agreement(fp32, path, agree_windows), **extra}
+
+        variants = [score(fp32, "fp32", seconds, True)]
+        jobs = []
+        if int8 and static:
+            jobs.append(("model.int8.onnx", "int8-static-qdq", lambda d: quantize.int8_static(fp32, d, windows, model.config.kv_shapes),
+                         {"calibration": {"data": calib_data, "samples": calib_samples}}))
+        elif int8:
+            jobs.append(("model.int8.onnx", "int8-dynamic", lambda d: quantize.int8_dynamic(fp32, d, INT8_PER_CHANNEL, INT8_EXCLUDE_LM_HEAD),
+                         {"per_channel": INT8_PER_CHANNEL, "lm_head_quantized": not INT8_EXCLUDE_LM_HEAD}))
+        if int4:
+            jobs.append(("model.int4.onnx", "int4-weight-only", lambda d: quantize.int4_weight_only(fp32, d, block_size),
+                         {"block_size": block_size}))
+        if fp16:
+            jobs.append(("model.fp16.onnx", "fp16", lambda d: quantize.fp16(fp32, d), {}))
+        for name, precision, make, extra in jobs:
+            t0 = time.perf_counter()
+            result = make(tmp / name)
+            if isinstance(result, tuple):  # int4 also reports its coverage
+                extra = {**extra, "linear_layers_quantized": f"{result[1]}/{result[2]}"}
+            variants.append(score(tmp / name, precision, time.perf_counter() - t0, False, **extra))
         for v in variants:
+            v["ppl_delta"] = v["ppl"] / variants[0]["ppl"] - 1
             v["size_bytes"] = (tmp / v["file"]).stat().st_size
             v["sha256"] = _sha256(tmp / v["file"])
         manifest = {
@@ -94,6 +132,7 @@ def export_artifact(
             "layer_widths": model.config.layer_widths,
             "kv_shapes": [list(s) for s in model.config.kv_shapes],
             "opset": opset,
+            "optimize": optimized,
             "ppl_protocol": {"data": label, "tokens": int(ids.size - 1), "context": context, "stride": stride},
             "variants": variants,
         }

@@ -84,11 +84,18 @@ def compress(model: ModelArg) -> None:
 def export(
     model: ModelArg,
     out: Annotated[Path, typer.Option(help="Artifact directory (ONNX files, tokenizer, manifest.json).")],
-    int8: Annotated[bool, typer.Option("--int8", help="Add a dynamic int8 variant (ONNX Runtime).")] = False,
+    int8: Annotated[bool, typer.Option("--int8", help="Add an int8 variant (dynamic unless --static).")] = False,
+    static: Annotated[bool, typer.Option("--static", help="Make the int8 variant calibrated QDQ (needs --data).")] = False,
+    calib_samples: Annotated[int, typer.Option(help="Calibration windows for --static.")] = 32,
+    data: Annotated[str | None, typer.Option(help="Calibration text for --static (wiki-en-valid, a file, a hub name).")] = None,
+    int4: Annotated[bool, typer.Option("--int4", help="Add a weight-only int4 variant (MatMulNBits) of every linear layer.")] = False,
+    block_size: Annotated[int, typer.Option(help="int4 quantisation block size.")] = 32,
+    fp16: Annotated[bool, typer.Option("--fp16", help="Add an fp16 variant (fp32 inputs/outputs).")] = False,
+    optimize: Annotated[bool, typer.Option(help="Apply ONNX Runtime's transformer fusions where parity holds.")] = True,
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists.")] = False,
-    data: Annotated[str, typer.Option(help="Text for the perplexity check of quantised variants.")] = "wikitext-test",
-    ppl_tokens: Annotated[int, typer.Option(help="Tokens of DATA for that check (0: the whole text).")] = 32768,
+    ppl_data: Annotated[str, typer.Option(help="Text for the perplexity check of every variant.")] = "wikitext-test",
+    ppl_tokens: Annotated[int, typer.Option(help="Tokens of --ppl-data for that check (0: the whole text).")] = 32768,
 ) -> None:
     """Export MODEL to one ONNX graph with KV cache, validate it against PyTorch, and optionally quantise it.
 
@@ -101,15 +108,21 @@ def export(
 
     from .artifact import export_artifact
 
-    manifest = export_artifact(model, out, int8, opset, overwrite, data, ppl_tokens)
+    manifest = export_artifact(
+        model, out, int8=int8 or static, static=static, calib_samples=calib_samples, calib_data=data, int4=int4,
+        block_size=block_size, fp16=fp16, optimize=optimize, opset=opset, overwrite=overwrite, ppl_data=ppl_data,
+        ppl_tokens=ppl_tokens,
+    )
     table = Table(title=f"{out} ({manifest['ppl_protocol']['tokens']:,} tokens of {manifest['ppl_protocol']['data']})")
-    for col in ("file", "precision", "MB", "max |Δlogit|", "ppl", "Δppl", "greedy agreement"):
+    for col in ("file", "precision", "MB", "max |Δlogit| vs torch", "ppl", "Δppl", "greedy agreement"):
         table.add_column(col, justify="right")
     for v in manifest["variants"]:
-        diff = "-" if v["max_abs_logit_diff"] is None else f"{v['max_abs_logit_diff']:.2e}"
-        table.add_row(v["file"], v["precision"], f"{v['size_bytes'] / 1e6:.1f}", diff, f"{v['ppl']:.2f}",
-                      f"{v['ppl_delta']:+.2%}", f"{v['greedy_agreement']:.0%}")
-    Console(width=max(Console().width, 110)).print(table)
+        table.add_row(v["file"], v["precision"], f"{v['size_bytes'] / 1e6:.1f}", f"{v['max_abs_logit_diff']:.2e}",
+                      f"{v['ppl']:.2f}", f"{v['ppl_delta']:+.2%}", f"{v['greedy_agreement']:.0%}")
+    console = Console(width=max(Console().width, 110))
+    console.print(table)
+    opt = manifest["optimize"]
+    console.print(f"graph optimisation: {'applied' if opt['applied'] else 'not applied'} ({opt['reason']}); fusions {opt['fusions']}")
 
 
 @app.command()

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from . import onnx_io
+from .onnx_graph import store_tied_head_once
 
 
 class _FlatCache:
@@ -75,30 +76,12 @@ def export_onnx(model, path: str | Path, opset: int = 17) -> Path:
         )
     model.train(was_training)
     graph = onnx.load(str(path), load_external_data=True)
-    _store_tied_head_once(graph)
+    store_tied_head_once(graph)
     entry = graph.metadata_props.add()
     entry.key, entry.value = onnx_io.KV_SHAPES_KEY, onnx_io.encode_kv_shapes(config.kv_shapes)
     large = graph.ByteSize() > 2_000_000_000 if _fits_protobuf(graph) else True
     onnx.save(graph, str(path), save_as_external_data=large, location=path.name + ".data" if large else None)
     return path
-
-
-def _store_tied_head_once(graph) -> None:
-    """Replace the exporter's constant-folded copy of the tied LM head (wte^T) by a Transpose of wte.
-
-    The tracer folds ``lm_head.weight.t()`` into a second initializer, doubling the largest
-    matrix on disk; a Transpose node keeps one copy in the file.
-    """
-    from onnx import helper, numpy_helper
-
-    inits = {i.name: i for i in graph.graph.initializer}
-    mats = {name: numpy_helper.to_array(i) for name, i in inits.items() if len(i.dims) == 2}
-    for name, arr in mats.items():
-        for other, src in mats.items():
-            if other != name and src.shape == arr.shape[::-1] and (src.T == arr).all():
-                graph.graph.initializer.remove(inits[name])
-                graph.graph.node.insert(0, helper.make_node("Transpose", [other], [name], perm=[1, 0], name="tied_lm_head"))
-                return
 
 
 def _fits_protobuf(graph) -> bool:

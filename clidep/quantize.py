@@ -1,25 +1,110 @@
-"""Post-export quantisation with ONNX Runtime's tools (no torch needed)."""
+"""Post-export precisions with ONNX Runtime's own tools (no torch needed).
+
+Every function reads an fp32 export and writes a new file; the caller validates the result.
+"""
 
 from __future__ import annotations
 
+import logging
+
 from pathlib import Path
 
+import numpy as np
+
 from .errors import ClidepError
+from .onnx_graph import load_graph, materialize_tied_head, store_tied_head_once, weight_matmuls
 
 
 def int8_dynamic(src: str | Path, dst: str | Path, per_channel: bool = False, exclude_lm_head: bool = False) -> Path:
-    """Dynamic int8 quantisation of every MatMul/Gemm weight (activations quantised at run time).
-
-    Raises ``ClidepError`` when ``src`` is not a readable ONNX model.
-    """
+    """Dynamic int8: weights of every linear layer in int8, activations quantised at run time."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    try:
-        graph = onnx.load(str(src), load_external_data=False)
-    except Exception as exc:  # protobuf raises DecodeError and friends on truncated files
-        raise ClidepError(f"'{src}' is not a readable ONNX model ({type(exc).__name__}); re-export it") from exc
-    exclude = [n.name for n in graph.graph.node if n.op_type in ("MatMul", "Gemm") and "lm_head" in n.name] if exclude_lm_head else []
+    graph = load_graph(src)
+    targets = [n for n in weight_matmuls(graph) if not (exclude_lm_head and "lm_head" in n)]
+    # Shape inference cannot type the outputs of ORT's fused contrib ops (SkipLayerNormalization...);
+    # every float tensor in these graphs is fp32.
     quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel,
-                     op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=exclude)
+                     op_types_to_quantize=["MatMul"], nodes_to_quantize=targets,
+                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     return Path(dst)
+
+
+class _Calibration:
+    """ONNX Runtime CalibrationDataReader over prefill feeds (empty pasts) of calibration windows."""
+
+    def __init__(self, windows: np.ndarray, kv_shapes: list[tuple[int, int]]):
+        self._feeds = iter([self._feed(w[None], kv_shapes) for w in windows])
+
+    @staticmethod
+    def _feed(ids: np.ndarray, kv_shapes) -> dict:
+        B, T = ids.shape
+        feed = {"input_ids": ids.astype(np.int64), "attention_mask": np.ones((B, T), np.int64),
+                "position_ids": np.arange(T, dtype=np.int64)[None].repeat(B, 0)}
+        for i, (h, d) in enumerate(kv_shapes):
+            for kv in ("key", "value"):
+                feed[f"past_key_values.{i}.{kv}"] = np.zeros((B, h, 0, d), np.float32)
+        return feed
+
+    def get_next(self):
+        return next(self._feeds, None)
+
+
+def int8_static(src: str | Path, dst: str | Path, windows: np.ndarray, kv_shapes) -> Path:
+    """Calibrated int8 in QDQ format: activation ranges from ``windows`` (N, L) by min/max."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    graph = load_graph(src)
+    targets = [n for n in weight_matmuls(graph) if "lm_head" not in n]
+    quantize_static(str(src), str(dst), _Calibration(windows, kv_shapes), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_quantize=targets,
+                    op_types_to_quantize=["MatMul"])
+    return Path(dst)
+
+
+def check_block_size(block_size: int) -> None:
+    """MatMulNBits takes power-of-two blocks of at least 16 weights."""
+    if block_size < 16 or block_size & (block_size - 1):
+        raise ClidepError(f"--block-size must be a power of two >= 16, got {block_size}")
+
+
+def int4_weight_only(src: str | Path, dst: str | Path, block_size: int = 32) -> tuple[Path, int, int]:
+    """Weight-only int4 (MatMulNBits, symmetric, blocks of ``block_size``) on every linear layer, LM head included.
+
+    Returns (path, linear layers quantised, linear layers in the graph).
+    """
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    check_block_size(block_size)
+    graph = load_graph(src)
+    materialize_tied_head(graph)
+    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)
+    linear = len(weight_matmuls(graph))
+    quantizer = MatMulNBitsQuantizer(graph, bits=4, block_size=block_size, is_symmetric=True,
+                                     op_types_to_quantize=("MatMul",))
+    quantizer.process()
+    out = quantizer.model.model
+    done = sum(n.op_type == "MatMulNBits" for n in out.graph.node)
+    onnx.save(out, str(dst))
+    return Path(dst), done, linear
+
+
+def fp16(src: str | Path, dst: str | Path) -> Path:
+    """Weights and compute in fp16; inputs and outputs stay fp32 so runners need no change."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    onnx.save(convert_float_to_float16(load_graph(src), keep_io_types=True), str(dst))
+    return Path(dst)
+
+
+def optimize(src: str | Path, dst: str | Path) -> tuple[Path, dict[str, int]]:
+    """ONNX Runtime's transformer optimizer (GPT-2 fusions, CPU); returns the fused-operator counts."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    opt = optimize_model(str(src), model_type="gpt2", num_heads=0, hidden_size=0, opt_level=1,
+                         only_onnxruntime=False)
+    store_tied_head_once(opt.model)  # the optimizer folds the shared head's Transpose into a copy
+    opt.save_model_to_file(str(dst))
+    return Path(dst), {k: v for k, v in opt.get_fused_operator_statistics().items() if v}

@@ -30,8 +30,12 @@ class ValueMismatch(ValidationError):
     pass
 
 
-def validate_export(model, onnx_path: str | Path, atol: float = 1e-4, greedy_tokens: int = 32, seed: int = 0) -> dict:
-    """Compare ``onnx_path`` with ``model`` (fp32 torch); return ``{"max_abs_logit_diff", "greedy_match"}``."""
+def validate_export(model, onnx_path: str | Path, atol: float | None = 1e-4, greedy_tokens: int = 32, seed: int = 0) -> dict:
+    """Compare ``onnx_path`` with ``model`` (fp32 torch); return ``{"max_abs_logit_diff", "greedy_match"}``.
+
+    Names and shapes must always match. With ``atol=None`` (quantised variants, which are not
+    expected to match exactly) value differences are measured and returned instead of raised.
+    """
     import torch
 
     from .runner import OnnxCausalLM
@@ -69,7 +73,7 @@ def validate_export(model, onnx_path: str | Path, atol: float = 1e-4, greedy_tok
             valid = mask[:, start:].astype(bool)
             diff = float(np.abs(logits.astype(np.float32) - ref[:, start:])[valid].max())
             worst = max(worst, diff)
-    if worst > atol:
+    if atol is not None and worst > atol:
         raise ValueMismatch(f"max |logit diff| {worst:.3g} exceeds {atol:g} against PyTorch")
 
     prompt = rng.integers(1, model.config.vocab_size, (1, 8))
@@ -78,15 +82,20 @@ def validate_export(model, onnx_path: str | Path, atol: float = 1e-4, greedy_tok
                                   max_new_tokens=greedy_tokens, min_new_tokens=greedy_tokens, do_sample=False,
                                   pad_token_id=0).numpy()
     got = runner.generate(prompt, max_new_tokens=greedy_tokens)
-    if not np.array_equal(got, expected):
+    match = bool(np.array_equal(got, expected))
+    if atol is not None and not match:
         raise ValueMismatch(f"greedy continuation differs from PyTorch: {got[0, 8:].tolist()} vs {expected[0, 8:].tolist()}")
-    return {"max_abs_logit_diff": worst, "greedy_match": True}
+    return {"max_abs_logit_diff": worst, "greedy_match": match}
 
 
-def greedy_agreement(reference: str | Path, candidate: str | Path, prompts: np.ndarray, tokens: int = 32) -> float:
-    """Share of greedy tokens on which ``candidate`` agrees with ``reference`` (same prompts, position by position)."""
+def greedy_agreement(reference: str | Path, candidate: str | Path, windows: np.ndarray) -> float:
+    """Share of positions in ``windows`` (N, L) where both graphs pick the same next token (teacher-forced argmax).
+
+    Teacher forcing keeps one early disagreement from counting against every later token, as
+    free-running continuations would.
+    """
     from .runner import OnnxCausalLM
 
-    a = OnnxCausalLM(reference).generate(prompts, max_new_tokens=tokens)[:, prompts.shape[1]:]
-    b = OnnxCausalLM(candidate).generate(prompts, max_new_tokens=tokens)[:, prompts.shape[1]:]
+    a = OnnxCausalLM(reference).logits(windows).argmax(-1)
+    b = OnnxCausalLM(candidate).logits(windows).argmax(-1)
     return float((a == b).mean())
