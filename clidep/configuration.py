@@ -66,8 +66,8 @@ class CLIGPT2Config(PreTrainedConfig):
         """Raise ``ValueError`` naming the field when the schedule cannot be built."""
         if self.n_layer < 1:
             raise ValueError(f"n_layer must be >= 1, got {self.n_layer}")
-        if self.head_dim < 1 or self.n_embd % self.head_dim:
-            raise ValueError(f"head_dim={self.head_dim} must divide n_embd={self.n_embd}")
+        if self.head_dim < 1:
+            raise ValueError(f"head_dim must be >= 1, got {self.head_dim}")
         if len(self.layer_widths) != self.n_layer:
             raise ValueError(
                 f"layer_widths has {len(self.layer_widths)} entries but n_layer={self.n_layer}: give one width per block"

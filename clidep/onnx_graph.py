@@ -56,5 +56,8 @@ def store_tied_head_once(graph) -> None:
     for name, init in inits.items():
         if name != wte and tuple(init.dims) == head.shape and (numpy_helper.to_array(init) == head).all():
             graph.graph.initializer.remove(init)
-            graph.graph.node.insert(0, helper.make_node("Transpose", [wte], [name], perm=[1, 0], name="tied_lm_head"))
+            # Just before the head's MatMul, after the embedding Gather: quantisers walk the nodes in
+            # order, and must meet the Gather first to quantise wte once for both of its uses.
+            at = next(i for i, n in enumerate(graph.graph.node) if name in n.input)
+            graph.graph.node.insert(at, helper.make_node("Transpose", [wte], [name], perm=[1, 0], name="tied_lm_head"))
             return

@@ -42,7 +42,19 @@ def encode_kv_shapes(kv_shapes: list[tuple[int, int]]) -> str:
     return json.dumps([list(s) for s in kv_shapes])
 
 
-def decode_kv_shapes(metadata: dict[str, str]) -> list[tuple[int, int]]:
+def decode_kv_shapes(metadata: dict[str, str]) -> list[tuple[int, int]] | None:
+    """The per-block KV shapes a clidep export stores, or None for a graph from another exporter."""
     if KV_SHAPES_KEY not in metadata:
-        raise KeyError(f"ONNX metadata has no {KV_SHAPES_KEY}: not a clidep export")
+        return None
     return [tuple(s) for s in json.loads(metadata[KV_SHAPES_KEY])]
+
+
+def kv_shapes_from_config(config: dict) -> list[tuple[int, int]]:
+    """KV shapes of a model from its config.json: clidep's per-block widths, or GPT-2's uniform heads
+    (what optimum's own GPT-2 exports need, since they carry no such metadata)."""
+    if config.get("model_type") == "cli_gpt2":
+        hd = config.get("head_dim") or config["n_embd"] // config["n_head"]
+        return [(w // hd, hd) for w in config["layer_widths"]]
+    if config.get("model_type") == "gpt2":
+        return [(config["n_head"], config["n_embd"] // config["n_head"])] * config["n_layer"]
+    raise ValueError(f"cannot tell the KV-cache layout of a {config.get('model_type')!r} model")

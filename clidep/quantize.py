@@ -15,18 +15,22 @@ from .errors import ClidepError
 from .onnx_graph import load_graph, materialize_tied_head, store_tied_head_once, weight_matmuls
 
 
-def int8_dynamic(src: str | Path, dst: str | Path, per_channel: bool = False, exclude_lm_head: bool = False) -> Path:
-    """Dynamic int8: weights of every linear layer in int8, activations quantised at run time."""
+def int8_dynamic(src: str | Path, dst: str | Path, per_channel: bool = False) -> Path:
+    """Dynamic int8: every linear layer's weight, the token embedding and the tied LM head in int8
+    (one int8 copy of wte serves both, through the tied head's Transpose); activations are
+    quantised at run time; attention's activation-by-activation MatMuls stay fp32."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     graph = load_graph(src)
-    targets = [n for n in weight_matmuls(graph) if not (exclude_lm_head and "lm_head" in n)]
+    head = [n.name for n in graph.graph.node if n.op_type == "MatMul" and any(
+        m.name == "tied_lm_head" and m.output[0] in n.input for m in graph.graph.node)]
+    gather = [n.name for n in graph.graph.node if n.op_type == "Gather" and n.input[1] == "input_ids"]
+    targets = weight_matmuls(graph) + head + gather + ["tied_lm_head"]
     # Shape inference cannot type the outputs of ORT's fused contrib ops (SkipLayerNormalization...);
     # every float tensor in these graphs is fp32.
     quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel,
-                     op_types_to_quantize=["MatMul"], nodes_to_quantize=targets,
-                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+                     nodes_to_quantize=targets, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     return Path(dst)
 
 
@@ -69,9 +73,11 @@ def check_block_size(block_size: int) -> None:
 
 
 def int4_weight_only(src: str | Path, dst: str | Path, block_size: int = 32) -> tuple[Path, int, int]:
-    """Weight-only int4 (MatMulNBits, symmetric, blocks of ``block_size``) on every linear layer, LM head included.
+    """Weight-only int4, symmetric, blocks of ``block_size``: every linear layer, LM head included,
+    as MatMulNBits, and the token/position embeddings as GatherBlockQuantized.
 
-    Returns (path, linear layers quantised, linear layers in the graph).
+    Returns (path, linear layers quantised, linear layers in the graph). On the reference teacher
+    the embeddings in int4 take the file from 16.4 to 8.9 MB for +0.3 points of perplexity.
     """
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
@@ -79,10 +85,10 @@ def int4_weight_only(src: str | Path, dst: str | Path, block_size: int = 32) -> 
     check_block_size(block_size)
     graph = load_graph(src)
     materialize_tied_head(graph)
-    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)
+    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)  # a line per node
     linear = len(weight_matmuls(graph))
     quantizer = MatMulNBitsQuantizer(graph, bits=4, block_size=block_size, is_symmetric=True,
-                                     op_types_to_quantize=("MatMul",))
+                                     op_types_to_quantize=("MatMul", "Gather"), quant_axes=(("MatMul", 0), ("Gather", 1)))
     quantizer.process()
     out = quantizer.model.model
     done = sum(n.op_type == "MatMulNBits" for n in out.graph.node)

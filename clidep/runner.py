@@ -5,11 +5,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 
-from .onnx_io import decode_kv_shapes
+from .onnx_io import decode_kv_shapes, kv_shapes_from_config
 
 
 class OnnxCausalLM:
@@ -23,9 +24,15 @@ class OnnxCausalLM:
             options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.kv_shapes = decode_kv_shapes(self.session.get_modelmeta().custom_metadata_map)
+        if self.kv_shapes is None:  # another exporter's graph (optimum's): read the layout from config.json
+            config = Path(path).parent / "config.json"
+            if not config.is_file():
+                raise ValueError(f"{path} has no clidep KV metadata and no config.json beside it")
+            self.kv_shapes = kv_shapes_from_config(json.loads(config.read_text()))
         self.n_layer = len(self.kv_shapes)
         self.output_names = [o.name for o in self.session.get_outputs()]
-        self.past_type = np.float16 if "float16" in self.session.get_inputs()[3].type else np.float32
+        past = next(i for i in self.session.get_inputs() if i.name.startswith("past_key_values"))
+        self.past_type = np.float16 if "float16" in past.type else np.float32
 
     def empty_past(self, batch: int) -> list[np.ndarray]:
         """Zero-length past for every block: (B, heads_i, 0, head_dim_i), key then value."""

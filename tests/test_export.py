@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 import torch
+from transformers import GPT2LMHeadModel
 
 from clidep import CLIGPT2LMHeadModel, from_gpt2
 from clidep.artifact import export_artifact
@@ -175,3 +178,24 @@ def test_generate_matches_transformers_and_needs_no_torch(teacher_artifact, teac
 def test_generate_bad_input(tmp_path):
     proc = run("generate", str(tmp_path), "--prompt", "hi")
     assert proc.returncode == 2 and "no ONNX model" in proc.stderr
+
+
+ROOT = Path(__file__).resolve().parents[1]
+PEER_PYTHON = Path(os.environ.get("CLIDEP_PEER_PYTHON", ROOT / ".venv-peer" / "bin" / "python"))
+
+
+def test_optimum_client_generates_like_transformers(teacher_artifact, teacher_dir):
+    """A plain GPT-2 export opens in optimum's ORTModelForCausalLM and generates what transformers does."""
+    out, _ = teacher_artifact
+    assert PEER_PYTHON.exists(), f"optimum's environment is missing at {PEER_PYTHON}: run scripts/setup.sh"
+    prompt = [10, 20, 30, 40, 50, 60]
+    proc = subprocess.run([str(PEER_PYTHON), str(ROOT / "benchmarks" / "peer_client.py"), str(out), *map(str, prompt)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    gpt2 = GPT2LMHeadModel.from_pretrained(teacher_dir).eval()
+    ids = torch.tensor([prompt])
+    with torch.no_grad():
+        ref = gpt2.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=24, min_new_tokens=24,
+                            do_sample=False, pad_token_id=0)
+    assert got == ref[0].tolist()
