@@ -75,9 +75,47 @@ def analyze(
 
 
 @app.command()
-def compress(model: ModelArg) -> None:
-    """Build a CLI or uniform-bottleneck student of a GPT-2 teacher and distil it. [not yet available]"""
-    _not_yet("compress")
+def compress(
+    teacher: Annotated[str, typer.Argument(help="Teacher: a GPT-2 directory or hub id (full width).")],
+    out: Annotated[Path, typer.Option(help="Output: a from_pretrained directory plus compress.json.")],
+    method: Annotated[str, typer.Option(help="cli (protect critical blocks) or uniform (every block narrow).")] = "cli",
+    ratio: Annotated[float | None, typer.Option(help="Target teacher / student parameter ratio.")] = None,
+    params: Annotated[int | None, typer.Option(help="Target student parameters.")] = None,
+    width: Annotated[int | None, typer.Option(help="Explicit bottleneck width.")] = None,
+    match: Annotated[str | None, typer.Option(help="A clidep student whose size to match within 2%.")] = None,
+    protect: Annotated[str, typer.Option(help="auto (NTK analysis), an importance.json from clidep analyze, or blocks like 0,11.")] = "auto",
+    init: Annotated[str, typer.Option(help="teacher (PCA of the teacher's stream, kept heads/neurons) or random.")] = "teacher",
+    data: Annotated[str | None, typer.Option(help="Training text: a file, a directory of .txt, or wikitext-103 [default: offline wiki-en].")] = None,
+    val_data: Annotated[str, typer.Option(help="Validation text for the perplexity curve.")] = "wiki-en-valid",
+    tokens: Annotated[int | None, typer.Option(help="Distillation tokens.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Distillation steps (instead of --tokens).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Sequences per step (global, over all processes).")] = 16,
+    seq_len: Annotated[int, typer.Option(help="Tokens per sequence.")] = 256,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, warm-up then cosine to 10%).")] = 1e-3,
+    alpha: Annotated[float, typer.Option(help="Weight of the KL term; 1 - alpha weighs the cross-entropy.")] = 0.9,
+    temperature: Annotated[float, typer.Option(help="Distillation temperature.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Seed for data order, init and training.")] = 0,
+    eval_every: Annotated[int, typer.Option(help="Steps between validation perplexities.")] = 50,
+    save_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 50,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in OUT from its last checkpoint.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT.")] = False,
+) -> None:
+    """Build a CLI or uniform-bottleneck student of TEACHER, initialise it, and distil it (Accelerate).
+
+    Runs on CPU, one GPU or several processes: `accelerate launch -m clidep compress ...`.
+    """
+    from .compress import compress as run
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr)
+
+    result = run(teacher, out, method, ratio=ratio, params=params, width=width, match=match, protect=protect,
+                 init=init, data=data, val_data=val_data, tokens=tokens, steps=steps, batch_size=batch_size,
+                 seq_len=seq_len, lr=lr, alpha=alpha, temperature=temperature, seed=seed, eval_every=eval_every,
+                 save_every=save_every, resume=resume, overwrite=overwrite, log=log)
+    summary = {k: result[k] for k in ("method", "student_params", "ratio", "layer_widths", "protected", "init",
+                                       "tokens_trained", "val_ppl", "seconds")}
+    print(json.dumps(summary))
 
 
 @app.command()

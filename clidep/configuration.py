@@ -19,9 +19,11 @@ from transformers import PreTrainedConfig
 class CLIGPT2Config(PreTrainedConfig):
     """Configuration of a GPT-2 whose blocks may each have their own width.
 
-    ``layer_widths[i]`` is block i's residual width; block i has ``layer_widths[i] // head_dim``
-    heads and an MLP of inner size ``mlp_ratio * layer_widths[i]``. ``head_dim`` defaults to
-    ``n_embd // n_head``, GPT-2's own head size, so a converted GPT-2 keeps its heads.
+    ``layer_widths[i]`` is block i's residual width; block i has heads of size
+    ``layer_head_dims[i]`` (default: ``head_dim`` for every block, itself defaulting to
+    ``n_embd // n_head``, GPT-2's own head size), so ``layer_widths[i] // layer_head_dims[i]``
+    heads, and an MLP of inner size ``mlp_ratio * layer_widths[i]``. A per-block head size lets
+    protected blocks keep the teacher's heads while narrow blocks use smaller ones.
     """
 
     model_type = "cli_gpt2"
@@ -40,6 +42,7 @@ class CLIGPT2Config(PreTrainedConfig):
     n_head: int = 12
     head_dim: int | None = None
     layer_widths: list[int] | None = None
+    layer_head_dims: list[int] | None = None
     mlp_ratio: int = 4
     activation_function: str = "gelu_new"
     resid_pdrop: float = 0.1
@@ -59,6 +62,9 @@ class CLIGPT2Config(PreTrainedConfig):
         if self.layer_widths is None:
             self.layer_widths = [self.n_embd] * self.n_layer
         self.layer_widths = [int(w) for w in self.layer_widths]
+        if self.layer_head_dims is None:
+            self.layer_head_dims = [self.head_dim] * len(self.layer_widths)
+        self.layer_head_dims = [int(h) for h in self.layer_head_dims]
         super().__post_init__(**kwargs)
         self.check()
 
@@ -72,19 +78,23 @@ class CLIGPT2Config(PreTrainedConfig):
             raise ValueError(
                 f"layer_widths has {len(self.layer_widths)} entries but n_layer={self.n_layer}: give one width per block"
             )
-        bad = [(i, w) for i, w in enumerate(self.layer_widths) if w < self.head_dim or w % self.head_dim]
-        if bad:
-            i, w = bad[0]
+        if len(self.layer_head_dims) != self.n_layer:
             raise ValueError(
-                f"layer_widths[{i}]={w} is not a positive multiple of head_dim={self.head_dim}; "
+                f"layer_head_dims has {len(self.layer_head_dims)} entries but n_layer={self.n_layer}: give one per block"
+            )
+        bad = [(i, w, h) for i, (w, h) in enumerate(zip(self.layer_widths, self.layer_head_dims)) if h < 1 or w < h or w % h]
+        if bad:
+            i, w, h = bad[0]
+            raise ValueError(
+                f"layer_widths[{i}]={w} is not a positive multiple of its head size {h}; "
                 "pick widths divisible by the head dimension or lower head_dim"
             )
 
     def heads(self, layer: int) -> int:
         """Number of attention heads of block ``layer``."""
-        return self.layer_widths[layer] // self.head_dim
+        return self.layer_widths[layer] // self.layer_head_dims[layer]
 
     @property
     def kv_shapes(self) -> list[tuple[int, int]]:
         """(heads, head_dim) of every block's KV cache, in block order."""
-        return [(self.heads(i), self.head_dim) for i in range(self.n_layer)]
+        return [(self.heads(i), self.layer_head_dims[i]) for i in range(self.n_layer)]

@@ -56,7 +56,7 @@ class Attention(nn.Module):
         super().__init__()
         self.width = config.layer_widths[layer_idx]
         self.n_head = config.heads(layer_idx)
-        self.head_dim = config.head_dim
+        self.head_dim = config.layer_head_dims[layer_idx]
         self.layer_idx = layer_idx
         self.c_attn = nn.Linear(self.width, 3 * self.width)  # fused q, k, v
         self.c_proj = nn.Linear(self.width, self.width)

@@ -54,7 +54,8 @@ def kv_shapes_from_config(config: dict) -> list[tuple[int, int]]:
     (what optimum's own GPT-2 exports need, since they carry no such metadata)."""
     if config.get("model_type") == "cli_gpt2":
         hd = config.get("head_dim") or config["n_embd"] // config["n_head"]
-        return [(w // hd, hd) for w in config["layer_widths"]]
+        hds = config.get("layer_head_dims") or [hd] * len(config["layer_widths"])
+        return [(w // h, h) for w, h in zip(config["layer_widths"], hds)]
     if config.get("model_type") == "gpt2":
         return [(config["n_head"], config["n_embd"] // config["n_head"])] * config["n_layer"]
     raise ValueError(f"cannot tell the KV-cache layout of a {config.get('model_type')!r} model")

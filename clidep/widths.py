@@ -3,10 +3,9 @@
 * CLI: protected blocks at the teacher's width d, every other block at one bottleneck width r.
 * uniform: every block at r (the paper's ablation baseline).
 
-The solver searches r for the student whose closed-form parameter count
-(``params.param_count``) is nearest a target. For CLI, r is a multiple of the head size,
-which must also divide d; since steps of a whole head can be coarse, it also tries halved head
-sizes. For uniform, r moves in steps of 4 and takes the head size nearest the teacher's.
+The solver searches r (in steps of 4) for the student whose closed-form parameter count
+(``params.param_count``) is nearest a target; narrow blocks take the head size nearest the
+teacher's among the divisors of r, while protected blocks keep the teacher's heads.
 """
 
 from __future__ import annotations
@@ -44,67 +43,54 @@ def schedule(method: str, n_layer: int, d: int, r: int, protect: list[int]) -> l
     raise ClidepError(f"unknown --method '{method}': choose cli or uniform")
 
 
-def student_config(teacher: CLIGPT2Config, widths: list[int], head_dim: int) -> CLIGPT2Config:
-    """The teacher's config with a new width schedule (and head size); everything else kept."""
+def student_config(teacher: CLIGPT2Config, widths: list[int], head_dims: list[int]) -> CLIGPT2Config:
+    """The teacher's config with a new width schedule and per-block head sizes; everything else kept."""
     kwargs = {k: getattr(teacher, k) for k in (
-        "vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "mlp_ratio", "activation_function",
+        "vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "head_dim", "mlp_ratio", "activation_function",
         "resid_pdrop", "embd_pdrop", "attn_pdrop", "layer_norm_epsilon", "initializer_range",
         "bos_token_id", "eos_token_id", "pad_token_id", "tie_word_embeddings")}
-    return CLIGPT2Config(**kwargs, head_dim=head_dim, layer_widths=widths)
+    return CLIGPT2Config(**kwargs, layer_widths=widths, layer_head_dims=head_dims)
 
 
-def _cli_candidates(teacher: CLIGPT2Config):
-    """(r, head_dim) pairs for CLI: head_dim must divide d (the protected blocks) and r; halve it for finer r."""
-    hd = teacher.head_dim
-    while hd >= 4 and teacher.n_embd % hd == 0:
-        yield [(r, hd) for r in range(hd, teacher.n_embd + 1, hd)]
-        if hd % 2:
-            break
-        hd //= 2
+def head_size(width: int, preferred: int) -> int:
+    """The divisor of WIDTH nearest PREFERRED (ties to the larger): the head size of a block of that width."""
+    return min((width // h for h in range(1, width + 1) if width % h == 0), key=lambda hd: (abs(hd - preferred), -hd))
 
 
-def _uniform_candidates(teacher: CLIGPT2Config):
-    """(r, head_dim) pairs for uniform: no block keeps width d, so any r in steps of 4 works, with the
-    head size nearest the teacher's among the divisors of r (ties to the larger head)."""
-    pairs = []
-    for r in range(4, teacher.n_embd + 1, 4):
-        hds = [r // h for h in range(1, r + 1) if r % h == 0]
-        pairs.append((r, min(hds, key=lambda hd: (abs(hd - teacher.head_dim), -hd))))
-    yield pairs
+def build(teacher: CLIGPT2Config, method: str, r: int, protect: list[int]) -> CLIGPT2Config:
+    """The student config of METHOD at bottleneck R: protected blocks keep the teacher's width and heads."""
+    widths = schedule(method, teacher.n_layer, teacher.n_embd, r, protect)
+    hd = head_size(r, teacher.head_dim)
+    head_dims = [teacher.layer_head_dims[i] if w == teacher.n_embd else hd for i, w in enumerate(widths)]
+    return student_config(teacher, widths, head_dims)
 
 
 def solve(teacher: CLIGPT2Config, method: str, target: int, protect: list[int]) -> Solution:
-    """The bottleneck width (and head size) whose student is closest to TARGET parameters.
+    """The bottleneck width r (a multiple of 4) whose student is closest to TARGET parameters.
 
-    Among head sizes, the largest whose best r lands within 1.5% of the target wins (small heads
-    make weak attention); if none does, the closest.
+    The head size of the narrow blocks is the divisor of r nearest the teacher's head size.
     """
     d, n = teacher.n_embd, teacher.n_layer
     if target <= 0:
         raise ClidepError(f"the target size must be positive, got {target}")
-    groups = _cli_candidates(teacher) if method == "cli" else _uniform_candidates(teacher)
-    tried = []  # the best (r, head_dim, params) of each head-size family
-    for pairs in groups:
-        scored = [(param_count(student_config(teacher, schedule(method, n, d, r, protect), hd)), r, hd) for r, hd in pairs]
-        params, r, hd = min(scored, key=lambda t: abs(t[0] - target))
-        tried.append((r, hd, params, min(t[0] for t in scored)))
     teacher_params = param_count(teacher)
-    smallest = min(t[3] for t in tried)
+    sizes = [(param_count(student_config(teacher, schedule(method, n, d, r, protect), [1] * n)), r) for r in range(4, d + 1, 4)]
+    smallest = sizes[0][0]
     if target < smallest * 0.97:
         raise ClidepError(
             f"a {method} student cannot be as small as {target:,} parameters: the embeddings"
             f"{' and protected blocks ' + str(protect) if method == 'cli' else ''} already need {smallest:,} "
             f"(largest reachable ratio {teacher_params / smallest:.2f})"
         )
-    close = [t for t in tried if abs(t[2] / target - 1) <= 0.015]
-    r, hd, params, _ = max(close, key=lambda t: t[1]) if close else min(tried, key=lambda t: abs(t[2] - target))
-    widths = schedule(method, n, d, r, protect)
-    lines = [f"teacher: {n} blocks x {d}, {teacher_params:,} parameters; target {target:,} (ratio {teacher_params / target:.3f})"]
-    for tr, thd, tp, _ in tried:
-        mark = "  <- chosen" if (tr, thd) == (r, hd) else ""
-        lines.append(f"  best r = {tr:>5} (head_dim {thd:>3}, {tr // thd} heads) -> {tp:,} parameters ({tp / target - 1:+.2%}){mark}")
-    lines.append(f"{method}: widths {_compact(widths)}, {params:,} parameters, ratio {teacher_params / params:.3f}")
-    return Solution(widths, r, hd, params, target, "\n".join(lines))
+    params, r = min(sizes, key=lambda t: abs(t[0] - target))
+    config = build(teacher, method, r, protect)
+    hd = head_size(r, teacher.head_dim)
+    arithmetic = "\n".join([
+        f"teacher: {n} blocks x {d}, {teacher_params:,} parameters; target {target:,} (ratio {teacher_params / target:.3f})",
+        f"{method}: widths {_compact(config.layer_widths)}, narrow blocks {r // hd} heads of {hd}; "
+        f"{params:,} parameters ({params / target - 1:+.2%}), ratio {teacher_params / params:.3f}",
+    ])
+    return Solution(config.layer_widths, r, hd, params, target, arithmetic)
 
 
 def _compact(widths: list[int]) -> str:

@@ -145,7 +145,8 @@ def test_public_api():
     "kwargs, field",
     [
         (dict(layer_widths=[64, 64]), "layer_widths has 2 entries but n_layer=4"),
-        (dict(layer_widths=[64, 40, 64, 64]), r"layer_widths\[1\]=40 is not a positive multiple of head_dim=16"),
+        (dict(layer_widths=[64, 40, 64, 64]), r"layer_widths\[1\]=40 is not a positive multiple of its head size 16"),
+        (dict(layer_head_dims=[16, 16]), "layer_head_dims has 2 entries but n_layer=4"),
         (dict(layer_widths=[64, 0, 64, 64]), r"layer_widths\[1\]=0"),
     ],
 )
@@ -157,3 +158,10 @@ def test_config_rejects_bad_schedules(kwargs, field):
 def test_head_dim_makes_small_widths_reachable():
     config = CLIGPT2Config(vocab_size=101, n_embd=64, n_layer=2, n_head=4, head_dim=8, layer_widths=[64, 24])
     assert config.kv_shapes == [(8, 8), (3, 8)]
+    mixed = CLIGPT2Config(vocab_size=101, n_embd=64, n_layer=3, n_head=4, layer_widths=[64, 36, 64], layer_head_dims=[16, 12, 16])
+    assert mixed.kv_shapes == [(4, 16), (3, 12), (4, 16)]
+    model = CLIGPT2LMHeadModel(mixed).eval()
+    ids = torch.randint(0, 101, (1, 7))
+    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=5, do_sample=False, pad_token_id=0)
+    assert torch.equal(out, model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=5, do_sample=False,
+                                           pad_token_id=0, use_cache=False))

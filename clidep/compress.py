@@ -1,0 +1,203 @@
+"""``clidep compress``: size a CLI or uniform student, initialise it, distil it, save it.
+
+OUT becomes a ``from_pretrained`` directory (config.json, model.safetensors, tokenizer) with
+``compress.json`` beside it. ``run.json`` (written first) holds the resolved settings, so
+``--resume`` continues exactly the run that was started.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+from .errors import ClidepError
+
+
+def resolve_protect(protect: str, teacher_path: str, n_layer: int, log) -> tuple[list[int], str]:
+    """The protected blocks for CLI: ``auto`` (NTK analysis + the last block), an importance.json
+    (file or directory from clidep analyze, + the last block), or an explicit comma list."""
+    last = n_layer - 1
+    if protect == "auto":
+        from .analyze import analyze
+
+        report = analyze(teacher_path, samples=4, seq_len=64, probes=8, method="ntk")
+        chosen = sorted(set(report["critical_layers"]) | {last})
+        return chosen, f"auto: NTK critical layers {report['critical_layers']} ({report['rule']}) plus the last block {last}, which restores the width"
+    path = Path(protect)
+    if path.is_dir():
+        path = path / "importance.json"
+    if path.suffix == ".json":
+        if not path.is_file():
+            raise ClidepError(f"--protect: no importance report at {path}")
+        report = json.loads(path.read_text())
+        return sorted(set(report["critical_layers"]) | {last}), f"from {path}: critical layers {report['critical_layers']} plus the last block {last}"
+    try:
+        chosen = sorted({int(p) for p in protect.split(",") if p.strip()})
+    except ValueError:
+        raise ClidepError(f"--protect must be auto, an importance.json, or block numbers like 0,{last}; got '{protect}'") from None
+    bad = [p for p in chosen if not 0 <= p < n_layer]
+    if bad:
+        raise ClidepError(f"--protect names block {bad[0]}, but the teacher has blocks 0..{last}")
+    return chosen, f"given: {chosen}"
+
+
+def compress(
+    teacher: str, out: str | Path, method: str = "cli", *, ratio: float | None = None, params: int | None = None,
+    width: int | None = None, match: str | None = None, protect: str = "auto", init: str = "teacher",
+    data: str | None = None, val_data: str = "wiki-en-valid", tokens: int | None = None, steps: int | None = None,
+    batch_size: int = 16, seq_len: int = 256, lr: float = 1e-3, alpha: float = 0.9, temperature: float = 1.0,
+    seed: int = 0, eval_every: int = 50, save_every: int = 50, resume: bool = False, overwrite: bool = False, log=print,
+) -> dict:
+    """Compress TEACHER into a METHOD student (cli or uniform) and distil it; returns compress.json's content.
+
+    Size by exactly one of RATIO (teacher / student parameters), PARAMS, WIDTH (bottleneck width)
+    or MATCH (a clidep student whose size a uniform baseline should match within 2%). Train for
+    TOKENS distillation tokens or STEPS steps of BATCH_SIZE x SEQ_LEN tokens.
+    """
+    import torch
+
+    from .convert import load_model
+    from .corpus import batch as corpus_batch
+    from .corpus import token_file
+    from .data import load_tokenizer, read_text
+    from .distill import TrainConfig, train
+    from .evaluate import tokenize_text
+    from .init import init_from_teacher
+    from .modeling import CLIGPT2LMHeadModel
+    from .params import param_count
+    from .widths import build
+    from .artifacts import make_temp_dir, write_json
+
+    out = Path(out)
+    run_file = out / "run.json"
+    if resume:
+        if not run_file.is_file():
+            raise ClidepError(f"--resume: {out} holds no run to resume (no run.json)")
+        run = json.loads(run_file.read_text())
+        log(f"resuming the run in {out} (settings from run.json)")
+    else:
+        if out.exists() and any(out.iterdir()):
+            if not overwrite:
+                raise ClidepError(f"'{out}' exists; pass --resume to continue its run or --overwrite to replace it")
+            shutil.rmtree(out)
+        run = _plan(teacher, method, ratio, params, width, match, protect, init, data, tokens, steps, batch_size,
+                    seq_len, lr, alpha, temperature, seed, eval_every, save_every, log)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(run_file, run)
+    log(run["arithmetic"])
+    t0 = time.perf_counter()
+    teacher_model = load_model(run["teacher"])
+    tokenizer = load_tokenizer(run["teacher"])
+    config = build(teacher_model.config, run["method"], run["width"], run["protect"])
+    for p in ("resid_pdrop", "embd_pdrop", "attn_pdrop"):
+        setattr(config, p, 0.0)  # distillation with a small budget: no dropout (and resumes stay bit-exact)
+    torch.manual_seed(run["train"]["seed"])
+    student = CLIGPT2LMHeadModel(config)
+    tokens_arr = token_file(tokenizer, run["data"])
+    if run["init"] == "teacher" and not resume:
+        calib = torch.from_numpy(corpus_batch(tokens_arr, run["train"]["seed"] + 1, 0, 16, min(256, config.n_positions)))
+        init_from_teacher(student, teacher_model, calib)
+    val_ids = tokenize_text(tokenizer, read_text(val_data)[0])[:16385]
+    cfg = TrainConfig(**run["train"])
+    state = train(student, teacher_model, tokens_arr, val_ids, cfg, out, resume, log)
+    # Final artifacts: model files into a temporary sibling, then renamed into OUT; compress.json last.
+    tmp = make_temp_dir(out / "final")
+    try:
+        student.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        for f in tmp.iterdir():
+            f.replace(out / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    teacher_params = param_count(teacher_model.config)
+    student_params = param_count(config)
+    result = {
+        "method": run["method"],
+        "teacher": run["teacher"],
+        "teacher_params": teacher_params,
+        "student_params": student_params,
+        "ratio": teacher_params / student_params,
+        "layer_widths": config.layer_widths,
+        "layer_head_dims": config.layer_head_dims,
+        "protected": run["protect"],
+        "protect_rule": run["protect_rule"],
+        "init": run["init"],
+        "data": run["data"],
+        "tokens_trained": state.tokens,
+        "steps": state.step,
+        "train": run["train"],
+        "val_data": val_data,
+        "val_ppl": state.ppl_curve[-1][1] if state.ppl_curve else None,
+        "ppl_curve": state.ppl_curve,
+        "loss_curve": state.loss_curve,
+        "seconds": round(state.seconds, 1),
+        "wall_seconds_this_invocation": round(time.perf_counter() - t0, 1),
+    }
+    write_json(out / "compress.json", result)
+    return result
+
+
+def _plan(teacher, method, ratio, params, width, match, protect, init, data, tokens, steps, batch_size, seq_len,
+          lr, alpha, temperature, seed, eval_every, save_every, log) -> dict:
+    """Resolve every choice of a new run into plain data (run.json)."""
+    from transformers import AutoConfig
+
+    from . import modeling  # noqa: F401 - registers cli_gpt2
+    from .convert import config_from_gpt2
+    from .data import shared_path
+    from .params import param_count
+    from .widths import build, solve
+
+    if method not in ("cli", "uniform"):
+        raise ClidepError(f"unknown --method '{method}': choose cli or uniform")
+    if init not in ("teacher", "random"):
+        raise ClidepError(f"unknown --init '{init}': choose teacher or random")
+    sizes = [x is not None for x in (ratio, params, width, match)]
+    if sum(sizes) != 1:
+        raise ClidepError("give exactly one of --ratio, --params, --width or --match")
+    if (tokens is None) == (steps is None):
+        raise ClidepError("give exactly one of --tokens or --steps")
+    if ratio is not None and ratio <= 1:
+        raise ClidepError(f"--ratio must be above 1 (teacher / student parameters), got {ratio}")
+    try:
+        tconf = AutoConfig.from_pretrained(teacher)
+    except (OSError, ValueError) as exc:
+        raise ClidepError(f"cannot load teacher '{teacher}': not a model directory or reachable hub id") from exc
+    if tconf.model_type == "gpt2":
+        tconf = config_from_gpt2(tconf)
+    elif tconf.model_type != "cli_gpt2" or tconf.layer_widths != [tconf.n_embd] * tconf.n_layer:
+        raise ClidepError(f"teacher '{teacher}' must be a full-width GPT-2 (or an identity-schedule clidep model)")
+    if seq_len > tconf.n_positions:
+        raise ClidepError(f"--seq-len {seq_len} exceeds the teacher's {tconf.n_positions} positions")
+    n = tconf.n_layer
+    protected, rule = ([], "uniform: no block is protected") if method == "uniform" else resolve_protect(protect, teacher, n, log)
+    teacher_params = param_count(tconf)
+    if width is not None:
+        config = build(tconf, method, width, protected)
+        r = width
+        arithmetic = f"{method}: explicit width {width}: {param_count(config):,} parameters, ratio {teacher_params / param_count(config):.3f}"
+    else:
+        if match is not None:
+            mfile = Path(match) / "config.json"
+            if not mfile.is_file() or json.loads(mfile.read_text()).get("model_type") != "cli_gpt2":
+                raise ClidepError(f"--match {match} is not a clidep model directory (no cli_gpt2 config.json)")
+            target = param_count(AutoConfig.from_pretrained(match))
+        else:
+            target = int(params) if params is not None else round(teacher_params / ratio)
+        sol = solve(tconf, method, target, protected)
+        if match is not None and abs(sol.error) > 0.02:
+            raise ClidepError(f"no {method} width matches {match} within 2% ({sol.error:+.2%}); {sol.arithmetic}")
+        r, arithmetic = sol.width, sol.arithmetic
+    if data is None:
+        data = str(shared_path("wiki-en"))
+    if steps is None:
+        steps = max(1, math.ceil(tokens / (batch_size * seq_len)))
+    return {
+        "teacher": str(teacher), "method": method, "width": r, "protect": protected, "protect_rule": rule,
+        "init": init, "data": data, "arithmetic": f"protected blocks: {rule}\n{arithmetic}",
+        "train": {"steps": steps, "batch_size": batch_size, "seq_len": seq_len, "lr": lr, "alpha": alpha,
+                  "temperature": temperature, "seed": seed, "eval_every": eval_every, "save_every": save_every},
+    }

@@ -1,0 +1,205 @@
+"""Knowledge distillation on Hugging Face Accelerate: one loop for CPU, one GPU or many processes.
+
+loss = alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, next token)
+
+The global batch of step s is ``corpus.batch(tokens, seed, s, ...)``; with P processes each
+takes rows p, p+P, ... and DDP averages the gradients, so P processes follow the loss curve of
+one process with the same global batch. Checkpoints (model, optimizer, scheduler, RNG states
+via ``Accelerator.save_state``, plus the step and curve) are written to a temporary directory,
+marked complete last, and swapped in by renames; ``resume`` continues the same schedule.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import corpus
+from .errors import ClidepError
+from .perplexity import perplexity, torch_logits_fn
+
+COMPLETE = "COMPLETE"
+
+
+@dataclass
+class TrainConfig:
+    steps: int
+    batch_size: int = 16
+    seq_len: int = 256
+    lr: float = 1e-3
+    warmup: int = 20
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    alpha: float = 0.9
+    temperature: float = 1.0
+    seed: int = 0
+    eval_every: int = 50
+    save_every: int = 50
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+    ppl_curve: list = field(default_factory=list)  # [[tokens, validation ppl], ...]
+    loss_curve: list = field(default_factory=list)  # [[step, loss], ...]
+
+
+def distill_loss(student_logits, teacher_logits, ids, alpha: float, temperature: float):
+    """(total, kl, ce) for logits (B, L, V) of a batch ids (B, L)."""
+    s = student_logits[:, :-1].float()  # (B, L-1, V): position t predicts token t+1
+    t = teacher_logits[:, :-1].float()
+    ce = F.cross_entropy(s.reshape(-1, s.size(-1)), ids[:, 1:].reshape(-1))
+    log_ps = F.log_softmax(s / temperature, -1)
+    log_pt = F.log_softmax(t / temperature, -1)
+    kl = (log_pt.exp() * (log_pt - log_ps)).sum(-1).mean() * temperature**2
+    return alpha * kl + (1 - alpha) * ce, kl, ce
+
+
+def lr_lambda(warmup: int, steps: int):
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, steps - warmup)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return f
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    """The newest complete checkpoint in OUT (a crash between the two renames leaves it as .old)."""
+    for path in (out / "checkpoint", out / "checkpoint.old"):
+        if (path / COMPLETE).exists():
+            return path
+    return None
+
+
+def train(student, teacher, tokens: np.ndarray, val_ids: np.ndarray, cfg: TrainConfig, out: Path,
+          resume: bool = False, log=print) -> TrainState:
+    """Distil TEACHER into STUDENT on TOKENS; checkpoints under OUT/checkpoint; returns the final state."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    cuda = torch.cuda.is_available()
+    acc = Accelerator(mixed_precision="bf16" if cuda and torch.cuda.is_bf16_supported() else "no", cpu=not cuda)
+    if cfg.batch_size % acc.num_processes:
+        raise ClidepError(f"--batch-size {cfg.batch_size} must be divisible by the {acc.num_processes} processes")
+    set_seed(cfg.seed)
+    decay = [p for n, p in student.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in student.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=cfg.lr, betas=(0.9, 0.95))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.warmup, cfg.steps))
+    student.train()
+    model, opt, sched = acc.prepare(student, opt, sched)
+    teacher = teacher.to(acc.device).eval()
+    state = TrainState()
+    if resume:
+        ckpt = latest_checkpoint(out)
+        if ckpt is None:
+            raise ClidepError(f"--resume: no complete checkpoint in {out}")
+        acc.load_state(str(ckpt))
+        state = TrainState(**json.loads((ckpt / "trainer_state.json").read_text()))
+        log(f"resumed from {ckpt} at step {state.step}")
+    context = min(256, student.config.n_positions)
+    rows = slice(acc.process_index, None, acc.num_processes)
+    t_start = time.perf_counter() - state.seconds
+    bar = _Bar(cfg.steps, state.step, acc.is_main_process)
+    while state.step < cfg.steps:
+        ids = torch.from_numpy(corpus.batch(tokens, cfg.seed, state.step, cfg.batch_size, cfg.seq_len)[rows]).to(acc.device)
+        with torch.no_grad(), acc.autocast():
+            t_logits = teacher(ids, use_cache=False).logits
+        with acc.autocast():
+            s_logits = model(ids, use_cache=False).logits
+            loss, kl, ce = distill_loss(s_logits, t_logits, ids, cfg.alpha, cfg.temperature)
+        acc.backward(loss)
+        if cfg.grad_clip:
+            acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        state.step += 1
+        state.tokens += cfg.batch_size * cfg.seq_len
+        state.seconds = time.perf_counter() - t_start
+        mean_loss = acc.reduce(loss.detach(), reduction="mean").item()
+        state.loss_curve.append([state.step, mean_loss])
+        bar.update(state, mean_loss, math.exp(min(ce.item(), 50)))
+        last = state.step == cfg.steps
+        if cfg.eval_every and (state.step % cfg.eval_every == 0 or last):
+            ppl = _validate(acc, model, val_ids, context)
+            state.ppl_curve.append([state.tokens, ppl])
+            log(f"step {state.step}: {state.tokens:,} tokens, validation ppl {ppl:.2f}")
+        if cfg.save_every and (state.step % cfg.save_every == 0 or last):
+            _checkpoint(acc, out, state)
+    bar.close()
+    acc.wait_for_everyone()
+    unwrapped = acc.unwrap_model(model)
+    if unwrapped is not student:
+        student.load_state_dict(unwrapped.state_dict())
+    student.eval()
+    return state
+
+
+@torch.no_grad()
+def _validate(acc, model, val_ids: np.ndarray, context: int) -> float:
+    """Validation perplexity on the main process (the others wait): the protocol of clidep eval."""
+    ppl = float("nan")
+    if acc.is_main_process:
+        m = acc.unwrap_model(model)
+        m.eval()
+        ppl = perplexity(torch_logits_fn(m), val_ids, context, context // 2, 8).ppl
+        m.train()
+    acc.wait_for_everyone()
+    return ppl
+
+
+def _checkpoint(acc, out: Path, state: TrainState) -> None:
+    """Save to checkpoint.tmp, mark it complete, then swap it in with renames."""
+    tmp, final, old = out / "checkpoint.tmp", out / "checkpoint", out / "checkpoint.old"
+    if acc.is_main_process and tmp.exists():
+        shutil.rmtree(tmp)
+    acc.wait_for_everyone()
+    acc.save_state(str(tmp))
+    if acc.is_main_process:
+        (tmp / "trainer_state.json").write_text(json.dumps(asdict(state)))
+        (tmp / COMPLETE).write_text("")  # written last: a checkpoint without it is never read back
+        if old.exists():
+            shutil.rmtree(old)
+        if final.exists():
+            final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    acc.wait_for_everyone()
+
+
+class _Bar:
+    """rich progress on stderr: loss, perplexity, tokens/s, time left (main process only)."""
+
+    def __init__(self, total: int, done: int, show: bool):
+        self.progress = None
+        if show:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.progress = Progress(TextColumn("distil"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                                     TextColumn("{task.fields[info]}"), console=Console(stderr=True))
+            self.progress.start()
+            self.task = self.progress.add_task("distil", total=total, completed=done, info="")
+
+    def update(self, state: TrainState, loss: float, ppl: float) -> None:
+        if self.progress:
+            info = f"loss {loss:.3f}  ppl {ppl:.1f}  {state.tokens / max(state.seconds, 1e-9):,.0f} tok/s"
+            self.progress.update(self.task, completed=state.step, info=info)
+
+    def close(self) -> None:
+        if self.progress:
+            self.progress.stop()

@@ -1,0 +1,143 @@
+"""Student initialisation: ``random`` (the model's own init) or ``teacher`` (start close to the teacher).
+
+Teacher init, in the spirit of SliceGPT (residual stream) and Minitron (heads, neurons):
+
+* protected blocks (full width) are copied unchanged;
+* each run of narrow blocks shares one residual basis Q (d x r): the top-r principal directions
+  of the teacher's residual stream entering those blocks on calibration text. The projection
+  into the run is Q^T, the one out of it Q;
+* LayerNorm: the teacher's gain and bias are folded into the next linear layer, which then
+  reads Q n_r(x_r) sqrt(d/r) instead of n(x): a normalised r-vector in the basis carries
+  sqrt(d/r) times the per-component scale of the normalised d-vector it stands for. The
+  re-centring inside the student's LayerNorm is not undone (the one approximation; distillation
+  absorbs it);
+* inside a narrow block, the most important heads (by ||W_v|| * ||W_o|| of the head) and
+  MLP neurons (by ||w_fc|| * ||w_proj||) are kept; a head's q/k and v/o dimensions are ranked
+  the same way and truncated, or zero-padded when the student's head is wider; q is rescaled so
+  that q.k / sqrt(head size) keeps the teacher's scale; outputs are written back through Q^T.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .modeling import CLIGPT2LMHeadModel
+
+
+def runs(widths: list[int], d: int) -> list[tuple[int, int]]:
+    """Maximal runs [start, end) of consecutive narrow (width != d) blocks of equal width."""
+    out, i = [], 0
+    while i < len(widths):
+        if widths[i] == d:
+            i += 1
+            continue
+        j = i
+        while j < len(widths) and widths[j] == widths[i]:
+            j += 1
+        out.append((i, j))
+        i = j
+    return out
+
+
+@torch.no_grad()
+def stream_basis(teacher: CLIGPT2LMHeadModel, ids: torch.Tensor, start: int, end: int, r: int) -> torch.Tensor:
+    """Top-r principal directions (uncentred) of the teacher's residual stream entering blocks start..end."""
+    states = []
+    hooks = [teacher.transformer.h[i].register_forward_hook(lambda m, a, o: states.append(a[0].reshape(-1, a[0].shape[-1])))
+             for i in range(start, end)]
+    if end == len(teacher.transformer.h):  # the stream leaving the last block counts too
+        hooks.append(teacher.transformer.ln_f.register_forward_hook(lambda m, a, o: states.append(a[0].reshape(-1, a[0].shape[-1]))))
+    else:
+        hooks.append(teacher.transformer.h[end].register_forward_hook(lambda m, a, o: states.append(a[0].reshape(-1, a[0].shape[-1]))))
+    try:
+        teacher(ids, use_cache=False)
+    finally:
+        for h in hooks:
+            h.remove()
+    x = torch.cat(states).double()  # (N, d)
+    eigvals, eigvecs = torch.linalg.eigh(x.T @ x)  # ascending
+    return eigvecs[:, -r:].flip(-1).float()  # (d, r), most energetic direction first
+
+
+def _top(scores: torch.Tensor, k: int) -> torch.Tensor:
+    return torch.sort(torch.topk(scores, min(k, scores.numel())).indices).values
+
+
+def _fit(rows: torch.Tensor, n: int) -> torch.Tensor:
+    """Pad with zero rows (or keep) so that the first dimension is n."""
+    if rows.shape[0] >= n:
+        return rows[:n]
+    return torch.cat([rows, rows.new_zeros(n - rows.shape[0], *rows.shape[1:])])
+
+
+@torch.no_grad()
+def init_narrow_block(src, dst, Q: torch.Tensor, d: int) -> None:
+    """Fill narrow block DST (width r) from full-width teacher block SRC through basis Q (d x r)."""
+    r = Q.shape[1]
+    scale = math.sqrt(d / r)
+    ta, sa = src.attn, dst.attn
+    for ln_t, ln_s in ((src.ln_1, dst.ln_1), (src.ln_2, dst.ln_2)):
+        ln_s.weight.fill_(1.0)
+        ln_s.bias.zero_()
+    # Folded input maps: W' = W diag(gamma) Q sqrt(d/r), b' = b + W beta.
+    w_qkv = ta.c_attn.weight * src.ln_1.weight  # (3d, d)
+    b_qkv = ta.c_attn.bias + ta.c_attn.weight @ src.ln_1.bias  # (3d,)
+    w_qkv_in = (w_qkv @ Q) * scale  # (3d, r)
+    hs_t, hs_s, nh_t, nh_s = ta.head_dim, sa.head_dim, ta.n_head, sa.n_head
+    Wq, Wk, Wv = w_qkv_in.split(d)  # (d, r) each, rows = nh_t heads x hs_t
+    bq, bk, bv = b_qkv.split(d)
+    Wo = ta.c_proj.weight  # (d, d): columns = nh_t heads x hs_t
+    head_score = torch.stack([Wv[h * hs_t:(h + 1) * hs_t].norm() * Wo[:, h * hs_t:(h + 1) * hs_t].norm() for h in range(nh_t)])
+    heads = _top(head_score, nh_s)
+    q_rows, k_rows, v_rows, o_cols = [], [], [], []
+    for h in heads.tolist():
+        sl = slice(h * hs_t, (h + 1) * hs_t)
+        qk = _top(Wq[sl].norm(dim=1) * Wk[sl].norm(dim=1), hs_s)  # dims carrying q.k
+        vo = _top(Wv[sl].norm(dim=1) * Wo[:, sl].norm(dim=0), hs_s)  # dims carrying v -> output
+        q_scale = math.sqrt(hs_s / hs_t) ** 0.5  # split sqrt(hs_s/hs_t) between q and k
+        q_rows.append(_fit(torch.cat([Wq[sl][qk], bq[sl][qk, None]], 1) * q_scale, hs_s))
+        k_rows.append(_fit(torch.cat([Wk[sl][qk], bk[sl][qk, None]], 1) * q_scale, hs_s))
+        v_rows.append(_fit(torch.cat([Wv[sl][vo], bv[sl][vo, None]], 1), hs_s))
+        o_cols.append(_fit(Wo[:, sl][:, vo].T, hs_s).T)  # (d, hs_s)
+    # Heads the teacher does not have (student wider in heads) stay zero: they start silent.
+    q_rows, k_rows, v_rows = (_fit(torch.cat(x), r) for x in (q_rows, k_rows, v_rows))
+    qkv = torch.cat([q_rows, k_rows, v_rows])  # (3r, r + 1)
+    sa.c_attn.weight.copy_(qkv[:, :-1])
+    sa.c_attn.bias.copy_(qkv[:, -1])
+    sa.c_proj.weight.copy_(Q.T @ _fit(torch.cat(o_cols, 1).T, r).T)  # (r, r)
+    sa.c_proj.bias.copy_(Q.T @ ta.c_proj.bias)
+    tm, sm = src.mlp, dst.mlp
+    w_fc = (tm.c_fc.weight * src.ln_2.weight) @ Q * scale  # (4d, r)
+    b_fc = tm.c_fc.bias + tm.c_fc.weight @ src.ln_2.bias  # (4d,)
+    keep = _top(tm.c_fc.weight.norm(dim=1) * tm.c_proj.weight.norm(dim=0), sm.c_fc.out_features)
+    sm.c_fc.weight.copy_(_fit(w_fc[keep], sm.c_fc.out_features))
+    sm.c_fc.bias.copy_(_fit(b_fc[keep], sm.c_fc.out_features))
+    sm.c_proj.weight.copy_(Q.T @ _fit(tm.c_proj.weight[:, keep].T, sm.c_fc.out_features).T)
+    sm.c_proj.bias.copy_(Q.T @ tm.c_proj.bias)
+
+
+@torch.no_grad()
+def init_from_teacher(student: CLIGPT2LMHeadModel, teacher: CLIGPT2LMHeadModel, ids: torch.Tensor) -> None:
+    """Initialise STUDENT from TEACHER (identity schedule) using calibration batch IDS (N, L)."""
+    d = teacher.config.n_embd
+    assert teacher.config.layer_widths == [d] * teacher.config.n_layer, "the teacher must be full width"
+    assert student.config.n_layer == teacher.config.n_layer and student.config.n_embd == d, "student and teacher shapes differ"
+    s, t = student.transformer, teacher.transformer
+    for name in ("wte", "wpe", "ln_f"):
+        getattr(s, name).load_state_dict(getattr(t, name).state_dict())
+    widths = student.config.layer_widths
+    for i, w in enumerate(widths):
+        if w == d:
+            assert student.config.layer_head_dims[i] == teacher.config.layer_head_dims[i], f"block {i}: head size differs"
+            s.h[i].load_state_dict(t.h[i].state_dict())
+    for start, end in runs(widths, d):
+        Q = stream_basis(teacher, ids, start, end, widths[start])  # (d, r)
+        assert s.proj[start].weight.shape == Q.T.shape and s.proj[end].weight.shape == Q.shape, (
+            f"blocks {start}..{end - 1}: teacher init needs full-width neighbours (CLI or uniform schedules)")
+        s.proj[start].weight.copy_(Q.T)  # into the run: (r, d)
+        s.proj[end].weight.copy_(Q)  # out of the run: (d, r)
+        for i in range(start, end):
+            init_narrow_block(t.h[i], s.h[i], Q, d)
+    student.tie_weights()
