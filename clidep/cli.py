@@ -179,15 +179,68 @@ def generate(
 
 
 @app.command()
-def bench(model: ModelArg) -> None:
-    """Benchmark ONNX models on a device profile against a baseline. [not yet available]"""
-    _not_yet("bench")
+def bench(
+    models: Annotated[list[str], typer.Argument(help="Export directories (every variant) or .onnx files.")],
+    device: Annotated[str, typer.Option(help="Device profile: a name from `clidep devices` or a .toml file.")],
+    out: Annotated[Path, typer.Option(help="Directory for bench.json, bench.md, bench.csv and the plots.")],
+    baseline: Annotated[str | None, typer.Option(help="Export directory every model is compared with.")] = None,
+    prompt_lens: Annotated[str, typer.Option(help="Prompt lengths for prefill, comma-separated.")] = "32,128,512",
+    gen: Annotated[int, typer.Option(help="Decoded tokens timed after 8 warm-up tokens (>= 64).")] = 64,
+    threads: Annotated[int | None, typer.Option(help="ONNX Runtime threads [default: the profile's, within this machine's cores].")] = None,
+    ppl: Annotated[bool, typer.Option("--ppl", help="Also measure WikiText-test perplexity through ONNX Runtime.")] = False,
+    ppl_tokens: Annotated[int, typer.Option(help="Tokens for --ppl (0: the whole text).")] = 32768,
+    remote: Annotated[str | None, typer.Option(help="USER@HOST: run on the real device over ssh (measured, not projected).")] = None,
+) -> None:
+    """Measure load time, prefill, per-token decode p50/p90, peak memory and perplexity of each model,
+    each in its own process; on a profile other than host, latencies are projected (and labelled so)."""
+    from . import devices as profiles
+    from .bench import bench as run, markdown, write_report
+
+    try:
+        lens = [int(x) for x in prompt_lens.split(",") if x.strip()]
+    except ValueError:
+        raise ClidepError(f"--prompt-lens must be comma-separated integers, got '{prompt_lens}'") from None
+    if not lens or min(lens) < 1:
+        raise ClidepError("--prompt-lens needs at least one positive length")
+    report = run(models, profiles.load(device), baseline, lens, gen, threads, ppl, ppl_tokens, remote,
+                 log=lambda m: print(m, file=sys.stderr))
+    paths = write_report(report, out)
+    print(markdown(report))
+    print("wrote " + ", ".join(str(p) for p in paths), file=sys.stderr)
+    if all("error" in r for r in report["models"]):
+        raise ClidepError("every model failed; see the errors above")
 
 
 @app.command()
-def devices() -> None:
-    """List the device profiles. [not yet available]"""
-    _not_yet("devices")
+def devices(
+    show: Annotated[str | None, typer.Option(help="Print one profile in full, with the source of every fact.")] = None,
+) -> None:
+    """List the device profiles (devices/*.toml, and $CLIDEP_DEVICES), or show one with its sources."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from . import devices as profiles
+
+    console = Console(width=max(Console().width, 110))
+    if show:
+        p = profiles.load(show)
+        table = Table(title=f"{p.name}: {p.description} ({p.path})")
+        for col in ("field", "value", "source"):
+            table.add_column(col)
+        for k in ("cores", "threads", "clock_ghz", "ram_gb", "usable_ram_fraction", "mem_bandwidth_gbs", "fp32_gflops",
+                  "int8_gops", "ort_provider"):
+            table.add_row(k, str(getattr(p, k)), p.sources.get(k, "measured at bench time" if p.measured else ""))
+        console.print(table)
+        return
+    table = Table(title="device profiles")
+    for col in ("name", "description", "threads", "RAM GB", "GB/s", "fp32 GFLOP/s", "int8 GOPS"):
+        table.add_column(col)
+    for name, path in profiles.known().items():
+        p = profiles.load(str(path))
+        m = p.measured
+        table.add_row(name, p.description, str(p.threads), f"{p.ram_gb:g}", "measured" if m else f"{p.mem_bandwidth_gbs:g}",
+                      "measured" if m else f"{p.fp32_gflops:g}", "-" if m else f"{p.int8_gops:g}")
+    console.print(table)
 
 
 @app.command()

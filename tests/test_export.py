@@ -94,12 +94,6 @@ def test_truncated_onnx_is_refused_by_quantisation(ragged, tmp_path):
         int8_dynamic(broken, tmp_path / "q.onnx")
 
 
-@pytest.fixture(scope="module")
-def teacher_artifact(teacher_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("artifacts") / "teacher-onnx"
-    return out, export_artifact(teacher_dir, out, int8=True, int4=True, fp16=True, ppl_tokens=4096)
-
-
 def test_artifact_directory_is_complete(teacher_artifact):
     out, manifest = teacher_artifact
     assert json.loads((out / "manifest.json").read_text()) == manifest

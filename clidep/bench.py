@@ -1,0 +1,308 @@
+"""``clidep bench``: latency, memory and perplexity of ONNX models on a device profile.
+
+Each model variant runs in its own process (``clidep.benchrun``: numpy + onnxruntime only).
+On ``host`` every figure is measured. On any other profile the host measurement is
+**projected** with a stated model, and labelled so everywhere:
+
+* decode is bound by memory bandwidth: device ms/token = host ms/token x host GB/s / device GB/s
+  (the same fraction of the bandwidth roofline as measured on the host);
+* prefill is bound by arithmetic: device ms = host ms x host fp32 GFLOP/s / device fp32 GFLOP/s
+  (the int8/int4 speed-ups measured on the host are assumed to carry over);
+* a model fits when its peak resident memory is within the device's usable RAM.
+
+With ``--remote USER@HOST`` the runner and the models are copied over ssh and run on the device:
+measured, not projected.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from .devices import Profile
+from .errors import ClidepError
+
+PACKAGE = Path(__file__).resolve().parent
+PROJECTION = ("decode ms/token = host ms/token x host GB/s / device GB/s (the host's fraction of the bandwidth "
+              "roofline); prefill ms = host ms x host fp32 GFLOP/s / device fp32 GFLOP/s (the int8/int4 speed-ups "
+              "measured on the host assumed to carry over); fits = peak RSS <= the device's usable RAM")
+
+
+def measure_host(size_mb: int = 256) -> dict:
+    """This machine's copy bandwidth (GB/s) and fp32 GEMM throughput (GFLOP/s), medians of 5."""
+    a = np.ones(size_mb * 2**20 // 4, np.float32)
+    b = np.empty_like(a)
+    times = []
+    for _ in range(5):
+        t = time.perf_counter()
+        np.copyto(b, a)
+        times.append(time.perf_counter() - t)
+    bandwidth = 2 * a.nbytes / np.median(times) / 1e9  # read + write
+    m = np.random.default_rng(0).standard_normal((1024, 1024), dtype=np.float32)
+    times = []
+    for _ in range(5):
+        t = time.perf_counter()
+        m @ m
+        times.append(time.perf_counter() - t)
+    return {"mem_bandwidth_gbs": bandwidth, "fp32_gflops": 2 * 1024**3 / np.median(times) / 1e9, "cores": os.cpu_count()}
+
+
+def model_files(specs: list[str]) -> list[dict]:
+    """(name, precision, file, folder) of every variant: an export directory gives all its variants."""
+    out = []
+    for spec in specs:
+        path = Path(spec)
+        if path.is_dir():
+            manifest = path / "manifest.json"
+            if not manifest.is_file():
+                raise ClidepError(f"'{spec}' is not a clidep export (no manifest.json); run clidep export first")
+            for v in json.loads(manifest.read_text())["variants"]:
+                out.append({"name": path.name, "precision": v["precision"], "file": path / v["file"], "dir": path})
+        elif path.is_file():
+            out.append({"name": f"{path.parent.name}/{path.name}", "precision": "unknown", "file": path, "dir": path.parent})
+        else:
+            raise ClidepError(f"no model at '{spec}': give an export directory or an .onnx file")
+    return out
+
+
+def weight_bytes(path: Path) -> int:
+    """Bytes of the graph's weights (initializers, external data included): what decode reads per token."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False)
+    total = 0
+    for init in graph.graph.initializer:
+        if init.data_location == onnx.TensorProto.EXTERNAL:
+            total += int(next(e.value for e in init.external_data if e.key == "length"))
+        else:
+            total += len(init.raw_data) or init.ByteSize()
+    return total
+
+
+def kv_bytes(folder: Path, context: int) -> int:
+    """Bytes of KV cache read per decoded token at CONTEXT tokens of past (fp32)."""
+    from .onnx_io import kv_shapes_from_config
+
+    config = json.loads((folder / "config.json").read_text())
+    return sum(2 * h * d * context * 4 for h, d in kv_shapes_from_config(config))
+
+
+def _positions(folder: Path) -> int | None:
+    cfg = folder / "config.json"
+    return json.loads(cfg.read_text()).get("n_positions") if cfg.is_file() else None
+
+
+def _ppl_ids(folder: Path, tokens: int, tmp: Path) -> Path:
+    from tokenizers import Tokenizer
+
+    from .data import read_text
+
+    ids = np.asarray(Tokenizer.from_file(str(folder / "tokenizer.json")).encode(read_text("wikitext-test")[0]).ids, np.int64)
+    path = tmp / f"{abs(hash(str(folder)))}.npy"
+    np.save(path, ids[: tokens + 1] if tokens else ids)
+    return path
+
+
+def _run_local(args: list[str], timeout: int) -> dict:
+    env = {**os.environ, "CLIDEP_LAZY_IMPORT": "1", "PYTHONPATH": str(PACKAGE.parent)}
+    proc = subprocess.run([sys.executable, "-m", "clidep.benchrun", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+    if proc.returncode:
+        lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+        raise RuntimeError(lines[-1] if lines else f"runner exited with {proc.returncode}")
+    return json.loads(proc.stdout)
+
+
+def check_remote(host: str) -> None:
+    proc = subprocess.run(["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", host, "python3 -c 'import onnxruntime, numpy'"],
+                          capture_output=True, text=True, timeout=30)
+    if proc.returncode:
+        why = (proc.stderr.strip().splitlines() or ["no answer"])[-1]
+        raise ClidepError(f"cannot use remote host '{host}' over ssh ({why}); it needs key-based ssh, python3, numpy and onnxruntime")
+
+
+def _run_remote(host: str, args: list[str], files: list[Path], timeout: int) -> dict:
+    """Copy the runner and the files to HOST, run there, return its record."""
+    work = subprocess.run(["ssh", host, "mktemp -d"], capture_output=True, text=True, check=True).stdout.strip()
+    subprocess.run(["scp", "-q", "-r", str(PACKAGE), *map(str, files), f"{host}:{work}/"], check=True, timeout=timeout)
+    remote_args = [f"{work}/{Path(a).name}" if Path(a).exists() else a for a in args]
+    cmd = f"cd {work} && CLIDEP_LAZY_IMPORT=1 PYTHONPATH={work} python3 -m clidep.benchrun {shlex.join(remote_args)}"
+    proc = subprocess.run(["ssh", host, cmd], capture_output=True, text=True, timeout=timeout)
+    subprocess.run(["ssh", host, f"rm -rf {work}"], capture_output=True)
+    if proc.returncode:
+        raise RuntimeError((proc.stderr.strip().splitlines() or ["remote runner failed"])[-1])
+    return json.loads(proc.stdout)
+
+
+def bench(models: list[str], device: Profile, baseline: str | None = None, prompt_lens: list[int] = (32, 128, 512),
+          gen: int = 64, threads: int | None = None, ppl: bool = False, ppl_tokens: int = 32768,
+          remote: str | None = None, timeout: int = 1800, log=print) -> dict:
+    """Benchmark every variant of MODELS (and BASELINE) on DEVICE; returns the report (see write_report)."""
+    import onnxruntime
+
+    if gen < 64:
+        raise ClidepError(f"--gen must be at least 64 tokens (the decode protocol), got {gen}")
+    files = model_files(models + ([baseline] if baseline else []))
+    if remote:
+        check_remote(remote)
+    host = measure_host()
+    projected = not device.measured and not remote
+    threads = threads or (min(device.threads, host["cores"]) if projected else device.threads if remote else host["cores"])
+    host_bw, host_flops = host["mem_bandwidth_gbs"], host["fp32_gflops"]
+    provenance = {
+        "git_sha": _git_sha(), "device": device.name, "device_file": device.path, "projected": projected,
+        "remote": remote, "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
+        "python": platform.python_version(), "host": f"{platform.node()} ({platform.machine()}, {host['cores']} cores)",
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "threads": threads,
+    }
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for f in files:
+            row = {"name": f["name"], "precision": f["precision"], "file": str(f["file"]),
+                   "size_bytes": f["file"].stat().st_size, "is_baseline": bool(baseline) and Path(baseline) in (f["dir"], f["file"])}
+            try:
+                n_pos = _positions(f["dir"])
+                if n_pos and max(prompt_lens) > n_pos:
+                    raise RuntimeError(f"prompt length {max(prompt_lens)} exceeds the model's {n_pos} positions")
+                args = [str(f["file"]), "--prompt-lens", ",".join(map(str, prompt_lens)), "--gen", str(gen),
+                        "--threads", str(threads)]
+                send = [f["file"], *f["file"].parent.glob(f["file"].name + ".data"), f["dir"] / "config.json"]
+                if ppl:
+                    context = min(n_pos or 1024, 1024)
+                    ids_file = _ppl_ids(f["dir"], ppl_tokens, Path(tmp))
+                    send.append(ids_file)
+                    args += ["--ppl-ids", str(ids_file), "--context", str(context), "--stride", str(context // 2)]
+                log(f"{f['name']} [{f['precision']}] ...")
+                rec = _run_remote(remote, args, send, timeout) if remote else _run_local(args, timeout)
+                row.update(rec)
+                per_token = weight_bytes(f["file"]) + kv_bytes(f["dir"], rec["decode_context"])
+                row["bytes_per_token"] = per_token
+                bw = device.mem_bandwidth_gbs if remote else host_bw
+                row["roofline_fraction"] = per_token / (bw * 1e9) * 1e3 / rec["decode_ms_p50"]
+                row["fits"] = rec["peak_rss_mb"] <= device.usable_ram_mb
+                if projected:
+                    row["host"] = {k: rec[k] for k in ("prefill_ms", "decode_ms_p50", "decode_ms_p90", "tokens_per_s")}
+                    d_scale, p_scale = host_bw / device.mem_bandwidth_gbs, host_flops / device.fp32_gflops
+                    row["prefill_ms"] = {k: v * p_scale for k, v in rec["prefill_ms"].items()}
+                    row["decode_ms_p50"] = rec["decode_ms_p50"] * d_scale
+                    row["decode_ms_p90"] = rec["decode_ms_p90"] * d_scale
+                    row["tokens_per_s"] = 1e3 / row["decode_ms_p50"]
+                    row["decode_ms_samples"] = [s * d_scale for s in rec["decode_ms_samples"]]
+            except (RuntimeError, subprocess.SubprocessError, OSError, ValueError) as exc:
+                row["error"] = str(exc)
+                log(f"  failed: {exc}")
+            row["provenance"] = provenance
+            rows.append(row)
+    _ratios(rows)
+    return {"device": device.name, "projected": projected, "projection": PROJECTION if projected else None,
+            "device_profile": {k: v for k, v in vars(device).items()}, "host_measured": host,
+            "provenance": provenance, "models": rows}
+
+
+def _ratios(rows: list[dict]) -> None:
+    """Each row against the baseline variant of the same precision (else the baseline's first)."""
+    base = [r for r in rows if r["is_baseline"] and "error" not in r]
+    for r in rows:
+        if "error" in r or not base:
+            continue
+        b = next((x for x in base if x["precision"] == r["precision"]), base[0])
+        r["vs_baseline"] = {
+            "baseline": f"{b['name']} [{b['precision']}]",
+            "decode_speedup": b["decode_ms_p50"] / r["decode_ms_p50"],
+            "size_ratio": r["size_bytes"] / b["size_bytes"],
+            "memory_ratio": r["peak_rss_mb"] / b["peak_rss_mb"],
+            "ppl_ratio": r["ppl"] / b["ppl"] if r.get("ppl") and b.get("ppl") else None,
+        }
+
+
+def _git_sha() -> str:
+    proc = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PACKAGE, capture_output=True, text=True)
+    return proc.stdout.strip() or "unknown"
+
+
+COLUMNS = ["name", "precision", "size_bytes", "load_s", "decode_ms_p50", "decode_ms_p90", "tokens_per_s", "peak_rss_mb",
+           "fits", "ppl", "roofline_fraction"]
+
+
+def markdown(report: dict) -> str:
+    """The report as a Markdown table; projected figures are labelled in the title and the columns."""
+    label = f"projected for {report['device']} from measurements on {report['provenance']['host']}" if report["projected"] \
+        else f"measured on {report['device']} ({report['provenance']['host'] if not report['provenance']['remote'] else report['provenance']['remote']})"
+    p = "projected " if report["projected"] else ""
+    lens = sorted({k for r in report["models"] for k in r.get("prefill_ms", {})}, key=int)
+    head = ["model", "precision", "MB", "load s", *[f"{p}prefill {n} ms" for n in lens], f"{p}decode p50 ms",
+            f"{p}decode p90 ms", f"{p}tok/s", "peak RSS MB", "fits", "ppl", "roofline", "vs baseline: speed / size / ppl"]
+    lines = [f"**{label}**, {report['provenance']['threads']} threads, ONNX Runtime {report['provenance']['onnxruntime']}, "
+             f"git {report['provenance']['git_sha']}, {report['provenance']['time']}", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in report["models"]:
+        if "error" in r:
+            lines.append(f"| {r['name']} | {r['precision']} | failed: {r['error']} |" + " |" * (len(head) - 3))
+            continue
+        vs = r.get("vs_baseline")
+        vs_text = (f"{vs['decode_speedup']:.2f}x / {vs['size_ratio']:.2f} / " + (f"{vs['ppl_ratio']:.2f}" if vs["ppl_ratio"] else "-")) if vs else "-"
+        cells = [r["name"], r["precision"], f"{r['size_bytes'] / 1e6:.1f}", f"{r['load_s']:.2f}",
+                 *[f"{r['prefill_ms'].get(n, float('nan')):.1f}" for n in lens], f"{r['decode_ms_p50']:.2f}",
+                 f"{r['decode_ms_p90']:.2f}", f"{r['tokens_per_s']:.1f}", f"{r['peak_rss_mb']:.0f}",
+                 "yes" if r["fits"] else "no", f"{r['ppl']:.2f}" if r.get("ppl") else "-", f"{r['roofline_fraction']:.0%}", vs_text]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict, out: str | Path) -> list[Path]:
+    """bench.json, bench.md, bench.csv and two PNG plots in OUT, each written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .artifacts import atomic_write, write_json
+
+    out = Path(out)
+    paths = [write_json(out / "bench.json", report),
+             atomic_write(out / "bench.md", lambda t: t.write_text(markdown(report)))]
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    lens = sorted({k for r in report["models"] for k in r.get("prefill_ms", {})}, key=int)
+    prov = ["device", "projected", "git_sha", "onnxruntime", "threads", "time"]
+    w.writerow([*COLUMNS, *[f"prefill_ms_{n}" for n in lens], "error", *prov])
+    for r in report["models"]:
+        w.writerow([r.get(c) for c in COLUMNS] + [r.get("prefill_ms", {}).get(n) for n in lens] + [r.get("error")]
+                   + [r["provenance"][k] for k in prov])
+    paths.append(atomic_write(out / "bench.csv", lambda t: t.write_text(buf.getvalue())))
+    ok = [r for r in report["models"] if "error" not in r]
+    p = "projected " if report["projected"] else ""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in ok:
+        if r.get("ppl"):
+            ax.scatter(r["decode_ms_p50"], r["ppl"])
+            ax.annotate(f"{r['name']} {r['precision']}", (r["decode_ms_p50"], r["ppl"]), fontsize=7)
+    ax.set_xlabel(f"{p}decode ms/token (p50)")
+    ax.set_ylabel("perplexity")
+    ax.set_title(f"{report['device']}: speed against quality")
+    fig.tight_layout()
+    paths.append(atomic_write(out / "decode_vs_ppl.png", lambda t: fig.savefig(t, format="png", dpi=110)))
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in ok:
+        ns = sorted(r["prefill_ms"], key=int)
+        ax.plot([int(n) for n in ns], [r["prefill_ms"][n] for n in ns], marker="o", label=f"{r['name']} {r['precision']}")
+    ax.set_xlabel("prompt tokens")
+    ax.set_ylabel(f"{p}prefill ms")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    paths.append(atomic_write(out / "prefill.png", lambda t: fig.savefig(t, format="png", dpi=110)))
+    plt.close(fig)
+    return paths

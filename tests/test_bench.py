@@ -1,0 +1,143 @@
+"""Device profiles and clidep bench: checked profiles, per-process measurement, projection, failures."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import pytest
+
+from clidep import devices
+from clidep.bench import bench, markdown, write_report
+from clidep.data import load_tokenizer, read_text
+from clidep.errors import ClidepError
+from clidep.evaluate import tokenize_text
+from clidep.convert import load_model
+from clidep.perplexity import perplexity, torch_logits_fn
+
+from .test_cli import run
+
+
+def test_every_shipped_profile_loads_with_sources():
+    names = devices.known()
+    assert {"host", "raspberry-pi-4", "raspberry-pi-5", "pixel-7", "jetson-orin-nano", "laptop-2020"} <= set(names)
+    for name in names:
+        p = devices.load(name)
+        if not p.measured:
+            assert p.mem_bandwidth_gbs > 0 and p.fp32_gflops > 0 and p.threads <= p.cores
+            assert all(p.sources.get(k) for k in ("cores", "ram_gb", "mem_bandwidth_gbs", "fp32_gflops"))
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda t: t.replace("mem_bandwidth_gbs = 10.0", 'mem_bandwidth_gbs = "fast"'), "field 'mem_bandwidth_gbs' must be a positive number"),
+        (lambda t: t.replace("threads = 4\n", "threads = 9\n"), "field 'threads' (9) exceeds cores (4)"),
+        (lambda t: t.replace('\nfp32_gflops = "theoretical', '\nx_fp32_gflops = "theoretical'), "field 'sources.fp32_gflops' is missing"),
+        (lambda t: t.replace("cores = 4\n", "cores = 4\nturbo = true\n"), "field 'turbo' is not a profile field"),
+        (lambda t: t + "\n[[broken", "not valid TOML"),
+    ],
+)
+def test_malformed_profile_is_refused_naming_the_field(edit, message, tmp_path):
+    text = (devices._BUILTIN / "raspberry-pi-5.toml").read_text()
+    bad = tmp_path / "mine.toml"
+    bad.write_text(edit(text))
+    with pytest.raises(ClidepError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        devices.load(str(bad))
+
+
+def test_users_can_add_profiles(tmp_path, monkeypatch):
+    shutil.copy(devices._BUILTIN / "raspberry-pi-5.toml", tmp_path / "my-board.toml")
+    monkeypatch.setenv(devices.ENV_VAR, str(tmp_path))
+    assert "my-board" in devices.known() and devices.load("my-board").name == "raspberry-pi-5"
+
+
+def test_unknown_profile_lists_the_known_ones():
+    with pytest.raises(ClidepError, match="raspberry-pi-5"):
+        devices.load("nokia-3310")
+
+
+@pytest.fixture(scope="module")
+def host_report(teacher_artifact):
+    out, _ = teacher_artifact
+    return bench([str(out)], devices.load("host"), baseline=None, prompt_lens=[16, 64], gen=64, ppl=True,
+                 ppl_tokens=2048, log=lambda m: None)
+
+
+def test_host_bench_measures_every_variant(host_report, teacher_artifact):
+    out, manifest = teacher_artifact
+    rows = host_report["models"]
+    assert [r["precision"] for r in rows] == [v["precision"] for v in manifest["variants"]]
+    assert not host_report["projected"]
+    for r in rows:
+        assert "error" not in r, r.get("error")
+        for key in ("size_bytes", "load_s", "prefill_ms", "decode_ms_p50", "decode_ms_p90", "tokens_per_s",
+                    "peak_rss_mb", "fits", "ppl", "roofline_fraction"):
+            assert r[key] is not None, key
+        assert set(r["prefill_ms"]) == {"16", "64"} and len(r["decode_ms_samples"]) == 64
+        assert r["decode_ms_p50"] <= r["decode_ms_p90"] and 0 < r["roofline_fraction"] <= 1.5
+        assert r["provenance"]["git_sha"] and r["provenance"]["onnxruntime"]
+
+
+def test_onnx_perplexity_agrees_with_clidep_eval(host_report, teacher_dir):
+    """bench --ppl and clidep eval share one protocol: the fp32 graph scores what PyTorch scores."""
+    ids = tokenize_text(load_tokenizer(teacher_dir), read_text("wikitext-test")[0])[:2049]
+    torch_ppl = perplexity(torch_logits_fn(load_model(teacher_dir)), ids, 512, 256, 4).ppl
+    assert math.isclose(host_report["models"][0]["ppl"], torch_ppl, rel_tol=1e-4)
+
+
+def test_projection_is_labelled_and_follows_the_stated_model(teacher_artifact, tmp_path):
+    out, _ = teacher_artifact
+    base = tmp_path / "base"
+    shutil.copytree(out, base)
+    report = bench([str(out)], devices.load("raspberry-pi-4"), baseline=str(base), prompt_lens=[16], gen=64,
+                   log=lambda m: None)
+    assert report["projected"] and "bandwidth" in report["projection"]
+    host, dev = report["host_measured"], devices.load("raspberry-pi-4")
+    for r in report["models"]:
+        assert math.isclose(r["decode_ms_p50"], r["host"]["decode_ms_p50"] * host["mem_bandwidth_gbs"] / dev.mem_bandwidth_gbs)
+        assert r["vs_baseline"]["size_ratio"] == 1.0
+    paths = write_report(report, tmp_path / "o")
+    assert {p.name for p in paths} == {"bench.json", "bench.md", "bench.csv", "decode_vs_ppl.png", "prefill.png"}
+    md = (tmp_path / "o" / "bench.md").read_text()
+    assert "projected for raspberry-pi-4" in md and "projected decode p50 ms" in md
+    assert json.loads((tmp_path / "o" / "bench.json").read_text())["projected"] is True
+
+
+def test_a_failing_model_does_not_stop_the_others(teacher_artifact, tmp_path):
+    out, _ = teacher_artifact
+    bogus = tmp_path / "bogus"
+    bogus.mkdir()
+    (bogus / "model.onnx").write_text("not a graph")
+    shutil.copy(out / "config.json", bogus / "config.json")
+    report = bench([str(bogus / "model.onnx"), str(out / "model.int8.onnx")], devices.load("host"), prompt_lens=[16],
+                   gen=64, log=lambda m: None)
+    failed, ok = report["models"]
+    assert "error" in failed and "error" not in ok and ok["decode_ms_p50"] > 0
+    assert "failed:" in markdown(report)
+
+
+def test_prompt_beyond_positions_fails_that_model(teacher_artifact):
+    out, _ = teacher_artifact
+    report = bench([str(out / "model.onnx")], devices.load("host"), prompt_lens=[1024], gen=64, log=lambda m: None)
+    assert "exceeds the model's 512 positions" in report["models"][0]["error"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--device", "nokia-3310"], "unknown device profile 'nokia-3310'; known:"),
+        (["--device", "host", "--remote", "nobody@127.0.0.1"], "cannot use remote host 'nobody@127.0.0.1'"),
+        (["--device", "host", "--gen", "8"], "--gen must be at least 64"),
+    ],
+)
+def test_bench_bad_input(args, message, teacher_artifact, tmp_path):
+    out, _ = teacher_artifact
+    proc = run("bench", str(out / "model.int8.onnx"), "--out", str(tmp_path / "b"), *args)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-400:]
+
+
+def test_bench_refuses_a_directory_without_manifest(tmp_path):
+    proc = run("bench", str(tmp_path), "--device", "host", "--out", str(tmp_path / "b"))
+    assert proc.returncode == 2 and "no manifest.json" in proc.stderr
