@@ -104,12 +104,12 @@ def _positions(folder: Path) -> int | None:
     return json.loads(cfg.read_text()).get("n_positions") if cfg.is_file() else None
 
 
-def _ppl_ids(folder: Path, tokens: int, tmp: Path) -> Path:
+def _ppl_ids(folder: Path, data: str, tokens: int, tmp: Path) -> Path:
     from tokenizers import Tokenizer
 
     from .data import read_text
 
-    ids = np.asarray(Tokenizer.from_file(str(folder / "tokenizer.json")).encode(read_text("wikitext-test")[0]).ids, np.int64)
+    ids = np.asarray(Tokenizer.from_file(str(folder / "tokenizer.json")).encode(read_text(data)[0]).ids, np.int64)
     path = tmp / f"{abs(hash(str(folder)))}.npy"
     np.save(path, ids[: tokens + 1] if tokens else ids)
     return path
@@ -148,7 +148,7 @@ def _run_remote(host: str, args: list[str], files: list[Path], timeout: int) -> 
 
 def bench(models: list[str], device: Profile, baseline: str | None = None, prompt_lens: list[int] = (32, 128, 512),
           gen: int = 64, threads: int | None = None, ppl: bool = False, ppl_tokens: int = 32768,
-          remote: str | None = None, timeout: int = 1800, log=print) -> dict:
+          remote: str | None = None, timeout: int = 1800, ppl_data: str = "wikitext-test", log=print) -> dict:
     """Benchmark every variant of MODELS (and BASELINE) on DEVICE; returns the report (see write_report)."""
     import onnxruntime
 
@@ -181,7 +181,7 @@ def bench(models: list[str], device: Profile, baseline: str | None = None, promp
                 send = [f["file"], *f["file"].parent.glob(f["file"].name + ".data"), f["dir"] / "config.json"]
                 if ppl:
                     context = min(n_pos or 1024, 1024)
-                    ids_file = _ppl_ids(f["dir"], ppl_tokens, Path(tmp))
+                    ids_file = _ppl_ids(f["dir"], ppl_data, ppl_tokens, Path(tmp))
                     send.append(ids_file)
                     args += ["--ppl-ids", str(ids_file), "--context", str(context), "--stride", str(context // 2)]
                 log(f"{f['name']} [{f['precision']}] ...")

@@ -26,6 +26,24 @@ WARMUP_TOKENS = 8
 DECODE_PROMPT = 32
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory: imports, session and decoding.
+
+    Linux's VmHWM belongs to the address space that exec created, while getrusage's ru_maxrss
+    survives exec and would report the parent that spawned this runner; it is the fallback
+    elsewhere (macOS reports bytes, Linux KiB).
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
 def measure(path: str, prompt_lens: list[int], gen: int, threads: int | None, ppl_ids: np.ndarray | None = None,
             context: int = 256, stride: int = 128, seed: int = 0) -> dict:
     t0 = time.perf_counter()
@@ -67,9 +85,8 @@ def measure(path: str, prompt_lens: list[int], gen: int, threads: int | None, pp
         "threads": threads,
         "decode_context": DECODE_PROMPT + WARMUP_TOKENS + gen // 2,  # mean past length while timing
         "ppl": None,
-        # the high-water mark of this process: imports, session and decoding; taken before the
-        # perplexity pass, whose batched logits would otherwise dominate it
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux reports KiB
+        # taken before the perplexity pass, whose batched logits would otherwise dominate it
+        "peak_rss_mb": peak_rss_mb(),
     }
     if ppl_ids is not None:
         from .perplexity import perplexity

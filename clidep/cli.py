@@ -26,10 +26,6 @@ app = typer.Typer(
 ModelArg = Annotated[str, typer.Argument(help="Model directory or hub id (GPT-2 or clidep).")]
 
 
-def _not_yet(command: str) -> None:
-    raise ClidepError(f"'clidep {command}' is not implemented in this version of clidep yet")
-
-
 @app.command("eval")
 def eval_(
     model: ModelArg,
@@ -189,6 +185,7 @@ def bench(
     threads: Annotated[int | None, typer.Option(help="ONNX Runtime threads [default: the profile's, within this machine's cores].")] = None,
     ppl: Annotated[bool, typer.Option("--ppl", help="Also measure WikiText-test perplexity through ONNX Runtime.")] = False,
     ppl_tokens: Annotated[int, typer.Option(help="Tokens for --ppl (0: the whole text).")] = 32768,
+    ppl_data: Annotated[str, typer.Option(help="Text for --ppl.")] = "wikitext-test",
     remote: Annotated[str | None, typer.Option(help="USER@HOST: run on the real device over ssh (measured, not projected).")] = None,
 ) -> None:
     """Measure load time, prefill, per-token decode p50/p90, peak memory and perplexity of each model,
@@ -203,7 +200,7 @@ def bench(
     if not lens or min(lens) < 1:
         raise ClidepError("--prompt-lens needs at least one positive length")
     report = run(models, profiles.load(device), baseline, lens, gen, threads, ppl, ppl_tokens, remote,
-                 log=lambda m: print(m, file=sys.stderr))
+                 ppl_data=ppl_data, log=lambda m: print(m, file=sys.stderr))
     paths = write_report(report, out)
     print(markdown(report))
     print("wrote " + ", ".join(str(p) for p in paths), file=sys.stderr)
@@ -244,9 +241,41 @@ def devices(
 
 
 @app.command()
-def demo() -> None:
-    """Run the whole pipeline on an embedded tiny model, offline. [not yet available]"""
-    _not_yet("demo")
+def demo(
+    out: Annotated[Path, typer.Option(help="Working directory for every artifact (its sub-directories are replaced).")] = Path("clidep-demo"),
+    model: Annotated[str | None, typer.Option(help="A GPT-2 checkpoint instead of the embedded tiny model.")] = None,
+    data: Annotated[str | None, typer.Option(help="Training text [default: python-docs with the embedded model, else wiki-en].")] = None,
+    eval_data: Annotated[str | None, typer.Option(help="Evaluation text [default: python-docs-valid, else wikitext-test].")] = None,
+    ratio: Annotated[float, typer.Option(help="Compression ratio of the CLI student.")] = 2.0,
+    steps: Annotated[int, typer.Option(help="Distillation steps per student (16 x 128 tokens each).")] = 150,
+) -> None:
+    """Run the whole job offline: analyze, compress (CLI and uniform), export --int8 and bench on this machine.
+
+    By default on the tiny GPT-2 that ships with clidep (trained on the standard library's
+    documentation strings); --model and --data run it on a real checkpoint.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from .demo import demo as run
+
+    result = run(out, model, data, eval_data, ratio, steps, log=lambda m: print(m, file=sys.stderr))
+    ev = result["eval"]
+    table = Table(title=f"clidep demo: ppl on {ev['data']} ({ev['tokens']:,} tokens, context {ev['context']}, stride {ev['stride']}); "
+                        f"int8 decode measured on this machine")
+    for col in ("model", "params", "ratio", "ppl (torch fp32)", "int8 MB", "int8 ppl (ONNX)", "int8 decode ms/token", "int8 peak RSS MB"):
+        table.add_column(col, justify="right")
+    fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+    for r in result["rows"]:
+        table.add_row(r["model"], f"{r['params']:,}", f"{r['ratio']:.2f}", f"{r['ppl']:.2f}", f"{r['int8_mb']:.2f}",
+                      fmt(r["int8_ppl"], ".2f"), fmt(r["int8_decode_ms"], ".2f"), fmt(r["int8_peak_rss_mb"], ".0f"))
+    console = Console(width=max(Console().width, 110))
+    console.print(table)
+    console.print(f"protected blocks {result['protected']}; widths cli {result['layer_widths']['cli']}, "
+                  f"uniform {result['layer_widths']['uniform']}; {result['distillation_tokens']:,} distillation tokens each")
+    for name, path in result["artifacts"].items():
+        console.print(f"  {name:<12} {path}")
+    console.print(f"done in {result['seconds']:.0f} s: {result['timings_s']}")
 
 
 def main() -> None:

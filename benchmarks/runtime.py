@@ -1,0 +1,140 @@
+"""Speed at paper-scale shapes: GPT-2 medium (24 x 1024, vocab 50,257) original vs CLI (2.47x) vs uniform.
+
+Random weights (speed does not depend on them). clidep's pipeline exports each model and its
+int8 and int4 variants; the peer pipeline (`optimum-cli export onnx --task
+text-generation-with-past`, then ONNX Runtime's `quantize_dynamic`, run in .venv-peer) exports
+the original. Every file is measured by `clidep bench` on this machine in the same run, each in
+its own process, and every row is also given as ratios to the peer's fp32 original.
+
+    python benchmarks/runtime.py                                   # ~25 min on 2 cores
+    python benchmarks/runtime.py --layers 8 --width 256 --heads 4 --ratio 1.2 --out /tmp/rt   # smoke test (~3 min)
+    python benchmarks/runtime.py --threads 16                      # a larger machine
+
+Writes OUT/runtime.json and OUT/runtime.md (OUT defaults to benchmarks/results).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PEER = ROOT / ".venv-peer" / "bin"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--layers", type=int, default=24)
+    ap.add_argument("--width", type=int, default=1024)
+    ap.add_argument("--heads", type=int, default=16)
+    ap.add_argument("--vocab", type=int, default=50257)
+    ap.add_argument("--positions", type=int, default=1024)
+    ap.add_argument("--ratio", type=float, default=2.47)
+    ap.add_argument("--prompt-lens", default="32,128,512")
+    ap.add_argument("--gen", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    a = ap.parse_args()
+
+    import torch
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from clidep import CLIGPT2LMHeadModel, devices
+    from clidep.artifact import export_artifact
+    from clidep.bench import bench
+    from clidep.convert import config_from_gpt2
+    from clidep.data import load_tokenizer
+    from clidep.params import param_count
+    from clidep.widths import build, solve
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    torch.manual_seed(0)
+    tok = load_tokenizer("gpt2")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        gcfg = GPT2Config(n_embd=a.width, n_layer=a.layers, n_head=a.heads, vocab_size=a.vocab, n_positions=a.positions)
+        original = GPT2LMHeadModel(gcfg).eval()
+        original.save_pretrained(work / "original")
+        tok.save_pretrained(work / "original")
+        teacher_cfg = config_from_gpt2(gcfg)
+        params = {"original": param_count(teacher_cfg)}
+        cli_sol = solve(teacher_cfg, "cli", round(params["original"] / a.ratio), [0, a.layers - 1])
+        uni_sol = solve(teacher_cfg, "uniform", cli_sol.params, [])
+        for name, method, sol, protect in (("cli", "cli", cli_sol, [0, a.layers - 1]), ("uniform", "uniform", uni_sol, [])):
+            model = CLIGPT2LMHeadModel(build(teacher_cfg, method, sol.width, protect)).eval()
+            model.save_pretrained(work / name)
+            tok.save_pretrained(work / name)
+            params[name] = sol.params
+            log(sol.arithmetic)
+        del original, model
+        exports = {}
+        for name in ("original", "cli", "uniform"):
+            log(f"clidep export {name} ...")
+            exports[name] = work / f"{name}-onnx"
+            export_artifact(str(work / name), exports[name], int8=True, int4=True, ppl_tokens=16)
+        log("peer export (optimum-cli + quantize_dynamic) ...")
+        peer = work / "peer-onnx"
+        subprocess.run([str(PEER / "optimum-cli"), "export", "onnx", "--model", str(work / "original"), "--task",
+                        "text-generation-with-past", str(peer)], check=True, capture_output=True)
+        quantize_dynamic(str(peer / "model.onnx"), str(peer / "model.int8.onnx"), weight_type=QuantType.QInt8)
+        lens = [int(x) for x in a.prompt_lens.split(",")]
+        report = bench([str(exports[n]) for n in ("original", "cli", "uniform")]
+                       + [str(peer / "model.onnx"), str(peer / "model.int8.onnx")],
+                       devices.load("host"), prompt_lens=lens, gen=a.gen, threads=a.threads, log=log)
+    rows = []
+    for r in report["models"]:
+        pipeline = "peer" if r["name"].startswith("peer-onnx/") else "clidep"
+        model = "original" if pipeline == "peer" else r["name"].removesuffix("-onnx")
+        precision = r["precision"] if pipeline == "clidep" else ("int8-dynamic" if "int8" in r["name"] else "fp32")
+        row = {"model": model, "pipeline": pipeline, "precision": precision, "params": params[model],
+               **{k: r.get(k) for k in ("size_bytes", "load_s", "prefill_ms", "decode_ms_p50", "decode_ms_p90",
+                                         "peak_rss_mb", "roofline_fraction", "bytes_per_token", "error")}}
+        rows.append(row)
+    base = next(r for r in rows if r["pipeline"] == "peer" and r["precision"] == "fp32")
+    for r in rows:
+        if r.get("error") or base.get("error"):
+            continue
+        r["vs_peer_fp32"] = {
+            "size": r["size_bytes"] / base["size_bytes"],
+            "decode_speedup": base["decode_ms_p50"] / r["decode_ms_p50"],
+            "prefill_speedup": {n: base["prefill_ms"][n] / r["prefill_ms"][n] for n in r["prefill_ms"]},
+            "peak_rss": r["peak_rss_mb"] / base["peak_rss_mb"],
+        }
+    result = {
+        "machine": report["provenance"]["host"], "threads": report["provenance"]["threads"],
+        "host_measured": report["host_measured"], "provenance": report["provenance"],
+        "shapes": {"layers": a.layers, "width": a.width, "heads": a.heads, "vocab": a.vocab, "positions": a.positions},
+        "widths": {"cli": cli_sol.widths, "uniform": uni_sol.widths}, "rows": rows,
+    }
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "runtime.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = [f"Measured on {result['machine']}, {result['threads']} threads, ONNX Runtime {report['provenance']['onnxruntime']}, "
+             f"git {report['provenance']['git_sha']}; random weights at {a.layers} x {a.width}, vocab {a.vocab:,}; "
+             f"host copy bandwidth {report['host_measured']['mem_bandwidth_gbs']:.1f} GB/s.", "",
+             "| model | pipeline | precision | params | MB | " + " | ".join(f"prefill {n} ms" for n in lens)
+             + " | decode p50 ms | peak RSS MB | roofline | vs peer fp32: size / decode speed-up |",
+             "|" + "---|" * (8 + len(lens))]
+    for r in rows:
+        if r.get("error"):
+            lines.append(f"| {r['model']} | {r['pipeline']} | {r['precision']} | failed: {r['error']} |" + " |" * (4 + len(lens)))
+            continue
+        vs = r.get("vs_peer_fp32")
+        lines.append(f"| {r['model']} | {r['pipeline']} | {r['precision']} | {r['params'] / 1e6:.1f} M | {r['size_bytes'] / 1e6:.0f} | "
+                     + " | ".join(f"{r['prefill_ms'][str(n)]:.0f}" for n in lens)
+                     + f" | {r['decode_ms_p50']:.1f} | {r['peak_rss_mb']:.0f} | {r['roofline_fraction']:.0%} | "
+                     + (f"{vs['size']:.2f} / {vs['decode_speedup']:.2f}x" if vs else "-") + " |")
+    (out / "runtime.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

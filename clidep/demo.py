@@ -1,0 +1,85 @@
+"""``clidep demo``: the whole pipeline, offline, on the tiny GPT-2 that ships with clidep.
+
+analyze -> compress (CLI, then a uniform bottleneck of the same size) -> export --int8 (teacher,
+CLI, uniform) -> bench on host, then one comparison table. The embedded model was trained on
+the standard library's documentation strings (``benchmarks/train_demo_model.py``), and the
+demo trains and evaluates on the same kind of text, so it needs no download and no shared data.
+``--model`` / ``--data`` run the same steps on a real checkpoint.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+EMBEDDED = Path(__file__).resolve().parent / "demo_model"
+
+
+def demo(out: str | Path = "clidep-demo", model: str | None = None, data: str | None = None,
+         eval_data: str | None = None, ratio: float = 2.0, steps: int = 150, log=print) -> dict:
+    """Run analyze, compress (CLI and uniform), export --int8 and bench (host) into OUT; return the summary.
+
+    Without MODEL the embedded tiny GPT-2 and the ``python-docs`` corpus are used. OUT's
+    sub-directories are replaced on every run.
+    """
+    from . import devices
+    from .analyze import analyze, write_report
+    from .artifact import export_artifact
+    from .bench import bench
+    from .bench import write_report as write_bench
+    from .compress import compress
+    from .evaluate import evaluate
+
+    out = Path(out)
+    embedded = model is None
+    model = str(EMBEDDED) if embedded else model
+    data = data or ("python-docs" if embedded else None)
+    eval_data = eval_data or ("python-docs-valid" if embedded else "wikitext-test")
+    t0 = time.perf_counter()
+    timings = {}
+
+    def step(name: str, fn):
+        log(f"[demo] {name} ...")
+        t = time.perf_counter()
+        result = fn()
+        timings[name] = round(time.perf_counter() - t, 1)
+        return result
+
+    report = step("analyze", lambda: analyze(model, data=eval_data, samples=4, seq_len=64, probes=8, method="all"))
+    write_report(report, out / "analyze")
+    common = dict(data=data, val_data=eval_data, steps=steps, batch_size=16, seq_len=128, eval_every=max(1, steps // 3),
+                  save_every=steps, overwrite=True, log=log)
+    cli = step("compress cli", lambda: compress(model, out / "cli", "cli", ratio=ratio, protect=str(out / "analyze"), **common))
+    uni = step("compress uniform", lambda: compress(model, out / "uniform", "uniform", match=str(out / "cli"), **common))
+    exports = {}
+    for name, src in (("teacher", model), ("cli", out / "cli"), ("uniform", out / "uniform")):
+        exports[name] = out / f"{name}-onnx"
+        step(f"export {name}", lambda src=src, name=name: export_artifact(
+            str(src), exports[name], int8=True, overwrite=True, ppl_data=eval_data, ppl_tokens=0))
+    evals = {name: step(f"eval {name}", lambda src=src: evaluate(src, eval_data, context=None, stride=None))
+             for name, src in (("teacher", model), ("cli", out / "cli"), ("uniform", out / "uniform"))}
+    bench_report = step("bench host", lambda: bench([str(exports["cli"]), str(exports["uniform"])], devices.load("host"),
+                                                     baseline=str(exports["teacher"]), prompt_lens=[32, 128], gen=64,
+                                                     ppl=True, ppl_tokens=0, ppl_data=eval_data, log=log))
+    write_bench(bench_report, out / "bench")
+    rows = []
+    for name, params in (("teacher", cli["teacher_params"]), ("cli", cli["student_params"]), ("uniform", uni["student_params"])):
+        variants = {r["precision"]: r for r in bench_report["models"] if r["name"] == f"{name}-onnx" and "error" not in r}
+        int8 = variants.get("int8-dynamic", {})
+        rows.append({
+            "model": name, "params": params, "ratio": cli["teacher_params"] / params, "ppl": evals[name].ppl,
+            "int8_mb": int8.get("size_bytes", 0) / 1e6, "int8_ppl": int8.get("ppl"),
+            "int8_decode_ms": int8.get("decode_ms_p50"), "int8_peak_rss_mb": int8.get("peak_rss_mb"),
+        })
+    return {
+        "rows": rows,
+        "protected": cli["protected"],
+        "layer_widths": {"cli": cli["layer_widths"], "uniform": uni["layer_widths"]},
+        "eval": {"data": eval_data, "context": evals["teacher"].context, "stride": evals["teacher"].stride,
+                 "tokens": evals["teacher"].tokens},
+        "distillation_tokens": cli["tokens_trained"],
+        "timings_s": timings,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "artifacts": {"analysis": str(out / "analyze"), "cli": str(out / "cli"), "uniform": str(out / "uniform"),
+                      **{f"{k}_onnx": str(v) for k, v in exports.items()}, "bench": str(out / "bench")},
+    }

@@ -1,0 +1,39 @@
+"""clidep demo: the embedded model and the whole offline pipeline."""
+
+from __future__ import annotations
+
+import json
+
+from clidep.data import python_docs
+from clidep.demo import EMBEDDED
+
+from .test_cli import run
+
+
+def test_embedded_model_is_small_and_complete():
+    files = {p.name for p in EMBEDDED.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "training.json"} <= files
+    assert sum(p.stat().st_size for p in EMBEDDED.iterdir()) < 6_000_000, "a few MB at most"
+    assert json.loads((EMBEDDED / "config.json").read_text())["model_type"] == "gpt2"
+
+
+def test_python_docs_corpus_is_deterministic_and_held_out():
+    train, valid = python_docs()
+    assert (train, valid) == python_docs()
+    assert len(valid) > 20 and not set(train) & set(valid)
+
+
+def test_demo_runs_the_whole_pipeline(tmp_path):
+    proc = run("demo", "--out", str(tmp_path / "d"), "--steps", "12", timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    for name in ("teacher", "cli", "uniform"):
+        assert name in out
+        assert (tmp_path / "d" / f"{name}-onnx" / "model.int8.onnx").exists()
+    assert (tmp_path / "d" / "analyze" / "importance.json").exists()
+    bench = json.loads((tmp_path / "d" / "bench" / "bench.json").read_text())
+    assert not bench["projected"] and all("error" not in r for r in bench["models"])
+    cli = json.loads((tmp_path / "d" / "cli" / "compress.json").read_text())
+    uni = json.loads((tmp_path / "d" / "uniform" / "compress.json").read_text())
+    assert abs(uni["student_params"] / cli["student_params"] - 1) <= 0.02
+    assert 1.8 <= cli["ratio"] <= 2.2
