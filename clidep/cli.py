@@ -74,7 +74,7 @@ def analyze(
 def compress(
     teacher: Annotated[str, typer.Argument(help="Teacher: a GPT-2 directory or hub id (full width).")],
     out: Annotated[Path, typer.Option(help="Output: a from_pretrained directory plus compress.json.")],
-    method: Annotated[str, typer.Option(help="cli (protect critical blocks) or uniform (every block narrow).")] = "cli",
+    method: Annotated[str, typer.Option(help="cli (protect critical blocks), uniform (every block narrow), layercollapse or cli+layercollapse.")] = "cli",
     ratio: Annotated[float | None, typer.Option(help="Target teacher / student parameter ratio.")] = None,
     params: Annotated[int | None, typer.Option(help="Target student parameters.")] = None,
     width: Annotated[int | None, typer.Option(help="Explicit bottleneck width.")] = None,
@@ -93,10 +93,14 @@ def compress(
     seed: Annotated[int, typer.Option(help="Seed for data order, init and training.")] = 0,
     eval_every: Annotated[int, typer.Option(help="Steps between validation perplexities.")] = 50,
     save_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 50,
+    layers: Annotated[str, typer.Option(help="LayerCollapse: blocks whose MLPs train towards linear (auto: the less important half by NTK).")] = "auto",
+    lc: Annotated[float, typer.Option(help="LayerCollapse: weight of the regulariser lc * (1 - alpha)^2.")] = 1.0,
+    collapse_tol: Annotated[float, typer.Option(help="LayerCollapse: collapse an MLP when |1 - alpha| is at most this.")] = 0.05,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in OUT from its last checkpoint.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT.")] = False,
 ) -> None:
-    """Build a CLI or uniform-bottleneck student of TEACHER, initialise it, and distil it (Accelerate).
+    """Build a CLI or uniform-bottleneck student of TEACHER, initialise it, and distil it (Accelerate);
+    with layercollapse, MLPs trained towards linear are collapsed into one matrix each.
 
     Runs on CPU, one GPU or several processes: `accelerate launch -m clidep compress ...`.
     """
@@ -108,7 +112,8 @@ def compress(
     result = run(teacher, out, method, ratio=ratio, params=params, width=width, match=match, protect=protect,
                  init=init, data=data, val_data=val_data, tokens=tokens, steps=steps, batch_size=batch_size,
                  seq_len=seq_len, lr=lr, alpha=alpha, temperature=temperature, seed=seed, eval_every=eval_every,
-                 save_every=save_every, resume=resume, overwrite=overwrite, log=log)
+                 save_every=save_every, resume=resume, overwrite=overwrite, layers=layers, lc=lc,
+                 collapse_tol=collapse_tol, log=log)
     summary = {k: result[k] for k in ("method", "student_params", "ratio", "layer_widths", "protected", "init",
                                        "tokens_trained", "val_ppl", "seconds")}
     print(json.dumps(summary))

@@ -16,14 +16,30 @@ from pathlib import Path
 from .errors import ClidepError
 
 
-def resolve_protect(protect: str, teacher_path: str, n_layer: int, log) -> tuple[list[int], str]:
+def ntk_report(teacher_path: str) -> dict:
+    """A quick NTK analysis of the teacher (4 x 64 tokens, 8 probes) for the automatic choices."""
+    from .analyze import analyze
+
+    return analyze(teacher_path, samples=4, seq_len=64, probes=8, method="ntk")
+
+
+def parse_blocks(text: str, n_layer: int, option: str) -> list[int]:
+    try:
+        chosen = sorted({int(p) for p in text.split(",") if p.strip()})
+    except ValueError:
+        raise ClidepError(f"{option} must be auto or block numbers like 0,{n_layer - 1}; got '{text}'") from None
+    bad = [p for p in chosen if not 0 <= p < n_layer]
+    if bad:
+        raise ClidepError(f"{option} names block {bad[0]}, but the teacher has blocks 0..{n_layer - 1}")
+    return chosen
+
+
+def resolve_protect(protect: str, teacher_path: str, n_layer: int, report=None) -> tuple[list[int], str]:
     """The protected blocks for CLI: ``auto`` (NTK analysis + the last block), an importance.json
     (file or directory from clidep analyze, + the last block), or an explicit comma list."""
     last = n_layer - 1
     if protect == "auto":
-        from .analyze import analyze
-
-        report = analyze(teacher_path, samples=4, seq_len=64, probes=8, method="ntk")
+        report = report or ntk_report(teacher_path)
         chosen = sorted(set(report["critical_layers"]) | {last})
         return chosen, f"auto: NTK critical layers {report['critical_layers']} ({report['rule']}) plus the last block {last}, which restores the width"
     path = Path(protect)
@@ -34,14 +50,20 @@ def resolve_protect(protect: str, teacher_path: str, n_layer: int, log) -> tuple
             raise ClidepError(f"--protect: no importance report at {path}")
         report = json.loads(path.read_text())
         return sorted(set(report["critical_layers"]) | {last}), f"from {path}: critical layers {report['critical_layers']} plus the last block {last}"
-    try:
-        chosen = sorted({int(p) for p in protect.split(",") if p.strip()})
-    except ValueError:
-        raise ClidepError(f"--protect must be auto, an importance.json, or block numbers like 0,{last}; got '{protect}'") from None
-    bad = [p for p in chosen if not 0 <= p < n_layer]
-    if bad:
-        raise ClidepError(f"--protect names block {bad[0]}, but the teacher has blocks 0..{last}")
+    chosen = parse_blocks(protect, n_layer, "--protect")
     return chosen, f"given: {chosen}"
+
+
+def resolve_collapse(layers: str, teacher_path: str, candidates: list[int], n_layer: int, report=None) -> tuple[list[int], str]:
+    """The blocks whose MLPs train towards linear: ``auto`` = the less important half of CANDIDATES
+    by NTK score (least important first), or an explicit comma list."""
+    if layers != "auto":
+        return parse_blocks(layers, n_layer, "--layers"), "given"
+    report = report or ntk_report(teacher_path)
+    ntk = {s["layer"]: s["ntk"] for s in report["scores"]}
+    ranked = sorted(candidates, key=lambda i: ntk[i])
+    chosen = sorted(ranked[: max(1, len(ranked) // 2)])
+    return chosen, f"auto: the {len(chosen)} least important of blocks {candidates} by NTK score"
 
 
 def compress(
@@ -49,13 +71,16 @@ def compress(
     width: int | None = None, match: str | None = None, protect: str = "auto", init: str = "teacher",
     data: str | None = None, val_data: str = "wiki-en-valid", tokens: int | None = None, steps: int | None = None,
     batch_size: int = 16, seq_len: int = 256, lr: float = 1e-3, alpha: float = 0.9, temperature: float = 1.0,
-    seed: int = 0, eval_every: int = 50, save_every: int = 50, resume: bool = False, overwrite: bool = False, log=print,
+    seed: int = 0, eval_every: int = 50, save_every: int = 50, resume: bool = False, overwrite: bool = False,
+    layers: str = "auto", lc: float = 1.0, collapse_tol: float = 0.05, log=print,
 ) -> dict:
-    """Compress TEACHER into a METHOD student (cli or uniform) and distil it; returns compress.json's content.
+    """Compress TEACHER into a METHOD student and distil it; returns compress.json's content.
 
-    Size by exactly one of RATIO (teacher / student parameters), PARAMS, WIDTH (bottleneck width)
-    or MATCH (a clidep student whose size a uniform baseline should match within 2%). Train for
-    TOKENS distillation tokens or STEPS steps of BATCH_SIZE x SEQ_LEN tokens.
+    METHOD: cli, uniform, layercollapse (full width; the MLPs of LAYERS train towards linear under
+    lc * (1 - alpha)^2 and collapse when |1 - alpha| <= COLLAPSE_TOL) or cli+layercollapse.
+    Size cli/uniform by exactly one of RATIO (teacher / student parameters), PARAMS, WIDTH
+    (bottleneck width) or MATCH (a clidep student to match within 2%). Train for TOKENS
+    distillation tokens or STEPS steps of BATCH_SIZE x SEQ_LEN tokens.
     """
     import torch
 
@@ -67,6 +92,7 @@ def compress(
     from .evaluate import tokenize_text
     from .init import init_from_teacher
     from .modeling import CLIGPT2LMHeadModel
+    from .collapse import collapse, regulariser
     from .params import param_count
     from .widths import build
     from .artifacts import make_temp_dir, write_json
@@ -84,14 +110,17 @@ def compress(
                 raise ClidepError(f"'{out}' exists; pass --resume to continue its run or --overwrite to replace it")
             shutil.rmtree(out)
         run = _plan(teacher, method, ratio, params, width, match, protect, init, data, tokens, steps, batch_size,
-                    seq_len, lr, alpha, temperature, seed, eval_every, save_every, log)
+                    seq_len, lr, alpha, temperature, seed, eval_every, save_every, layers, lc, collapse_tol)
         out.mkdir(parents=True, exist_ok=True)
         write_json(run_file, run)
     log(run["arithmetic"])
     t0 = time.perf_counter()
     teacher_model = load_model(run["teacher"])
     tokenizer = load_tokenizer(run["teacher"])
-    config = build(teacher_model.config, run["method"], run["width"], run["protect"])
+    config = build(teacher_model.config, run["schedule"], run["width"], run["protect"])
+    collapse_plan = run.get("collapse")
+    if collapse_plan:
+        config.mlp_kinds = ["linearizing" if i in collapse_plan["layers"] else k for i, k in enumerate(config.mlp_kinds)]
     for p in ("resid_pdrop", "embd_pdrop", "attn_pdrop"):
         setattr(config, p, 0.0)  # distillation with a small budget: no dropout (and resumes stay bit-exact)
     torch.manual_seed(run["train"]["seed"])
@@ -102,7 +131,16 @@ def compress(
         init_from_teacher(student, teacher_model, calib)
     val_ids = tokenize_text(tokenizer, read_text(val_data)[0])[:16385]
     cfg = TrainConfig(**run["train"])
-    state = train(student, teacher_model, tokens_arr, val_ids, cfg, out, resume, log)
+    reg = (lambda m: regulariser(m, collapse_plan["lc"])) if collapse_plan else None
+    state = train(student, teacher_model, tokens_arr, val_ids, cfg, out, resume, log, reg)
+    records = None
+    if collapse_plan:
+        calib = torch.from_numpy(corpus_batch(tokens_arr, run["train"]["seed"] + 2, 0, 8, min(256, config.n_positions)))
+        student, records = collapse(student, calib, collapse_plan["tol"])
+        config = student.config
+        for r in records:
+            log(f"block {r['layer']}: alpha {r['alpha']:.3f}, " + (f"collapsed, max |logit diff| {r['max_logit_diff']:.3g} "
+                f"(bound {r['error_bound']:.3g})" if r["collapsed"] else f"left uncollapsed: {r['reason']}"))
     # Final artifacts: model files into a temporary sibling, then renamed into OUT; compress.json last.
     tmp = make_temp_dir(out / "final")
     try:
@@ -122,6 +160,7 @@ def compress(
         "ratio": teacher_params / student_params,
         "layer_widths": config.layer_widths,
         "layer_head_dims": config.layer_head_dims,
+        "mlp_kinds": config.mlp_kinds,
         "protected": run["protect"],
         "protect_rule": run["protect_rule"],
         "init": run["init"],
@@ -134,14 +173,18 @@ def compress(
         "ppl_curve": state.ppl_curve,
         "loss_curve": state.loss_curve,
         "seconds": round(state.seconds, 1),
+        **({"layercollapse": records, "layercollapse_rule": collapse_plan["rule"], "lc": collapse_plan["lc"]} if collapse_plan else {}),
         "wall_seconds_this_invocation": round(time.perf_counter() - t0, 1),
     }
     write_json(out / "compress.json", result)
     return result
 
 
+METHODS = ("cli", "uniform", "layercollapse", "cli+layercollapse")
+
+
 def _plan(teacher, method, ratio, params, width, match, protect, init, data, tokens, steps, batch_size, seq_len,
-          lr, alpha, temperature, seed, eval_every, save_every, log) -> dict:
+          lr, alpha, temperature, seed, eval_every, save_every, layers, lc, collapse_tol) -> dict:
     """Resolve every choice of a new run into plain data (run.json)."""
     from transformers import AutoConfig
 
@@ -151,13 +194,18 @@ def _plan(teacher, method, ratio, params, width, match, protect, init, data, tok
     from .params import param_count
     from .widths import build, solve
 
-    if method not in ("cli", "uniform"):
-        raise ClidepError(f"unknown --method '{method}': choose cli or uniform")
+    if method not in METHODS:
+        raise ClidepError(f"unknown --method '{method}': choose {', '.join(METHODS)}")
     if init not in ("teacher", "random"):
         raise ClidepError(f"unknown --init '{init}': choose teacher or random")
     sizes = [x is not None for x in (ratio, params, width, match)]
-    if sum(sizes) != 1:
+    if method == "layercollapse":
+        if any(sizes):
+            raise ClidepError("--method layercollapse keeps every width: choose its size with --layers, not --ratio/--params/--width/--match")
+    elif sum(sizes) != 1:
         raise ClidepError("give exactly one of --ratio, --params, --width or --match")
+    if lc <= 0 or not 0 < collapse_tol < 1:
+        raise ClidepError("--lc must be positive and --collapse-tol between 0 and 1")
     if (tokens is None) == (steps is None):
         raise ClidepError("give exactly one of --tokens or --steps")
     if ratio is not None and ratio <= 1:
@@ -173,10 +221,22 @@ def _plan(teacher, method, ratio, params, width, match, protect, init, data, tok
     if seq_len > tconf.n_positions:
         raise ClidepError(f"--seq-len {seq_len} exceeds the teacher's {tconf.n_positions} positions")
     n = tconf.n_layer
-    protected, rule = ([], "uniform: no block is protected") if method == "uniform" else resolve_protect(protect, teacher, n, log)
+    schedule = "uniform" if method == "uniform" else "cli"
+    report = ntk_report(teacher) if "auto" in (protect if schedule == "cli" else "", layers if "layercollapse" in method else "") else None
+    if method == "uniform":
+        protected, rule = [], "uniform: no block is protected"
+    else:
+        protected, rule = resolve_protect(protect, teacher, n, report)
     teacher_params = param_count(tconf)
-    if width is not None:
-        config = build(tconf, method, width, protected)
+    collapse_plan = None
+    if "layercollapse" in method:
+        candidates = [i for i in range(n) if i not in protected]
+        chosen, why = resolve_collapse(layers, teacher, candidates, n, report)
+        collapse_plan = {"layers": chosen, "rule": why, "lc": lc, "tol": collapse_tol}
+    if method == "layercollapse":
+        r, arithmetic = tconf.n_embd, f"layercollapse: full width; MLPs of blocks {collapse_plan['layers']} train towards linear ({collapse_plan['rule']})"
+    elif width is not None:
+        config = build(tconf, schedule, width, protected)
         r = width
         arithmetic = f"{method}: explicit width {width}: {param_count(config):,} parameters, ratio {teacher_params / param_count(config):.3f}"
     else:
@@ -187,7 +247,7 @@ def _plan(teacher, method, ratio, params, width, match, protect, init, data, tok
             target = param_count(AutoConfig.from_pretrained(match))
         else:
             target = int(params) if params is not None else round(teacher_params / ratio)
-        sol = solve(tconf, method, target, protected)
+        sol = solve(tconf, schedule, target, protected)
         if match is not None and abs(sol.error) > 0.02:
             raise ClidepError(f"no {method} width matches {match} within 2% ({sol.error:+.2%}); {sol.arithmetic}")
         r, arithmetic = sol.width, sol.arithmetic
@@ -195,8 +255,11 @@ def _plan(teacher, method, ratio, params, width, match, protect, init, data, tok
         data = str(shared_path("wiki-en"))
     if steps is None:
         steps = max(1, math.ceil(tokens / (batch_size * seq_len)))
+    if collapse_plan and method != "layercollapse":
+        arithmetic += f"\nlayercollapse: MLPs of blocks {collapse_plan['layers']} train towards linear ({collapse_plan['rule']})"
     return {
-        "teacher": str(teacher), "method": method, "width": r, "protect": protected, "protect_rule": rule,
+        "teacher": str(teacher), "method": method, "schedule": schedule, "collapse": collapse_plan,
+        "width": r, "protect": protected, "protect_rule": rule,
         "init": init, "data": data, "arithmetic": f"protected blocks: {rule}\n{arithmetic}",
         "train": {"steps": steps, "batch_size": batch_size, "seq_len": seq_len, "lr": lr, "alpha": alpha,
                   "temperature": temperature, "seed": seed, "eval_every": eval_every, "save_every": save_every},

@@ -16,14 +16,23 @@ from __future__ import annotations
 from transformers import PreTrainedConfig
 
 
+#: How a block's feed-forward branch is built (LayerCollapse, arXiv 2311.17943):
+#: ``standard`` GPT-2's w -> 4w -> w with its activation; ``linearizing`` the same with the
+#: activation a blend alpha * x + (1 - alpha) * act(x), alpha learned from 0 (for ReLU this is
+#: exactly PReLU with slope alpha; for GELU it starts at the pretrained function); ``collapsed``
+#: one affine map w -> w, what a linearizing MLP becomes once alpha reaches 1.
+MLP_KINDS = ("standard", "linearizing", "collapsed")
+
+
 class CLIGPT2Config(PreTrainedConfig):
     """Configuration of a GPT-2 whose blocks may each have their own width.
 
     ``layer_widths[i]`` is block i's residual width; block i has heads of size
     ``layer_head_dims[i]`` (default: ``head_dim`` for every block, itself defaulting to
     ``n_embd // n_head``, GPT-2's own head size), so ``layer_widths[i] // layer_head_dims[i]``
-    heads, and an MLP of inner size ``mlp_ratio * layer_widths[i]``. A per-block head size lets
-    protected blocks keep the teacher's heads while narrow blocks use smaller ones.
+    heads, and an MLP of inner size ``mlp_ratio * layer_widths[i]`` built as ``mlp_kinds[i]``
+    (see ``MLP_KINDS``). A per-block head size lets protected blocks keep the teacher's heads
+    while narrow blocks use smaller ones.
     """
 
     model_type = "cli_gpt2"
@@ -43,6 +52,7 @@ class CLIGPT2Config(PreTrainedConfig):
     head_dim: int | None = None
     layer_widths: list[int] | None = None
     layer_head_dims: list[int] | None = None
+    mlp_kinds: list[str] | None = None
     mlp_ratio: int = 4
     activation_function: str = "gelu_new"
     resid_pdrop: float = 0.1
@@ -65,6 +75,8 @@ class CLIGPT2Config(PreTrainedConfig):
         if self.layer_head_dims is None:
             self.layer_head_dims = [self.head_dim] * len(self.layer_widths)
         self.layer_head_dims = [int(h) for h in self.layer_head_dims]
+        if self.mlp_kinds is None:
+            self.mlp_kinds = ["standard"] * len(self.layer_widths)
         super().__post_init__(**kwargs)
         self.check()
 
@@ -78,6 +90,11 @@ class CLIGPT2Config(PreTrainedConfig):
             raise ValueError(
                 f"layer_widths has {len(self.layer_widths)} entries but n_layer={self.n_layer}: give one width per block"
             )
+        if len(self.mlp_kinds) != self.n_layer:
+            raise ValueError(f"mlp_kinds has {len(self.mlp_kinds)} entries but n_layer={self.n_layer}: give one per block")
+        bad_kinds = [(i, k) for i, k in enumerate(self.mlp_kinds) if k not in MLP_KINDS]
+        if bad_kinds:
+            raise ValueError(f"mlp_kinds[{bad_kinds[0][0]}]={bad_kinds[0][1]!r} is not one of {', '.join(MLP_KINDS)}")
         if len(self.layer_head_dims) != self.n_layer:
             raise ValueError(
                 f"layer_head_dims has {len(self.layer_head_dims)} entries but n_layer={self.n_layer}: give one per block"

@@ -27,6 +27,7 @@ from .errors import ClidepError
 from .perplexity import perplexity, torch_logits_fn
 
 COMPLETE = "COMPLETE"
+ALPHA_LR_SCALE = 20.0
 
 
 @dataclass
@@ -84,8 +85,11 @@ def latest_checkpoint(out: Path) -> Path | None:
 
 
 def train(student, teacher, tokens: np.ndarray, val_ids: np.ndarray, cfg: TrainConfig, out: Path,
-          resume: bool = False, log=print) -> TrainState:
-    """Distil TEACHER into STUDENT on TOKENS; checkpoints under OUT/checkpoint; returns the final state."""
+          resume: bool = False, log=print, regularizer=None) -> TrainState:
+    """Distil TEACHER into STUDENT on TOKENS; checkpoints under OUT/checkpoint; returns the final state.
+
+    ``regularizer(model)``, when given, is added to the loss (LayerCollapse's lc * (1 - alpha)^2).
+    """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -95,9 +99,14 @@ def train(student, teacher, tokens: np.ndarray, val_ids: np.ndarray, cfg: TrainC
         raise ClidepError(f"--batch-size {cfg.batch_size} must be divisible by the {acc.num_processes} processes")
     set_seed(cfg.seed)
     decay = [p for n, p in student.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in student.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=cfg.lr, betas=(0.9, 0.95))
+    no_decay = [p for n, p in student.named_parameters() if p.dim() < 2 and not n.endswith(".alpha")]
+    # LayerCollapse slopes: one scalar per MLP that must travel 0 -> 1 within the budget, so a
+    # larger step than the weights'.
+    alphas = [p for n, p in student.named_parameters() if n.endswith(".alpha")]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if alphas:
+        groups.append({"params": alphas, "weight_decay": 0.0, "lr": cfg.lr * ALPHA_LR_SCALE})
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.warmup, cfg.steps))
     student.train()
     model, opt, sched = acc.prepare(student, opt, sched)
@@ -121,6 +130,8 @@ def train(student, teacher, tokens: np.ndarray, val_ids: np.ndarray, cfg: TrainC
         with acc.autocast():
             s_logits = model(ids, use_cache=False).logits
             loss, kl, ce = distill_loss(s_logits, t_logits, ids, cfg.alpha, cfg.temperature)
+            if regularizer is not None:
+                loss = loss + regularizer(acc.unwrap_model(model))
         acc.backward(loss)
         if cfg.grad_clip:
             acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)

@@ -78,20 +78,46 @@ class Attention(nn.Module):
         return self.resid_dropout(self.c_proj(y))  # (B, T, w)
 
 
+class Linearizing(nn.Module):
+    """alpha * x + (1 - alpha) * act(x) with a learned scalar alpha (0 at init: the original activation)."""
+
+    def __init__(self, act: nn.Module):
+        super().__init__()
+        self.act = act
+        self.alpha = nn.Parameter(torch.zeros(()))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.alpha * h + (1 - self.alpha) * self.act(h)
+
+
 class MLP(nn.Module):
-    """GPT-2's feed-forward branch: w -> mlp_ratio * w -> w."""
+    """GPT-2's feed-forward branch: w -> mlp_ratio * w -> w (``standard`` or ``linearizing``)."""
 
     def __init__(self, config: CLIGPT2Config, layer_idx: int):
         super().__init__()
         w = config.layer_widths[layer_idx]
         self.c_fc = nn.Linear(w, config.mlp_ratio * w)
-        self.act = ACT2FN[config.activation_function]
+        act = ACT2FN[config.activation_function]
+        self.act = Linearizing(act) if config.mlp_kinds[layer_idx] == "linearizing" else act
         self.c_proj = nn.Linear(config.mlp_ratio * w, w)
         self.dropout = nn.Dropout(config.resid_pdrop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.act(self.c_fc(x))  # (B, T, 4w)
         return self.dropout(self.c_proj(h))  # (B, T, w)
+
+
+class CollapsedMLP(nn.Module):
+    """A feed-forward branch collapsed into one affine map w -> w (LayerCollapse)."""
+
+    def __init__(self, config: CLIGPT2Config, layer_idx: int):
+        super().__init__()
+        w = config.layer_widths[layer_idx]
+        self.linear = nn.Linear(w, w)
+        self.dropout = nn.Dropout(config.resid_pdrop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.linear(x))  # (B, T, w)
 
 
 class Block(nn.Module):
@@ -103,7 +129,7 @@ class Block(nn.Module):
         self.ln_1 = nn.LayerNorm(w, eps=config.layer_norm_epsilon)
         self.attn = Attention(config, layer_idx)
         self.ln_2 = nn.LayerNorm(w, eps=config.layer_norm_epsilon)
-        self.mlp = MLP(config, layer_idx)
+        self.mlp = CollapsedMLP(config, layer_idx) if config.mlp_kinds[layer_idx] == "collapsed" else MLP(config, layer_idx)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, cache: Cache | None) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), mask, cache)  # (B, T, w)
@@ -121,7 +147,9 @@ class CLIGPT2PreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
-        if isinstance(module, Projection):
+        if isinstance(module, Linearizing):
+            init.zeros_(module.alpha)
+        elif isinstance(module, Projection):
             # Why orthogonal: a (semi-)orthogonal map keeps the residual stream's scale when the
             # width changes, where N(0, 0.02) would shrink it by ~0.02 * sqrt(d_in).
             init.orthogonal_(module.weight)

@@ -43,13 +43,14 @@ def schedule(method: str, n_layer: int, d: int, r: int, protect: list[int]) -> l
     raise ClidepError(f"unknown --method '{method}': choose cli or uniform")
 
 
-def student_config(teacher: CLIGPT2Config, widths: list[int], head_dims: list[int]) -> CLIGPT2Config:
-    """The teacher's config with a new width schedule and per-block head sizes; everything else kept."""
+def student_config(teacher: CLIGPT2Config, widths: list[int], head_dims: list[int],
+                   mlp_kinds: list[str] | None = None) -> CLIGPT2Config:
+    """The teacher's config with a new width schedule, head sizes and MLP kinds; everything else kept."""
     kwargs = {k: getattr(teacher, k) for k in (
         "vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "head_dim", "mlp_ratio", "activation_function",
         "resid_pdrop", "embd_pdrop", "attn_pdrop", "layer_norm_epsilon", "initializer_range",
         "bos_token_id", "eos_token_id", "pad_token_id", "tie_word_embeddings")}
-    return CLIGPT2Config(**kwargs, layer_widths=widths, layer_head_dims=head_dims)
+    return CLIGPT2Config(**kwargs, layer_widths=widths, layer_head_dims=head_dims, mlp_kinds=mlp_kinds)
 
 
 def head_size(width: int, preferred: int) -> int:
