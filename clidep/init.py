@@ -78,9 +78,9 @@ def init_narrow_block(src, dst, Q: torch.Tensor, d: int) -> None:
     r = Q.shape[1]
     scale = math.sqrt(d / r)
     ta, sa = src.attn, dst.attn
-    for ln_t, ln_s in ((src.ln_1, dst.ln_1), (src.ln_2, dst.ln_2)):
-        ln_s.weight.fill_(1.0)
-        ln_s.bias.zero_()
+    for ln in (dst.ln_1, dst.ln_2):  # the teacher's gains and biases are folded into the next layer below
+        ln.weight.fill_(1.0)
+        ln.bias.zero_()
     # Folded input maps: W' = W diag(gamma) Q sqrt(d/r), b' = b + W beta.
     w_qkv = ta.c_attn.weight * src.ln_1.weight  # (3d, d)
     b_qkv = ta.c_attn.bias + ta.c_attn.weight @ src.ln_1.bias  # (3d,)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import subprocess
@@ -18,7 +17,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from clidep import CLIGPT2Config, CLIGPT2LMHeadModel, param_count
 from clidep.compress import compress
 from clidep.convert import load_model
-from clidep.data import load_tokenizer, read_text, shared_path
+from clidep.data import load_tokenizer, read_text
 from clidep.distill import latest_checkpoint
 from clidep.errors import ClidepError
 from clidep.evaluate import tokenize_text
