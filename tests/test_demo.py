@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 
-from clidep.data import python_docs
+from clidep.data import ENV_VAR, python_docs
 from clidep.demo import EMBEDDED
 
-from .test_cli import run
+from .test_cli import CLI
 
 
 def test_embedded_model_is_small_and_complete():
@@ -23,8 +25,11 @@ def test_python_docs_corpus_is_deterministic_and_held_out():
     assert len(valid) > 20 and not set(train) & set(valid)
 
 
-def test_demo_runs_the_whole_pipeline(tmp_path):
-    proc = run("demo", "--out", str(tmp_path / "d"), "--steps", "12", timeout=900)
+def test_demo_runs_the_whole_pipeline_without_shared_data(tmp_path):
+    (tmp_path / "empty").mkdir()  # the offline data folder pointed at nothing: the demo must not need it
+    env = {**os.environ, ENV_VAR: str(tmp_path / "empty"), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([*CLI, "demo", "--out", str(tmp_path / "d"), "--steps", "12"], capture_output=True, text=True,
+                          timeout=900, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     for name in ("teacher", "cli", "uniform"):
