@@ -52,7 +52,7 @@ def python_docs() -> tuple[list[str], list[str]]:
     import warnings
 
     docs: list[str] = []
-    seen: set[int] = set()
+    seen: set[str] = set()  # by content: ids of discarded strings are reused by later ones
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for name in PYTHON_DOC_MODULES:
@@ -66,8 +66,8 @@ def python_docs() -> tuple[list[str], list[str]]:
                      if not a.startswith("_") and inspect.isfunction(m)]
             for obj in objs:
                 doc = inspect.getdoc(obj)
-                if doc and len(doc) >= 200 and id(doc) not in seen:
-                    seen.add(id(doc))
+                if doc and len(doc) >= 200 and doc not in seen:
+                    seen.add(doc)
                     docs.append(doc.strip())
     return [d for i, d in enumerate(docs) if i % 20], [d for i, d in enumerate(docs) if i % 20 == 0]
 

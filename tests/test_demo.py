@@ -20,9 +20,18 @@ def test_embedded_model_is_small_and_complete():
 
 
 def test_python_docs_corpus_is_deterministic_and_held_out():
+    """The same documents in this process (torch and transformers loaded) and in a bare one."""
+    import hashlib
+    import sys
+
     train, valid = python_docs()
     assert (train, valid) == python_docs()
     assert len(valid) > 20 and not set(train) & set(valid)
+    probe = ("import hashlib; from clidep.data import python_docs; t, v = python_docs(); "
+             "print(hashlib.sha256('\\0'.join(t + ['|'] + v).encode()).hexdigest())")
+    bare = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          env={**os.environ, "CLIDEP_LAZY_IMPORT": "1"})
+    assert bare.stdout.strip() == hashlib.sha256("\0".join(train + ["|"] + valid).encode()).hexdigest()
 
 
 def test_demo_runs_the_whole_pipeline_without_shared_data(tmp_path):
