@@ -168,6 +168,7 @@ def bench(models: list[str], device: Profile, baseline: str | None = None, promp
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "threads": threads,
     }
     rows = []
+    ids_files: dict[Path, Path] = {}  # one tokenisation per export directory, shared by its variants
     with tempfile.TemporaryDirectory() as tmp:
         for f in files:
             row = {"name": f["name"], "precision": f["precision"], "file": str(f["file"]),
@@ -181,7 +182,9 @@ def bench(models: list[str], device: Profile, baseline: str | None = None, promp
                 send = [f["file"], *f["file"].parent.glob(f["file"].name + ".data"), f["dir"] / "config.json"]
                 if ppl:
                     context = min(n_pos or 1024, 1024)
-                    ids_file = _ppl_ids(f["dir"], ppl_data, ppl_tokens, Path(tmp))
+                    if f["dir"] not in ids_files:
+                        ids_files[f["dir"]] = _ppl_ids(f["dir"], ppl_data, ppl_tokens, Path(tmp))
+                    ids_file = ids_files[f["dir"]]
                     send.append(ids_file)
                     args += ["--ppl-ids", str(ids_file), "--context", str(context), "--stride", str(context // 2)]
                 log(f"{f['name']} [{f['precision']}] ...")

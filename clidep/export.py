@@ -79,14 +79,14 @@ def export_onnx(model, path: str | Path, opset: int = 17) -> Path:
     store_tied_head_once(graph)
     entry = graph.metadata_props.add()
     entry.key, entry.value = onnx_io.KV_SHAPES_KEY, onnx_io.encode_kv_shapes(config.kv_shapes)
-    large = graph.ByteSize() > 2_000_000_000 if _fits_protobuf(graph) else True
+    large = _needs_external_data(graph)
     onnx.save(graph, str(path), save_as_external_data=large, location=path.name + ".data" if large else None)
     return path
 
 
-def _fits_protobuf(graph) -> bool:
+def _needs_external_data(graph) -> bool:
+    """True past protobuf's 2 GB limit (ByteSize itself raises ValueError beyond it)."""
     try:
-        graph.ByteSize()
-        return True
+        return graph.ByteSize() > 2_000_000_000
     except ValueError:
-        return False
+        return True
