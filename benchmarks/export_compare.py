@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +67,7 @@ def main() -> None:
     from clidep.data import load_tokenizer, read_text
     from clidep.evaluate import tokenize_text
     from clidep.perplexity import perplexity
+    from clidep.provenance import provenance
     from clidep.runner import OnnxCausalLM
 
     rows = []
@@ -107,9 +106,7 @@ def main() -> None:
             rows.append({"model": name, "pipeline": "clidep", "precision": "all (export + validation + scoring)",
                          "seconds": round(total, 2)})
     result = {
-        "machine": f"{platform.node()} ({platform.machine()}, {__import__('os').cpu_count()} cores)",
-        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "git_sha": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip(),
+        **provenance(),
         "protocol": {"data": "wikitext-test", "tokens": a.tokens, "context": "model positions", "stride": "context / 2"},
         "rows": rows,
     }

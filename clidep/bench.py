@@ -20,19 +20,18 @@ import csv
 import io
 import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 from .devices import Profile
 from .errors import ClidepError
+from .provenance import provenance as run_provenance
 
 PACKAGE = Path(__file__).resolve().parent
 PROJECTION = ("decode ms/token = host ms/token x host GB/s / device GB/s (the host's fraction of the bandwidth "
@@ -162,10 +161,8 @@ def bench(models: list[str], device: Profile, baseline: str | None = None, promp
     threads = threads or (min(device.threads, host["cores"]) if projected else device.threads if remote else host["cores"])
     host_bw, host_flops = host["mem_bandwidth_gbs"], host["fp32_gflops"]
     provenance = {
-        "git_sha": _git_sha(), "device": device.name, "device_file": device.path, "projected": projected,
-        "remote": remote, "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
-        "python": platform.python_version(), "host": f"{platform.node()} ({platform.machine()}, {host['cores']} cores)",
-        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "threads": threads,
+        **run_provenance(), "device": device.name, "device_file": device.path, "projected": projected,
+        "remote": remote, "onnxruntime": onnxruntime.__version__, "numpy": np.__version__, "threads": threads,
     }
     rows = []
     ids_files: dict[Path, Path] = {}  # one tokenisation per export directory, shared by its variants
@@ -228,11 +225,6 @@ def _ratios(rows: list[dict]) -> None:
             "memory_ratio": r["peak_rss_mb"] / b["peak_rss_mb"],
             "ppl_ratio": r["ppl"] / b["ppl"] if r.get("ppl") and b.get("ppl") else None,
         }
-
-
-def _git_sha() -> str:
-    proc = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PACKAGE, capture_output=True, text=True)
-    return proc.stdout.strip() or "unknown"
 
 
 COLUMNS = ["name", "precision", "size_bytes", "load_s", "decode_ms_p50", "decode_ms_p90", "tokens_per_s", "peak_rss_mb",

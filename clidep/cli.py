@@ -33,12 +33,13 @@ def eval_(
     context: Annotated[int | None, typer.Option(help="Window length in tokens [default: the model's positions].")] = None,
     stride: Annotated[int | None, typer.Option(help="Tokens between window starts [default: context / 2].")] = None,
     batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 4,
+    max_tokens: Annotated[int | None, typer.Option(help="Score only the first N tokens of the text (quick checks).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
 ) -> None:
     """Perplexity of MODEL on a text with a sliding window: exp(mean NLL), every token after the first scored once."""
     from .evaluate import evaluate
 
-    result = evaluate(model, data, context, stride, batch_size)
+    result = evaluate(model, data, context, stride, batch_size, max_tokens)
     if as_json:
         print(json.dumps(result.to_dict()))
     else:

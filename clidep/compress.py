@@ -247,7 +247,7 @@ def _plan(teacher, method, ratio, params, width, match, protect, init, data, tok
             target = param_count(AutoConfig.from_pretrained(match))
         else:
             target = int(params) if params is not None else round(teacher_params / ratio)
-        sol = solve(tconf, schedule, target, protected)
+        sol = solve(tconf, schedule, target, protected, collapse_plan["layers"] if collapse_plan else ())
         if match is not None and abs(sol.error) > 0.02:
             raise ClidepError(f"no {method} width matches {match} within 2% ({sol.error:+.2%}); {sol.arithmetic}")
         r, arithmetic = sol.width, sol.arithmetic

@@ -131,7 +131,8 @@ def train(student, teacher, tokens: np.ndarray, val_ids: np.ndarray, cfg: TrainC
             s_logits = model(ids, use_cache=False).logits
             loss, kl, ce = distill_loss(s_logits, t_logits, ids, cfg.alpha, cfg.temperature)
             if regularizer is not None:
-                loss = loss + regularizer(acc.unwrap_model(model))
+                reg = regularizer(acc.unwrap_model(model))
+                loss = loss + reg
         acc.backward(loss)
         if cfg.grad_clip:
             acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -148,7 +149,8 @@ def train(student, teacher, tokens: np.ndarray, val_ids: np.ndarray, cfg: TrainC
         if cfg.eval_every and (state.step % cfg.eval_every == 0 or last):
             ppl = _validate(acc, model, val_ids, context)
             state.ppl_curve.append([state.tokens, ppl])
-            log(f"step {state.step}: {state.tokens:,} tokens, validation ppl {ppl:.2f}")
+            log(f"step {state.step}: {state.tokens:,} tokens, validation ppl {ppl:.2f}"
+                + (f", regulariser {reg.item():.4g}" if regularizer is not None else ""))
         if cfg.save_every and (state.step % cfg.save_every == 0 or last):
             _checkpoint(acc, out, state)
     bar.close()

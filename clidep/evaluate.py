@@ -18,11 +18,12 @@ def tokenize_text(tokenizer, text: str):
 
 def evaluate(
     model_path: str | Path, data: str = "wikitext-test", context: int | None = None, stride: int | None = None,
-    batch_size: int = 4,
+    batch_size: int = 4, max_tokens: int | None = None,
 ) -> PerplexityResult:
     """Perplexity of MODEL on DATA with a sliding window of CONTEXT tokens every STRIDE tokens.
 
-    CONTEXT defaults to the model's position count and STRIDE to half of CONTEXT.
+    CONTEXT defaults to the model's position count and STRIDE to half of CONTEXT; MAX_TOKENS,
+    when given, scores only the start of the text (for quick checks; full-text figures are comparable).
     """
     import torch
 
@@ -39,6 +40,10 @@ def evaluate(
     tokenizer = load_tokenizer(model_path)
     text, label = read_text(data)
     ids = tokenize_text(tokenizer, text)
+    if max_tokens:
+        if max_tokens < context:
+            raise ClidepError(f"--max-tokens {max_tokens} is below the context {context}: score at least one window")
+        ids = ids[: max_tokens + 1]  # + 1: the first token is context only, never scored
     torch.manual_seed(0)
     with progress_bar("perplexity", total=len(ids) - 1) as advance:
         return perplexity(torch_logits_fn(model), ids, context, stride, batch_size, label, advance)

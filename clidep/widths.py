@@ -66,16 +66,20 @@ def build(teacher: CLIGPT2Config, method: str, r: int, protect: list[int]) -> CL
     return student_config(teacher, widths, head_dims)
 
 
-def solve(teacher: CLIGPT2Config, method: str, target: int, protect: list[int]) -> Solution:
+def solve(teacher: CLIGPT2Config, method: str, target: int, protect: list[int], collapse: list[int] = ()) -> Solution:
     """The bottleneck width r (a multiple of 4) whose student is closest to TARGET parameters.
 
     The head size of the narrow blocks is the divisor of r nearest the teacher's head size.
+    Blocks in COLLAPSE are counted with collapsed MLPs: LayerCollapse trains them towards linear
+    and folds them after distillation, so the size asked for is the size the student ends at.
     """
     d, n = teacher.n_embd, teacher.n_layer
+    kinds = ["collapsed" if i in collapse else "standard" for i in range(n)]
     if target <= 0:
         raise ClidepError(f"the target size must be positive, got {target}")
     teacher_params = param_count(teacher)
-    sizes = [(param_count(student_config(teacher, schedule(method, n, d, r, protect), [1] * n)), r) for r in range(4, d + 1, 4)]
+    sizes = [(param_count(student_config(teacher, schedule(method, n, d, r, protect), [1] * n, kinds)), r)
+             for r in range(4, d + 1, 4)]
     smallest = sizes[0][0]
     if target < smallest * 0.97:
         raise ClidepError(
@@ -89,7 +93,8 @@ def solve(teacher: CLIGPT2Config, method: str, target: int, protect: list[int]) 
     arithmetic = "\n".join([
         f"teacher: {n} blocks x {d}, {teacher_params:,} parameters; target {target:,} (ratio {teacher_params / target:.3f})",
         f"{method}: widths {_compact(config.layer_widths)}, narrow blocks {r // hd} heads of {hd}; "
-        f"{params:,} parameters ({params / target - 1:+.2%}), ratio {teacher_params / params:.3f}",
+        f"{params:,} parameters ({params / target - 1:+.2%}), ratio {teacher_params / params:.3f}"
+        + (f", counting the MLPs of blocks {sorted(collapse)} as collapsed" if collapse else ""),
     ])
     return Solution(config.layer_widths, r, hd, params, target, arithmetic)
 

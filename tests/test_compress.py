@@ -48,6 +48,16 @@ def test_solver_hits_ratios_within_3_percent(ratio):
     assert param_count(build(MEDIUM, "cli", sol.width, [0, 23])) == sol.params
 
 
+def test_solver_counts_the_mlps_that_will_collapse():
+    target = round(param_count(MEDIUM) / 2.47)
+    plain = solve(MEDIUM, "cli", target, [0, 23])
+    folded = solve(MEDIUM, "cli", target, [0, 23], collapse=[5, 6, 7])
+    assert folded.width > plain.width  # the collapsed MLPs pay for a wider bottleneck
+    config = build(MEDIUM, "cli", folded.width, [0, 23])
+    config.mlp_kinds = ["collapsed" if i in (5, 6, 7) else k for i, k in enumerate(config.mlp_kinds)]
+    assert param_count(config) == folded.params and abs(folded.error) <= 0.03
+
+
 def test_unreachable_ratio_names_the_largest_reachable():
     with pytest.raises(ClidepError, match=r"largest reachable ratio (\d+\.\d+)") as err:
         solve(MEDIUM, "cli", round(param_count(MEDIUM) / 20), [0, 23])

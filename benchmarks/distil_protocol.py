@@ -1,0 +1,66 @@
+"""The protocol the distillation benchmarks share: their options, the teacher's analysis, the scoring.
+
+paper_ablation.py and layercollapse.py compare students trained on the same data with the same
+budget, schedule and seed, and score them all with clidep eval's sliding window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def parser(description: str, work: str) -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--teacher", default=str(ROOT.parent / "shared" / "models" / "ref-gpt2-12l"))
+    ap.add_argument("--data", default=None, help="training text (default: offline wiki-en)")
+    ap.add_argument("--eval-data", default="wikitext-test")
+    ap.add_argument("--tokens", type=int, default=500_000, help="distillation tokens per arm")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--seq-len", type=int, default=256)
+    ap.add_argument("--context", type=int, default=256)
+    ap.add_argument("--stride", type=int, default=128)
+    ap.add_argument("--eval-tokens", type=int, default=0, help="score only the first N tokens (0: the whole text)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--work", default=str(ROOT / "runs" / work))
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    return ap
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def analyse_teacher(a) -> dict:
+    """The teacher's NTK report (8 x 128 tokens, 16 probes), its size and score, and the protected set."""
+    from clidep.analyze import analyze
+    from clidep.convert import load_model
+    from clidep.params import param_count
+
+    report = analyze(a.teacher, samples=8, seq_len=min(a.seq_len, 128), probes=16, method="ntk", seed=a.seed)
+    protected = sorted(set(report["critical_layers"]) | {len(report["scores"]) - 1})
+    teacher = {"params": param_count(load_model(a.teacher).config), **score(a, a.teacher)}
+    log(f"teacher: {teacher}; layer-0 NTK ratio {report['layer0_ratio']:.2f}; protected blocks {protected}")
+    return {"report": report, "protected": protected, "teacher": teacher}
+
+
+def score(a, path: str) -> dict:
+    from clidep.evaluate import evaluate
+
+    res = evaluate(path, a.eval_data, a.context, a.stride, 8, a.eval_tokens or None)
+    return {"ppl": res.ppl, "tokens": res.tokens, "data": res.data}
+
+
+def train_settings(a) -> dict:
+    """compress() keywords every arm shares: data, budget, schedule, seed, evaluation every 1/8 of the run."""
+    return dict(data=a.data, tokens=a.tokens, batch_size=a.batch_size, seq_len=a.seq_len, seed=a.seed,
+                eval_every=max(1, a.tokens // (a.batch_size * a.seq_len) // 8), save_every=100, overwrite=True, log=log)
+
+
+def protocol(a, teacher: dict) -> dict:
+    return {"eval_data": teacher["data"], "context": a.context, "stride": a.stride, "eval_tokens": teacher["tokens"],
+            "train_data": a.data or "wiki-en (offline)", "tokens_per_arm": a.tokens, "batch_size": a.batch_size,
+            "seq_len": a.seq_len, "seed": a.seed}

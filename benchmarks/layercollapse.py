@@ -1,0 +1,98 @@
+"""LayerCollapse alone, CLI alone and CLI + LayerCollapse at equal parameter counts, same budget.
+
+Teacher: the reference GPT-2 in ../shared/models. The protected set (NTK critical blocks + the
+last block) comes from one analysis and is shared by every arm. Arms, all teacher-initialised,
+same data, token budget, schedule and seed:
+
+* layercollapse: full width, the MLPs of every unprotected block train towards linear and
+  collapse (the smallest student LayerCollapse alone can make: it sets the size S);
+* cli: the CLI bottleneck sized to S (--match the layercollapse student);
+* cli+layercollapse: the MLPs of the less important half of the unprotected blocks (NTK) collapse
+  and the bottleneck is sized so that the collapsed student is S;
+* with --ratio R also cli and cli+layercollapse at R (beyond what LayerCollapse alone reaches).
+
+Every arm and the teacher are scored on the WikiText test text with eval's sliding window.
+
+    python benchmarks/layercollapse.py                     # default: 500k tokens per arm, --ratio 2.47 (~60 min, 2 cores)
+    python benchmarks/layercollapse.py --tokens 8192 --eval-tokens 4096 --ratio 0 --out /tmp/smoke   # smoke test
+
+Writes RESULTS/layercollapse.json and .md (RESULTS defaults to benchmarks/results).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import distil_protocol
+
+
+def main() -> None:
+    ap = distil_protocol.parser(__doc__.splitlines()[0], "layercollapse")
+    ap.add_argument("--ratio", type=float, default=2.47, help="also compare cli and cli+layercollapse at this ratio (0: skip)")
+    ap.add_argument("--lc", type=float, default=1.0, help="LayerCollapse regulariser strength")
+    a = ap.parse_args()
+
+    from clidep.compress import compress
+    from clidep.provenance import provenance
+
+    work = Path(a.work)
+    t0 = time.perf_counter()
+    setup = distil_protocol.analyse_teacher(a)
+    protected, teacher = setup["protected"], setup["teacher"]
+    label = teacher["data"]
+    unprotected = [i for i in range(len(setup["report"]["scores"])) if i not in protected]
+    common = dict(protect=",".join(map(str, protected)), lc=a.lc, init="teacher", **distil_protocol.train_settings(a))
+    lc_dir = work / "layercollapse"
+    plans = [("layercollapse", "layercollapse", lc_dir, dict(layers=",".join(map(str, unprotected)))),
+             ("cli", "cli", work / "cli-match", dict(match=str(lc_dir))),
+             ("cli+layercollapse", "cli+layercollapse", work / "cli+lc-match", dict(match=str(lc_dir)))]
+    if a.ratio:
+        plans += [("cli", "cli", work / "cli-ratio", dict(ratio=a.ratio)),
+                  ("cli+layercollapse", "cli+layercollapse", work / "cli+lc-ratio", dict(ratio=a.ratio))]
+    rows = []
+    for name, method, out, size in plans:
+        started = time.perf_counter()
+        r = compress(a.teacher, out, method, **size, **common)
+        s = distil_protocol.score(a, str(out))
+        lc = r.get("layercollapse") or []
+        rows.append({
+            "method": name, "size": "set by layercollapse" if "match" in size or method == "layercollapse" else f"ratio {a.ratio}",
+            "params": r["student_params"], "ratio": r["ratio"], "ppl": s["ppl"], "ppl_vs_teacher": s["ppl"] / teacher["ppl"],
+            "layer_widths": r["layer_widths"], "mlp_kinds": r["mlp_kinds"], "protected": r["protected"],
+            "collapsed": [x["layer"] for x in lc if x["collapsed"]], "left_uncollapsed": [x["layer"] for x in lc if not x["collapsed"]],
+            "layercollapse": lc, "tokens": r["tokens_trained"], "val_ppl_curve": r["ppl_curve"],
+            "train_seconds": r["seconds"], "wall_s": round(time.perf_counter() - started, 1),
+        })
+        distil_protocol.log(f"{name} ({rows[-1]['size']}): {r['student_params']:,} parameters, ppl {s['ppl']:.2f}")
+    result = {
+        **provenance(),
+        "teacher": {"path": a.teacher, **teacher},
+        "protected": protected,
+        "arms": rows,
+        "protocol": {**distil_protocol.protocol(a, teacher), "lc": a.lc, "collapse_tol": 0.05, "init": "teacher"},
+        "wall_seconds": round(time.perf_counter() - t0, 1),
+    }
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "layercollapse.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = [
+        f"Teacher {teacher['params'] / 1e6:.2f} M parameters, ppl {teacher['ppl']:.2f} ({label}, context {a.context}, "
+        f"stride {a.stride}, {teacher['tokens']:,} tokens). Protected blocks {protected}; {a.tokens:,} distillation tokens "
+        f"per arm, teacher init, lc {a.lc}.",
+        "",
+        "| method | size | params | ratio | widths | collapsed MLPs | ppl | ppl / teacher |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        widths = sorted(set(r["layer_widths"]), reverse=True)
+        left = f" (left: {r['left_uncollapsed']})" if r["left_uncollapsed"] else ""
+        lines.append(f"| {r['method']} | {r['size']} | {r['params'] / 1e6:.2f} M | {r['ratio']:.2f} | "
+                     f"{'/'.join(map(str, widths))} | {r['collapsed'] or '-'}{left} | {r['ppl']:.2f} | {r['ppl_vs_teacher']:.2f} |")
+    (out / "layercollapse.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
