@@ -94,7 +94,7 @@ def compress(
     seed: Annotated[int, typer.Option(help="Seed for data order, init and training.")] = 0,
     eval_every: Annotated[int, typer.Option(help="Steps between validation perplexities.")] = 50,
     save_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 50,
-    layers: Annotated[str, typer.Option(help="LayerCollapse: blocks whose MLPs train towards linear (auto: the less important half by NTK).")] = "auto",
+    layers: Annotated[str, typer.Option(help="LayerCollapse: blocks whose MLPs train towards linear (auto: least important by NTK first; the less important half, or for --method layercollapse with a size, as many as reach it).")] = "auto",
     lc: Annotated[float, typer.Option(help="LayerCollapse: weight of the regulariser lc * (1 - alpha)^2.")] = 1.0,
     collapse_tol: Annotated[float, typer.Option(help="LayerCollapse: collapse an MLP when |1 - alpha| is at most this.")] = 0.05,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in OUT from its last checkpoint.")] = False,

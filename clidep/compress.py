@@ -54,16 +54,37 @@ def resolve_protect(protect: str, teacher_path: str, n_layer: int, report=None) 
     return chosen, f"given: {chosen}"
 
 
-def resolve_collapse(layers: str, teacher_path: str, candidates: list[int], n_layer: int, report=None) -> tuple[list[int], str]:
-    """The blocks whose MLPs train towards linear: ``auto`` = the less important half of CANDIDATES
-    by NTK score (least important first), or an explicit comma list."""
+def resolve_collapse(layers: str, teacher_path: str, candidates: list[int], n_layer: int, report=None,
+                     size: tuple | None = None) -> tuple[list[int], str]:
+    """The blocks whose MLPs train towards linear, least important (NTK) first: with ``auto`` the
+    less important half of CANDIDATES, or, when SIZE = (teacher config, target parameters) is given
+    (--method layercollapse with --ratio/--params/--match), the fewest that bring the full-width
+    student to the target once collapsed. Otherwise an explicit comma list."""
     if layers != "auto":
         return parse_blocks(layers, n_layer, "--layers"), "given"
     report = report or ntk_report(teacher_path)
     ntk = {s["layer"]: s["ntk"] for s in report["scores"]}
     ranked = sorted(candidates, key=lambda i: ntk[i])
-    chosen = sorted(ranked[: max(1, len(ranked) // 2)])
-    return chosen, f"auto: the {len(chosen)} least important of blocks {candidates} by NTK score"
+    if size is None:
+        chosen = sorted(ranked[: max(1, len(ranked) // 2)])
+        return chosen, f"auto: the {len(chosen)} least important of blocks {candidates} by NTK score"
+    from .params import param_count
+    from .widths import build
+
+    tconf, target = size
+    config = build(tconf, "cli", tconf.n_embd, [])
+    counts = []
+    for k in range(len(ranked) + 1):
+        config.mlp_kinds = ["collapsed" if i in ranked[:k] else "standard" for i in range(n_layer)]
+        counts.append(param_count(config))
+    if target < counts[-1] * 0.97:
+        raise ClidepError(
+            f"layercollapse alone cannot reach {target:,} parameters: collapsing every unprotected MLP {ranked} leaves "
+            f"{counts[-1]:,} (largest reachable ratio {counts[0] / counts[-1]:.2f}); use --method cli+layercollapse")
+    k = min(range(1, len(counts)), key=lambda k: abs(counts[k] - target))
+    chosen = sorted(ranked[:k])
+    return chosen, (f"auto: the {k} least important of blocks {candidates} by NTK score, the number whose collapse comes "
+                    f"nearest {target:,} parameters ({counts[k]:,}, ratio {counts[0] / counts[k]:.3f})")
 
 
 def compress(
@@ -200,8 +221,10 @@ def _plan(teacher, method, ratio, params, width, match, protect, init, data, tok
         raise ClidepError(f"unknown --init '{init}': choose teacher or random")
     sizes = [x is not None for x in (ratio, params, width, match)]
     if method == "layercollapse":
-        if any(sizes):
-            raise ClidepError("--method layercollapse keeps every width: choose its size with --layers, not --ratio/--params/--width/--match")
+        if width is not None or sum(sizes) > 1:
+            raise ClidepError("--method layercollapse keeps every width: size it with one of --ratio, --params or --match, or with --layers")
+        if any(sizes) and layers != "auto":
+            raise ClidepError("--layers LIST fixes the size of a layercollapse student: leave --layers auto to size it by --ratio/--params/--match")
     elif sum(sizes) != 1:
         raise ClidepError("give exactly one of --ratio, --params, --width or --match")
     if lc <= 0 or not 0 < collapse_tol < 1:
@@ -228,10 +251,19 @@ def _plan(teacher, method, ratio, params, width, match, protect, init, data, tok
     else:
         protected, rule = resolve_protect(protect, teacher, n, report)
     teacher_params = param_count(tconf)
+    target = None
+    if match is not None:
+        mfile = Path(match) / "config.json"
+        if not mfile.is_file() or json.loads(mfile.read_text()).get("model_type") != "cli_gpt2":
+            raise ClidepError(f"--match {match} is not a clidep model directory (no cli_gpt2 config.json)")
+        target = param_count(AutoConfig.from_pretrained(match))
+    elif ratio is not None or params is not None:
+        target = int(params) if params is not None else round(teacher_params / ratio)
     collapse_plan = None
     if "layercollapse" in method:
         candidates = [i for i in range(n) if i not in protected]
-        chosen, why = resolve_collapse(layers, teacher, candidates, n, report)
+        fit = (tconf, target) if method == "layercollapse" and target is not None else None
+        chosen, why = resolve_collapse(layers, teacher, candidates, n, report, fit)
         collapse_plan = {"layers": chosen, "rule": why, "lc": lc, "tol": collapse_tol}
     if method == "layercollapse":
         r, arithmetic = tconf.n_embd, f"layercollapse: full width; MLPs of blocks {collapse_plan['layers']} train towards linear ({collapse_plan['rule']})"
@@ -240,13 +272,6 @@ def _plan(teacher, method, ratio, params, width, match, protect, init, data, tok
         r = width
         arithmetic = f"{method}: explicit width {width}: {param_count(config):,} parameters, ratio {teacher_params / param_count(config):.3f}"
     else:
-        if match is not None:
-            mfile = Path(match) / "config.json"
-            if not mfile.is_file() or json.loads(mfile.read_text()).get("model_type") != "cli_gpt2":
-                raise ClidepError(f"--match {match} is not a clidep model directory (no cli_gpt2 config.json)")
-            target = param_count(AutoConfig.from_pretrained(match))
-        else:
-            target = int(params) if params is not None else round(teacher_params / ratio)
         sol = solve(tconf, schedule, target, protected, collapse_plan["layers"] if collapse_plan else ())
         if match is not None and abs(sol.error) > 0.02:
             raise ClidepError(f"no {method} width matches {match} within 2% ({sol.error:+.2%}); {sol.arithmetic}")

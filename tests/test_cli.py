@@ -30,6 +30,7 @@ def test_help_lists_every_command_without_loading_torch():
         (["eval", "/no/such/model"], "no model directory at '/no/such/model'"),
         (["eval", "{teacher}", "--data", "no-such-text"], "no text 'no-such-text'"),
         (["eval", "{teacher}", "--context", "4096"], "exceeds the model's 512 positions"),
+        (["eval", "{teacher}", "--max-tokens", "100"], "--max-tokens 100 is below the context 512"),
         (["eval", "{shared}"], "cannot load model"),
     ],
 )
@@ -50,3 +51,6 @@ def test_eval_json_on_a_small_file(teacher_dir, tmp_path):
     result = json.loads(proc.stdout)
     assert result["context"] == 64 and result["stride"] == 32 and result["tokens"] > 100
     assert 1.0 < result["ppl"] < 8192 / 10  # far better than a uniform guess over the 8k vocabulary
+    head = json.loads(run("eval", str(teacher_dir), "--data", str(text), "--context", "64", "--stride", "32",
+                          "--max-tokens", "100", "--json").stdout)
+    assert head["tokens"] == 100 and head["ppl"] != result["ppl"]  # only the start of the text is scored

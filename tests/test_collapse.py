@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from clidep import CLIGPT2Config, CLIGPT2LMHeadModel, param_count
@@ -84,3 +85,19 @@ def test_layercollapse_method_end_to_end(tiny_setup):  # noqa: F811
     assert result["student_params"] < result["teacher_params"]
     saved = json.loads((tiny_setup / "lc" / "compress.json").read_text())
     assert saved["layercollapse"][0]["collapsed"] and load_model(tiny_setup / "lc").config.mlp_kinds[1] == "collapsed"
+
+
+def test_layercollapse_by_size_collapses_the_least_important_mlps_first():
+    from clidep.compress import resolve_collapse
+    from clidep.errors import ClidepError
+
+    teacher = CLIGPT2Config(vocab_size=101, n_positions=64, n_embd=32, n_layer=6, n_head=2)
+    report = {"scores": [{"layer": i, "ntk": s} for i, s in enumerate([9.0, 1.0, 5.0, 0.5, 3.0, 8.0])]}
+    full = param_count(teacher)
+    per_mlp = 8 * 32 * 32 + 5 * 32 - (32 * 32 + 32)
+    chosen, rule = resolve_collapse("auto", "unused", [1, 2, 3, 4], 6, report, (teacher, full - 2 * per_mlp))
+    assert chosen == [1, 3] and "2 least important" in rule  # NTK 0.5 and 1.0, the two that reach the size
+    chosen, _ = resolve_collapse("auto", "unused", [1, 2, 3, 4], 6, report, (teacher, full - 3 * per_mlp - 10))
+    assert chosen == [1, 3, 4]
+    with pytest.raises(ClidepError, match=r"largest reachable ratio .* cli\+layercollapse"):
+        resolve_collapse("auto", "unused", [1, 2, 3, 4], 6, report, (teacher, full // 3))
