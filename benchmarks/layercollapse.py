@@ -38,7 +38,7 @@ def main() -> None:
     from clidep.provenance import provenance
 
     work = Path(a.work)
-    t0 = time.perf_counter()
+    t0, started_at = time.perf_counter(), provenance()  # the commit and time the run started from
     setup = distil_protocol.analyse_teacher(a)
     protected, teacher = setup["protected"], setup["teacher"]
     label = teacher["data"]
@@ -67,7 +67,7 @@ def main() -> None:
         })
         distil_protocol.log(f"{name} ({rows[-1]['size']}): {r['student_params']:,} parameters, ppl {s['ppl']:.2f}")
     result = {
-        **provenance(),
+        **started_at,
         "teacher": {"path": a.teacher, **teacher},
         "protected": protected,
         "arms": rows,

@@ -34,7 +34,7 @@ def main() -> None:
     from clidep.provenance import provenance
 
     work = Path(a.work)
-    t0 = time.perf_counter()
+    t0, started_at = time.perf_counter(), provenance()  # the commit and time the run started from
     setup = distil_protocol.analyse_teacher(a)
     report, teacher = setup["report"], setup["teacher"]
     label = teacher["data"]
@@ -63,7 +63,7 @@ def main() -> None:
         cli_row = next(x for x in rows if x["method"] == "cli" and x["init"] == row["init"])
         row["uniform_over_cli"] = row["ppl"] / cli_row["ppl"] if row["method"] == "uniform" else None
     result = {
-        **provenance(),
+        **started_at,
         "teacher": {"path": a.teacher, **teacher},
         "layer0_ratio": report["layer0_ratio"],
         "critical_layers": report["critical_layers"],
