@@ -114,6 +114,7 @@ def compress(
     from .init import init_from_teacher
     from .modeling import CLIGPT2LMHeadModel
     from .collapse import collapse, regulariser
+    from .perplexity import perplexity, torch_logits_fn
     from .params import param_count
     from .widths import build
     from .artifacts import make_temp_dir, write_json
@@ -154,7 +155,7 @@ def compress(
     cfg = TrainConfig(**run["train"])
     reg = (lambda m: regulariser(m, collapse_plan["lc"])) if collapse_plan else None
     state = train(student, teacher_model, tokens_arr, val_ids, cfg, out, resume, log, reg)
-    records = None
+    records, trained_ppl = None, state.ppl_curve[-1][1] if state.ppl_curve else None
     if collapse_plan:
         calib = torch.from_numpy(corpus_batch(tokens_arr, run["train"]["seed"] + 2, 0, 8, min(256, config.n_positions)))
         student, records = collapse(student, calib, collapse_plan["tol"])
@@ -162,6 +163,11 @@ def compress(
         for r in records:
             log(f"block {r['layer']}: alpha {r['alpha']:.3f}, " + (f"collapsed, max |logit diff| {r['max_logit_diff']:.3g} "
                 f"(bound {r['error_bound']:.3g})" if r["collapsed"] else f"left uncollapsed: {r['reason']}"))
+        # The per-layer figures above measure each collapse alone; together they compound, so the
+        # collapsed model is scored again on the validation text with the loop's protocol.
+        context = min(256, config.n_positions)
+        collapsed_ppl = perplexity(torch_logits_fn(student), val_ids, context, context // 2, 8).ppl
+        log(f"validation ppl {trained_ppl or float('nan'):.2f} before the collapse, {collapsed_ppl:.2f} after")
     # Final artifacts: model files into a temporary sibling, then renamed into OUT; compress.json last.
     tmp = make_temp_dir(out / "final")
     try:
@@ -190,11 +196,12 @@ def compress(
         "steps": state.step,
         "train": run["train"],
         "val_data": val_data,
-        "val_ppl": state.ppl_curve[-1][1] if state.ppl_curve else None,
+        "val_ppl": collapsed_ppl if collapse_plan else trained_ppl,
         "ppl_curve": state.ppl_curve,
         "loss_curve": state.loss_curve,
         "seconds": round(state.seconds, 1),
-        **({"layercollapse": records, "layercollapse_rule": collapse_plan["rule"], "lc": collapse_plan["lc"]} if collapse_plan else {}),
+        **({"layercollapse": records, "layercollapse_rule": collapse_plan["rule"], "lc": collapse_plan["lc"],
+            "val_ppl_before_collapse": trained_ppl} if collapse_plan else {}),
         "wall_seconds_this_invocation": round(time.perf_counter() - t0, 1),
     }
     write_json(out / "compress.json", result)

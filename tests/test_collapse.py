@@ -78,11 +78,13 @@ def test_collapsed_model_saves_loads_and_exports(tmp_path):
 
 def test_layercollapse_method_end_to_end(tiny_setup):  # noqa: F811
     result = tiny_compress(tiny_setup, tiny_setup / "lc", method="layercollapse", width=None, layers="1,2", lc=5.0,
-                           collapse_tol=0.5, steps=30, lr=3e-3, save_every=0)
+                           collapse_tol=0.5, steps=30, lr=3e-3, save_every=0, eval_every=30)
     alphas = {r["layer"]: r["alpha"] for r in result["layercollapse"]}
     assert set(alphas) == {1, 2} and all(a > 0.5 for a in alphas.values()), alphas
     assert result["mlp_kinds"] == ["standard", "collapsed", "collapsed", "standard"]
     assert result["student_params"] < result["teacher_params"]
+    # alpha short of 1: the collapse changes the model, and compress.json says by how much
+    assert result["val_ppl"] != result["val_ppl_before_collapse"] == result["ppl_curve"][-1][1]
     saved = json.loads((tiny_setup / "lc" / "compress.json").read_text())
     assert saved["layercollapse"][0]["collapsed"] and load_model(tiny_setup / "lc").config.mlp_kinds[1] == "collapsed"
 
