@@ -5,8 +5,9 @@ last block) comes from one analysis and is shared by every arm. Arms, all teache
 same data, token budget, schedule and seed:
 
 * layercollapse: full width, the MLPs of every unprotected block train towards linear and
-  collapse (the smallest student LayerCollapse alone can make: it sets the size S);
-* cli: the CLI bottleneck sized to S (--match the layercollapse student);
+  collapse (the smallest student LayerCollapse alone can make: its size S, counted from the
+  shapes, is the size of the next two arms);
+* cli: the CLI bottleneck sized to S;
 * cli+layercollapse: the MLPs of the less important half of the unprotected blocks (NTK) collapse
   and the bottleneck is sized so that the collapsed student is S;
 * with --ratio R also cli and cli+layercollapse at R (beyond what LayerCollapse alone reaches).
@@ -14,7 +15,7 @@ same data, token budget, schedule and seed:
 Every arm and the teacher are scored on the WikiText test text with eval's sliding window.
 
     python benchmarks/layercollapse.py                     # default: 500k tokens per arm, --ratio 2.47 (~60 min, 2 cores)
-    python benchmarks/layercollapse.py --tokens 8192 --eval-tokens 4096 --ratio 0 --out /tmp/smoke   # smoke test
+    python benchmarks/layercollapse.py --tokens 8192 --eval-tokens 4096 --ratio 0 --work /tmp/smoke --out /tmp/smoke   # smoke test
 
 Writes RESULTS/layercollapse.json and .md (RESULTS defaults to benchmarks/results).
 """
@@ -35,6 +36,8 @@ def main() -> None:
     a = ap.parse_args()
 
     from clidep.compress import compress
+    from clidep.convert import load_model
+    from clidep.params import param_count
     from clidep.provenance import provenance
 
     work = Path(a.work)
@@ -44,21 +47,23 @@ def main() -> None:
     label = teacher["data"]
     unprotected = [i for i in range(len(setup["report"]["scores"])) if i not in protected]
     common = dict(protect=",".join(map(str, protected)), lc=a.lc, init="teacher", **distil_protocol.train_settings(a))
-    lc_dir = work / "layercollapse"
-    plans = [("layercollapse", "layercollapse", lc_dir, dict(layers=",".join(map(str, unprotected)))),
-             ("cli", "cli", work / "cli-match", dict(match=str(lc_dir))),
-             ("cli+layercollapse", "cli+layercollapse", work / "cli+lc-match", dict(match=str(lc_dir)))]
+    collapsed = load_model(a.teacher).config
+    collapsed.mlp_kinds = ["collapsed" if i in unprotected else k for i, k in enumerate(collapsed.mlp_kinds)]
+    size = param_count(collapsed)  # S: every unprotected MLP collapsed
+    plans = [("layercollapse", "layercollapse", work / "layercollapse", dict(layers=",".join(map(str, unprotected)))),
+             ("cli", "cli", work / "cli-match", dict(params=size)),
+             ("cli+layercollapse", "cli+layercollapse", work / "cli+lc-match", dict(params=size))]
     if a.ratio:
         plans += [("cli", "cli", work / "cli-ratio", dict(ratio=a.ratio)),
                   ("cli+layercollapse", "cli+layercollapse", work / "cli+lc-ratio", dict(ratio=a.ratio))]
     rows = []
-    for name, method, out, size in plans:
+    for name, method, out, sizing in plans:
         started = time.perf_counter()
-        r = compress(a.teacher, out, method, **size, **common)
+        r = compress(a.teacher, out, method, **sizing, **common)
         s = distil_protocol.score(a, str(out))
         lc = r.get("layercollapse") or []
         rows.append({
-            "method": name, "size": "set by layercollapse" if "match" in size or method == "layercollapse" else f"ratio {a.ratio}",
+            "method": name, "size": "set by layercollapse" if "ratio" not in sizing else f"ratio {a.ratio}",
             "params": r["student_params"], "ratio": r["ratio"], "ppl": s["ppl"], "ppl_vs_teacher": s["ppl"] / teacher["ppl"],
             "layer_widths": r["layer_widths"], "mlp_kinds": r["mlp_kinds"], "protected": r["protected"],
             "collapsed": [x["layer"] for x in lc if x["collapsed"]], "left_uncollapsed": [x["layer"] for x in lc if not x["collapsed"]],
