@@ -31,6 +31,8 @@ def test_help_lists_every_command_without_loading_torch():
         (["eval", "{teacher}", "--data", "no-such-text"], "no text 'no-such-text'"),
         (["eval", "{teacher}", "--context", "4096"], "exceeds the model's 512 positions"),
         (["eval", "{teacher}", "--max-tokens", "100"], "--max-tokens 100 is below the context 512"),
+        (["compress", "{teacher}", "--out", "{teacher}/../no-such-out", "--method", "layercollapse", "--layers", "1,2",
+          "--ratio", "1.2", "--steps", "1"], "--layers LIST fixes the size of a layercollapse student"),
         (["eval", "{shared}"], "cannot load model"),
     ],
 )
