@@ -6,7 +6,7 @@ text-generation-with-past`, then ONNX Runtime's `quantize_dynamic`, run in .venv
 the original. Every file is measured by `clidep bench` on this machine in the same run, each in
 its own process, and every row is also given as ratios to the peer's fp32 original.
 
-    python benchmarks/runtime.py                                   # ~25 min on 2 cores
+    python benchmarks/runtime.py                                   # ~25 min on 2 cores, plus 2 more runner processes per file for memory
     python benchmarks/runtime.py --layers 8 --width 256 --heads 4 --ratio 1.2 --out /tmp/rt   # smoke test (~3 min)
     python benchmarks/runtime.py --threads 16                      # a larger machine
 
@@ -37,6 +37,7 @@ def main() -> None:
     ap.add_argument("--prompt-lens", default="32,128,512")
     ap.add_argument("--gen", type=int, default=64)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--memory-runs", type=int, default=3, help="runner processes per file for peak memory (median)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     a = ap.parse_args()
 
@@ -87,7 +88,8 @@ def main() -> None:
         lens = [int(x) for x in a.prompt_lens.split(",")]
         report = bench([str(exports[n]) for n in ("original", "cli", "uniform")]
                        + [str(peer / "model.onnx"), str(peer / "model.int8.onnx")],
-                       devices.load("host"), prompt_lens=lens, gen=a.gen, threads=a.threads, log=log)
+                       devices.load("host"), prompt_lens=lens, gen=a.gen, threads=a.threads,
+                       memory_runs=a.memory_runs, log=log)
     rows = []
     for r in report["models"]:
         pipeline = "peer" if r["name"].startswith("peer-onnx/") else "clidep"
@@ -95,7 +97,8 @@ def main() -> None:
         precision = r["precision"] if pipeline == "clidep" else ("int8-dynamic" if "int8" in r["name"] else "fp32")
         row = {"model": model, "pipeline": pipeline, "precision": precision, "params": params[model],
                **{k: r.get(k) for k in ("size_bytes", "load_s", "prefill_ms", "decode_ms_p50", "decode_ms_p90",
-                                         "peak_rss_mb", "roofline_fraction", "bytes_per_token", "error")}}
+                                         "peak_rss_mb", "peak_rss_mb_samples", "roofline_fraction", "bytes_per_token",
+                                         "error")}}
         rows.append(row)
     base = next(r for r in rows if r["pipeline"] == "peer" and r["precision"] == "fp32")
     for r in rows:

@@ -147,12 +147,19 @@ def _run_remote(host: str, args: list[str], files: list[Path], timeout: int) -> 
 
 def bench(models: list[str], device: Profile, baseline: str | None = None, prompt_lens: list[int] = (32, 128, 512),
           gen: int = 64, threads: int | None = None, ppl: bool = False, ppl_tokens: int = 32768,
-          remote: str | None = None, timeout: int = 1800, ppl_data: str = "wikitext-test", log=print) -> dict:
-    """Benchmark every variant of MODELS (and BASELINE) on DEVICE; returns the report (see write_report)."""
+          remote: str | None = None, timeout: int = 1800, ppl_data: str = "wikitext-test", memory_runs: int = 1,
+          log=print) -> dict:
+    """Benchmark every variant of MODELS (and BASELINE) on DEVICE; returns the report (see write_report).
+
+    Latencies come from the first runner process of each variant; peak memory is the median over
+    MEMORY_RUNS processes running the same protocol (``peak_rss_mb_samples`` keeps each one).
+    """
     import onnxruntime
 
     if gen < 64:
         raise ClidepError(f"--gen must be at least 64 tokens (the decode protocol), got {gen}")
+    if memory_runs < 1:
+        raise ClidepError(f"--memory-runs must be at least 1, got {memory_runs}")
     files = model_files(models + ([baseline] if baseline else []))
     if remote:
         check_remote(remote)
@@ -177,15 +184,20 @@ def bench(models: list[str], device: Profile, baseline: str | None = None, promp
                 args = [str(f["file"]), "--prompt-lens", ",".join(map(str, prompt_lens)), "--gen", str(gen),
                         "--threads", str(threads)]
                 send = [f["file"], *f["file"].parent.glob(f["file"].name + ".data"), f["dir"] / "config.json"]
+                ppl_args = []
                 if ppl:
                     context = min(n_pos or 1024, 1024)
                     if f["dir"] not in ids_files:
                         ids_files[f["dir"]] = _ppl_ids(f["dir"], ppl_data, ppl_tokens, Path(tmp))
                     ids_file = ids_files[f["dir"]]
                     send.append(ids_file)
-                    args += ["--ppl-ids", str(ids_file), "--context", str(context), "--stride", str(context // 2)]
+                    ppl_args = ["--ppl-ids", str(ids_file), "--context", str(context), "--stride", str(context // 2)]
                 log(f"{f['name']} [{f['precision']}] ...")
-                rec = _run_remote(remote, args, send, timeout) if remote else _run_local(args, timeout)
+                runs = [_run_remote(remote, a, send, timeout) if remote else _run_local(a, timeout)
+                        for a in [args + ppl_args] + [args] * (memory_runs - 1)]  # the others: no perplexity pass
+                rec = runs[0]
+                rec["peak_rss_mb_samples"] = [r["peak_rss_mb"] for r in runs]
+                rec["peak_rss_mb"] = float(np.median(rec["peak_rss_mb_samples"]))
                 row.update(rec)
                 per_token = weight_bytes(f["file"]) + kv_bytes(f["dir"], rec["decode_context"])
                 row["bytes_per_token"] = per_token

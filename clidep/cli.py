@@ -193,6 +193,7 @@ def bench(
     ppl_tokens: Annotated[int, typer.Option(help="Tokens for --ppl (0: the whole text).")] = 32768,
     ppl_data: Annotated[str, typer.Option(help="Text for --ppl.")] = "wikitext-test",
     remote: Annotated[str | None, typer.Option(help="USER@HOST: run on the real device over ssh (measured, not projected).")] = None,
+    memory_runs: Annotated[int, typer.Option(help="Runner processes per model whose peak memory is taken: the median is reported, every sample kept (a single peak of a large model can move by hundreds of MB).")] = 1,
 ) -> None:
     """Measure load time, prefill, per-token decode p50/p90, peak memory and perplexity of each model,
     each in its own process; on a profile other than host, latencies are projected (and labelled so)."""
@@ -206,7 +207,7 @@ def bench(
     if not lens or min(lens) < 1:
         raise ClidepError("--prompt-lens needs at least one positive length")
     report = run(models, profiles.load(device), baseline, lens, gen, threads, ppl, ppl_tokens, remote,
-                 ppl_data=ppl_data, log=lambda m: print(m, file=sys.stderr))
+                 ppl_data=ppl_data, memory_runs=memory_runs, log=lambda m: print(m, file=sys.stderr))
     paths = write_report(report, out)
     print(markdown(report))
     print("wrote " + ", ".join(str(p) for p in paths), file=sys.stderr)

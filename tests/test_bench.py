@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import statistics
 
 import pytest
 
@@ -141,3 +142,15 @@ def test_bench_bad_input(args, message, teacher_artifact, tmp_path):
 def test_bench_refuses_a_directory_without_manifest(tmp_path):
     proc = run("bench", str(tmp_path), "--device", "host", "--out", str(tmp_path / "b"))
     assert proc.returncode == 2 and "no manifest.json" in proc.stderr
+
+
+def test_peak_memory_is_the_median_of_several_runner_processes(teacher_artifact):
+    out, _ = teacher_artifact
+    report = bench([str(out / "model.onnx")], devices.load("host"), prompt_lens=[16], gen=64, memory_runs=3,
+                   log=lambda m: None)
+    row = report["models"][0]
+    samples = row["peak_rss_mb_samples"]
+    assert len(samples) == 3 and row["peak_rss_mb"] == statistics.median(samples)
+    assert min(samples) > row["size_bytes"] / 2**20  # each a real process holding the model
+    with pytest.raises(ClidepError, match="--memory-runs must be at least 1"):
+        bench([str(out / "model.onnx")], devices.load("host"), memory_runs=0, log=lambda m: None)
