@@ -69,14 +69,12 @@ def resolve_collapse(layers: str, teacher_path: str, candidates: list[int], n_la
         chosen = sorted(ranked[: max(1, len(ranked) // 2)])
         return chosen, f"auto: the {len(chosen)} least important of blocks {candidates} by NTK score"
     from .params import param_count
-    from .widths import build
+    from .widths import student_config
 
     tconf, target = size
-    config = build(tconf, "cli", tconf.n_embd, [])
-    counts = []
-    for k in range(len(ranked) + 1):
-        config.mlp_kinds = ["collapsed" if i in ranked[:k] else "standard" for i in range(n_layer)]
-        counts.append(param_count(config))
+    counts = [param_count(student_config(tconf, tconf.layer_widths, tconf.layer_head_dims,
+                                         ["collapsed" if i in ranked[:k] else "standard" for i in range(n_layer)]))
+              for k in range(len(ranked) + 1)]  # counts[k]: the k least important MLPs collapsed
     if target < counts[-1] * 0.97:
         raise ClidepError(
             f"layercollapse alone cannot reach {target:,} parameters: collapsing every unprotected MLP {ranked} leaves "
@@ -109,12 +107,11 @@ def compress(
     from .corpus import batch as corpus_batch
     from .corpus import token_file
     from .data import load_tokenizer, read_text
-    from .distill import TrainConfig, train
+    from .distill import TrainConfig, train, validation_ppl
     from .evaluate import tokenize_text
     from .init import init_from_teacher
     from .modeling import CLIGPT2LMHeadModel
     from .collapse import collapse, regulariser
-    from .perplexity import perplexity, torch_logits_fn
     from .params import param_count
     from .widths import build
     from .artifacts import make_temp_dir, write_json
@@ -165,8 +162,7 @@ def compress(
                 f"(bound {r['error_bound']:.3g})" if r["collapsed"] else f"left uncollapsed: {r['reason']}"))
         # The per-layer figures above measure each collapse alone; together they compound, so the
         # collapsed model is scored again on the validation text with the loop's protocol.
-        context = min(256, config.n_positions)
-        collapsed_ppl = perplexity(torch_logits_fn(student), val_ids, context, context // 2, 8).ppl
+        collapsed_ppl = validation_ppl(student, val_ids)
         log(f"validation ppl {trained_ppl or float('nan'):.2f} before the collapse, {collapsed_ppl:.2f} after")
     # Final artifacts: model files into a temporary sibling, then renamed into OUT; compress.json last.
     tmp = make_temp_dir(out / "final")

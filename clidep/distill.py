@@ -119,7 +119,6 @@ def train(student, teacher, tokens: np.ndarray, val_ids: np.ndarray, cfg: TrainC
         acc.load_state(str(ckpt))
         state = TrainState(**json.loads((ckpt / "trainer_state.json").read_text()))
         log(f"resumed from {ckpt} at step {state.step}")
-    context = min(256, student.config.n_positions)
     rows = slice(acc.process_index, None, acc.num_processes)
     t_start = time.perf_counter() - state.seconds
     bar = _Bar(cfg.steps, state.step, acc.is_main_process)
@@ -147,7 +146,7 @@ def train(student, teacher, tokens: np.ndarray, val_ids: np.ndarray, cfg: TrainC
         bar.update(state, mean_loss, math.exp(min(ce.item(), 50)))
         last = state.step == cfg.steps
         if cfg.eval_every and (state.step % cfg.eval_every == 0 or last):
-            ppl = _validate(acc, model, val_ids, context)
+            ppl = _validate(acc, model, val_ids)
             state.ppl_curve.append([state.tokens, ppl])
             log(f"step {state.step}: {state.tokens:,} tokens, validation ppl {ppl:.2f}"
                 + (f", regulariser {reg.item():.4g}" if regularizer is not None else ""))
@@ -163,13 +162,20 @@ def train(student, teacher, tokens: np.ndarray, val_ids: np.ndarray, cfg: TrainC
 
 
 @torch.no_grad()
-def _validate(acc, model, val_ids: np.ndarray, context: int) -> float:
-    """Validation perplexity on the main process (the others wait): the protocol of clidep eval."""
+def validation_ppl(model, val_ids: np.ndarray) -> float:
+    """The validation perplexity of the loop (and of compress after a collapse): clidep eval's
+    protocol with a 256-token window (the model's positions if fewer) every 128 tokens."""
+    context = min(256, model.config.n_positions)
+    return perplexity(torch_logits_fn(model), val_ids, context, context // 2, 8).ppl
+
+
+def _validate(acc, model, val_ids: np.ndarray) -> float:
+    """Validation perplexity on the main process (the others wait)."""
     ppl = float("nan")
     if acc.is_main_process:
         m = acc.unwrap_model(model)
         m.eval()
-        ppl = perplexity(torch_logits_fn(m), val_ids, context, context // 2, 8).ppl
+        ppl = validation_ppl(m, val_ids)
         m.train()
     acc.wait_for_everyone()
     return ppl
