@@ -7,7 +7,9 @@ budget, schedule and seed, and score them all with clidep eval's sliding window.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,17 +36,32 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def analyse_teacher(a) -> dict:
-    """The teacher's NTK report (8 x 128 tokens, 16 probes), its size and score, and the protected set."""
+def start(a) -> dict:
+    """The run's provenance (the commit and time it starts from), the teacher's NTK report
+    (8 x 128 tokens, 16 probes), its config, size and score, and the protected set."""
     from clidep.analyze import analyze
     from clidep.convert import load_model
     from clidep.params import param_count
+    from clidep.provenance import provenance
 
+    t0, started_at = time.perf_counter(), provenance()
     report = analyze(a.teacher, samples=8, seq_len=min(a.seq_len, 128), probes=16, method="ntk", seed=a.seed)
     protected = sorted(set(report["critical_layers"]) | {len(report["scores"]) - 1})
-    teacher = {"params": param_count(load_model(a.teacher).config), **score(a, a.teacher)}
+    config = load_model(a.teacher).config
+    teacher = {"params": param_count(config), **score(a, a.teacher)}
     log(f"teacher: {teacher}; layer-0 NTK ratio {report['layer0_ratio']:.2f}; protected blocks {protected}")
-    return {"report": report, "protected": protected, "teacher": teacher}
+    return {"t0": t0, "provenance": started_at, "report": report, "protected": protected, "config": config,
+            "teacher": teacher}
+
+
+def write(a, name: str, setup: dict, result: dict, lines: list[str]) -> None:
+    """OUT/NAME.json (provenance first, wall time last) and OUT/NAME.md; the table also on stdout."""
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    record = {**setup["provenance"], **result, "wall_seconds": round(time.perf_counter() - setup["t0"], 1)}
+    (out / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 
 def score(a, path: str) -> dict:

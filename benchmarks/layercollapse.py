@@ -22,7 +22,6 @@ Writes RESULTS/layercollapse.json and .md (RESULTS defaults to benchmarks/result
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -36,20 +35,16 @@ def main() -> None:
     a = ap.parse_args()
 
     from clidep.compress import compress
-    from clidep.convert import load_model
     from clidep.params import param_count
-    from clidep.provenance import provenance
+    from clidep.widths import student_config
 
     work = Path(a.work)
-    t0, started_at = time.perf_counter(), provenance()  # the commit and time the run started from
-    setup = distil_protocol.analyse_teacher(a)
-    protected, teacher = setup["protected"], setup["teacher"]
-    label = teacher["data"]
-    unprotected = [i for i in range(len(setup["report"]["scores"])) if i not in protected]
+    setup = distil_protocol.start(a)
+    protected, teacher, config = setup["protected"], setup["teacher"], setup["config"]
+    unprotected = [i for i in range(config.n_layer) if i not in protected]
     common = dict(protect=",".join(map(str, protected)), lc=a.lc, init="teacher", **distil_protocol.train_settings(a))
-    collapsed = load_model(a.teacher).config
-    collapsed.mlp_kinds = ["collapsed" if i in unprotected else k for i, k in enumerate(collapsed.mlp_kinds)]
-    size = param_count(collapsed)  # S: every unprotected MLP collapsed
+    kinds = ["collapsed" if i in unprotected else "standard" for i in range(config.n_layer)]
+    size = param_count(student_config(config, config.layer_widths, config.layer_head_dims, kinds))  # S: all collapsed
     plans = [("layercollapse", "layercollapse", work / "layercollapse", dict(layers=",".join(map(str, unprotected)))),
              ("cli", "cli", work / "cli-match", dict(params=size)),
              ("cli+layercollapse", "cli+layercollapse", work / "cli+lc-match", dict(params=size))]
@@ -72,18 +67,13 @@ def main() -> None:
         })
         distil_protocol.log(f"{name} ({rows[-1]['size']}): {r['student_params']:,} parameters, ppl {s['ppl']:.2f}")
     result = {
-        **started_at,
         "teacher": {"path": a.teacher, **teacher},
         "protected": protected,
         "arms": rows,
         "protocol": {**distil_protocol.protocol(a, teacher), "lc": a.lc, "collapse_tol": 0.05, "init": "teacher"},
-        "wall_seconds": round(time.perf_counter() - t0, 1),
     }
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "layercollapse.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
-        f"Teacher {teacher['params'] / 1e6:.2f} M parameters, ppl {teacher['ppl']:.2f} ({label}, context {a.context}, "
+        f"Teacher {teacher['params'] / 1e6:.2f} M parameters, ppl {teacher['ppl']:.2f} ({teacher['data']}, context {a.context}, "
         f"stride {a.stride}, {teacher['tokens']:,} tokens). Protected blocks {protected}; {a.tokens:,} distillation tokens "
         f"per arm, teacher init, lc {a.lc}.",
         "",
@@ -95,8 +85,7 @@ def main() -> None:
         left = f" (left: {r['left_uncollapsed']})" if r["left_uncollapsed"] else ""
         lines.append(f"| {r['method']} | {r['size']} | {r['params'] / 1e6:.2f} M | {r['ratio']:.2f} | "
                      f"{'/'.join(map(str, widths))} | {r['collapsed'] or '-'}{left} | {r['ppl']:.2f} | {r['ppl_vs_teacher']:.2f} |")
-    (out / "layercollapse.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    distil_protocol.write(a, "layercollapse", setup, result, lines)
 
 
 if __name__ == "__main__":

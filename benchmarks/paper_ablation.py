@@ -17,7 +17,6 @@ Writes RESULTS/paper_ablation.json and .md (RESULTS defaults to benchmarks/resul
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -31,13 +30,10 @@ def main() -> None:
     a = ap.parse_args()
 
     from clidep.compress import compress
-    from clidep.provenance import provenance
 
     work = Path(a.work)
-    t0, started_at = time.perf_counter(), provenance()  # the commit and time the run started from
-    setup = distil_protocol.analyse_teacher(a)
+    setup = distil_protocol.start(a)
     report, teacher = setup["report"], setup["teacher"]
-    label = teacher["data"]
     arms = []
     common = distil_protocol.train_settings(a)
     protect = ",".join(map(str, setup["protected"]))
@@ -63,19 +59,14 @@ def main() -> None:
         cli_row = next(x for x in rows if x["method"] == "cli" and x["init"] == row["init"])
         row["uniform_over_cli"] = row["ppl"] / cli_row["ppl"] if row["method"] == "uniform" else None
     result = {
-        **started_at,
         "teacher": {"path": a.teacher, **teacher},
         "layer0_ratio": report["layer0_ratio"],
         "critical_layers": report["critical_layers"],
         "arms": rows,
         "protocol": distil_protocol.protocol(a, teacher),
-        "wall_seconds": round(time.perf_counter() - t0, 1),
     }
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "paper_ablation.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
-        f"Teacher {teacher['params'] / 1e6:.2f} M parameters, ppl {teacher['ppl']:.2f} ({label}, context {a.context}, "
+        f"Teacher {teacher['params'] / 1e6:.2f} M parameters, ppl {teacher['ppl']:.2f} ({teacher['data']}, context {a.context}, "
         f"stride {a.stride}, {teacher['tokens']:,} tokens). Layer-0 NTK ratio {report['layer0_ratio']:.1f}x (paper: > 60x). "
         f"{a.tokens:,} distillation tokens per arm.",
         "",
@@ -87,8 +78,7 @@ def main() -> None:
         lines.append(f"| {r['method']} | {r['init']} | {r['params'] / 1e6:.2f} M | {r['ratio']:.2f} | {r['ppl']:.2f} | "
                      f"{r['ppl_vs_teacher']:.2f} | {u} |")
     lines.append("| paper: CLI-GPT2 / uniform (GPT-2 medium) | ? | 143.8 M | 2.47 | 204.5 / 571.8 | | 2.80 |")
-    (out / "paper_ablation.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    distil_protocol.write(a, "paper_ablation", setup, result, lines)
 
 
 if __name__ == "__main__":
