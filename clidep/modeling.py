@@ -141,7 +141,7 @@ class CLIGPT2PreTrainedModel(PreTrainedModel):
     config: CLIGPT2Config
     base_model_prefix = "transformer"
     _no_split_modules = ["Block"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["cache", "past_key_values"]
     _supports_sdpa = True
 
     @torch.no_grad()
@@ -197,18 +197,18 @@ class CLIGPT2Model(CLIGPT2PreTrainedModel):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
     ) -> torch.Tensor:
-        """Return the final hidden states (B, T, d); ``past_key_values`` is updated in place."""
+        """Return the final hidden states (B, T, d); ``cache`` is updated in place."""
         B, T = input_ids.shape
-        P = past_key_values.get_seq_length() if past_key_values is not None else 0
+        P = cache.get_seq_length() if cache is not None else 0
         if position_ids is None:
             # Same default as GPT2Model: positions continue after the cache, padding ignored.
             position_ids = (torch.arange(T, device=input_ids.device) + P)[None]  # (1, T)
         x = self.drop(self.wte(input_ids) + self.wpe(position_ids))  # (B, T, d)
         mask = causal_mask(attention_mask, T, P, x.dtype)  # (B or 1, 1, T, S)
         for proj, block in zip(self.proj, self.h):
-            x = block(proj(x), mask, past_key_values)  # (B, T, w_i)
+            x = block(proj(x), mask, cache)  # (B, T, w_i)
         return self.ln_f(self.proj[-1](x))  # (B, T, d)
 
 
@@ -234,16 +234,29 @@ class CLIGPT2LMHeadModel(CLIGPT2PreTrainedModel, GenerationMixin):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
+        cache: Cache | None = None,
         past_key_values: Cache | None = None,
         labels: torch.Tensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int = 0,
-        **kwargs,
+        return_dict: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
     ) -> CausalLMOutputWithPast:
+        """Logits (B, T, V) for ``input_ids`` (B, T), the updated KV cache, and the loss given ``labels``.
+
+        The cache comes under either name transformers 5.x uses: ``cache`` (``generate()`` from
+        5.24) or ``past_key_values`` (earlier 5.x, and most user code); it is returned under the
+        name the installed transformers' outputs carry. Arguments that would change the result
+        and are not supported raise ``TypeError``: there is no ``**kwargs`` to swallow them.
+        """
+        cache = _one_cache(cache, past_key_values)
+        _refuse_unsupported(return_dict=return_dict, output_attentions=output_attentions,
+                            output_hidden_states=output_hidden_states)
         use_cache = self.config.use_cache if use_cache is None else use_cache
-        if use_cache and past_key_values is None:
-            past_key_values = DynamicCache()
-        cache = past_key_values if use_cache else None
+        if use_cache and cache is None:
+            cache = DynamicCache()
+        cache = cache if use_cache else None
         hidden = self.transformer(input_ids, attention_mask, position_ids, cache)  # (B, T, d)
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]  # generate() needs only the last position
@@ -254,7 +267,31 @@ class CLIGPT2LMHeadModel(CLIGPT2PreTrainedModel, GenerationMixin):
             loss = F.cross_entropy(
                 logits[:, :-1].reshape(-1, logits.size(-1)).float(), labels[:, 1:].reshape(-1), ignore_index=-100
             )
-        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=cache)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, **{_OUTPUT_CACHE_FIELD: cache})
+
+
+def _one_cache(cache: Cache | None, past_key_values: Cache | None) -> Cache | None:
+    """The KV cache passed under either of its names; both at once is ambiguous and refused."""
+    if cache is not None and past_key_values is not None:
+        raise TypeError("forward() got both 'cache' and 'past_key_values'; pass the KV cache once")
+    return cache if cache is not None else past_key_values
+
+
+def _refuse_unsupported(**flags: bool | None) -> None:
+    """``TypeError`` for a flag asking for output this model does not produce.
+
+    ``return_dict=False`` (tuples), ``output_attentions`` and ``output_hidden_states`` would change
+    what the caller gets back; ``None`` or the value the model already honours is accepted.
+    """
+    wanted = {"return_dict": (None, True), "output_attentions": (None, False), "output_hidden_states": (None, False)}
+    for name, value in flags.items():
+        if value not in wanted[name]:
+            raise TypeError(f"CLIGPT2LMHeadModel.forward() does not support {name}={value!r}")
+
+
+#: Where the installed transformers' outputs hold the KV cache: ``cache`` from 5.24 on,
+#: ``past_key_values`` before. Writing the native field avoids its deprecation shim.
+_OUTPUT_CACHE_FIELD = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
 
 
 # Importing this module makes ``AutoConfig`` / ``AutoModelForCausalLM`` know ``cli_gpt2``.

@@ -97,28 +97,72 @@ def test_projections_sit_where_widths_change(name):
     assert heads == [w // 16 for w in widths]
 
 
+DECODING = {
+    "greedy": dict(do_sample=False),
+    "beam": dict(do_sample=False, num_beams=3),
+    "sample": dict(do_sample=True, top_k=20, temperature=1.5),
+}
+
+
+@pytest.mark.parametrize("decoding", DECODING)
 @pytest.mark.parametrize("name", ["cli", "ragged"])
-def test_generate_with_cache_equals_without(name):
+def test_generate_with_cache_equals_without(name, decoding):
+    """generate() hands the cache over under its own name (``cache`` from transformers 5.24,
+    ``past_key_values`` before); a model that drops it sees one token without history per step."""
     torch.manual_seed(0)
     model = CLIGPT2LMHeadModel(tiny_config(SCHEDULES[name])).eval()
     ids, mask = left_padded_batch(101, T=8, pad=3)
-    args = dict(attention_mask=mask, max_new_tokens=12, do_sample=False, pad_token_id=0)
-    with_cache = model.generate(ids, use_cache=True, **args)
-    without = model.generate(ids, use_cache=False, **args)
+    args = dict(attention_mask=mask, max_new_tokens=12, pad_token_id=0, **DECODING[decoding])
+
+    def run(use_cache: bool) -> torch.Tensor:
+        torch.manual_seed(7)  # the same draws for sampling
+        return model.generate(ids, use_cache=use_cache, **args)
+
+    with_cache, without = run(True), run(False)
     assert with_cache.shape == (2, 20)
     assert torch.equal(with_cache, without)
 
 
-def test_cache_logits_equal_full_pass():
+def _cache_of(out):
+    return out.cache if "cache" in type(out).__dataclass_fields__ else out.past_key_values
+
+
+@pytest.mark.parametrize("name", ["cache", "past_key_values"])
+def test_cache_logits_equal_full_pass(name):
     torch.manual_seed(0)
     model = CLIGPT2LMHeadModel(tiny_config(SCHEDULES["ragged"])).eval()
     ids = torch.randint(0, 101, (1, 10))
     with torch.no_grad():
         full = model(ids, use_cache=False).logits
         first = model(ids[:, :6], use_cache=True)
-        rest = model(ids[:, 6:], past_key_values=first.past_key_values, use_cache=True)
-    assert [first.past_key_values.layers[i].keys.shape[1] for i in range(4)] == [1, 4, 2, 3]  # heads per block
+        rest = model(ids[:, 6:], use_cache=True, **{name: _cache_of(first)})
+    assert [_cache_of(first).layers[i].keys.shape[1] for i in range(4)] == [1, 4, 2, 3]  # heads per block
+    assert _cache_of(rest).get_seq_length() == 10
     assert torch.allclose(torch.cat([first.logits, rest.logits], 1), full, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kwargs, named",
+    [
+        (dict(cache_params=None), "cache_params"),  # a renamed or misspelt argument is not swallowed
+        (dict(past_key_value=None), "past_key_value"),
+        (dict(output_attentions=True), "output_attentions"),
+        (dict(output_hidden_states=True), "output_hidden_states"),
+        (dict(return_dict=False), "return_dict"),
+    ],
+)
+def test_forward_refuses_what_it_would_ignore(kwargs, named):
+    model = CLIGPT2LMHeadModel(tiny_config(SCHEDULES["cli"])).eval()
+    with pytest.raises(TypeError, match=named):
+        model(torch.zeros(1, 3, dtype=torch.long), **kwargs)
+
+
+def test_forward_refuses_two_caches():
+    from transformers import DynamicCache
+
+    model = CLIGPT2LMHeadModel(tiny_config(SCHEDULES["cli"])).eval()
+    with pytest.raises(TypeError, match="both 'cache' and 'past_key_values'"):
+        model(torch.zeros(1, 3, dtype=torch.long), cache=DynamicCache(), past_key_values=DynamicCache())
 
 
 def test_auto_classes_round_trip(tmp_path):
