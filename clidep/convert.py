@@ -106,15 +106,35 @@ def load_model(name_or_path: str | Path) -> "CLIGPT2LMHeadModel":
             f"model '{name}' is a {config.model_type!r} checkpoint; clidep works on GPT-2 (gpt2) and clidep (cli_gpt2) models"
         )
     try:
-        model = AutoModelForCausalLM.from_pretrained(name, use_safetensors=True)
-    except (OSError, ValueError) as exc:
+        model, info = AutoModelForCausalLM.from_pretrained(
+            name, use_safetensors=True, output_loading_info=True, ignore_mismatched_sizes=True  # refused below, by name
+        )
+    except Exception as exc:  # safetensors, torch and transformers each raise their own kinds on bad files
         raise ClidepError(f"cannot load weights of '{name}': {_first_line(exc)} (clidep reads safetensors only)") from exc
+    _refuse_partial_weights(name, info)
     if config.model_type == "gpt2":
         try:
             model = from_gpt2(model)
         except ValueError as exc:
             raise ClidepError(f"cannot convert '{name}': {exc}") from exc
     return model.eval()
+
+
+def _refuse_partial_weights(name: str, info: dict) -> None:
+    """A checkpoint must fill every weight of its config, and only those.
+
+    transformers initialises missing weights randomly and drops unexpected ones with a warning;
+    a model built that way still runs, and every figure measured on it would be wrong. The tied
+    LM head may be absent: it is the token embedding.
+    """
+    missing = [k for k in info.get("missing_keys", []) if k != "lm_head.weight"]
+    problems = [(what, sorted(info.get(key, []))) for what, key in
+                (("unexpected", "unexpected_keys"), ("of the wrong shape", "mismatched_keys"))]
+    problems.insert(0, ("missing", sorted(missing)))
+    for what, keys in problems:
+        if keys:
+            shown = ", ".join(str(k) for k in keys[:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
+            raise ClidepError(f"'{name}' has weights {what} for its config.json: {shown}; the checkpoint and config do not match")
 
 
 def _first_line(exc: BaseException) -> str:
