@@ -106,10 +106,17 @@ def load_tokenizer(name_or_path: str | Path = "gpt2"):
             name = str(shared_path("gpt2-tokenizer"))
         except ClidepError:
             pass  # no offline copy: the hub id itself is the last resort
+    folder = Path(name)
+    if folder.is_dir() and not ((folder / "tokenizer.json").is_file() or (folder / "vocab.json").is_file()):
+        # transformers would build an empty tokenizer from tokenizer_config.json alone
+        raise ClidepError(f"cannot load a tokenizer from '{name}': it holds no tokenizer.json (or vocab.json and merges.txt)")
     try:
-        return AutoTokenizer.from_pretrained(name)
+        tokenizer = AutoTokenizer.from_pretrained(name)
     except (OSError, ValueError) as exc:
         raise ClidepError(f"cannot load a tokenizer from '{name}': give a model directory with tokenizer files") from exc
+    if len(tokenizer) < 2:
+        raise ClidepError(f"cannot load a tokenizer from '{name}': its vocabulary is empty")
+    return tokenizer
 
 
 def read_text(spec: str) -> tuple[str, str]:
@@ -127,7 +134,7 @@ def read_text(spec: str) -> tuple[str, str]:
         return "\n\n".join(_hub_split(spec, "test")), f"{spec} (hub {HUB_TEXTS[spec][0]}, test split)"
     path = Path(spec).expanduser()
     if path.is_file():
-        return path.read_text(encoding="utf-8"), str(path)
+        return read_text_file(path), str(path)
     known = ", ".join([*EVAL_TEXTS, "python-docs-valid", *HUB_TEXTS])
     raise ClidepError(f"no text '{spec}': give a text file or one of {known}")
 
@@ -153,8 +160,23 @@ def read_corpus(spec: str) -> list[str]:
         raise ClidepError(f"no .txt files in '{spec}'")
     docs = []
     for f in files:
-        docs += [d for d in f.read_text(encoding="utf-8").split("\n\n = ") if d.strip()]
+        docs += [d for d in read_text_file(f).split("\n\n = ") if d.strip()]
     return docs
+
+
+def read_text_file(path: Path) -> str:
+    """A text file's content; ``ClidepError`` when it is empty, not UTF-8, or binary."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ClidepError(f"'{path}' is not UTF-8 text") from None
+    except OSError as exc:
+        raise ClidepError(f"cannot read '{path}': {exc.strerror or exc}") from None
+    if "\x00" in text:
+        raise ClidepError(f"'{path}' is a binary file, not text")
+    if not text.strip():
+        raise ClidepError(f"'{path}' is empty")
+    return text
 
 
 def _hub_split(name: str, split: str) -> list[str]:
