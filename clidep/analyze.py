@@ -6,6 +6,7 @@ import math
 import time
 from pathlib import Path
 
+from . import bounds
 from .errors import ClidepError
 
 METHOD_CHOICES = ("ntk", "grad", "bi", "ablation", "all")
@@ -50,10 +51,11 @@ def analyze(
 
     if method not in METHOD_CHOICES:
         raise ClidepError(f"unknown --method '{method}': choose one of {', '.join(METHOD_CHOICES)}")
-    if probes < 1:
-        raise ClidepError(f"--probes must be at least 1, got {probes}")
-    if samples < 1:
-        raise ClidepError(f"--samples must be at least 1, got {samples}")
+    bounds.at_least("--probes", probes, 1)
+    bounds.at_least("--samples", samples, 1)
+    bounds.at_least("--seed", seed, 0)
+    if not (math.isfinite(min_gap) and min_gap > 1):
+        raise ClidepError(f"--min-gap must be a finite ratio above 1, got {min_gap}")
     model = load_model(model_path)
     n_pos = model.config.n_positions
     if not 1 < seq_len <= n_pos:

@@ -7,6 +7,8 @@ clidep itself at bench time. Every field is checked, and a bad one is named with
 
 from __future__ import annotations
 
+import math
+
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -90,8 +92,9 @@ def check(raw: dict, where: str) -> Profile:
             fail(name, f"must be a positive integer (got {v!r})")
     for name in _NUMBERS:
         v = raw.get(name)
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0 or (v == 0 and not measured):
-            fail(name, f"must be a {'non-negative' if measured else 'positive'} number (got {v!r})")
+        if (not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0
+                or (v == 0 and not measured)):
+            fail(name, f"must be a finite {'non-negative' if measured else 'positive'} number (got {v!r})")
     if raw["usable_ram_fraction"] > 1:
         fail("usable_ram_fraction", "must be at most 1")
     if raw["threads"] > raw["cores"]:

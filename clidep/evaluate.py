@@ -30,9 +30,14 @@ def evaluate(
     from .convert import load_model
     from .errors import ClidepError
 
+    from . import bounds
+
+    bounds.at_least("--context", context, 2)
+    bounds.at_least("--stride", stride, 1)
+    bounds.at_least("--batch-size", batch_size, 1)
     model = load_model(model_path)
-    context = context or model.config.n_positions
-    stride = stride or context // 2
+    context = model.config.n_positions if context is None else context
+    stride = context // 2 if stride is None else stride
     if context > model.config.n_positions:
         raise ClidepError(f"--context {context} exceeds the model's {model.config.n_positions} positions")
     if not 0 < stride < context:
@@ -40,10 +45,12 @@ def evaluate(
     tokenizer = load_tokenizer(model_path)
     text, label = read_text(data)
     ids = tokenize_text(tokenizer, text)
-    if max_tokens:
+    if max_tokens is not None:
         if max_tokens < context:
             raise ClidepError(f"--max-tokens {max_tokens} is below the context {context}: score at least one window")
         ids = ids[: max_tokens + 1]  # + 1: the first token is context only, never scored
+    if ids.size < 2:
+        raise ClidepError(f"{label} gives {ids.size} token(s): a perplexity needs at least 2")
     torch.manual_seed(0)
     with progress_bar("perplexity", total=len(ids) - 1) as advance:
         return perplexity(torch_logits_fn(model), ids, context, stride, batch_size, label, advance)

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from . import bounds
 from .errors import ClidepError
 
 
 def generate_text(artifact: str | Path, prompt: str, max_new_tokens: int = 32, temperature: float = 0.0,
-                  top_k: int = 0, seed: int = 0) -> str:
-    """Continue PROMPT with the ONNX model at ARTIFACT (a directory's model.onnx, or an .onnx file in one)."""
+                  top_k: int = 0, seed: int = 0, log=None) -> str:
+    """Continue PROMPT with the ONNX model at ARTIFACT (a directory's model.onnx, or an .onnx file in one).
+
+    Generation stops at the model's last position (config.json's ``n_positions``); LOG, when
+    given, is told how many tokens that left out.
+    """
+    import json
+
     import numpy as np
     from tokenizers import Tokenizer
 
@@ -22,8 +29,10 @@ def generate_text(artifact: str | Path, prompt: str, max_new_tokens: int = 32, t
         raise ClidepError(f"no ONNX model at '{onnx_file}'; give a directory made by clidep export")
     if not (folder / "tokenizer.json").is_file():
         raise ClidepError(f"no tokenizer.json beside '{onnx_file}'; re-run clidep export")
-    if max_new_tokens < 1:
-        raise ClidepError("--max-new-tokens must be at least 1")
+    bounds.at_least("--max-new-tokens", max_new_tokens, 1)
+    bounds.between("--temperature", temperature, 0.0, 100.0)
+    bounds.at_least("--top-k", top_k, 0)
+    bounds.at_least("--seed", seed, 0)
     try:
         runner = OnnxCausalLM(onnx_file)
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types for bad files
@@ -32,5 +41,15 @@ def generate_text(artifact: str | Path, prompt: str, max_new_tokens: int = 32, t
     ids = tokenizer.encode(prompt).ids
     if not ids:
         raise ClidepError("--prompt is empty")
+    config = folder / "config.json"
+    positions = json.loads(config.read_text()).get("n_positions") if config.is_file() else None
+    if positions is not None:
+        if len(ids) >= positions:
+            raise ClidepError(f"the prompt is {len(ids)} tokens; the model has {positions} positions, so it can add none")
+        if len(ids) + max_new_tokens > positions:
+            if log is not None:
+                log(f"warning: stopped after {positions - len(ids)} of {max_new_tokens} new tokens at the model's "
+                    f"{positions} positions")
+            max_new_tokens = positions - len(ids)
     out = runner.generate(np.array([ids]), max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, seed=seed)
     return prompt + tokenizer.decode(out[0, len(ids):].tolist())

@@ -86,7 +86,7 @@ class OnnxCausalLM:
             return logits.argmax(-1)
         z = logits / temperature
         if top_k:
-            kth = np.sort(z, axis=-1)[:, -top_k][:, None]
+            kth = np.sort(z, axis=-1)[:, -min(top_k, z.shape[-1])][:, None]  # k above the vocabulary: all
             z = np.where(z < kth, -np.inf, z)
         p = np.exp(z - z.max(-1, keepdims=True))
         p /= p.sum(-1, keepdims=True)
