@@ -12,6 +12,7 @@ import shutil
 import time
 from pathlib import Path
 
+from . import bounds
 from .errors import ClidepError
 
 # Measured on the reference teacher (32,768 WikiText-test tokens, context 512 / stride 256, fp32
@@ -47,7 +48,7 @@ def export_artifact(
 
     from . import quantize
     from .analyze import calibration_batch
-    from .artifacts import make_temp_dir, write_json
+    from .artifacts import check_output, free_space_check, make_temp_dir, swap_into_place, write_json
     from .convert import load_model
     from .data import load_tokenizer, read_text
     from .evaluate import tokenize_text
@@ -56,22 +57,26 @@ def export_artifact(
     from .runner import OnnxCausalLM
     from .validate import ValidationError, greedy_agreement, validate_export
 
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise ClidepError(f"'{out}' exists; pass --overwrite to replace it")
+    out = check_output(Path(out), [model_path, calib_data, ppl_data], overwrite=overwrite)
     if static and not calib_data:
         raise ClidepError("--static needs calibration text: add --data wiki-en-valid (or a text file)")
-    if calib_samples < 1:
-        raise ClidepError(f"--calib-samples must be at least 1, got {calib_samples}")
+    bounds.at_least("--calib-samples", calib_samples, 1)
+    bounds.at_least("--ppl-tokens", ppl_tokens, 0)
+    bounds.between("--opset", opset, 17, 20)  # 17: LayerNormalization; 20: the TorchScript exporter's last
     if int4:
         quantize.check_block_size(block_size)
     model = load_model(model_path)
+    fp32_bytes = 4 * sum(p.numel() for p in model.parameters())
+    copies = 1 + 0.3 * int8 + 0.25 * int4 + 0.5 * fp16 + 1  # the variants, plus the optimiser's temporary graph
+    free_space_check(out.parent, int(fp32_bytes * copies), "this export")
     tokenizer = load_tokenizer(model_path)
     context = min(model.config.n_positions, 1024)
     stride = context // 2
     text, label = read_text(ppl_data)
     ids = tokenize_text(tokenizer, text)
     ids = ids[: ppl_tokens + 1] if ppl_tokens else ids
+    if ids.size < 2:
+        raise ClidepError(f"--ppl-data {ppl_data} gives {ids.size} token(s): the perplexity check needs at least 2")
     n_agree = min(8, (ids.size - 1) // 128)
     agree_windows = ids[: n_agree * 128].reshape(n_agree, 128) if n_agree else ids[None, : ids.size]
     windows = calibration_batch(tokenizer, calib_data, calib_samples, min(128, context), 0)[0].numpy() if static else None
@@ -142,9 +147,7 @@ def export_artifact(
             "variants": variants,
         }
         write_json(tmp / "manifest.json", manifest)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        swap_into_place(tmp, out)
         return manifest
     finally:
         if tmp.exists():

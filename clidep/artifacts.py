@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+
+from .errors import ClidepError
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -34,6 +37,19 @@ def write_json(path: str | Path, data) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8"))
 
 
+def read_json(path: str | Path, what: str) -> dict:
+    """A JSON object from PATH; ``ClidepError`` naming WHAT when it is missing, unreadable or not an object."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ClidepError(f"no {what} at '{path}'") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ClidepError(f"'{path}' is not a valid {what} ({type(exc).__name__}); re-create it") from None
+    if not isinstance(data, dict):
+        raise ClidepError(f"'{path}' is not a valid {what} (a JSON object is expected)")
+    return data
+
+
 def make_temp_dir(final: Path) -> Path:
     """An empty directory beside ``final`` (same filesystem, so it can be renamed into place), mode as mkdir's."""
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -46,3 +62,83 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def check_output(out: Path, inputs: Iterable[str | Path | None] = (), *, overwrite: bool = False,
+                 option: str = "--out") -> Path:
+    """Refuse an output location before any work is done, so a mistake never costs a result.
+
+    OUT must not be an input, lie inside one, or contain one (replacing it would delete the
+    input); an existing non-empty OUT needs ``overwrite``; a file where a directory should go
+    and a location that cannot be written are refused too. Returns OUT.
+    """
+    out = Path(out).expanduser()
+    here = out.resolve()
+    for given in inputs:
+        if given is None or not Path(given).expanduser().exists():
+            continue  # hub ids and named texts are not places on disk
+        src = Path(given).expanduser().resolve()
+        if here == src or src.is_relative_to(here) or here.is_relative_to(src):
+            raise ClidepError(f"{option} '{out}' overlaps the input '{given}'; write the result somewhere else")
+    if out.exists() and not out.is_dir():
+        raise ClidepError(f"{option} '{out}' is a file; give a directory")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ClidepError(f"{option} '{out}' exists; pass --overwrite to replace it once the new result is complete")
+    _check_writable(out, option)
+    return out
+
+
+def _check_writable(out: Path, option: str) -> None:
+    """Create (and remove again) a scratch directory where OUT's temporary sibling will go."""
+    missing = [p for p in [out.parent, *out.parent.parents] if not p.exists()][::-1]
+    try:
+        for p in missing:
+            p.mkdir()
+        os.rmdir(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".probe"))
+    except OSError as exc:
+        raise ClidepError(f"{option} '{out}' cannot be written: {exc.strerror or exc}") from None
+    finally:
+        for p in reversed(missing):
+            if p.exists() and not any(p.iterdir()):
+                p.rmdir()
+
+
+def swap_into_place(new: Path, out: Path) -> Path:
+    """Rename the complete directory NEW to OUT, keeping any old OUT until the last rename.
+
+    The old OUT is first renamed aside (one atomic step), then NEW takes its name (another), and
+    only then is the old one deleted: at no moment is OUT half-deleted, and a crash between the
+    two renames leaves both complete directories on disk.
+    """
+    old = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".old"))
+        os.rmdir(old)
+        out.rename(old)
+    new.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return out
+
+
+def write_dir(out: Path, write: Callable[[Path], object]):
+    """Call ``write(tmp)`` on a fresh directory beside OUT, then swap it into place; returns what WRITE returns.
+
+    A failure (or a kill) while writing leaves OUT as it was.
+    """
+    tmp = make_temp_dir(out)
+    try:
+        result = write(tmp)
+        swap_into_place(tmp, out)
+        return result
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def free_space_check(where: Path, needed: int, what: str) -> None:
+    """``ClidepError`` naming both figures when the filesystem of WHERE has less than NEEDED bytes free."""
+    probe = next(p for p in [where, *where.parents] if p.exists())
+    free = shutil.disk_usage(probe).free
+    if free < needed:
+        raise ClidepError(f"{what} needs about {needed / 1e6:,.0f} MB but {probe} has {free / 1e6:,.0f} MB free")

@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from .devices import Profile
+from . import bounds
+from .artifacts import read_json
 from .errors import ClidepError
 from .provenance import provenance as run_provenance
 
@@ -67,7 +69,10 @@ def model_files(specs: list[str]) -> list[dict]:
             manifest = path / "manifest.json"
             if not manifest.is_file():
                 raise ClidepError(f"'{spec}' is not a clidep export (no manifest.json); run clidep export first")
-            for v in json.loads(manifest.read_text())["variants"]:
+            variants = read_json(manifest, "clidep export manifest").get("variants")
+            if not isinstance(variants, list) or not all(isinstance(v, dict) and {"precision", "file"} <= v.keys() for v in variants):
+                raise ClidepError(f"'{manifest}' lists no variants (each with precision and file); re-run clidep export")
+            for v in variants:
                 out.append({"name": path.name, "precision": v["precision"], "file": path / v["file"], "dir": path})
         elif path.is_file():
             out.append({"name": f"{path.parent.name}/{path.name}", "precision": "unknown", "file": path, "dir": path.parent})
@@ -158,8 +163,9 @@ def bench(models: list[str], device: Profile, baseline: str | None = None, promp
 
     if gen < 64:
         raise ClidepError(f"--gen must be at least 64 tokens (the decode protocol), got {gen}")
-    if memory_runs < 1:
-        raise ClidepError(f"--memory-runs must be at least 1, got {memory_runs}")
+    bounds.at_least("--memory-runs", memory_runs, 1)
+    bounds.at_least("--threads", threads, 1)
+    bounds.at_least("--ppl-tokens", ppl_tokens, 0)
     files = model_files(models + ([baseline] if baseline else []))
     if remote:
         check_remote(remote)

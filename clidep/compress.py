@@ -13,6 +13,8 @@ import shutil
 import time
 from pathlib import Path
 
+from . import bounds
+from .artifacts import check_output, make_temp_dir, read_json, swap_into_place, write_json
 from .errors import ClidepError
 
 
@@ -46,9 +48,9 @@ def resolve_protect(protect: str, teacher_path: str, n_layer: int, report=None) 
     if path.is_dir():
         path = path / "importance.json"
     if path.suffix == ".json":
-        if not path.is_file():
-            raise ClidepError(f"--protect: no importance report at {path}")
-        report = json.loads(path.read_text())
+        report = read_json(path, "importance report (--protect)")
+        if not isinstance(report.get("critical_layers"), list):
+            raise ClidepError(f"--protect: '{path}' holds no critical_layers; re-run clidep analyze")
         return sorted(set(report["critical_layers"]) | {last}), f"from {path}: critical layers {report['critical_layers']} plus the last block {last}"
     chosen = parse_blocks(protect, n_layer, "--protect")
     return chosen, f"given: {chosen}"
@@ -100,9 +102,123 @@ def compress(
     Size cli/uniform by exactly one of RATIO (teacher / student parameters), PARAMS, WIDTH
     (bottleneck width) or MATCH (a clidep student to match within 2%). Train for TOKENS
     distillation tokens or STEPS steps of BATCH_SIZE x SEQ_LEN tokens.
+
+    Every setting is checked before any work; an existing OUT is replaced (OVERWRITE) only once
+    the new student is complete, and a run that fails before its first checkpoint leaves nothing.
     """
+    from .distill import latest_checkpoint
+
+    options = {"teacher": str(teacher), "method": method, "ratio": ratio, "params": params, "width": width,
+               "match": match, "protect": protect, "init": init, "data": data, "val_data": val_data,
+               "tokens": tokens, "steps": steps, "batch_size": batch_size, "seq_len": seq_len, "lr": lr,
+               "alpha": alpha, "temperature": temperature, "seed": seed, "eval_every": eval_every,
+               "save_every": save_every, "layers": layers, "lc": lc, "collapse_tol": collapse_tol}
+    out = Path(out)
+    run, work, main = _start(out, options, resume, overwrite, log)
+    try:
+        result = _distil(run, work, resume, log)
+    except BaseException:
+        if main and not resume and latest_checkpoint(work) is None:
+            shutil.rmtree(work, ignore_errors=True)  # nothing worth resuming: leave nothing that blocks a rerun
+        raise
+    if main and work != out:
+        swap_into_place(work, out)
+    return result
+
+
+def _start(out: Path, options: dict, resume: bool, overwrite: bool, log) -> tuple[dict, Path, bool]:
+    """(run settings, working directory, is-main-process) of a new or resumed run.
+
+    The main process checks everything and writes run.json; the others (``accelerate launch``)
+    wait for it and read it. A new run over an existing OUT works in a sibling directory that
+    replaces OUT at the end.
+    """
+    from accelerate import PartialState
+
+    state = PartialState()
+    partial = out.parent / f".{out.name}.partial"
+    if resume:
+        if not (out / "run.json").is_file():
+            raise ClidepError(f"--resume: {out} holds no run to resume (no run.json)")
+        run = read_json(out / "run.json", "compress run (run.json)")
+        _same_settings(run, options)
+        log(f"resuming the run in {out} (settings from run.json)")
+        return run, out, state.is_main_process
+    failure = None
+    if state.is_main_process:
+        try:
+            run, work = _new_run(out, partial, options, overwrite)
+        except Exception as exc:  # release the other processes before raising
+            failure = exc
+    state.wait_for_everyone()
+    if failure is not None:
+        raise failure
+    if not state.is_main_process:
+        work = partial if (partial / "run.json").is_file() else out
+        if not (work / "run.json").is_file():
+            raise ClidepError("the main process refused these settings; see its error")
+        run = read_json(work / "run.json", "compress run (run.json)")
+    return run, work, state.is_main_process
+
+
+def _new_run(out: Path, partial: Path, options: dict, overwrite: bool) -> tuple[dict, Path]:
+    """Check OUT and every setting, resolve the plan, and write run.json into the working directory."""
+    from .data import read_text
+
+    if (out / "run.json").is_file() and not overwrite:
+        raise ClidepError(f"'{out}' holds a compress run; pass --resume to continue it or --overwrite to replace it "
+                          "once the new student is complete")
+    check_output(out, [options["teacher"], options["match"], options["data"]], overwrite=overwrite)
+    _check_numbers(options)
+    plan = {k: v for k, v in options.items() if k != "val_data"}
+    run = {**_plan(**plan), "val_data": options["val_data"], "options": options}
+    read_text(options["val_data"])  # fails now, not after training, when the validation text is unusable
+    shutil.rmtree(partial, ignore_errors=True)  # left by an interrupted --overwrite: ours to remove
+    work = partial if out.is_dir() and any(out.iterdir()) else out
+    work.mkdir(parents=True, exist_ok=True)
+    write_json(work / "run.json", run)
+    return run, work
+
+
+def _check_numbers(o: dict) -> None:
+    """Every number of a compress call in its range (one line naming the option when not)."""
+    if o["ratio"] is not None and not (math.isfinite(o["ratio"]) and o["ratio"] > 1):
+        raise ClidepError(f"--ratio must be above 1 (teacher / student parameters), got {o['ratio']}")
+    for option, key, low in (("--params", "params", 1), ("--width", "width", 1), ("--tokens", "tokens", 1),
+                             ("--steps", "steps", 1), ("--batch-size", "batch_size", 1), ("--seq-len", "seq_len", 2),
+                             ("--seed", "seed", 0), ("--eval-every", "eval_every", 0), ("--save-every", "save_every", 0)):
+        bounds.at_least(option, o[key], low)
+    for option, key in (("--lr", "lr"), ("--temperature", "temperature"), ("--lc", "lc")):
+        bounds.positive(option, o[key])
+    bounds.between("--alpha", o["alpha"], 0.0, 1.0)
+    bounds.between("--collapse-tol", o["collapse_tol"], 0.0, 1.0, open_low=True)
+
+
+def _same_settings(run: dict, options: dict) -> None:
+    """``--resume`` continues the stored run: an option given with another value than it had is refused.
+
+    Options left at their defaults are not compared (the stored run's values apply).
+    """
+    import inspect
+
+    stored = run.get("options")
+    if stored is None:
+        return  # a run.json written before options were recorded: nothing to compare
+    defaults = {k: p.default for k, p in inspect.signature(compress).parameters.items()}
+    changed = [k for k, v in options.items()
+               if k in stored and v != stored[k] and (k == "teacher" or v != defaults.get(k))]
+    if changed:
+        said = ", ".join(f"{'TEACHER' if k == 'teacher' else '--' + k.replace('_', '-')} {options[k]} (the run has {stored[k]})"
+                         for k in changed)
+        raise ClidepError(f"--resume continues the stored run, but this call changes {said}; "
+                          "drop those options, or start a new run with --overwrite")
+
+
+def _distil(run: dict, out: Path, resume: bool, log) -> dict:
+    """Build, initialise, distil (and collapse) the student that RUN describes, writing it into OUT."""
     import torch
 
+    from .collapse import collapse, regulariser
     from .convert import load_model
     from .corpus import batch as corpus_batch
     from .corpus import token_file
@@ -111,27 +227,10 @@ def compress(
     from .evaluate import tokenize_text
     from .init import init_from_teacher
     from .modeling import CLIGPT2LMHeadModel
-    from .collapse import collapse, regulariser
     from .params import param_count
     from .widths import build
-    from .artifacts import make_temp_dir, write_json
 
-    out = Path(out)
-    run_file = out / "run.json"
-    if resume:
-        if not run_file.is_file():
-            raise ClidepError(f"--resume: {out} holds no run to resume (no run.json)")
-        run = json.loads(run_file.read_text())
-        log(f"resuming the run in {out} (settings from run.json)")
-    else:
-        if out.exists() and any(out.iterdir()):
-            if not overwrite:
-                raise ClidepError(f"'{out}' exists; pass --resume to continue its run or --overwrite to replace it")
-            shutil.rmtree(out)
-        run = _plan(teacher, method, ratio, params, width, match, protect, init, data, tokens, steps, batch_size,
-                    seq_len, lr, alpha, temperature, seed, eval_every, save_every, layers, lc, collapse_tol)
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(run_file, run)
+    val_data = run.get("val_data", "wiki-en-valid")
     log(run["arithmetic"])
     t0 = time.perf_counter()
     teacher_model = load_model(run["teacher"])
@@ -214,7 +313,7 @@ def _plan(teacher, method, ratio, params, width, match, protect, init, data, tok
 
     from . import modeling  # noqa: F401 - registers cli_gpt2
     from .convert import config_from_gpt2
-    from .data import shared_path
+    from .data import HUB_TEXTS, read_corpus, shared_path
     from .params import param_count
     from .widths import build, solve
 
@@ -230,12 +329,8 @@ def _plan(teacher, method, ratio, params, width, match, protect, init, data, tok
             raise ClidepError("--layers LIST fixes the size of a layercollapse student: leave --layers auto to size it by --ratio/--params/--match")
     elif sum(sizes) != 1:
         raise ClidepError("give exactly one of --ratio, --params, --width or --match")
-    if lc <= 0 or not 0 < collapse_tol < 1:
-        raise ClidepError("--lc must be positive and --collapse-tol between 0 and 1")
     if (tokens is None) == (steps is None):
         raise ClidepError("give exactly one of --tokens or --steps")
-    if ratio is not None and ratio <= 1:
-        raise ClidepError(f"--ratio must be above 1 (teacher / student parameters), got {ratio}")
     try:
         tconf = AutoConfig.from_pretrained(teacher)
     except (OSError, ValueError) as exc:
@@ -262,6 +357,10 @@ def _plan(teacher, method, ratio, params, width, match, protect, init, data, tok
         target = param_count(AutoConfig.from_pretrained(match))
     elif ratio is not None or params is not None:
         target = int(params) if params is not None else round(teacher_params / ratio)
+    if target is not None and target >= teacher_params:
+        raise ClidepError(f"the target of {target:,} parameters is not below the teacher's {teacher_params:,}: nothing to compress")
+    if width is not None and width >= tconf.n_embd:
+        raise ClidepError(f"--width {width} must be below the teacher's width {tconf.n_embd}")
     collapse_plan = None
     if "layercollapse" in method:
         candidates = [i for i in range(n) if i not in protected]
@@ -281,6 +380,8 @@ def _plan(teacher, method, ratio, params, width, match, protect, init, data, tok
         r, arithmetic = sol.width, sol.arithmetic
     if data is None:
         data = str(shared_path("wiki-en"))
+    elif data not in HUB_TEXTS:
+        read_corpus(data)  # an empty, binary or missing --data fails now, before run.json exists
     if steps is None:
         steps = max(1, math.ceil(tokens / (batch_size * seq_len)))
     if collapse_plan and method != "layercollapse":
