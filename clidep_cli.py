@@ -6,10 +6,11 @@ that need a model, so ``clidep --help`` answers at once.
 """
 
 import os
+import sys
 
 
 def main() -> None:
     os.environ.setdefault("CLIDEP_LAZY_IMPORT", "1")
     from clidep.cli import main as run
 
-    run()
+    sys.exit(run())

@@ -57,6 +57,7 @@ def analyze(
     method: Annotated[str, typer.Option(help="ntk, grad, bi, ablation or all.")] = "all",
     seed: Annotated[int, typer.Option(help="Seed for the calibration offsets and the probes.")] = 0,
     min_gap: Annotated[float, typer.Option(help="Score ratio that separates critical blocks from the rest.")] = 2.0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT (once the new report is complete).")] = False,
 ) -> None:
     """Score every block's importance (NTK trace, gradient norm, block influence, ablation) and pick the critical layers.
 
@@ -64,9 +65,12 @@ def analyze(
     with respect to the block's parameters, estimated with Hutchinson probes.
     """
     from .analyze import analyze as run, print_table, write_report
+    from .artifacts import check_output, write_dir
 
+    check_output(out, [model, data], overwrite=overwrite)
     report = run(model, data, samples, seq_len, probes, method, seed, min_gap)
-    json_path, png_path = write_report(report, out)
+    names = [p.name for p in write_dir(out, lambda tmp: write_report(report, tmp))]
+    json_path, png_path = (out / n for n in names)
     print_table(report)
     print(f"wrote {json_path} and {png_path}", file=sys.stderr)
 
@@ -177,7 +181,7 @@ def generate(
     """Continue PROMPT with an exported model through ONNX Runtime (no torch involved)."""
     from .generate import generate_text
 
-    print(generate_text(model, prompt, max_new_tokens, temperature, top_k, seed))
+    print(generate_text(model, prompt, max_new_tokens, temperature, top_k, seed, log=lambda m: print(m, file=sys.stderr)))
 
 
 @app.command()
@@ -194,12 +198,15 @@ def bench(
     ppl_data: Annotated[str, typer.Option(help="Text for --ppl.")] = "wikitext-test",
     remote: Annotated[str | None, typer.Option(help="USER@HOST: run on the real device over ssh (measured, not projected).")] = None,
     memory_runs: Annotated[int, typer.Option(help="Runner processes per model whose peak memory is taken: the median is reported, every sample kept (a single peak of a large model can move by hundreds of MB).")] = 1,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT (once the new report is complete).")] = False,
 ) -> None:
     """Measure load time, prefill, per-token decode p50/p90, peak memory and perplexity of each model,
     each in its own process; on a profile other than host, latencies are projected (and labelled so)."""
     from . import devices as profiles
+    from .artifacts import check_output, write_dir
     from .bench import bench as run, markdown, write_report
 
+    check_output(out, [*models, baseline], overwrite=overwrite)
     try:
         lens = [int(x) for x in prompt_lens.split(",") if x.strip()]
     except ValueError:
@@ -208,11 +215,12 @@ def bench(
         raise ClidepError("--prompt-lens needs at least one positive length")
     report = run(models, profiles.load(device), baseline, lens, gen, threads, ppl, ppl_tokens, remote,
                  ppl_data=ppl_data, memory_runs=memory_runs, log=lambda m: print(m, file=sys.stderr))
-    paths = write_report(report, out)
-    print(markdown(report))
-    print("wrote " + ", ".join(str(p) for p in paths), file=sys.stderr)
     if all("error" in r for r in report["models"]):
-        raise ClidepError("every model failed; see the errors above")
+        print(markdown(report))
+        raise ClidepError(f"every model failed (see the table above); {out} was left as it was")
+    names = [p.name for p in write_dir(out, lambda tmp: write_report(report, tmp))]
+    print(markdown(report))
+    print("wrote " + ", ".join(str(out / n) for n in names), file=sys.stderr)
 
 
 @app.command()
@@ -285,10 +293,74 @@ def demo(
     console.print(f"done in {result['seconds']:.0f} s: {result['timings_s']}")
 
 
-def main() -> None:
-    """Console entry point: run the app, turning user-facing errors into one line and exit 2."""
+@app.callback()
+def _root(
+    verbose: Annotated[bool, typer.Option("--verbose", help="Show the libraries' own progress bars and warnings (loading, exporting, quantising).")] = False,
+) -> None:
+    """Compress GPT-2 by Critical Layer Isolation, export it to ONNX, and benchmark it on edge devices."""
+    if verbose:
+        _set_quiet(False)
+
+
+def _set_quiet(quiet: bool) -> None:
+    """Route transformers' and the hub's progress bars and warnings to a debug level (or back)."""
+    import logging
+    import os
+
+    level = "error" if quiet else "info"
+    # A root handler first, so that the libraries' own logging.basicConfig(level=INFO) calls at
+    # import time change nothing.
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    os.environ["TRANSFORMERS_VERBOSITY"] = level
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1" if quiet else "0"
+    # ONNX Runtime's quantisers and optimizer warn through the root logger and their own (the
+    # pre-processing advice, "specify num_heads", the opset bump of int4): errors only, unless --verbose.
+    for name in ("", "onnxruntime", "onnxruntime.quantization.matmul_nbits_quantizer"):
+        logging.getLogger(name).setLevel(logging.ERROR if quiet else logging.INFO)
+    if "transformers" in sys.modules:  # already imported (in-process callers): tell it directly
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error() if quiet else hf_logging.set_verbosity_info()
+        hf_logging.disable_progress_bar() if quiet else hf_logging.enable_progress_bar()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line on ARGV (default: sys.argv); every failure a user can cause is one
+    ``error:`` line on stderr and exit status 2, never a traceback. Returns the exit status."""
+    _set_quiet(True)
+    command = typer.main.get_command(app)
     try:
-        app()
+        return command.main(args=argv, prog_name="clidep", standalone_mode=False) or 0
+    except typer.Exit as exc:
+        return exc.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        print("error: interrupted; nothing was replaced (a compress run continues with --resume)", file=sys.stderr)
+        return 130
     except ClidepError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        return _fail(str(exc))
+    except OSError as exc:
+        # Full disks, unwritable places, files that vanish: the system's own words, on one line.
+        where = f" ({exc.filename})" if exc.filename else ""
+        return _fail(f"{exc.strerror or exc}{where}")
+    except Exception as exc:
+        if not _is_usage_error(exc):
+            raise
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `clidep` or `clidep CMD`: the help itself
+            print(exc.format_message())
+            return 0
+        where = f" (see: {exc.ctx.command_path} --help)" if getattr(exc, "ctx", None) is not None else ""
+        return _fail(exc.format_message() + where)
+
+
+def _is_usage_error(exc: Exception) -> bool:
+    """A command-line parse error (missing option, bad value, unknown command).
+
+    Typer raises click's ``UsageError`` family, from click itself or from its own vendored copy
+    depending on the release; both carry ``format_message()`` and exit code 2.
+    """
+    return getattr(exc, "exit_code", None) == 2 and hasattr(exc, "format_message")
+
+
+def _fail(message: str) -> int:
+    print(f"error: {' '.join(message.split())}", file=sys.stderr)
+    return 2

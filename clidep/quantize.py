@@ -85,7 +85,9 @@ def int4_weight_only(src: str | Path, dst: str | Path, block_size: int = 32) -> 
     check_block_size(block_size)
     graph = load_graph(src)
     materialize_tied_head(graph)
-    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)  # a line per node
+    nbits_log = logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer")
+    if nbits_log.getEffectiveLevel() < logging.WARNING:
+        nbits_log.setLevel(logging.WARNING)  # its INFO is a line per node
     linear = len(weight_matmuls(graph))
     quantizer = MatMulNBitsQuantizer(graph, bits=4, block_size=block_size, is_symmetric=True,
                                      op_types_to_quantize=("MatMul", "Gather"), quant_axes=(("MatMul", 0), ("Gather", 1)))
