@@ -38,3 +38,18 @@ def teacher_artifact(teacher_dir, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("artifacts") / "teacher-onnx"
     return out, export_artifact(teacher_dir, out, int8=True, int4=True, fp16=True, ppl_tokens=4096)
+
+
+@pytest.fixture(scope="session")
+def tiny_setup(tmp_path_factory, teacher_dir):
+    """A small GPT-2 teacher (4 blocks, width 64, 128 positions) with the reference tokenizer, and a small training text."""
+    from clidep.data import load_tokenizer, read_text
+
+    root = tmp_path_factory.mktemp("tiny")
+    torch.manual_seed(0)
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=8192, n_positions=128, n_embd=64, n_layer=4, n_head=2,
+                                      bos_token_id=0, eos_token_id=0))
+    gpt2.save_pretrained(root / "teacher")
+    load_tokenizer(teacher_dir).save_pretrained(root / "teacher")
+    (root / "train.txt").write_text(read_text("wiki-en-valid")[0][:300_000])
+    return root

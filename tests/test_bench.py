@@ -33,7 +33,9 @@ def test_every_shipped_profile_loads_with_sources():
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (lambda t: t.replace("mem_bandwidth_gbs = 10.0", 'mem_bandwidth_gbs = "fast"'), "field 'mem_bandwidth_gbs' must be a positive number"),
+        (lambda t: t.replace("mem_bandwidth_gbs = 10.0", 'mem_bandwidth_gbs = "fast"'), "field 'mem_bandwidth_gbs' must be a finite positive number"),
+        (lambda t: t.replace("mem_bandwidth_gbs = 10.0", "mem_bandwidth_gbs = nan"), "field 'mem_bandwidth_gbs' must be a finite positive number (got nan)"),
+        (lambda t: t.replace("fp32_gflops = ", "fp32_gflops = inf #", 1), "field 'fp32_gflops' must be a finite positive number (got inf)"),
         (lambda t: t.replace("threads = 4\n", "threads = 9\n"), "field 'threads' (9) exceeds cores (4)"),
         (lambda t: t.replace('\nfp32_gflops = "theoretical', '\nx_fp32_gflops = "theoretical'), "field 'sources.fp32_gflops' is missing"),
         (lambda t: t.replace("cores = 4\n", "cores = 4\nturbo = true\n"), "field 'turbo' is not a profile field"),
@@ -140,7 +142,8 @@ def test_bench_bad_input(args, message, teacher_artifact, tmp_path):
 
 
 def test_bench_refuses_a_directory_without_manifest(tmp_path):
-    proc = run("bench", str(tmp_path), "--device", "host", "--out", str(tmp_path / "b"))
+    (tmp_path / "m").mkdir()
+    proc = run("bench", str(tmp_path / "m"), "--device", "host", "--out", str(tmp_path / "b"))
     assert proc.returncode == 2 and "no manifest.json" in proc.stderr
 
 

@@ -13,7 +13,7 @@ from clidep.convert import load_model
 from clidep.export import export_onnx
 from clidep.validate import validate_export
 
-from .test_compress import tiny_compress, tiny_setup  # noqa: F401 - fixture
+from .test_compress import tiny_compress
 
 
 def linearizing_model(alpha: float, kinds=("standard", "linearizing", "linearizing", "standard")) -> CLIGPT2LMHeadModel:

@@ -92,19 +92,6 @@ def test_teacher_init_starts_close_to_the_teacher(teacher, teacher_dir):
             assert torch.equal(student.transformer.proj[1].weight, Q.T)
 
 
-@pytest.fixture(scope="module")
-def tiny_setup(tmp_path_factory, teacher_dir):
-    """A small GPT-2 teacher with the reference tokenizer, and a small training text."""
-    root = tmp_path_factory.mktemp("tiny")
-    torch.manual_seed(0)
-    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=8192, n_positions=128, n_embd=64, n_layer=4, n_head=2,
-                                      bos_token_id=0, eos_token_id=0))
-    gpt2.save_pretrained(root / "teacher")
-    load_tokenizer(teacher_dir).save_pretrained(root / "teacher")
-    (root / "train.txt").write_text(read_text("wiki-en-valid")[0][:300_000])
-    return root
-
-
 def tiny_args(root, out, *extra):
     return ["compress", str(root / "teacher"), "--out", str(out), "--data", str(root / "train.txt"), "--width", "32",
             "--protect", "0,3", "--batch-size", "8", "--seq-len", "64", "--eval-every", "0", *extra]
@@ -198,9 +185,11 @@ def test_compress_bad_input(extra, message, tiny_setup, tmp_path):
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-500:]
 
 
-def test_compress_refuses_existing_output(tiny_setup, tmp_path):
+@pytest.mark.parametrize("holds, hint", [("notes.txt", "--overwrite"), ("run.json", "--resume")])
+def test_compress_refuses_existing_output(tiny_setup, tmp_path, holds, hint):
     (tmp_path / "o").mkdir()
-    (tmp_path / "o" / "notes.txt").write_text("keep me")
+    (tmp_path / "o" / holds).write_text("keep me")
     proc = run(*tiny_args(tiny_setup, tmp_path / "o", "--steps", "1"))
-    assert proc.returncode == 2 and "--resume" in proc.stderr and "--overwrite" in proc.stderr
-    assert (tmp_path / "o" / "notes.txt").read_text() == "keep me"
+    assert proc.returncode == 2 and hint in proc.stderr and "--overwrite" in proc.stderr
+    assert ("--resume" in proc.stderr) == (holds == "run.json")  # only a folder holding a run can be resumed
+    assert (tmp_path / "o" / holds).read_text() == "keep me"
