@@ -39,14 +39,15 @@ def log(msg: str) -> None:
 def start(a) -> dict:
     """The run's provenance (the commit and time it starts from), the teacher's NTK report
     (8 x 128 tokens, 16 probes), its config, size and score, and the protected set."""
-    from clidep.analyze import analyze
-    from clidep.convert import load_model
-    from clidep.params import param_count
-    from clidep.provenance import provenance
+    from clidep.compress.analyze import analyze
+    from clidep.compress.widths import protected_blocks
+    from clidep.model.convert import load_model
+    from clidep.model.params import param_count
+    from clidep.bench.provenance import provenance
 
     t0, started_at = time.perf_counter(), provenance()
     report = analyze(a.teacher, samples=8, seq_len=min(a.seq_len, 128), probes=16, method="ntk", seed=a.seed)
-    protected = sorted(set(report["critical_layers"]) | {len(report["scores"]) - 1})
+    protected = protected_blocks(report["critical_layers"], len(report["scores"]))
     config = load_model(a.teacher).config
     teacher = {"params": param_count(config), **score(a, a.teacher)}
     log(f"teacher: {teacher}; layer-0 NTK ratio {report['layer0_ratio']:.2f}; protected blocks {protected}")
@@ -65,7 +66,7 @@ def write(a, name: str, setup: dict, result: dict, lines: list[str]) -> None:
 
 
 def score(a, path: str) -> dict:
-    from clidep.evaluate import evaluate
+    from clidep.quality.evaluate import evaluate
 
     res = evaluate(path, a.eval_data, a.context, a.stride, 8, a.eval_tokens or None)
     return {"ppl": res.ppl, "tokens": res.tokens, "data": res.data}

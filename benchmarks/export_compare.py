@@ -62,13 +62,13 @@ def main() -> None:
 
     import torch
 
-    from clidep.artifact import export_artifact
-    from clidep.convert import load_model
+    from clidep.export.artifact import export_artifact
+    from clidep.model.convert import load_model
     from clidep.data import load_tokenizer, read_text
-    from clidep.evaluate import tokenize_text
-    from clidep.perplexity import perplexity
-    from clidep.provenance import provenance
-    from clidep.runner import OnnxCausalLM
+    from clidep.data import tokenize_text
+    from clidep.quality.perplexity import perplexity
+    from clidep.bench.provenance import provenance
+    from clidep.runtime.runner import OnnxCausalLM
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

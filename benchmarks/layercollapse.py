@@ -34,9 +34,9 @@ def main() -> None:
     ap.add_argument("--lc", type=float, default=1.0, help="LayerCollapse regulariser strength")
     a = ap.parse_args()
 
-    from clidep.compress import compress
-    from clidep.params import param_count
-    from clidep.widths import student_config
+    from clidep.compress.pipeline import compress
+    from clidep.model.params import param_count
+    from clidep.compress.widths import student_config
 
     work = Path(a.work)
     setup = distil_protocol.start(a)

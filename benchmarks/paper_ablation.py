@@ -29,7 +29,7 @@ def main() -> None:
     ap.add_argument("--inits", default="teacher,random")
     a = ap.parse_args()
 
-    from clidep.compress import compress
+    from clidep.compress.pipeline import compress
 
     work = Path(a.work)
     setup = distil_protocol.start(a)

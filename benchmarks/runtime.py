@@ -46,12 +46,12 @@ def main() -> None:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from clidep import CLIGPT2LMHeadModel, devices
-    from clidep.artifact import export_artifact
-    from clidep.bench import bench
-    from clidep.convert import config_from_gpt2
+    from clidep.export.artifact import export_artifact
+    from clidep.bench.benchmark import bench
+    from clidep.model.convert import config_from_gpt2
     from clidep.data import load_tokenizer
-    from clidep.params import param_count
-    from clidep.widths import build, solve
+    from clidep.model.params import param_count
+    from clidep.compress.widths import build, solve
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)

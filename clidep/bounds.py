@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from .errors import ClidepError
+from clidep.errors import ClidepError
 
 
 def at_least(option: str, value: int | None, low: int) -> None:

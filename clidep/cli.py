@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from .errors import ClidepError
+from clidep.errors import ClidepError
 
 app = typer.Typer(
     name="clidep",
@@ -37,7 +37,7 @@ def eval_(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
 ) -> None:
     """Perplexity of MODEL on a text with a sliding window: exp(mean NLL), every token after the first scored once."""
-    from .evaluate import evaluate
+    from clidep.quality.evaluate import evaluate
 
     result = evaluate(model, data, context, stride, batch_size, max_tokens)
     if as_json:
@@ -64,8 +64,8 @@ def analyze(
     The NTK score of block l is tr(J_l J_l^T) per token, J_l the Jacobian of the log-probabilities
     with respect to the block's parameters, estimated with Hutchinson probes.
     """
-    from .analyze import analyze as run, print_table, write_report
-    from .artifacts import check_output, write_dir
+    from clidep.compress.analyze import analyze as run, print_table, write_report
+    from clidep.files import check_output, write_dir
 
     check_output(out, [model, data], overwrite=overwrite)
     report = run(model, data, samples, seq_len, probes, method, seed, min_gap)
@@ -109,7 +109,7 @@ def compress(
 
     Runs on CPU, one GPU or several processes: `accelerate launch -m clidep compress ...`.
     """
-    from .compress import compress as run
+    from clidep.compress.pipeline import compress as run
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr)
@@ -150,7 +150,7 @@ def export(
     from rich.console import Console
     from rich.table import Table
 
-    from .artifact import export_artifact
+    from clidep.export.artifact import export_artifact
 
     manifest = export_artifact(
         model, out, int8=int8 or static, static=static, calib_samples=calib_samples, calib_data=data, int4=int4,
@@ -179,7 +179,7 @@ def generate(
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
 ) -> None:
     """Continue PROMPT with an exported model through ONNX Runtime (no torch involved)."""
-    from .generate import generate_text
+    from clidep.runtime.generate import generate_text
 
     print(generate_text(model, prompt, max_new_tokens, temperature, top_k, seed, log=lambda m: print(m, file=sys.stderr)))
 
@@ -202,9 +202,9 @@ def bench(
 ) -> None:
     """Measure load time, prefill, per-token decode p50/p90, peak memory and perplexity of each model,
     each in its own process; on a profile other than host, latencies are projected (and labelled so)."""
-    from . import devices as profiles
-    from .artifacts import check_output, write_dir
-    from .bench import bench as run, markdown, write_report
+    from clidep.bench import devices as profiles
+    from clidep.files import check_output, write_dir
+    from clidep.bench.benchmark import bench as run, markdown, write_report
 
     check_output(out, [*models, baseline], overwrite=overwrite)
     try:
@@ -231,8 +231,7 @@ def devices(
     from rich.console import Console
     from rich.table import Table
 
-    from . import devices as profiles
-
+    from clidep.bench import devices as profiles
     console = Console(width=max(Console().width, 110))
     if show:
         p = profiles.load(show)
@@ -272,7 +271,7 @@ def demo(
     from rich.console import Console
     from rich.table import Table
 
-    from .demo import demo as run
+    from clidep.demo import demo as run
 
     result = run(out, model, data, eval_data, ratio, steps, log=lambda m: print(m, file=sys.stderr))
     ev = result["eval"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import ClidepError
+from clidep.errors import ClidepError
 
 ENV_VAR = "CLIDEP_SHARED_DATA"
 _PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -117,6 +117,13 @@ def load_tokenizer(name_or_path: str | Path = "gpt2"):
     if len(tokenizer) < 2:
         raise ClidepError(f"cannot load a tokenizer from '{name}': its vocabulary is empty")
     return tokenizer
+
+
+def tokenize_text(tokenizer, text: str):
+    """Token ids of a whole text in one pass (no truncation, no special tokens added)."""
+    import numpy as np
+
+    return np.asarray(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"], dtype=np.int64)
 
 
 def read_text(spec: str) -> tuple[str, str]:

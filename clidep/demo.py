@@ -22,13 +22,13 @@ def demo(out: str | Path = "clidep-demo", model: str | None = None, data: str | 
     Without MODEL the embedded tiny GPT-2 and the ``python-docs`` corpus are used. OUT's
     sub-directories are replaced on every run.
     """
-    from . import devices
-    from .analyze import analyze, write_report
-    from .artifact import export_artifact
-    from .bench import bench
-    from .bench import write_report as write_bench
-    from .compress import compress
-    from .evaluate import evaluate
+    from clidep.bench import devices
+    from clidep.compress.analyze import analyze, write_report
+    from clidep.export.artifact import export_artifact
+    from clidep.bench.benchmark import bench
+    from clidep.bench.benchmark import write_report as write_bench
+    from clidep.compress.pipeline import compress
+    from clidep.quality.evaluate import evaluate
 
     out = Path(out)
     embedded = model is None

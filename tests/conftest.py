@@ -34,7 +34,7 @@ def teacher_dir():
 @pytest.fixture(scope="session")
 def teacher_artifact(teacher_dir, tmp_path_factory):
     """The reference teacher exported once for the session: fp32, int8, int4 and fp16 variants."""
-    from clidep.artifact import export_artifact
+    from clidep.export.artifact import export_artifact
 
     out = tmp_path_factory.mktemp("artifacts") / "teacher-onnx"
     return out, export_artifact(teacher_dir, out, int8=True, int4=True, fp16=True, ppl_tokens=4096)

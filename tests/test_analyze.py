@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from clidep import from_gpt2
-from clidep import importance as I
-from clidep.analyze import analyze, write_report
+from clidep.compress import importance as I
+from clidep.compress.analyze import analyze, write_report
 
 from .conftest import tiny_gpt2
 from .test_cli import run

@@ -9,13 +9,13 @@ import statistics
 
 import pytest
 
-from clidep import devices
-from clidep.bench import bench, markdown, write_report
+from clidep.bench import devices
+from clidep.bench.benchmark import bench, markdown, write_report
 from clidep.data import load_tokenizer, read_text
 from clidep.errors import ClidepError
-from clidep.evaluate import tokenize_text
-from clidep.convert import load_model
-from clidep.perplexity import perplexity, torch_logits_fn
+from clidep.data import tokenize_text
+from clidep.model.convert import load_model
+from clidep.quality.perplexity import perplexity, torch_logits_fn
 
 from .test_cli import run
 

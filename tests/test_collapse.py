@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from clidep import CLIGPT2Config, CLIGPT2LMHeadModel, param_count
-from clidep.collapse import collapse, regulariser
-from clidep.convert import load_model
-from clidep.export import export_onnx
-from clidep.validate import validate_export
+from clidep.compress.collapse import collapse, regulariser
+from clidep.model.convert import load_model
+from clidep.export.graph import export_onnx
+from clidep.export.validate import validate_export
 
 from .test_compress import tiny_compress
 
@@ -90,7 +90,7 @@ def test_layercollapse_method_end_to_end(tiny_setup):  # noqa: F811
 
 
 def test_layercollapse_by_size_collapses_the_least_important_mlps_first():
-    from clidep.compress import resolve_collapse
+    from clidep.compress.pipeline import resolve_collapse
     from clidep.errors import ClidepError
 
     teacher = CLIGPT2Config(vocab_size=101, n_positions=64, n_embd=32, n_layer=6, n_head=2)

@@ -15,15 +15,15 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from clidep import CLIGPT2Config, CLIGPT2LMHeadModel, param_count
-from clidep.compress import compress
-from clidep.convert import load_model
+from clidep.compress.pipeline import compress
+from clidep.model.convert import load_model
 from clidep.data import load_tokenizer, read_text
-from clidep.distill import latest_checkpoint
+from clidep.compress.distill import latest_checkpoint
 from clidep.errors import ClidepError
-from clidep.evaluate import tokenize_text
-from clidep.init import init_from_teacher
-from clidep.perplexity import perplexity, torch_logits_fn
-from clidep.widths import build, solve
+from clidep.data import tokenize_text
+from clidep.compress.student_init import init_from_teacher
+from clidep.quality.perplexity import perplexity, torch_logits_fn
+from clidep.compress.widths import build, solve
 
 from .test_cli import CLI, run
 

@@ -30,7 +30,7 @@ def test_python_docs_corpus_is_deterministic_and_held_out():
     probe = ("import hashlib; from clidep.data import python_docs; t, v = python_docs(); "
              "print(hashlib.sha256('\\0'.join(t + ['|'] + v).encode()).hexdigest())")
     bare = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                          env={**os.environ, "CLIDEP_LAZY_IMPORT": "1"})
+                          env=os.environ)
     assert bare.stdout.strip() == hashlib.sha256("\0".join(train + ["|"] + valid).encode()).hexdigest()
 
 

@@ -18,13 +18,13 @@ import torch
 from transformers import GPT2LMHeadModel
 
 from clidep import CLIGPT2LMHeadModel, from_gpt2
-from clidep.artifact import export_artifact
-from clidep.convert import load_model
+from clidep.export.artifact import export_artifact
+from clidep.model.convert import load_model
 from clidep.errors import ClidepError
-from clidep.export import export_onnx
-from clidep.quantize import int8_dynamic
-from clidep.runner import OnnxCausalLM
-from clidep.validate import NamesMismatch, ValueMismatch, validate_export
+from clidep.export.graph import export_onnx
+from clidep.export.quantize import int8_dynamic
+from clidep.runtime.runner import OnnxCausalLM
+from clidep.export.validate import NamesMismatch, ValueMismatch, validate_export
 
 from .conftest import tiny_gpt2
 from .test_cli import run
@@ -149,12 +149,12 @@ def test_generate_matches_transformers_and_needs_no_torch(teacher_artifact, teac
     out, _ = teacher_artifact
     probe = (
         "import sys\n"
-        "from clidep.generate import generate_text\n"
+        "from clidep.runtime.generate import generate_text\n"
         f"print(generate_text({str(out)!r}, 'The history of the city', max_new_tokens=24))\n"
         "print('torch' in sys.modules)\n"
     )
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                          env={"CLIDEP_LAZY_IMPORT": "1", "PATH": ""})
+                          env={"PATH": ""})
     assert proc.returncode == 0, proc.stderr
     text, torch_loaded = proc.stdout.rsplit("\n", 2)[:2]
     assert torch_loaded == "False", "the ONNX runner must not import torch"

@@ -130,9 +130,9 @@ def _broken_copy(src: Path, dst: Path, edit) -> Path:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, tiny_setup):
     """A tiny teacher, a finished student with its run, an export, an analysis, and broken copies of each."""
-    from clidep.analyze import write_report
-    from clidep.artifact import export_artifact
-    from clidep.compress import compress
+    from clidep.compress.analyze import write_report
+    from clidep.export.artifact import export_artifact
+    from clidep.compress.pipeline import compress
 
     root = tmp_path_factory.mktemp("world")
     teacher = Path(shutil.copytree(tiny_setup / "teacher", root / "teacher"))
@@ -233,7 +233,7 @@ def test_a_full_disk_is_named_before_export_starts(world, tmp_path, capsys, monk
 
 def test_overwrite_replaces_only_after_the_new_result_is_complete(world, tmp_path, monkeypatch):
     """An export that fails half-way through --overwrite leaves the old artifact as it was."""
-    from clidep import artifact
+    from clidep.export import artifact
     from clidep.errors import ClidepError
 
     _, names = world
@@ -244,7 +244,7 @@ def test_overwrite_replaces_only_after_the_new_result_is_complete(world, tmp_pat
     def broken_write_json(path, data):
         raise OSError(28, "No space left on device", str(path))
 
-    monkeypatch.setattr("clidep.artifacts.write_json", broken_write_json)
+    monkeypatch.setattr("clidep.files.write_json", broken_write_json)
     with pytest.raises(OSError):
         artifact.export_artifact(names["teacher"], old, overwrite=True, optimize=False, ppl_tokens=256)
     assert _tree(old) == before and not [p for p in tmp_path.iterdir() if p.name.startswith(".old")]

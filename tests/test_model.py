@@ -180,9 +180,18 @@ def test_auto_classes_round_trip(tmp_path):
     assert loaded.lm_head.weight.data_ptr() == loaded.transformer.wte.weight.data_ptr()
 
 
-def test_public_api():
-    assert set(clidep.__all__) >= {"CLIGPT2Config", "CLIGPT2LMHeadModel", "from_gpt2", "param_count"}
-    assert clidep.CLIGPT2Config is CLIGPT2Config
+def test_public_api_registers_the_family_on_first_use():
+    """``import clidep`` stays light; the first use of the API makes the Auto classes know cli_gpt2."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, clidep\nlight = 'torch' not in sys.modules\n"
+             "from transformers import AutoConfig\nconfig_class = clidep.CLIGPT2Config\n"
+             "print(light, AutoConfig.for_model('cli_gpt2').__class__ is config_class, callable(clidep.from_gpt2),"
+             " clidep.param_count(config_class(n_embd=64, n_layer=2, n_head=4, vocab_size=101, n_positions=64)))")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    expected = param_count(CLIGPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=101, n_positions=64))
+    assert proc.stdout.split() == ["True", "True", "True", str(expected)], proc.stderr[-1000:]
 
 
 @pytest.mark.parametrize(

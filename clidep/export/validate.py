@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import onnx_io
+from clidep.runtime import onnx_io
 
 
 class ValidationError(Exception):
@@ -38,7 +38,7 @@ def validate_export(model, onnx_path: str | Path, atol: float | None = 1e-4, gre
     """
     import torch
 
-    from .runner import OnnxCausalLM
+    from clidep.runtime.runner import OnnxCausalLM
 
     runner = OnnxCausalLM(onnx_path)
     n = model.config.n_layer
@@ -55,7 +55,7 @@ def validate_export(model, onnx_path: str | Path, atol: float | None = 1e-4, gre
         ids = rng.integers(1, model.config.vocab_size, (batch, 12))
         mask = np.ones_like(ids)
         mask[-1, :pad] = 0  # the last row is left-padded
-        pos = np.clip(mask.cumsum(-1) - 1, 0, None)
+        pos = onnx_io.left_pad_positions(mask)
         for split in (12, 8):  # past length 0, then 8 tokens of past and 4 new
             with torch.no_grad():
                 ref = model(torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
@@ -94,7 +94,7 @@ def greedy_agreement(reference: str | Path, candidate: str | Path, windows: np.n
     Teacher forcing keeps one early disagreement from counting against every later token, as
     free-running continuations would.
     """
-    from .runner import OnnxCausalLM
+    from clidep.runtime.runner import OnnxCausalLM
 
     a = OnnxCausalLM(reference).logits(windows).argmax(-1)
     b = OnnxCausalLM(candidate).logits(windows).argmax(-1)

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import corpus
-from .errors import ClidepError
-from .perplexity import perplexity, torch_logits_fn
+from clidep.compress import corpus
+from clidep.errors import ClidepError
+from clidep.quality.perplexity import perplexity, torch_logits_fn
 
 COMPLETE = "COMPLETE"
 ALPHA_LR_SCALE = 20.0

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import bounds
-from .errors import ClidepError
+from clidep import bounds
+from clidep.errors import ClidepError
 
 
 def generate_text(artifact: str | Path, prompt: str, max_new_tokens: int = 32, temperature: float = 0.0,
@@ -20,7 +20,7 @@ def generate_text(artifact: str | Path, prompt: str, max_new_tokens: int = 32, t
     import numpy as np
     from tokenizers import Tokenizer
 
-    from .runner import OnnxCausalLM
+    from clidep.runtime.runner import OnnxCausalLM
 
     path = Path(artifact)
     onnx_file = path / "model.onnx" if path.is_dir() else path

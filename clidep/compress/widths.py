@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .configuration import CLIGPT2Config
-from .errors import ClidepError
-from .params import param_count
+from clidep.model.config import CLIGPT2Config
+from clidep.errors import ClidepError
+from clidep.model.params import param_count
 
 
 @dataclass
@@ -29,6 +29,11 @@ class Solution:
     @property
     def error(self) -> float:
         return self.params / self.target - 1
+
+
+def protected_blocks(critical: list[int], n_layer: int) -> list[int]:
+    """CLI's protected set: the critical blocks plus the last one, which restores the full width."""
+    return sorted(set(critical) | {n_layer - 1})
 
 
 def schedule(method: str, n_layer: int, d: int, r: int, protect: list[int]) -> list[int]:
@@ -66,6 +71,17 @@ def build(teacher: CLIGPT2Config, method: str, r: int, protect: list[int]) -> CL
     return student_config(teacher, widths, head_dims)
 
 
+#: How far below the smallest reachable size a target may lie and still be rounded up to it.
+REACH = 0.97
+
+
+def nearest_size(sizes: list[tuple[int, object]], target: int) -> tuple[int, object] | None:
+    """The (parameters, choice) pair nearest TARGET, or None when TARGET lies more than 3% below the smallest."""
+    if target < min(p for p, _ in sizes) * REACH:
+        return None
+    return min(sizes, key=lambda t: abs(t[0] - target))
+
+
 def solve(teacher: CLIGPT2Config, method: str, target: int, protect: list[int], collapse: list[int] = ()) -> Solution:
     """The bottleneck width r (a multiple of 4) whose student is closest to TARGET parameters.
 
@@ -80,14 +96,14 @@ def solve(teacher: CLIGPT2Config, method: str, target: int, protect: list[int], 
     teacher_params = param_count(teacher)
     sizes = [(param_count(student_config(teacher, schedule(method, n, d, r, protect), [1] * n, kinds)), r)
              for r in range(4, d + 1, 4)]
-    smallest = sizes[0][0]
-    if target < smallest * 0.97:
+    best, smallest = nearest_size(sizes, target), sizes[0][0]
+    if best is None:
         raise ClidepError(
             f"a {method} student cannot be as small as {target:,} parameters: the embeddings"
             f"{' and protected blocks ' + str(protect) if method == 'cli' else ''} already need {smallest:,} "
             f"(largest reachable ratio {teacher_params / smallest:.2f})"
         )
-    params, r = min(sizes, key=lambda t: abs(t[0] - target))
+    params, r = best
     config = build(teacher, method, r, protect)
     hd = head_size(r, teacher.head_dim)
     arithmetic = "\n".join([

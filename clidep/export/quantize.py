@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ClidepError
-from .onnx_graph import load_graph, materialize_tied_head, store_tied_head_once, weight_matmuls
+from clidep.errors import ClidepError
+from clidep.runtime import onnx_io
+from clidep.export.surgery import load_graph, materialize_tied_head, store_tied_head_once, weight_matmuls
 
 
 def int8_dynamic(src: str | Path, dst: str | Path, per_channel: bool = False) -> Path:
@@ -43,12 +44,7 @@ class _Calibration:
     @staticmethod
     def _feed(ids: np.ndarray, kv_shapes) -> dict:
         B, T = ids.shape
-        feed = {"input_ids": ids.astype(np.int64), "attention_mask": np.ones((B, T), np.int64),
-                "position_ids": np.arange(T, dtype=np.int64)[None].repeat(B, 0)}
-        for i, (h, d) in enumerate(kv_shapes):
-            for kv in ("key", "value"):
-                feed[f"past_key_values.{i}.{kv}"] = np.zeros((B, h, 0, d), np.float32)
-        return feed
+        return onnx_io.feeds(ids, np.ones((B, T), np.int64), np.arange(T)[None].repeat(B, 0), onnx_io.empty_past(kv_shapes, B))
 
     def get_next(self):
         return next(self._feeds, None)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .onnx_io import decode_kv_shapes, kv_shapes_from_config
+from clidep.runtime import onnx_io
+from clidep.runtime.onnx_io import decode_kv_shapes, kv_shapes_from_config
 
 
 class OnnxCausalLM:
@@ -36,18 +37,21 @@ class OnnxCausalLM:
 
     def empty_past(self, batch: int) -> list[np.ndarray]:
         """Zero-length past for every block: (B, heads_i, 0, head_dim_i), key then value."""
-        return [np.zeros((batch, h, 0, d), dtype=self.past_type) for h, d in self.kv_shapes for _ in range(2)]
+        return onnx_io.empty_past(self.kv_shapes, batch, self.past_type)
 
     def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray,
                 past: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         """One pass: logits (B, T, V) and the presents (B, heads_i, P + T, head_dim_i)."""
-        feeds = {"input_ids": input_ids.astype(np.int64), "attention_mask": attention_mask.astype(np.int64),
-                 "position_ids": position_ids.astype(np.int64)}
-        for i in range(self.n_layer):
-            feeds[f"past_key_values.{i}.key"] = past[2 * i]
-            feeds[f"past_key_values.{i}.value"] = past[2 * i + 1]
-        out = self.session.run(self.output_names, feeds)
+        out = self.session.run(self.output_names, onnx_io.feeds(input_ids, attention_mask, position_ids, past))
         return out[0], out[1:]
+
+    def decode_step(self, next_ids: np.ndarray, mask: np.ndarray, pos: np.ndarray,
+                    past: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
+        """Feed one new token per row (B, 1) after PAST: (logits, mask, positions, presents) for the next step."""
+        mask = np.concatenate([mask, np.ones((mask.shape[0], 1), dtype=np.int64)], axis=1)  # (B, S + 1)
+        pos = pos[:, -1:] + 1  # (B, 1)
+        logits, past = self.forward(next_ids, mask, pos, past)
+        return logits, mask, pos, past
 
     def logits(self, input_ids: np.ndarray) -> np.ndarray:
         """Logits of full sequences without a past: the ``LogitsFn`` that perplexity() takes."""
@@ -64,20 +68,18 @@ class OnnxCausalLM:
         ids = np.asarray(input_ids, dtype=np.int64)
         mask = np.ones_like(ids) if attention_mask is None else np.asarray(attention_mask, dtype=np.int64)
         # Left padding: positions count real tokens only, as transformers' generate() does.
-        pos = np.clip(mask.cumsum(-1) - 1, 0, None)
-        past, step_ids, done = self.empty_past(ids.shape[0]), ids, np.zeros(ids.shape[0], dtype=bool)
-        for _ in range(max_new_tokens):
-            logits, past = self.forward(step_ids, mask, pos, past)
+        pos = onnx_io.left_pad_positions(mask)
+        logits, past = self.forward(ids, mask, pos, self.empty_past(ids.shape[0]))
+        done = np.zeros(ids.shape[0], dtype=bool)
+        for step in range(max_new_tokens):
             nxt = self._pick(logits[:, -1].astype(np.float64), temperature, top_k, rng)
             if eos_token_id is not None:
                 nxt = np.where(done, eos_token_id, nxt)
                 done |= nxt == eos_token_id
             ids = np.concatenate([ids, nxt[:, None]], axis=1)
-            mask = np.concatenate([mask, np.ones((ids.shape[0], 1), dtype=np.int64)], axis=1)
-            pos = pos[:, -1:] + 1
-            step_ids = nxt[:, None]
-            if done.all():
+            if done.all() or step == max_new_tokens - 1:
                 break
+            logits, mask, pos, past = self.decode_step(nxt[:, None], mask, pos, past)
         return ids
 
     @staticmethod

@@ -15,8 +15,8 @@ from contextlib import contextmanager
 
 import torch
 
-from .modeling import CLIGPT2LMHeadModel, CollapsedMLP, Linearizing
-from .params import block_params
+from clidep.model.modeling import CLIGPT2LMHeadModel, CollapsedMLP, Linearizing
+from clidep.model.params import block_params
 
 
 def linearizing_blocks(model) -> list[int]:

@@ -1,6 +1,6 @@
 """``clidep bench``: latency, memory and perplexity of ONNX models on a device profile.
 
-Each model variant runs in its own process (``clidep.benchrun``: numpy + onnxruntime only).
+Each model variant runs in its own process (``clidep.runtime.benchrun``: numpy + onnxruntime only).
 On ``host`` every figure is measured. On any other profile the host measurement is
 **projected** with a stated model, and labelled so everywhere:
 
@@ -29,13 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .devices import Profile
-from . import bounds
-from .artifacts import read_json
-from .errors import ClidepError
-from .provenance import provenance as run_provenance
+from clidep.bench.devices import Profile
+from clidep import bounds
+from clidep.files import read_json
+from clidep.errors import ClidepError
+from clidep.bench.provenance import provenance as run_provenance
 
-PACKAGE = Path(__file__).resolve().parent
+PACKAGE = Path(__file__).resolve().parents[1]  # clidep/, copied whole to a remote device
 PROJECTION = ("decode ms/token = host ms/token x host GB/s / device GB/s (the host's fraction of the bandwidth "
               "roofline); prefill ms = host ms x host fp32 GFLOP/s / device fp32 GFLOP/s (the int8/int4 speed-ups "
               "measured on the host assumed to carry over); fits = peak RSS <= the device's usable RAM")
@@ -97,7 +97,7 @@ def weight_bytes(path: Path) -> int:
 
 def kv_bytes(folder: Path, context: int) -> int:
     """Bytes of KV cache read per decoded token at CONTEXT tokens of past (fp32)."""
-    from .onnx_io import kv_shapes_from_config
+    from clidep.runtime.onnx_io import kv_shapes_from_config
 
     config = json.loads((folder / "config.json").read_text())
     return sum(2 * h * d * context * 4 for h, d in kv_shapes_from_config(config))
@@ -111,7 +111,7 @@ def _positions(folder: Path) -> int | None:
 def _ppl_ids(folder: Path, data: str, tokens: int, tmp: Path) -> Path:
     from tokenizers import Tokenizer
 
-    from .data import read_text
+    from clidep.data import read_text
 
     ids = np.asarray(Tokenizer.from_file(str(folder / "tokenizer.json")).encode(read_text(data)[0]).ids, np.int64)
     path = tmp / f"{abs(hash(str(folder)))}.npy"
@@ -120,8 +120,8 @@ def _ppl_ids(folder: Path, data: str, tokens: int, tmp: Path) -> Path:
 
 
 def _run_local(args: list[str], timeout: int) -> dict:
-    env = {**os.environ, "CLIDEP_LAZY_IMPORT": "1", "PYTHONPATH": str(PACKAGE.parent)}
-    proc = subprocess.run([sys.executable, "-m", "clidep.benchrun", *args], capture_output=True, text=True,
+    env = {**os.environ, "PYTHONPATH": str(PACKAGE.parent)}
+    proc = subprocess.run([sys.executable, "-m", "clidep.runtime.benchrun", *args], capture_output=True, text=True,
                           timeout=timeout, env=env)
     if proc.returncode:
         lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
@@ -142,7 +142,7 @@ def _run_remote(host: str, args: list[str], files: list[Path], timeout: int) -> 
     work = subprocess.run(["ssh", host, "mktemp -d"], capture_output=True, text=True, check=True).stdout.strip()
     subprocess.run(["scp", "-q", "-r", str(PACKAGE), *map(str, files), f"{host}:{work}/"], check=True, timeout=timeout)
     remote_args = [f"{work}/{Path(a).name}" if Path(a).exists() else a for a in args]
-    cmd = f"cd {work} && CLIDEP_LAZY_IMPORT=1 PYTHONPATH={work} python3 -m clidep.benchrun {shlex.join(remote_args)}"
+    cmd = f"cd {work} && PYTHONPATH={work} python3 -m clidep.runtime.benchrun {shlex.join(remote_args)}"
     proc = subprocess.run(["ssh", host, cmd], capture_output=True, text=True, timeout=timeout)
     subprocess.run(["ssh", host, f"rm -rf {work}"], capture_output=True)
     if proc.returncode:
@@ -281,7 +281,7 @@ def write_report(report: dict, out: str | Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .artifacts import atomic_write, write_json
+    from clidep.files import atomic_write, write_json
 
     out = Path(out)
     paths = [write_json(out / "bench.json", report),

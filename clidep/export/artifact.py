@@ -12,8 +12,8 @@ import shutil
 import time
 from pathlib import Path
 
-from . import bounds
-from .errors import ClidepError
+from clidep import bounds
+from clidep.errors import ClidepError
 
 # Measured on the reference teacher (32,768 WikiText-test tokens, context 512 / stride 256, fp32
 # 46.9 MB): blocks int8 with embedding and head fp32 18.7 MB, +0.12% ppl; blocks, embedding and
@@ -46,16 +46,16 @@ def export_artifact(
     """
     from transformers import AutoConfig
 
-    from . import quantize
-    from .analyze import calibration_batch
-    from .artifacts import check_output, free_space_check, make_temp_dir, swap_into_place, write_json
-    from .convert import load_model
-    from .data import load_tokenizer, read_text
-    from .evaluate import tokenize_text
-    from .export import export_onnx
-    from .perplexity import perplexity
-    from .runner import OnnxCausalLM
-    from .validate import ValidationError, greedy_agreement, validate_export
+    from clidep.export import quantize
+    from clidep.compress.analyze import calibration_batch
+    from clidep.files import check_output, free_space_check, make_temp_dir, swap_into_place, write_json
+    from clidep.model.convert import load_model
+    from clidep.data import load_tokenizer, read_text
+    from clidep.data import tokenize_text
+    from clidep.export.graph import export_onnx
+    from clidep.quality.perplexity import perplexity
+    from clidep.runtime.runner import OnnxCausalLM
+    from clidep.export.validate import ValidationError, greedy_agreement, validate_export
 
     out = check_output(Path(out), [model_path, calib_data, ppl_data], overwrite=overwrite)
     if static and not calib_data:

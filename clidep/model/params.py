@@ -6,7 +6,7 @@ module count exactly; ``tests/test_model.py`` checks it against ``model.paramete
 
 from __future__ import annotations
 
-from .configuration import CLIGPT2Config
+from clidep.model.config import CLIGPT2Config
 
 
 def block_params(width: int, mlp_ratio: int = 4, mlp_kind: str = "standard") -> int:

@@ -14,10 +14,10 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ClidepError
+from clidep.errors import ClidepError
 
 ENV_VAR = "CLIDEP_DEVICES"
-_BUILTIN = Path(__file__).resolve().parents[1] / "devices"
+_BUILTIN = Path(__file__).resolve().parents[2] / "devices"
 
 _NUMBERS = ("clock_ghz", "ram_gb", "usable_ram_fraction", "mem_bandwidth_gbs", "fp32_gflops", "int8_gops")
 _INTEGERS = ("cores", "threads")

@@ -23,7 +23,7 @@ import math
 
 import torch
 
-from .modeling import CLIGPT2LMHeadModel
+from clidep.model.modeling import CLIGPT2LMHeadModel
 
 
 def runs(widths: list[int], d: int) -> list[tuple[int, int]]:

@@ -1,6 +1,6 @@
 """Measure one ONNX model in this process: numpy + onnxruntime only, no torch.
 
-    CLIDEP_LAZY_IMPORT=1 python -m clidep.benchrun MODEL.onnx [--prompt-lens 32,128] [--gen 64]
+    python -m clidep.runtime.benchrun MODEL.onnx [--prompt-lens 32,128] [--gen 64]
         [--threads N] [--ppl-ids ids.npy --context C --stride S]
 
 Prints one JSON record on stdout. ``clidep bench`` starts one such process per model so that
@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from .runner import OnnxCausalLM
+from clidep.runtime.runner import OnnxCausalLM
 
 WARMUP_TOKENS = 8
 DECODE_PROMPT = 32
@@ -69,10 +69,8 @@ def measure(path: str, prompt_lens: list[int], gen: int, threads: int | None, pp
     samples = []
     for i in range(WARMUP_TOKENS + gen):
         nxt = logits[:, -1].argmax(-1)[:, None]
-        mask = np.concatenate([mask, np.ones((1, 1), np.int64)], axis=1)
-        pos = pos[:, -1:] + 1
         t = time.perf_counter()
-        logits, past = runner.forward(nxt, mask, pos, past)
+        logits, mask, pos, past = runner.decode_step(nxt, mask, pos, past)
         if i >= WARMUP_TOKENS:
             samples.append((time.perf_counter() - t) * 1e3)
     record = {
@@ -89,7 +87,7 @@ def measure(path: str, prompt_lens: list[int], gen: int, threads: int | None, pp
         "peak_rss_mb": peak_rss_mb(),
     }
     if ppl_ids is not None:
-        from .perplexity import perplexity
+        from clidep.quality.perplexity import perplexity
 
         record["ppl"] = perplexity(runner.logits, ppl_ids, context, stride, 4).ppl
     return record

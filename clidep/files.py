@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from .errors import ClidepError
+from clidep.errors import ClidepError
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:

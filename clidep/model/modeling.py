@@ -23,7 +23,7 @@ from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from .configuration import CLIGPT2Config
+from clidep.model.config import CLIGPT2Config
 
 
 def causal_mask(attention_mask: torch.Tensor | None, T: int, P: int, dtype: torch.dtype) -> torch.Tensor:

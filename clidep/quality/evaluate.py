@@ -4,16 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .data import load_tokenizer, read_text
-from .perplexity import PerplexityResult, perplexity, torch_logits_fn
-from .progress import progress_bar
-
-
-def tokenize_text(tokenizer, text: str):
-    """Token ids of a whole text in one pass (no truncation, no special tokens added)."""
-    import numpy as np
-
-    return np.asarray(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"], dtype=np.int64)
+from clidep.data import load_tokenizer, read_text, tokenize_text
+from clidep.quality.perplexity import PerplexityResult, perplexity, torch_logits_fn
+from clidep.progress import progress_bar
 
 
 def evaluate(
@@ -27,10 +20,10 @@ def evaluate(
     """
     import torch
 
-    from .convert import load_model
-    from .errors import ClidepError
+    from clidep.model.convert import load_model
+    from clidep.errors import ClidepError
 
-    from . import bounds
+    from clidep import bounds
 
     bounds.at_least("--context", context, 2)
     bounds.at_least("--stride", stride, 1)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifacts import atomic_write
-from .data import read_corpus
+from clidep.files import atomic_write
+from clidep.data import read_corpus
 
 CACHE_ENV = "CLIDEP_CACHE"
 

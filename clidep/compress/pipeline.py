@@ -13,14 +13,15 @@ import shutil
 import time
 from pathlib import Path
 
-from . import bounds
-from .artifacts import check_output, make_temp_dir, read_json, swap_into_place, write_json
-from .errors import ClidepError
+from clidep import bounds
+from clidep.files import check_output, make_temp_dir, read_json, swap_into_place, write_json
+from clidep.compress.widths import nearest_size, protected_blocks
+from clidep.errors import ClidepError
 
 
 def ntk_report(teacher_path: str) -> dict:
     """A quick NTK analysis of the teacher (4 x 64 tokens, 8 probes) for the automatic choices."""
-    from .analyze import analyze
+    from clidep.compress.analyze import analyze
 
     return analyze(teacher_path, samples=4, seq_len=64, probes=8, method="ntk")
 
@@ -42,7 +43,7 @@ def resolve_protect(protect: str, teacher_path: str, n_layer: int, report=None) 
     last = n_layer - 1
     if protect == "auto":
         report = report or ntk_report(teacher_path)
-        chosen = sorted(set(report["critical_layers"]) | {last})
+        chosen = protected_blocks(report["critical_layers"], n_layer)
         return chosen, f"auto: NTK critical layers {report['critical_layers']} ({report['rule']}) plus the last block {last}, which restores the width"
     path = Path(protect)
     if path.is_dir():
@@ -51,7 +52,7 @@ def resolve_protect(protect: str, teacher_path: str, n_layer: int, report=None) 
         report = read_json(path, "importance report (--protect)")
         if not isinstance(report.get("critical_layers"), list):
             raise ClidepError(f"--protect: '{path}' holds no critical_layers; re-run clidep analyze")
-        return sorted(set(report["critical_layers"]) | {last}), f"from {path}: critical layers {report['critical_layers']} plus the last block {last}"
+        return protected_blocks(report["critical_layers"], n_layer), f"from {path}: critical layers {report['critical_layers']} plus the last block {last}"
     chosen = parse_blocks(protect, n_layer, "--protect")
     return chosen, f"given: {chosen}"
 
@@ -70,18 +71,19 @@ def resolve_collapse(layers: str, teacher_path: str, candidates: list[int], n_la
     if size is None:
         chosen = sorted(ranked[: max(1, len(ranked) // 2)])
         return chosen, f"auto: the {len(chosen)} least important of blocks {candidates} by NTK score"
-    from .params import param_count
-    from .widths import student_config
+    from clidep.model.params import param_count
+    from clidep.compress.widths import student_config
 
     tconf, target = size
     counts = [param_count(student_config(tconf, tconf.layer_widths, tconf.layer_head_dims,
                                          ["collapsed" if i in ranked[:k] else "standard" for i in range(n_layer)]))
               for k in range(len(ranked) + 1)]  # counts[k]: the k least important MLPs collapsed
-    if target < counts[-1] * 0.97:
+    best = nearest_size([(counts[k], k) for k in range(1, len(counts))], target)
+    if best is None:
         raise ClidepError(
             f"layercollapse alone cannot reach {target:,} parameters: collapsing every unprotected MLP {ranked} leaves "
             f"{counts[-1]:,} (largest reachable ratio {counts[0] / counts[-1]:.2f}); use --method cli+layercollapse")
-    k = min(range(1, len(counts)), key=lambda k: abs(counts[k] - target))
+    k = best[1]
     chosen = sorted(ranked[:k])
     return chosen, (f"auto: the {k} least important of blocks {candidates} by NTK score, the number whose collapse comes "
                     f"nearest {target:,} parameters ({counts[k]:,}, ratio {counts[0] / counts[k]:.3f})")
@@ -106,7 +108,7 @@ def compress(
     Every setting is checked before any work; an existing OUT is replaced (OVERWRITE) only once
     the new student is complete, and a run that fails before its first checkpoint leaves nothing.
     """
-    from .distill import latest_checkpoint
+    from clidep.compress.distill import latest_checkpoint
 
     options = {"teacher": str(teacher), "method": method, "ratio": ratio, "params": params, "width": width,
                "match": match, "protect": protect, "init": init, "data": data, "val_data": val_data,
@@ -163,7 +165,7 @@ def _start(out: Path, options: dict, resume: bool, overwrite: bool, log) -> tupl
 
 def _new_run(out: Path, partial: Path, options: dict, overwrite: bool) -> tuple[dict, Path]:
     """Check OUT and every setting, resolve the plan, and write run.json into the working directory."""
-    from .data import read_text
+    from clidep.data import read_text
 
     if (out / "run.json").is_file() and not overwrite:
         raise ClidepError(f"'{out}' holds a compress run; pass --resume to continue it or --overwrite to replace it "
@@ -218,17 +220,17 @@ def _distil(run: dict, out: Path, resume: bool, log) -> dict:
     """Build, initialise, distil (and collapse) the student that RUN describes, writing it into OUT."""
     import torch
 
-    from .collapse import collapse, regulariser
-    from .convert import load_model
-    from .corpus import batch as corpus_batch
-    from .corpus import token_file
-    from .data import load_tokenizer, read_text
-    from .distill import TrainConfig, train, validation_ppl
-    from .evaluate import tokenize_text
-    from .init import init_from_teacher
-    from .modeling import CLIGPT2LMHeadModel
-    from .params import param_count
-    from .widths import build
+    from clidep.compress.collapse import collapse, regulariser
+    from clidep.model.convert import load_model
+    from clidep.compress.corpus import batch as corpus_batch
+    from clidep.compress.corpus import token_file
+    from clidep.data import load_tokenizer, read_text
+    from clidep.compress.distill import TrainConfig, train, validation_ppl
+    from clidep.data import tokenize_text
+    from clidep.compress.student_init import init_from_teacher
+    from clidep.model.modeling import CLIGPT2LMHeadModel
+    from clidep.model.params import param_count
+    from clidep.compress.widths import build
 
     val_data = run.get("val_data", "wiki-en-valid")
     log(run["arithmetic"])
@@ -311,11 +313,11 @@ def _plan(teacher, method, ratio, params, width, match, protect, init, data, tok
     """Resolve every choice of a new run into plain data (run.json)."""
     from transformers import AutoConfig
 
-    from . import modeling  # noqa: F401 - registers cli_gpt2
-    from .convert import config_from_gpt2
-    from .data import HUB_TEXTS, read_corpus, shared_path
-    from .params import param_count
-    from .widths import build, solve
+    from clidep.model import modeling  # noqa: F401 - registers cli_gpt2
+    from clidep.model.convert import config_from_gpt2
+    from clidep.data import HUB_TEXTS, read_corpus, shared_path
+    from clidep.model.params import param_count
+    from clidep.compress.widths import build, solve
 
     if method not in METHODS:
         raise ClidepError(f"unknown --method '{method}': choose {', '.join(METHODS)}")

@@ -10,12 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import ClidepError
+from clidep.errors import ClidepError
 
 if TYPE_CHECKING:
     from transformers import GPT2LMHeadModel
 
-    from .modeling import CLIGPT2LMHeadModel
+    from clidep.model.modeling import CLIGPT2LMHeadModel
 
 # GPT-2 options whose behaviour CLIGPT2 does not reproduce; converting them would silently change outputs.
 _UNSUPPORTED = {"scale_attn_by_inverse_layer_idx": True, "scale_attn_weights": False, "add_cross_attention": True}
@@ -23,7 +23,7 @@ _UNSUPPORTED = {"scale_attn_by_inverse_layer_idx": True, "scale_attn_weights": F
 
 def config_from_gpt2(gpt2_config) -> "CLIGPT2Config":  # noqa: F821 - imported lazily
     """The identity-schedule CLIGPT2Config of a GPT2Config; ``ValueError`` for what cannot be mapped."""
-    from .configuration import CLIGPT2Config
+    from clidep.model.config import CLIGPT2Config
 
     for field, bad in _UNSUPPORTED.items():
         if getattr(gpt2_config, field, not bad) == bad:
@@ -56,7 +56,7 @@ def from_gpt2(gpt2: "GPT2LMHeadModel") -> "CLIGPT2LMHeadModel":
     """Convert a ``GPT2LMHeadModel`` into an identity-schedule ``CLIGPT2LMHeadModel`` with the same logits."""
     import torch
 
-    from .modeling import CLIGPT2LMHeadModel
+    from clidep.model.modeling import CLIGPT2LMHeadModel
 
     config = config_from_gpt2(gpt2.config)
     model = CLIGPT2LMHeadModel(config)
@@ -90,7 +90,7 @@ def load_model(name_or_path: str | Path) -> "CLIGPT2LMHeadModel":
     """
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from . import modeling  # noqa: F401 - registers cli_gpt2 with the Auto classes
+    from clidep.model import modeling  # noqa: F401 - registers cli_gpt2 with the Auto classes
 
     name = str(name_or_path)
     if not Path(name).exists() and (name.startswith((".", "/", "~")) or name.count("/") > 1):

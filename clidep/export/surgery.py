@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import ClidepError
+from clidep.errors import ClidepError
 
 
 def load_graph(src: str | Path):

@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import onnx_io
-from .onnx_graph import store_tied_head_once
+from clidep.runtime import onnx_io
+from clidep.export.surgery import store_tied_head_once
 
 
 class _FlatCache:

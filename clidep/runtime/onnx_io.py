@@ -16,7 +16,7 @@ KV_SHAPES_KEY = "clidep.kv_shapes"
 
 
 def input_names(n_layer: int) -> list[str]:
-    pasts = [f"past_key_values.{i}.{kv}" for i in range(n_layer) for kv in ("key", "value")]
+    pasts = [past_name(i, kv) for i in range(n_layer) for kv in ("key", "value")]
     return ["input_ids", "attention_mask", "position_ids", *pasts]
 
 
@@ -33,9 +33,39 @@ def dynamic_axes(n_layer: int) -> dict[str, dict[int, str]]:
     }
     for i in range(n_layer):
         for kv in ("key", "value"):
-            axes[f"past_key_values.{i}.{kv}"] = {0: "batch_size", 2: "past_sequence_length"}
+            axes[past_name(i, kv)] = {0: "batch_size", 2: "past_sequence_length"}
             axes[f"present.{i}.{kv}"] = {0: "batch_size", 2: "total_sequence_length"}
     return axes
+
+
+def past_name(layer: int, kv: str) -> str:
+    """The graph input holding block LAYER's past keys (KV = "key") or values ("value")."""
+    return f"past_key_values.{layer}.{kv}"
+
+
+def feeds(input_ids, attention_mask, position_ids, past: list) -> dict:
+    """The graph's inputs for one pass; PAST lists each block's key then value (B, heads_i, P, head_dim_i)."""
+    import numpy as np
+
+    out = {"input_ids": np.asarray(input_ids, np.int64), "attention_mask": np.asarray(attention_mask, np.int64),
+           "position_ids": np.asarray(position_ids, np.int64)}
+    for i in range(len(past) // 2):
+        out[past_name(i, "key")], out[past_name(i, "value")] = past[2 * i], past[2 * i + 1]
+    return out
+
+
+def empty_past(kv_shapes: list[tuple[int, int]], batch: int, dtype="float32") -> list:
+    """Zero-length past for every block, key then value: (B, heads_i, 0, head_dim_i) each."""
+    import numpy as np
+
+    return [np.zeros((batch, h, 0, d), dtype=dtype) for h, d in kv_shapes for _ in range(2)]
+
+
+def left_pad_positions(attention_mask):
+    """Position ids of a left-padded batch: real tokens count from 0, padding sits at 0 (as transformers' generate())."""
+    import numpy as np
+
+    return np.clip(np.asarray(attention_mask).cumsum(-1) - 1, 0, None)
 
 
 def encode_kv_shapes(kv_shapes: list[tuple[int, int]]) -> str:

@@ -6,8 +6,8 @@ import math
 import time
 from pathlib import Path
 
-from . import bounds
-from .errors import ClidepError
+from clidep import bounds
+from clidep.errors import ClidepError
 
 METHOD_CHOICES = ("ntk", "grad", "bi", "ablation", "all")
 
@@ -17,8 +17,8 @@ def calibration_batch(tokenizer, data: str, samples: int, seq_len: int, seed: in
     import numpy as np
     import torch
 
-    from .data import read_text
-    from .evaluate import tokenize_text
+    from clidep.data import read_text
+    from clidep.data import tokenize_text
 
     text, label = read_text(data)
     ids = tokenize_text(tokenizer, text)
@@ -45,9 +45,9 @@ def analyze(
     """
     import torch
 
-    from . import importance
-    from .convert import load_model
-    from .data import load_tokenizer
+    from clidep.compress import importance
+    from clidep.model.convert import load_model
+    from clidep.data import load_tokenizer
 
     if method not in METHOD_CHOICES:
         raise ClidepError(f"unknown --method '{method}': choose one of {', '.join(METHOD_CHOICES)}")
@@ -113,7 +113,7 @@ def write_report(report: dict, out: str | Path) -> tuple[Path, Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .artifacts import atomic_write, write_json
+    from clidep.files import atomic_write, write_json
 
     out = Path(out)
     json_path = write_json(out / "importance.json", report)

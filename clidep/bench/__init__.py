@@ -1,0 +1,1 @@
+"""Benchmarking: device profiles, measurement through the runtime's runner process, projection, reports."""

@@ -1,0 +1,1 @@
+"""Compression: block importance, width schedules, student initialisation, distillation, LayerCollapse."""
