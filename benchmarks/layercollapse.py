@@ -54,7 +54,7 @@ def main() -> None:
     rows = []
     for name, method, out, sizing in plans:
         started = time.perf_counter()
-        r = compress(a.teacher, out, method, **sizing, **common)
+        r = compress(a.teacher, out, method=method, **sizing, **common)
         s = distil_protocol.score(a, str(out))
         lc = r.get("layercollapse") or []
         rows.append({

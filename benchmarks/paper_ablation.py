@@ -40,11 +40,11 @@ def main() -> None:
     for init in a.inits.split(","):
         cli_dir = work / f"cli-{init}"
         started = time.perf_counter()
-        cli = compress(a.teacher, cli_dir, "cli", ratio=a.ratio, protect=protect, init=init, **common)
+        cli = compress(a.teacher, cli_dir, method="cli", ratio=a.ratio, protect=protect, init=init, **common)
         arms.append({"method": "cli", "init": init, "dir": str(cli_dir), "result": cli, "wall_s": time.perf_counter() - started})
         uni_dir = work / f"uniform-{init}"
         started = time.perf_counter()
-        uni = compress(a.teacher, uni_dir, "uniform", match=str(cli_dir), init=init, **common)
+        uni = compress(a.teacher, uni_dir, method="uniform", match=str(cli_dir), init=init, **common)
         arms.append({"method": "uniform", "init": init, "dir": str(uni_dir), "result": uni, "wall_s": time.perf_counter() - started})
     rows = []
     for arm in arms:

@@ -13,7 +13,9 @@ from typing import Annotated
 
 import typer
 
+from clidep.compress.config import CompressConfig
 from clidep.errors import ClidepError
+from clidep.options import command_parameters, typer_command
 
 app = typer.Typer(
     name="clidep",
@@ -75,34 +77,12 @@ def analyze(
     print(f"wrote {json_path} and {png_path}", file=sys.stderr)
 
 
-@app.command()
 def compress(
     teacher: Annotated[str, typer.Argument(help="Teacher: a GPT-2 directory or hub id (full width).")],
     out: Annotated[Path, typer.Option(help="Output: a from_pretrained directory plus compress.json.")],
-    method: Annotated[str, typer.Option(help="cli (protect critical blocks), uniform (every block narrow), layercollapse or cli+layercollapse.")] = "cli",
-    ratio: Annotated[float | None, typer.Option(help="Target teacher / student parameter ratio.")] = None,
-    params: Annotated[int | None, typer.Option(help="Target student parameters.")] = None,
-    width: Annotated[int | None, typer.Option(help="Explicit bottleneck width.")] = None,
-    match: Annotated[str | None, typer.Option(help="A clidep student whose size to match within 2%.")] = None,
-    protect: Annotated[str, typer.Option(help="auto (NTK analysis), an importance.json from clidep analyze, or blocks like 0,11.")] = "auto",
-    init: Annotated[str, typer.Option(help="teacher (PCA of the teacher's stream, kept heads/neurons) or random.")] = "teacher",
-    data: Annotated[str | None, typer.Option(help="Training text: a file, a directory of .txt, or wikitext-103 [default: offline wiki-en].")] = None,
-    val_data: Annotated[str, typer.Option(help="Validation text for the perplexity curve.")] = "wiki-en-valid",
-    tokens: Annotated[int | None, typer.Option(help="Distillation tokens.")] = None,
-    steps: Annotated[int | None, typer.Option(help="Distillation steps (instead of --tokens).")] = None,
-    batch_size: Annotated[int, typer.Option(help="Sequences per step (global, over all processes).")] = 16,
-    seq_len: Annotated[int, typer.Option(help="Tokens per sequence.")] = 256,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, warm-up then cosine to 10%).")] = 1e-3,
-    alpha: Annotated[float, typer.Option(help="Weight of the KL term; 1 - alpha weighs the cross-entropy.")] = 0.9,
-    temperature: Annotated[float, typer.Option(help="Distillation temperature.")] = 1.0,
-    seed: Annotated[int, typer.Option(help="Seed for data order, init and training.")] = 0,
-    eval_every: Annotated[int, typer.Option(help="Steps between validation perplexities.")] = 50,
-    save_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 50,
-    layers: Annotated[str, typer.Option(help="LayerCollapse: blocks whose MLPs train towards linear (auto: least important by NTK first; the less important half, or for --method layercollapse with a size, as many as reach it).")] = "auto",
-    lc: Annotated[float, typer.Option(help="LayerCollapse: weight of the regulariser lc * (1 - alpha)^2.")] = 1.0,
-    collapse_tol: Annotated[float, typer.Option(help="LayerCollapse: collapse an MLP when |1 - alpha| is at most this.")] = 0.05,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in OUT from its last checkpoint.")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT once the new student is complete.")] = False,
+    *, options,
 ) -> None:
     """Build a CLI or uniform-bottleneck student of TEACHER, initialise it, and distil it (Accelerate);
     with layercollapse, MLPs trained towards linear are collapsed into one matrix each.
@@ -111,17 +91,13 @@ def compress(
     """
     from clidep.compress.pipeline import compress as run
 
-    def log(msg: str) -> None:
-        print(msg, file=sys.stderr)
-
-    result = run(teacher, out, method, ratio=ratio, params=params, width=width, match=match, protect=protect,
-                 init=init, data=data, val_data=val_data, tokens=tokens, steps=steps, batch_size=batch_size,
-                 seq_len=seq_len, lr=lr, alpha=alpha, temperature=temperature, seed=seed, eval_every=eval_every,
-                 save_every=save_every, resume=resume, overwrite=overwrite, layers=layers, lc=lc,
-                 collapse_tol=collapse_tol, log=log)
+    result = run(teacher, out, options, resume=resume, overwrite=overwrite, log=lambda m: print(m, file=sys.stderr))
     summary = {k: result[k] for k in ("method", "student_params", "ratio", "layer_widths", "protected", "init",
                                        "tokens_trained", "val_ppl", "seconds")}
     print(json.dumps(summary))
+
+
+typer_command(app, "compress", CompressConfig, command_parameters(compress), compress)
 
 
 @app.command()

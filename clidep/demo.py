@@ -49,8 +49,8 @@ def demo(out: str | Path = "clidep-demo", model: str | None = None, data: str | 
     write_report(report, out / "analyze")
     common = dict(data=data, val_data=eval_data, steps=steps, batch_size=16, seq_len=128, eval_every=max(1, steps // 3),
                   save_every=steps, overwrite=True, log=log)
-    cli = step("compress cli", lambda: compress(model, out / "cli", "cli", ratio=ratio, protect=str(out / "analyze"), **common))
-    uni = step("compress uniform", lambda: compress(model, out / "uniform", "uniform", match=str(out / "cli"), **common))
+    cli = step("compress cli", lambda: compress(model, out / "cli", method="cli", ratio=ratio, protect=str(out / "analyze"), **common))
+    uni = step("compress uniform", lambda: compress(model, out / "uniform", method="uniform", match=str(out / "cli"), **common))
     exports = {}
     for name, src in (("teacher", model), ("cli", out / "cli"), ("uniform", out / "uniform")):
         exports[name] = out / f"{name}-onnx"

@@ -13,8 +13,8 @@ import shutil
 import time
 from pathlib import Path
 
-from clidep import bounds
 from clidep.files import check_output, make_temp_dir, read_json, swap_into_place, write_json
+from clidep.compress.config import CompressConfig
 from clidep.compress.widths import nearest_size, protected_blocks
 from clidep.errors import ClidepError
 
@@ -89,34 +89,27 @@ def resolve_collapse(layers: str, teacher_path: str, candidates: list[int], n_la
                     f"nearest {target:,} parameters ({counts[k]:,}, ratio {counts[0] / counts[k]:.3f})")
 
 
-def compress(
-    teacher: str, out: str | Path, method: str = "cli", *, ratio: float | None = None, params: int | None = None,
-    width: int | None = None, match: str | None = None, protect: str = "auto", init: str = "teacher",
-    data: str | None = None, val_data: str = "wiki-en-valid", tokens: int | None = None, steps: int | None = None,
-    batch_size: int = 16, seq_len: int = 256, lr: float = 1e-3, alpha: float = 0.9, temperature: float = 1.0,
-    seed: int = 0, eval_every: int = 50, save_every: int = 50, resume: bool = False, overwrite: bool = False,
-    layers: str = "auto", lc: float = 1.0, collapse_tol: float = 0.05, log=print,
-) -> dict:
-    """Compress TEACHER into a METHOD student and distil it; returns compress.json's content.
+def compress(teacher: str, out: str | Path, config: CompressConfig | None = None, *, resume: bool = False,
+             overwrite: bool = False, log=print, **options) -> dict:
+    """Compress TEACHER into a student and distil it into OUT; returns compress.json's content.
 
-    METHOD: cli, uniform, layercollapse (full width; the MLPs of LAYERS train towards linear under
-    lc * (1 - alpha)^2 and collapse when |1 - alpha| <= COLLAPSE_TOL) or cli+layercollapse.
-    Size cli/uniform by exactly one of RATIO (teacher / student parameters), PARAMS, WIDTH
-    (bottleneck width) or MATCH (a clidep student to match within 2%). Train for TOKENS
-    distillation tokens or STEPS steps of BATCH_SIZE x SEQ_LEN tokens.
+    CONFIG (a ``CompressConfig``), or its fields given as keywords (``method="cli", width=32,
+    steps=100, ...``), says what: METHOD cli, uniform, layercollapse (full width; the MLPs of
+    LAYERS train towards linear under lc * (1 - alpha)^2 and collapse when |1 - alpha| <=
+    COLLAPSE_TOL) or cli+layercollapse; sized by exactly one of RATIO, PARAMS, WIDTH or MATCH;
+    trained for TOKENS or STEPS steps of BATCH_SIZE x SEQ_LEN tokens.
 
     Every setting is checked before any work; an existing OUT is replaced (OVERWRITE) only once
     the new student is complete, and a run that fails before its first checkpoint leaves nothing.
+    RESUME continues the run in OUT and refuses settings that differ from the stored ones.
     """
     from clidep.compress.distill import latest_checkpoint
 
-    options = {"teacher": str(teacher), "method": method, "ratio": ratio, "params": params, "width": width,
-               "match": match, "protect": protect, "init": init, "data": data, "val_data": val_data,
-               "tokens": tokens, "steps": steps, "batch_size": batch_size, "seq_len": seq_len, "lr": lr,
-               "alpha": alpha, "temperature": temperature, "seed": seed, "eval_every": eval_every,
-               "save_every": save_every, "layers": layers, "lc": lc, "collapse_tol": collapse_tol}
+    if config is not None and (options or not isinstance(config, CompressConfig)):
+        raise TypeError("compress() takes a CompressConfig, or its fields as keywords (method=..., ...), not both")
+    config = config if config is not None else CompressConfig(**options)
     out = Path(out)
-    run, work, main = _start(out, options, resume, overwrite, log)
+    run, work, main = _start(str(teacher), out, config, resume, overwrite, log)
     try:
         result = _distil(run, work, resume, log)
     except BaseException:
@@ -128,7 +121,8 @@ def compress(
     return result
 
 
-def _start(out: Path, options: dict, resume: bool, overwrite: bool, log) -> tuple[dict, Path, bool]:
+def _start(teacher: str, out: Path, config: CompressConfig, resume: bool, overwrite: bool,
+           log) -> tuple[dict, Path, bool]:
     """(run settings, working directory, is-main-process) of a new or resumed run.
 
     The main process checks everything and writes run.json; the others (``accelerate launch``)
@@ -143,13 +137,13 @@ def _start(out: Path, options: dict, resume: bool, overwrite: bool, log) -> tupl
         if not (out / "run.json").is_file():
             raise ClidepError(f"--resume: {out} holds no run to resume (no run.json)")
         run = read_json(out / "run.json", "compress run (run.json)")
-        _same_settings(run, options)
+        _same_settings(run, teacher, config)
         log(f"resuming the run in {out} (settings from run.json)")
         return run, out, state.is_main_process
     failure = None
     if state.is_main_process:
         try:
-            run, work = _new_run(out, partial, options, overwrite)
+            run, work = _new_run(teacher, out, partial, config, overwrite)
         except Exception as exc:  # release the other processes before raising
             failure = exc
     state.wait_for_everyone()
@@ -163,18 +157,17 @@ def _start(out: Path, options: dict, resume: bool, overwrite: bool, log) -> tupl
     return run, work, state.is_main_process
 
 
-def _new_run(out: Path, partial: Path, options: dict, overwrite: bool) -> tuple[dict, Path]:
-    """Check OUT and every setting, resolve the plan, and write run.json into the working directory."""
+def _new_run(teacher: str, out: Path, partial: Path, config: CompressConfig, overwrite: bool) -> tuple[dict, Path]:
+    """Check OUT and the inputs, resolve the plan, and write run.json into the working directory."""
     from clidep.data import read_text
 
     if (out / "run.json").is_file() and not overwrite:
         raise ClidepError(f"'{out}' holds a compress run; pass --resume to continue it or --overwrite to replace it "
                           "once the new student is complete")
-    check_output(out, [options["teacher"], options["match"], options["data"]], overwrite=overwrite)
-    _check_numbers(options)
-    plan = {k: v for k, v in options.items() if k != "val_data"}
-    run = {**_plan(**plan), "val_data": options["val_data"], "options": options}
-    read_text(options["val_data"])  # fails now, not after training, when the validation text is unusable
+    config.check_new_run()
+    check_output(out, [teacher, config.match, config.data], overwrite=overwrite)
+    run = {**_plan(teacher, config), "val_data": config.val_data, "options": {"teacher": teacher, **config.to_dict()}}
+    read_text(config.val_data)  # fails now, not after training, when the validation text is unusable
     shutil.rmtree(partial, ignore_errors=True)  # left by an interrupted --overwrite: ours to remove
     work = partial if out.is_dir() and any(out.iterdir()) else out
     work.mkdir(parents=True, exist_ok=True)
@@ -182,36 +175,19 @@ def _new_run(out: Path, partial: Path, options: dict, overwrite: bool) -> tuple[
     return run, work
 
 
-def _check_numbers(o: dict) -> None:
-    """Every number of a compress call in its range (one line naming the option when not)."""
-    if o["ratio"] is not None and not (math.isfinite(o["ratio"]) and o["ratio"] > 1):
-        raise ClidepError(f"--ratio must be above 1 (teacher / student parameters), got {o['ratio']}")
-    for option, key, low in (("--params", "params", 1), ("--width", "width", 1), ("--tokens", "tokens", 1),
-                             ("--steps", "steps", 1), ("--batch-size", "batch_size", 1), ("--seq-len", "seq_len", 2),
-                             ("--seed", "seed", 0), ("--eval-every", "eval_every", 0), ("--save-every", "save_every", 0)):
-        bounds.at_least(option, o[key], low)
-    for option, key in (("--lr", "lr"), ("--temperature", "temperature"), ("--lc", "lc")):
-        bounds.positive(option, o[key])
-    bounds.between("--alpha", o["alpha"], 0.0, 1.0)
-    bounds.between("--collapse-tol", o["collapse_tol"], 0.0, 1.0, open_low=True)
-
-
-def _same_settings(run: dict, options: dict) -> None:
+def _same_settings(run: dict, teacher: str, config: CompressConfig) -> None:
     """``--resume`` continues the stored run: an option given with another value than it had is refused.
 
     Options left at their defaults are not compared (the stored run's values apply).
     """
-    import inspect
-
     stored = run.get("options")
     if stored is None:
         return  # a run.json written before options were recorded: nothing to compare
-    defaults = {k: p.default for k, p in inspect.signature(compress).parameters.items()}
-    changed = [k for k, v in options.items()
-               if k in stored and v != stored[k] and (k == "teacher" or v != defaults.get(k))]
+    changed = config.changed(stored)
+    if teacher != stored.get("teacher", teacher):
+        changed.insert(0, ("TEACHER", teacher, stored["teacher"]))
     if changed:
-        said = ", ".join(f"{'TEACHER' if k == 'teacher' else '--' + k.replace('_', '-')} {options[k]} (the run has {stored[k]})"
-                         for k in changed)
+        said = ", ".join(f"{name} {value} (the run has {was})" for name, value, was in changed)
         raise ClidepError(f"--resume continues the stored run, but this call changes {said}; "
                           "drop those options, or start a new run with --overwrite")
 
@@ -305,34 +281,52 @@ def _distil(run: dict, out: Path, resume: bool, log) -> dict:
     return result
 
 
-METHODS = ("cli", "uniform", "layercollapse", "cli+layercollapse")
-
-
-def _plan(teacher, method, ratio, params, width, match, protect, init, data, tokens, steps, batch_size, seq_len,
-          lr, alpha, temperature, seed, eval_every, save_every, layers, lc, collapse_tol) -> dict:
+def _plan(teacher: str, c: CompressConfig) -> dict:
     """Resolve every choice of a new run into plain data (run.json)."""
+    from dataclasses import fields
+
+    from clidep.compress.distill import TrainConfig
+    from clidep.data import HUB_TEXTS, read_corpus, shared_path
+
+    tconf = _teacher_config(teacher, c.seq_len)
+    n = tconf.n_layer
+    schedule = "uniform" if c.method == "uniform" else "cli"
+    auto = (c.protect if schedule == "cli" else "", c.layers if "layercollapse" in c.method else "")
+    report = ntk_report(teacher) if "auto" in auto else None
+    if c.method == "uniform":
+        protected, rule = [], "uniform: no block is protected"
+    else:
+        protected, rule = resolve_protect(c.protect, teacher, n, report)
+    target = _target(tconf, c)
+    collapse_plan = None
+    if "layercollapse" in c.method:
+        candidates = [i for i in range(n) if i not in protected]
+        fit = (tconf, target) if c.method == "layercollapse" and target is not None else None
+        chosen, why = resolve_collapse(c.layers, teacher, candidates, n, report, fit)
+        collapse_plan = {"layers": chosen, "rule": why, "lc": c.lc, "tol": c.collapse_tol}
+    r, arithmetic = _width(tconf, c, schedule, protected, target, collapse_plan)
+    data = c.data
+    if data is None:
+        data = str(shared_path("wiki-en"))
+    elif data not in HUB_TEXTS:
+        read_corpus(data)  # an empty, binary or missing --data fails now, before run.json exists
+    steps = c.steps if c.steps is not None else max(1, math.ceil(c.tokens / (c.batch_size * c.seq_len)))
+    train = {f.name: getattr(c, f.name) for f in fields(TrainConfig) if f.name != "steps"}
+    return {
+        "teacher": str(teacher), "method": c.method, "schedule": schedule, "collapse": collapse_plan,
+        "width": r, "protect": protected, "protect_rule": rule,
+        "init": c.init, "data": data, "arithmetic": f"protected blocks: {rule}\n{arithmetic}",
+        "train": {"steps": steps, **train},
+    }
+
+
+def _teacher_config(teacher: str, seq_len: int):
+    """The teacher's config as a full-width clidep config; refuses anything else."""
     from transformers import AutoConfig
 
     from clidep.model import modeling  # noqa: F401 - registers cli_gpt2
     from clidep.model.convert import config_from_gpt2
-    from clidep.data import HUB_TEXTS, read_corpus, shared_path
-    from clidep.model.params import param_count
-    from clidep.compress.widths import build, solve
 
-    if method not in METHODS:
-        raise ClidepError(f"unknown --method '{method}': choose {', '.join(METHODS)}")
-    if init not in ("teacher", "random"):
-        raise ClidepError(f"unknown --init '{init}': choose teacher or random")
-    sizes = [x is not None for x in (ratio, params, width, match)]
-    if method == "layercollapse":
-        if width is not None or sum(sizes) > 1:
-            raise ClidepError("--method layercollapse keeps every width: size it with one of --ratio, --params or --match, or with --layers")
-        if any(sizes) and layers != "auto":
-            raise ClidepError("--layers LIST fixes the size of a layercollapse student: leave --layers auto to size it by --ratio/--params/--match")
-    elif sum(sizes) != 1:
-        raise ClidepError("give exactly one of --ratio, --params, --width or --match")
-    if (tokens is None) == (steps is None):
-        raise ClidepError("give exactly one of --tokens or --steps")
     try:
         tconf = AutoConfig.from_pretrained(teacher)
     except (OSError, ValueError) as exc:
@@ -343,55 +337,49 @@ def _plan(teacher, method, ratio, params, width, match, protect, init, data, tok
         raise ClidepError(f"teacher '{teacher}' must be a full-width GPT-2 (or an identity-schedule clidep model)")
     if seq_len > tconf.n_positions:
         raise ClidepError(f"--seq-len {seq_len} exceeds the teacher's {tconf.n_positions} positions")
-    n = tconf.n_layer
-    schedule = "uniform" if method == "uniform" else "cli"
-    report = ntk_report(teacher) if "auto" in (protect if schedule == "cli" else "", layers if "layercollapse" in method else "") else None
-    if method == "uniform":
-        protected, rule = [], "uniform: no block is protected"
-    else:
-        protected, rule = resolve_protect(protect, teacher, n, report)
-    teacher_params = param_count(tconf)
-    target = None
-    if match is not None:
-        mfile = Path(match) / "config.json"
+    return tconf
+
+
+def _target(tconf, c: CompressConfig) -> int | None:
+    """The student's parameter target from --match, --ratio or --params (None for --width or none)."""
+    from transformers import AutoConfig
+
+    from clidep.model.params import param_count
+
+    teacher_params, target = param_count(tconf), None
+    if c.match is not None:
+        mfile = Path(c.match) / "config.json"
         if not mfile.is_file() or json.loads(mfile.read_text()).get("model_type") != "cli_gpt2":
-            raise ClidepError(f"--match {match} is not a clidep model directory (no cli_gpt2 config.json)")
-        target = param_count(AutoConfig.from_pretrained(match))
-    elif ratio is not None or params is not None:
-        target = int(params) if params is not None else round(teacher_params / ratio)
+            raise ClidepError(f"--match {c.match} is not a clidep model directory (no cli_gpt2 config.json)")
+        target = param_count(AutoConfig.from_pretrained(c.match))
+    elif c.ratio is not None or c.params is not None:
+        target = int(c.params) if c.params is not None else round(teacher_params / c.ratio)
     if target is not None and target >= teacher_params:
         raise ClidepError(f"the target of {target:,} parameters is not below the teacher's {teacher_params:,}: nothing to compress")
-    if width is not None and width >= tconf.n_embd:
-        raise ClidepError(f"--width {width} must be below the teacher's width {tconf.n_embd}")
-    collapse_plan = None
-    if "layercollapse" in method:
-        candidates = [i for i in range(n) if i not in protected]
-        fit = (tconf, target) if method == "layercollapse" and target is not None else None
-        chosen, why = resolve_collapse(layers, teacher, candidates, n, report, fit)
-        collapse_plan = {"layers": chosen, "rule": why, "lc": lc, "tol": collapse_tol}
-    if method == "layercollapse":
-        r, arithmetic = tconf.n_embd, f"layercollapse: full width; MLPs of blocks {collapse_plan['layers']} train towards linear ({collapse_plan['rule']})"
-    elif width is not None:
-        config = build(tconf, schedule, width, protected)
-        r = width
-        arithmetic = f"{method}: explicit width {width}: {param_count(config):,} parameters, ratio {teacher_params / param_count(config):.3f}"
+    if c.width is not None and c.width >= tconf.n_embd:
+        raise ClidepError(f"--width {c.width} must be below the teacher's width {tconf.n_embd}")
+    return target
+
+
+def _width(tconf, c: CompressConfig, schedule: str, protected: list[int], target: int | None,
+           collapse_plan: dict | None) -> tuple[int, str]:
+    """The bottleneck width and the arithmetic line that explains it."""
+    from clidep.compress.widths import build, solve
+    from clidep.model.params import param_count
+
+    teacher_params = param_count(tconf)
+    if c.method == "layercollapse":
+        return tconf.n_embd, (f"layercollapse: full width; MLPs of blocks {collapse_plan['layers']} train towards linear "
+                              f"({collapse_plan['rule']})")
+    if c.width is not None:
+        size = param_count(build(tconf, schedule, c.width, protected))
+        arithmetic = f"{c.method}: explicit width {c.width}: {size:,} parameters, ratio {teacher_params / size:.3f}"
+        r = c.width
     else:
         sol = solve(tconf, schedule, target, protected, collapse_plan["layers"] if collapse_plan else ())
-        if match is not None and abs(sol.error) > 0.02:
-            raise ClidepError(f"no {method} width matches {match} within 2% ({sol.error:+.2%}); {sol.arithmetic}")
+        if c.match is not None and abs(sol.error) > 0.02:
+            raise ClidepError(f"no {c.method} width matches {c.match} within 2% ({sol.error:+.2%}); {sol.arithmetic}")
         r, arithmetic = sol.width, sol.arithmetic
-    if data is None:
-        data = str(shared_path("wiki-en"))
-    elif data not in HUB_TEXTS:
-        read_corpus(data)  # an empty, binary or missing --data fails now, before run.json exists
-    if steps is None:
-        steps = max(1, math.ceil(tokens / (batch_size * seq_len)))
-    if collapse_plan and method != "layercollapse":
+    if collapse_plan:
         arithmetic += f"\nlayercollapse: MLPs of blocks {collapse_plan['layers']} train towards linear ({collapse_plan['rule']})"
-    return {
-        "teacher": str(teacher), "method": method, "schedule": schedule, "collapse": collapse_plan,
-        "width": r, "protect": protected, "protect_rule": rule,
-        "init": init, "data": data, "arithmetic": f"protected blocks: {rule}\n{arithmetic}",
-        "train": {"steps": steps, "batch_size": batch_size, "seq_len": seq_len, "lr": lr, "alpha": alpha,
-                  "temperature": temperature, "seed": seed, "eval_every": eval_every, "save_every": save_every},
-    }
+    return r, arithmetic

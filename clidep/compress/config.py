@@ -1,0 +1,58 @@
+"""CompressConfig: every setting of ``clidep compress``, declared once (flag, default, range, help)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from clidep.errors import ClidepError
+from clidep.options import Options, option
+
+METHODS = ("cli", "uniform", "layercollapse", "cli+layercollapse")
+
+
+@dataclass(frozen=True)
+class CompressConfig(Options):
+    """How to build and distil a student. run.json records it; ``--resume`` compares a new call with it."""
+
+    # -- what student
+    method: str = option("cli", "cli (protect critical blocks), uniform (every block narrow), layercollapse or cli+layercollapse.", choices=METHODS)
+    ratio: float | None = option(None, "Target teacher / student parameter ratio.", above=1)
+    params: int | None = option(None, "Target student parameters.", low=1)
+    width: int | None = option(None, "Explicit bottleneck width.", low=1)
+    match: str | None = option(None, "A clidep student whose size to match within 2%.")
+    protect: str = option("auto", "auto (NTK analysis), an importance.json from clidep analyze, or blocks like 0,11.")
+    init: str = option("teacher", "teacher (PCA of the teacher's stream, kept heads/neurons) or random.", choices=("teacher", "random"))
+    # -- data
+    data: str | None = option(None, "Training text: a file, a directory of .txt, or wikitext-103 [default: offline wiki-en].")
+    val_data: str = option("wiki-en-valid", "Validation text for the perplexity curve.")
+    # -- distillation budget and optimiser
+    tokens: int | None = option(None, "Distillation tokens.", low=1)
+    steps: int | None = option(None, "Distillation steps (instead of --tokens).", low=1)
+    batch_size: int = option(16, "Sequences per step (global, over all processes).", low=1)
+    seq_len: int = option(256, "Tokens per sequence.", low=2)
+    lr: float = option(1e-3, "Peak learning rate (AdamW, warm-up then cosine to 10%).", above=0)
+    warmup: int = option(20, "Linear warm-up steps of the learning rate.", low=0)
+    weight_decay: float = option(0.01, "AdamW weight decay of the matrices (biases, norms and slopes get none).", low=0)
+    grad_clip: float = option(1.0, "Gradient norm clip.", above=0)
+    alpha: float = option(0.9, "Weight of the KL term; 1 - alpha weighs the cross-entropy.", low=0, high=1)
+    temperature: float = option(1.0, "Distillation temperature.", above=0)
+    seed: int = option(0, "Seed for data order, init and training.", low=0)
+    eval_every: int = option(50, "Steps between validation perplexities (0: none).", low=0)
+    save_every: int = option(50, "Steps between checkpoints (0: none).", low=0)
+    # -- LayerCollapse
+    layers: str = option("auto", "LayerCollapse: blocks whose MLPs train towards linear (auto: least important by NTK first; the less important half, or for --method layercollapse with a size, as many as reach it).")
+    lc: float = option(1.0, "LayerCollapse: weight of the regulariser lc * (1 - alpha)^2.", above=0)
+    collapse_tol: float = option(0.05, "LayerCollapse: collapse an MLP when |1 - alpha| is at most this.", above=0, high=1)
+
+    def check_new_run(self) -> None:
+        """What a new run needs beyond each field's range (a resumed run takes these from run.json)."""
+        sizes = sum(x is not None for x in (self.ratio, self.params, self.width, self.match))
+        if self.method == "layercollapse":
+            if self.width is not None or sizes > 1:
+                raise ClidepError("--method layercollapse keeps every width: size it with one of --ratio, --params or --match, or with --layers")
+            if sizes and self.layers != "auto":
+                raise ClidepError("--layers LIST fixes the size of a layercollapse student: leave --layers auto to size it by --ratio/--params/--match")
+        elif sizes != 1:
+            raise ClidepError("give exactly one of --ratio, --params, --width or --match")
+        if (self.tokens is None) == (self.steps is None):
+            raise ClidepError("give exactly one of --tokens or --steps")

@@ -1,0 +1,113 @@
+"""Options declared once: a typed dataclass field is the flag, its default, its range and its help.
+
+A command's settings are a dataclass deriving from ``Options``; each field is made with
+``option(default, help, ...)``. Building the dataclass checks every field (``ClidepError`` with
+one line naming the flag), so the library and the command line refuse the same things in the
+same words; ``typer_command`` turns the same fields into the Typer command's flags, so nothing
+is restated there; ``to_dict`` is what a run records (compress's run.json) and ``changed`` what
+``--resume`` compares.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+from collections.abc import Callable
+from typing import Annotated, Any, get_type_hints
+
+from clidep import bounds
+from clidep.errors import ClidepError
+
+
+def option(default: Any, help: str, *, low: float | None = None, above: float | None = None,
+           high: float | None = None, choices: tuple[str, ...] | None = None) -> Any:
+    """A dataclass field that is also a command-line flag: ``--name-with-hyphens``.
+
+    LOW: smallest allowed value; ABOVE: the value must be greater; HIGH: largest allowed;
+    CHOICES: the allowed strings. ``None`` (an optional flag not given) is always allowed.
+    """
+    return dataclasses.field(default=default, metadata={
+        "help": help, "low": low, "above": above, "high": high, "choices": choices})
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """Base of every command's settings: each field is checked against its ``option`` metadata."""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            _check(flag(f.name), getattr(self, f.name), f.metadata)
+        self.check()
+
+    def check(self) -> None:
+        """Checks across fields (exactly one of two flags, ...); subclasses override."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def changed(self, stored: dict) -> list[tuple[str, Any, Any]]:
+        """(flag, this value, stored value) for each field set away from its default that differs from STORED."""
+        out = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in stored and value != f.default and value != stored[f.name]:
+                out.append((flag(f.name), value, stored[f.name]))
+        return out
+
+
+def _check(name: str, value: Any, meta: dict) -> None:
+    if value is None or not meta:
+        return
+    if meta["choices"] is not None and value not in meta["choices"]:
+        raise ClidepError(f"unknown {name} '{value}': choose {', '.join(meta['choices'])}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ClidepError(f"{name} must be a finite number, got {value}")
+    if meta["above"] is not None and not value > meta["above"]:
+        raise ClidepError(f"{name} must be above {meta['above']:g}, got {value}")
+    low, high = meta["low"], meta["high"]
+    if high is not None:
+        floor = low if low is not None else meta["above"]
+        bounds.between(name, value, -math.inf if floor is None else floor, high, open_low=low is None and floor is not None)
+    elif low is not None:
+        if isinstance(value, int):
+            bounds.at_least(name, value, int(low))
+        elif value < low:
+            raise ClidepError(f"{name} must be at least {low:g}, got {value}")
+
+
+def command_parameters(body: Callable[..., None]) -> list[inspect.Parameter]:
+    """BODY's own parameters (its arguments and call-level flags), without the ``options`` it receives."""
+    return [p for p in inspect.signature(body, eval_str=True).parameters.values() if p.name != "options"]
+
+
+def typer_command(app, name: str, options_cls: type[Options], leading: list[inspect.Parameter],
+                  body: Callable[..., None]) -> None:
+    """Register ``clidep NAME``: LEADING parameters (arguments and call-level flags, declared with
+    their Typer annotations), then one flag per field of OPTIONS_CLS. BODY receives the leading
+    values by name and ``options=OPTIONS_CLS(...)``; its docstring is the command's help."""
+    import typer
+
+    hints = get_type_hints(options_cls)
+    fields = dataclasses.fields(options_cls)
+    params = list(leading) + [
+        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
+                          annotation=Annotated[hints[f.name], typer.Option(help=f.metadata["help"])])
+        for f in fields]
+    names = {f.name for f in fields}
+
+    def command(**values):
+        options = options_cls(**{k: v for k, v in values.items() if k in names})
+        body(**{k: v for k, v in values.items() if k not in names}, options=options)
+
+    command.__signature__ = inspect.Signature(params)
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    command.__doc__ = body.__doc__
+    command.__name__ = name
+    app.command(name)(command)

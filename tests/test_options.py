@@ -1,0 +1,80 @@
+"""Options declared once: the typed config is the flag, the default, the range and the record."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+
+import pytest
+
+from clidep.compress.config import CompressConfig
+from clidep.errors import ClidepError
+from clidep.options import flag
+
+
+def _flags_of(command: str) -> dict[str, object]:
+    """The --flags of a clidep command and their defaults, as Typer sees them."""
+    import typer
+
+    from clidep.cli import app
+
+    group = typer.main.get_command(app)
+    cmd = group.commands[command]
+    return {opt: p.default for p in cmd.params for opt in p.opts if opt.startswith("--")}
+
+
+def test_every_compress_field_is_a_flag_with_its_default():
+    flags = _flags_of("compress")
+    for f in dataclasses.fields(CompressConfig):
+        assert flag(f.name) in flags, f"{f.name} has no flag"
+        assert flags[flag(f.name)] == f.default, f"{flag(f.name)}: the flag's default differs from the config's"
+    call_level = {"--out", "--resume", "--overwrite"}
+    assert set(flags) - {flag(f.name) for f in dataclasses.fields(CompressConfig)} == call_level
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        (dict(steps=0), "--steps must be at least 1, got 0"),
+        (dict(lr=-1.0), "--lr must be above 0, got -1.0"),
+        (dict(alpha=2.0), "--alpha must be in [0, 1], got 2"),
+        (dict(collapse_tol=1.5), "--collapse-tol must be in (0, 1], got 1.5"),
+        (dict(ratio=float("nan")), "--ratio must be a finite number, got nan"),
+        (dict(method="pruning"), "unknown --method 'pruning': choose cli, uniform, layercollapse, cli+layercollapse"),
+        (dict(init="zeros"), "unknown --init 'zeros'"),
+    ],
+)
+def test_each_field_is_checked_when_the_config_is_built(fields, message):
+    with pytest.raises(ClidepError, match=re.escape(message)):
+        CompressConfig(**fields)
+
+
+def test_a_new_run_needs_one_size_and_one_budget():
+    CompressConfig(width=32).check()  # field ranges alone hold
+    with pytest.raises(ClidepError, match="exactly one of --ratio, --params, --width or --match"):
+        CompressConfig(steps=10).check_new_run()
+    with pytest.raises(ClidepError, match="exactly one of --tokens or --steps"):
+        CompressConfig(width=32).check_new_run()
+    CompressConfig(width=32, steps=10).check_new_run()
+
+
+def test_changed_names_only_options_given_away_from_their_defaults():
+    stored = CompressConfig(width=32, steps=10, lr=0.01).to_dict()
+    assert CompressConfig().changed(stored) == []  # nothing given: the stored run's values apply
+    assert CompressConfig(lr=0.02, seed=3).changed(stored) == [("--lr", 0.02, 0.01), ("--seed", 3, 0)]
+
+
+def test_the_config_is_a_keyword_only_library_call(tiny_setup, tmp_path):
+    from clidep.compress.pipeline import compress
+
+    with pytest.raises(TypeError, match="not both"):
+        compress(str(tiny_setup / "teacher"), tmp_path / "o", "cli")
+    with pytest.raises(TypeError, match="unexpected keyword argument 'learning_rate'"):
+        compress(str(tiny_setup / "teacher"), tmp_path / "o", learning_rate=0.1)
+    config = CompressConfig(width=32, protect="0,3", steps=2, batch_size=8, seq_len=64, eval_every=0, warmup=1,
+                            data=str(tiny_setup / "train.txt"))
+    compress(str(tiny_setup / "teacher"), tmp_path / "s", config, log=lambda m: None)
+    run = json.loads((tmp_path / "s" / "run.json").read_text())
+    assert run["options"] == {"teacher": str(tiny_setup / "teacher"), **config.to_dict()}
+    assert run["train"]["warmup"] == 1 and run["train"]["steps"] == 2  # every training setting is recorded
