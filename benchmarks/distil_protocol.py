@@ -68,7 +68,7 @@ def write(a, name: str, setup: dict, result: dict, lines: list[str]) -> None:
 def score(a, path: str) -> dict:
     from clidep.quality.evaluate import evaluate
 
-    res = evaluate(path, a.eval_data, a.context, a.stride, 8, a.eval_tokens or None)
+    res = evaluate(path, data=a.eval_data, context=a.context, stride=a.stride, batch_size=8, max_tokens=a.eval_tokens or None)
     return {"ppl": res.ppl, "tokens": res.tokens, "data": res.data}
 
 

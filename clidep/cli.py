@@ -13,7 +13,10 @@ from typing import Annotated
 
 import typer
 
-from clidep.compress.config import CompressConfig
+from clidep.compress.config import AnalyzeConfig, CompressConfig
+from clidep.export.config import ExportConfig
+from clidep.quality.config import EvalConfig
+from clidep.runtime.config import GenerateConfig
 from clidep.errors import ClidepError
 from clidep.options import command_parameters, typer_command
 
@@ -28,38 +31,29 @@ app = typer.Typer(
 ModelArg = Annotated[str, typer.Argument(help="Model directory or hub id (GPT-2 or clidep).")]
 
 
-@app.command("eval")
 def eval_(
     model: ModelArg,
-    data: Annotated[str, typer.Option(help="wikitext-test (offline), wikitext-test-raw, wikitext-103 (hub) or a text file.")] = "wikitext-test",
-    context: Annotated[int | None, typer.Option(help="Window length in tokens [default: the model's positions].")] = None,
-    stride: Annotated[int | None, typer.Option(help="Tokens between window starts [default: context / 2].")] = None,
-    batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 4,
-    max_tokens: Annotated[int | None, typer.Option(help="Score only the first N tokens of the text (quick checks).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+    *, options,
 ) -> None:
     """Perplexity of MODEL on a text with a sliding window: exp(mean NLL), every token after the first scored once."""
     from clidep.quality.evaluate import evaluate
 
-    result = evaluate(model, data, context, stride, batch_size, max_tokens)
+    result = evaluate(model, options)
     if as_json:
         print(json.dumps(result.to_dict()))
     else:
         print(f"ppl {result.ppl:.2f} over {result.tokens:,} tokens (context {result.context}, stride {result.stride}) on {result.data}")
 
 
-@app.command()
+typer_command(app, "eval", EvalConfig, command_parameters(eval_), eval_)
+
+
 def analyze(
     model: ModelArg,
     out: Annotated[Path, typer.Option(help="Directory for importance.json and importance.png.")],
-    data: Annotated[str, typer.Option(help="Calibration text: wiki-en-valid (offline), wikitext-test, a hub name or a file.")] = "wiki-en-valid",
-    samples: Annotated[int, typer.Option(help="Calibration sequences.")] = 8,
-    seq_len: Annotated[int, typer.Option(help="Tokens per calibration sequence.")] = 128,
-    probes: Annotated[int, typer.Option(help="Hutchinson probes for the NTK trace (one backward pass each).")] = 16,
-    method: Annotated[str, typer.Option(help="ntk, grad, bi, ablation or all.")] = "all",
-    seed: Annotated[int, typer.Option(help="Seed for the calibration offsets and the probes.")] = 0,
-    min_gap: Annotated[float, typer.Option(help="Score ratio that separates critical blocks from the rest.")] = 2.0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT (once the new report is complete).")] = False,
+    *, options,
 ) -> None:
     """Score every block's importance (NTK trace, gradient norm, block influence, ablation) and pick the critical layers.
 
@@ -69,12 +63,15 @@ def analyze(
     from clidep.compress.analyze import analyze as run, print_table, write_report
     from clidep.files import check_output, write_dir
 
-    check_output(out, [model, data], overwrite=overwrite)
-    report = run(model, data, samples, seq_len, probes, method, seed, min_gap)
+    check_output(out, [model, options.data], overwrite=overwrite)
+    report = run(model, options)
     names = [p.name for p in write_dir(out, lambda tmp: write_report(report, tmp))]
     json_path, png_path = (out / n for n in names)
     print_table(report)
     print(f"wrote {json_path} and {png_path}", file=sys.stderr)
+
+
+typer_command(app, "analyze", AnalyzeConfig, command_parameters(analyze), analyze)
 
 
 def compress(
@@ -100,22 +97,11 @@ def compress(
 typer_command(app, "compress", CompressConfig, command_parameters(compress), compress)
 
 
-@app.command()
 def export(
     model: ModelArg,
     out: Annotated[Path, typer.Option(help="Artifact directory (ONNX files, tokenizer, manifest.json).")],
-    int8: Annotated[bool, typer.Option("--int8", help="Add an int8 variant (dynamic unless --static).")] = False,
-    static: Annotated[bool, typer.Option("--static", help="Make the int8 variant calibrated QDQ (needs --data).")] = False,
-    calib_samples: Annotated[int, typer.Option(help="Calibration windows for --static.")] = 32,
-    data: Annotated[str | None, typer.Option(help="Calibration text for --static (wiki-en-valid, a file, a hub name).")] = None,
-    int4: Annotated[bool, typer.Option("--int4", help="Add a weight-only int4 variant (MatMulNBits) of every linear layer.")] = False,
-    block_size: Annotated[int, typer.Option(help="int4 quantisation block size.")] = 32,
-    fp16: Annotated[bool, typer.Option("--fp16", help="Add an fp16 variant (fp32 inputs/outputs).")] = False,
-    optimize: Annotated[bool, typer.Option(help="Apply ONNX Runtime's transformer fusions where parity holds.")] = True,
-    opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists.")] = False,
-    ppl_data: Annotated[str, typer.Option(help="Text for the perplexity check of every variant.")] = "wikitext-test",
-    ppl_tokens: Annotated[int, typer.Option(help="Tokens of --ppl-data for that check (0: the whole text).")] = 32768,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT once the new artifact is complete.")] = False,
+    *, options,
 ) -> None:
     """Export MODEL to one ONNX graph with KV cache, validate it against PyTorch, and optionally quantise it.
 
@@ -128,11 +114,7 @@ def export(
 
     from clidep.export.artifact import export_artifact
 
-    manifest = export_artifact(
-        model, out, int8=int8 or static, static=static, calib_samples=calib_samples, calib_data=data, int4=int4,
-        block_size=block_size, fp16=fp16, optimize=optimize, opset=opset, overwrite=overwrite, ppl_data=ppl_data,
-        ppl_tokens=ppl_tokens,
-    )
+    manifest = export_artifact(model, out, options, overwrite=overwrite)
     table = Table(title=f"{out} ({manifest['ppl_protocol']['tokens']:,} tokens of {manifest['ppl_protocol']['data']})")
     for col in ("file", "precision", "MB", "max |Δlogit| vs torch", "ppl", "Δppl", "greedy agreement"):
         table.add_column(col, justify="right")
@@ -145,19 +127,21 @@ def export(
     console.print(f"graph optimisation: {'applied' if opt['applied'] else 'not applied'} ({opt['reason']}); fusions {opt['fusions']}")
 
 
-@app.command()
+typer_command(app, "export", ExportConfig, command_parameters(export), export)
+
+
 def generate(
     model: Annotated[Path, typer.Argument(help="Artifact directory from clidep export, or an .onnx file inside one.")],
     prompt: Annotated[str, typer.Option(help="Text to continue.")],
-    max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate.")] = 32,
-    temperature: Annotated[float, typer.Option(help="0 for greedy decoding.")] = 0.0,
-    top_k: Annotated[int, typer.Option(help="Sample among the K most likely tokens (0: all).")] = 0,
-    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    *, options,
 ) -> None:
     """Continue PROMPT with an exported model through ONNX Runtime (no torch involved)."""
     from clidep.runtime.generate import generate_text
 
-    print(generate_text(model, prompt, max_new_tokens, temperature, top_k, seed, log=lambda m: print(m, file=sys.stderr)))
+    print(generate_text(model, prompt, options, log=lambda m: print(m, file=sys.stderr)))
+
+
+typer_command(app, "generate", GenerateConfig, command_parameters(generate), generate)
 
 
 @app.command()

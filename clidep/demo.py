@@ -56,7 +56,7 @@ def demo(out: str | Path = "clidep-demo", model: str | None = None, data: str | 
         exports[name] = out / f"{name}-onnx"
         step(f"export {name}", lambda src=src, name=name: export_artifact(
             str(src), exports[name], int8=True, overwrite=True, ppl_data=eval_data, ppl_tokens=0))
-    evals = {name: step(f"eval {name}", lambda src=src: evaluate(src, eval_data, context=None, stride=None))
+    evals = {name: step(f"eval {name}", lambda src=src: evaluate(src, data=eval_data))
              for name, src in (("teacher", model), ("cli", out / "cli"), ("uniform", out / "uniform"))}
     bench_report = step("bench host", lambda: bench([str(exports["cli"]), str(exports["uniform"])], devices.load("host"),
                                                      baseline=str(exports["teacher"]), prompt_lens=[32, 128], gen=64,

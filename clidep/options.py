@@ -60,6 +60,16 @@ class Options:
         return out
 
 
+def resolve(cls: type[Options], config: Options | None, options: dict) -> Options:
+    """The config a library call asked for: CONFIG itself, or CLS built from OPTIONS (its fields as keywords).
+
+    ``TypeError`` for both at once, a CONFIG of another type, or a keyword CLS has no field for.
+    """
+    if config is not None and (options or not isinstance(config, cls)):
+        raise TypeError(f"give a {cls.__name__}, or its fields as keywords, not both")
+    return config if config is not None else cls(**options)
+
+
 def _check(name: str, value: Any, meta: dict) -> None:
     if value is None or not meta:
         return
@@ -82,6 +92,14 @@ def _check(name: str, value: Any, meta: dict) -> None:
             raise ClidepError(f"{name} must be at least {low:g}, got {value}")
 
 
+def _names(f: dataclasses.Field) -> tuple[str, ...]:
+    """A boolean that defaults to False is a plain switch (``--int8``); one that defaults to True
+    gets its negation (``--optimize/--no-optimize``); any other option is named after its field."""
+    if f.type in (bool, "bool") and f.default is False:
+        return (flag(f.name),)
+    return ()
+
+
 def command_parameters(body: Callable[..., None]) -> list[inspect.Parameter]:
     """BODY's own parameters (its arguments and call-level flags), without the ``options`` it receives."""
     return [p for p in inspect.signature(body, eval_str=True).parameters.values() if p.name != "options"]
@@ -98,7 +116,7 @@ def typer_command(app, name: str, options_cls: type[Options], leading: list[insp
     fields = dataclasses.fields(options_cls)
     params = list(leading) + [
         inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
-                          annotation=Annotated[hints[f.name], typer.Option(help=f.metadata["help"])])
+                          annotation=Annotated[hints[f.name], typer.Option(*_names(f), help=f.metadata["help"])])
         for f in fields]
     names = {f.name for f in fields}
 

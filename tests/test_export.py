@@ -120,7 +120,7 @@ def test_artifact_directory_is_complete(teacher_artifact):
 
 
 def test_static_int8_is_calibrated_qdq(teacher_dir, tmp_path):
-    manifest = export_artifact(teacher_dir, tmp_path / "s", int8=True, static=True, calib_data="wiki-en-valid",
+    manifest = export_artifact(teacher_dir, tmp_path / "s", int8=True, static=True, data="wiki-en-valid",
                                calib_samples=4, ppl_tokens=2048, optimize=False)
     q = manifest["variants"][1]
     assert q["precision"] == "int8-static-qdq" and q["calibration"] == {"data": "wiki-en-valid", "samples": 4}

@@ -87,8 +87,10 @@ CASES = [
     ("wrong", "bench {onnx} --device host --out {fresh} --memory-runs 0", "--memory-runs must be at least 1"),
     ("wrong", "bench {onnx} --device host --out {fresh} --ppl-tokens -1", "--ppl-tokens must be at least 0"),
     ("wrong", "analyze {teacher} --out {fresh} --probes 0", "--probes must be at least 1"),
-    ("wrong", "analyze {teacher} --out {fresh} --min-gap nan", "--min-gap must be a finite ratio above 1"),
-    ("wrong", "analyze {teacher} --out {fresh} --seq-len 1", "--seq-len 1 must be between 2"),
+    ("wrong", "analyze {teacher} --out {fresh} --min-gap nan", "--min-gap must be a finite number, got nan"),
+    ("wrong", "analyze {teacher} --out {fresh} --min-gap 1", "--min-gap must be above 1, got 1.0"),
+    ("wrong", "analyze {teacher} --out {fresh} --seq-len 1", "--seq-len must be at least 2, got 1"),
+    ("wrong", "analyze {teacher} --out {fresh} --seq-len 4096", "--seq-len 4096 must be between 2 and the model's 128 positions"),
     # -- tracebacks before: broken files, unwritable places, parse errors
     ("crash", "eval {empty_weights}", "cannot load weights"),
     ("crash", "eval {truncated}", "cannot load weights"),

@@ -8,7 +8,10 @@ import re
 
 import pytest
 
-from clidep.compress.config import CompressConfig
+from clidep.compress.config import AnalyzeConfig, CompressConfig
+from clidep.export.config import ExportConfig
+from clidep.quality.config import EvalConfig
+from clidep.runtime.config import GenerateConfig
 from clidep.errors import ClidepError
 from clidep.options import flag
 
@@ -24,13 +27,23 @@ def _flags_of(command: str) -> dict[str, object]:
     return {opt: p.default for p in cmd.params for opt in p.opts if opt.startswith("--")}
 
 
-def test_every_compress_field_is_a_flag_with_its_default():
-    flags = _flags_of("compress")
-    for f in dataclasses.fields(CompressConfig):
+CONFIGS = {
+    "compress": (CompressConfig, {"--out", "--resume", "--overwrite"}),
+    "analyze": (AnalyzeConfig, {"--out", "--overwrite"}),
+    "eval": (EvalConfig, {"--json"}),
+    "export": (ExportConfig, {"--out", "--overwrite"}),
+    "generate": (GenerateConfig, {"--prompt"}),
+}
+
+
+@pytest.mark.parametrize("command", CONFIGS)
+def test_every_config_field_is_a_flag_with_its_default(command):
+    config, call_level = CONFIGS[command]
+    flags = _flags_of(command)
+    for f in dataclasses.fields(config):
         assert flag(f.name) in flags, f"{f.name} has no flag"
         assert flags[flag(f.name)] == f.default, f"{flag(f.name)}: the flag's default differs from the config's"
-    call_level = {"--out", "--resume", "--overwrite"}
-    assert set(flags) - {flag(f.name) for f in dataclasses.fields(CompressConfig)} == call_level
+    assert set(flags) - {flag(f.name) for f in dataclasses.fields(config)} == call_level
 
 
 @pytest.mark.parametrize(
@@ -68,7 +81,7 @@ def test_changed_names_only_options_given_away_from_their_defaults():
 def test_the_config_is_a_keyword_only_library_call(tiny_setup, tmp_path):
     from clidep.compress.pipeline import compress
 
-    with pytest.raises(TypeError, match="not both"):
+    with pytest.raises(TypeError, match="give a CompressConfig, or its fields as keywords, not both"):
         compress(str(tiny_setup / "teacher"), tmp_path / "o", "cli")
     with pytest.raises(TypeError, match="unexpected keyword argument 'learning_rate'"):
         compress(str(tiny_setup / "teacher"), tmp_path / "o", learning_rate=0.1)

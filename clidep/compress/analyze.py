@@ -6,11 +6,9 @@ import math
 import time
 from pathlib import Path
 
-from clidep import bounds
+from clidep.compress.config import AnalyzeConfig
+from clidep.options import resolve
 from clidep.errors import ClidepError
-
-METHOD_CHOICES = ("ntk", "grad", "bi", "ablation", "all")
-
 
 def calibration_batch(tokenizer, data: str, samples: int, seq_len: int, seed: int):
     """``samples`` windows of ``seq_len`` tokens from DATA at seeded random offsets: (N, L) int64."""
@@ -28,16 +26,7 @@ def calibration_batch(tokenizer, data: str, samples: int, seq_len: int, seed: in
     return torch.from_numpy(np.stack([ids[s : s + seq_len] for s in starts])), label
 
 
-def analyze(
-    model_path: str | Path,
-    data: str = "wiki-en-valid",
-    samples: int = 8,
-    seq_len: int = 128,
-    probes: int = 16,
-    method: str = "all",
-    seed: int = 0,
-    min_gap: float = 2.0,
-) -> dict:
+def analyze(model_path: str | Path, config: AnalyzeConfig | None = None, **options) -> dict:
     """Score every block of MODEL on a calibration batch of SAMPLES x SEQ_LEN tokens from DATA.
 
     METHOD is ntk, grad, bi, ablation or all; the critical layers are chosen by the largest-gap
@@ -49,13 +38,8 @@ def analyze(
     from clidep.model.convert import load_model
     from clidep.data import load_tokenizer
 
-    if method not in METHOD_CHOICES:
-        raise ClidepError(f"unknown --method '{method}': choose one of {', '.join(METHOD_CHOICES)}")
-    bounds.at_least("--probes", probes, 1)
-    bounds.at_least("--samples", samples, 1)
-    bounds.at_least("--seed", seed, 0)
-    if not (math.isfinite(min_gap) and min_gap > 1):
-        raise ClidepError(f"--min-gap must be a finite ratio above 1, got {min_gap}")
+    c = resolve(AnalyzeConfig, config, options)
+    data, samples, seq_len, probes, method, seed, min_gap = c.data, c.samples, c.seq_len, c.probes, c.method, c.seed, c.min_gap
     model = load_model(model_path)
     n_pos = model.config.n_positions
     if not 1 < seq_len <= n_pos:

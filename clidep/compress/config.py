@@ -8,6 +8,8 @@ from clidep.errors import ClidepError
 from clidep.options import Options, option
 
 METHODS = ("cli", "uniform", "layercollapse", "cli+layercollapse")
+#: The block-importance scorers of compress/importance.py.
+IMPORTANCE_METHODS = ("ntk", "grad", "bi", "ablation")
 
 
 @dataclass(frozen=True)
@@ -56,3 +58,16 @@ class CompressConfig(Options):
             raise ClidepError("give exactly one of --ratio, --params, --width or --match")
         if (self.tokens is None) == (self.steps is None):
             raise ClidepError("give exactly one of --tokens or --steps")
+
+
+@dataclass(frozen=True)
+class AnalyzeConfig(Options):
+    """How ``clidep analyze`` scores the blocks."""
+
+    data: str = option("wiki-en-valid", "Calibration text: wiki-en-valid (offline), wikitext-test, a hub name or a file.")
+    samples: int = option(8, "Calibration sequences.", low=1)
+    seq_len: int = option(128, "Tokens per calibration sequence (up to the model's positions).", low=2)
+    probes: int = option(16, "Hutchinson probes for the NTK trace (one backward pass each).", low=1)
+    method: str = option("all", "ntk, grad, bi, ablation or all.", choices=(*IMPORTANCE_METHODS, "all"))
+    seed: int = option(0, "Seed for the calibration offsets and the probes.", low=0)
+    min_gap: float = option(2.0, "Score ratio that separates critical blocks from the rest.", above=1)

@@ -23,7 +23,9 @@ import numpy as np
 import torch
 from torch import nn
 
-METHODS = ("ntk", "grad", "bi", "ablation")
+from clidep.compress.config import IMPORTANCE_METHODS
+
+METHODS = IMPORTANCE_METHODS
 
 
 @dataclass

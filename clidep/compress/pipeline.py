@@ -15,6 +15,7 @@ from pathlib import Path
 
 from clidep.files import check_output, make_temp_dir, read_json, swap_into_place, write_json
 from clidep.compress.config import CompressConfig
+from clidep.options import resolve
 from clidep.compress.widths import nearest_size, protected_blocks
 from clidep.errors import ClidepError
 
@@ -105,9 +106,7 @@ def compress(teacher: str, out: str | Path, config: CompressConfig | None = None
     """
     from clidep.compress.distill import latest_checkpoint
 
-    if config is not None and (options or not isinstance(config, CompressConfig)):
-        raise TypeError("compress() takes a CompressConfig, or its fields as keywords (method=..., ...), not both")
-    config = config if config is not None else CompressConfig(**options)
+    config = resolve(CompressConfig, config, options)
     out = Path(out)
     run, work, main = _start(str(teacher), out, config, resume, overwrite, log)
     try:

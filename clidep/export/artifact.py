@@ -12,8 +12,9 @@ import shutil
 import time
 from pathlib import Path
 
-from clidep import bounds
 from clidep.errors import ClidepError
+from clidep.export.config import ExportConfig
+from clidep.options import resolve
 
 # Measured on the reference teacher (32,768 WikiText-test tokens, context 512 / stride 256, fp32
 # 46.9 MB): blocks int8 with embedding and head fp32 18.7 MB, +0.12% ppl; blocks, embedding and
@@ -31,18 +32,17 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def export_artifact(
-    model_path: str | Path, out: str | Path, *, int8: bool = False, static: bool = False, calib_samples: int = 32,
-    calib_data: str | None = None, int4: bool = False, block_size: int = 32, fp16: bool = False,
-    optimize: bool = True, opset: int = 17, overwrite: bool = False, ppl_data: str = "wikitext-test",
-    ppl_tokens: int = 32768,
-) -> dict:
+def export_artifact(model_path: str | Path, out: str | Path, config: ExportConfig | None = None, *,
+                    overwrite: bool = False, **options) -> dict:
     """Export MODEL to ONNX in OUT, validate it against PyTorch, and add the precisions asked for.
 
-    Every variant is compared with PyTorch (max |logit diff|, greedy match), scored by perplexity
-    on the first PPL_TOKENS tokens of PPL_DATA (0: the whole text) against the fp32 export, and by
-    greedy agreement with it (same argmax next token, teacher-forced, on up to 8 x 128 tokens). ``static`` makes the int8 variant calibrated (QDQ) on CALIB_SAMPLES
-    windows of CALIB_DATA instead of dynamic.
+    CONFIG (an ``ExportConfig``), or its fields as keywords (``int8=True, ppl_tokens=4096, ...``),
+    says which variants. Every variant is compared with PyTorch (max |logit diff|, greedy match),
+    scored by perplexity on the first PPL_TOKENS tokens of PPL_DATA (0: the whole text) against
+    the fp32 export, and by greedy agreement with it (same argmax next token, teacher-forced, on
+    up to 8 x 128 tokens). STATIC makes the int8 variant calibrated (QDQ) on CALIB_SAMPLES
+    windows of DATA instead of dynamic. An existing OUT is replaced (OVERWRITE) only once the new
+    artifact is complete.
     """
     from transformers import AutoConfig
 
@@ -57,14 +57,9 @@ def export_artifact(
     from clidep.runtime.runner import OnnxCausalLM
     from clidep.export.validate import ValidationError, greedy_agreement, validate_export
 
-    out = check_output(Path(out), [model_path, calib_data, ppl_data], overwrite=overwrite)
-    if static and not calib_data:
-        raise ClidepError("--static needs calibration text: add --data wiki-en-valid (or a text file)")
-    bounds.at_least("--calib-samples", calib_samples, 1)
-    bounds.at_least("--ppl-tokens", ppl_tokens, 0)
-    bounds.between("--opset", opset, 17, 20)  # 17: LayerNormalization; 20: the TorchScript exporter's last
-    if int4:
-        quantize.check_block_size(block_size)
+    c = resolve(ExportConfig, config, options)
+    int8, static, int4, fp16, ppl_tokens = c.int8 or c.static, c.static, c.int4, c.fp16, c.ppl_tokens
+    out = check_output(Path(out), [model_path, c.data, c.ppl_data], overwrite=overwrite)
     model = load_model(model_path)
     fp32_bytes = 4 * sum(p.numel() for p in model.parameters())
     copies = 1 + 0.3 * int8 + 0.25 * int4 + 0.5 * fp16 + 1  # the variants, plus the optimiser's temporary graph
@@ -72,26 +67,26 @@ def export_artifact(
     tokenizer = load_tokenizer(model_path)
     context = min(model.config.n_positions, 1024)
     stride = context // 2
-    text, label = read_text(ppl_data)
+    text, label = read_text(c.ppl_data)
     ids = tokenize_text(tokenizer, text)
     ids = ids[: ppl_tokens + 1] if ppl_tokens else ids
     if ids.size < 2:
-        raise ClidepError(f"--ppl-data {ppl_data} gives {ids.size} token(s): the perplexity check needs at least 2")
+        raise ClidepError(f"--ppl-data {c.ppl_data} gives {ids.size} token(s): the perplexity check needs at least 2")
     n_agree = min(8, (ids.size - 1) // 128)
     agree_windows = ids[: n_agree * 128].reshape(n_agree, 128) if n_agree else ids[None, : ids.size]
-    windows = calibration_batch(tokenizer, calib_data, calib_samples, min(128, context), 0)[0].numpy() if static else None
+    windows = calibration_batch(tokenizer, c.data, c.calib_samples, min(128, context), 0)[0].numpy() if static else None
     tmp = make_temp_dir(out)
     try:
         fp32 = tmp / "model.onnx"
         t0 = time.perf_counter()
-        export_onnx(model, fp32, opset)
+        export_onnx(model, fp32, c.opset)
         try:
             check = validate_export(model, fp32)
         except ValidationError as exc:
             raise ClidepError(f"export failed validation: {exc}") from exc
         seconds = time.perf_counter() - t0
         optimized = {"applied": False, "fusions": {}, "reason": "--no-optimize"}
-        if optimize:
+        if c.optimize:
             t0 = time.perf_counter()
             opt, fusions = quantize.optimize(fp32, tmp / "model.opt.onnx")
             try:
@@ -117,13 +112,13 @@ def export_artifact(
         jobs = []
         if int8 and static:
             jobs.append(("model.int8.onnx", "int8-static-qdq", lambda d: quantize.int8_static(fp32, d, windows, model.config.kv_shapes),
-                         {"calibration": {"data": calib_data, "samples": calib_samples}}))
+                         {"calibration": {"data": c.data, "samples": c.calib_samples}}))
         elif int8:
             jobs.append(("model.int8.onnx", "int8-dynamic", lambda d: quantize.int8_dynamic(fp32, d, INT8_PER_CHANNEL),
                          {"per_channel": INT8_PER_CHANNEL, "embedding_and_lm_head": "int8, one shared copy"}))
         if int4:
-            jobs.append(("model.int4.onnx", "int4-weight-only", lambda d: quantize.int4_weight_only(fp32, d, block_size),
-                         {"block_size": block_size}))
+            jobs.append(("model.int4.onnx", "int4-weight-only", lambda d: quantize.int4_weight_only(fp32, d, c.block_size),
+                         {"block_size": c.block_size}))
         if fp16:
             jobs.append(("model.fp16.onnx", "fp16", lambda d: quantize.fp16(fp32, d), {}))
         for name, precision, make, extra in jobs:
@@ -141,7 +136,7 @@ def export_artifact(
             "model_type": model.config.model_type,
             "layer_widths": model.config.layer_widths,
             "kv_shapes": [list(s) for s in model.config.kv_shapes],
-            "opset": opset,
+            "opset": c.opset,
             "optimize": optimized,
             "ppl_protocol": {"data": label, "tokens": int(ids.size - 1), "context": context, "stride": stride},
             "variants": variants,

@@ -6,28 +6,25 @@ from pathlib import Path
 
 from clidep.data import load_tokenizer, read_text, tokenize_text
 from clidep.quality.perplexity import PerplexityResult, perplexity, torch_logits_fn
+from clidep.options import resolve
 from clidep.progress import progress_bar
+from clidep.quality.config import EvalConfig
 
 
-def evaluate(
-    model_path: str | Path, data: str = "wikitext-test", context: int | None = None, stride: int | None = None,
-    batch_size: int = 4, max_tokens: int | None = None,
-) -> PerplexityResult:
+def evaluate(model_path: str | Path, config: EvalConfig | None = None, **options) -> PerplexityResult:
     """Perplexity of MODEL on DATA with a sliding window of CONTEXT tokens every STRIDE tokens.
 
-    CONTEXT defaults to the model's position count and STRIDE to half of CONTEXT; MAX_TOKENS,
-    when given, scores only the start of the text (for quick checks; full-text figures are comparable).
+    CONFIG (an ``EvalConfig``) or its fields as keywords: CONTEXT defaults to the model's position
+    count and STRIDE to half of CONTEXT; MAX_TOKENS, when given, scores only the start of the text
+    (for quick checks; full-text figures are comparable).
     """
     import torch
 
     from clidep.model.convert import load_model
     from clidep.errors import ClidepError
 
-    from clidep import bounds
-
-    bounds.at_least("--context", context, 2)
-    bounds.at_least("--stride", stride, 1)
-    bounds.at_least("--batch-size", batch_size, 1)
+    c = resolve(EvalConfig, config, options)
+    context, stride, max_tokens = c.context, c.stride, c.max_tokens
     model = load_model(model_path)
     context = model.config.n_positions if context is None else context
     stride = context // 2 if stride is None else stride
@@ -36,7 +33,7 @@ def evaluate(
     if not 0 < stride < context:
         raise ClidepError(f"--stride must be between 1 and {context - 1} (below the context), got {stride}")
     tokenizer = load_tokenizer(model_path)
-    text, label = read_text(data)
+    text, label = read_text(c.data)
     ids = tokenize_text(tokenizer, text)
     if max_tokens is not None:
         if max_tokens < context:
@@ -46,4 +43,4 @@ def evaluate(
         raise ClidepError(f"{label} gives {ids.size} token(s): a perplexity needs at least 2")
     torch.manual_seed(0)
     with progress_bar("perplexity", total=len(ids) - 1) as advance:
-        return perplexity(torch_logits_fn(model), ids, context, stride, batch_size, label, advance)
+        return perplexity(torch_logits_fn(model), ids, context, stride, c.batch_size, label, advance)

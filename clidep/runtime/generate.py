@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from clidep import bounds
 from clidep.errors import ClidepError
+from clidep.options import resolve
+from clidep.runtime.config import GenerateConfig
 
 
-def generate_text(artifact: str | Path, prompt: str, max_new_tokens: int = 32, temperature: float = 0.0,
-                  top_k: int = 0, seed: int = 0, log=None) -> str:
+def generate_text(artifact: str | Path, prompt: str, config: GenerateConfig | None = None, *, log=None,
+                  **options) -> str:
     """Continue PROMPT with the ONNX model at ARTIFACT (a directory's model.onnx, or an .onnx file in one).
 
     Generation stops at the model's last position (config.json's ``n_positions``); LOG, when
@@ -29,10 +30,8 @@ def generate_text(artifact: str | Path, prompt: str, max_new_tokens: int = 32, t
         raise ClidepError(f"no ONNX model at '{onnx_file}'; give a directory made by clidep export")
     if not (folder / "tokenizer.json").is_file():
         raise ClidepError(f"no tokenizer.json beside '{onnx_file}'; re-run clidep export")
-    bounds.at_least("--max-new-tokens", max_new_tokens, 1)
-    bounds.between("--temperature", temperature, 0.0, 100.0)
-    bounds.at_least("--top-k", top_k, 0)
-    bounds.at_least("--seed", seed, 0)
+    c = resolve(GenerateConfig, config, options)
+    max_new_tokens = c.max_new_tokens
     try:
         runner = OnnxCausalLM(onnx_file)
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types for bad files
@@ -51,5 +50,5 @@ def generate_text(artifact: str | Path, prompt: str, max_new_tokens: int = 32, t
                 log(f"warning: stopped after {positions - len(ids)} of {max_new_tokens} new tokens at the model's "
                     f"{positions} positions")
             max_new_tokens = positions - len(ids)
-    out = runner.generate(np.array([ids]), max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, seed=seed)
+    out = runner.generate(np.array([ids]), max_new_tokens=max_new_tokens, temperature=c.temperature, top_k=c.top_k, seed=c.seed)
     return prompt + tokenizer.decode(out[0, len(ids):].tolist())
