@@ -88,7 +88,7 @@ def main() -> None:
         lens = [int(x) for x in a.prompt_lens.split(",")]
         report = bench([str(exports[n]) for n in ("original", "cli", "uniform")]
                        + [str(peer / "model.onnx"), str(peer / "model.int8.onnx")],
-                       devices.load("host"), prompt_lens=lens, gen=a.gen, threads=a.threads,
+                       devices.load("host"), prompt_lens=a.prompt_lens, gen=a.gen, threads=a.threads,
                        memory_runs=a.memory_runs, log=log)
     rows = []
     for r in report["models"]:

@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from clidep.bench.config import BenchConfig
 from clidep.compress.config import AnalyzeConfig, CompressConfig
 from clidep.export.config import ExportConfig
 from clidep.quality.config import EvalConfig
@@ -144,21 +145,12 @@ def generate(
 typer_command(app, "generate", GenerateConfig, command_parameters(generate), generate)
 
 
-@app.command()
 def bench(
     models: Annotated[list[str], typer.Argument(help="Export directories (every variant) or .onnx files.")],
     device: Annotated[str, typer.Option(help="Device profile: a name from `clidep devices` or a .toml file.")],
     out: Annotated[Path, typer.Option(help="Directory for bench.json, bench.md, bench.csv and the plots.")],
-    baseline: Annotated[str | None, typer.Option(help="Export directory every model is compared with.")] = None,
-    prompt_lens: Annotated[str, typer.Option(help="Prompt lengths for prefill, comma-separated.")] = "32,128,512",
-    gen: Annotated[int, typer.Option(help="Decoded tokens timed after 8 warm-up tokens (>= 64).")] = 64,
-    threads: Annotated[int | None, typer.Option(help="ONNX Runtime threads [default: the profile's, within this machine's cores].")] = None,
-    ppl: Annotated[bool, typer.Option("--ppl", help="Also measure WikiText-test perplexity through ONNX Runtime.")] = False,
-    ppl_tokens: Annotated[int, typer.Option(help="Tokens for --ppl (0: the whole text).")] = 32768,
-    ppl_data: Annotated[str, typer.Option(help="Text for --ppl.")] = "wikitext-test",
-    remote: Annotated[str | None, typer.Option(help="USER@HOST: run on the real device over ssh (measured, not projected).")] = None,
-    memory_runs: Annotated[int, typer.Option(help="Runner processes per model whose peak memory is taken: the median is reported, every sample kept (a single peak of a large model can move by hundreds of MB).")] = 1,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT (once the new report is complete).")] = False,
+    *, options,
 ) -> None:
     """Measure load time, prefill, per-token decode p50/p90, peak memory and perplexity of each model,
     each in its own process; on a profile other than host, latencies are projected (and labelled so)."""
@@ -166,21 +158,17 @@ def bench(
     from clidep.files import check_output, write_dir
     from clidep.bench.benchmark import bench as run, markdown, write_report
 
-    check_output(out, [*models, baseline], overwrite=overwrite)
-    try:
-        lens = [int(x) for x in prompt_lens.split(",") if x.strip()]
-    except ValueError:
-        raise ClidepError(f"--prompt-lens must be comma-separated integers, got '{prompt_lens}'") from None
-    if not lens or min(lens) < 1:
-        raise ClidepError("--prompt-lens needs at least one positive length")
-    report = run(models, profiles.load(device), baseline, lens, gen, threads, ppl, ppl_tokens, remote,
-                 ppl_data=ppl_data, memory_runs=memory_runs, log=lambda m: print(m, file=sys.stderr))
+    check_output(out, [*models, options.baseline], overwrite=overwrite)
+    report = run(models, profiles.load(device), options, log=lambda m: print(m, file=sys.stderr))
     if all("error" in r for r in report["models"]):
         print(markdown(report))
         raise ClidepError(f"every model failed (see the table above); {out} was left as it was")
     names = [p.name for p in write_dir(out, lambda tmp: write_report(report, tmp))]
     print(markdown(report))
     print("wrote " + ", ".join(str(out / n) for n in names), file=sys.stderr)
+
+
+typer_command(app, "bench", BenchConfig, command_parameters(bench), bench)
 
 
 @app.command()

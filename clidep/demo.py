@@ -59,7 +59,7 @@ def demo(out: str | Path = "clidep-demo", model: str | None = None, data: str | 
     evals = {name: step(f"eval {name}", lambda src=src: evaluate(src, data=eval_data))
              for name, src in (("teacher", model), ("cli", out / "cli"), ("uniform", out / "uniform"))}
     bench_report = step("bench host", lambda: bench([str(exports["cli"]), str(exports["uniform"])], devices.load("host"),
-                                                     baseline=str(exports["teacher"]), prompt_lens=[32, 128], gen=64,
+                                                     baseline=str(exports["teacher"]), prompt_lens="32,128", gen=64,
                                                      ppl=True, ppl_tokens=0, ppl_data=eval_data, log=log))
     write_bench(bench_report, out / "bench")
     rows = []

@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from clidep.bench.config import BenchConfig
 from clidep.compress.config import AnalyzeConfig, CompressConfig
 from clidep.export.config import ExportConfig
 from clidep.quality.config import EvalConfig
@@ -33,6 +34,7 @@ CONFIGS = {
     "eval": (EvalConfig, {"--json"}),
     "export": (ExportConfig, {"--out", "--overwrite"}),
     "generate": (GenerateConfig, {"--prompt"}),
+    "bench": (BenchConfig, {"--device", "--out", "--overwrite"}),
 }
 
 

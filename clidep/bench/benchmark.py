@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from clidep.bench.devices import Profile
-from clidep import bounds
+from clidep.bench.config import BenchConfig
+from clidep.options import resolve
 from clidep.files import read_json
 from clidep.errors import ClidepError
 from clidep.bench.provenance import provenance as run_provenance
@@ -150,10 +151,8 @@ def _run_remote(host: str, args: list[str], files: list[Path], timeout: int) -> 
     return json.loads(proc.stdout)
 
 
-def bench(models: list[str], device: Profile, baseline: str | None = None, prompt_lens: list[int] = (32, 128, 512),
-          gen: int = 64, threads: int | None = None, ppl: bool = False, ppl_tokens: int = 32768,
-          remote: str | None = None, timeout: int = 1800, ppl_data: str = "wikitext-test", memory_runs: int = 1,
-          log=print) -> dict:
+def bench(models: list[str], device: Profile, config: BenchConfig | None = None, *, timeout: int = 1800, log=print,
+          **options) -> dict:
     """Benchmark every variant of MODELS (and BASELINE) on DEVICE; returns the report (see write_report).
 
     Latencies come from the first runner process of each variant; peak memory is the median over
@@ -161,11 +160,8 @@ def bench(models: list[str], device: Profile, baseline: str | None = None, promp
     """
     import onnxruntime
 
-    if gen < 64:
-        raise ClidepError(f"--gen must be at least 64 tokens (the decode protocol), got {gen}")
-    bounds.at_least("--memory-runs", memory_runs, 1)
-    bounds.at_least("--threads", threads, 1)
-    bounds.at_least("--ppl-tokens", ppl_tokens, 0)
+    c = resolve(BenchConfig, config, options)
+    baseline, prompt_lens, gen, threads, ppl, remote = c.baseline, c.lengths, c.gen, c.threads, c.ppl, c.remote
     files = model_files(models + ([baseline] if baseline else []))
     if remote:
         check_remote(remote)
@@ -194,13 +190,13 @@ def bench(models: list[str], device: Profile, baseline: str | None = None, promp
                 if ppl:
                     context = min(n_pos or 1024, 1024)
                     if f["dir"] not in ids_files:
-                        ids_files[f["dir"]] = _ppl_ids(f["dir"], ppl_data, ppl_tokens, Path(tmp))
+                        ids_files[f["dir"]] = _ppl_ids(f["dir"], c.ppl_data, c.ppl_tokens, Path(tmp))
                     ids_file = ids_files[f["dir"]]
                     send.append(ids_file)
                     ppl_args = ["--ppl-ids", str(ids_file), "--context", str(context), "--stride", str(context // 2)]
                 log(f"{f['name']} [{f['precision']}] ...")
                 runs = [_run_remote(remote, a, send, timeout) if remote else _run_local(a, timeout)
-                        for a in [args + ppl_args] + [args] * (memory_runs - 1)]  # the others: no perplexity pass
+                        for a in [args + ppl_args] + [args] * (c.memory_runs - 1)]  # the others: no perplexity pass
                 rec = runs[0]
                 rec["peak_rss_mb_samples"] = [r["peak_rss_mb"] for r in runs]
                 rec["peak_rss_mb"] = float(np.median(rec["peak_rss_mb_samples"]))

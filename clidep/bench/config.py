@@ -1,0 +1,37 @@
+"""BenchConfig: the settings of ``clidep bench``, declared once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from clidep.errors import ClidepError
+from clidep.options import Options, option
+
+
+@dataclass(frozen=True)
+class BenchConfig(Options):
+    """What each model is measured with, and against what."""
+
+    baseline: str | None = option(None, "Export directory every model is compared with.")
+    prompt_lens: str = option("32,128,512", "Prompt lengths for prefill, comma-separated.")
+    gen: int = option(64, "Decoded tokens timed after 8 warm-up tokens (the decode protocol needs 64 or more).", low=64)
+    threads: int | None = option(None, "ONNX Runtime threads [default: the profile's, within this machine's cores].", low=1)
+    ppl: bool = option(False, "Also measure WikiText-test perplexity through ONNX Runtime.")
+    ppl_tokens: int = option(32768, "Tokens for --ppl (0: the whole text).", low=0)
+    ppl_data: str = option("wikitext-test", "Text for --ppl.")
+    remote: str | None = option(None, "USER@HOST: run on the real device over ssh (measured, not projected).")
+    memory_runs: int = option(1, "Runner processes per model whose peak memory is taken: the median is reported, every sample kept (a single peak of a large model can move by hundreds of MB).", low=1)
+
+    def check(self) -> None:
+        self.lengths  # noqa: B018 - parses, and refuses, the prompt lengths now
+
+    @property
+    def lengths(self) -> list[int]:
+        """--prompt-lens as integers."""
+        try:
+            lens = [int(x) for x in self.prompt_lens.split(",") if x.strip()]
+        except ValueError:
+            raise ClidepError(f"--prompt-lens must be comma-separated integers, got '{self.prompt_lens}'") from None
+        if not lens or min(lens) < 1:
+            raise ClidepError("--prompt-lens needs at least one positive length")
+        return lens
