@@ -97,9 +97,12 @@ def test_report_on_teacher_is_deterministic_and_complete(teacher_dir, tmp_path):
     assert len(a["scores"]) == 12 and a["critical_layers"] and a["rule"]
     for s in a["scores"]:
         assert {"layer", "ntk", "ntk_per_param", "ntk_rse", "grad", "bi", "ablation_dppl"} <= s.keys()
-        assert s["ntk"] > 0 and math.isclose(s["ntk_per_param"], s["ntk"] / s["params"])
+        assert s["ntk"] > 0 and s["ntk_per_param"] > 0
     assert a["embedding"]["ntk"] > 0
-    assert math.isclose(a["layer0_ratio"], a["scores"][0]["ntk"] / max(s["ntk"] for s in a["scores"][1:]))
+    # The reference teacher's block 0 leads every scorer by far (README, analyze): a wrong trace or
+    # a mislabelled block would not.
+    ntk = [s["ntk"] for s in a["scores"]]
+    assert ntk.index(max(ntk)) == 0 and a["layer0_ratio"] > 2 and 0 in a["critical_layers"]
     json_path, png_path = write_report(a, tmp_path)
     assert json.loads(json_path.read_text())["critical_layers"] == a["critical_layers"]
     assert png_path.read_bytes()[:4] == b"\x89PNG"

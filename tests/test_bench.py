@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import shutil
@@ -64,7 +65,7 @@ def test_unknown_profile_lists_the_known_ones():
 @pytest.fixture(scope="module")
 def host_report(teacher_artifact):
     out, _ = teacher_artifact
-    return bench([str(out)], devices.load("host"), baseline=None, prompt_lens=[16, 64], gen=64, ppl=True,
+    return bench([str(out)], devices.load("host"), baseline=None, prompt_lens="16,64", gen=64, ppl=True,
                  ppl_tokens=2048, log=lambda m: None)
 
 
@@ -94,7 +95,7 @@ def test_projection_is_labelled_and_follows_the_stated_model(teacher_artifact, t
     out, _ = teacher_artifact
     base = tmp_path / "base"
     shutil.copytree(out, base)
-    report = bench([str(out)], devices.load("raspberry-pi-4"), baseline=str(base), prompt_lens=[16], gen=64,
+    report = bench([str(out)], devices.load("raspberry-pi-4"), baseline=str(base), prompt_lens="16", gen=64,
                    log=lambda m: None)
     assert report["projected"] and "bandwidth" in report["projection"]
     host, dev = report["host_measured"], devices.load("raspberry-pi-4")
@@ -106,6 +107,13 @@ def test_projection_is_labelled_and_follows_the_stated_model(teacher_artifact, t
     md = (tmp_path / "o" / "bench.md").read_text()
     assert "projected for raspberry-pi-4" in md and "projected decode p50 ms" in md
     assert json.loads((tmp_path / "o" / "bench.json").read_text())["projected"] is True
+    with (tmp_path / "o" / "bench.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["name"], r["precision"]) for r in rows] == [(m["name"], m["precision"]) for m in report["models"]]
+    for row, model in zip(rows, report["models"]):
+        assert float(row["decode_ms_p50"]) == pytest.approx(model["decode_ms_p50"])
+        assert float(row["prefill_ms_16"]) == pytest.approx(model["prefill_ms"]["16"])
+        assert (row["device"], row["projected"], row["git_sha"]) == ("raspberry-pi-4", "True", model["provenance"]["git_sha"])
 
 
 def test_a_failing_model_does_not_stop_the_others(teacher_artifact, tmp_path):
@@ -114,7 +122,7 @@ def test_a_failing_model_does_not_stop_the_others(teacher_artifact, tmp_path):
     bogus.mkdir()
     (bogus / "model.onnx").write_text("not a graph")
     shutil.copy(out / "config.json", bogus / "config.json")
-    report = bench([str(bogus / "model.onnx"), str(out / "model.int8.onnx")], devices.load("host"), prompt_lens=[16],
+    report = bench([str(bogus / "model.onnx"), str(out / "model.int8.onnx")], devices.load("host"), prompt_lens="16",
                    gen=64, log=lambda m: None)
     failed, ok = report["models"]
     assert "error" in failed and "error" not in ok and ok["decode_ms_p50"] > 0
@@ -123,7 +131,7 @@ def test_a_failing_model_does_not_stop_the_others(teacher_artifact, tmp_path):
 
 def test_prompt_beyond_positions_fails_that_model(teacher_artifact):
     out, _ = teacher_artifact
-    report = bench([str(out / "model.onnx")], devices.load("host"), prompt_lens=[1024], gen=64, log=lambda m: None)
+    report = bench([str(out / "model.onnx")], devices.load("host"), prompt_lens="1024", gen=64, log=lambda m: None)
     assert "exceeds the model's 512 positions" in report["models"][0]["error"]
 
 
@@ -149,7 +157,7 @@ def test_bench_refuses_a_directory_without_manifest(tmp_path):
 
 def test_peak_memory_is_the_median_of_several_runner_processes(teacher_artifact):
     out, _ = teacher_artifact
-    report = bench([str(out / "model.onnx")], devices.load("host"), prompt_lens=[16], gen=64, memory_runs=3,
+    report = bench([str(out / "model.onnx")], devices.load("host"), prompt_lens="16", gen=64, memory_runs=3,
                    log=lambda m: None)
     row = report["models"][0]
     samples = row["peak_rss_mb_samples"]
