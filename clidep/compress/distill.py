@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from clidep.compress import corpus
 from clidep.errors import ClidepError
+from clidep.progress import progress_bar
 from clidep.quality.perplexity import perplexity, torch_logits_fn
 
 COMPLETE = "COMPLETE"
@@ -121,44 +122,50 @@ def train(student, teacher, tokens: np.ndarray, val_ids: np.ndarray, cfg: TrainC
         log(f"resumed from {ckpt} at step {state.step}")
     rows = slice(acc.process_index, None, acc.num_processes)
     t_start = time.perf_counter() - state.seconds
-    bar = _Bar(cfg.steps, state.step, acc.is_main_process)
-    while state.step < cfg.steps:
-        ids = torch.from_numpy(corpus.batch(tokens, cfg.seed, state.step, cfg.batch_size, cfg.seq_len)[rows]).to(acc.device)
-        with torch.no_grad(), acc.autocast():
-            t_logits = teacher(ids, use_cache=False).logits
-        with acc.autocast():
-            s_logits = model(ids, use_cache=False).logits
-            loss, kl, ce = distill_loss(s_logits, t_logits, ids, cfg.alpha, cfg.temperature)
-            if regularizer is not None:
-                reg = regularizer(acc.unwrap_model(model))
-                loss = loss + reg
-        acc.backward(loss)
-        if cfg.grad_clip:
-            acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        state.step += 1
-        state.tokens += cfg.batch_size * cfg.seq_len
-        state.seconds = time.perf_counter() - t_start
-        mean_loss = acc.reduce(loss.detach(), reduction="mean").item()
-        state.loss_curve.append([state.step, mean_loss])
-        bar.update(state, mean_loss, math.exp(min(ce.item(), 50)))
-        last = state.step == cfg.steps
-        if cfg.eval_every and (state.step % cfg.eval_every == 0 or last):
-            ppl = _validate(acc, model, val_ids)
-            state.ppl_curve.append([state.tokens, ppl])
-            log(f"step {state.step}: {state.tokens:,} tokens, validation ppl {ppl:.2f}"
-                + (f", regulariser {reg.item():.4g}" if regularizer is not None else ""))
-        if cfg.save_every and (state.step % cfg.save_every == 0 or last):
-            _checkpoint(acc, out, state)
-    bar.close()
+    with progress_bar("distil", cfg.steps, completed=state.step, show=acc.is_main_process) as advance:
+        while state.step < cfg.steps:
+            ids = torch.from_numpy(corpus.batch(tokens, cfg.seed, state.step, cfg.batch_size, cfg.seq_len)[rows])
+            loss, ce, reg = _step(acc, model, teacher, opt, sched, ids.to(acc.device), cfg, regularizer)
+            state.step += 1
+            state.tokens += cfg.batch_size * cfg.seq_len
+            state.seconds = time.perf_counter() - t_start
+            state.loss_curve.append([state.step, loss])
+            advance(1, f"loss {loss:.3f}  ppl {math.exp(min(ce, 50)):.1f}  {state.tokens / max(state.seconds, 1e-9):,.0f} tok/s")
+            last = state.step == cfg.steps
+            if cfg.eval_every and (state.step % cfg.eval_every == 0 or last):
+                ppl = _validate(acc, model, val_ids)
+                state.ppl_curve.append([state.tokens, ppl])
+                log(f"step {state.step}: {state.tokens:,} tokens, validation ppl {ppl:.2f}"
+                    + (f", regulariser {reg:.4g}" if reg is not None else ""))
+            if cfg.save_every and (state.step % cfg.save_every == 0 or last):
+                _checkpoint(acc, out, state)
     acc.wait_for_everyone()
     unwrapped = acc.unwrap_model(model)
     if unwrapped is not student:
         student.load_state_dict(unwrapped.state_dict())
     student.eval()
     return state
+
+
+def _step(acc, model, teacher, opt, sched, ids, cfg: TrainConfig, regularizer) -> tuple[float, float, float | None]:
+    """One optimiser step on the batch IDS (B, L): (loss averaged over processes, this process's CE, regulariser)."""
+    with torch.no_grad(), acc.autocast():
+        t_logits = teacher(ids, use_cache=False).logits
+    reg = None
+    with acc.autocast():
+        s_logits = model(ids, use_cache=False).logits
+        loss, kl, ce = distill_loss(s_logits, t_logits, ids, cfg.alpha, cfg.temperature)
+        if regularizer is not None:
+            reg = regularizer(acc.unwrap_model(model))
+            loss = loss + reg
+    acc.backward(loss)
+    if cfg.grad_clip:
+        acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
+    mean_loss = acc.reduce(loss.detach(), reduction="mean").item()
+    return mean_loss, ce.item(), None if reg is None else reg.item()
 
 
 @torch.no_grad()
@@ -198,27 +205,3 @@ def _checkpoint(acc, out: Path, state: TrainState) -> None:
         tmp.rename(final)
         shutil.rmtree(old, ignore_errors=True)
     acc.wait_for_everyone()
-
-
-class _Bar:
-    """rich progress on stderr: loss, perplexity, tokens/s, time left (main process only)."""
-
-    def __init__(self, total: int, done: int, show: bool):
-        self.progress = None
-        if show:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.progress = Progress(TextColumn("distil"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                                     TextColumn("{task.fields[info]}"), console=Console(stderr=True))
-            self.progress.start()
-            self.task = self.progress.add_task("distil", total=total, completed=done, info="")
-
-    def update(self, state: TrainState, loss: float, ppl: float) -> None:
-        if self.progress:
-            info = f"loss {loss:.3f}  ppl {ppl:.1f}  {state.tokens / max(state.seconds, 1e-9):,.0f} tok/s"
-            self.progress.update(self.task, completed=state.step, info=info)
-
-    def close(self) -> None:
-        if self.progress:
-            self.progress.stop()

@@ -195,12 +195,12 @@ def _distil(run: dict, out: Path, resume: bool, log) -> dict:
     """Build, initialise, distil (and collapse) the student that RUN describes, writing it into OUT."""
     import torch
 
-    from clidep.compress.collapse import collapse, regulariser
+    from clidep.compress.collapse import regulariser
     from clidep.model.convert import load_model
     from clidep.compress.corpus import batch as corpus_batch
     from clidep.compress.corpus import token_file
     from clidep.data import load_tokenizer, read_text
-    from clidep.compress.distill import TrainConfig, train, validation_ppl
+    from clidep.compress.distill import TrainConfig, train
     from clidep.data import tokenize_text
     from clidep.compress.student_init import init_from_teacher
     from clidep.model.modeling import CLIGPT2LMHeadModel
@@ -231,24 +231,9 @@ def _distil(run: dict, out: Path, resume: bool, log) -> dict:
     records, trained_ppl = None, state.ppl_curve[-1][1] if state.ppl_curve else None
     if collapse_plan:
         calib = torch.from_numpy(corpus_batch(tokens_arr, run["train"]["seed"] + 2, 0, 8, min(256, config.n_positions)))
-        student, records = collapse(student, calib, collapse_plan["tol"])
+        student, records, collapsed_ppl = _collapse(student, calib, collapse_plan["tol"], val_ids, trained_ppl, log)
         config = student.config
-        for r in records:
-            log(f"block {r['layer']}: alpha {r['alpha']:.3f}, " + (f"collapsed, max |logit diff| {r['max_logit_diff']:.3g} "
-                f"(bound {r['error_bound']:.3g})" if r["collapsed"] else f"left uncollapsed: {r['reason']}"))
-        # The per-layer figures above measure each collapse alone; together they compound, so the
-        # collapsed model is scored again on the validation text with the loop's protocol.
-        collapsed_ppl = validation_ppl(student, val_ids)
-        log(f"validation ppl {trained_ppl or float('nan'):.2f} before the collapse, {collapsed_ppl:.2f} after")
-    # Final artifacts: model files into a temporary sibling, then renamed into OUT; compress.json last.
-    tmp = make_temp_dir(out / "final")
-    try:
-        student.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        for f in tmp.iterdir():
-            f.replace(out / f.name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    _save_student(student, tokenizer, out)
     teacher_params = param_count(teacher_model.config)
     student_params = param_count(config)
     result = {
@@ -278,6 +263,34 @@ def _distil(run: dict, out: Path, resume: bool, log) -> dict:
     }
     write_json(out / "compress.json", result)
     return result
+
+
+def _collapse(student, calib, tol: float, val_ids, trained_ppl: float | None, log):
+    """LayerCollapse after training: (collapsed student, per-layer records, its validation perplexity)."""
+    from clidep.compress.collapse import collapse
+    from clidep.compress.distill import validation_ppl
+
+    student, records = collapse(student, calib, tol)
+    for r in records:
+        log(f"block {r['layer']}: alpha {r['alpha']:.3f}, " + (f"collapsed, max |logit diff| {r['max_logit_diff']:.3g} "
+            f"(bound {r['error_bound']:.3g})" if r["collapsed"] else f"left uncollapsed: {r['reason']}"))
+    # The per-layer figures above measure each collapse alone; together they compound, so the
+    # collapsed model is scored again on the validation text with the loop's protocol.
+    collapsed_ppl = validation_ppl(student, val_ids)
+    log(f"validation ppl {trained_ppl or float('nan'):.2f} before the collapse, {collapsed_ppl:.2f} after")
+    return student, records, collapsed_ppl
+
+
+def _save_student(student, tokenizer, out: Path) -> None:
+    """Model files into a temporary sibling, then renamed into OUT (compress.json is written last)."""
+    tmp = make_temp_dir(out / "final")
+    try:
+        student.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        for f in tmp.iterdir():
+            f.replace(out / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _plan(teacher: str, c: CompressConfig) -> dict:

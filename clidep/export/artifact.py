@@ -46,57 +46,29 @@ def export_artifact(model_path: str | Path, out: str | Path, config: ExportConfi
     """
     from transformers import AutoConfig
 
-    from clidep.export import quantize
     from clidep.compress.analyze import calibration_batch
+    from clidep.data import load_tokenizer
+    from clidep.export.validate import greedy_agreement, validate_export
     from clidep.files import check_output, free_space_check, make_temp_dir, swap_into_place, write_json
     from clidep.model.convert import load_model
-    from clidep.data import load_tokenizer, read_text
-    from clidep.data import tokenize_text
-    from clidep.export.graph import export_onnx
     from clidep.quality.perplexity import perplexity
     from clidep.runtime.runner import OnnxCausalLM
-    from clidep.export.validate import ValidationError, greedy_agreement, validate_export
 
     c = resolve(ExportConfig, config, options)
-    int8, static, int4, fp16, ppl_tokens = c.int8 or c.static, c.static, c.int4, c.fp16, c.ppl_tokens
     out = check_output(Path(out), [model_path, c.data, c.ppl_data], overwrite=overwrite)
     model = load_model(model_path)
     fp32_bytes = 4 * sum(p.numel() for p in model.parameters())
-    copies = 1 + 0.3 * int8 + 0.25 * int4 + 0.5 * fp16 + 1  # the variants, plus the optimiser's temporary graph
+    copies = 1 + 0.3 * (c.int8 or c.static) + 0.25 * c.int4 + 0.5 * c.fp16 + 1  # the variants, plus the optimiser's temporary graph
     free_space_check(out.parent, int(fp32_bytes * copies), "this export")
     tokenizer = load_tokenizer(model_path)
     context = min(model.config.n_positions, 1024)
-    stride = context // 2
-    text, label = read_text(c.ppl_data)
-    ids = tokenize_text(tokenizer, text)
-    ids = ids[: ppl_tokens + 1] if ppl_tokens else ids
-    if ids.size < 2:
-        raise ClidepError(f"--ppl-data {c.ppl_data} gives {ids.size} token(s): the perplexity check needs at least 2")
+    ids, label = _ppl_ids(tokenizer, c)
     n_agree = min(8, (ids.size - 1) // 128)
     agree_windows = ids[: n_agree * 128].reshape(n_agree, 128) if n_agree else ids[None, : ids.size]
-    windows = calibration_batch(tokenizer, c.data, c.calib_samples, min(128, context), 0)[0].numpy() if static else None
+    windows = calibration_batch(tokenizer, c.data, c.calib_samples, min(128, context), 0)[0].numpy() if c.static else None
     tmp = make_temp_dir(out)
     try:
-        fp32 = tmp / "model.onnx"
-        t0 = time.perf_counter()
-        export_onnx(model, fp32, c.opset)
-        try:
-            check = validate_export(model, fp32)
-        except ValidationError as exc:
-            raise ClidepError(f"export failed validation: {exc}") from exc
-        seconds = time.perf_counter() - t0
-        optimized = {"applied": False, "fusions": {}, "reason": "--no-optimize"}
-        if c.optimize:
-            t0 = time.perf_counter()
-            opt, fusions = quantize.optimize(fp32, tmp / "model.opt.onnx")
-            try:
-                check = validate_export(model, opt)
-                opt.replace(fp32)
-                optimized = {"applied": True, "fusions": fusions, "reason": "parity kept"}
-                seconds += time.perf_counter() - t0
-            except ValidationError as exc:
-                opt.unlink()
-                optimized = {"applied": False, "fusions": fusions, "reason": f"parity lost, kept unoptimised: {exc}"}
+        fp32, check, seconds, optimized = _fp32_graph(model, tmp, c)
         tokenizer.save_pretrained(tmp)
         # The source's own config (GPT-2's for a plain GPT-2) lets the ecosystem's clients, such as
         # optimum's ORTModelForCausalLM, open the directory as they would their own export.
@@ -104,24 +76,12 @@ def export_artifact(model_path: str | Path, out: str | Path, config: ExportConfi
 
         def score(path: Path, precision: str, secs: float, strict: bool, **extra) -> dict:
             measured = check if strict else validate_export(model, path, atol=None)
-            v_ppl = perplexity(OnnxCausalLM(path).logits, ids, context, stride, 4).ppl
+            v_ppl = perplexity(OnnxCausalLM(path).logits, ids, context, context // 2, 4).ppl
             return {"file": path.name, "precision": precision, "seconds": round(secs, 2), **measured, "ppl": v_ppl,
                     "greedy_agreement": 1.0 if strict else greedy_agreement(fp32, path, agree_windows), **extra}
 
         variants = [score(fp32, "fp32", seconds, True)]
-        jobs = []
-        if int8 and static:
-            jobs.append(("model.int8.onnx", "int8-static-qdq", lambda d: quantize.int8_static(fp32, d, windows, model.config.kv_shapes),
-                         {"calibration": {"data": c.data, "samples": c.calib_samples}}))
-        elif int8:
-            jobs.append(("model.int8.onnx", "int8-dynamic", lambda d: quantize.int8_dynamic(fp32, d, INT8_PER_CHANNEL),
-                         {"per_channel": INT8_PER_CHANNEL, "embedding_and_lm_head": "int8, one shared copy"}))
-        if int4:
-            jobs.append(("model.int4.onnx", "int4-weight-only", lambda d: quantize.int4_weight_only(fp32, d, c.block_size),
-                         {"block_size": c.block_size}))
-        if fp16:
-            jobs.append(("model.fp16.onnx", "fp16", lambda d: quantize.fp16(fp32, d), {}))
-        for name, precision, make, extra in jobs:
+        for name, precision, make, extra in _quantised_jobs(c, fp32, model.config.kv_shapes, windows):
             t0 = time.perf_counter()
             result = make(tmp / name)
             if isinstance(result, tuple):  # int4 also reports its coverage
@@ -132,13 +92,10 @@ def export_artifact(model_path: str | Path, out: str | Path, config: ExportConfi
             v["size_bytes"] = (tmp / v["file"]).stat().st_size
             v["sha256"] = _sha256(tmp / v["file"])
         manifest = {
-            "source": str(model_path),
-            "model_type": model.config.model_type,
-            "layer_widths": model.config.layer_widths,
-            "kv_shapes": [list(s) for s in model.config.kv_shapes],
-            "opset": c.opset,
-            "optimize": optimized,
-            "ppl_protocol": {"data": label, "tokens": int(ids.size - 1), "context": context, "stride": stride},
+            "source": str(model_path), "model_type": model.config.model_type,
+            "layer_widths": model.config.layer_widths, "kv_shapes": [list(s) for s in model.config.kv_shapes],
+            "opset": c.opset, "optimize": optimized,
+            "ppl_protocol": {"data": label, "tokens": int(ids.size - 1), "context": context, "stride": context // 2},
             "variants": variants,
         }
         write_json(tmp / "manifest.json", manifest)
@@ -147,3 +104,61 @@ def export_artifact(model_path: str | Path, out: str | Path, config: ExportConfi
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def _ppl_ids(tokenizer, c: ExportConfig):
+    """(token ids, label) of the perplexity check: the first PPL_TOKENS + 1 tokens of PPL_DATA (0: all)."""
+    from clidep.data import read_text, tokenize_text
+
+    text, label = read_text(c.ppl_data)
+    ids = tokenize_text(tokenizer, text)
+    ids = ids[: c.ppl_tokens + 1] if c.ppl_tokens else ids
+    if ids.size < 2:
+        raise ClidepError(f"--ppl-data {c.ppl_data} gives {ids.size} token(s): the perplexity check needs at least 2")
+    return ids, label
+
+
+def _fp32_graph(model, tmp: Path, c: ExportConfig) -> tuple[Path, dict, float, dict]:
+    """Export, validate (fatal) and, with --optimize, fuse where parity holds: (path, parity, seconds, optimize record)."""
+    from clidep.export import quantize
+    from clidep.export.graph import export_onnx
+    from clidep.export.validate import ValidationError, validate_export
+
+    fp32 = tmp / "model.onnx"
+    t0 = time.perf_counter()
+    export_onnx(model, fp32, c.opset)
+    try:
+        check = validate_export(model, fp32)
+    except ValidationError as exc:
+        raise ClidepError(f"export failed validation: {exc}") from exc
+    seconds = time.perf_counter() - t0
+    if not c.optimize:
+        return fp32, check, seconds, {"applied": False, "fusions": {}, "reason": "--no-optimize"}
+    t0 = time.perf_counter()
+    opt, fusions = quantize.optimize(fp32, tmp / "model.opt.onnx")
+    try:
+        check = validate_export(model, opt)
+    except ValidationError as exc:
+        opt.unlink()
+        return fp32, check, seconds, {"applied": False, "fusions": fusions, "reason": f"parity lost, kept unoptimised: {exc}"}
+    opt.replace(fp32)
+    return fp32, check, seconds + time.perf_counter() - t0, {"applied": True, "fusions": fusions, "reason": "parity kept"}
+
+
+def _quantised_jobs(c: ExportConfig, fp32: Path, kv_shapes, windows) -> list[tuple]:
+    """(file, precision, make(dst), manifest extras) of each variant asked for beside fp32."""
+    from clidep.export import quantize
+
+    jobs = []
+    if c.static:
+        jobs.append(("model.int8.onnx", "int8-static-qdq", lambda d: quantize.int8_static(fp32, d, windows, kv_shapes),
+                     {"calibration": {"data": c.data, "samples": c.calib_samples}}))
+    elif c.int8:
+        jobs.append(("model.int8.onnx", "int8-dynamic", lambda d: quantize.int8_dynamic(fp32, d, INT8_PER_CHANNEL),
+                     {"per_channel": INT8_PER_CHANNEL, "embedding_and_lm_head": "int8, one shared copy"}))
+    if c.int4:
+        jobs.append(("model.int4.onnx", "int4-weight-only", lambda d: quantize.int4_weight_only(fp32, d, c.block_size),
+                     {"block_size": c.block_size}))
+    if c.fp16:
+        jobs.append(("model.fp16.onnx", "fp16", lambda d: quantize.fp16(fp32, d), {}))
+    return jobs
