@@ -15,6 +15,7 @@ from contextlib import contextmanager
 
 import torch
 
+from clidep.compress.widths import student_config
 from clidep.model.modeling import CLIGPT2LMHeadModel, CollapsedMLP, Linearizing
 from clidep.model.params import block_params
 
@@ -85,7 +86,7 @@ def collapse(model: CLIGPT2LMHeadModel, ids: torch.Tensor, tol: float = 0.05) ->
     for r in records:
         if r["collapsed"]:
             kinds[r["layer"]] = "collapsed"
-    config = model.config.__class__(**{**model.config.to_dict(), "mlp_kinds": kinds})
+    config = student_config(model.config, model.config.layer_widths, model.config.layer_head_dims, kinds)
     out = CLIGPT2LMHeadModel(config).eval()
     state = {k: v for k, v in model.state_dict().items() if not any(
         k.startswith(f"transformer.h.{r['layer']}.mlp.") for r in records if r["collapsed"])}

@@ -50,12 +50,12 @@ def schedule(method: str, n_layer: int, d: int, r: int, protect: list[int]) -> l
 
 def student_config(teacher: CLIGPT2Config, widths: list[int], head_dims: list[int],
                    mlp_kinds: list[str] | None = None) -> CLIGPT2Config:
-    """The teacher's config with a new width schedule, head sizes and MLP kinds; everything else kept."""
-    kwargs = {k: getattr(teacher, k) for k in (
-        "vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "head_dim", "mlp_ratio", "activation_function",
-        "resid_pdrop", "embd_pdrop", "attn_pdrop", "layer_norm_epsilon", "initializer_range",
-        "bos_token_id", "eos_token_id", "pad_token_id", "tie_word_embeddings")}
-    return CLIGPT2Config(**kwargs, layer_widths=widths, layer_head_dims=head_dims, mlp_kinds=mlp_kinds)
+    """The teacher's config with a new width schedule, head sizes and MLP kinds; everything else kept.
+
+    The one way clidep derives a config from another (LayerCollapse's kinds go through it too).
+    """
+    return CLIGPT2Config(**{**teacher.to_dict(), "layer_widths": widths, "layer_head_dims": head_dims,
+                            "mlp_kinds": mlp_kinds})
 
 
 def head_size(width: int, preferred: int) -> int:
