@@ -148,7 +148,7 @@ typer_command(app, "generate", GenerateConfig, command_parameters(generate), gen
 def bench(
     models: Annotated[list[str], typer.Argument(help="Export directories (every variant) or .onnx files.")],
     device: Annotated[str, typer.Option(help="Device profile: a name from `clidep devices` or a .toml file.")],
-    out: Annotated[Path, typer.Option(help="Directory for bench.json, bench.md, bench.csv and the plots.")],
+    out: Annotated[Path, typer.Option(help="Directory for bench.json, bench.md, bench.csv, bench.jsonl and the plots.")],
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT (once the new report is complete).")] = False,
     *, options,
 ) -> None:

@@ -103,7 +103,7 @@ def test_projection_is_labelled_and_follows_the_stated_model(teacher_artifact, t
         assert math.isclose(r["decode_ms_p50"], r["host"]["decode_ms_p50"] * host["mem_bandwidth_gbs"] / dev.mem_bandwidth_gbs)
         assert r["vs_baseline"]["size_ratio"] == 1.0
     paths = write_report(report, tmp_path / "o")
-    assert {p.name for p in paths} == {"bench.json", "bench.md", "bench.csv", "decode_vs_ppl.png", "prefill.png"}
+    assert {p.name for p in paths} == {"bench.json", "bench.md", "bench.csv", "bench.jsonl", "decode_vs_ppl.png", "prefill.png"}
     md = (tmp_path / "o" / "bench.md").read_text()
     assert "projected for raspberry-pi-4" in md and "projected decode p50 ms" in md
     assert json.loads((tmp_path / "o" / "bench.json").read_text())["projected"] is True
@@ -114,6 +114,8 @@ def test_projection_is_labelled_and_follows_the_stated_model(teacher_artifact, t
         assert float(row["decode_ms_p50"]) == pytest.approx(model["decode_ms_p50"])
         assert float(row["prefill_ms_16"]) == pytest.approx(model["prefill_ms"]["16"])
         assert (row["device"], row["projected"], row["git_sha"]) == ("raspberry-pi-4", "True", model["provenance"]["git_sha"])
+    lines = (tmp_path / "o" / "bench.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in lines] == json.loads((tmp_path / "o" / "bench.json").read_text())["models"]
 
 
 def test_a_failing_model_does_not_stop_the_others(teacher_artifact, tmp_path):

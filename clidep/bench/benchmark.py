@@ -16,8 +16,6 @@ measured, not projected.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import shlex
@@ -30,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from clidep.bench.devices import Profile
+from clidep.bench import report as report_writer
 from clidep.bench.config import BenchConfig
 from clidep.options import resolve
 from clidep.files import read_json
@@ -241,56 +240,56 @@ def _ratios(rows: list[dict]) -> None:
         }
 
 
-COLUMNS = ["name", "precision", "size_bytes", "load_s", "decode_ms_p50", "decode_ms_p90", "tokens_per_s", "peak_rss_mb",
-           "fits", "ppl", "roofline_fraction"]
+#: The provenance every CSV row carries (the Markdown title says it once).
+PROVENANCE = ("device", "projected", "git_sha", "onnxruntime", "threads", "time")
+
+
+def fields(report: dict) -> list[report_writer.Field]:
+    """The one field list of a bench record; projected figures say so in their headers."""
+    F = report_writer.Field
+    p = "projected " if report["projected"] else ""
+    lens = sorted({k for r in report["models"] for k in r.get("prefill_ms", {})}, key=int)
+    return [F("name", "model"), F("precision", "precision"),
+            F("size_bytes", "MB", text=lambda r: f"{r['size_bytes'] / 1e6:.1f}"), F("load_s", "load s", ".2f"),
+            *[F(f"prefill_ms.{n}", f"{p}prefill {n} ms", ".1f") for n in lens],
+            F("decode_ms_p50", f"{p}decode p50 ms", ".2f"), F("decode_ms_p90", f"{p}decode p90 ms", ".2f"),
+            F("tokens_per_s", f"{p}tok/s", ".1f"), F("peak_rss_mb", "peak RSS MB", ".0f"), F("fits", "fits"),
+            F("ppl", "ppl", ".2f"), F("roofline_fraction", "roofline", ".0%"),
+            F("vs_baseline.decode_speedup", "vs baseline: speed / size / ppl", text=_vs_text)]
+
+
+def _vs_text(r: dict) -> str:
+    vs = r.get("vs_baseline")
+    if not vs:
+        return "-"
+    return f"{vs['decode_speedup']:.2f}x / {vs['size_ratio']:.2f} / " + (f"{vs['ppl_ratio']:.2f}" if vs["ppl_ratio"] else "-")
+
+
+def _title(report: dict) -> str:
+    prov = report["provenance"]
+    where = (f"projected for {report['device']} from measurements on {prov['host']}" if report["projected"]
+             else f"measured on {report['device']} ({prov['remote'] or prov['host']})")
+    return (f"**{where}**, {prov['threads']} threads, ONNX Runtime {prov['onnxruntime']}, git {prov['git_sha']}, "
+            f"{prov['time']}")
 
 
 def markdown(report: dict) -> str:
     """The report as a Markdown table; projected figures are labelled in the title and the columns."""
-    label = f"projected for {report['device']} from measurements on {report['provenance']['host']}" if report["projected"] \
-        else f"measured on {report['device']} ({report['provenance']['host'] if not report['provenance']['remote'] else report['provenance']['remote']})"
-    p = "projected " if report["projected"] else ""
-    lens = sorted({k for r in report["models"] for k in r.get("prefill_ms", {})}, key=int)
-    head = ["model", "precision", "MB", "load s", *[f"{p}prefill {n} ms" for n in lens], f"{p}decode p50 ms",
-            f"{p}decode p90 ms", f"{p}tok/s", "peak RSS MB", "fits", "ppl", "roofline", "vs baseline: speed / size / ppl"]
-    lines = [f"**{label}**, {report['provenance']['threads']} threads, ONNX Runtime {report['provenance']['onnxruntime']}, "
-             f"git {report['provenance']['git_sha']}, {report['provenance']['time']}", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in report["models"]:
-        if "error" in r:
-            lines.append(f"| {r['name']} | {r['precision']} | failed: {r['error']} |" + " |" * (len(head) - 3))
-            continue
-        vs = r.get("vs_baseline")
-        vs_text = (f"{vs['decode_speedup']:.2f}x / {vs['size_ratio']:.2f} / " + (f"{vs['ppl_ratio']:.2f}" if vs["ppl_ratio"] else "-")) if vs else "-"
-        cells = [r["name"], r["precision"], f"{r['size_bytes'] / 1e6:.1f}", f"{r['load_s']:.2f}",
-                 *[f"{r['prefill_ms'].get(n, float('nan')):.1f}" for n in lens], f"{r['decode_ms_p50']:.2f}",
-                 f"{r['decode_ms_p90']:.2f}", f"{r['tokens_per_s']:.1f}", f"{r['peak_rss_mb']:.0f}",
-                 "yes" if r["fits"] else "no", f"{r['ppl']:.2f}" if r.get("ppl") else "-", f"{r['roofline_fraction']:.0%}", vs_text]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return report_writer.markdown(fields(report), report["models"], _title(report))
 
 
 def write_report(report: dict, out: str | Path) -> list[Path]:
-    """bench.json, bench.md, bench.csv and two PNG plots in OUT, each written atomically."""
+    """bench.json, bench.md, bench.csv, bench.jsonl and two PNG plots in OUT, each written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from clidep.files import atomic_write, write_json
+    from clidep.files import atomic_write
 
     out = Path(out)
-    paths = [write_json(out / "bench.json", report),
-             atomic_write(out / "bench.md", lambda t: t.write_text(markdown(report)))]
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    lens = sorted({k for r in report["models"] for k in r.get("prefill_ms", {})}, key=int)
-    prov = ["device", "projected", "git_sha", "onnxruntime", "threads", "time"]
-    w.writerow([*COLUMNS, *[f"prefill_ms_{n}" for n in lens], "error", *prov])
-    for r in report["models"]:
-        w.writerow([r.get(c) for c in COLUMNS] + [r.get("prefill_ms", {}).get(n) for n in lens] + [r.get("error")]
-                   + [r["provenance"][k] for k in prov])
-    paths.append(atomic_write(out / "bench.csv", lambda t: t.write_text(buf.getvalue())))
+    paths = report_writer.write(out, "bench", fields(report), report["models"], report, _title(report),
+                                csv_extra=("error", *[f"provenance.{k}" for k in PROVENANCE]))
     ok = [r for r in report["models"] if "error" not in r]
     p = "projected " if report["projected"] else ""
     fig, ax = plt.subplots(figsize=(6, 4))
