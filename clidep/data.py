@@ -126,6 +126,19 @@ def tokenize_text(tokenizer, text: str):
     return np.asarray(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"], dtype=np.int64)
 
 
+def calibration_batch(tokenizer, data: str, samples: int, seq_len: int, seed: int):
+    """``samples`` windows of ``seq_len`` tokens from DATA at seeded random offsets: (N, L) int64."""
+    import numpy as np
+    import torch
+
+    text, label = read_text(data)
+    ids = tokenize_text(tokenizer, text)
+    if ids.size <= seq_len:
+        raise ClidepError(f"'{data}' has {ids.size} tokens, fewer than one window of --seq-len {seq_len}")
+    starts = np.sort(np.random.default_rng(seed).choice(ids.size - seq_len, size=samples, replace=samples > ids.size - seq_len))
+    return torch.from_numpy(np.stack([ids[s : s + seq_len] for s in starts])), label
+
+
 def read_text(spec: str) -> tuple[str, str]:
     """An evaluation text and its provenance label from a name, a hub id or a file path.
 

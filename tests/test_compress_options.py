@@ -58,3 +58,26 @@ def test_the_token_cache_is_keyed_by_content_and_tokenizer(tiny_setup, tmp_path,
     gpt2 = load_tokenizer("gpt2")  # another vocabulary, same text: another file
     assert token_file(gpt2, str(text)).filename != changed.filename
     assert len(list((tmp_path / "cache" / "tokens").iterdir())) == 3
+
+
+def test_match_refuses_a_size_no_width_reaches_within_2_percent(tmp_path, capsys):
+    """A uniform bottleneck moves in steps of 4 widths: on a 4 x 64 teacher with a 101-token vocabulary
+    those steps are ~6% of the model, and a CLI student of width 16 falls between two of them."""
+    from transformers import GPT2Config
+
+    from clidep.cli import main
+    from clidep.compress.widths import build
+    from clidep.model.convert import config_from_gpt2
+
+    teacher = GPT2Config(vocab_size=101, n_positions=64, n_embd=64, n_layer=4, n_head=4)
+    teacher.save_pretrained(tmp_path / "teacher")
+    build(config_from_gpt2(teacher), "cli", 16, [0, 3]).save_pretrained(tmp_path / "student")
+    code = main(["compress", str(tmp_path / "teacher"), "--out", str(tmp_path / "o"), "--method", "uniform",
+                 "--match", str(tmp_path / "student"), "--steps", "1", "--seq-len", "32"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no uniform width matches" in err and "within 2% (-6.48%)" in err, err
+    assert not (tmp_path / "o").exists()
+    build(config_from_gpt2(teacher), "cli", 24, [0, 3]).save_pretrained(tmp_path / "near")  # +1.36%: within 2%
+    code = main(["compress", str(tmp_path / "teacher"), "--out", str(tmp_path / "o"), "--method", "uniform",
+                 "--match", str(tmp_path / "near"), "--steps", "1", "--seq-len", "32", "--val-data", str(tmp_path / "none")])
+    assert code == 2 and "no text" in capsys.readouterr().err  # past the size check: it fails on the validation text

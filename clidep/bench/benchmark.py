@@ -167,7 +167,6 @@ def bench(models: list[str], device: Profile, config: BenchConfig | None = None,
     host = measure_host()
     projected = not device.measured and not remote
     threads = threads or (min(device.threads, host["cores"]) if projected else device.threads if remote else host["cores"])
-    host_bw, host_flops = host["mem_bandwidth_gbs"], host["fp32_gflops"]
     provenance = {
         **run_provenance(), "device": device.name, "device_file": device.path, "projected": projected,
         "remote": remote, "onnxruntime": onnxruntime.__version__, "numpy": np.__version__, "threads": threads,
@@ -196,23 +195,7 @@ def bench(models: list[str], device: Profile, config: BenchConfig | None = None,
                 log(f"{f['name']} [{f['precision']}] ...")
                 runs = [_run_remote(remote, a, send, timeout) if remote else _run_local(a, timeout)
                         for a in [args + ppl_args] + [args] * (c.memory_runs - 1)]  # the others: no perplexity pass
-                rec = runs[0]
-                rec["peak_rss_mb_samples"] = [r["peak_rss_mb"] for r in runs]
-                rec["peak_rss_mb"] = float(np.median(rec["peak_rss_mb_samples"]))
-                row.update(rec)
-                per_token = weight_bytes(f["file"]) + kv_bytes(f["dir"], rec["decode_context"])
-                row["bytes_per_token"] = per_token
-                bw = device.mem_bandwidth_gbs if remote else host_bw
-                row["roofline_fraction"] = per_token / (bw * 1e9) * 1e3 / rec["decode_ms_p50"]
-                row["fits"] = rec["peak_rss_mb"] <= device.usable_ram_mb
-                if projected:
-                    row["host"] = {k: rec[k] for k in ("prefill_ms", "decode_ms_p50", "decode_ms_p90", "tokens_per_s")}
-                    d_scale, p_scale = host_bw / device.mem_bandwidth_gbs, host_flops / device.fp32_gflops
-                    row["prefill_ms"] = {k: v * p_scale for k, v in rec["prefill_ms"].items()}
-                    row["decode_ms_p50"] = rec["decode_ms_p50"] * d_scale
-                    row["decode_ms_p90"] = rec["decode_ms_p90"] * d_scale
-                    row["tokens_per_s"] = 1e3 / row["decode_ms_p50"]
-                    row["decode_ms_samples"] = [s * d_scale for s in rec["decode_ms_samples"]]
+                _fill(row, runs, f, device, host, measured_there=bool(remote), projected=projected)
             except (RuntimeError, subprocess.SubprocessError, OSError, ValueError) as exc:
                 row["error"] = str(exc)
                 log(f"  failed: {exc}")
@@ -222,6 +205,28 @@ def bench(models: list[str], device: Profile, config: BenchConfig | None = None,
     return {"device": device.name, "projected": projected, "projection": PROJECTION if projected else None,
             "device_profile": {k: v for k, v in vars(device).items()}, "host_measured": host,
             "provenance": provenance, "models": rows}
+
+
+def _fill(row: dict, runs: list[dict], f: dict, device: Profile, host: dict, measured_there: bool, projected: bool) -> None:
+    """ROW from its runner records: median peak memory, roofline fraction, fit, and the projection."""
+    rec = runs[0]
+    rec["peak_rss_mb_samples"] = [r["peak_rss_mb"] for r in runs]
+    rec["peak_rss_mb"] = float(np.median(rec["peak_rss_mb_samples"]))
+    row.update(rec)
+    per_token = weight_bytes(f["file"]) + kv_bytes(f["dir"], rec["decode_context"])
+    row["bytes_per_token"] = per_token
+    bw = device.mem_bandwidth_gbs if measured_there else host["mem_bandwidth_gbs"]
+    row["roofline_fraction"] = per_token / (bw * 1e9) * 1e3 / rec["decode_ms_p50"]
+    row["fits"] = rec["peak_rss_mb"] <= device.usable_ram_mb
+    if projected:
+        row["host"] = {k: rec[k] for k in ("prefill_ms", "decode_ms_p50", "decode_ms_p90", "tokens_per_s")}
+        d_scale = host["mem_bandwidth_gbs"] / device.mem_bandwidth_gbs
+        p_scale = host["fp32_gflops"] / device.fp32_gflops
+        row["prefill_ms"] = {k: v * p_scale for k, v in rec["prefill_ms"].items()}
+        row["decode_ms_p50"] = rec["decode_ms_p50"] * d_scale
+        row["decode_ms_p90"] = rec["decode_ms_p90"] * d_scale
+        row["tokens_per_s"] = 1e3 / row["decode_ms_p50"]
+        row["decode_ms_samples"] = [s * d_scale for s in rec["decode_ms_samples"]]
 
 
 def _ratios(rows: list[dict]) -> None:

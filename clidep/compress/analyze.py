@@ -10,22 +10,6 @@ from clidep.compress.config import AnalyzeConfig
 from clidep.options import resolve
 from clidep.errors import ClidepError
 
-def calibration_batch(tokenizer, data: str, samples: int, seq_len: int, seed: int):
-    """``samples`` windows of ``seq_len`` tokens from DATA at seeded random offsets: (N, L) int64."""
-    import numpy as np
-    import torch
-
-    from clidep.data import read_text
-    from clidep.data import tokenize_text
-
-    text, label = read_text(data)
-    ids = tokenize_text(tokenizer, text)
-    if ids.size <= seq_len:
-        raise ClidepError(f"'{data}' has {ids.size} tokens, fewer than one window of --seq-len {seq_len}")
-    starts = np.sort(np.random.default_rng(seed).choice(ids.size - seq_len, size=samples, replace=samples > ids.size - seq_len))
-    return torch.from_numpy(np.stack([ids[s : s + seq_len] for s in starts])), label
-
-
 def analyze(model_path: str | Path, config: AnalyzeConfig | None = None, **options) -> dict:
     """Score every block of MODEL on a calibration batch of SAMPLES x SEQ_LEN tokens from DATA.
 
@@ -36,7 +20,7 @@ def analyze(model_path: str | Path, config: AnalyzeConfig | None = None, **optio
 
     from clidep.compress import importance
     from clidep.model.convert import load_model
-    from clidep.data import load_tokenizer
+    from clidep.data import calibration_batch, load_tokenizer
 
     c = resolve(AnalyzeConfig, config, options)
     data, samples, seq_len, probes, method, seed, min_gap = c.data, c.samples, c.seq_len, c.probes, c.method, c.seed, c.min_gap

@@ -46,8 +46,7 @@ def export_artifact(model_path: str | Path, out: str | Path, config: ExportConfi
     """
     from transformers import AutoConfig
 
-    from clidep.compress.analyze import calibration_batch
-    from clidep.data import load_tokenizer
+    from clidep.data import calibration_batch, load_tokenizer
     from clidep.export.validate import greedy_agreement, validate_export
     from clidep.files import check_output, free_space_check, make_temp_dir, swap_into_place, write_json
     from clidep.model.convert import load_model
