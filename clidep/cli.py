@@ -15,6 +15,7 @@ import typer
 
 from clidep.bench.config import BenchConfig
 from clidep.compress.config import AnalyzeConfig, CompressConfig
+from clidep.demo import DemoConfig
 from clidep.export.config import ExportConfig
 from clidep.quality.config import EvalConfig
 from clidep.runtime.config import GenerateConfig
@@ -202,14 +203,9 @@ def devices(
     console.print(table)
 
 
-@app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Working directory for every artifact (its sub-directories are replaced).")] = Path("clidep-demo"),
-    model: Annotated[str | None, typer.Option(help="A GPT-2 checkpoint instead of the embedded tiny model.")] = None,
-    data: Annotated[str | None, typer.Option(help="Training text [default: python-docs with the embedded model, else wiki-en].")] = None,
-    eval_data: Annotated[str | None, typer.Option(help="Evaluation text [default: python-docs-valid, else wikitext-test].")] = None,
-    ratio: Annotated[float, typer.Option(help="Compression ratio of the CLI student.")] = 2.0,
-    steps: Annotated[int, typer.Option(help="Distillation steps per student (16 x 128 tokens each).")] = 150,
+    *, options,
 ) -> None:
     """Run the whole job offline: analyze, compress (CLI and uniform), export --int8 and bench on this machine.
 
@@ -221,7 +217,7 @@ def demo(
 
     from clidep.demo import demo as run
 
-    result = run(out, model, data, eval_data, ratio, steps, log=lambda m: print(m, file=sys.stderr))
+    result = run(out, options, log=lambda m: print(m, file=sys.stderr))
     ev = result["eval"]
     table = Table(title=f"clidep demo: ppl on {ev['data']} ({ev['tokens']:,} tokens, context {ev['context']}, stride {ev['stride']}); "
                         f"int8 decode measured on this machine")
@@ -238,6 +234,9 @@ def demo(
     for name, path in result["artifacts"].items():
         console.print(f"  {name:<12} {path}")
     console.print(f"done in {result['seconds']:.0f} s: {result['timings_s']}")
+
+
+typer_command(app, "demo", DemoConfig, command_parameters(demo), demo)
 
 
 @app.callback()

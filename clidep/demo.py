@@ -10,17 +10,30 @@ demo trains and evaluates on the same kind of text, so it needs no download and 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
+
+from clidep.options import Options, option, resolve
 
 EMBEDDED = Path(__file__).resolve().parent / "demo_model"
 
 
-def demo(out: str | Path = "clidep-demo", model: str | None = None, data: str | None = None,
-         eval_data: str | None = None, ratio: float = 2.0, steps: int = 150, log=print) -> dict:
+@dataclass(frozen=True)
+class DemoConfig(Options):
+    """What the demo runs on, and how far it trains."""
+
+    model: str | None = option(None, "A GPT-2 checkpoint instead of the embedded tiny model.")
+    data: str | None = option(None, "Training text [default: python-docs with the embedded model, else wiki-en].")
+    eval_data: str | None = option(None, "Evaluation text [default: python-docs-valid, else wikitext-test].")
+    ratio: float = option(2.0, "Compression ratio of the CLI student.", above=1)
+    steps: int = option(150, "Distillation steps per student (16 x 128 tokens each).", low=1)
+
+
+def demo(out: str | Path = "clidep-demo", config: DemoConfig | None = None, *, log=print, **options) -> dict:
     """Run analyze, compress (CLI and uniform), export --int8 and bench (host) into OUT; return the summary.
 
-    Without MODEL the embedded tiny GPT-2 and the ``python-docs`` corpus are used. OUT's
-    sub-directories are replaced on every run.
+    CONFIG (a ``DemoConfig``) or its fields as keywords. Without MODEL the embedded tiny GPT-2 and
+    the ``python-docs`` corpus are used. OUT's sub-directories are replaced on every run.
     """
     from clidep.bench import devices
     from clidep.compress.analyze import analyze, write_report
@@ -30,11 +43,12 @@ def demo(out: str | Path = "clidep-demo", model: str | None = None, data: str | 
     from clidep.compress.pipeline import compress
     from clidep.quality.evaluate import evaluate
 
-    out = Path(out)
-    embedded = model is None
-    model = str(EMBEDDED) if embedded else model
-    data = data or ("python-docs" if embedded else None)
-    eval_data = eval_data or ("python-docs-valid" if embedded else "wikitext-test")
+    c = resolve(DemoConfig, config, options)
+    out, ratio, steps = Path(out), c.ratio, c.steps
+    embedded = c.model is None
+    model = str(EMBEDDED) if embedded else c.model
+    data = c.data or ("python-docs" if embedded else None)
+    eval_data = c.eval_data or ("python-docs-valid" if embedded else "wikitext-test")
     t0 = time.perf_counter()
     timings = {}
 

@@ -87,6 +87,8 @@ CASES = [
     ("wrong", "bench {onnx} --device host --out {fresh} --memory-runs 0", "--memory-runs must be at least 1"),
     ("wrong", "bench {onnx} --device host --out {fresh} --ppl-tokens -1", "--ppl-tokens must be at least 0"),
     ("wrong", "analyze {teacher} --out {fresh} --probes 0", "--probes must be at least 1"),
+    ("wrong", "demo --out {fresh} --ratio 1", "--ratio must be above 1, got 1.0"),
+    ("wrong", "demo --out {fresh} --steps 0", "--steps must be at least 1, got 0"),
     ("wrong", "analyze {teacher} --out {fresh} --min-gap nan", "--min-gap must be a finite number, got nan"),
     ("wrong", "analyze {teacher} --out {fresh} --min-gap 1", "--min-gap must be above 1, got 1.0"),
     ("wrong", "analyze {teacher} --out {fresh} --seq-len 1", "--seq-len must be at least 2, got 1"),

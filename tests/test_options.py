@@ -10,6 +10,7 @@ import pytest
 
 from clidep.bench.config import BenchConfig
 from clidep.compress.config import AnalyzeConfig, CompressConfig
+from clidep.demo import DemoConfig
 from clidep.export.config import ExportConfig
 from clidep.quality.config import EvalConfig
 from clidep.runtime.config import GenerateConfig
@@ -35,6 +36,7 @@ CONFIGS = {
     "export": (ExportConfig, {"--out", "--overwrite"}),
     "generate": (GenerateConfig, {"--prompt"}),
     "bench": (BenchConfig, {"--device", "--out", "--overwrite"}),
+    "demo": (DemoConfig, {"--out"}),
 }
 
 

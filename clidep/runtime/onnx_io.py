@@ -81,7 +81,11 @@ def decode_kv_shapes(metadata: dict[str, str]) -> list[tuple[int, int]] | None:
 
 def kv_shapes_from_config(config: dict) -> list[tuple[int, int]]:
     """KV shapes of a model from its config.json: clidep's per-block widths, or GPT-2's uniform heads
-    (what optimum's own GPT-2 exports need, since they carry no such metadata)."""
+    (what optimum's own GPT-2 exports need, since they carry no such metadata).
+
+    It restates CLIGPT2Config's head-size defaults on purpose: the runtime reads config.json on a
+    device without transformers, so it cannot build the config class.
+    """
     if config.get("model_type") == "cli_gpt2":
         hd = config.get("head_dim") or config["n_embd"] // config["n_head"]
         hds = config.get("layer_head_dims") or [hd] * len(config["layer_widths"])
