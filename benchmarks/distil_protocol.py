@@ -55,14 +55,27 @@ def start(a) -> dict:
             "teacher": teacher}
 
 
-def write(a, name: str, setup: dict, result: dict, lines: list[str]) -> None:
-    """OUT/NAME.json (provenance first, wall time last) and OUT/NAME.md; the table also on stdout."""
+def write(a, name: str, setup: dict, result: dict, title: str, fields: list, extra_rows: tuple[str, ...] = ()) -> None:
+    """OUT/NAME.json (provenance first, wall time last), and NAME.md / .csv / .jsonl of the arms
+    from one field list (clidep's report writer; every arm carries the run's provenance). The
+    table also goes to stdout; EXTRA_ROWS are Markdown rows appended to it (published figures)."""
+    from clidep.bench import report
+
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     record = {**setup["provenance"], **result, "wall_seconds": round(time.perf_counter() - setup["t0"], 1)}
-    (out / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
-    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    arms = [{**arm, "provenance": setup["provenance"]} for arm in result["arms"]]
+    report.write(out, name, fields, arms, record, title)
+    table = report.markdown(fields, arms, title) + "".join(row + "\n" for row in extra_rows)
+    (out / f"{name}.md").write_text(table)
+    print(table, end="")
+
+
+def teacher_line(result: dict) -> str:
+    """The first sentence of every distillation table: the teacher and the evaluation protocol."""
+    t, p = result["teacher"], result["protocol"]
+    return (f"Teacher {t['params'] / 1e6:.2f} M parameters, ppl {t['ppl']:.2f} ({p['eval_data']}, context {p['context']}, "
+            f"stride {p['stride']}, {t['tokens']:,} tokens).")
 
 
 def score(a, path: str) -> dict:

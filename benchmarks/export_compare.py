@@ -10,7 +10,7 @@ function on the same tokens, with the torch-free runner.
     python benchmarks/export_compare.py --tokens 4096        # smoke test
     python benchmarks/export_compare.py --student runs/cli   # add a clidep student
 
-Writes benchmarks/results/export_compare.json and .md.
+Writes benchmarks/results/export_compare.json, .md, .csv and .jsonl.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from clidep.bench import report
 
 ROOT = Path(__file__).resolve().parents[1]
 PEER = ROOT / ".venv-peer" / "bin"
@@ -111,18 +113,20 @@ def main() -> None:
         "rows": rows,
     }
     out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    lines = ["| model | pipeline | precision | MB | max abs logit diff vs torch | ppl | Δppl vs fp32 | linear layers quantised | seconds |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        if "ppl" not in r:
-            continue
-        lines.append(f"| {r['model']} | {r['pipeline']} | {r['precision']} | {r['size_bytes'] / 1e6:.1f} | "
-                     f"{r['max_abs_logit_diff_vs_torch']:.2g} | {r['ppl']:.2f} | {r['ppl_delta']:+.2%} | "
-                     f"{r.get('linear_layers_quantized', '')} | {r['seconds']} |")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    prov = {k: result[k] for k in ("machine", "time", "git_sha")}
+    scored = [{**r, "provenance": prov} for r in rows if "ppl" in r]  # the timing-only rows stay in the JSON
+    report.write(out.parent, out.stem, FIELDS, scored, result)
+    print(report.markdown(FIELDS, scored), end="")
+
+
+FIELDS = [
+    report.Field("model", "model"), report.Field("pipeline", "pipeline"), report.Field("precision", "precision"),
+    report.Field("size_bytes", "MB", text=lambda r: f"{r['size_bytes'] / 1e6:.1f}"),
+    report.Field("max_abs_logit_diff_vs_torch", "max abs logit diff vs torch", ".2g"), report.Field("ppl", "ppl", ".2f"),
+    report.Field("ppl_delta", "Δppl vs fp32", "+.2%"),
+    report.Field("linear_layers_quantized", "linear layers quantised", text=lambda r: str(r.get("linear_layers_quantized", ""))),
+    report.Field("seconds", "seconds"),
+]
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import distil_protocol
 
+from clidep.bench.report import Field
+
 
 def main() -> None:
     ap = distil_protocol.parser(__doc__.splitlines()[0], "layercollapse")
@@ -72,20 +74,27 @@ def main() -> None:
         "arms": rows,
         "protocol": {**distil_protocol.protocol(a, teacher), "lc": a.lc, "collapse_tol": 0.05, "init": "teacher"},
     }
-    lines = [
-        f"Teacher {teacher['params'] / 1e6:.2f} M parameters, ppl {teacher['ppl']:.2f} ({teacher['data']}, context {a.context}, "
-        f"stride {a.stride}, {teacher['tokens']:,} tokens). Protected blocks {protected}; {a.tokens:,} distillation tokens "
-        f"per arm, teacher init, lc {a.lc}.",
-        "",
-        "| method | size | params | ratio | widths | collapsed MLPs | ppl | ppl / teacher |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        widths = sorted(set(r["layer_widths"]), reverse=True)
-        left = f" (left: {r['left_uncollapsed']})" if r["left_uncollapsed"] else ""
-        lines.append(f"| {r['method']} | {r['size']} | {r['params'] / 1e6:.2f} M | {r['ratio']:.2f} | "
-                     f"{'/'.join(map(str, widths))} | {r['collapsed'] or '-'}{left} | {r['ppl']:.2f} | {r['ppl_vs_teacher']:.2f} |")
-    distil_protocol.write(a, "layercollapse", setup, result, lines)
+    distil_protocol.write(a, "layercollapse", setup, result, title(result), FIELDS)
+
+
+def title(result: dict) -> str:
+    p = result["protocol"]
+    return (f"{distil_protocol.teacher_line(result)} Protected blocks {result['protected']}; "
+            f"{p['tokens_per_arm']:,} distillation tokens per arm, teacher init, lc {p['lc']}.")
+
+
+def _collapsed(r: dict) -> str:
+    left = f" (left: {r['left_uncollapsed']})" if r["left_uncollapsed"] else ""
+    return f"{r['collapsed'] or '-'}{left}"
+
+
+FIELDS = [
+    Field("method", "method"), Field("size", "size"), Field("params", "params", text=lambda r: f"{r['params'] / 1e6:.2f} M"),
+    Field("ratio", "ratio", ".2f"),
+    Field("layer_widths", "widths", text=lambda r: "/".join(map(str, sorted(set(r["layer_widths"]), reverse=True)))),
+    Field("collapsed", "collapsed MLPs", text=_collapsed), Field("ppl", "ppl", ".2f"),
+    Field("ppl_vs_teacher", "ppl / teacher", ".2f"),
+]
 
 
 if __name__ == "__main__":

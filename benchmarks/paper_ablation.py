@@ -22,6 +22,8 @@ from pathlib import Path
 
 import distil_protocol
 
+from clidep.bench.report import Field
+
 
 def main() -> None:
     ap = distil_protocol.parser(__doc__.splitlines()[0], "paper_ablation")
@@ -65,20 +67,20 @@ def main() -> None:
         "arms": rows,
         "protocol": distil_protocol.protocol(a, teacher),
     }
-    lines = [
-        f"Teacher {teacher['params'] / 1e6:.2f} M parameters, ppl {teacher['ppl']:.2f} ({teacher['data']}, context {a.context}, "
-        f"stride {a.stride}, {teacher['tokens']:,} tokens). Layer-0 NTK ratio {report['layer0_ratio']:.1f}x (paper: > 60x). "
-        f"{a.tokens:,} distillation tokens per arm.",
-        "",
-        "| method | init | params | ratio | ppl | ppl / teacher | uniform / CLI |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        u = f"{r['uniform_over_cli']:.2f}" if r["uniform_over_cli"] else ""
-        lines.append(f"| {r['method']} | {r['init']} | {r['params'] / 1e6:.2f} M | {r['ratio']:.2f} | {r['ppl']:.2f} | "
-                     f"{r['ppl_vs_teacher']:.2f} | {u} |")
-    lines.append("| paper: CLI-GPT2 / uniform (GPT-2 medium) | ? | 143.8 M | 2.47 | 204.5 / 571.8 | | 2.80 |")
-    distil_protocol.write(a, "paper_ablation", setup, result, lines)
+    distil_protocol.write(a, "paper_ablation", setup, result, title(result), FIELDS, (PAPER_ROW,))
+
+
+def title(result: dict) -> str:
+    return (f"{distil_protocol.teacher_line(result)} Layer-0 NTK ratio {result['layer0_ratio']:.1f}x (paper: > 60x). "
+            f"{result['protocol']['tokens_per_arm']:,} distillation tokens per arm.")
+
+
+FIELDS = [
+    Field("method", "method"), Field("init", "init"), Field("params", "params", text=lambda r: f"{r['params'] / 1e6:.2f} M"),
+    Field("ratio", "ratio", ".2f"), Field("ppl", "ppl", ".2f"), Field("ppl_vs_teacher", "ppl / teacher", ".2f"),
+    Field("uniform_over_cli", "uniform / CLI", text=lambda r: f"{r['uniform_over_cli']:.2f}" if r["uniform_over_cli"] else ""),
+]
+PAPER_ROW = "| paper: CLI-GPT2 / uniform (GPT-2 medium) | ? | 143.8 M | 2.47 | 204.5 / 571.8 | | 2.80 |"
 
 
 if __name__ == "__main__":

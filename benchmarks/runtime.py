@@ -10,17 +10,18 @@ its own process, and every row is also given as ratios to the peer's fp32 origin
     python benchmarks/runtime.py --layers 8 --width 256 --heads 4 --ratio 1.2 --out /tmp/rt   # smoke test (~3 min)
     python benchmarks/runtime.py --threads 16                      # a larger machine
 
-Writes OUT/runtime.json and OUT/runtime.md (OUT defaults to benchmarks/results).
+Writes OUT/runtime.json, .md, .csv and .jsonl (OUT defaults to benchmarks/results).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from clidep.bench import report as report_writer
 
 ROOT = Path(__file__).resolve().parents[1]
 PEER = ROOT / ".venv-peer" / "bin"
@@ -116,26 +117,33 @@ def main() -> None:
         "shapes": {"layers": a.layers, "width": a.width, "heads": a.heads, "vocab": a.vocab, "positions": a.positions},
         "widths": {"cli": cli_sol.widths, "uniform": uni_sol.widths}, "rows": rows,
     }
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "runtime.json").write_text(json.dumps(result, indent=2) + "\n")
-    lines = [f"Measured on {result['machine']}, {result['threads']} threads, ONNX Runtime {report['provenance']['onnxruntime']}, "
-             f"git {report['provenance']['git_sha']}; random weights at {a.layers} x {a.width}, vocab {a.vocab:,}; "
-             f"host copy bandwidth {report['host_measured']['mem_bandwidth_gbs']:.1f} GB/s.", "",
-             "| model | pipeline | precision | params | MB | " + " | ".join(f"prefill {n} ms" for n in lens)
-             + " | decode p50 ms | peak RSS MB | roofline | vs peer fp32: size / decode speed-up |",
-             "|" + "---|" * (8 + len(lens))]
-    for r in rows:
-        if r.get("error"):
-            lines.append(f"| {r['model']} | {r['pipeline']} | {r['precision']} | failed: {r['error']} |" + " |" * (4 + len(lens)))
-            continue
-        vs = r.get("vs_peer_fp32")
-        lines.append(f"| {r['model']} | {r['pipeline']} | {r['precision']} | {r['params'] / 1e6:.1f} M | {r['size_bytes'] / 1e6:.0f} | "
-                     + " | ".join(f"{r['prefill_ms'][str(n)]:.0f}" for n in lens)
-                     + f" | {r['decode_ms_p50']:.1f} | {r['peak_rss_mb']:.0f} | {r['roofline_fraction']:.0%} | "
-                     + (f"{vs['size']:.2f} / {vs['decode_speedup']:.2f}x" if vs else "-") + " |")
-    (out / "runtime.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    records = [{**r, "provenance": report["provenance"]} for r in rows]
+    fields = table_fields(lens)
+    report_writer.write(Path(a.out), "runtime", fields, records, result, title(result), keep=3)
+    print(report_writer.markdown(fields, records, title(result), keep=3), end="")
+
+
+def title(result: dict) -> str:
+    prov, shapes = result["provenance"], result["shapes"]
+    return (f"Measured on {result['machine']}, {result['threads']} threads, ONNX Runtime {prov['onnxruntime']}, "
+            f"git {prov['git_sha']}; random weights at {shapes['layers']} x {shapes['width']}, vocab {shapes['vocab']:,}; "
+            f"host copy bandwidth {result['host_measured']['mem_bandwidth_gbs']:.1f} GB/s.")
+
+
+def _vs_peer(r: dict) -> str:
+    vs = r.get("vs_peer_fp32")
+    return f"{vs['size']:.2f} / {vs['decode_speedup']:.2f}x" if vs else "-"
+
+
+def table_fields(lens: list[int]) -> list:
+    F = report_writer.Field
+    return [F("model", "model"), F("pipeline", "pipeline"), F("precision", "precision"),
+            F("params", "params", text=lambda r: f"{r['params'] / 1e6:.1f} M"),
+            F("size_bytes", "MB", text=lambda r: f"{r['size_bytes'] / 1e6:.0f}"),
+            *[F(f"prefill_ms.{n}", f"prefill {n} ms", ".0f") for n in lens],
+            F("decode_ms_p50", "decode p50 ms", ".1f"), F("peak_rss_mb", "peak RSS MB", ".0f"),
+            F("roofline_fraction", "roofline", ".0%"),
+            F("vs_peer_fp32.decode_speedup", "vs peer fp32: size / decode speed-up", text=_vs_peer)]
 
 
 if __name__ == "__main__":

@@ -44,14 +44,15 @@ def _cell(record: dict, f: Field) -> str:
     return format(v, f.fmt) if f.fmt else str(v)
 
 
-def markdown(fields: list[Field], records: list[dict], title: str = "") -> str:
-    """A Markdown table (TITLE above it); a record with an ``error`` keeps its first two cells and says why."""
+def markdown(fields: list[Field], records: list[dict], title: str = "", keep: int = 2) -> str:
+    """A Markdown table (TITLE above it); a record with an ``error`` keeps its first KEEP cells (what
+    names it) and says why in the next."""
     lines = [title, ""] if title else []
     lines += ["| " + " | ".join(f.header for f in fields) + " |", "|" + "---|" * len(fields)]
     for r in records:
-        if "error" in r:
-            lines.append("| " + " | ".join(_cell(r, f) for f in fields[:2]) + f" | failed: {r['error']} |"
-                         + " |" * (len(fields) - 3))
+        if r.get("error"):
+            lines.append("| " + " | ".join(_cell(r, f) for f in fields[:keep]) + f" | failed: {r['error']} |"
+                         + " |" * (len(fields) - keep - 1))
         else:
             lines.append("| " + " | ".join(_cell(r, f) for f in fields) + " |")
     return "\n".join(lines) + "\n"
@@ -77,12 +78,12 @@ def jsonl(records: list[dict]) -> str:
 
 
 def write(out: Path, stem: str, fields: list[Field], records: list[dict], document: dict, title: str = "",
-          csv_extra: tuple[str, ...] = ("error",)) -> list[Path]:
+          csv_extra: tuple[str, ...] = ("error",), keep: int = 2) -> list[Path]:
     """STEM.json (DOCUMENT), STEM.md, STEM.csv and STEM.jsonl in OUT, each written atomically."""
     from clidep.files import atomic_write, write_json
 
     out = Path(out)
     return [write_json(out / f"{stem}.json", document),
-            atomic_write(out / f"{stem}.md", lambda t: t.write_text(markdown(fields, records, title))),
+            atomic_write(out / f"{stem}.md", lambda t: t.write_text(markdown(fields, records, title, keep))),
             atomic_write(out / f"{stem}.csv", lambda t: t.write_text(csv_text(fields, records, csv_extra))),
             atomic_write(out / f"{stem}.jsonl", lambda t: t.write_text(jsonl(records)))]

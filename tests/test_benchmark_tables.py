@@ -1,0 +1,43 @@
+"""The benchmarks' published tables come from the one report writer: each .md in
+benchmarks/results/ is printed again, byte for byte, from its .json by its script's fields."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from clidep.bench import report
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def scripts_importable():
+    sys.path.insert(0, str(BENCHMARKS))
+    yield
+    sys.path.remove(str(BENCHMARKS))
+
+
+def _table(name: str) -> str:
+    import export_compare
+    import layercollapse
+    import paper_ablation
+    import runtime
+
+    result = json.loads((BENCHMARKS / "results" / f"{name}.json").read_text())
+    if name == "paper_ablation":
+        return report.markdown(paper_ablation.FIELDS, result["arms"], paper_ablation.title(result)) + paper_ablation.PAPER_ROW + "\n"
+    if name == "layercollapse":
+        return report.markdown(layercollapse.FIELDS, result["arms"], layercollapse.title(result))
+    if name == "runtime":
+        lens = sorted({int(k) for r in result["rows"] for k in (r.get("prefill_ms") or {})})
+        return report.markdown(runtime.table_fields(lens), result["rows"], runtime.title(result), keep=3)
+    return report.markdown(export_compare.FIELDS, [r for r in result["rows"] if "ppl" in r])
+
+
+@pytest.mark.parametrize("name", ["paper_ablation", "layercollapse", "runtime", "export_compare"])
+def test_published_table_is_what_the_writer_prints(name):
+    assert _table(name) == (BENCHMARKS / "results" / f"{name}.md").read_text()
