@@ -54,6 +54,7 @@ def peer_pipeline(model: Path, work: Path) -> list[dict]:
     return rows
 
 
+# A screen and a little: argument parsing, one loop over the models and their pipelines, the report.
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--teacher", default=str(ROOT.parent / "shared" / "models" / "ref-gpt2-12l"))

@@ -42,40 +42,18 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     a = ap.parse_args()
 
-    import torch
     from onnxruntime.quantization import QuantType, quantize_dynamic
-    from transformers import GPT2Config, GPT2LMHeadModel
 
-    from clidep import CLIGPT2LMHeadModel, devices
-    from clidep.export.artifact import export_artifact
+    from clidep.bench import devices
     from clidep.bench.benchmark import bench
-    from clidep.model.convert import config_from_gpt2
-    from clidep.data import load_tokenizer
-    from clidep.model.params import param_count
-    from clidep.compress.widths import build, solve
+    from clidep.export.artifact import export_artifact
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    torch.manual_seed(0)
-    tok = load_tokenizer("gpt2")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        gcfg = GPT2Config(n_embd=a.width, n_layer=a.layers, n_head=a.heads, vocab_size=a.vocab, n_positions=a.positions)
-        original = GPT2LMHeadModel(gcfg).eval()
-        original.save_pretrained(work / "original")
-        tok.save_pretrained(work / "original")
-        teacher_cfg = config_from_gpt2(gcfg)
-        params = {"original": param_count(teacher_cfg)}
-        cli_sol = solve(teacher_cfg, "cli", round(params["original"] / a.ratio), [0, a.layers - 1])
-        uni_sol = solve(teacher_cfg, "uniform", cli_sol.params, [])
-        for name, method, sol, protect in (("cli", "cli", cli_sol, [0, a.layers - 1]), ("uniform", "uniform", uni_sol, [])):
-            model = CLIGPT2LMHeadModel(build(teacher_cfg, method, sol.width, protect)).eval()
-            model.save_pretrained(work / name)
-            tok.save_pretrained(work / name)
-            params[name] = sol.params
-            log(sol.arithmetic)
-        del original, model
+        params, sols = _models(a, work, log)
         exports = {}
         for name in ("original", "cli", "uniform"):
             log(f"clidep export {name} ...")
@@ -91,16 +69,58 @@ def main() -> None:
                        + [str(peer / "model.onnx"), str(peer / "model.int8.onnx")],
                        devices.load("host"), prompt_lens=a.prompt_lens, gen=a.gen, threads=a.threads,
                        memory_runs=a.memory_runs, log=log)
+    rows = _rows(report, params)
+    result = {
+        "machine": report["provenance"]["host"], "threads": report["provenance"]["threads"],
+        "host_measured": report["host_measured"], "provenance": report["provenance"],
+        "shapes": {"layers": a.layers, "width": a.width, "heads": a.heads, "vocab": a.vocab, "positions": a.positions},
+        "widths": {name: sol.widths for name, sol in sols.items()}, "rows": rows,
+    }
+    records = [{**r, "provenance": report["provenance"]} for r in rows]
+    fields = table_fields(lens)
+    report_writer.write(Path(a.out), "runtime", fields, records, result, title(result), keep=3)
+    print(report_writer.markdown(fields, records, title(result), keep=3), end="")
+
+
+def _models(a, work: Path, log) -> tuple[dict, dict]:
+    """The original GPT-2 with random weights, and CLI and uniform students of its shape, saved in WORK."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from clidep import CLIGPT2LMHeadModel
+    from clidep.compress.widths import build, solve
+    from clidep.data import load_tokenizer
+    from clidep.model.convert import config_from_gpt2
+    from clidep.model.params import param_count
+
+    torch.manual_seed(0)
+    tok = load_tokenizer("gpt2")
+    gcfg = GPT2Config(n_embd=a.width, n_layer=a.layers, n_head=a.heads, vocab_size=a.vocab, n_positions=a.positions)
+    GPT2LMHeadModel(gcfg).eval().save_pretrained(work / "original")
+    tok.save_pretrained(work / "original")
+    teacher_cfg = config_from_gpt2(gcfg)
+    params = {"original": param_count(teacher_cfg)}
+    cli_sol = solve(teacher_cfg, "cli", round(params["original"] / a.ratio), [0, a.layers - 1])
+    sols = {"cli": cli_sol, "uniform": solve(teacher_cfg, "uniform", cli_sol.params, [])}
+    for name, protect in (("cli", [0, a.layers - 1]), ("uniform", [])):
+        CLIGPT2LMHeadModel(build(teacher_cfg, name, sols[name].width, protect)).eval().save_pretrained(work / name)
+        tok.save_pretrained(work / name)
+        params[name] = sols[name].params
+        log(sols[name].arithmetic)
+    return params, sols
+
+
+def _rows(report: dict, params: dict) -> list[dict]:
+    """One row per file, named by model and pipeline, with ratios to the peer's fp32 original."""
     rows = []
     for r in report["models"]:
         pipeline = "peer" if r["name"].startswith("peer-onnx/") else "clidep"
         model = "original" if pipeline == "peer" else r["name"].removesuffix("-onnx")
         precision = r["precision"] if pipeline == "clidep" else ("int8-dynamic" if "int8" in r["name"] else "fp32")
-        row = {"model": model, "pipeline": pipeline, "precision": precision, "params": params[model],
-               **{k: r.get(k) for k in ("size_bytes", "load_s", "prefill_ms", "decode_ms_p50", "decode_ms_p90",
-                                         "peak_rss_mb", "peak_rss_mb_samples", "roofline_fraction", "bytes_per_token",
-                                         "error")}}
-        rows.append(row)
+        rows.append({"model": model, "pipeline": pipeline, "precision": precision, "params": params[model],
+                     **{k: r.get(k) for k in ("size_bytes", "load_s", "prefill_ms", "decode_ms_p50", "decode_ms_p90",
+                                               "peak_rss_mb", "peak_rss_mb_samples", "roofline_fraction",
+                                               "bytes_per_token", "error")}})
     base = next(r for r in rows if r["pipeline"] == "peer" and r["precision"] == "fp32")
     for r in rows:
         if r.get("error") or base.get("error"):
@@ -111,16 +131,7 @@ def main() -> None:
             "prefill_speedup": {n: base["prefill_ms"][n] / r["prefill_ms"][n] for n in r["prefill_ms"]},
             "peak_rss": r["peak_rss_mb"] / base["peak_rss_mb"],
         }
-    result = {
-        "machine": report["provenance"]["host"], "threads": report["provenance"]["threads"],
-        "host_measured": report["host_measured"], "provenance": report["provenance"],
-        "shapes": {"layers": a.layers, "width": a.width, "heads": a.heads, "vocab": a.vocab, "positions": a.positions},
-        "widths": {"cli": cli_sol.widths, "uniform": uni_sol.widths}, "rows": rows,
-    }
-    records = [{**r, "provenance": report["provenance"]} for r in rows]
-    fields = table_fields(lens)
-    report_writer.write(Path(a.out), "runtime", fields, records, result, title(result), keep=3)
-    print(report_writer.markdown(fields, records, title(result), keep=3), end="")
+    return rows
 
 
 def title(result: dict) -> str:

@@ -29,6 +29,8 @@ class DemoConfig(Options):
     steps: int = option(150, "Distillation steps per student (16 x 128 tokens each).", low=1)
 
 
+# Over a screen on purpose: the demo is the pipeline read top to bottom, one line per step, each
+# calling a command's own library function; splitting it would hide the order it shows.
 def demo(out: str | Path = "clidep-demo", config: DemoConfig | None = None, *, log=print, **options) -> dict:
     """Run analyze, compress (CLI and uniform), export --int8 and bench (host) into OUT; return the summary.
 

@@ -10,6 +10,7 @@ from clidep.compress.config import AnalyzeConfig
 from clidep.options import resolve
 from clidep.errors import ClidepError
 
+# About a screen: the scorers run in a fixed order on one calibration batch and fill one report.
 def analyze(model_path: str | Path, config: AnalyzeConfig | None = None, **options) -> dict:
     """Score every block of MODEL on a calibration batch of SAMPLES x SEQ_LEN tokens from DATA.
 

@@ -191,6 +191,7 @@ def _same_settings(run: dict, teacher: str, config: CompressConfig) -> None:
                           "drop those options, or start a new run with --overwrite")
 
 
+# Over a screen because half of it is the compress.json record, written out field by field.
 def _distil(run: dict, out: Path, resume: bool, log) -> dict:
     """Build, initialise, distil (and collapse) the student that RUN describes, writing it into OUT."""
     import torch

@@ -32,6 +32,8 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+# About a screen with its docstring: the export's sequence (check, load, graph, variants, manifest,
+# swap) in one try/finally around the temporary directory; each step is a helper below.
 def export_artifact(model_path: str | Path, out: str | Path, config: ExportConfig | None = None, *,
                     overwrite: bool = False, **options) -> dict:
     """Export MODEL to ONNX in OUT, validate it against PyTorch, and add the precisions asked for.
