@@ -161,11 +161,10 @@ def bench(
 
     check_output(out, [*models, options.baseline], overwrite=overwrite)
     report = run(models, profiles.load(device), options, log=lambda m: print(m, file=sys.stderr))
+    print(markdown(report))
     if all("error" in r for r in report["models"]):
-        print(markdown(report))
         raise ClidepError(f"every model failed (see the table above); {out} was left as it was")
     names = [p.name for p in write_dir(out, lambda tmp: write_report(report, tmp))]
-    print(markdown(report))
     print("wrote " + ", ".join(str(out / n) for n in names), file=sys.stderr)
 
 

@@ -16,7 +16,6 @@ import math
 from collections.abc import Callable
 from typing import Annotated, Any, get_type_hints
 
-from clidep import bounds
 from clidep.errors import ClidepError
 
 
@@ -71,6 +70,7 @@ def resolve(cls: type[Options], config: Options | None, options: dict) -> Option
 
 
 def _check(name: str, value: Any, meta: dict) -> None:
+    """``ClidepError`` with one line saying what is allowed when VALUE breaks the field's metadata."""
     if value is None or not meta:
         return
     if meta["choices"] is not None and value not in meta["choices"]:
@@ -79,17 +79,14 @@ def _check(name: str, value: Any, meta: dict) -> None:
         return
     if isinstance(value, float) and not math.isfinite(value):
         raise ClidepError(f"{name} must be a finite number, got {value}")
-    if meta["above"] is not None and not value > meta["above"]:
-        raise ClidepError(f"{name} must be above {meta['above']:g}, got {value}")
-    low, high = meta["low"], meta["high"]
-    if high is not None:
-        floor = low if low is not None else meta["above"]
-        bounds.between(name, value, -math.inf if floor is None else floor, high, open_low=low is None and floor is not None)
-    elif low is not None:
-        if isinstance(value, int):
-            bounds.at_least(name, value, int(low))
-        elif value < low:
-            raise ClidepError(f"{name} must be at least {low:g}, got {value}")
+    above, low, high = meta["above"], meta["low"], meta["high"]
+    if above is not None and not value > above:
+        raise ClidepError(f"{name} must be above {above:g}, got {value}")
+    if high is not None and (value > high or (low is not None and value < low)):
+        floor = f"[{low:g}" if low is not None else f"({above:g}" if above is not None else "(-inf"
+        raise ClidepError(f"{name} must be in {floor}, {high:g}], got {value:g}")
+    if low is not None and value < low:
+        raise ClidepError(f"{name} must be at least {low:g}, got {value}")
 
 
 def _names(f: dataclasses.Field) -> tuple[str, ...]:

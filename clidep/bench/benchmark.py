@@ -34,6 +34,7 @@ from clidep.options import resolve
 from clidep.files import read_json
 from clidep.errors import ClidepError
 from clidep.bench.provenance import provenance as run_provenance
+from clidep.runtime.onnx_io import positions_beside
 
 PACKAGE = Path(__file__).resolve().parents[1]  # clidep/, copied whole to a remote device
 PROJECTION = ("decode ms/token = host ms/token x host GB/s / device GB/s (the host's fraction of the bandwidth "
@@ -101,11 +102,6 @@ def kv_bytes(folder: Path, context: int) -> int:
 
     config = json.loads((folder / "config.json").read_text())
     return sum(2 * h * d * context * 4 for h, d in kv_shapes_from_config(config))
-
-
-def _positions(folder: Path) -> int | None:
-    cfg = folder / "config.json"
-    return json.loads(cfg.read_text()).get("n_positions") if cfg.is_file() else None
 
 
 def _ppl_ids(folder: Path, data: str, tokens: int, tmp: Path) -> Path:
@@ -178,7 +174,7 @@ def bench(models: list[str], device: Profile, config: BenchConfig | None = None,
             row = {"name": f["name"], "precision": f["precision"], "file": str(f["file"]),
                    "size_bytes": f["file"].stat().st_size, "is_baseline": bool(baseline) and Path(baseline) in (f["dir"], f["file"])}
             try:
-                n_pos = _positions(f["dir"])
+                n_pos = positions_beside(f["dir"])
                 if n_pos and max(prompt_lens) > n_pos:
                     raise RuntimeError(f"prompt length {max(prompt_lens)} exceeds the model's {n_pos} positions")
                 args = [str(f["file"]), "--prompt-lens", ",".join(map(str, prompt_lens)), "--gen", str(gen),

@@ -8,7 +8,6 @@ place at the end, so an interrupted export never leaves a DIR that looks complet
 from __future__ import annotations
 
 import hashlib
-import shutil
 import time
 from pathlib import Path
 
@@ -32,8 +31,8 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-# About a screen with its docstring: the export's sequence (check, load, graph, variants, manifest,
-# swap) in one try/finally around the temporary directory; each step is a helper below.
+# About a screen with its docstring: the export's sequence (check, load, graph, variants, manifest)
+# written once, into a directory that write_dir swaps in whole; each step is a helper below.
 def export_artifact(model_path: str | Path, out: str | Path, config: ExportConfig | None = None, *,
                     overwrite: bool = False, **options) -> dict:
     """Export MODEL to ONNX in OUT, validate it against PyTorch, and add the precisions asked for.
@@ -50,7 +49,7 @@ def export_artifact(model_path: str | Path, out: str | Path, config: ExportConfi
 
     from clidep.data import calibration_batch, load_tokenizer
     from clidep.export.validate import greedy_agreement, validate_export
-    from clidep.files import check_output, free_space_check, make_temp_dir, swap_into_place, write_json
+    from clidep.files import check_output, free_space_check, write_dir, write_json
     from clidep.model.convert import load_model
     from clidep.quality.perplexity import perplexity
     from clidep.runtime.runner import OnnxCausalLM
@@ -67,8 +66,8 @@ def export_artifact(model_path: str | Path, out: str | Path, config: ExportConfi
     n_agree = min(8, (ids.size - 1) // 128)
     agree_windows = ids[: n_agree * 128].reshape(n_agree, 128) if n_agree else ids[None, : ids.size]
     windows = calibration_batch(tokenizer, c.data, c.calib_samples, min(128, context), 0)[0].numpy() if c.static else None
-    tmp = make_temp_dir(out)
-    try:
+
+    def build(tmp: Path) -> dict:
         fp32, check, seconds, optimized = _fp32_graph(model, tmp, c)
         tokenizer.save_pretrained(tmp)
         # The source's own config (GPT-2's for a plain GPT-2) lets the ecosystem's clients, such as
@@ -100,11 +99,9 @@ def export_artifact(model_path: str | Path, out: str | Path, config: ExportConfi
             "variants": variants,
         }
         write_json(tmp / "manifest.json", manifest)
-        swap_into_place(tmp, out)
         return manifest
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+
+    return write_dir(out, build)
 
 
 def _ppl_ids(tokenizer, c: ExportConfig):

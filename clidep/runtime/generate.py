@@ -16,11 +16,10 @@ def generate_text(artifact: str | Path, prompt: str, config: GenerateConfig | No
     Generation stops at the model's last position (config.json's ``n_positions``); LOG, when
     given, is told how many tokens that left out.
     """
-    import json
-
     import numpy as np
     from tokenizers import Tokenizer
 
+    from clidep.runtime.onnx_io import positions_beside
     from clidep.runtime.runner import OnnxCausalLM
 
     path = Path(artifact)
@@ -40,8 +39,7 @@ def generate_text(artifact: str | Path, prompt: str, config: GenerateConfig | No
     ids = tokenizer.encode(prompt).ids
     if not ids:
         raise ClidepError("--prompt is empty")
-    config = folder / "config.json"
-    positions = json.loads(config.read_text()).get("n_positions") if config.is_file() else None
+    positions = positions_beside(folder)
     if positions is not None:
         if len(ids) >= positions:
             raise ClidepError(f"the prompt is {len(ids)} tokens; the model has {positions} positions, so it can add none")

@@ -93,3 +93,11 @@ def kv_shapes_from_config(config: dict) -> list[tuple[int, int]]:
     if config.get("model_type") == "gpt2":
         return [(config["n_head"], config["n_embd"] // config["n_head"])] * config["n_layer"]
     raise ValueError(f"cannot tell the KV-cache layout of a {config.get('model_type')!r} model")
+
+
+def positions_beside(graph_folder) -> int | None:
+    """The model's position count from the config.json beside an exported graph (None without one)."""
+    from pathlib import Path
+
+    config = Path(graph_folder) / "config.json"
+    return json.loads(config.read_text()).get("n_positions") if config.is_file() else None
