@@ -7,7 +7,6 @@ budget, schedule and seed, and score them all with clidep eval's sliding window.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path

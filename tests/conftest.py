@@ -1,11 +1,16 @@
-"""Shared fixtures: tiny GPT-2 models built in-process, and the offline reference teacher."""
+"""Shared fixtures and helpers: tiny models built in-process, the offline reference teacher, the
+command line run as a user runs it, and a small compression run."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
 
 import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from clidep import CLIGPT2Config, CLIGPT2LMHeadModel
 from clidep.data import shared_data_dir
 
 
@@ -53,3 +58,47 @@ def tiny_setup(tmp_path_factory, teacher_dir):
     load_tokenizer(teacher_dir).save_pretrained(root / "teacher")
     (root / "train.txt").write_text(read_text("wiki-en-valid")[0][:300_000])
     return root
+
+
+CLI = [sys.executable, "-m", "clidep"]
+
+
+def run(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``clidep ARGS`` in a fresh process, output captured."""
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout)
+
+
+SCHEDULES = {  # width schedules of a 4-block, width-64 model: no bottleneck, CLI, uniform, every shape at once
+    "identity": [64, 64, 64, 64],
+    "cli": [64, 32, 32, 64],
+    "uniform": [48, 48, 48, 48],
+    "ragged": [16, 64, 32, 48],
+}
+
+
+def tiny_config(widths: list[int], **kw) -> CLIGPT2Config:
+    """A CLIGPT2 config of width 64 with blocks of WIDTHS, vocabulary 101."""
+    return CLIGPT2Config(
+        vocab_size=101, n_positions=64, n_embd=64, n_layer=len(widths), n_head=4, head_dim=16,
+        layer_widths=widths, bos_token_id=0, eos_token_id=0, **kw,
+    )
+
+
+def tiny_compress(root, out, **kw):
+    """``compress`` on the tiny_setup teacher: CLI at width 32 protecting blocks 0 and 3, unless KW says otherwise."""
+    from clidep.compress.pipeline import compress
+
+    args = dict(method="cli", width=32, protect="0,3", data=str(root / "train.txt"), batch_size=8, seq_len=64,
+                eval_every=0, log=lambda m: None)
+    return compress(str(root / "teacher"), out, **{**args, **kw})
+
+
+@pytest.fixture(scope="module")
+def ragged(tmp_path_factory):
+    """A CLIGPT2 model of the ragged schedule and its ONNX graph, exported once per module."""
+    from clidep.export.graph import export_onnx
+
+    torch.manual_seed(0)
+    model = CLIGPT2LMHeadModel(tiny_config(SCHEDULES["ragged"])).eval()
+    path = export_onnx(model, tmp_path_factory.mktemp("ragged") / "model.onnx")
+    return model, path

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 import torch
@@ -13,7 +12,7 @@ from clidep.compress import importance as I
 from clidep.compress.analyze import analyze, write_report
 
 from .conftest import tiny_gpt2
-from .test_cli import run
+from .conftest import run
 
 
 def planted_model():

@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import shutil
-import statistics
 
 import pytest
 
 from clidep.bench import devices
-from clidep.bench.benchmark import bench, markdown, write_report
+from clidep.bench.benchmark import _fill, bench, markdown, write_report
 from clidep.data import load_tokenizer, read_text
 from clidep.errors import ClidepError
 from clidep.data import tokenize_text
 from clidep.model.convert import load_model
 from clidep.quality.perplexity import perplexity, torch_logits_fn
 
-from .test_cli import run
+from .conftest import run
 
 
 def test_every_shipped_profile_loads_with_sources():
@@ -98,10 +98,8 @@ def test_projection_is_labelled_and_follows_the_stated_model(teacher_artifact, t
     report = bench([str(out)], devices.load("raspberry-pi-4"), baseline=str(base), prompt_lens="16", gen=64,
                    log=lambda m: None)
     assert report["projected"] and "bandwidth" in report["projection"]
-    host, dev = report["host_measured"], devices.load("raspberry-pi-4")
     for r in report["models"]:
-        assert math.isclose(r["decode_ms_p50"], r["host"]["decode_ms_p50"] * host["mem_bandwidth_gbs"] / dev.mem_bandwidth_gbs)
-        assert r["vs_baseline"]["size_ratio"] == 1.0
+        assert r["host"]["decode_ms_p50"] > 0 and r["vs_baseline"]["size_ratio"] == 1.0
     paths = write_report(report, tmp_path / "o")
     assert {p.name for p in paths} == {"bench.json", "bench.md", "bench.csv", "bench.jsonl", "decode_vs_ppl.png", "prefill.png"}
     md = (tmp_path / "o" / "bench.md").read_text()
@@ -116,6 +114,23 @@ def test_projection_is_labelled_and_follows_the_stated_model(teacher_artifact, t
         assert (row["device"], row["projected"], row["git_sha"]) == ("raspberry-pi-4", "True", model["provenance"]["git_sha"])
     lines = (tmp_path / "o" / "bench.jsonl").read_text().splitlines()
     assert [json.loads(line) for line in lines] == json.loads((tmp_path / "o" / "bench.json").read_text())["models"]
+
+
+def test_projection_scales_decode_by_bandwidth_and_prefill_by_compute(teacher_artifact):
+    """A device with a quarter of the host's bandwidth and half its compute: decode 4x, prefill 2x."""
+    out, _ = teacher_artifact
+    device = dataclasses.replace(devices.load("raspberry-pi-4"), mem_bandwidth_gbs=5.0, fp32_gflops=50.0,
+                                 ram_gb=1.0, usable_ram_fraction=0.5)
+    host = {"mem_bandwidth_gbs": 20.0, "fp32_gflops": 100.0}
+    record = {"prefill_ms": {"16": 3.0}, "decode_ms_p50": 10.0, "decode_ms_p90": 12.0, "tokens_per_s": 100.0,
+              "decode_ms_samples": [9.0, 10.0, 12.0], "decode_context": 16}
+    row = {}
+    _fill(row, [{**record, "peak_rss_mb": m} for m in (600.0, 400.0, 500.0)],
+          {"file": out / "model.onnx", "dir": out}, device, host, measured_there=False, projected=True)
+    assert (row["decode_ms_p50"], row["decode_ms_p90"], row["tokens_per_s"]) == (40.0, 48.0, 25.0)
+    assert row["decode_ms_samples"] == [36.0, 40.0, 48.0] and row["prefill_ms"] == {"16": 6.0}
+    assert row["host"]["decode_ms_p50"] == 10.0, "the host's own figures kept beside the projection"
+    assert row["peak_rss_mb"] == 500.0 and row["fits"], "median of the runs, against 512 MB usable"
 
 
 def test_a_failing_model_does_not_stop_the_others(teacher_artifact, tmp_path):
@@ -163,7 +178,7 @@ def test_peak_memory_is_the_median_of_several_runner_processes(teacher_artifact)
                    log=lambda m: None)
     row = report["models"][0]
     samples = row["peak_rss_mb_samples"]
-    assert len(samples) == 3 and row["peak_rss_mb"] == statistics.median(samples)
+    assert len(samples) == 3 and min(samples) <= row["peak_rss_mb"] <= max(samples)
     assert min(samples) > row["size_bytes"] / 2**20  # each a real process holding the model
     with pytest.raises(ClidepError, match="--memory-runs must be at least 1"):
         bench([str(out / "model.onnx")], devices.load("host"), memory_runs=0, log=lambda m: None)

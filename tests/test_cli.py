@@ -9,12 +9,7 @@ import sys
 
 import pytest
 
-CLI = [sys.executable, "-m", "clidep"]
-
-
-def run(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout)
-
+from .conftest import run
 
 def test_help_lists_every_command_without_loading_torch():
     probe = ("import sys, time\nt = time.perf_counter()\nfrom clidep.cli import main\ncode = main(['--help'])\n"

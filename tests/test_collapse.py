@@ -13,7 +13,7 @@ from clidep.model.convert import load_model
 from clidep.export.graph import export_onnx
 from clidep.export.validate import validate_export
 
-from .test_compress import tiny_compress
+from .conftest import tiny_compress
 
 
 def linearizing_model(alpha: float, kinds=("standard", "linearizing", "linearizing", "standard")) -> CLIGPT2LMHeadModel:

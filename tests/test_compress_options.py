@@ -11,7 +11,7 @@ from clidep.compress.corpus import token_file
 from clidep.data import load_tokenizer
 from clidep.model.convert import load_model
 
-from .test_compress import tiny_compress
+from .conftest import tiny_compress
 
 
 def test_tokens_become_whole_steps(tiny_setup, tmp_path):

@@ -9,7 +9,7 @@ import subprocess
 from clidep.data import ENV_VAR, python_docs
 from clidep.demo import EMBEDDED
 
-from .test_cli import CLI
+from .conftest import CLI
 
 
 def test_embedded_model_is_small_and_complete():

@@ -6,92 +6,22 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
 import torch
 from transformers import GPT2LMHeadModel
 
-from clidep import CLIGPT2LMHeadModel, from_gpt2
 from clidep.export.artifact import export_artifact
 from clidep.model.convert import load_model
 from clidep.errors import ClidepError
-from clidep.export.graph import export_onnx
-from clidep.export.quantize import int8_dynamic
-from clidep.runtime.runner import OnnxCausalLM
-from clidep.export.validate import NamesMismatch, ValueMismatch, validate_export
 
-from .conftest import tiny_gpt2
-from .test_cli import run
-from .test_model import SCHEDULES, tiny_config
-
-
-@pytest.fixture(scope="module")
-def ragged(tmp_path_factory):
-    torch.manual_seed(0)
-    model = CLIGPT2LMHeadModel(tiny_config(SCHEDULES["ragged"])).eval()
-    path = export_onnx(model, tmp_path_factory.mktemp("ragged") / "model.onnx")
-    return model, path
-
-
-def test_clidep_schedule_exports_with_parity(ragged):
-    model, path = ragged
-    report = validate_export(model, path)
-    assert report["max_abs_logit_diff"] <= 1e-4 and report["greedy_match"]
-    assert not model.training, "export must leave the model in eval mode"
-    assert OnnxCausalLM(path).kv_shapes == [(1, 16), (4, 16), (2, 16), (3, 16)]
-
-
-def test_plain_gpt2_exports_with_parity(tmp_path):
-    gpt2 = tiny_gpt2(n_layer=2)
-    model = from_gpt2(gpt2)
-    path = export_onnx(model, tmp_path / "model.onnx")
-    assert validate_export(model, path)["max_abs_logit_diff"] <= 1e-4
-    # The ONNX graph also matches the original GPT2LMHeadModel, not only the converted one.
-    ids = np.arange(1, 9)[None]
-    with torch.no_grad():
-        ref = gpt2(torch.from_numpy(ids)).logits.numpy()
-    assert np.abs(OnnxCausalLM(path).logits(ids) - ref).max() <= 1e-4
-
-
-def test_graph_io_and_tied_head_stored_once(ragged):
-    model, path = ragged
-    graph = onnx.load(str(path))
-    names = [i.name for i in graph.graph.input]
-    assert names[:3] == ["input_ids", "attention_mask", "position_ids"] and names[3] == "past_key_values.0.key"
-    assert [o.name for o in graph.graph.output][:3] == ["logits", "present.0.key", "present.0.value"]
-    dims = graph.graph.input[3].type.tensor_type.shape.dim
-    assert [d.dim_param or d.dim_value for d in dims] == ["batch_size", 1, "past_sequence_length", 16]
-    V, d = model.config.vocab_size, model.config.n_embd
-    big = [i for i in graph.graph.initializer if sorted(i.dims) == sorted([V, d])]
-    assert len(big) == 1, "the tied embedding / LM head must be stored once"
-
-
-def test_validation_raises_typed_errors(ragged, tmp_path):
-    model, path = ragged
-    other = CLIGPT2LMHeadModel(tiny_config(SCHEDULES["ragged"])).eval()  # same shapes, other weights
-    with pytest.raises(ValueMismatch, match="max \\|logit diff\\|"):
-        validate_export(other, path)
-    graph = onnx.load(str(path))
-    graph.graph.output[0].name = "scores"
-    for node in graph.graph.node:
-        node.output[:] = ["scores" if o == "logits" else o for o in node.output]
-    onnx.save(graph, str(tmp_path / "renamed.onnx"))
-    with pytest.raises(NamesMismatch):
-        validate_export(model, tmp_path / "renamed.onnx")
-
-
-def test_truncated_onnx_is_refused_by_quantisation(ragged, tmp_path):
-    _, path = ragged
-    broken = tmp_path / "broken.onnx"
-    broken.write_bytes(path.read_bytes()[:5000])
-    with pytest.raises(ClidepError, match="not a readable ONNX model"):
-        int8_dynamic(broken, tmp_path / "q.onnx")
+from .conftest import run
 
 
 def test_artifact_directory_is_complete(teacher_artifact):
@@ -143,6 +73,27 @@ def test_export_bad_input(args, message, teacher_artifact, teacher_dir, tmp_path
     proc = run("export", str(teacher_dir), *args, "--ppl-tokens", "512")
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "fresh").exists() and not list(tmp_path.glob(".fresh*")), "nothing half-written"
+
+
+@pytest.mark.parametrize("target", ["fresh", "existing"])
+def test_a_failure_after_writing_began_leaves_the_output_as_it_was(target, teacher_artifact, teacher_dir, tmp_path,
+                                                                  monkeypatch):
+    from clidep.export import quantize
+
+    def int4_that_dies(src, dst, block_size):
+        Path(dst).write_bytes(b"half an int4 graph")
+        raise ClidepError("disk pulled out mid-export")
+
+    monkeypatch.setattr(quantize, "int4_weight_only", int4_that_dies)
+    out = tmp_path / "out"
+    if target == "existing":
+        shutil.copytree(teacher_artifact[0], out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()} if out.exists() else None
+    with pytest.raises(ClidepError, match="disk pulled out"):
+        export_artifact(teacher_dir, out, int4=True, ppl_tokens=512, optimize=False, overwrite=True)
+    after = {p.name: p.read_bytes() for p in out.iterdir()} if out.exists() else None
+    assert after == before, "an existing export is untouched; a fresh one is not created"
+    assert [p.name for p in tmp_path.iterdir()] == (["out"] if before else []), "no temporary folder left behind"
 
 
 def test_generate_matches_transformers_and_needs_no_torch(teacher_artifact, teacher_dir):

@@ -8,25 +8,9 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
-import clidep
 from clidep import CLIGPT2Config, CLIGPT2LMHeadModel, from_gpt2, param_count
 
-from .conftest import tiny_gpt2
-
-SCHEDULES = {
-    "identity": [64, 64, 64, 64],
-    "cli": [64, 32, 32, 64],
-    "uniform": [48, 48, 48, 48],
-    "ragged": [16, 64, 32, 48],
-}
-
-
-def tiny_config(widths: list[int], **kw) -> CLIGPT2Config:
-    return CLIGPT2Config(
-        vocab_size=101, n_positions=64, n_embd=64, n_layer=len(widths), n_head=4, head_dim=16,
-        layer_widths=widths, bos_token_id=0, eos_token_id=0, **kw,
-    )
-
+from .conftest import SCHEDULES, tiny_config, tiny_gpt2
 
 def left_padded_batch(vocab: int, T: int = 12, pad: int = 4):
     g = torch.Generator().manual_seed(1)

@@ -89,8 +89,11 @@ def export_artifact(model_path: str | Path, out: str | Path, config: ExportConfi
             variants.append(score(tmp / name, precision, time.perf_counter() - t0, False, **extra))
         for v in variants:
             v["ppl_delta"] = v["ppl"] / variants[0]["ppl"] - 1
-            v["size_bytes"] = (tmp / v["file"]).stat().st_size
+            data = tmp / f"{v['file']}.data"  # weights past 2 GB live beside the graph
+            v["size_bytes"] = (tmp / v["file"]).stat().st_size + (data.stat().st_size if data.exists() else 0)
             v["sha256"] = _sha256(tmp / v["file"])
+            if data.exists():
+                v["external_data"] = {"file": data.name, "sha256": _sha256(data)}
         manifest = {
             "source": str(model_path), "model_type": model.config.model_type,
             "layer_widths": model.config.layer_widths, "kv_shapes": [list(s) for s in model.config.kv_shapes],

@@ -7,13 +7,14 @@ concatenates its past with the new keys/values and records them as ``present.{i}
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from clidep.runtime import onnx_io
-from clidep.export.surgery import store_tied_head_once
+from clidep.export.surgery import save_graph, store_tied_head_once
 
 
 class _FlatCache:
@@ -68,25 +69,17 @@ def export_onnx(model, path: str | Path, opset: int = 17) -> Path:
     # The exporter restores the wrapper's train/eval mode recursively; the wrapper is built in
     # eval mode so the model is traced without dropout and left as the caller had it.
     decoder = _Decoder(model).eval()
-    with torch.no_grad():
+    # Traced in a scratch folder: past 2 GB the exporter writes a file per weight beside its graph.
+    with tempfile.TemporaryDirectory(dir=path.parent) as scratch, torch.no_grad():
+        traced = Path(scratch) / "model.onnx"
         torch.onnx.export(
-            decoder, (ids, mask, pos, *past), str(path), dynamo=False, opset_version=opset,
+            decoder, (ids, mask, pos, *past), str(traced), dynamo=False, opset_version=opset,
             input_names=onnx_io.input_names(n), output_names=onnx_io.output_names(n),
             dynamic_axes=onnx_io.dynamic_axes(n), do_constant_folding=True,
         )
+        graph = onnx.load(str(traced), load_external_data=True)
     model.train(was_training)
-    graph = onnx.load(str(path), load_external_data=True)
     store_tied_head_once(graph)
     entry = graph.metadata_props.add()
     entry.key, entry.value = onnx_io.KV_SHAPES_KEY, onnx_io.encode_kv_shapes(config.kv_shapes)
-    large = _needs_external_data(graph)
-    onnx.save(graph, str(path), save_as_external_data=large, location=path.name + ".data" if large else None)
-    return path
-
-
-def _needs_external_data(graph) -> bool:
-    """True past protobuf's 2 GB limit (ByteSize itself raises ValueError beyond it)."""
-    try:
-        return graph.ByteSize() > 2_000_000_000
-    except ValueError:
-        return True
+    return save_graph(graph, path)

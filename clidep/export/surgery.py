@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from clidep.errors import ClidepError
@@ -15,6 +16,28 @@ def load_graph(src: str | Path):
         return onnx.load(str(src))
     except Exception as exc:  # protobuf raises DecodeError and friends on truncated files
         raise ClidepError(f"'{src}' is not a readable ONNX model ({type(exc).__name__}); re-export it") from exc
+
+
+PROTOBUF_LIMIT = 2_000_000_000  # bytes; protobuf cannot serialise one message past 2 GiB, so stay under 2 GB
+
+
+def is_large(src: str | Path) -> bool:
+    """True when the model at SRC keeps its weights beside it (external data): they passed 2 GB."""
+    return Path(f"{src}.data").exists()
+
+
+def save_graph(graph, dst: str | Path) -> Path:
+    """Write GRAPH to DST; past 2 GB its weights go beside it in ``DST.data`` (ONNX external data)."""
+    import onnx
+
+    # Summed per weight: the whole message's ByteSize raises (EncodeError) past the limit.
+    large = sum(t.ByteSize() for t in graph.graph.initializer) > PROTOBUF_LIMIT
+    dst = Path(dst)
+    onnx.save(graph, str(dst), save_as_external_data=large, all_tensors_to_one_file=True,
+              location=dst.name + ".data" if large else None)
+    if large:  # onnx creates it owner-only; readable as the graph beside it is
+        os.chmod(f"{dst}.data", dst.stat().st_mode & 0o777)
+    return dst
 
 
 def weight_matmuls(graph) -> list[str]:
