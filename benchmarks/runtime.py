@@ -1,16 +1,20 @@
-"""Speed at paper-scale shapes: GPT-2 medium (24 x 1024, vocab 50,257) original vs CLI (2.47x) vs uniform.
+"""Speed at paper-scale shapes: GPT-2 medium (24 x 1024, vocab 50,257) original vs CLI (2.47x) vs uniform,
+raced against what users would pick instead.
 
 Random weights (speed does not depend on them). clidep's pipeline exports each model and its
 int8 and int4 variants; the peer pipeline (`optimum-cli export onnx --task
 text-generation-with-past`, then ONNX Runtime's `quantize_dynamic`, run in .venv-peer) exports
-the original. Every file is measured by `clidep bench` on this machine in the same run, each in
-its own process, and every row is also given as ratios to the peer's fp32 original.
+the original; llama.cpp (built from source, see llama_peer.py) runs the original converted to GGUF
+at F32, Q8_0 and Q4_0 through `llama-bench`. Every ONNX file is measured by `clidep bench` on this
+machine in the same run, each in its own process; decode is timed after prompts of each
+--decode-at length; every row is also given as ratios to the peer's fp32 original.
 
-    python benchmarks/runtime.py                                   # ~25 min on 2 cores, plus 2 more runner processes per file for memory
-    python benchmarks/runtime.py --layers 8 --width 256 --heads 4 --ratio 1.2 --out /tmp/rt   # smoke test (~3 min)
+    python benchmarks/runtime.py                                   # ~45 min on 2 cores (+6 min to build llama.cpp once)
+    python benchmarks/runtime.py --layers 8 --width 256 --heads 4 --ratio 1.2 --positions 256 --decode-at 32,128 --memory-runs 1 --out /tmp/rt   # smoke
     python benchmarks/runtime.py --threads 16                      # a larger machine
 
-Writes OUT/runtime.json, .md, .csv and .jsonl (OUT defaults to benchmarks/results).
+Writes OUT/runtime.json, .md, .csv and .jsonl and OUT/runtime_decode_vs_context.png (OUT defaults
+to benchmarks/results).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import gpt2_shapes
 from clidep.bench import report as report_writer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,13 +34,12 @@ PEER = ROOT / ".venv-peer" / "bin"
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--layers", type=int, default=24)
-    ap.add_argument("--width", type=int, default=1024)
-    ap.add_argument("--heads", type=int, default=16)
-    ap.add_argument("--vocab", type=int, default=50257)
-    ap.add_argument("--positions", type=int, default=1024)
+    gpt2_shapes.add_arguments(ap)
     ap.add_argument("--ratio", type=float, default=2.47)
-    ap.add_argument("--prompt-lens", default="32,128,512")
+    ap.add_argument("--prompt-lens", default="512")
+    # 952 rather than 960: 8 warm-up and 64 timed tokens must still fit in GPT-2's 1,024 positions.
+    ap.add_argument("--decode-at", default="32,256,512,952")
+    ap.add_argument("--no-llama", action="store_true", help="leave llama.cpp out")
     ap.add_argument("--gen", type=int, default=64)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--memory-runs", type=int, default=3, help="runner processes per file for peak memory (median)")
@@ -68,8 +72,10 @@ def main() -> None:
         report = bench([str(exports[n]) for n in ("original", "cli", "uniform")]
                        + [str(peer / "model.onnx"), str(peer / "model.int8.onnx")],
                        devices.load("host"), prompt_lens=a.prompt_lens, gen=a.gen, threads=a.threads,
-                       memory_runs=a.memory_runs, log=log)
-    rows = _rows(report, params)
+                       memory_runs=a.memory_runs, decode_at=a.decode_at, log=log)
+        llama = _llama_rows(a, work / "original", report["provenance"]["threads"], params["original"], log)
+    rows = _rows(report, params) + llama
+    _vs_peer_fp32(rows)
     result = {
         "machine": report["provenance"]["host"], "threads": report["provenance"]["threads"],
         "host_measured": report["host_measured"], "provenance": report["provenance"],
@@ -77,8 +83,9 @@ def main() -> None:
         "widths": {name: sol.widths for name, sol in sols.items()}, "rows": rows,
     }
     records = [{**r, "provenance": report["provenance"]} for r in rows]
-    fields = table_fields(lens)
+    fields = table_fields(lens, [int(x) for x in a.decode_at.split(",")])
     report_writer.write(Path(a.out), "runtime", fields, records, result, title(result), keep=3)
+    plot(records, Path(a.out) / "runtime_decode_vs_context.png", title(result))
     print(report_writer.markdown(fields, records, title(result), keep=3), end="")
 
 
@@ -111,7 +118,7 @@ def _models(a, work: Path, log) -> tuple[dict, dict]:
 
 
 def _rows(report: dict, params: dict) -> list[dict]:
-    """One row per file, named by model and pipeline, with ratios to the peer's fp32 original."""
+    """One row per ONNX file, named by model and pipeline."""
     rows = []
     for r in report["models"]:
         pipeline = "peer" if r["name"].startswith("peer-onnx/") else "clidep"
@@ -119,8 +126,45 @@ def _rows(report: dict, params: dict) -> list[dict]:
         precision = r["precision"] if pipeline == "clidep" else ("int8-dynamic" if "int8" in r["name"] else "fp32")
         rows.append({"model": model, "pipeline": pipeline, "precision": precision, "params": params[model],
                      **{k: r.get(k) for k in ("size_bytes", "load_s", "prefill_ms", "decode_ms_p50", "decode_ms_p90",
-                                               "peak_rss_mb", "peak_rss_mb_samples", "roofline_fraction",
-                                               "bytes_per_token", "error")}})
+                                               "decode_ms_at", "peak_rss_mb", "peak_rss_mb_samples",
+                                               "roofline_fraction", "bytes_per_token", "error")}})
+    return rows
+
+
+def _llama_rows(a, hf_dir: Path, threads: int, params: int, log) -> list[dict]:
+    """llama.cpp's rows (F32, Q8_0, Q4_0 of the original), or one row saying why there are none."""
+    import json
+
+    import llama_peer
+
+    if a.no_llama:
+        return []
+    depths = [int(x) for x in a.decode_at.split(",")]
+    prompt = max(int(x) for x in a.prompt_lens.split(","))
+    config = json.loads((hf_dir / "config.json").read_text())
+    (hf_dir / "config.json").write_text(json.dumps({**config, "n_ctx": config["n_positions"]}))  # the converter reads n_ctx
+    rows = []
+    try:
+        bin_dir = llama_peer.build(log)
+        for kind in ("f32", "q8_0", "q4_0"):
+            log(f"llama.cpp {kind} ...")
+            gguf = llama_peer.convert(hf_dir, hf_dir.parent / f"original.{kind}.gguf", kind, bin_dir)
+            r = llama_peer.bench(gguf, bin_dir, threads, prompt, a.gen, depths)
+            rows.append({"model": "original", "pipeline": "llama.cpp", "precision": kind.upper(), "params": params,
+                         "size_bytes": gguf.stat().st_size, "prefill_ms": {str(prompt): r["prefill_ms"]},
+                         "decode_ms_p50": r["decode_ms_at"][str(depths[0])], "decode_ms_at": r["decode_ms_at"],
+                         "decode_ms_sd_at": r["decode_ms_sd_at"], "llama_cpp": {"version": llama_peer.VERSION,
+                                                                               "repack": r["repack"], "build": r["build"]}})
+            gguf.unlink()
+    except llama_peer.Unavailable as exc:
+        log(f"llama.cpp left out: {exc}")
+        rows.append({"model": "original", "pipeline": "llama.cpp", "precision": "-", "params": params,
+                     "error": str(exc)})
+    return rows
+
+
+def _vs_peer_fp32(rows: list[dict]) -> None:
+    """Each row's size, decode speed-up, prefill speed-up and peak memory against the peer's fp32 original."""
     base = next(r for r in rows if r["pipeline"] == "peer" and r["precision"] == "fp32")
     for r in rows:
         if r.get("error") or base.get("error"):
@@ -129,9 +173,35 @@ def _rows(report: dict, params: dict) -> list[dict]:
             "size": r["size_bytes"] / base["size_bytes"],
             "decode_speedup": base["decode_ms_p50"] / r["decode_ms_p50"],
             "prefill_speedup": {n: base["prefill_ms"][n] / r["prefill_ms"][n] for n in r["prefill_ms"]},
-            "peak_rss": r["peak_rss_mb"] / base["peak_rss_mb"],
+            "peak_rss": r["peak_rss_mb"] / base["peak_rss_mb"] if r.get("peak_rss_mb") else None,
         }
-    return rows
+
+
+def plot(records: list[dict], path: Path, heading: str) -> None:
+    """Decode ms/token against the prompt length before it, one line per file."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for r in records:
+        if r.get("error") or not r.get("decode_ms_at"):
+            continue
+        ps = sorted(r["decode_ms_at"], key=int)
+        style = {"clidep": "-", "peer": "--", "llama.cpp": ":"}[r["pipeline"]]
+        ax.plot([int(p) for p in ps], [r["decode_ms_at"][p] for p in ps], style, marker="o", markersize=3,
+                label=f"{r['model']} {r['pipeline']} {r['precision']}")
+    ax.set_xlabel("tokens already in the context")
+    ax.set_ylabel("decode ms / token (lower is faster)")
+    ax.set_yscale("log")
+    ax.set_title(heading, fontsize=7, wrap=True)
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    from clidep.files import atomic_write
+
+    atomic_write(path, lambda t: fig.savefig(t, dpi=120, format="png"))
+    plt.close(fig)
 
 
 def title(result: dict) -> str:
@@ -146,14 +216,14 @@ def _vs_peer(r: dict) -> str:
     return f"{vs['size']:.2f} / {vs['decode_speedup']:.2f}x" if vs else "-"
 
 
-def table_fields(lens: list[int]) -> list:
+def table_fields(lens: list[int], depths: list[int]) -> list:
     F = report_writer.Field
     return [F("model", "model"), F("pipeline", "pipeline"), F("precision", "precision"),
             F("params", "params", text=lambda r: f"{r['params'] / 1e6:.1f} M"),
             F("size_bytes", "MB", text=lambda r: f"{r['size_bytes'] / 1e6:.0f}"),
             *[F(f"prefill_ms.{n}", f"prefill {n} ms", ".0f") for n in lens],
-            F("decode_ms_p50", "decode p50 ms", ".1f"), F("peak_rss_mb", "peak RSS MB", ".0f"),
-            F("roofline_fraction", "roofline", ".0%"),
+            *[F(f"decode_ms_at.{p}", f"decode @{p} ms", ".1f") for p in depths],
+            F("peak_rss_mb", "peak RSS MB", ".0f"), F("roofline_fraction", "roofline", ".0%"),
             F("vs_peer_fp32.decode_speedup", "vs peer fp32: size / decode speed-up", text=_vs_peer)]
 
 

@@ -81,7 +81,7 @@ def demo(out: str | Path = "clidep-demo", config: DemoConfig | None = None, *, l
     rows = []
     for name, params in (("teacher", cli["teacher_params"]), ("cli", cli["student_params"]), ("uniform", uni["student_params"])):
         variants = {r["precision"]: r for r in bench_report["models"] if r["name"] == f"{name}-onnx" and "error" not in r}
-        int8 = variants.get("int8-dynamic", {})
+        int8 = next((r for p, r in variants.items() if p.startswith("int8")), {})
         rows.append({
             "model": name, "params": params, "ratio": cli["teacher_params"] / params, "ppl": evals[name].ppl,
             "int8_mb": int8.get("size_bytes", 0) / 1e6, "int8_ppl": int8.get("ppl"),

@@ -123,12 +123,13 @@ def test_projection_scales_decode_by_bandwidth_and_prefill_by_compute(teacher_ar
                                  ram_gb=1.0, usable_ram_fraction=0.5)
     host = {"mem_bandwidth_gbs": 20.0, "fp32_gflops": 100.0}
     record = {"prefill_ms": {"16": 3.0}, "decode_ms_p50": 10.0, "decode_ms_p90": 12.0, "tokens_per_s": 100.0,
-              "decode_ms_samples": [9.0, 10.0, 12.0], "decode_context": 16}
+              "decode_ms_samples": [9.0, 10.0, 12.0], "decode_context": 16, "decode_ms_at": {"16": 10.0, "512": 11.0}}
     row = {}
     _fill(row, [{**record, "peak_rss_mb": m} for m in (600.0, 400.0, 500.0)],
           {"file": out / "model.onnx", "dir": out}, device, host, measured_there=False, projected=True)
     assert (row["decode_ms_p50"], row["decode_ms_p90"], row["tokens_per_s"]) == (40.0, 48.0, 25.0)
     assert row["decode_ms_samples"] == [36.0, 40.0, 48.0] and row["prefill_ms"] == {"16": 6.0}
+    assert row["decode_ms_at"] == {"16": 40.0, "512": 44.0}
     assert row["host"]["decode_ms_p50"] == 10.0, "the host's own figures kept beside the projection"
     assert row["peak_rss_mb"] == 500.0 and row["fits"], "median of the runs, against 512 MB usable"
 
@@ -150,6 +151,18 @@ def test_prompt_beyond_positions_fails_that_model(teacher_artifact):
     out, _ = teacher_artifact
     report = bench([str(out / "model.onnx")], devices.load("host"), prompt_lens="1024", gen=64, log=lambda m: None)
     assert "exceeds the model's 512 positions" in report["models"][0]["error"]
+    report = bench([str(out / "model.onnx")], devices.load("host"), prompt_lens="16", decode_at="32,480", gen=64,
+                   log=lambda m: None)
+    assert "decode after 480 tokens plus 8 + 64 generated exceeds the model's 512 positions" in report["models"][0]["error"]
+
+
+def test_decode_is_timed_after_each_prompt_length(teacher_artifact):
+    out, _ = teacher_artifact
+    report = bench([str(out / "model.int8.onnx")], devices.load("host"), prompt_lens="16", decode_at="16,256", gen=64,
+                   log=lambda m: None)
+    row = report["models"][0]
+    assert set(row["decode_ms_at"]) == {"16", "256"} and row["decode_ms_at"]["16"] == row["decode_ms_p50"]
+    assert "decode @256 ms" in markdown(report)
 
 
 @pytest.mark.parametrize(

@@ -22,9 +22,11 @@ def scripts_importable():
 
 
 def _table(name: str) -> str:
+    import decode_kernels
     import export_compare
     import layercollapse
     import paper_ablation
+    import profile_decode
     import runtime
 
     result = json.loads((BENCHMARKS / "results" / f"{name}.json").read_text())
@@ -34,10 +36,15 @@ def _table(name: str) -> str:
         return report.markdown(layercollapse.FIELDS, result["arms"], layercollapse.title(result))
     if name == "runtime":
         lens = sorted({int(k) for r in result["rows"] for k in (r.get("prefill_ms") or {})})
-        return report.markdown(runtime.table_fields(lens), result["rows"], runtime.title(result), keep=3)
+        depths = sorted({int(k) for r in result["rows"] for k in (r.get("decode_ms_at") or {})})
+        return report.markdown(runtime.table_fields(lens, depths), result["rows"], runtime.title(result), keep=3)
+    if name in ("decode_kernels", "profile_decode"):
+        module = decode_kernels if name == "decode_kernels" else profile_decode
+        return report.markdown(module.FIELDS, result["rows"], module.title(result))
     return report.markdown(export_compare.FIELDS, [r for r in result["rows"] if "ppl" in r])
 
 
-@pytest.mark.parametrize("name", ["paper_ablation", "layercollapse", "runtime", "export_compare"])
+@pytest.mark.parametrize("name", ["paper_ablation", "layercollapse", "runtime", "export_compare", "decode_kernels",
+                                  "profile_decode"])
 def test_published_table_is_what_the_writer_prints(name):
     assert _table(name) == (BENCHMARKS / "results" / f"{name}.md").read_text()

@@ -34,19 +34,30 @@ def test_artifact_directory_is_complete(teacher_artifact):
     assert stat.S_IMODE((out / "manifest.json").stat().st_mode) & 0o044, "artifact files must be readable by others"
     assert manifest["kv_shapes"] == [[4, 64]] * 12
     fp32, int8, int4, half = manifest["variants"]
-    assert [v["precision"] for v in manifest["variants"]] == ["fp32", "int8-dynamic", "int4-weight-only", "fp16"]
+    assert [v["precision"] for v in manifest["variants"]] == ["fp32", "int8-weight-only", "int4-weight-only", "fp16"]
     for v in manifest["variants"]:
         assert v["sha256"] == hashlib.sha256((out / v["file"]).read_bytes()).hexdigest()
         assert v["size_bytes"] == (out / v["file"]).stat().st_size
         assert {"max_abs_logit_diff", "greedy_match", "ppl", "ppl_delta", "greedy_agreement"} <= v.keys()
     assert fp32["max_abs_logit_diff"] <= 1e-4 and fp32["greedy_match"]
-    assert manifest["optimize"]["applied"] and manifest["optimize"]["fusions"].get("SkipLayerNormalization", 0) > 0
+    nodes = onnx.load(str(out / "model.onnx")).graph.node
+    readers = {n.op_type for n in nodes if any(i.startswith("past_key_values") for i in n.input)}
+    assert readers == {"GroupQueryAttention"}, "the ONNX Runtime graph: the cache is read in place, never concatenated"
+    assert {"GatherBlockQuantized", "MatMulNBits"} <= {n.op_type for n in onnx.load(str(out / "model.int4.onnx")).graph.node}
     assert int8["size_bytes"] < 0.5 * fp32["size_bytes"]
     assert int8["ppl_delta"] <= 0.02 and int8["greedy_agreement"] > 0.9  # target on the teacher: int8 <= +2%
     assert int4["linear_layers_quantized"] == "49/49", "every linear layer, LM head included"
     assert int4["size_bytes"] < int8["size_bytes"] and int4["ppl_delta"] <= 0.05  # target: int4 <= +5%
     assert half["ppl_delta"] <= 0.001 and half["size_bytes"] < 0.6 * fp32["size_bytes"]
     assert manifest["ppl_protocol"]["tokens"] == 4096
+
+
+def test_plain_onnx_keeps_the_traced_graph_for_other_runtimes(teacher_dir, tmp_path):
+    manifest = export_artifact(teacher_dir, tmp_path / "p", int8=True, plain_onnx=True, ppl_tokens=2048)
+    assert [v["precision"] for v in manifest["variants"]] == ["fp32", "int8-dynamic"]
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "p" / "model.onnx")).graph.node}
+    assert not ops & {"GroupQueryAttention", "MatMulNBits"} and manifest["optimize"]["applied"]
+    assert manifest["variants"][0]["max_abs_logit_diff"] <= 1e-4 and manifest["variants"][1]["ppl_delta"] <= 0.02
 
 
 def test_static_int8_is_calibrated_qdq(teacher_dir, tmp_path):
@@ -78,13 +89,13 @@ def test_export_bad_input(args, message, teacher_artifact, teacher_dir, tmp_path
 @pytest.mark.parametrize("target", ["fresh", "existing"])
 def test_a_failure_after_writing_began_leaves_the_output_as_it_was(target, teacher_artifact, teacher_dir, tmp_path,
                                                                   monkeypatch):
-    from clidep.export import quantize
+    from clidep.export import artifact
 
-    def int4_that_dies(src, dst, block_size):
-        Path(dst).write_bytes(b"half an int4 graph")
+    def int4_that_dies(path):
+        Path(path).write_bytes(b"half an int4 graph")
         raise ClidepError("disk pulled out mid-export")
 
-    monkeypatch.setattr(quantize, "int4_weight_only", int4_that_dies)
+    monkeypatch.setattr(artifact, "_nbits", int4_that_dies)
     out = tmp_path / "out"
     if target == "existing":
         shutil.copytree(teacher_artifact[0], out)

@@ -86,6 +86,8 @@ CASES = [
     ("wrong", "bench {onnx} --device host --out {fresh} --threads 0", "--threads must be at least 1"),
     ("wrong", "bench {onnx} --device host --out {fresh} --memory-runs 0", "--memory-runs must be at least 1"),
     ("wrong", "bench {onnx} --device host --out {fresh} --ppl-tokens -1", "--ppl-tokens must be at least 0"),
+    ("wrong", "bench {onnx} --device host --out {fresh} --decode-at 32,x", "--decode-at must be comma-separated integers"),
+    ("wrong", "bench {onnx} --device host --out {fresh} --decode-at 0", "--decode-at needs at least one positive length"),
     ("wrong", "analyze {teacher} --out {fresh} --probes 0", "--probes must be at least 1"),
     ("wrong", "demo --out {fresh} --ratio 1", "--ratio must be above 1, got 1.0"),
     ("wrong", "demo --out {fresh} --steps 0", "--steps must be at least 1, got 0"),

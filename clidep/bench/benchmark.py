@@ -42,23 +42,33 @@ PROJECTION = ("decode ms/token = host ms/token x host GB/s / device GB/s (the ho
               "measured on the host assumed to carry over); fits = peak RSS <= the device's usable RAM")
 
 
-def measure_host(size_mb: int = 256) -> dict:
-    """This machine's copy bandwidth (GB/s) and fp32 GEMM throughput (GFLOP/s), medians of 5."""
+def measure_host(size_mb: int = 512) -> dict:
+    """This machine's memory read bandwidth (GB/s) and fp32 GEMM throughput (GFLOP/s), medians of 5.
+
+    Bandwidth is a multi-threaded read, as decode reads the weights: one thread per core sums its
+    share of a SIZE_MB buffer (numpy releases the GIL while it reduces). A single-threaded copy
+    reports about half of that on a 2-core VM and would flatter every roofline fraction.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    cores = os.cpu_count() or 1
     a = np.ones(size_mb * 2**20 // 4, np.float32)
-    b = np.empty_like(a)
+    chunks = np.array_split(a, cores)
     times = []
-    for _ in range(5):
-        t = time.perf_counter()
-        np.copyto(b, a)
-        times.append(time.perf_counter() - t)
-    bandwidth = 2 * a.nbytes / np.median(times) / 1e9  # read + write
+    with ThreadPoolExecutor(cores) as pool:
+        for _ in range(6):
+            t = time.perf_counter()
+            list(pool.map(np.sum, chunks))
+            times.append(time.perf_counter() - t)
+    bandwidth = a.nbytes / np.median(times[1:]) / 1e9  # the first pass faults the pages in
     m = np.random.default_rng(0).standard_normal((1024, 1024), dtype=np.float32)
     times = []
     for _ in range(5):
         t = time.perf_counter()
         m @ m
         times.append(time.perf_counter() - t)
-    return {"mem_bandwidth_gbs": bandwidth, "fp32_gflops": 2 * 1024**3 / np.median(times) / 1e9, "cores": os.cpu_count()}
+    return {"mem_bandwidth_gbs": bandwidth, "bandwidth_method": f"read, {cores} threads, {size_mb} MB",
+            "fp32_gflops": 2 * 1024**3 / np.median(times) / 1e9, "cores": cores}
 
 
 def model_files(specs: list[str]) -> list[dict]:
@@ -177,8 +187,11 @@ def bench(models: list[str], device: Profile, config: BenchConfig | None = None,
                 n_pos = positions_beside(f["dir"])
                 if n_pos and max(prompt_lens) > n_pos:
                     raise RuntimeError(f"prompt length {max(prompt_lens)} exceeds the model's {n_pos} positions")
+                if n_pos and max(c.decode_lengths) + 8 + gen > n_pos:
+                    raise RuntimeError(f"decode after {max(c.decode_lengths)} tokens plus 8 + {gen} generated exceeds "
+                                       f"the model's {n_pos} positions")
                 args = [str(f["file"]), "--prompt-lens", ",".join(map(str, prompt_lens)), "--gen", str(gen),
-                        "--threads", str(threads)]
+                        "--threads", str(threads), "--decode-at", ",".join(map(str, c.decode_lengths))]
                 send = [f["file"], *f["file"].parent.glob(f["file"].name + ".data"), f["dir"] / "config.json"]
                 ppl_args = []
                 if ppl:
@@ -215,12 +228,13 @@ def _fill(row: dict, runs: list[dict], f: dict, device: Profile, host: dict, mea
     row["roofline_fraction"] = per_token / (bw * 1e9) * 1e3 / rec["decode_ms_p50"]
     row["fits"] = rec["peak_rss_mb"] <= device.usable_ram_mb
     if projected:
-        row["host"] = {k: rec[k] for k in ("prefill_ms", "decode_ms_p50", "decode_ms_p90", "tokens_per_s")}
+        row["host"] = {k: rec[k] for k in ("prefill_ms", "decode_ms_p50", "decode_ms_p90", "tokens_per_s", "decode_ms_at")}
         d_scale = host["mem_bandwidth_gbs"] / device.mem_bandwidth_gbs
         p_scale = host["fp32_gflops"] / device.fp32_gflops
         row["prefill_ms"] = {k: v * p_scale for k, v in rec["prefill_ms"].items()}
         row["decode_ms_p50"] = rec["decode_ms_p50"] * d_scale
         row["decode_ms_p90"] = rec["decode_ms_p90"] * d_scale
+        row["decode_ms_at"] = {k: v * d_scale for k, v in rec["decode_ms_at"].items()}
         row["tokens_per_s"] = 1e3 / row["decode_ms_p50"]
         row["decode_ms_samples"] = [s * d_scale for s in rec["decode_ms_samples"]]
 
@@ -250,10 +264,12 @@ def fields(report: dict) -> list[report_writer.Field]:
     F = report_writer.Field
     p = "projected " if report["projected"] else ""
     lens = sorted({k for r in report["models"] for k in r.get("prefill_ms", {})}, key=int)
+    at = sorted({k for r in report["models"] for k in r.get("decode_ms_at", {})}, key=int)
     return [F("name", "model"), F("precision", "precision"),
             F("size_bytes", "MB", text=lambda r: f"{r['size_bytes'] / 1e6:.1f}"), F("load_s", "load s", ".2f"),
             *[F(f"prefill_ms.{n}", f"{p}prefill {n} ms", ".1f") for n in lens],
             F("decode_ms_p50", f"{p}decode p50 ms", ".2f"), F("decode_ms_p90", f"{p}decode p90 ms", ".2f"),
+            *[F(f"decode_ms_at.{n}", f"{p}decode @{n} ms", ".2f") for n in (at if len(at) > 1 else [])],
             F("tokens_per_s", f"{p}tok/s", ".1f"), F("peak_rss_mb", "peak RSS MB", ".0f"), F("fits", "fits"),
             F("ppl", "ppl", ".2f"), F("roofline_fraction", "roofline", ".0%"),
             F("vs_baseline.decode_speedup", "vs baseline: speed / size / ppl", text=_vs_text)]

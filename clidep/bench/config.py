@@ -14,6 +14,8 @@ class BenchConfig(Options):
 
     baseline: str | None = option(None, "Export directory every model is compared with.")
     prompt_lens: str = option("32,128,512", "Prompt lengths for prefill, comma-separated.")
+    decode_at: str = option("32", "Prompt lengths after which decode is timed, comma-separated; the first is the "
+                                  "headline figure (decode slows as the cache grows: try 32,256,512,960).")
     gen: int = option(64, "Decoded tokens timed after 8 warm-up tokens (the decode protocol needs 64 or more).", low=64)
     threads: int | None = option(None, "ONNX Runtime threads [default: the profile's, within this machine's cores].", low=1)
     ppl: bool = option(False, "Also measure WikiText-test perplexity through ONNX Runtime.")
@@ -23,15 +25,24 @@ class BenchConfig(Options):
     memory_runs: int = option(1, "Runner processes per model whose peak memory is taken: the median is reported, every sample kept (a single peak of a large model can move by hundreds of MB).", low=1)
 
     def check(self) -> None:
-        self.lengths  # noqa: B018 - parses, and refuses, the prompt lengths now
+        self.lengths, self.decode_lengths  # noqa: B018 - parses, and refuses, the lengths now
 
     @property
     def lengths(self) -> list[int]:
         """--prompt-lens as integers."""
-        try:
-            lens = [int(x) for x in self.prompt_lens.split(",") if x.strip()]
-        except ValueError:
-            raise ClidepError(f"--prompt-lens must be comma-separated integers, got '{self.prompt_lens}'") from None
-        if not lens or min(lens) < 1:
-            raise ClidepError("--prompt-lens needs at least one positive length")
-        return lens
+        return _lengths(self.prompt_lens, "--prompt-lens")
+
+    @property
+    def decode_lengths(self) -> list[int]:
+        """--decode-at as integers."""
+        return _lengths(self.decode_at, "--decode-at")
+
+
+def _lengths(text: str, flag: str) -> list[int]:
+    try:
+        lens = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ClidepError(f"{flag} must be comma-separated integers, got '{text}'") from None
+    if not lens or min(lens) < 1:
+        raise ClidepError(f"{flag} needs at least one positive length")
+    return lens

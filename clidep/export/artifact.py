@@ -21,6 +21,11 @@ from clidep.options import resolve
 # per-channel instead of per-tensor +0.1 MB for -0.03 points. The target is <= +2%, so the
 # smallest file wins: everything int8, one shared embedding/head, per-tensor.
 INT8_PER_CHANNEL = False
+# --int8 on the ONNX Runtime graph: 8-bit block-wise weights (MatMulNBits, int8 compute), blocks of
+# INT8_BLOCK weights. Measured (benchmarks/results/decode_kernels.md, GPT-2-medium shapes, 2 threads):
+# decode after 32 tokens 13.4 ms at blocks of 128, 15.8 at 64, 16.1 at 32, against 45.8 for fp32 and
+# 32.1 for the dynamic int8 written before; teacher perplexity +0.03% / +0.06% / +0.04% (gate +2%).
+INT8_BLOCK = 128
 
 
 def _sha256(path: Path) -> str:
@@ -81,7 +86,7 @@ def export_artifact(model_path: str | Path, out: str | Path, config: ExportConfi
                     "greedy_agreement": 1.0 if strict else greedy_agreement(fp32, path, agree_windows), **extra}
 
         variants = [score(fp32, "fp32", seconds, True)]
-        for name, precision, make, extra in _quantised_jobs(c, fp32, model.config.kv_shapes, windows):
+        for name, precision, make, extra in _quantised_jobs(c, fp32, model, windows):
             t0 = time.perf_counter()
             result = make(tmp / name)
             if isinstance(result, tuple):  # int4 also reports its coverage
@@ -120,46 +125,86 @@ def _ppl_ids(tokenizer, c: ExportConfig):
 
 
 def _fp32_graph(model, tmp: Path, c: ExportConfig) -> tuple[Path, dict, float, dict]:
-    """Export, validate (fatal) and, with --optimize, fuse where parity holds: (path, parity, seconds, optimize record)."""
+    """Write the fp32 graph (the ONNX Runtime graph, or with --plain-onnx the traced one, fused by
+    --optimize where parity holds) and validate it (fatal): (path, parity, seconds, optimize record)."""
     from clidep.export import quantize
+    from clidep.export.fused import export_ort_graph
     from clidep.export.graph import export_onnx
-    from clidep.export.validate import ValidationError, validate_export
 
     fp32 = tmp / "model.onnx"
     t0 = time.perf_counter()
+    if not c.plain_onnx:
+        export_ort_graph(model, fp32)
+        check = _validated(model, fp32)
+        return fp32, check, time.perf_counter() - t0, {"applied": False, "fusions": {},
+                                                       "reason": "the ONNX Runtime graph is written fused"}
     export_onnx(model, fp32, c.opset)
-    try:
-        check = validate_export(model, fp32)
-    except ValidationError as exc:
-        raise ClidepError(f"export failed validation: {exc}") from exc
+    check = _validated(model, fp32)
     seconds = time.perf_counter() - t0
     if not c.optimize:
         return fp32, check, seconds, {"applied": False, "fusions": {}, "reason": "--no-optimize"}
     t0 = time.perf_counter()
     opt, fusions = quantize.optimize(fp32, tmp / "model.opt.onnx")
     try:
-        check = validate_export(model, opt)
-    except ValidationError as exc:
+        check = _validated(model, opt)
+    except ClidepError as exc:
         opt.unlink()
         return fp32, check, seconds, {"applied": False, "fusions": fusions, "reason": f"parity lost, kept unoptimised: {exc}"}
     opt.replace(fp32)
     return fp32, check, seconds + time.perf_counter() - t0, {"applied": True, "fusions": fusions, "reason": "parity kept"}
 
 
-def _quantised_jobs(c: ExportConfig, fp32: Path, kv_shapes, windows) -> list[tuple]:
+def _validated(model, path: Path) -> dict:
+    """validate_export's record; its typed failure as a ClidepError (export stops)."""
+    from clidep.export.validate import ValidationError, validate_export
+
+    try:
+        return validate_export(model, path)
+    except ValidationError as exc:
+        raise ClidepError(f"export failed validation: {exc}") from exc
+
+
+def _quantised_jobs(c: ExportConfig, fp32: Path, model, windows) -> list[tuple]:
     """(file, precision, make(dst), manifest extras) of each variant asked for beside fp32."""
     from clidep.export import quantize
+    from clidep.export.fused import export_ort_graph
 
     jobs = []
-    if c.static:
-        jobs.append(("model.int8.onnx", "int8-static-qdq", lambda d: quantize.int8_static(fp32, d, windows, kv_shapes),
+    if c.static:  # calibrated QDQ is for runtimes without contrib ops: it starts from the traced graph
+        jobs.append(("model.int8.onnx", "int8-static-qdq", lambda d: _static(model, d, windows),
                      {"calibration": {"data": c.data, "samples": c.calib_samples}}))
-    elif c.int8:
+    elif c.int8 and c.plain_onnx:
         jobs.append(("model.int8.onnx", "int8-dynamic", lambda d: quantize.int8_dynamic(fp32, d, INT8_PER_CHANNEL),
                      {"per_channel": INT8_PER_CHANNEL, "embedding_and_lm_head": "int8, one shared copy"}))
-    if c.int4:
+    elif c.int8:
+        jobs.append(("model.int8.onnx", "int8-weight-only", lambda d: _nbits(export_ort_graph(model, d, 8, INT8_BLOCK)),
+                     {"block_size": INT8_BLOCK, "embedding_and_lm_head": "one 8-bit table, read in place"}))
+    if c.int4 and c.plain_onnx:
         jobs.append(("model.int4.onnx", "int4-weight-only", lambda d: quantize.int4_weight_only(fp32, d, c.block_size),
                      {"block_size": c.block_size}))
+    elif c.int4:
+        jobs.append(("model.int4.onnx", "int4-weight-only", lambda d: _nbits(export_ort_graph(model, d, 4, c.block_size)),
+                     {"block_size": c.block_size, "embedding_and_lm_head": "one 4-bit table, read in place"}))
     if c.fp16:
         jobs.append(("model.fp16.onnx", "fp16", lambda d: quantize.fp16(fp32, d), {}))
     return jobs
+
+
+def _static(model, dst: Path, windows) -> Path:
+    """Calibrated QDQ int8 at DST, quantised from the traced fp32 graph (written to a scratch folder beside DST)."""
+    import tempfile
+
+    from clidep.export import quantize
+    from clidep.export.graph import export_onnx
+
+    with tempfile.TemporaryDirectory(dir=dst.parent) as scratch:
+        traced = export_onnx(model, Path(scratch) / "model.onnx")
+        return quantize.int8_static(traced, dst, windows, model.config.kv_shapes)
+
+
+def _nbits(path: Path) -> tuple[Path, int, int]:
+    """(path, linear layers quantised, linear layers) of a block-quantised ONNX Runtime graph: all of them."""
+    import onnx
+
+    done = sum(n.op_type == "MatMulNBits" for n in onnx.load(str(path), load_external_data=False).graph.node)
+    return path, done, done

@@ -95,10 +95,13 @@ def int4_weight_only(src: str | Path, dst: str | Path, block_size: int = 32) -> 
 
 
 def fp16(src: str | Path, dst: str | Path) -> Path:
-    """Weights and compute in fp16; inputs and outputs stay fp32 so runners need no change."""
+    """Weights and compute in fp16; logits stay fp32 (and, in the traced graph, every input and output)."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    save_graph(convert_float_to_float16(load_graph(src), keep_io_types=True), dst)
+    graph = load_graph(src)
+    shared = any(p.key == onnx_io.KV_LAYOUT_KEY and p.value == onnx_io.SHARED_BUFFER for p in graph.metadata_props)
+    # The shared KV buffers go fp16 too: a Cast around them would copy the whole cache every token.
+    save_graph(convert_float_to_float16(graph, keep_io_types=["logits"] if shared else True), dst)
     return Path(dst)
 
 

@@ -67,9 +67,9 @@ def validate_export(model, onnx_path: str | Path, atol: float | None = 1e-4, gre
             logits, present = runner.forward(ids[:, start:], mask, pos[:, start:], past)
             if logits.shape != ref[:, start:].shape:
                 raise ShapeMismatch(f"logits {logits.shape}, expected {ref[:, start:].shape} (batch {batch}, past {start})")
-            for (h, d), k in zip(runner.kv_shapes, present[::2]):
-                if k.shape != (batch, h, 12, d):
-                    raise ShapeMismatch(f"present key {k.shape}, expected {(batch, h, 12, d)}")
+            for (h, d), k in zip(runner.kv_shapes, runner.present_shapes(present)[::2]):
+                if k != (batch, h, 12, d):
+                    raise ShapeMismatch(f"present key {k}, expected {(batch, h, 12, d)}")
             valid = mask[:, start:].astype(bool)
             diff = float(np.abs(logits.astype(np.float32) - ref[:, start:])[valid].max())
             worst = max(worst, diff)

@@ -45,43 +45,28 @@ def peak_rss_mb() -> float:
 
 
 def measure(path: str, prompt_lens: list[int], gen: int, threads: int | None, ppl_ids: np.ndarray | None = None,
-            context: int = 256, stride: int = 128, seed: int = 0) -> dict:
+            context: int = 256, stride: int = 128, seed: int = 0, decode_at: list[int] = (DECODE_PROMPT,)) -> dict:
+    """One model's record: load time, prefill per prompt length, decode after each DECODE_AT prompt
+    (the first is the headline), peak memory, and perplexity given PPL_IDS."""
     t0 = time.perf_counter()
     runner = OnnxCausalLM(path, threads=threads)
     load_s = time.perf_counter() - t0
     vocab = runner.session.get_outputs()[0].shape[-1]
     vocab = vocab if isinstance(vocab, int) else 1000
     rng = np.random.default_rng(seed)
-    prefill = {}
-    for n in prompt_lens:
-        ids = rng.integers(0, vocab, (1, n))
-        mask, pos = np.ones((1, n), np.int64), np.arange(n, dtype=np.int64)[None]
-        runner.forward(ids, mask, pos, runner.empty_past(1))  # warm-up
-        times = []
-        for _ in range(3):
-            t = time.perf_counter()
-            runner.forward(ids, mask, pos, runner.empty_past(1))
-            times.append(time.perf_counter() - t)
-        prefill[str(n)] = float(np.median(times) * 1e3)
-    ids = rng.integers(0, vocab, (1, DECODE_PROMPT))
-    mask, pos = np.ones((1, DECODE_PROMPT), np.int64), np.arange(DECODE_PROMPT, dtype=np.int64)[None]
-    logits, past = runner.forward(ids, mask, pos, runner.empty_past(1))
-    samples = []
-    for i in range(WARMUP_TOKENS + gen):
-        nxt = logits[:, -1].argmax(-1)[:, None]
-        t = time.perf_counter()
-        logits, mask, pos, past = runner.decode_step(nxt, mask, pos, past)
-        if i >= WARMUP_TOKENS:
-            samples.append((time.perf_counter() - t) * 1e3)
+    prefill = {str(n): _prefill_ms(runner, rng.integers(0, vocab, (1, n))) for n in prompt_lens}
+    decode = {str(p): _decode_ms(runner, rng.integers(0, vocab, (1, p)), gen) for p in decode_at}
+    samples = decode[str(decode_at[0])]
     record = {
         "load_s": load_s,
         "prefill_ms": prefill,
         "decode_ms_p50": float(np.percentile(samples, 50)),
         "decode_ms_p90": float(np.percentile(samples, 90)),
         "decode_ms_samples": samples,
+        "decode_ms_at": {p: float(np.percentile(v, 50)) for p, v in decode.items()},
         "tokens_per_s": 1e3 / float(np.percentile(samples, 50)),
         "threads": threads,
-        "decode_context": DECODE_PROMPT + WARMUP_TOKENS + gen // 2,  # mean past length while timing
+        "decode_context": decode_at[0] + WARMUP_TOKENS + gen // 2,  # mean past length while timing
         "ppl": None,
         # taken before the perplexity pass, whose batched logits would otherwise dominate it
         "peak_rss_mb": peak_rss_mb(),
@@ -93,6 +78,34 @@ def measure(path: str, prompt_lens: list[int], gen: int, threads: int | None, pp
     return record
 
 
+def _prefill_ms(runner: OnnxCausalLM, ids: np.ndarray) -> float:
+    """Median of 3 prefills of IDS (1, n) after a warm-up, as generation runs it (last position's logits)."""
+    n = ids.shape[1]
+    mask, pos = np.ones((1, n), np.int64), np.arange(n, dtype=np.int64)[None]
+    times = []
+    for i in range(4):
+        past = runner.empty_past(1, n)  # allocated before the clock starts, as a generation loop would
+        t = time.perf_counter()
+        runner.forward(ids, mask, pos, past, last_only=True)
+        times.append(time.perf_counter() - t)
+    return float(np.median(times[1:]) * 1e3)
+
+
+def _decode_ms(runner: OnnxCausalLM, ids: np.ndarray, gen: int) -> list[float]:
+    """ms of each of GEN greedy decode steps after the prompt IDS (1, P) and WARMUP_TOKENS untimed steps."""
+    P = ids.shape[1]
+    mask, pos = np.ones((1, P), np.int64), np.arange(P, dtype=np.int64)[None]
+    logits, past = runner.forward(ids, mask, pos, runner.empty_past(1, P + WARMUP_TOKENS + gen), last_only=True)
+    samples = []
+    for i in range(WARMUP_TOKENS + gen):
+        nxt = logits[:, -1].argmax(-1)[:, None]
+        t = time.perf_counter()
+        logits, mask, pos, past = runner.decode_step(nxt, mask, pos, past)
+        if i >= WARMUP_TOKENS:
+            samples.append((time.perf_counter() - t) * 1e3)
+    return samples
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Measure one ONNX model (clidep bench's runner).")
     ap.add_argument("model")
@@ -102,10 +115,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ppl-ids", default=None)
     ap.add_argument("--context", type=int, default=256)
     ap.add_argument("--stride", type=int, default=128)
+    ap.add_argument("--decode-at", default=str(DECODE_PROMPT))
     a = ap.parse_args(argv)
     ids = np.load(a.ppl_ids) if a.ppl_ids else None
     lens = [int(x) for x in a.prompt_lens.split(",") if x]
-    json.dump(measure(a.model, lens, a.gen, a.threads, ids, a.context, a.stride), sys.stdout)
+    at = [int(x) for x in a.decode_at.split(",") if x]
+    json.dump(measure(a.model, lens, a.gen, a.threads, ids, a.context, a.stride, decode_at=at), sys.stdout)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,15 @@ from __future__ import annotations
 import json
 
 KV_SHAPES_KEY = "clidep.kv_shapes"
+#: Metadata key of the KV layout: absent for the traced graph (each pass returns a present one
+#: position longer than its past); SHARED_BUFFER for the ONNX Runtime graph, whose past and present
+#: are one preallocated (B, heads_i, max_length, head_dim_i) buffer per block, written in place.
+KV_LAYOUT_KEY = "clidep.kv_layout"
+SHARED_BUFFER = "shared-buffer"
+#: Metadata key of the positions the model has (its buffers' default capacity).
+MAX_LENGTH_KEY = "clidep.max_length"
+#: Input of the ONNX Runtime graph: compute logits for the last N positions only (0, its default: all).
+LOGITS_TO_KEEP = "logits_to_keep"
 
 
 def input_names(n_layer: int) -> list[str]:
@@ -36,6 +45,21 @@ def dynamic_axes(n_layer: int) -> dict[str, dict[int, str]]:
             axes[past_name(i, kv)] = {0: "batch_size", 2: "past_sequence_length"}
             axes[f"present.{i}.{kv}"] = {0: "batch_size", 2: "total_sequence_length"}
     return axes
+
+
+def right_pad(input_ids, attention_mask):
+    """A left-padded batch (padding first, as transformers' generate() pads) as the shared-buffer graph
+    takes it: each row's tokens first, then padding. Returns (ids, mask, positions, shift) where
+    SHIFT[r] is how far row r moved left."""
+    import numpy as np
+
+    ids, mask = np.asarray(input_ids, np.int64), np.asarray(attention_mask, np.int64)
+    shift = (mask == 0).argmin(-1) * mask.any(-1)  # leading zeros per row
+    cols = (np.arange(ids.shape[1])[None] + shift[:, None]) % ids.shape[1]
+    rows = np.arange(ids.shape[0])[:, None]
+    packed_mask = mask[rows, cols]
+    positions = np.clip(packed_mask.cumsum(-1) - 1, 0, None)
+    return ids[rows, cols], packed_mask, positions, shift
 
 
 def past_name(layer: int, kv: str) -> str:

@@ -14,8 +14,35 @@ from clidep.runtime import onnx_io
 from clidep.runtime.onnx_io import decode_kv_shapes, kv_shapes_from_config
 
 
+class SharedKV:
+    """The shared-buffer graph's cache: per block a key and a value buffer (B, heads_i, capacity,
+    head_dim_i), bound as both past input and present output so each pass writes its new
+    positions in place; ``lengths`` (B,) counts each row's tokens so far."""
+
+    def __init__(self, kv_shapes: list[tuple[int, int]], batch: int, capacity: int, dtype):
+        import onnxruntime as ort
+
+        self.buffers = [np.zeros((batch, h, capacity, d), dtype) for h, d in kv_shapes for _ in range(2)]
+        self.values = [ort.OrtValue.ortvalue_from_numpy(b) for b in self.buffers]  # views of the buffers
+        self.lengths = np.zeros(batch, np.int64)
+        self.capacity = capacity
+
+    @property
+    def shapes(self) -> list[tuple[int, ...]]:
+        """(B, heads_i, tokens so far, head_dim_i) of each key and value, as a growing cache reports them."""
+        B, used = len(self.lengths), int(self.lengths.max())
+        return [(B, b.shape[1], used, b.shape[3]) for b in self.buffers]
+
+
 class OnnxCausalLM:
-    """An exported clidep/GPT-2 decoder graph with its KV-cache layout read from the metadata."""
+    """An exported clidep/GPT-2 decoder graph with its KV-cache layout read from the metadata.
+
+    Two layouts run through the same calls: the traced graph, whose present is a new array one
+    step longer than its past (``forward`` returns that list), and the ONNX Runtime graph with
+    shared buffers (``forward`` returns the same ``SharedKV``, advanced in place). Callers pass
+    left-padded batches either way, as transformers does; the runner right-pads them for the
+    shared-buffer graph and returns logits in the caller's layout.
+    """
 
     def __init__(self, path: str | Path, threads: int | None = None):
         import onnxruntime as ort
@@ -23,31 +50,93 @@ class OnnxCausalLM:
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        # ORT warns that logits_to_keep, an input with a default, is not folded as a constant: by design.
+        options.log_severity_level = 3
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.kv_shapes = decode_kv_shapes(self.session.get_modelmeta().custom_metadata_map)
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        self.kv_shapes = decode_kv_shapes(metadata)
         if self.kv_shapes is None:  # another exporter's graph (optimum's): read the layout from config.json
             config = Path(path).parent / "config.json"
             if not config.is_file():
                 raise ValueError(f"{path} has no clidep KV metadata and no config.json beside it")
             self.kv_shapes = kv_shapes_from_config(json.loads(config.read_text()))
+        self.shared = metadata.get(onnx_io.KV_LAYOUT_KEY) == onnx_io.SHARED_BUFFER
+        self.max_length = int(metadata.get(onnx_io.MAX_LENGTH_KEY, 0)) or None
         self.n_layer = len(self.kv_shapes)
         self.output_names = [o.name for o in self.session.get_outputs()]
         past = next(i for i in self.session.get_inputs() if i.name.startswith("past_key_values"))
         self.past_type = np.float16 if "float16" in past.type else np.float32
 
-    def empty_past(self, batch: int) -> list[np.ndarray]:
-        """Zero-length past for every block: (B, heads_i, 0, head_dim_i), key then value."""
+    def empty_past(self, batch: int, capacity: int | None = None):
+        """An empty cache for BATCH rows: zero-length arrays (B, heads_i, 0, head_dim_i), key then value,
+        or for the shared-buffer graph buffers of CAPACITY positions (default: the model's maximum)."""
+        if self.shared:
+            return SharedKV(self.kv_shapes, batch, capacity or self.max_length, self.past_type)
         return onnx_io.empty_past(self.kv_shapes, batch, self.past_type)
 
     def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray,
-                past: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-        """One pass: logits (B, T, V) and the presents (B, heads_i, P + T, head_dim_i)."""
+                past, last_only: bool = False):
+        """One pass: logits (B, T, V), or (B, 1, V) with LAST_ONLY, and the cache after it.
+
+        ATTENTION_MASK covers past and new tokens (B, P + T); padding may only precede a row's
+        first token. The traced graph returns new arrays (B, heads_i, P + T, head_dim_i); the
+        shared-buffer graph advances PAST in place and returns it.
+        """
+        if self.shared:
+            return self._forward_shared(np.asarray(input_ids, np.int64), np.asarray(attention_mask, np.int64),
+                                        past, last_only)
         out = self.session.run(self.output_names, onnx_io.feeds(input_ids, attention_mask, position_ids, past))
-        return out[0], out[1:]
+        return (out[0][:, -1:] if last_only else out[0]), out[1:]
+
+    def _forward_shared(self, ids: np.ndarray, mask: np.ndarray, kv: SharedKV, last_only: bool):
+        import onnxruntime as ort
+
+        B, T = ids.shape
+        first = not kv.lengths.any()
+        if first:  # the prompt: each row's tokens moved to the front
+            ids, _, positions, shift = onnx_io.right_pad(ids, mask[:, -T:])
+            new = mask[:, -T:].sum(-1)
+        elif not mask[:, -T:].all():
+            raise ValueError("after the prompt every row must add the same number of real tokens")
+        elif B > 1 and T > 1:  # GroupQueryAttention takes several new tokens after a past for batch 1 only
+            steps = [self._forward_shared(ids[:, t:t + 1], mask[:, :mask.shape[1] - T + t + 1], kv, False)[0]
+                     for t in range(T)]
+            return (steps[-1] if last_only else np.concatenate(steps, axis=1)), kv
+        else:
+            positions, shift, new = kv.lengths[:, None] + np.arange(T), np.zeros(B, np.int64), np.full(B, T)
+        lengths = kv.lengths + new
+        if lengths.max() > kv.capacity:
+            raise ValueError(f"{int(lengths.max())} tokens exceed the cache's {kv.capacity} positions")
+        uniform = bool((new == T).all())
+        keep = 1 if last_only and uniform else 0
+        graph_mask = (np.arange(int(lengths.max()))[None] < lengths[:, None]).astype(np.int64)
+        binding = self.session.io_binding()
+        small = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v, np.int64))
+                 for v in (ids, graph_mask, positions, np.array(keep))]  # kept alive until the run ends
+        for name, value in zip(("input_ids", "attention_mask", "position_ids", onnx_io.LOGITS_TO_KEEP), small):
+            binding.bind_ortvalue_input(name, value)  # (bind_cpu_input cannot find an input that has a default)
+        binding.bind_output("logits")  # first, so get_outputs()[0]; ORT allocates it
+        for i in range(self.n_layer):
+            for j, kind in enumerate(("key", "value")):
+                binding.bind_ortvalue_input(onnx_io.past_name(i, kind), kv.values[2 * i + j])
+                binding.bind_ortvalue_output(f"present.{i}.{kind}", kv.values[2 * i + j])
+        self.session.run_with_iobinding(binding)
+        logits = binding.get_outputs()[0].numpy()
+        kv.lengths = lengths
+        if keep:
+            return logits, kv
+        if shift.any():  # back to the caller's left-padded layout
+            cols = (np.arange(T)[None] - shift[:, None]) % T
+            logits = logits[np.arange(B)[:, None], cols]
+        return (logits[:, -1:] if last_only else logits), kv
+
+    def present_shapes(self, past) -> list[tuple[int, ...]]:
+        """(B, heads_i, tokens so far, head_dim_i) of each cached key and value, for either layout."""
+        return past.shapes if self.shared else [p.shape for p in past]
 
     def decode_step(self, next_ids: np.ndarray, mask: np.ndarray, pos: np.ndarray,
-                    past: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
-        """Feed one new token per row (B, 1) after PAST: (logits, mask, positions, presents) for the next step."""
+                    past) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
+        """Feed one new token per row (B, 1) after PAST: (logits, mask, positions, cache) for the next step."""
         mask = np.concatenate([mask, np.ones((mask.shape[0], 1), dtype=np.int64)], axis=1)  # (B, S + 1)
         pos = pos[:, -1:] + 1  # (B, 1)
         logits, past = self.forward(next_ids, mask, pos, past)
@@ -58,7 +147,7 @@ class OnnxCausalLM:
         B, T = input_ids.shape
         mask = np.ones((B, T), dtype=np.int64)
         pos = np.broadcast_to(np.arange(T, dtype=np.int64), (B, T))
-        return self.forward(input_ids, mask, pos, self.empty_past(B))[0].astype(np.float32)
+        return self.forward(input_ids, mask, pos, self.empty_past(B, T))[0].astype(np.float32)
 
     def generate(self, input_ids: np.ndarray, attention_mask: np.ndarray | None = None, max_new_tokens: int = 32,
                  temperature: float = 0.0, top_k: int = 0, eos_token_id: int | None = None,
@@ -69,7 +158,8 @@ class OnnxCausalLM:
         mask = np.ones_like(ids) if attention_mask is None else np.asarray(attention_mask, dtype=np.int64)
         # Left padding: positions count real tokens only, as transformers' generate() does.
         pos = onnx_io.left_pad_positions(mask)
-        logits, past = self.forward(ids, mask, pos, self.empty_past(ids.shape[0]))
+        capacity = min(ids.shape[1] + max_new_tokens, self.max_length or ids.shape[1] + max_new_tokens)
+        logits, past = self.forward(ids, mask, pos, self.empty_past(ids.shape[0], capacity), last_only=True)
         done = np.zeros(ids.shape[0], dtype=bool)
         for step in range(max_new_tokens):
             nxt = self._pick(logits[:, -1].astype(np.float64), temperature, top_k, rng)

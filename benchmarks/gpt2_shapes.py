@@ -1,0 +1,25 @@
+"""The model shape the speed benchmarks run at: GPT-2 medium by default, random weights."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """--layers, --width, --heads, --vocab and --positions, GPT-2 medium's by default."""
+    ap.add_argument("--layers", type=int, default=24)
+    ap.add_argument("--width", type=int, default=1024)
+    ap.add_argument("--heads", type=int, default=16)
+    ap.add_argument("--vocab", type=int, default=50257)
+    ap.add_argument("--positions", type=int, default=1024)
+
+
+def random_model(a: argparse.Namespace):
+    """A CLIGPT2 model of those shapes (identity schedule) with seeded random weights, in eval mode."""
+    import torch
+
+    from clidep import CLIGPT2Config, CLIGPT2LMHeadModel
+
+    torch.manual_seed(0)
+    config = CLIGPT2Config(vocab_size=a.vocab, n_positions=a.positions, n_embd=a.width, n_layer=a.layers, n_head=a.heads)
+    return CLIGPT2LMHeadModel(config).eval()

@@ -1,0 +1,257 @@
+"""The ONNX Runtime graph: a CLIGPT2 model written op by op with ONNX Runtime's contrib ops.
+
+Where ``graph.py`` traces the PyTorch model into plain ONNX (any runtime), this module writes the
+graph ONNX Runtime decodes fastest, the way ONNX Runtime GenAI's model builder does:
+
+* attention is one ``GroupQueryAttention`` node per block (``num_heads`` = ``kv_num_heads`` =
+  the block's own head count), whose past and present KV share one preallocated buffer
+  (B, heads_i, max_length, head_dim_i): decode writes one position in place instead of copying
+  the whole cache on every token;
+* sequences in a batch are right-padded: ``attention_mask`` (B, total) gives each row's length,
+  from which the graph derives GroupQueryAttention's ``seqlens_k`` and ``total_sequence_length``;
+* quantised weights are read as they are stored: every linear layer a ``MatMulNBits``
+  (block-wise 4- or 8-bit, ``accuracy_level`` chosen by measurement, see ``ACCURACY_LEVEL``),
+  and the tied embedding one block-quantised table read both by ``GatherBlockQuantized``
+  (the token lookup) and by the head's ``MatMulNBits``: nothing is dequantised whole;
+* ``logits_to_keep`` (an input with default 0 = every position) lets generation compute the
+  head for the last position only.
+
+Weights are block-quantised by ONNX Runtime's own kernels (``quantize_matmul_4bits`` /
+``_8bits``, what its MatMulNBits quantizer calls), symmetric, blocks along the input axis.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from clidep.errors import ClidepError
+from clidep.runtime import onnx_io
+
+#: MatMulNBits compute type per weight width: 4 = int8 activations (AVX-512 VNNI / AVX2 / ARM
+#: dot-product). Measured on GPT-2-medium shapes, see benchmarks/results/decode_kernels.md.
+ACCURACY_LEVEL = {4: 4, 8: 4}
+
+_ACTIVATIONS = {"gelu_new": "FastGelu", "gelu_pytorch_tanh": "FastGelu", "gelu_fast": "FastGelu", "gelu": "Gelu"}
+
+
+class _Builder:
+    """Nodes, initializers and I/O of one graph, named as they are added."""
+
+    def __init__(self):
+        self.nodes, self.inits, self.inputs, self.outputs = [], [], [], []
+        self._count = 0
+
+    def op(self, op_type: str, inputs: list[str], n_out: int = 1, domain: str = "", name: str = "", **attrs) -> list[str]:
+        from onnx import helper
+
+        self._count += 1
+        base = name or f"{op_type}_{self._count}"
+        outs = [f"{base}/out{i}" for i in range(n_out)]
+        self.nodes.append(helper.make_node(op_type, inputs, outs, name=base, domain=domain or None, **attrs))
+        return outs
+
+    def const(self, name: str, array: np.ndarray) -> str:
+        from onnx import numpy_helper
+
+        array = np.asarray(array)
+        self.inits.append(numpy_helper.from_array(array if array.flags.c_contiguous else array.copy(), name))
+        return name
+
+
+class _Weights:
+    """How each linear layer is written: fp32 MatMul, or MatMulNBits at BITS with BLOCK-sized blocks."""
+
+    def __init__(self, b: _Builder, bits: int | None, block: int, accuracy_level: int | None):
+        self.b, self.bits, self.block = b, bits, block
+        self.accuracy = ACCURACY_LEVEL.get(bits) if accuracy_level is None else accuracy_level
+
+    def quantise(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """W (N, K) as MatMulNBits stores it: packed (N, K/block, block*bits/8) uint8, scales (N, K/block)."""
+        from onnxruntime.capi._pybind_state import quantize_matmul_4bits, quantize_matmul_8bits
+
+        n, k = w.shape
+        blocks = -(-k // self.block)
+        packed = np.zeros((n, blocks, self.block * self.bits // 8), np.uint8)
+        scales = np.zeros((n, blocks), np.float32)
+        zero_points = np.zeros((n, blocks), np.uint8)  # unused: symmetric
+        kernel = quantize_matmul_4bits if self.bits == 4 else quantize_matmul_8bits
+        kernel(packed, np.ascontiguousarray(w.T, np.float32), scales, zero_points, self.block, n, k, True)
+        return packed, scales
+
+    def linear(self, x: str, name: str, w: np.ndarray, bias: np.ndarray | None = None) -> str:
+        """x @ W.T (+ bias) for a torch Linear weight W (out, in)."""
+        if self.bits is None:
+            y = self.b.op("MatMul", [x, self.b.const(f"{name}.weight", w.T)], name=name)[0]
+        else:
+            y = self.nbits(x, name, *self.quantise(w), k=w.shape[1])
+        if bias is not None:
+            y = self.b.op("Add", [y, self.b.const(f"{name}.bias", bias)], name=f"{name}.add")[0]
+        return y
+
+    def nbits(self, x: str, name: str, packed: np.ndarray, scales: np.ndarray, k: int, packed_name: str = "",
+              scales_name: str = "") -> str:
+        """MatMulNBits over quantised weights; the tied head passes the names of the embedding's table and scales."""
+        data = packed_name or self.b.const(f"{name}.weight_q{self.bits}", packed)
+        scale = scales_name or self.b.const(f"{name}.scales", scales)
+        return self.b.op("MatMulNBits", [x, data, scale], domain="com.microsoft",
+                         name=name, K=k, N=packed.shape[0], bits=self.bits, block_size=self.block,
+                         accuracy_level=self.accuracy)[0]
+
+
+def build_graph(model, bits: int | None = None, block_size: int = 32, accuracy_level: int | None = None):
+    """The ONNX Runtime graph (an onnx ModelProto) of ``model`` (CLIGPT2LMHeadModel, fp32);
+    ``bits`` None keeps fp32 weights, 4 or 8 writes every linear layer and the tied embedding
+    block-quantised, computed at ``accuracy_level`` (default ``ACCURACY_LEVEL[bits]``)."""
+    from onnx import TensorProto, helper
+
+    config = model.config
+    if config.activation_function not in _ACTIVATIONS:
+        raise ClidepError(f"the ONNX Runtime graph has no op for activation '{config.activation_function}'; "
+                          "export with --plain-onnx")
+    sd = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
+    b = _Builder()
+    w = _Weights(b, bits, block_size, accuracy_level)
+    n = config.n_layer
+    ids, mask, pos = "input_ids", "attention_mask", "position_ids"
+    keep = onnx_io.LOGITS_TO_KEEP
+    b.inputs += [helper.make_tensor_value_info(ids, TensorProto.INT64, ["batch_size", "sequence_length"]),
+                 helper.make_tensor_value_info(mask, TensorProto.INT64, ["batch_size", "total_sequence_length"]),
+                 helper.make_tensor_value_info(pos, TensorProto.INT64, ["batch_size", "sequence_length"])]
+    seqlens, total = _lengths(b, mask)
+    x, head = _embeddings(b, w, sd, ids, pos, config.n_embd)
+    for i in range(n):
+        heads, hd = config.kv_shapes[i]
+        x = _projection(b, w, sd, i, x)
+        x = _block(b, w, sd, config, i, x, seqlens, total)
+        for kv in ("key", "value"):
+            b.inputs.append(helper.make_tensor_value_info(onnx_io.past_name(i, kv), TensorProto.FLOAT,
+                                                          ["batch_size", heads, "max_length", hd]))
+            b.outputs.append(helper.make_tensor_value_info(f"present.{i}.{kv}", TensorProto.FLOAT,
+                                                           ["batch_size", heads, "max_length", hd]))
+    x = _projection(b, w, sd, n, x)
+    x = _layer_norm(b, sd, "transformer.ln_f", x, config.layer_norm_epsilon)
+    b.inputs.append(helper.make_tensor_value_info(keep, TensorProto.INT64, []))
+    b.const(keep, np.array(0, np.int64))  # an input with a default: runtimes that do not feed it get every position
+    x = _last_positions(b, x, keep)
+    logits = head(x)
+    b.nodes.append(helper.make_node("Identity", [logits], ["logits"], name="logits"))
+    b.outputs.insert(0, helper.make_tensor_value_info("logits", TensorProto.FLOAT,
+                                                      ["batch_size", "logits_length", config.vocab_size]))
+    graph = helper.make_graph(b.nodes, "clidep-ort", b.inputs, b.outputs, b.inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
+                              producer_name="clidep")
+    for key, value in ((onnx_io.KV_SHAPES_KEY, onnx_io.encode_kv_shapes(config.kv_shapes)),
+                       (onnx_io.KV_LAYOUT_KEY, onnx_io.SHARED_BUFFER), (onnx_io.MAX_LENGTH_KEY, str(config.n_positions))):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    return proto
+
+
+def _lengths(b: _Builder, mask: str) -> tuple[str, str]:
+    """GroupQueryAttention's seqlens_k (B,) int32 = each row's length - 1, and total_sequence_length () int32."""
+    ones = b.const("one_i64", np.array([1], np.int64))
+    summed = b.op("ReduceSum", [mask, ones], keepdims=0, name="row_lengths")[0]  # (B,)
+    seqlens = b.op("Cast", [b.op("Sub", [summed, b.const("one_scalar", np.array(1, np.int64))])[0]],
+                   to=6, name="seqlens_k")[0]  # int32
+    width = b.op("Gather", [b.op("Shape", [mask])[0], b.const("axis1", np.array(1, np.int64))], axis=0)[0]
+    total = b.op("Cast", [width], to=6, name="total_sequence_length")[0]
+    return seqlens, total
+
+
+def _embeddings(b: _Builder, w: _Weights, sd: dict, ids: str, pos: str, d: int):
+    """Token plus position embeddings (B, S, d), and the tied head as a function of the final hidden states."""
+    wte, wpe = sd["transformer.wte.weight"], sd["transformer.wpe.weight"]
+    positions = b.op("Gather", [b.const("transformer.wpe.weight", wpe), pos], axis=0, name="wpe")[0]
+    if w.bits is None or d % w.block:
+        table = b.const("transformer.wte.weight", wte)
+        tokens = b.op("Add", [b.op("Gather", [table, ids], axis=0, name="wte")[0], positions], name="embed")[0]
+        if w.bits is not None:  # the width does not split into blocks: the head quantised on its own
+            return tokens, lambda x: w.nbits(x, "lm_head", *w.quantise(wte), k=d)
+
+        def head(x):  # (B, S', d) -> (B, S', V): Gemm reads the embedding transposed, so it is stored once
+            flat = b.op("Reshape", [x, b.const("flat_shape", np.array([-1, d], np.int64))])[0]
+            logits = b.op("Gemm", [flat, table], transB=1, name="lm_head")[0]
+            shape = b.op("Concat", [b.op("Slice", [b.op("Shape", [x])[0], b.const("s0", np.array([0], np.int64)),
+                                                     b.const("s2", np.array([2], np.int64))])[0],
+                                    b.const("vocab", np.array([wte.shape[0]], np.int64))], axis=0)[0]
+            return b.op("Reshape", [logits, shape])[0]
+
+        return tokens, head
+    packed, scales = w.quantise(wte)  # (V, d/block, blob): one table for the lookup and the head
+    table = b.const(f"transformer.wte.weight_q{w.bits}", packed)
+    scales_3d = b.op("Reshape", [b.const("transformer.wte.scales", scales),
+                                 b.const("scales_3d", np.array([scales.shape[0], scales.shape[1], 1], np.int64))])[0]
+    rows = b.op("GatherBlockQuantized", [table, ids, scales_3d], domain="com.microsoft", name="wte",
+                gather_axis=0, quantize_axis=2, block_size=w.block, bits=w.bits)[0]  # (B, S, d/block, block)
+    tokens = b.op("Reshape", [rows, b.const("embed_shape", np.array([0, 0, d], np.int64))])[0]
+
+    def head(x):
+        return w.nbits(x, "lm_head", packed, scales, k=d, packed_name=table, scales_name="transformer.wte.scales")
+
+    return b.op("Add", [tokens, positions], name="embed")[0], head
+
+
+def _projection(b: _Builder, w: _Weights, sd: dict, i: int, x: str) -> str:
+    """The residual stream mapped into block I's width (I = n_layer: back to the base width), if it changes."""
+    key = f"transformer.proj.{i}.weight"
+    return w.linear(x, f"transformer.proj.{i}", sd[key]) if key in sd else x
+
+
+def _layer_norm(b: _Builder, sd: dict, name: str, x: str, eps: float) -> str:
+    return b.op("LayerNormalization", [x, b.const(f"{name}.weight", sd[f"{name}.weight"]),
+                                       b.const(f"{name}.bias", sd[f"{name}.bias"])], axis=-1, epsilon=eps, name=name)[0]
+
+
+def _block(b: _Builder, w: _Weights, sd: dict, config, i: int, x: str, seqlens: str, total: str) -> str:
+    """Block I: x + attn(ln_1(x)), then + mlp(ln_2(.)); (B, S, w_i) in and out."""
+    p = f"transformer.h.{i}"
+    width = config.layer_widths[i]
+    heads, _ = config.kv_shapes[i]
+    h = _layer_norm(b, sd, f"{p}.ln_1", x, config.layer_norm_epsilon)
+    qkv = w.linear(h, f"{p}.attn.c_attn", sd[f"{p}.attn.c_attn.weight"], sd[f"{p}.attn.c_attn.bias"])
+    q, k, v = b.op("Split", [qkv, b.const(f"{p}.split", np.array([width] * 3, np.int64))], n_out=3, axis=-1)
+    attn = b.op("GroupQueryAttention", [q, k, v, onnx_io.past_name(i, "key"), onnx_io.past_name(i, "value"), seqlens,
+                                        total], n_out=3, domain="com.microsoft", name=f"{p}.attn",
+                num_heads=heads, kv_num_heads=heads)
+    b.nodes[-1].output[1:] = [f"present.{i}.key", f"present.{i}.value"]
+    out = w.linear(attn[0], f"{p}.attn.c_proj", sd[f"{p}.attn.c_proj.weight"], sd[f"{p}.attn.c_proj.bias"])
+    x = b.op("Add", [x, out], name=f"{p}.residual_1")[0]
+    h = _layer_norm(b, sd, f"{p}.ln_2", x, config.layer_norm_epsilon)
+    return b.op("Add", [x, _mlp(b, w, sd, config, i, h)], name=f"{p}.residual_2")[0]
+
+
+def _mlp(b: _Builder, w: _Weights, sd: dict, config, i: int, h: str) -> str:
+    """Block I's feed-forward branch as its kind is built: standard, linearizing (alpha blend) or collapsed."""
+    p = f"transformer.h.{i}.mlp"
+    if config.mlp_kinds[i] == "collapsed":
+        return w.linear(h, f"{p}.linear", sd[f"{p}.linear.weight"], sd[f"{p}.linear.bias"])
+    inner = w.linear(h, f"{p}.c_fc", sd[f"{p}.c_fc.weight"], sd[f"{p}.c_fc.bias"])
+    act = b.op(_ACTIVATIONS[config.activation_function], [inner], domain="com.microsoft", name=f"{p}.act")[0]
+    if config.mlp_kinds[i] == "linearizing":  # alpha * h + (1 - alpha) * act(h)
+        alpha = float(sd[f"{p}.act.alpha"])
+        scaled = b.op("Mul", [inner, b.const(f"{p}.alpha", np.array(alpha, np.float32))])[0]
+        rest = b.op("Mul", [act, b.const(f"{p}.one_minus_alpha", np.array(1 - alpha, np.float32))])[0]
+        act = b.op("Add", [scaled, rest])[0]
+    return w.linear(act, f"{p}.c_proj", sd[f"{p}.c_proj.weight"], sd[f"{p}.c_proj.bias"])
+
+
+def _last_positions(b: _Builder, x: str, keep: str) -> str:
+    """The last KEEP positions of x (B, S, d); KEEP 0 keeps them all (its negation is the slice start)."""
+    start = b.op("Reshape", [b.op("Neg", [keep])[0], b.const("vec1", np.array([1], np.int64))])[0]
+    end = b.const("end_max", np.array([np.iinfo(np.int64).max], np.int64))
+    return b.op("Slice", [x, start, end, b.const("seq_axis", np.array([1], np.int64))], name="logits_to_keep")[0]
+
+
+def export_ort_graph(model, path: str | Path, bits: int | None = None, block_size: int = 32,
+                     accuracy_level: int | None = None) -> Path:
+    """Write ``build_graph(model, bits, block_size, accuracy_level)`` at PATH (external data past 2 GB)."""
+    from clidep.export.surgery import save_graph
+
+    was_training = model.training
+    model.eval()
+    try:
+        return save_graph(build_graph(model, bits, block_size, accuracy_level), path)
+    finally:
+        model.train(was_training)
