@@ -10,7 +10,7 @@ machine in the same run, each in its own process; decode is timed after prompts 
 --decode-at length; every row is also given as ratios to the peer's fp32 original.
 
     python benchmarks/runtime.py                                   # ~45 min on 2 cores (+6 min to build llama.cpp once)
-    python benchmarks/runtime.py --layers 8 --width 256 --heads 4 --ratio 1.2 --positions 256 --decode-at 32,128 --memory-runs 1 --out /tmp/rt   # smoke
+    python benchmarks/runtime.py --layers 8 --width 256 --heads 4 --ratio 1.2 --positions 256 --prompt-lens 128 --decode-at 32,128 --memory-runs 1 --out /tmp/rt   # smoke (~3 min)
     python benchmarks/runtime.py --threads 16                      # a larger machine
 
 Writes OUT/runtime.json, .md, .csv and .jsonl and OUT/runtime_decode_vs_context.png (OUT defaults
@@ -208,7 +208,7 @@ def title(result: dict) -> str:
     prov, shapes = result["provenance"], result["shapes"]
     return (f"Measured on {result['machine']}, {result['threads']} threads, ONNX Runtime {prov['onnxruntime']}, "
             f"git {prov['git_sha']}; random weights at {shapes['layers']} x {shapes['width']}, vocab {shapes['vocab']:,}; "
-            f"host copy bandwidth {result['host_measured']['mem_bandwidth_gbs']:.1f} GB/s.")
+            f"host read bandwidth {result['host_measured']['mem_bandwidth_gbs']:.1f} GB/s (multi-threaded).")
 
 
 def _vs_peer(r: dict) -> str:

@@ -123,3 +123,12 @@ def test_a_width_that_does_not_split_into_blocks_keeps_an_fp32_lookup_and_a_quan
     ops = {n.name: n.op_type for n in graph.node}
     assert ops["wte"] == "Gather" and ops["lm_head"] == "MatMulNBits"
     assert validate_export(model, tmp_path / "m.onnx", atol=None)["max_abs_logit_diff"] < 1.0
+
+
+def test_head_sizes_off_the_multiple_of_8_are_padded_without_changing_the_result(tmp_path):
+    torch.manual_seed(2)
+    model = CLIGPT2LMHeadModel(tiny_config([64, 36, 36, 64], layer_head_dims=[16, 6, 6, 16])).eval()
+    path = export_ort_graph(model, tmp_path / "m.onnx")
+    assert OnnxCausalLM(path).kv_shapes == [(4, 16), (6, 8), (6, 8), (4, 16)]  # 6 heads of 6, stored as 8
+    report = validate_export(model, path)
+    assert report["max_abs_logit_diff"] <= 1e-4 and report["greedy_match"]

@@ -122,7 +122,7 @@ def build_graph(model, bits: int | None = None, block_size: int = 32, accuracy_l
     seqlens, total = _lengths(b, mask)
     x, head = _embeddings(b, w, sd, ids, pos, config.n_embd)
     for i in range(n):
-        heads, hd = config.kv_shapes[i]
+        heads, hd = graph_kv_shapes(config)[i]
         x = _projection(b, w, sd, i, x)
         x = _block(b, w, sd, config, i, x, seqlens, total)
         for kv in ("key", "value"):
@@ -142,7 +142,7 @@ def build_graph(model, bits: int | None = None, block_size: int = 32, accuracy_l
     graph = helper.make_graph(b.nodes, "clidep-ort", b.inputs, b.outputs, b.inits)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
                               producer_name="clidep")
-    for key, value in ((onnx_io.KV_SHAPES_KEY, onnx_io.encode_kv_shapes(config.kv_shapes)),
+    for key, value in ((onnx_io.KV_SHAPES_KEY, onnx_io.encode_kv_shapes(graph_kv_shapes(config))),
                        (onnx_io.KV_LAYOUT_KEY, onnx_io.SHARED_BUFFER), (onnx_io.MAX_LENGTH_KEY, str(config.n_positions))):
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
@@ -204,19 +204,41 @@ def _layer_norm(b: _Builder, sd: dict, name: str, x: str, eps: float) -> str:
                                        b.const(f"{name}.bias", sd[f"{name}.bias"])], axis=-1, epsilon=eps, name=name)[0]
 
 
+def graph_kv_shapes(config) -> list[tuple[int, int]]:
+    """Each block's (heads, head size) in the graph's KV buffers: GroupQueryAttention takes head sizes
+    in multiples of 8, so a size such as 62 (a 496-wide CLI block of 8 heads) is stored as 64."""
+    return [(h, -(-d // 8) * 8) for h, d in config.kv_shapes]
+
+
+def _padded_attention(sd: dict, p: str, heads: int, hd: int, hp: int) -> tuple[np.ndarray, ...]:
+    """c_attn's weight and bias and c_proj's weight with each head's HD dimensions zero-padded to HP:
+    q.k and the attention output are unchanged (the scale stays 1/sqrt(HD), given to the op)."""
+    w_qkv, b_qkv, w_o = sd[f"{p}.attn.c_attn.weight"], sd[f"{p}.attn.c_attn.bias"], sd[f"{p}.attn.c_proj.weight"]
+    if hp == hd:
+        return w_qkv, b_qkv, w_o
+    rows = np.arange(3 * heads * hd)
+    at = (rows // hd) * hp + rows % hd  # where each (part, head, dim) row goes among the padded rows
+    w_pad = np.zeros((3 * heads * hp, w_qkv.shape[1]), np.float32)
+    b_pad = np.zeros(3 * heads * hp, np.float32)
+    w_pad[at], b_pad[at] = w_qkv, b_qkv
+    o_pad = np.zeros((w_o.shape[0], heads * hp), np.float32)
+    o_pad[:, at[: heads * hd]] = w_o
+    return w_pad, b_pad, o_pad
+
+
 def _block(b: _Builder, w: _Weights, sd: dict, config, i: int, x: str, seqlens: str, total: str) -> str:
     """Block I: x + attn(ln_1(x)), then + mlp(ln_2(.)); (B, S, w_i) in and out."""
     p = f"transformer.h.{i}"
-    width = config.layer_widths[i]
-    heads, _ = config.kv_shapes[i]
+    heads, hd = config.kv_shapes[i]
+    hp = graph_kv_shapes(config)[i][1]
+    w_qkv, b_qkv, w_o = _padded_attention(sd, p, heads, hd, hp)
     h = _layer_norm(b, sd, f"{p}.ln_1", x, config.layer_norm_epsilon)
-    qkv = w.linear(h, f"{p}.attn.c_attn", sd[f"{p}.attn.c_attn.weight"], sd[f"{p}.attn.c_attn.bias"])
-    q, k, v = b.op("Split", [qkv, b.const(f"{p}.split", np.array([width] * 3, np.int64))], n_out=3, axis=-1)
-    attn = b.op("GroupQueryAttention", [q, k, v, onnx_io.past_name(i, "key"), onnx_io.past_name(i, "value"), seqlens,
-                                        total], n_out=3, domain="com.microsoft", name=f"{p}.attn",
-                num_heads=heads, kv_num_heads=heads)
+    qkv = w.linear(h, f"{p}.attn.c_attn", w_qkv, b_qkv)  # (B, S, 3 * heads * hp): packed q, k, v
+    attn = b.op("GroupQueryAttention", [qkv, "", "", onnx_io.past_name(i, "key"), onnx_io.past_name(i, "value"),
+                                        seqlens, total], n_out=3, domain="com.microsoft", name=f"{p}.attn",
+                num_heads=heads, kv_num_heads=heads, scale=float(hd ** -0.5))
     b.nodes[-1].output[1:] = [f"present.{i}.key", f"present.{i}.value"]
-    out = w.linear(attn[0], f"{p}.attn.c_proj", sd[f"{p}.attn.c_proj.weight"], sd[f"{p}.attn.c_proj.bias"])
+    out = w.linear(attn[0], f"{p}.attn.c_proj", w_o, sd[f"{p}.attn.c_proj.bias"])
     x = b.op("Add", [x, out], name=f"{p}.residual_1")[0]
     h = _layer_norm(b, sd, f"{p}.ln_2", x, config.layer_norm_epsilon)
     return b.op("Add", [x, _mlp(b, w, sd, config, i, h)], name=f"{p}.residual_2")[0]

@@ -46,8 +46,11 @@ def validate_export(model, onnx_path: str | Path, atol: float | None = 1e-4, gre
     got_out = runner.output_names
     if got_in != onnx_io.input_names(n) or got_out != onnx_io.output_names(n):
         raise NamesMismatch(f"graph I/O {got_in} -> {got_out} differs from the clidep decoder layout for {n} blocks")
-    if runner.kv_shapes != model.config.kv_shapes:
-        raise ShapeMismatch(f"metadata KV shapes {runner.kv_shapes} differ from the model's {model.config.kv_shapes}")
+    from clidep.export.fused import graph_kv_shapes
+
+    expected = graph_kv_shapes(model.config) if runner.shared else model.config.kv_shapes
+    if runner.kv_shapes != expected:
+        raise ShapeMismatch(f"metadata KV shapes {runner.kv_shapes} differ from the model's {expected}")
 
     rng = np.random.default_rng(seed)
     worst = 0.0
