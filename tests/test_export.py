@@ -99,10 +99,10 @@ def test_a_failure_after_writing_began_leaves_the_output_as_it_was(target, teach
     out = tmp_path / "out"
     if target == "existing":
         shutil.copytree(teacher_artifact[0], out)
-    before = {p.name: p.read_bytes() for p in out.iterdir()} if out.exists() else None
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} if out.exists() else None
     with pytest.raises(ClidepError, match="disk pulled out"):
         export_artifact(teacher_dir, out, int4=True, ppl_tokens=512, optimize=False, overwrite=True)
-    after = {p.name: p.read_bytes() for p in out.iterdir()} if out.exists() else None
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} if out.exists() else None
     assert after == before, "an existing export is untouched; a fresh one is not created"
     assert [p.name for p in tmp_path.iterdir()] == (["out"] if before else []), "no temporary folder left behind"
 

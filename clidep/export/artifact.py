@@ -106,6 +106,10 @@ def export_artifact(model_path: str | Path, out: str | Path, config: ExportConfi
             "ppl_protocol": {"data": label, "tokens": int(ids.size - 1), "context": context, "stride": context // 2},
             "variants": variants,
         }
+        if c.genai:
+            from clidep.export.genai import write_folders
+
+            manifest["genai"] = write_folders(tmp, model.config, variants)
         write_json(tmp / "manifest.json", manifest)
         return manifest
 

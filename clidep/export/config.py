@@ -24,6 +24,8 @@ class ExportConfig(Options):
     fp16: bool = option(False, "Add an fp16 variant (fp32 inputs/outputs).")
     plain_onnx: bool = option(False, "Write plain ONNX (standard ops, any runtime, growing KV cache) instead of the "
                                      "ONNX Runtime graph (GroupQueryAttention, MatMulNBits, shared KV buffers).")
+    genai: bool = option(True, "Also write an ONNX Runtime GenAI folder per precision (OUT/genai/<precision>/, "
+                               "hard links: no extra space) for apps on Android, iOS, C/C#/C++.")
     optimize: bool = option(True, "With --plain-onnx: apply ONNX Runtime's transformer fusions where parity holds.")
     # 17: LayerNormalization; 20: the last opset torch's TorchScript exporter writes.
     opset: int = option(17, "ONNX opset (17-20).", low=17, high=20)

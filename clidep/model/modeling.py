@@ -23,7 +23,9 @@ from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from clidep.model.config import CLIGPT2Config
+# Relative, so that save_pretrained can copy this file and config.py beside a saved model, which
+# then loads with trust_remote_code=True where clidep is not installed.
+from .config import CLIGPT2Config
 
 
 def causal_mask(attention_mask: torch.Tensor | None, T: int, P: int, dtype: torch.dtype) -> torch.Tensor:
@@ -297,3 +299,7 @@ _OUTPUT_CACHE_FIELD = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_f
 # Importing this module makes ``AutoConfig`` / ``AutoModelForCausalLM`` know ``cli_gpt2``.
 AutoConfig.register(CLIGPT2Config.model_type, CLIGPT2Config, exist_ok=True)
 AutoModelForCausalLM.register(CLIGPT2Config, CLIGPT2LMHeadModel, exist_ok=True)
+# And saved models carry ``auto_map`` and this code (with config.py), so that a program without
+# clidep (lm-eval-harness, a plain transformers script) opens them with trust_remote_code=True.
+CLIGPT2Config.register_for_auto_class()
+CLIGPT2LMHeadModel.register_for_auto_class("AutoModelForCausalLM")
