@@ -4,7 +4,8 @@ raced against what users would pick instead.
 Random weights (speed does not depend on them). clidep's pipeline exports each model and its
 int8 and int4 variants; the peer pipeline (`optimum-cli export onnx --task
 text-generation-with-past`, then ONNX Runtime's `quantize_dynamic`, run in .venv-peer) exports
-the original; llama.cpp (built from source, see llama_peer.py) runs the original converted to GGUF
+the original; clidep's exports also run through ONNX Runtime GenAI (their genai/ folders);
+llama.cpp (built from source, see llama_peer.py) runs the original converted to GGUF
 at F32, Q8_0 and Q4_0 through `llama-bench`. Every ONNX file is measured by `clidep bench` on this
 machine in the same run, each in its own process; decode is timed after prompts of each
 --decode-at length; every row is also given as ratios to the peer's fp32 original.
@@ -121,9 +122,9 @@ def _rows(report: dict, params: dict) -> list[dict]:
     """One row per ONNX file, named by model and pipeline."""
     rows = []
     for r in report["models"]:
-        pipeline = "peer" if r["name"].startswith("peer-onnx/") else "clidep"
+        pipeline = "peer" if r["name"].startswith("peer-onnx/") else "clidep" if r["runtime"] == "clidep" else "ORT GenAI"
         model = "original" if pipeline == "peer" else r["name"].removesuffix("-onnx")
-        precision = r["precision"] if pipeline == "clidep" else ("int8-dynamic" if "int8" in r["name"] else "fp32")
+        precision = r["precision"] if pipeline != "peer" else ("int8-dynamic" if "int8" in r["name"] else "fp32")
         rows.append({"model": model, "pipeline": pipeline, "precision": precision, "params": params[model],
                      **{k: r.get(k) for k in ("size_bytes", "load_s", "prefill_ms", "decode_ms_p50", "decode_ms_p90",
                                                "decode_ms_at", "peak_rss_mb", "peak_rss_mb_samples",
@@ -189,7 +190,7 @@ def plot(records: list[dict], path: Path, heading: str) -> None:
         if r.get("error") or not r.get("decode_ms_at"):
             continue
         ps = sorted(r["decode_ms_at"], key=int)
-        style = {"clidep": "-", "peer": "--", "llama.cpp": ":"}[r["pipeline"]]
+        style = {"clidep": "-", "ORT GenAI": "-.", "peer": "--", "llama.cpp": ":"}[r["pipeline"]]
         ax.plot([int(p) for p in ps], [r["decode_ms_at"][p] for p in ps], style, marker="o", markersize=3,
                 label=f"{r['model']} {r['pipeline']} {r['precision']}")
     ax.set_xlabel("tokens already in the context")

@@ -70,3 +70,22 @@ def test_every_precision_has_a_self_contained_folder(student_export):
         assert graph.samefile(root / "onnx" / variant["file"]), "a hard link to the variant, not a copy"
         assert (folder / "tokenizer.json").is_file() and config["model"]["context_length"] == 512
     assert len(_genai_greedy(root / "onnx" / manifest["genai"]["int4-weight-only"], [11, 250, 37], 5)) == 8
+
+
+def test_bench_measures_genai_beside_clideps_runner(student_export):
+    from clidep.bench import devices
+    from clidep.bench.benchmark import bench, markdown
+
+    root, _ = student_export
+    report = bench([str(root / "onnx")], devices.load("host"), prompt_lens="16", gen=64, decode_at="16,64",
+                   log=lambda m: None)
+    rows = {(r["precision"], r["runtime"]): r for r in report["models"]}
+    assert set(rows) == {(p, rt) for p in ("fp32", "int4-weight-only") for rt in ("clidep", "genai")}
+    for r in rows.values():
+        assert "error" not in r, r.get("error")
+        assert r["decode_ms_p50"] > 0 and r["ttft_ms"] > 0 and set(r["decode_ms_at"]) == {"16", "64"}
+    assert rows[("fp32", "genai")]["runner"]["onnxruntime_genai"] == og.__version__
+    assert "| genai |" in markdown(report)
+    only = bench([str(root / "onnx")], devices.load("host"), prompt_lens="16", gen=64, runtime="clidep",
+                 log=lambda m: None)
+    assert {r["runtime"] for r in only["models"]} == {"clidep"}

@@ -88,6 +88,8 @@ CASES = [
     ("wrong", "bench {onnx} --device host --out {fresh} --ppl-tokens -1", "--ppl-tokens must be at least 0"),
     ("wrong", "bench {onnx} --device host --out {fresh} --decode-at 32,x", "--decode-at must be comma-separated integers"),
     ("wrong", "bench {onnx} --device host --out {fresh} --decode-at 0", "--decode-at needs at least one positive length"),
+    ("wrong", "bench {onnx} --device host --out {fresh} --runtime tflite", "--runtime takes clidep, genai or both"),
+    ("wrong", "bench {onnx} --device host --out {fresh} --remote a@b --ssh-config /nonexistent", "--ssh-config '/nonexistent' is not a file"),
     ("wrong", "analyze {teacher} --out {fresh} --probes 0", "--probes must be at least 1"),
     ("wrong", "demo --out {fresh} --ratio 1", "--ratio must be above 1, got 1.0"),
     ("wrong", "demo --out {fresh} --steps 0", "--steps must be at least 1, got 0"),

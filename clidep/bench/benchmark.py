@@ -45,9 +45,10 @@ PROJECTION = ("decode ms/token = host ms/token x host GB/s / device GB/s (the ho
 def measure_host(size_mb: int = 512) -> dict:
     """This machine's memory read bandwidth (GB/s) and fp32 GEMM throughput (GFLOP/s), medians of 5.
 
-    Bandwidth is a multi-threaded read, as decode reads the weights: one thread per core sums its
-    share of a SIZE_MB buffer (numpy releases the GIL while it reduces). A single-threaded copy
-    reports about half of that on a 2-core VM and would flatter every roofline fraction.
+    Bandwidth is a multi-threaded read, as decode reads the weights: one thread per core takes the
+    maximum of its share of a SIZE_MB buffer (numpy releases the GIL while it reduces; a maximum is
+    lighter arithmetic than a pairwise sum, which ran compute-bound at 27 GB/s against 37 here). A
+    single-threaded copy reports about half of that on a 2-core VM and flatters every roofline.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -58,7 +59,7 @@ def measure_host(size_mb: int = 512) -> dict:
     with ThreadPoolExecutor(cores) as pool:
         for _ in range(6):
             t = time.perf_counter()
-            list(pool.map(np.sum, chunks))
+            list(pool.map(np.max, chunks))
             times.append(time.perf_counter() - t)
     bandwidth = a.nbytes / np.median(times[1:]) / 1e9  # the first pass faults the pages in
     m = np.random.default_rng(0).standard_normal((1024, 1024), dtype=np.float32)
@@ -83,10 +84,14 @@ def model_files(specs: list[str]) -> list[dict]:
             variants = read_json(manifest, "clidep export manifest").get("variants")
             if not isinstance(variants, list) or not all(isinstance(v, dict) and {"precision", "file"} <= v.keys() for v in variants):
                 raise ClidepError(f"'{manifest}' lists no variants (each with precision and file); re-run clidep export")
+            genai = read_json(manifest, "clidep export manifest").get("genai") or {}
             for v in variants:
-                out.append({"name": path.name, "precision": v["precision"], "file": path / v["file"], "dir": path})
+                folder = path / genai[v["precision"]] if v["precision"] in genai else None
+                out.append({"name": path.name, "precision": v["precision"], "file": path / v["file"], "dir": path,
+                            "genai": folder if folder and folder.is_dir() else None})
         elif path.is_file():
-            out.append({"name": f"{path.parent.name}/{path.name}", "precision": "unknown", "file": path, "dir": path.parent})
+            out.append({"name": f"{path.parent.name}/{path.name}", "precision": "unknown", "file": path, "dir": path.parent,
+                        "genai": None})
         else:
             raise ClidepError(f"no model at '{spec}': give an export directory or an .onnx file")
     return out
@@ -135,22 +140,32 @@ def _run_local(args: list[str], timeout: int) -> dict:
     return json.loads(proc.stdout)
 
 
-def check_remote(host: str) -> None:
-    proc = subprocess.run(["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", host, "python3 -c 'import onnxruntime, numpy'"],
-                          capture_output=True, text=True, timeout=30)
+def _ssh(ssh_config: str | None) -> list[str]:
+    """ssh's options for --remote: BatchMode (never a password prompt), and -F SSH_CONFIG when given."""
+    return ["-o", "BatchMode=yes", *(["-F", ssh_config] if ssh_config else [])]
+
+
+def check_remote(host: str, ssh_config: str | None = None, python: str = "python3") -> None:
+    proc = subprocess.run(["ssh", *_ssh(ssh_config), "-o", "ConnectTimeout=5", host,
+                           f"{shlex.quote(python)} -c 'import onnxruntime, numpy'"], capture_output=True, text=True, timeout=30)
     if proc.returncode:
         why = (proc.stderr.strip().splitlines() or ["no answer"])[-1]
-        raise ClidepError(f"cannot use remote host '{host}' over ssh ({why}); it needs key-based ssh, python3, numpy and onnxruntime")
+        raise ClidepError(f"cannot use remote host '{host}' over ssh ({why}); it needs key-based ssh, and {python} "
+                          "with numpy and onnxruntime (--remote-python)")
 
 
-def _run_remote(host: str, args: list[str], files: list[Path], timeout: int) -> dict:
+def _run_remote(host: str, args: list[str], files: list[Path], timeout: int, ssh_config: str | None = None,
+                python: str = "python3") -> dict:
     """Copy the runner and the files to HOST, run there, return its record."""
-    work = subprocess.run(["ssh", host, "mktemp -d"], capture_output=True, text=True, check=True).stdout.strip()
-    subprocess.run(["scp", "-q", "-r", str(PACKAGE), *map(str, files), f"{host}:{work}/"], check=True, timeout=timeout)
-    remote_args = [f"{work}/{Path(a).name}" if Path(a).exists() else a for a in args]
-    cmd = f"cd {work} && PYTHONPATH={work} python3 -m clidep.runtime.benchrun {shlex.join(remote_args)}"
-    proc = subprocess.run(["ssh", host, cmd], capture_output=True, text=True, timeout=timeout)
-    subprocess.run(["ssh", host, f"rm -rf {work}"], capture_output=True)
+    ssh = ["ssh", *_ssh(ssh_config), host]
+    work = subprocess.run([*ssh, "mktemp -d"], capture_output=True, text=True, check=True).stdout.strip()
+    subprocess.run(["scp", "-q", *_ssh(ssh_config), "-r", str(PACKAGE), *map(str, files), f"{host}:{work}/"], check=True,
+                   timeout=timeout)
+    sent = {str(p) for p in files}
+    remote_args = [f"{work}/{Path(a).name}" if a in sent else a for a in args]
+    cmd = f"cd {work} && PYTHONPATH={work} {shlex.quote(python)} -m clidep.runtime.benchrun {shlex.join(remote_args)}"
+    proc = subprocess.run([*ssh, cmd], capture_output=True, text=True, timeout=timeout)
+    subprocess.run([*ssh, f"rm -rf {work}"], capture_output=True)
     if proc.returncode:
         raise RuntimeError((proc.stderr.strip().splitlines() or ["remote runner failed"])[-1])
     return json.loads(proc.stdout)
@@ -166,10 +181,10 @@ def bench(models: list[str], device: Profile, config: BenchConfig | None = None,
     import onnxruntime
 
     c = resolve(BenchConfig, config, options)
-    baseline, prompt_lens, gen, threads, ppl, remote = c.baseline, c.lengths, c.gen, c.threads, c.ppl, c.remote
+    baseline, threads, remote = c.baseline, c.threads, c.remote
     files = model_files(models + ([baseline] if baseline else []))
     if remote:
-        check_remote(remote)
+        check_remote(remote, c.ssh_config, c.remote_python)
     host = measure_host()
     projected = not device.measured and not remote
     threads = threads or (min(device.threads, host["cores"]) if projected else device.threads if remote else host["cores"])
@@ -180,30 +195,12 @@ def bench(models: list[str], device: Profile, config: BenchConfig | None = None,
     rows = []
     ids_files: dict[Path, Path] = {}  # one tokenisation per export directory, shared by its variants
     with tempfile.TemporaryDirectory() as tmp:
-        for f in files:
-            row = {"name": f["name"], "precision": f["precision"], "file": str(f["file"]),
+        for f, runtime in [(f, rt) for f in files for rt in _runtimes(c, f, log)]:
+            row = {"name": f["name"], "precision": f["precision"], "runtime": runtime, "file": str(f["file"]),
                    "size_bytes": f["file"].stat().st_size, "is_baseline": bool(baseline) and Path(baseline) in (f["dir"], f["file"])}
             try:
-                n_pos = positions_beside(f["dir"])
-                if n_pos and max(prompt_lens) > n_pos:
-                    raise RuntimeError(f"prompt length {max(prompt_lens)} exceeds the model's {n_pos} positions")
-                if n_pos and max(c.decode_lengths) + 8 + gen > n_pos:
-                    raise RuntimeError(f"decode after {max(c.decode_lengths)} tokens plus 8 + {gen} generated exceeds "
-                                       f"the model's {n_pos} positions")
-                args = [str(f["file"]), "--prompt-lens", ",".join(map(str, prompt_lens)), "--gen", str(gen),
-                        "--threads", str(threads), "--decode-at", ",".join(map(str, c.decode_lengths))]
-                send = [f["file"], *f["file"].parent.glob(f["file"].name + ".data"), f["dir"] / "config.json"]
-                ppl_args = []
-                if ppl:
-                    context = min(n_pos or 1024, 1024)
-                    if f["dir"] not in ids_files:
-                        ids_files[f["dir"]] = _ppl_ids(f["dir"], c.ppl_data, c.ppl_tokens, Path(tmp))
-                    ids_file = ids_files[f["dir"]]
-                    send.append(ids_file)
-                    ppl_args = ["--ppl-ids", str(ids_file), "--context", str(context), "--stride", str(context // 2)]
-                log(f"{f['name']} [{f['precision']}] ...")
-                runs = [_run_remote(remote, a, send, timeout) if remote else _run_local(a, timeout)
-                        for a in [args + ppl_args] + [args] * (c.memory_runs - 1)]  # the others: no perplexity pass
+                log(f"{f['name']} [{f['precision']}, {runtime}] ...")
+                runs = _measure(f, runtime, c, threads, Path(tmp), ids_files, timeout)
                 _fill(row, runs, f, device, host, measured_there=bool(remote), projected=projected)
             except (RuntimeError, subprocess.SubprocessError, OSError, ValueError) as exc:
                 row["error"] = str(exc)
@@ -216,6 +213,47 @@ def bench(models: list[str], device: Profile, config: BenchConfig | None = None,
             "provenance": provenance, "models": rows}
 
 
+def _runtimes(c: BenchConfig, f: dict, log) -> list[str]:
+    """The runtimes F is measured with: clidep's runner, and ONNX Runtime GenAI where the export has
+    a genai/ folder for it and onnxruntime-genai is installed (locally: --remote runs clidep's runner only)."""
+    import importlib.util
+
+    out = [r for r in c.runtimes if r == "clidep"]
+    if "genai" in c.runtimes and f.get("genai"):
+        if c.remote:
+            log(f"{f['name']} [{f['precision']}]: ONNX Runtime GenAI is measured locally only; clidep's runner only")
+        elif importlib.util.find_spec("onnxruntime_genai") is None:
+            log("onnxruntime-genai is not installed (pip install 'clidep[genai]'): clidep's runner only")
+        else:
+            out.append("genai")
+    return out
+
+
+def _measure(f: dict, runtime: str, c: BenchConfig, threads: int, tmp: Path, ids_files: dict, timeout: int) -> list[dict]:
+    """The runner records of F (the first with perplexity when --ppl), MEMORY_RUNS of them."""
+    gen, prompt_lens = c.gen, c.lengths
+    n_pos = positions_beside(f["dir"])
+    if n_pos and max(prompt_lens) > n_pos:
+        raise RuntimeError(f"prompt length {max(prompt_lens)} exceeds the model's {n_pos} positions")
+    if n_pos and max(c.decode_lengths) + 8 + gen > n_pos:
+        raise RuntimeError(f"decode after {max(c.decode_lengths)} tokens plus 8 + {gen} generated exceeds "
+                           f"the model's {n_pos} positions")
+    target = f["genai"] if runtime == "genai" else f["file"]
+    args = [str(target), "--runtime", runtime, "--prompt-lens", ",".join(map(str, prompt_lens)), "--gen", str(gen),
+            "--threads", str(threads), "--decode-at", ",".join(map(str, c.decode_lengths))]
+    send = [f["file"], *f["file"].parent.glob(f["file"].name + ".data"), f["dir"] / "config.json"]
+    ppl_args = []
+    if c.ppl and runtime == "clidep":
+        context = min(n_pos or 1024, 1024)
+        if f["dir"] not in ids_files:
+            ids_files[f["dir"]] = _ppl_ids(f["dir"], c.ppl_data, c.ppl_tokens, tmp)
+        send.append(ids_files[f["dir"]])
+        ppl_args = ["--ppl-ids", str(ids_files[f["dir"]]), "--context", str(context), "--stride", str(context // 2)]
+    run = (lambda a: _run_remote(c.remote, a, send, timeout, c.ssh_config, c.remote_python)) if c.remote else \
+        (lambda a: _run_local(a, timeout))
+    return [run(a) for a in [args + ppl_args] + [args] * (c.memory_runs - 1)]  # the others: no perplexity pass
+
+
 def _fill(row: dict, runs: list[dict], f: dict, device: Profile, host: dict, measured_there: bool, projected: bool) -> None:
     """ROW from its runner records: median peak memory, roofline fraction, fit, and the projection."""
     rec = runs[0]
@@ -225,13 +263,16 @@ def _fill(row: dict, runs: list[dict], f: dict, device: Profile, host: dict, mea
     per_token = weight_bytes(f["file"]) + kv_bytes(f["dir"], rec["decode_context"])
     row["bytes_per_token"] = per_token
     bw = device.mem_bandwidth_gbs if measured_there else host["mem_bandwidth_gbs"]
-    row["roofline_fraction"] = per_token / (bw * 1e9) * 1e3 / rec["decode_ms_p50"]
+    # No roofline where the bandwidth is unknown: the host profile run on a remote device.
+    row["roofline_fraction"] = per_token / (bw * 1e9) * 1e3 / rec["decode_ms_p50"] if bw else None
     row["fits"] = rec["peak_rss_mb"] <= device.usable_ram_mb
     if projected:
-        row["host"] = {k: rec[k] for k in ("prefill_ms", "decode_ms_p50", "decode_ms_p90", "tokens_per_s", "decode_ms_at")}
+        row["host"] = {k: rec[k] for k in ("prefill_ms", "ttft_ms", "decode_ms_p50", "decode_ms_p90", "tokens_per_s",
+                                           "decode_ms_at")}
         d_scale = host["mem_bandwidth_gbs"] / device.mem_bandwidth_gbs
         p_scale = host["fp32_gflops"] / device.fp32_gflops
         row["prefill_ms"] = {k: v * p_scale for k, v in rec["prefill_ms"].items()}
+        row["ttft_ms"] = rec["ttft_ms"] * p_scale  # the prompt's pass: compute-bound like prefill
         row["decode_ms_p50"] = rec["decode_ms_p50"] * d_scale
         row["decode_ms_p90"] = rec["decode_ms_p90"] * d_scale
         row["decode_ms_at"] = {k: v * d_scale for k, v in rec["decode_ms_at"].items()}
@@ -245,7 +286,8 @@ def _ratios(rows: list[dict]) -> None:
     for r in rows:
         if "error" in r or not base:
             continue
-        b = next((x for x in base if x["precision"] == r["precision"]), base[0])
+        b = next((x for x in base if (x["precision"], x.get("runtime")) == (r["precision"], r.get("runtime"))),
+                 next((x for x in base if x["precision"] == r["precision"]), base[0]))
         r["vs_baseline"] = {
             "baseline": f"{b['name']} [{b['precision']}]",
             "decode_speedup": b["decode_ms_p50"] / r["decode_ms_p50"],
@@ -265,9 +307,10 @@ def fields(report: dict) -> list[report_writer.Field]:
     p = "projected " if report["projected"] else ""
     lens = sorted({k for r in report["models"] for k in r.get("prefill_ms", {})}, key=int)
     at = sorted({k for r in report["models"] for k in r.get("decode_ms_at", {})}, key=int)
-    return [F("name", "model"), F("precision", "precision"),
+    return [F("name", "model"), F("precision", "precision"), F("runtime", "runtime"),
             F("size_bytes", "MB", text=lambda r: f"{r['size_bytes'] / 1e6:.1f}"), F("load_s", "load s", ".2f"),
             *[F(f"prefill_ms.{n}", f"{p}prefill {n} ms", ".1f") for n in lens],
+            F("ttft_ms", f"{p}first token ms", ".1f"),
             F("decode_ms_p50", f"{p}decode p50 ms", ".2f"), F("decode_ms_p90", f"{p}decode p90 ms", ".2f"),
             *[F(f"decode_ms_at.{n}", f"{p}decode @{n} ms", ".2f") for n in (at if len(at) > 1 else [])],
             F("tokens_per_s", f"{p}tok/s", ".1f"), F("peak_rss_mb", "peak RSS MB", ".0f"), F("fits", "fits"),

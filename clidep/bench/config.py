@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from clidep.errors import ClidepError
 from clidep.options import Options, option
@@ -13,6 +14,8 @@ class BenchConfig(Options):
     """What each model is measured with, and against what."""
 
     baseline: str | None = option(None, "Export directory every model is compared with.")
+    runtime: str = option("clidep,genai", "Runtimes, comma-separated: clidep (its ONNX Runtime runner) and genai (ONNX "
+                                          "Runtime GenAI's Generator, on an export's genai/ folders, where installed).")
     prompt_lens: str = option("32,128,512", "Prompt lengths for prefill, comma-separated.")
     decode_at: str = option("32", "Prompt lengths after which decode is timed, comma-separated; the first is the "
                                   "headline figure (decode slows as the cache grows: try 32,256,512,960).")
@@ -22,15 +25,28 @@ class BenchConfig(Options):
     ppl_tokens: int = option(32768, "Tokens for --ppl (0: the whole text).", low=0)
     ppl_data: str = option("wikitext-test", "Text for --ppl.")
     remote: str | None = option(None, "USER@HOST: run on the real device over ssh (measured, not projected).")
+    remote_python: str = option("python3", "The device's Python for --remote (e.g. a virtual environment's bin/python) with numpy and onnxruntime.")
+    ssh_config: str | None = option(None, "An ssh_config file for --remote (port, key, user, jump host), given to ssh and scp as -F.")
     memory_runs: int = option(1, "Runner processes per model whose peak memory is taken: the median is reported, every sample kept (a single peak of a large model can move by hundreds of MB).", low=1)
 
     def check(self) -> None:
-        self.lengths, self.decode_lengths  # noqa: B018 - parses, and refuses, the lengths now
+        self.lengths, self.decode_lengths, self.runtimes  # noqa: B018 - parses, and refuses, them now
+        if self.ssh_config and not Path(self.ssh_config).is_file():
+            raise ClidepError(f"--ssh-config '{self.ssh_config}' is not a file")
 
     @property
     def lengths(self) -> list[int]:
         """--prompt-lens as integers."""
         return _lengths(self.prompt_lens, "--prompt-lens")
+
+    @property
+    def runtimes(self) -> list[str]:
+        """--runtime as a list of known runtimes."""
+        names = [x.strip() for x in self.runtime.split(",") if x.strip()]
+        unknown = [n for n in names if n not in ("clidep", "genai")]
+        if unknown or not names:
+            raise ClidepError(f"--runtime takes clidep, genai or both (comma-separated), got '{self.runtime}'")
+        return names
 
     @property
     def decode_lengths(self) -> list[int]:

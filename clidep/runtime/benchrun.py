@@ -17,6 +17,7 @@ import json
 import resource
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -46,8 +47,8 @@ def peak_rss_mb() -> float:
 
 def measure(path: str, prompt_lens: list[int], gen: int, threads: int | None, ppl_ids: np.ndarray | None = None,
             context: int = 256, stride: int = 128, seed: int = 0, decode_at: list[int] = (DECODE_PROMPT,)) -> dict:
-    """One model's record: load time, prefill per prompt length, decode after each DECODE_AT prompt
-    (the first is the headline), peak memory, and perplexity given PPL_IDS."""
+    """One model's record through clidep's runner: load time, prefill per prompt length, decode
+    after each DECODE_AT prompt (the first is the headline), peak memory, perplexity given PPL_IDS."""
     t0 = time.perf_counter()
     runner = OnnxCausalLM(path, threads=threads)
     load_s = time.perf_counter() - t0
@@ -56,26 +57,65 @@ def measure(path: str, prompt_lens: list[int], gen: int, threads: int | None, pp
     rng = np.random.default_rng(seed)
     prefill = {str(n): _prefill_ms(runner, rng.integers(0, vocab, (1, n))) for n in prompt_lens}
     decode = {str(p): _decode_ms(runner, rng.integers(0, vocab, (1, p)), gen) for p in decode_at}
-    samples = decode[str(decode_at[0])]
-    record = {
-        "load_s": load_s,
-        "prefill_ms": prefill,
-        "decode_ms_p50": float(np.percentile(samples, 50)),
-        "decode_ms_p90": float(np.percentile(samples, 90)),
-        "decode_ms_samples": samples,
-        "decode_ms_at": {p: float(np.percentile(v, 50)) for p, v in decode.items()},
-        "tokens_per_s": 1e3 / float(np.percentile(samples, 50)),
-        "threads": threads,
-        "decode_context": decode_at[0] + WARMUP_TOKENS + gen // 2,  # mean past length while timing
-        "ppl": None,
-        # taken before the perplexity pass, whose batched logits would otherwise dominate it
-        "peak_rss_mb": peak_rss_mb(),
-    }
+    record = _record(load_s, prefill, decode, decode_at, gen, threads)
     if ppl_ids is not None:
         from clidep.quality.perplexity import perplexity
 
         record["ppl"] = perplexity(runner.logits, ppl_ids, context, stride, 4).ppl
     return record
+
+
+def measure_genai(folder: str, prompt_lens: list[int], gen: int, threads: int | None, seed: int = 0,
+                  decode_at: list[int] = (DECODE_PROMPT,)) -> dict:
+    """The same record through ONNX Runtime GenAI's Generator, from an export's genai/<precision>/ folder."""
+    import onnxruntime_genai as og
+
+    t0 = time.perf_counter()
+    config = og.Config(folder)
+    if threads:
+        config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}}))
+    model = og.Model(config)
+    load_s = time.perf_counter() - t0
+    vocab = json.loads((Path(folder) / "genai_config.json").read_text())["model"]["vocab_size"]
+    rng = np.random.default_rng(seed)
+    prefill = {str(n): _genai_prefill_ms(og, model, rng.integers(0, vocab, (1, n))) for n in prompt_lens}
+    decode = {str(p): _genai_decode_ms(og, model, rng.integers(0, vocab, (1, p)), gen) for p in decode_at}
+    record = _record(load_s, prefill, decode, decode_at, gen, threads)
+    record["runner"]["onnxruntime_genai"] = og.__version__
+    return record
+
+
+def _record(load_s: float, prefill: dict, decode: dict, decode_at: list[int], gen: int, threads: int | None) -> dict:
+    """A runner's record from its prefill medians and decode samples (ms) per prompt length."""
+    samples, ttft = decode[str(decode_at[0])]
+    return {
+        "load_s": load_s,
+        "prefill_ms": prefill,
+        "ttft_ms": ttft,
+        "decode_ms_p50": float(np.percentile(samples, 50)),
+        "decode_ms_p90": float(np.percentile(samples, 90)),
+        "decode_ms_samples": samples,
+        "decode_ms_at": {p: float(np.percentile(v[0], 50)) for p, v in decode.items()},
+        "tokens_per_s": 1e3 / float(np.percentile(samples, 50)),
+        "threads": threads,
+        "runner": _where(),
+        "decode_context": decode_at[0] + WARMUP_TOKENS + gen // 2,  # mean past length while timing
+        "ppl": None,
+        # taken before any perplexity pass, whose batched logits would otherwise dominate it
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def _where() -> dict:
+    """The machine the runner ran on (the device itself under --remote), as its own provenance."""
+    import os
+    import platform
+
+    import onnxruntime
+
+    return {"host": platform.node(), "machine": platform.machine(), "system": platform.system(),
+            "cores": os.cpu_count(), "python": platform.python_version(), "onnxruntime": onnxruntime.__version__,
+            "numpy": np.__version__}
 
 
 def _prefill_ms(runner: OnnxCausalLM, ids: np.ndarray) -> float:
@@ -91,19 +131,56 @@ def _prefill_ms(runner: OnnxCausalLM, ids: np.ndarray) -> float:
     return float(np.median(times[1:]) * 1e3)
 
 
-def _decode_ms(runner: OnnxCausalLM, ids: np.ndarray, gen: int) -> list[float]:
-    """ms of each of GEN greedy decode steps after the prompt IDS (1, P) and WARMUP_TOKENS untimed steps."""
+def _decode_ms(runner: OnnxCausalLM, ids: np.ndarray, gen: int) -> tuple[list[float], float]:
+    """(ms of each of GEN greedy decode steps after the prompt IDS (1, P) and WARMUP_TOKENS untimed
+    steps, ms to the first token: the prompt's pass and the pick of its next token)."""
     P = ids.shape[1]
     mask, pos = np.ones((1, P), np.int64), np.arange(P, dtype=np.int64)[None]
-    logits, past = runner.forward(ids, mask, pos, runner.empty_past(1, P + WARMUP_TOKENS + gen), last_only=True)
+    past = runner.empty_past(1, P + WARMUP_TOKENS + gen)
+    t = time.perf_counter()
+    logits, past = runner.forward(ids, mask, pos, past, last_only=True)
+    nxt = logits[:, -1].argmax(-1)[:, None]
+    ttft = (time.perf_counter() - t) * 1e3
     samples = []
     for i in range(WARMUP_TOKENS + gen):
-        nxt = logits[:, -1].argmax(-1)[:, None]
         t = time.perf_counter()
         logits, mask, pos, past = runner.decode_step(nxt, mask, pos, past)
         if i >= WARMUP_TOKENS:
             samples.append((time.perf_counter() - t) * 1e3)
-    return samples
+        nxt = logits[:, -1].argmax(-1)[:, None]
+    return samples, ttft
+
+
+def _genai_generator(og, model, length: int):
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=length, do_sample=False)
+    return og.Generator(model, params)
+
+
+def _genai_prefill_ms(og, model, ids: np.ndarray) -> float:
+    """Median of 3 prompt passes (append_tokens) after a warm-up."""
+    times = []
+    for _ in range(4):
+        generator = _genai_generator(og, model, ids.shape[1] + 1)
+        t = time.perf_counter()
+        generator.append_tokens(ids.astype(np.int32))
+        times.append(time.perf_counter() - t)
+    return float(np.median(times[1:]) * 1e3)
+
+
+def _genai_decode_ms(og, model, ids: np.ndarray, gen: int) -> tuple[list[float], float]:
+    """As _decode_ms through the Generator: each generate_next_token picks a token and runs the model on it."""
+    generator = _genai_generator(og, model, ids.shape[1] + WARMUP_TOKENS + gen + 1)
+    t = time.perf_counter()
+    generator.append_tokens(ids.astype(np.int32))
+    ttft = (time.perf_counter() - t) * 1e3  # the prompt's pass; the pick happens in the first step below
+    samples = []
+    for i in range(WARMUP_TOKENS + gen):
+        t = time.perf_counter()
+        generator.generate_next_token()
+        if i >= WARMUP_TOKENS:
+            samples.append((time.perf_counter() - t) * 1e3)
+    return samples, ttft
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -116,11 +193,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--context", type=int, default=256)
     ap.add_argument("--stride", type=int, default=128)
     ap.add_argument("--decode-at", default=str(DECODE_PROMPT))
+    ap.add_argument("--runtime", choices=("clidep", "genai"), default="clidep",
+                    help="clidep's runner on MODEL (.onnx), or ONNX Runtime GenAI on MODEL (a genai/<precision> folder)")
     a = ap.parse_args(argv)
     ids = np.load(a.ppl_ids) if a.ppl_ids else None
     lens = [int(x) for x in a.prompt_lens.split(",") if x]
     at = [int(x) for x in a.decode_at.split(",") if x]
-    json.dump(measure(a.model, lens, a.gen, a.threads, ids, a.context, a.stride, decode_at=at), sys.stdout)
+    if a.runtime == "genai":
+        json.dump(measure_genai(a.model, lens, a.gen, a.threads, decode_at=at), sys.stdout)
+    else:
+        json.dump(measure(a.model, lens, a.gen, a.threads, ids, a.context, a.stride, decode_at=at), sys.stdout)
 
 
 if __name__ == "__main__":
