@@ -170,7 +170,7 @@ def _genai_prefill_ms(og, model, ids: np.ndarray) -> float:
 
 def _genai_decode_ms(og, model, ids: np.ndarray, gen: int) -> tuple[list[float], float]:
     """As _decode_ms through the Generator: each generate_next_token picks a token and runs the model on it."""
-    generator = _genai_generator(og, model, ids.shape[1] + WARMUP_TOKENS + gen + 1)
+    generator = _genai_generator(og, model, ids.shape[1] + WARMUP_TOKENS + gen)  # max_length counts the prompt
     t = time.perf_counter()
     generator.append_tokens(ids.astype(np.int32))
     ttft = (time.perf_counter() - t) * 1e3  # the prompt's pass; the pick happens in the first step below
