@@ -179,25 +179,30 @@ def _vs_peer_fp32(rows: list[dict]) -> None:
 
 
 def plot(records: list[dict], path: Path, heading: str) -> None:
-    """Decode ms/token against the prompt length before it, one line per file."""
+    """Decode ms/token against the tokens before it for the original and the CLI student: colour
+    by weights, line style by runtime (the uniform student runs as the CLI one does: in the table)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for r in records:
-        if r.get("error") or not r.get("decode_ms_at"):
-            continue
-        ps = sorted(r["decode_ms_at"], key=int)
-        style = {"clidep": "-", "ORT GenAI": "-.", "peer": "--", "llama.cpp": ":"}[r["pipeline"]]
-        ax.plot([int(p) for p in ps], [r["decode_ms_at"][p] for p in ps], style, marker="o", markersize=3,
-                label=f"{r['model']} {r['pipeline']} {r['precision']}")
-    ax.set_xlabel("tokens already in the context")
-    ax.set_ylabel("decode ms / token (lower is faster)")
-    ax.set_yscale("log")
-    ax.set_title(heading, fontsize=7, wrap=True)
-    ax.legend(fontsize=6, ncol=2)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5), sharey=True)
+    styles = {"clidep": "-", "ORT GenAI": "-.", "peer": "--", "llama.cpp": ":"}
+    for ax, model in zip(axes, ("original", "cli")):
+        for r in records:
+            if r["model"] != model or r.get("error") or not r.get("decode_ms_at"):
+                continue
+            ps = sorted(r["decode_ms_at"], key=int)
+            weights = r["precision"].lower()
+            color = "C0" if "32" in weights else "C1" if "8" in weights else "C2"
+            ax.plot([int(p) for p in ps], [r["decode_ms_at"][p] for p in ps], styles[r["pipeline"]], color=color,
+                    marker="o", markersize=3, label=f"{r['pipeline']} {r['precision']}")
+        ax.set_title(f"{model} ({'GPT-2 medium shapes' if model == 'original' else 'CLI student, 2.47x'})", fontsize=9)
+        ax.set_xlabel("tokens already in the context")
+        ax.set_yscale("log")
+        ax.legend(fontsize=6)
+    axes[0].set_ylabel("decode ms / token (lower is faster); colour: fp32 / 8-bit / 4-bit")
+    fig.suptitle(heading, fontsize=7, wrap=True)
     fig.tight_layout()
     from clidep.files import atomic_write
 
