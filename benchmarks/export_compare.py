@@ -114,7 +114,7 @@ def main() -> None:
         "rows": rows,
     }
     out = Path(a.out)
-    prov = {k: result[k] for k in ("machine", "time", "git_sha")}
+    prov = {k: result[k] for k in ("host", "time", "git_sha")}
     scored = [{**r, "provenance": prov} for r in rows if "ppl" in r]  # the timing-only rows stay in the JSON
     report.write(out.parent, out.stem, FIELDS, scored, result)
     print(report.markdown(FIELDS, scored), end="")
