@@ -76,9 +76,10 @@ def measure_genai(folder: str, prompt_lens: list[int], gen: int, threads: int | 
         config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}}))
     model = og.Model(config)
     load_s = time.perf_counter() - t0
-    vocab = json.loads((Path(folder) / "genai_config.json").read_text())["model"]["vocab_size"]
+    described = json.loads((Path(folder) / "genai_config.json").read_text())["model"]
+    vocab, context = described["vocab_size"], described["context_length"]
     rng = np.random.default_rng(seed)
-    prefill = {str(n): _genai_prefill_ms(og, model, rng.integers(0, vocab, (1, n))) for n in prompt_lens}
+    prefill = {str(n): _genai_prefill_ms(og, model, rng.integers(0, vocab, (1, n)), context) for n in prompt_lens}
     decode = {str(p): _genai_decode_ms(og, model, rng.integers(0, vocab, (1, p)), gen) for p in decode_at}
     record = _record(load_s, prefill, decode, decode_at, gen, threads)
     record["runner"]["onnxruntime_genai"] = og.__version__
@@ -157,11 +158,11 @@ def _genai_generator(og, model, length: int):
     return og.Generator(model, params)
 
 
-def _genai_prefill_ms(og, model, ids: np.ndarray) -> float:
-    """Median of 3 prompt passes (append_tokens) after a warm-up."""
+def _genai_prefill_ms(og, model, ids: np.ndarray, context: int) -> float:
+    """Median of 3 prompt passes (append_tokens) after a warm-up; max_length within the model's CONTEXT."""
     times = []
     for _ in range(4):
-        generator = _genai_generator(og, model, ids.shape[1] + 1)
+        generator = _genai_generator(og, model, min(ids.shape[1] + 1, context))
         t = time.perf_counter()
         generator.append_tokens(ids.astype(np.int32))
         times.append(time.perf_counter() - t)
