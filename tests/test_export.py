@@ -91,8 +91,8 @@ def test_a_failure_after_writing_began_leaves_the_output_as_it_was(target, teach
                                                                   monkeypatch):
     from clidep.export import artifact
 
-    def int4_that_dies(path):
-        Path(path).write_bytes(b"half an int4 graph")
+    def int4_that_dies(model, dst, bits, block_size):
+        Path(dst).write_bytes(b"half an int4 graph")
         raise ClidepError("disk pulled out mid-export")
 
     monkeypatch.setattr(artifact, "_nbits", int4_that_dies)

@@ -69,6 +69,8 @@ def test_every_precision_has_a_self_contained_folder(student_export):
         variant = next(v for v in manifest["variants"] if v["precision"] == precision)
         assert graph.samefile(root / "onnx" / variant["file"]), "a hard link to the variant, not a copy"
         assert (folder / "tokenizer.json").is_file() and config["model"]["context_length"] == 512
+        assert variant["kv_layout"] == "shared-buffer" and variant["graph_kv_shapes"][1] == [1, 88], (
+            "84-wide blocks: one head of 84, stored as 88")
     assert len(_genai_greedy(root / "onnx" / manifest["genai"]["int4-weight-only"], [11, 250, 37], 5)) == 8
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from clidep.errors import ClidepError
 from clidep.export.config import ExportConfig
 from clidep.options import resolve
+from clidep.runtime import onnx_io
 
 # Measured on the reference teacher (32,768 WikiText-test tokens, context 512 / stride 256, fp32
 # 46.9 MB): blocks int8 with embedding and head fp32 18.7 MB, +0.12% ppl; blocks, embedding and
@@ -81,9 +82,12 @@ def export_artifact(model_path: str | Path, out: str | Path, config: ExportConfi
 
         def score(path: Path, precision: str, secs: float, strict: bool, **extra) -> dict:
             measured = check if strict else validate_export(model, path, atol=None)
-            v_ppl = perplexity(OnnxCausalLM(path).logits, ids, context, context // 2, 4).ppl
+            runner = OnnxCausalLM(path)
+            v_ppl = perplexity(runner.logits, ids, context, context // 2, 4).ppl
             return {"file": path.name, "precision": precision, "seconds": round(secs, 2), **measured, "ppl": v_ppl,
-                    "greedy_agreement": 1.0 if strict else greedy_agreement(fp32, path, agree_windows), **extra}
+                    "greedy_agreement": 1.0 if strict else greedy_agreement(fp32, path, agree_windows),
+                    "kv_layout": onnx_io.SHARED_BUFFER if runner.shared else "growing",
+                    "graph_kv_shapes": [list(k) for k in runner.kv_shapes], **extra}
 
         variants = [score(fp32, "fp32", seconds, True)]
         for name, precision, make, extra in _quantised_jobs(c, fp32, model, windows):
@@ -171,7 +175,6 @@ def _validated(model, path: Path) -> dict:
 def _quantised_jobs(c: ExportConfig, fp32: Path, model, windows) -> list[tuple]:
     """(file, precision, make(dst), manifest extras) of each variant asked for beside fp32."""
     from clidep.export import quantize
-    from clidep.export.fused import export_ort_graph
 
     jobs = []
     if c.static:  # calibrated QDQ is for runtimes without contrib ops: it starts from the traced graph
@@ -181,13 +184,13 @@ def _quantised_jobs(c: ExportConfig, fp32: Path, model, windows) -> list[tuple]:
         jobs.append(("model.int8.onnx", "int8-dynamic", lambda d: quantize.int8_dynamic(fp32, d, INT8_PER_CHANNEL),
                      {"per_channel": INT8_PER_CHANNEL, "embedding_and_lm_head": "int8, one shared copy"}))
     elif c.int8:
-        jobs.append(("model.int8.onnx", "int8-weight-only", lambda d: _nbits(export_ort_graph(model, d, 8, INT8_BLOCK)),
+        jobs.append(("model.int8.onnx", "int8-weight-only", lambda d: _nbits(model, d, 8, INT8_BLOCK),
                      {"block_size": INT8_BLOCK, "embedding_and_lm_head": "one 8-bit table, read in place"}))
     if c.int4 and c.plain_onnx:
         jobs.append(("model.int4.onnx", "int4-weight-only", lambda d: quantize.int4_weight_only(fp32, d, c.block_size),
                      {"block_size": c.block_size}))
     elif c.int4:
-        jobs.append(("model.int4.onnx", "int4-weight-only", lambda d: _nbits(export_ort_graph(model, d, 4, c.block_size)),
+        jobs.append(("model.int4.onnx", "int4-weight-only", lambda d: _nbits(model, d, 4, c.block_size),
                      {"block_size": c.block_size, "embedding_and_lm_head": "one 4-bit table, read in place"}))
     if c.fp16:
         jobs.append(("model.fp16.onnx", "fp16", lambda d: quantize.fp16(fp32, d), {}))
@@ -206,9 +209,12 @@ def _static(model, dst: Path, windows) -> Path:
         return quantize.int8_static(traced, dst, windows, model.config.kv_shapes)
 
 
-def _nbits(path: Path) -> tuple[Path, int, int]:
-    """(path, linear layers quantised, linear layers) of a block-quantised ONNX Runtime graph: all of them."""
-    import onnx
+def _nbits(model, dst: Path, bits: int, block_size: int) -> tuple[Path, int, int]:
+    """The block-quantised ONNX Runtime graph at DST: (path, linear layers quantised, linear layers),
+    all of them, counted on the graph as built rather than by reading the file back."""
+    from clidep.export.fused import build_graph
+    from clidep.export.surgery import save_graph
 
-    done = sum(n.op_type == "MatMulNBits" for n in onnx.load(str(path), load_external_data=False).graph.node)
-    return path, done, done
+    graph = build_graph(model, bits, block_size)
+    done = sum(n.op_type == "MatMulNBits" for n in graph.graph.node)
+    return save_graph(graph, dst), done, done

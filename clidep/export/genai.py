@@ -65,8 +65,8 @@ def genai_config(config, graph_file: str, kv_shapes: list[tuple[int, int]], shar
 
 
 def write_folders(out: Path, config, variants: list[dict]) -> dict[str, str]:
-    """OUT/genai/<precision>/ for each variant (dicts with ``file`` and ``precision``), beside the
-    tokenizer files in OUT; returns {precision: folder relative to OUT}."""
+    """OUT/genai/<precision>/ for each variant (manifest entries: ``file``, ``precision``, ``kv_layout``,
+    ``graph_kv_shapes``), beside the tokenizer files in OUT; returns {precision: folder relative to OUT}."""
     from clidep.files import write_json
 
     folders = {}
@@ -77,17 +77,11 @@ def write_folders(out: Path, config, variants: list[dict]) -> dict[str, str]:
         for name in [v["file"], f"{v['file']}.data", *TOKENIZER_FILES]:
             if (out / name).exists():
                 _link(out / name, folder / name)
-        meta = _metadata(graph)
-        write_json(folder / CONFIG_FILE, genai_config(config, graph.name, onnx_io.decode_kv_shapes(meta) or config.kv_shapes,
-                                                      meta.get(onnx_io.KV_LAYOUT_KEY) == onnx_io.SHARED_BUFFER))
+        kv_shapes = [tuple(k) for k in v["graph_kv_shapes"]]
+        write_json(folder / CONFIG_FILE, genai_config(config, graph.name, kv_shapes,
+                                                      v["kv_layout"] == onnx_io.SHARED_BUFFER))
         folders[v["precision"]] = str(folder.relative_to(out))
     return folders
-
-
-def _metadata(graph: Path) -> dict[str, str]:
-    import onnx
-
-    return {p.key: p.value for p in onnx.load(str(graph), load_external_data=False).metadata_props}
 
 
 def _link(src: Path, dst: Path) -> None:

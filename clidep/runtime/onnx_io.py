@@ -58,8 +58,7 @@ def right_pad(input_ids, attention_mask):
     cols = (np.arange(ids.shape[1])[None] + shift[:, None]) % ids.shape[1]
     rows = np.arange(ids.shape[0])[:, None]
     packed_mask = mask[rows, cols]
-    positions = np.clip(packed_mask.cumsum(-1) - 1, 0, None)
-    return ids[rows, cols], packed_mask, positions, shift
+    return ids[rows, cols], packed_mask, left_pad_positions(packed_mask), shift
 
 
 def past_name(layer: int, kv: str) -> str:
