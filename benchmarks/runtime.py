@@ -8,10 +8,10 @@ the original; clidep's exports also run through ONNX Runtime GenAI (their genai/
 llama.cpp (built from source, see llama_peer.py) runs the original converted to GGUF
 at F32, Q8_0 and Q4_0 through `llama-bench`. Every ONNX file is measured by `clidep bench` on this
 machine in the same run, each in its own process; decode is timed after prompts of each
---decode-at length; every row is also given as ratios to the peer's fp32 original.
+--depth length; every row is also given as ratios to the peer's fp32 original.
 
     python benchmarks/runtime.py                                   # ~45 min on 2 cores (+6 min to build llama.cpp once)
-    python benchmarks/runtime.py --layers 8 --width 256 --heads 4 --ratio 1.2 --positions 256 --prompt-lens 128 --decode-at 32,128 --memory-runs 1 --out /tmp/rt   # smoke (~3 min)
+    python benchmarks/runtime.py --layers 8 --width 256 --heads 4 --ratio 1.2 --positions 256 --prompt-lens 128 --depth 32,128 --memory-runs 1 --out /tmp/rt   # smoke (~3 min)
     python benchmarks/runtime.py --threads 16                      # a larger machine
 
 Writes OUT/runtime.json, .md, .csv and .jsonl and OUT/runtime_decode_vs_context.png (OUT defaults
@@ -39,7 +39,9 @@ def main() -> None:
     ap.add_argument("--ratio", type=float, default=2.47)
     ap.add_argument("--prompt-lens", default="512")
     # 952 rather than 960: 8 warm-up and 64 timed tokens must still fit in GPT-2's 1,024 positions.
-    ap.add_argument("--decode-at", default="32,256,512,952")
+    ap.add_argument("--depth", default="32,256,512,952")
+    # One repetition of each test keeps the run near 35 minutes; llama.cpp's rows take 3 (llama_peer.py).
+    ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--no-llama", action="store_true", help="leave llama.cpp out")
     ap.add_argument("--gen", type=int, default=64)
     ap.add_argument("--threads", type=int, default=None)
@@ -73,8 +75,8 @@ def main() -> None:
         report = bench([str(exports[n]) for n in ("original", "cli", "uniform")]
                        + [str(peer / "model.onnx"), str(peer / "model.int8.onnx")],
                        devices.load("host"), prompt_lens=a.prompt_lens, gen=a.gen, threads=a.threads,
-                       memory_runs=a.memory_runs, decode_at=a.decode_at, log=log)
-        llama = _llama_rows(a, work / "original", report["provenance"]["threads"], params["original"], log)
+                       memory_runs=a.memory_runs, depth=a.depth, reps=a.reps, log=log)
+        llama = _llama_rows(a, work / "original", int(report["provenance"]["threads"]), params["original"], log)
     rows = _rows(report, params) + llama
     _vs_peer_fp32(rows)
     result = {
@@ -84,7 +86,7 @@ def main() -> None:
         "widths": {name: sol.widths for name, sol in sols.items()}, "rows": rows,
     }
     records = [{**r, "provenance": report["provenance"]} for r in rows]
-    fields = table_fields(lens, [int(x) for x in a.decode_at.split(",")])
+    fields = table_fields(lens, [int(x) for x in a.depth.split(",")])
     report_writer.write(Path(a.out), "runtime", fields, records, result, title(result), keep=3)
     plot(records, Path(a.out) / "runtime_decode_vs_context.png", title(result))
     print(report_writer.markdown(fields, records, title(result), keep=3), end="")
@@ -140,7 +142,7 @@ def _llama_rows(a, hf_dir: Path, threads: int, params: int, log) -> list[dict]:
 
     if a.no_llama:
         return []
-    depths = [int(x) for x in a.decode_at.split(",")]
+    depths = [int(x) for x in a.depth.split(",")]
     prompt = max(int(x) for x in a.prompt_lens.split(","))
     config = json.loads((hf_dir / "config.json").read_text())
     (hf_dir / "config.json").write_text(json.dumps({**config, "n_ctx": config["n_positions"]}))  # the converter reads n_ctx

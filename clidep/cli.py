@@ -153,8 +153,10 @@ def bench(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT (once the new report is complete).")] = False,
     *, options,
 ) -> None:
-    """Measure load time, prefill, per-token decode p50/p90, peak memory and perplexity of each model,
-    each in its own process; on a profile other than host, latencies are projected (and labelled so)."""
+    """Measure each model as llama-bench does, each in its own process: prompt processing (ppN) and
+    generation after each context depth (tgGEN) in tokens/s, mean ± sd over --reps, per --threads;
+    time to first token, per-token decode p50/p90, load time, peak memory and perplexity. On a
+    profile other than host, latencies are projected (and labelled so)."""
     from clidep.bench import devices as profiles
     from clidep.files import check_output, write_dir
     from clidep.bench.benchmark import bench as run, markdown, write_report

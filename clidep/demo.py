@@ -23,8 +23,8 @@ class DemoConfig(Options):
     """What the demo runs on, and how far it trains."""
 
     model: str | None = option(None, "A GPT-2 checkpoint instead of the embedded tiny model.")
-    data: str | None = option(None, "Training text [default: python-docs with the embedded model, else wiki-en].")
-    eval_data: str | None = option(None, "Evaluation text [default: python-docs-valid, else wikitext-test].")
+    data: str | None = option(None, "Training text (default: python-docs with the embedded model, else wiki-en).")
+    eval_data: str | None = option(None, "Evaluation text (default: python-docs-valid, else wikitext-test).")
     ratio: float = option(2.0, "Compression ratio of the CLI student.", above=1)
     steps: int = option(150, "Distillation steps per student (16 x 128 tokens each).", low=1)
 

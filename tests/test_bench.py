@@ -79,7 +79,7 @@ def test_host_bench_measures_every_variant(host_report, teacher_artifact):
         for key in ("size_bytes", "load_s", "prefill_ms", "decode_ms_p50", "decode_ms_p90", "tokens_per_s",
                     "peak_rss_mb", "fits", "ppl", "roofline_fraction"):
             assert r[key] is not None, key
-        assert set(r["prefill_ms"]) == {"16", "64"} and len(r["decode_ms_samples"]) == 64
+        assert set(r["prefill_ms"]) == {"16", "64"} and len(r["decode_ms_samples"]) == 5 * 64, "5 repetitions by default"
         assert r["decode_ms_p50"] <= r["decode_ms_p90"] and 0 < r["roofline_fraction"] <= 1.5
         assert r["provenance"]["git_sha"] and r["provenance"]["onnxruntime"]
 
@@ -123,14 +123,19 @@ def test_projection_scales_decode_by_bandwidth_and_prefill_by_compute(teacher_ar
                                  ram_gb=1.0, usable_ram_fraction=0.5)
     host = {"mem_bandwidth_gbs": 20.0, "fp32_gflops": 100.0}
     record = {"prefill_ms": {"16": 3.0}, "ttft_ms": 3.5, "decode_ms_p50": 10.0, "decode_ms_p90": 12.0, "tokens_per_s": 100.0,
-              "decode_ms_samples": [9.0, 10.0, 12.0], "decode_context": 16, "decode_ms_at": {"16": 10.0, "512": 11.0}}
+              "decode_ms_samples": [9.0, 10.0, 12.0], "decode_context": 16, "decode_ms_at": {"16": 10.0, "512": 11.0},
+              "pp_tps": {"16": {"mean": 5000.0, "sd": 100.0, "samples": [4900.0, 5100.0]}},
+              "tg_tps": {"16": {"mean": 100.0, "sd": 4.0, "samples": [96.0, 104.0]}}}
     row = {}
     _fill(row, [{**record, "peak_rss_mb": m} for m in (600.0, 400.0, 500.0)],
           {"file": out / "model.onnx", "dir": out}, device, host, measured_there=False, projected=True)
     assert (row["decode_ms_p50"], row["decode_ms_p90"], row["tokens_per_s"]) == (40.0, 48.0, 25.0)
     assert row["decode_ms_samples"] == [36.0, 40.0, 48.0] and row["prefill_ms"] == {"16": 6.0}
     assert row["decode_ms_at"] == {"16": 40.0, "512": 44.0} and row["ttft_ms"] == 7.0
+    assert row["pp_tps"]["16"] == {"mean": 2500.0, "sd": 50.0, "samples": [2450.0, 2550.0]}, "compute: half as fast"
+    assert row["tg_tps"]["16"] == {"mean": 25.0, "sd": 1.0, "samples": [24.0, 26.0]}, "bandwidth: a quarter"
     assert row["host"]["decode_ms_p50"] == 10.0, "the host's own figures kept beside the projection"
+    assert row["host"]["tg_tps"]["16"]["mean"] == 100.0
     assert row["peak_rss_mb"] == 500.0 and row["fits"], "median of the runs, against 512 MB usable"
 
 
@@ -151,18 +156,46 @@ def test_prompt_beyond_positions_fails_that_model(teacher_artifact):
     out, _ = teacher_artifact
     report = bench([str(out / "model.onnx")], devices.load("host"), prompt_lens="1024", gen=64, log=lambda m: None)
     assert "exceeds the model's 512 positions" in report["models"][0]["error"]
-    report = bench([str(out / "model.onnx")], devices.load("host"), prompt_lens="16", decode_at="32,480", gen=64,
+    report = bench([str(out / "model.onnx")], devices.load("host"), prompt_lens="16", depth="32,480", gen=64,
                    log=lambda m: None)
     assert "decode after 480 tokens plus 8 + 64 generated exceeds the model's 512 positions" in report["models"][0]["error"]
 
 
 def test_decode_is_timed_after_each_prompt_length(teacher_artifact):
     out, _ = teacher_artifact
-    report = bench([str(out / "model.int8.onnx")], devices.load("host"), prompt_lens="16", decode_at="16,256", gen=64,
+    report = bench([str(out / "model.int8.onnx")], devices.load("host"), prompt_lens="16", depth="16,256", gen=64,
                    log=lambda m: None)
     row = report["models"][0]
     assert set(row["decode_ms_at"]) == {"16", "256"} and row["decode_ms_at"]["16"] == row["decode_ms_p50"]
     assert "decode @256 ms" in markdown(report)
+
+
+def test_repetitions_and_a_thread_sweep_in_llama_bench_terms(teacher_artifact, tmp_path):
+    """--reps 3 --threads 1,2: a row per thread count, ppN and tgGEN in tokens/s as mean ± sd over
+    three repetitions with every sample kept, in every format."""
+    out, _ = teacher_artifact
+    report = bench([str(out / "model.int8.onnx")], devices.load("host"), prompt_lens="16,64", depth="16,128", gen=64,
+                   reps=3, threads="1,2", log=lambda m: None)
+    rows = report["models"]
+    assert [r["threads"] for r in rows] == [1, 2] and report["provenance"]["threads"] == "1,2"
+    for r in rows:
+        assert "error" not in r, r.get("error")
+        assert set(r["pp_tps"]) == {"16", "64"} and set(r["tg_tps"]) == {"16", "128"}
+        for spread in [*r["pp_tps"].values(), *r["tg_tps"].values()]:
+            assert len(spread["samples"]) == 3 and min(spread["samples"]) <= spread["mean"] <= max(spread["samples"])
+            assert spread["sd"] > 0, "three timed repetitions never agree to the nanosecond"
+        assert len(r["decode_ms_samples"]) == 3 * 64 and len(r["ttft_ms_samples"]) == 3
+        # tokens/s and ms/token describe the same steps: 64 tokens over their summed time
+        assert r["tg_tps"]["16"]["mean"] == pytest.approx(1e3 / r["decode_ms_p50"], rel=0.5)
+        assert r["pp_tps"]["64"]["mean"] == pytest.approx(64e3 / r["prefill_ms"]["64"], rel=0.5)
+    write_report(report, tmp_path / "o")
+    md = (tmp_path / "o" / "bench.md").read_text()
+    assert "| pp64 t/s |" in md and "| tg64 @d128 t/s |" in md and " ± " in md
+    with (tmp_path / "o" / "bench.csv").open() as f:
+        table = list(csv.DictReader(f))
+    assert [int(t["threads"]) for t in table] == [1, 2]
+    assert float(table[0]["tg_tps_16_sd"]) == pytest.approx(rows[0]["tg_tps"]["16"]["sd"])
+    assert float(table[1]["pp_tps_64_mean"]) == pytest.approx(rows[1]["pp_tps"]["64"]["mean"])
 
 
 @pytest.mark.parametrize(

@@ -79,7 +79,7 @@ def test_bench_measures_genai_beside_clideps_runner(student_export):
     from clidep.bench.benchmark import bench, markdown
 
     root, _ = student_export
-    report = bench([str(root / "onnx")], devices.load("host"), prompt_lens="16,512", gen=64, decode_at="16,64",
+    report = bench([str(root / "onnx")], devices.load("host"), prompt_lens="16,512", gen=64, depth="16,64",
                    log=lambda m: None)  # 512: a prompt as long as the model's positions
     rows = {(r["precision"], r["runtime"]): r for r in report["models"]}
     assert set(rows) == {(p, rt) for p in ("fp32", "int4-weight-only") for rt in ("clidep", "genai")}

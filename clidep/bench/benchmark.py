@@ -181,25 +181,27 @@ def bench(models: list[str], device: Profile, config: BenchConfig | None = None,
     import onnxruntime
 
     c = resolve(BenchConfig, config, options)
-    baseline, threads, remote = c.baseline, c.threads, c.remote
+    baseline, remote = c.baseline, c.remote
     files = model_files(models + ([baseline] if baseline else []))
     if remote:
         check_remote(remote, c.ssh_config, c.remote_python)
     host = measure_host()
     projected = not device.measured and not remote
-    threads = threads or (min(device.threads, host["cores"]) if projected else device.threads if remote else host["cores"])
+    sweep = c.thread_counts or [min(device.threads, host["cores"]) if projected else device.threads if remote else host["cores"]]
     provenance = {
         **run_provenance(), "device": device.name, "device_file": device.path, "projected": projected,
-        "remote": remote, "onnxruntime": onnxruntime.__version__, "numpy": np.__version__, "threads": threads,
+        "remote": remote, "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
+        "threads": ",".join(map(str, sweep)), "reps": c.reps,
     }
     rows = []
     ids_files: dict[Path, Path] = {}  # one tokenisation per export directory, shared by its variants
     with tempfile.TemporaryDirectory() as tmp:
-        for f, runtime in [(f, rt) for f in files for rt in _runtimes(c, f, log)]:
-            row = {"name": f["name"], "precision": f["precision"], "runtime": runtime, "file": str(f["file"]),
-                   "size_bytes": f["file"].stat().st_size, "is_baseline": bool(baseline) and Path(baseline) in (f["dir"], f["file"])}
+        for f, runtime, threads in [(f, rt, n) for f in files for rt in _runtimes(c, f, log) for n in sweep]:
+            row = {"name": f["name"], "precision": f["precision"], "runtime": runtime, "threads": threads,
+                   "file": str(f["file"]), "size_bytes": f["file"].stat().st_size,
+                   "is_baseline": bool(baseline) and Path(baseline) in (f["dir"], f["file"])}
             try:
-                log(f"{f['name']} [{f['precision']}, {runtime}] ...")
+                log(f"{f['name']} [{f['precision']}, {runtime}, {threads} threads] ...")
                 runs = _measure(f, runtime, c, threads, Path(tmp), ids_files, timeout)
                 _fill(row, runs, f, device, host, measured_there=bool(remote), projected=projected)
             except (RuntimeError, subprocess.SubprocessError, OSError, ValueError) as exc:
@@ -235,12 +237,12 @@ def _measure(f: dict, runtime: str, c: BenchConfig, threads: int, tmp: Path, ids
     n_pos = positions_beside(f["dir"])
     if n_pos and max(prompt_lens) > n_pos:
         raise RuntimeError(f"prompt length {max(prompt_lens)} exceeds the model's {n_pos} positions")
-    if n_pos and max(c.decode_lengths) + 8 + gen > n_pos:
-        raise RuntimeError(f"decode after {max(c.decode_lengths)} tokens plus 8 + {gen} generated exceeds "
+    if n_pos and max(c.depths) + 8 + gen > n_pos:
+        raise RuntimeError(f"decode after {max(c.depths)} tokens plus 8 + {gen} generated exceeds "
                            f"the model's {n_pos} positions")
     target = f["genai"] if runtime == "genai" else f["file"]
     args = [str(target), "--runtime", runtime, "--prompt-lens", ",".join(map(str, prompt_lens)), "--gen", str(gen),
-            "--threads", str(threads), "--decode-at", ",".join(map(str, c.decode_lengths))]
+            "--threads", str(threads), "--depth", ",".join(map(str, c.depths)), "--reps", str(c.reps)]
     send = [f["file"], *f["file"].parent.glob(f["file"].name + ".data"), f["dir"] / "config.json"]
     ppl_args = []
     if c.ppl and runtime == "clidep":
@@ -268,7 +270,7 @@ def _fill(row: dict, runs: list[dict], f: dict, device: Profile, host: dict, mea
     row["fits"] = rec["peak_rss_mb"] <= device.usable_ram_mb
     if projected:
         row["host"] = {k: rec[k] for k in ("prefill_ms", "ttft_ms", "decode_ms_p50", "decode_ms_p90", "tokens_per_s",
-                                           "decode_ms_at")}
+                                           "decode_ms_at", "pp_tps", "tg_tps")}
         d_scale = host["mem_bandwidth_gbs"] / device.mem_bandwidth_gbs
         p_scale = host["fp32_gflops"] / device.fp32_gflops
         row["prefill_ms"] = {k: v * p_scale for k, v in rec["prefill_ms"].items()}
@@ -278,6 +280,13 @@ def _fill(row: dict, runs: list[dict], f: dict, device: Profile, host: dict, mea
         row["decode_ms_at"] = {k: v * d_scale for k, v in rec["decode_ms_at"].items()}
         row["tokens_per_s"] = 1e3 / row["decode_ms_p50"]
         row["decode_ms_samples"] = [s * d_scale for s in rec["decode_ms_samples"]]
+        row["pp_tps"] = {k: _scaled(v, 1 / p_scale) for k, v in rec["pp_tps"].items()}
+        row["tg_tps"] = {k: _scaled(v, 1 / d_scale) for k, v in rec["tg_tps"].items()}
+
+
+def _scaled(spread: dict, factor: float) -> dict:
+    """A mean ± sd (samples kept) of tokens/s multiplied by FACTOR."""
+    return {k: [x * factor for x in v] if k == "samples" else v * factor for k, v in spread.items()}
 
 
 def _ratios(rows: list[dict]) -> None:
@@ -286,7 +295,8 @@ def _ratios(rows: list[dict]) -> None:
     for r in rows:
         if "error" in r or not base:
             continue
-        b = next((x for x in base if (x["precision"], x.get("runtime")) == (r["precision"], r.get("runtime"))),
+        key = ("precision", "runtime", "threads")
+        b = next((x for x in base if all(x.get(k) == r.get(k) for k in key)),
                  next((x for x in base if x["precision"] == r["precision"]), base[0]))
         r["vs_baseline"] = {
             "baseline": f"{b['name']} [{b['precision']}]",
@@ -298,7 +308,7 @@ def _ratios(rows: list[dict]) -> None:
 
 
 #: The provenance every CSV row carries (the Markdown title says it once).
-PROVENANCE = ("device", "projected", "git_sha", "onnxruntime", "threads", "time")
+PROVENANCE = ("device", "projected", "git_sha", "onnxruntime", "reps", "time")
 
 
 def fields(report: dict) -> list[report_writer.Field]:
@@ -306,16 +316,28 @@ def fields(report: dict) -> list[report_writer.Field]:
     F = report_writer.Field
     p = "projected " if report["projected"] else ""
     lens = sorted({k for r in report["models"] for k in r.get("prefill_ms", {})}, key=int)
-    at = sorted({k for r in report["models"] for k in r.get("decode_ms_at", {})}, key=int)
-    return [F("name", "model"), F("precision", "precision"), F("runtime", "runtime"),
+    depths = sorted({k for r in report["models"] for k in r.get("decode_ms_at", {})}, key=int)
+    gen = next((r["gen"] for r in report["models"] if r.get("gen")), "")
+    tps = [*[(f"pp_tps.{n}", f"{p}pp{n} t/s") for n in lens],
+           *[(f"tg_tps.{d}", f"{p}tg{gen} @d{d} t/s") for d in depths]]
+    return [F("name", "model"), F("precision", "precision"), F("runtime", "runtime"), F("threads", "threads"),
             F("size_bytes", "MB", text=lambda r: f"{r['size_bytes'] / 1e6:.1f}"), F("load_s", "load s", ".2f"),
-            *[F(f"prefill_ms.{n}", f"{p}prefill {n} ms", ".1f") for n in lens],
-            F("ttft_ms", f"{p}first token ms", ".1f"),
+            *[F(f"{k}.mean", header, text=_mean_sd(k)) for k, header in tps],
+            *[F(f"{k}.sd", "", table=False) for k, _ in tps],  # the Markdown cell above holds both
+            *[F(f"prefill_ms.{n}", "", table=False) for n in lens],
+            F("ttft_ms", f"{p}first token ms", ".1f"), F("tokens_per_s", "", table=False),
             F("decode_ms_p50", f"{p}decode p50 ms", ".2f"), F("decode_ms_p90", f"{p}decode p90 ms", ".2f"),
-            *[F(f"decode_ms_at.{n}", f"{p}decode @{n} ms", ".2f") for n in (at if len(at) > 1 else [])],
-            F("tokens_per_s", f"{p}tok/s", ".1f"), F("peak_rss_mb", "peak RSS MB", ".0f"), F("fits", "fits"),
+            *[F(f"decode_ms_at.{n}", f"{p}decode @{n} ms", ".2f") for n in (depths if len(depths) > 1 else [])],
+            F("peak_rss_mb", "peak RSS MB", ".0f"), F("fits", "fits"),
             F("ppl", "ppl", ".2f"), F("roofline_fraction", "roofline", ".0%"),
             F("vs_baseline.decode_speedup", "vs baseline: speed / size / ppl", text=_vs_text)]
+
+
+def _mean_sd(key: str):
+    def cell(r: dict) -> str:
+        v = report_writer.value(r, key)
+        return f"{v['mean']:.1f} ± {v['sd']:.1f}" if v else "-"
+    return cell
 
 
 def _vs_text(r: dict) -> str:

@@ -17,10 +17,13 @@ class BenchConfig(Options):
     runtime: str = option("clidep,genai", "Runtimes, comma-separated: clidep (its ONNX Runtime runner) and genai (ONNX "
                                           "Runtime GenAI's Generator, on an export's genai/ folders, where installed).")
     prompt_lens: str = option("32,128,512", "Prompt lengths for prefill, comma-separated.")
-    decode_at: str = option("32", "Prompt lengths after which decode is timed, comma-separated; the first is the "
-                                  "headline figure (decode slows as the cache grows: try 32,256,512,960).")
-    gen: int = option(64, "Decoded tokens timed after 8 warm-up tokens (the decode protocol needs 64 or more).", low=64)
-    threads: int | None = option(None, "ONNX Runtime threads [default: the profile's, within this machine's cores].", low=1)
+    depth: str = option("32", "Context depths: decode is timed after a prompt of each length, comma-separated; the "
+                              "first is the headline figure (decode slows as the cache grows: try 32,256,512,960).")
+    gen: int = option(128, "Decoded tokens timed after 8 warm-up tokens, per depth and repetition (tgGEN; 64 or more).",
+                      low=64)
+    reps: int = option(5, "Repetitions of every test: tokens/s is reported as mean ± sd over them.", low=1)
+    threads: str | None = option(None, "ONNX Runtime threads, comma-separated for a sweep (one row each) "
+                                       "(default: the profile's, within this machine's cores).")
     ppl: bool = option(False, "Also measure WikiText-test perplexity through ONNX Runtime.")
     ppl_tokens: int = option(32768, "Tokens for --ppl (0: the whole text).", low=0)
     ppl_data: str = option("wikitext-test", "Text for --ppl.")
@@ -30,7 +33,7 @@ class BenchConfig(Options):
     memory_runs: int = option(1, "Runner processes per model whose peak memory is taken: the median is reported, every sample kept (a single peak of a large model can move by hundreds of MB).", low=1)
 
     def check(self) -> None:
-        self.lengths, self.decode_lengths, self.runtimes  # noqa: B018 - parses, and refuses, them now
+        self.lengths, self.depths, self.runtimes, self.thread_counts  # noqa: B018 - parses, and refuses, them now
         if self.ssh_config and not Path(self.ssh_config).is_file():
             raise ClidepError(f"--ssh-config '{self.ssh_config}' is not a file")
 
@@ -49,16 +52,21 @@ class BenchConfig(Options):
         return names
 
     @property
-    def decode_lengths(self) -> list[int]:
-        """--decode-at as integers."""
-        return _lengths(self.decode_at, "--decode-at")
+    def depths(self) -> list[int]:
+        """--depth as integers."""
+        return _lengths(self.depth, "--depth")
+
+    @property
+    def thread_counts(self) -> list[int] | None:
+        """--threads as integers (None: the default for the device)."""
+        return _lengths(str(self.threads), "--threads", "count") if self.threads is not None else None
 
 
-def _lengths(text: str, flag: str) -> list[int]:
+def _lengths(text: str, flag: str, what: str = "length") -> list[int]:
     try:
         lens = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise ClidepError(f"{flag} must be comma-separated integers, got '{text}'") from None
     if not lens or min(lens) < 1:
-        raise ClidepError(f"{flag} needs at least one positive length")
+        raise ClidepError(f"{flag} needs at least one positive {what}")
     return lens

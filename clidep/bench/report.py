@@ -22,6 +22,7 @@ class Field:
     header: str  # the Markdown column
     fmt: str = ""  # format spec for Markdown ("", ".2f", ".0%", ",")
     text: Callable[[dict], str] | None = None  # a Markdown cell composed from the whole record
+    table: bool = True  # False: a CSV column only (a value another Markdown cell already shows)
 
 
 def value(record: dict, key: str):
@@ -47,6 +48,7 @@ def _cell(record: dict, f: Field) -> str:
 def markdown(fields: list[Field], records: list[dict], title: str = "", keep: int = 2) -> str:
     """A Markdown table (TITLE above it); a record with an ``error`` keeps its first KEEP cells (what
     names it) and says why in the next."""
+    fields = [f for f in fields if f.table]
     lines = [title, ""] if title else []
     lines += ["| " + " | ".join(f.header for f in fields) + " |", "|" + "---|" * len(fields)]
     for r in records:

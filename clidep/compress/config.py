@@ -25,7 +25,7 @@ class CompressConfig(Options):
     protect: str = option("auto", "auto (NTK analysis), an importance.json from clidep analyze, or blocks like 0,11.")
     init: str = option("teacher", "teacher (PCA of the teacher's stream, kept heads/neurons) or random.", choices=("teacher", "random"))
     # -- data
-    data: str | None = option(None, "Training text: a file, a directory of .txt, or wikitext-103 [default: offline wiki-en].")
+    data: str | None = option(None, "Training text: a file, a directory of .txt, or wikitext-103 (default: offline wiki-en).")
     val_data: str = option("wiki-en-valid", "Validation text for the perplexity curve.")
     # -- distillation budget and optimiser
     tokens: int | None = option(None, "Distillation tokens.", low=1)

@@ -12,7 +12,7 @@ class EvalConfig(Options):
     """The sliding-window protocol and the text it scores."""
 
     data: str = option("wikitext-test", "wikitext-test (offline), wikitext-test-raw, wikitext-103 (hub) or a text file.")
-    context: int | None = option(None, "Window length in tokens [default: the model's positions].", low=2)
-    stride: int | None = option(None, "Tokens between window starts [default: context / 2].", low=1)
+    context: int | None = option(None, "Window length in tokens (default: the model's positions).", low=2)
+    stride: int | None = option(None, "Tokens between window starts (default: context / 2).", low=1)
     batch_size: int = option(4, "Windows per forward pass.", low=1)
     max_tokens: int | None = option(None, "Score only the first N tokens of the text (quick checks).", low=1)

@@ -1,13 +1,15 @@
 """Measure one ONNX model in this process: numpy + onnxruntime only, no torch.
 
-    python -m clidep.runtime.benchrun MODEL.onnx [--prompt-lens 32,128] [--gen 64]
-        [--threads N] [--ppl-ids ids.npy --context C --stride S]
+    python -m clidep.runtime.benchrun MODEL.onnx [--prompt-lens 32,128] [--gen 128] [--depth 32,512]
+        [--reps 5] [--threads N] [--ppl-ids ids.npy --context C --stride S]
 
 Prints one JSON record on stdout. ``clidep bench`` starts one such process per model so that
 peak memory figures do not mix; with ``--remote`` the same module runs on the device.
-Protocol: prefill = median of 3 timed passes after one warm-up, per prompt length; decode =
-greedy, batch 1, KV cache, after a 32-token prefill and 8 warm-up tokens, per-token latency
-p50/p90 over GEN tokens.
+Protocol, as llama-bench's: REPS repetitions of every test. ppN: one pass over an N-token prompt
+(after one untimed pass per length), in tokens/s. tgGEN at depth P: GEN greedy tokens, batch 1,
+KV cache, after a P-token prompt and 8 untimed tokens, in tokens/s. Each is reported as mean and
+sample standard deviation over the repetitions, every sample kept; per-token decode latency
+p50/p90 pools the steps of every repetition at the first depth.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from clidep.runtime.runner import OnnxCausalLM
 
 WARMUP_TOKENS = 8
 DECODE_PROMPT = 32
+REPS = 5
 
 
 def peak_rss_mb() -> float:
@@ -46,18 +49,19 @@ def peak_rss_mb() -> float:
 
 
 def measure(path: str, prompt_lens: list[int], gen: int, threads: int | None, ppl_ids: np.ndarray | None = None,
-            context: int = 256, stride: int = 128, seed: int = 0, decode_at: list[int] = (DECODE_PROMPT,)) -> dict:
-    """One model's record through clidep's runner: load time, prefill per prompt length, decode
-    after each DECODE_AT prompt (the first is the headline), peak memory, perplexity given PPL_IDS."""
+            context: int = 256, stride: int = 128, seed: int = 0, depths: list[int] = (DECODE_PROMPT,),
+            reps: int = REPS) -> dict:
+    """One model's record through clidep's runner: load time, prompt processing per prompt length,
+    generation after each of DEPTHS (the first is the headline), REPS times each; peak memory;
+    perplexity given PPL_IDS."""
     t0 = time.perf_counter()
     runner = OnnxCausalLM(path, threads=threads)
     load_s = time.perf_counter() - t0
     vocab = runner.session.get_outputs()[0].shape[-1]
     vocab = vocab if isinstance(vocab, int) else 1000
-    rng = np.random.default_rng(seed)
-    prefill = {str(n): _prefill_ms(runner, rng.integers(0, vocab, (1, n))) for n in prompt_lens}
-    decode = {str(p): _decode_ms(runner, rng.integers(0, vocab, (1, p)), gen) for p in decode_at}
-    record = _record(load_s, prefill, decode, decode_at, gen, threads)
+    record = _protocol(lambda ids: _prefill_ms(runner, ids), lambda ids: _decode_ms(runner, ids, gen),
+                       vocab, prompt_lens, depths, gen, reps, seed)
+    record.update(load_s=load_s, threads=threads, runner=_where())
     if ppl_ids is not None:
         from clidep.quality.perplexity import perplexity
 
@@ -66,7 +70,7 @@ def measure(path: str, prompt_lens: list[int], gen: int, threads: int | None, pp
 
 
 def measure_genai(folder: str, prompt_lens: list[int], gen: int, threads: int | None, seed: int = 0,
-                  decode_at: list[int] = (DECODE_PROMPT,)) -> dict:
+                  depths: list[int] = (DECODE_PROMPT,), reps: int = REPS) -> dict:
     """The same record through ONNX Runtime GenAI's Generator, from an export's genai/<precision>/ folder."""
     import onnxruntime_genai as og
 
@@ -78,33 +82,59 @@ def measure_genai(folder: str, prompt_lens: list[int], gen: int, threads: int | 
     load_s = time.perf_counter() - t0
     described = json.loads((Path(folder) / "genai_config.json").read_text())["model"]
     vocab, context = described["vocab_size"], described["context_length"]
-    rng = np.random.default_rng(seed)
-    prefill = {str(n): _genai_prefill_ms(og, model, rng.integers(0, vocab, (1, n)), context) for n in prompt_lens}
-    decode = {str(p): _genai_decode_ms(og, model, rng.integers(0, vocab, (1, p)), gen) for p in decode_at}
-    record = _record(load_s, prefill, decode, decode_at, gen, threads)
-    record["runner"]["onnxruntime_genai"] = og.__version__
+    record = _protocol(lambda ids: _genai_prefill_ms(og, model, ids, context),
+                       lambda ids: _genai_decode_ms(og, model, ids, gen), vocab, prompt_lens, depths, gen, reps, seed)
+    record.update(load_s=load_s, threads=threads, runner={**_where(), "onnxruntime_genai": og.__version__})
     return record
 
 
-def _record(load_s: float, prefill: dict, decode: dict, decode_at: list[int], gen: int, threads: int | None) -> dict:
-    """A runner's record from its prefill medians and decode samples (ms) per prompt length."""
-    samples, ttft = decode[str(decode_at[0])]
+def _protocol(prefill, decode, vocab: int, prompt_lens: list[int], depths: list[int], gen: int, reps: int,
+              seed: int) -> dict:
+    """REPS repetitions of llama-bench's tests: ppN (one prompt pass of N tokens, after one untimed pass
+    per length) and tgGEN after each depth P (GEN greedy tokens after a P-token prompt and
+    WARMUP_TOKENS untimed steps). PREFILL(ids) returns ms; DECODE(ids) (step ms, first-token ms)."""
+    rng = np.random.default_rng(seed)
+    prompts = {n: rng.integers(0, vocab, (1, n)) for n in prompt_lens}
+    contexts = {p: rng.integers(0, vocab, (1, p)) for p in depths}
+    for ids in prompts.values():
+        prefill(ids)  # warm-up: the first pass of a shape allocates
+    pp = {n: [] for n in prompt_lens}
+    steps = {p: [] for p in depths}  # per repetition, the ms of each timed step
+    ttft = []
+    for _ in range(reps):
+        for n, ids in prompts.items():
+            pp[n].append(prefill(ids))
+        for p, ids in contexts.items():
+            samples, first = decode(ids)
+            steps[p].append(samples)
+            if p == depths[0]:
+                ttft.append(first)
+    head = [s for rep in steps[depths[0]] for s in rep]
     return {
-        "load_s": load_s,
-        "prefill_ms": prefill,
-        "ttft_ms": ttft,
-        "decode_ms_p50": float(np.percentile(samples, 50)),
-        "decode_ms_p90": float(np.percentile(samples, 90)),
-        "decode_ms_samples": samples,
-        "decode_ms_at": {p: float(np.percentile(v[0], 50)) for p, v in decode.items()},
-        "tokens_per_s": 1e3 / float(np.percentile(samples, 50)),
-        "threads": threads,
-        "runner": _where(),
-        "decode_context": decode_at[0] + WARMUP_TOKENS + gen // 2,  # mean past length while timing
+        "reps": reps,
+        "prefill_ms": {str(n): float(np.median(v)) for n, v in pp.items()},
+        "prefill_ms_samples": {str(n): v for n, v in pp.items()},
+        "pp_tps": {str(n): _spread([n * 1e3 / ms for ms in v]) for n, v in pp.items()},
+        "tg_tps": {str(p): _spread([gen * 1e3 / sum(rep) for rep in v]) for p, v in steps.items()},
+        "gen": gen,
+        "ttft_ms": float(np.median(ttft)),
+        "ttft_ms_samples": ttft,
+        "decode_ms_p50": float(np.percentile(head, 50)),
+        "decode_ms_p90": float(np.percentile(head, 90)),
+        "decode_ms_samples": head,
+        "decode_ms_at": {str(p): float(np.percentile([s for rep in v for s in rep], 50)) for p, v in steps.items()},
+        "tokens_per_s": 1e3 / float(np.percentile(head, 50)),
+        "decode_context": depths[0] + WARMUP_TOKENS + gen // 2,  # mean past length while timing
         "ppl": None,
         # taken before any perplexity pass, whose batched logits would otherwise dominate it
         "peak_rss_mb": peak_rss_mb(),
     }
+
+
+def _spread(samples: list[float]) -> dict:
+    """llama-bench's figure: mean and sample standard deviation (0 for one sample), the samples kept."""
+    sd = float(np.std(samples, ddof=1)) if len(samples) > 1 else 0.0
+    return {"mean": float(np.mean(samples)), "sd": sd, "samples": samples}
 
 
 def _where() -> dict:
@@ -120,16 +150,13 @@ def _where() -> dict:
 
 
 def _prefill_ms(runner: OnnxCausalLM, ids: np.ndarray) -> float:
-    """Median of 3 prefills of IDS (1, n) after a warm-up, as generation runs it (last position's logits)."""
+    """ms of one prefill of IDS (1, n) as generation runs it (last position's logits)."""
     n = ids.shape[1]
     mask, pos = np.ones((1, n), np.int64), np.arange(n, dtype=np.int64)[None]
-    times = []
-    for i in range(4):
-        past = runner.empty_past(1, n)  # allocated before the clock starts, as a generation loop would
-        t = time.perf_counter()
-        runner.forward(ids, mask, pos, past, last_only=True)
-        times.append(time.perf_counter() - t)
-    return float(np.median(times[1:]) * 1e3)
+    past = runner.empty_past(1, n)  # allocated before the clock starts, as a generation loop would
+    t = time.perf_counter()
+    runner.forward(ids, mask, pos, past, last_only=True)
+    return (time.perf_counter() - t) * 1e3
 
 
 def _decode_ms(runner: OnnxCausalLM, ids: np.ndarray, gen: int) -> tuple[list[float], float]:
@@ -159,14 +186,11 @@ def _genai_generator(og, model, length: int):
 
 
 def _genai_prefill_ms(og, model, ids: np.ndarray, context: int) -> float:
-    """Median of 3 prompt passes (append_tokens) after a warm-up; max_length within the model's CONTEXT."""
-    times = []
-    for _ in range(4):
-        generator = _genai_generator(og, model, min(ids.shape[1] + 1, context))
-        t = time.perf_counter()
-        generator.append_tokens(ids.astype(np.int32))
-        times.append(time.perf_counter() - t)
-    return float(np.median(times[1:]) * 1e3)
+    """ms of one prompt pass (append_tokens); max_length within the model's CONTEXT."""
+    generator = _genai_generator(og, model, min(ids.shape[1] + 1, context))
+    t = time.perf_counter()
+    generator.append_tokens(ids.astype(np.int32))
+    return (time.perf_counter() - t) * 1e3
 
 
 def _genai_decode_ms(og, model, ids: np.ndarray, gen: int) -> tuple[list[float], float]:
@@ -193,17 +217,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ppl-ids", default=None)
     ap.add_argument("--context", type=int, default=256)
     ap.add_argument("--stride", type=int, default=128)
-    ap.add_argument("--decode-at", default=str(DECODE_PROMPT))
+    ap.add_argument("--depth", default=str(DECODE_PROMPT))
+    ap.add_argument("--reps", type=int, default=REPS)
     ap.add_argument("--runtime", choices=("clidep", "genai"), default="clidep",
                     help="clidep's runner on MODEL (.onnx), or ONNX Runtime GenAI on MODEL (a genai/<precision> folder)")
     a = ap.parse_args(argv)
     ids = np.load(a.ppl_ids) if a.ppl_ids else None
     lens = [int(x) for x in a.prompt_lens.split(",") if x]
-    at = [int(x) for x in a.decode_at.split(",") if x]
+    at = [int(x) for x in a.depth.split(",") if x]
     if a.runtime == "genai":
-        json.dump(measure_genai(a.model, lens, a.gen, a.threads, decode_at=at), sys.stdout)
+        json.dump(measure_genai(a.model, lens, a.gen, a.threads, depths=at, reps=a.reps), sys.stdout)
     else:
-        json.dump(measure(a.model, lens, a.gen, a.threads, ids, a.context, a.stride, decode_at=at), sys.stdout)
+        json.dump(measure(a.model, lens, a.gen, a.threads, ids, a.context, a.stride, depths=at, reps=a.reps), sys.stdout)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,19 @@ class SharedKV:
         self.values = [ort.OrtValue.ortvalue_from_numpy(b) for b in self.buffers]  # views of the buffers
         self.lengths = np.zeros(batch, np.int64)
         self.capacity = capacity
+        self.binding = None  # the session's IO binding with the buffers bound, made on the first pass
+
+    def bind(self, session, n_layer: int):
+        """The IO binding of SESSION with every buffer bound as past and present: bound once, reused each
+        step: rebinding 4 x n_layer buffers every token cost the reference teacher's int4 decode 0.55 -> 0.50 ms here)."""
+        if self.binding is None:
+            self.binding = session.io_binding()
+            self.binding.bind_output("logits")  # first: get_outputs()[0]; rebinding it keeps its place
+            for i in range(n_layer):
+                for j, kind in enumerate(("key", "value")):
+                    self.binding.bind_ortvalue_input(onnx_io.past_name(i, kind), self.values[2 * i + j])
+                    self.binding.bind_ortvalue_output(f"present.{i}.{kind}", self.values[2 * i + j])
+        return self.binding
 
     @property
     def shapes(self) -> list[tuple[int, ...]]:
@@ -110,16 +123,12 @@ class OnnxCausalLM:
         uniform = bool((new == T).all())
         keep = 1 if last_only and uniform else 0
         graph_mask = (np.arange(int(lengths.max()))[None] < lengths[:, None]).astype(np.int64)
-        binding = self.session.io_binding()
+        binding = kv.bind(self.session, self.n_layer)
         small = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v, np.int64))
                  for v in (ids, graph_mask, positions, np.array(keep))]  # kept alive until the run ends
         for name, value in zip(("input_ids", "attention_mask", "position_ids", onnx_io.LOGITS_TO_KEEP), small):
             binding.bind_ortvalue_input(name, value)  # (bind_cpu_input cannot find an input that has a default)
-        binding.bind_output("logits")  # first, so get_outputs()[0]; ORT allocates it
-        for i in range(self.n_layer):
-            for j, kind in enumerate(("key", "value")):
-                binding.bind_ortvalue_input(onnx_io.past_name(i, kind), kv.values[2 * i + j])
-                binding.bind_ortvalue_output(f"present.{i}.{kind}", kv.values[2 * i + j])
+        binding.bind_output("logits")  # ORT allocates it, at this pass's shape
         self.session.run_with_iobinding(binding)
         logits = binding.get_outputs()[0].numpy()
         kv.lengths = lengths
