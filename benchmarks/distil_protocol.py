@@ -1,7 +1,9 @@
 """The protocol the distillation benchmarks share: their options, the teacher's analysis, the scoring.
 
 paper_ablation.py and layercollapse.py compare students trained on the same data with the same
-budget, schedule and seed, and score them all with clidep eval's sliding window.
+budget and schedule, each arm once per seed (the seed sets the data order, the calibration batch
+of teacher init, and random init), and score them all with clidep eval's sliding window. Arms
+are summarised as per-seed perplexities, their mean and sample standard deviation.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ def parser(description: str, work: str) -> argparse.ArgumentParser:
     ap.add_argument("--context", type=int, default=256)
     ap.add_argument("--stride", type=int, default=128)
     ap.add_argument("--eval-tokens", type=int, default=0, help="score only the first N tokens (0: the whole text)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", default="0,1,2", help="comma-separated: every arm runs once per seed")
     ap.add_argument("--work", default=str(ROOT / "runs" / work))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     return ap
@@ -45,7 +47,7 @@ def start(a) -> dict:
     from clidep.bench.provenance import provenance
 
     t0, started_at = time.perf_counter(), provenance()
-    report = analyze(a.teacher, samples=8, seq_len=min(a.seq_len, 128), probes=16, method="ntk", seed=a.seed)
+    report = analyze(a.teacher, samples=8, seq_len=min(a.seq_len, 128), probes=16, method="ntk", seed=0)
     protected = protected_blocks(report["critical_layers"], len(report["scores"]))
     config = load_model(a.teacher).config
     teacher = {"params": param_count(config), **score(a, a.teacher)}
@@ -84,13 +86,46 @@ def score(a, path: str) -> dict:
     return {"ppl": res.ppl, "tokens": res.tokens, "data": res.data}
 
 
-def train_settings(a) -> dict:
-    """compress() keywords every arm shares: data, budget, schedule, seed, evaluation every 1/8 of the run."""
-    return dict(data=a.data, tokens=a.tokens, batch_size=a.batch_size, seq_len=a.seq_len, seed=a.seed,
+def seeds(a) -> list[int]:
+    return [int(x) for x in a.seeds.split(",") if x.strip()]
+
+
+def summarise(rows: list[dict], keys: tuple[str, ...]) -> list[dict]:
+    """One row per arm (rows alike in KEYS): the first seed's fields, plus every seed's perplexity,
+    their mean and sample standard deviation (0 for one seed)."""
+    import numpy as np
+
+    arms: dict[tuple, list[dict]] = {}
+    for r in rows:
+        arms.setdefault(tuple(r[k] for k in keys), []).append(r)
+    out = []
+    for group in arms.values():
+        ppl = [r["ppl"] for r in group]
+        out.append({**group[0], "seeds": [r["seed"] for r in group], "ppl_seeds": ppl, "ppl_mean": float(np.mean(ppl)),
+                    "ppl_sd": float(np.std(ppl, ddof=1)) if len(ppl) > 1 else 0.0,
+                    "params_seeds": [r["params"] for r in group], "runs": group})
+    return out
+
+
+def ppl_fields() -> list:
+    """The perplexity columns of a seeded table: mean ± sd, then every seed's value."""
+    from clidep.bench.report import Field
+
+    def mean_sd(r: dict) -> str:
+        n = len(r["ppl_seeds"])
+        return f"{r['ppl_mean']:.2f} ± {r['ppl_sd']:.2f}" if n > 1 else f"{r['ppl_mean']:.2f} (1 seed)"
+
+    return [Field("ppl_mean", "ppl mean ± sd", text=mean_sd),
+            Field("ppl_seeds", "ppl per seed", text=lambda r: " / ".join(f"{x:.2f}" for x in r["ppl_seeds"]))]
+
+
+def train_settings(a, seed: int) -> dict:
+    """compress() keywords every arm shares: data, budget, schedule, SEED, evaluation every 1/8 of the run."""
+    return dict(data=a.data, tokens=a.tokens, batch_size=a.batch_size, seq_len=a.seq_len, seed=seed,
                 eval_every=max(1, a.tokens // (a.batch_size * a.seq_len) // 8), save_every=100, overwrite=True, log=log)
 
 
 def protocol(a, teacher: dict) -> dict:
     return {"eval_data": teacher["data"], "context": a.context, "stride": a.stride, "eval_tokens": teacher["tokens"],
             "train_data": a.data or "wiki-en (offline)", "tokens_per_arm": a.tokens, "batch_size": a.batch_size,
-            "seq_len": a.seq_len, "seed": a.seed}
+            "seq_len": a.seq_len, "seeds": seeds(a)}

@@ -1,18 +1,25 @@
-"""The AutoCompress ablation at reference scale: CLI vs a uniform bottleneck of the same size.
+"""The AutoCompress ablation at reference scale: CLI, the uniform bottleneck and auto at one size, with seeds.
 
 Teacher: the reference GPT-2 in ../shared/models (no pretrained GPT-2 can be downloaded here).
-Arms: CLI at --ratio with the protected set from the NTK analysis, and the uniform bottleneck
-matched to it in parameters; both with teacher and random initialisation; identical data,
-token budget, schedule and seed. Every arm and the teacher are scored on the WikiText test text
-with the same sliding window.
+Arms: CLI at --ratio with the protected set from the NTK analysis; the uniform bottleneck and
+auto (widths from importance scores, `compress --method auto`) matched to it in parameters
+(within 2%); each with every --init, once per seed, on identical data, token budget and schedule.
+auto searches its scorer and exponent on wiki-en/valid.txt at the first seed, and the later
+seeds reuse that choice (the search is part of the method; repeating it per seed would only
+re-time it). Every arm and the teacher are scored on the WikiText test text with the same
+sliding window.
 
-    python benchmarks/paper_ablation.py                          # default: 500k tokens per arm (~40 min, 2 cores)
-    python benchmarks/paper_ablation.py --tokens 20000 --eval-tokens 20000 --out /tmp/smoke   # smoke test
+    python benchmarks/paper_ablation.py                          # 3 methods x 3 seeds, 500k tokens each (~100 min, 2 cores)
+    python benchmarks/paper_ablation.py --methods uniform,auto --tokens 2000000 --stem paper_ablation_2m   # the budget question
+    python benchmarks/paper_ablation.py --ratio 4 --stem paper_ablation_4x                                # a second size
+    python benchmarks/paper_ablation.py --seeds 0 --tokens 20000 --eval-tokens 20000 --search-steps 2 --out /tmp/smoke   # smoke
     # paper scale, where the hub and a GPU are reachable (one GPU: bf16 through Accelerate):
     python benchmarks/paper_ablation.py --teacher gpt2-medium --data wikitext-103 --eval-data wikitext-103 \\
         --context 1024 --stride 512 --tokens 100000000 --batch-size 32 --seq-len 1024
 
-Writes RESULTS/paper_ablation.json and .md (RESULTS defaults to benchmarks/results).
+Writes RESULTS/STEM.json, .md, .csv, .jsonl and STEM.png (test perplexity against parameters),
+after every arm, so an interrupted run keeps what it finished (RESULTS defaults to
+benchmarks/results, STEM to paper_ablation).
 """
 
 from __future__ import annotations
@@ -28,59 +35,105 @@ from clidep.bench.report import Field
 def main() -> None:
     ap = distil_protocol.parser(__doc__.splitlines()[0], "paper_ablation")
     ap.add_argument("--ratio", type=float, default=2.47)
-    ap.add_argument("--inits", default="teacher,random")
+    ap.add_argument("--inits", default="teacher")
+    ap.add_argument("--methods", default="cli,uniform,auto")
+    ap.add_argument("--search-steps", type=int, default=16, help="auto: distillation steps per candidate")
+    ap.add_argument("--stem", default="paper_ablation")
     a = ap.parse_args()
 
     from clidep.compress.pipeline import compress
 
     work = Path(a.work)
     setup = distil_protocol.start(a)
-    report, teacher = setup["report"], setup["teacher"]
-    arms = []
-    common = distil_protocol.train_settings(a)
+    teacher = setup["teacher"]
     protect = ",".join(map(str, setup["protected"]))
-    for init in a.inits.split(","):
-        cli_dir = work / f"cli-{init}"
-        started = time.perf_counter()
-        cli = compress(a.teacher, cli_dir, method="cli", ratio=a.ratio, protect=protect, init=init, **common)
-        arms.append({"method": "cli", "init": init, "dir": str(cli_dir), "result": cli, "wall_s": time.perf_counter() - started})
-        uni_dir = work / f"uniform-{init}"
-        started = time.perf_counter()
-        uni = compress(a.teacher, uni_dir, method="uniform", match=str(cli_dir), init=init, **common)
-        arms.append({"method": "uniform", "init": init, "dir": str(uni_dir), "result": uni, "wall_s": time.perf_counter() - started})
-    rows = []
-    for arm in arms:
-        r = arm["result"]
-        s = distil_protocol.score(a, arm["dir"])
-        rows.append({"method": arm["method"], "init": arm["init"], "params": r["student_params"], "ratio": r["ratio"],
-                     "layer_widths": r["layer_widths"], "protected": r["protected"], "ppl": s["ppl"],
-                     "ppl_vs_teacher": s["ppl"] / teacher["ppl"], "tokens": r["tokens_trained"],
-                     "val_ppl_curve": r["ppl_curve"], "train_seconds": r["seconds"]})
-        distil_protocol.log(f"{arm['method']}/{arm['init']}: ppl {s['ppl']:.2f}")
-    for row in rows:
-        cli_row = next(x for x in rows if x["method"] == "cli" and x["init"] == row["init"])
-        row["uniform_over_cli"] = row["ppl"] / cli_row["ppl"] if row["method"] == "uniform" else None
-    result = {
-        "teacher": {"path": a.teacher, **teacher},
-        "layer0_ratio": report["layer0_ratio"],
-        "critical_layers": report["critical_layers"],
-        "arms": rows,
-        "protocol": distil_protocol.protocol(a, teacher),
-    }
-    distil_protocol.write(a, "paper_ablation", setup, result, title(result), FIELDS, (PAPER_ROW,))
+    methods = a.methods.split(",")
+    rows, chosen = [], {}
+    for seed in distil_protocol.seeds(a):
+        common = distil_protocol.train_settings(a, seed)
+        for init in a.inits.split(","):
+            size_dir = work / f"cli-{init}-s{seed}"  # the size every arm matches: CLI's at --ratio
+            for method in methods:
+                out = work / f"{method}-{init}-s{seed}"
+                sizing = dict(ratio=a.ratio, protect=protect) if method == "cli" else dict(match=str(size_dir))
+                if method != "cli" and "cli" not in methods:
+                    sizing = dict(ratio=a.ratio)
+                if method == "auto":
+                    sizing.update(chosen.get(init, {}), search_steps=a.search_steps)
+                started = time.perf_counter()
+                r = compress(a.teacher, out, method=method, init=init, **sizing, **common)
+                if method == "auto" and init not in chosen:
+                    chosen[init] = dict(scorer=r["auto"]["scorer"] if r["auto"]["scorer"] != "-" else "ntk",
+                                        gamma=str(r["auto"]["gamma"]))
+                s = distil_protocol.score(a, str(out))
+                rows.append({"method": method, "init": init, "seed": seed, "params": r["student_params"],
+                             "ratio": r["ratio"], "layer_widths": r["layer_widths"], "protected": r["protected"],
+                             "auto": r.get("auto"), "ppl": s["ppl"], "ppl_vs_teacher": s["ppl"] / teacher["ppl"],
+                             "tokens": r["tokens_trained"], "val_ppl": r["val_ppl"], "val_ppl_curve": r["ppl_curve"],
+                             "train_seconds": r["seconds"], "wall_s": round(time.perf_counter() - started, 1)})
+                distil_protocol.log(f"{method}/{init}/seed {seed}: {r['student_params']:,} parameters, ppl {s['ppl']:.2f}")
+                _write(a, setup, rows)
+
+
+def _write(a, setup: dict, rows: list[dict]) -> None:
+    arms = distil_protocol.summarise(rows, ("method", "init"))
+    for arm in arms:  # against the best mean of the same init
+        best = min(x["ppl_mean"] for x in arms if x["init"] == arm["init"])
+        arm["vs_best"] = arm["ppl_mean"] / best
+    result = {"teacher": {"path": a.teacher, **setup["teacher"]}, "layer0_ratio": setup["report"]["layer0_ratio"],
+              "critical_layers": setup["report"]["critical_layers"], "arms": arms,
+              "protocol": {**distil_protocol.protocol(a, setup["teacher"]), "ratio": a.ratio,
+                           "search_steps": a.search_steps}}
+    distil_protocol.write(a, a.stem, setup, result, title(result), FIELDS,
+                          (PAPER_ROW,) if a.stem == "paper_ablation" else ())
+    plot(result, Path(a.out) / f"{a.stem}.png")
+
+
+def plot(result: dict, path: Path) -> None:
+    """Test perplexity against parameters: every seed a small mark, each arm's mean a large one."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from clidep.files import atomic_write
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for arm in result["arms"]:
+        label = f"{arm['method']} ({arm['init']})"
+        dots = ax.scatter([p / 1e6 for p in arm["params_seeds"]], arm["ppl_seeds"], s=14, alpha=0.6)
+        ax.errorbar(arm["params"] / 1e6, arm["ppl_mean"], yerr=arm["ppl_sd"], fmt="o", ms=8,
+                    color=dots.get_facecolor()[0], label=f"{label}: {arm['ppl_mean']:.2f} ± {arm['ppl_sd']:.2f}")
+    ax.axhline(result["teacher"]["ppl"], color="grey", ls="--", lw=1,
+               label=f"teacher ({result['teacher']['params'] / 1e6:.1f} M): {result['teacher']['ppl']:.2f}")
+    ax.set_xlabel("student parameters (M)")
+    ax.set_ylabel("WikiText test perplexity")
+    ax.set_title(f"ratio {result['protocol']['ratio']}, {result['protocol']['tokens_per_arm']:,} tokens per arm",
+                 fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    atomic_write(path, lambda t: fig.savefig(t, format="png", dpi=110))
+    plt.close(fig)
 
 
 def title(result: dict) -> str:
+    p = result["protocol"]
     return (f"{distil_protocol.teacher_line(result)} Layer-0 NTK ratio {result['layer0_ratio']:.1f}x (paper: > 60x). "
-            f"{result['protocol']['tokens_per_arm']:,} distillation tokens per arm.")
+            f"{p['tokens_per_arm']:,} distillation tokens per arm, seeds {p['seeds']}.")
+
+
+def _widths(r: dict) -> str:
+    w = r["layer_widths"]
+    return "/".join(map(str, w)) if len(set(w)) > 2 else "/".join(map(str, sorted(set(w), reverse=True)))
 
 
 FIELDS = [
     Field("method", "method"), Field("init", "init"), Field("params", "params", text=lambda r: f"{r['params'] / 1e6:.2f} M"),
-    Field("ratio", "ratio", ".2f"), Field("ppl", "ppl", ".2f"), Field("ppl_vs_teacher", "ppl / teacher", ".2f"),
-    Field("uniform_over_cli", "uniform / CLI", text=lambda r: f"{r['uniform_over_cli']:.2f}" if r["uniform_over_cli"] else ""),
+    Field("ratio", "ratio", ".2f"), Field("layer_widths", "widths", text=_widths),
+    *distil_protocol.ppl_fields(),
+    Field("vs_best", "mean / best", ".3f"),
 ]
-PAPER_ROW = "| paper: CLI-GPT2 / uniform (GPT-2 medium) | ? | 143.8 M | 2.47 | 204.5 / 571.8 | | 2.80 |"
+PAPER_ROW = "| paper: CLI-GPT2 / uniform (GPT-2 medium) | ? | 143.8 M | 2.47 | 1024/496 vs 560 | | 204.5 / 571.8 | 1.000 / 2.796 |"
 
 
 if __name__ == "__main__":

@@ -36,6 +36,24 @@ def test_compress_writes_a_loadable_student(tiny_setup):
     assert (out / "tokenizer.json").exists() and (out / "model.safetensors").exists()
 
 
+def test_auto_picks_the_candidate_with_the_lowest_validation_ppl(tiny_setup, tmp_path):
+    """--method auto: each (scorer, gamma) is sized to the target and briefly distilled; the student
+    has the winner's widths, and compress.json keeps every trial and the arithmetic."""
+    logged = []
+    result = tiny_compress(tiny_setup, tmp_path / "auto", method="auto", width=None, ratio=1.15, scorer="bi",
+                           gamma="0,1,4", search_steps=2, steps=2, log=logged.append)
+    trials = result["auto"]["trials"]
+    assert [(t["scorer"], t["gamma"]) for t in trials] == [("-", 0.0), ("bi", 1.0), ("bi", 4.0)]
+    best = min(trials, key=lambda t: t["val_ppl"])
+    assert (result["auto"]["scorer"], result["auto"]["gamma"]) == (best["scorer"], best["gamma"])
+    assert result["layer_widths"] == best["layer_widths"] == load_model(tmp_path / "auto").config.layer_widths
+    assert len(set(trials[0]["layer_widths"])) == 1, "gamma 0: the uniform bottleneck"
+    assert len({tuple(t["layer_widths"]) for t in trials}) > 1, "the exponents give different schedules"
+    assert all(abs(t["params"] / result["student_params"] - 1) < 0.05 for t in trials), "one size for all"
+    assert "auto: scorer" in result["arithmetic"] and any("validation ppl" in m for m in logged)
+    assert abs(result["ratio"] / 1.15 - 1) <= 0.02
+
+
 def test_resume_after_kill_reaches_the_same_weights(tiny_setup):
     root = tiny_setup
     steps, every = 40, 5
@@ -83,7 +101,11 @@ def test_two_processes_follow_the_single_process_curve(tiny_setup):
         (["--ratio", "60"], "largest reachable ratio"),
         (["--match", "{teacher}"], "is not a clidep model directory"),
         (["--ratio", "2", "--tokens", "10", "--steps", "2"], "exactly one of --tokens or --steps"),
-        (["--ratio", "2", "--width", "32"], "exactly one of --ratio, --params, --width or --match"),
+        (["--ratio", "2", "--width", "32"], "exactly one of --ratio, --params, --width, --match or a budget"),
+        (["--method", "auto", "--width", "32"], "--method auto sets every block's width: size it with --ratio"),
+        (["--method", "auto", "--ratio", "1.1", "--scorer", "ntk,magic"], "--scorer takes ntk, grad, bi, ablation"),
+        (["--method", "auto", "--ratio", "1.1", "--gamma", "0,x"], "--gamma must be comma-separated numbers"),
+        (["--method", "auto", "--ratio", "1.1", "--gamma", "-1"], "--gamma needs exponents in [0, 16]"),
     ],
 )
 def test_compress_bad_input(extra, message, tiny_setup, tmp_path):

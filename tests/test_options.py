@@ -69,7 +69,7 @@ def test_each_field_is_checked_when_the_config_is_built(fields, message):
 
 def test_a_new_run_needs_one_size_and_one_budget():
     CompressConfig(width=32).check()  # field ranges alone hold
-    with pytest.raises(ClidepError, match="exactly one of --ratio, --params, --width or --match"):
+    with pytest.raises(ClidepError, match="exactly one of --ratio, --params, --width, --match or a budget"):
         CompressConfig(steps=10).check_new_run()
     with pytest.raises(ClidepError, match="exactly one of --tokens or --steps"):
         CompressConfig(width=32).check_new_run()

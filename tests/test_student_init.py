@@ -40,6 +40,30 @@ def test_teacher_init_starts_close_to_the_teacher(teacher, teacher_dir):
             assert torch.equal(student.transformer.proj[1].weight, Q.T)
 
 
+def test_teacher_init_bridges_runs_of_different_widths(teacher, teacher_dir):
+    """An auto schedule (runs of 144, 96 and 112 between full-width blocks): between two runs the
+    projection is Q_b^T Q_a, and the student starts as close to the teacher as a uniform one does."""
+    from clidep.compress.widths import auto_head_dims, student_config
+
+    tok = load_tokenizer(teacher_dir)
+    text = tokenize_text(tok, read_text("wiki-en-valid")[0])
+    val, calib = text[:4097], torch.from_numpy(text[-4096:].reshape(16, 256))
+    fn = lambda m: perplexity(torch_logits_fn(m.eval()), val, 256, 128, 8).ppl  # noqa: E731
+    widths = [256, 144, 96, 96, 112, 112, 112, 112, 112, 112, 112, 144]
+    torch.manual_seed(0)
+    student = CLIGPT2LMHeadModel(student_config(teacher.config, widths, auto_head_dims(teacher.config, widths)))
+    init_from_teacher(student, teacher, calib)
+    p = student.transformer.proj
+    q1, q11 = p[1].weight.T, p[12].weight  # (d, 144): the bases of the runs at blocks 1 and 11 (into / out of them)
+    assert torch.allclose(p[2].weight, stream_basis(teacher, calib, 2, 4, 96).T @ q1, atol=1e-5)
+    assert torch.allclose(p[11].weight, q11.T @ stream_basis(teacher, calib, 4, 11, 112), atol=1e-5)
+    assert torch.allclose(q11.T @ q11, torch.eye(144), atol=1e-4)
+    torch.manual_seed(0)
+    uniform = CLIGPT2LMHeadModel(build(teacher.config, "uniform", 128, []))
+    init_from_teacher(uniform, teacher, calib)
+    assert fn(student) < 1.2 * fn(uniform), "no worse a start than the uniform bottleneck of the same size"
+
+
 def test_runs_are_maximal_stretches_of_one_narrow_width():
     assert runs([64, 32, 32, 64], 64) == [(1, 3)]
     assert runs([16, 16, 32, 64, 32], 64) == [(0, 2), (2, 3), (4, 5)]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from clidep import CLIGPT2Config, param_count
-from clidep.compress.widths import build, head_size, nearest_size, protected_blocks, schedule, solve
+from clidep.compress.widths import (AUTO_STEP, allocate, auto_head_dims, build, head_size, nearest_size, protected_blocks,
+                                    schedule, solve, student_config)
 from clidep.errors import ClidepError
 
 MEDIUM = CLIGPT2Config(vocab_size=50257, n_positions=1024, n_embd=1024, n_layer=24, n_head=16)
@@ -65,3 +66,42 @@ def test_a_target_just_below_the_smallest_size_rounds_up_and_further_is_refused(
     sizes = [(100, "a"), (200, "b"), (300, "c")]
     assert nearest_size(sizes, 240) == (200, "b") and nearest_size(sizes, 98) == (100, "a")
     assert nearest_size(sizes, 96) is None, "more than 3% below the smallest"
+
+
+#: Importance of GPT-2-medium-shaped blocks: block 0 far above the rest, the last next, a slope between.
+SCORES = [40.0] + [1.0 + i / 10 for i in range(22)] + [8.0]
+
+
+@pytest.mark.parametrize("ratio", [2.0, 2.47, 4.0])
+@pytest.mark.parametrize("gamma", [0.25, 1.0, 4.0])
+def test_auto_sizes_every_exponent_within_2_percent(ratio, gamma):
+    target = round(param_count(MEDIUM) / ratio)
+    sol = allocate(MEDIUM, SCORES, gamma, target)
+    assert abs(sol.error) <= 0.02, sol.arithmetic
+    assert all(w % AUTO_STEP == 0 and 1024 // 8 <= w <= 1024 for w in sol.widths)
+    assert param_count(student_config(MEDIUM, sol.widths, auto_head_dims(MEDIUM, sol.widths))) == sol.params
+
+
+def test_auto_widths_follow_the_scores():
+    sol = allocate(MEDIUM, SCORES, 0.5, round(param_count(MEDIUM) / 2.47))
+    w = sol.widths
+    assert w[0] == 1024, "the dominant block keeps the teacher's width"
+    assert w[23] > max(w[1:23]), "the second most important block comes next"
+    ranked = sorted(range(1, 23), key=lambda i: SCORES[i])
+    assert all(w[b] >= w[a] - AUTO_STEP for a, b in zip(ranked, ranked[1:])), "wider with the score, up to one step"
+
+
+def test_auto_gamma_zero_is_uniform_and_a_large_gamma_approaches_cli():
+    target = round(param_count(MEDIUM) / 2.47)
+    flat = allocate(MEDIUM, SCORES, 0.0, target)
+    assert len(set(flat.widths)) == 1 and abs(flat.error) <= 0.02
+    steep = allocate(MEDIUM, SCORES, 8.0, target)
+    assert steep.widths[0] == steep.widths[23] == 1024 and steep.widths[1] == 128, (
+        "like CLI: the most important blocks at the teacher's width, the least at the floor")
+    assert steep.widths[1:23] == sorted(steep.widths[1:23])
+    assert "scores / max [1, 0.025" in steep.arithmetic and "^8" in steep.arithmetic
+
+
+def test_auto_refuses_a_size_below_every_block_at_the_floor():
+    with pytest.raises(ClidepError, match=r"an auto student cannot be as small as .* \(largest reachable ratio 6\.17\)"):
+        allocate(MEDIUM, SCORES, 1.0, round(param_count(MEDIUM) / 20))

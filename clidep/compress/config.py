@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from clidep.errors import ClidepError
 from clidep.options import Options, option
 
-METHODS = ("cli", "uniform", "layercollapse", "cli+layercollapse")
+METHODS = ("cli", "uniform", "auto", "layercollapse", "cli+layercollapse")
 #: The block-importance scorers of compress/importance.py.
 IMPORTANCE_METHODS = ("ntk", "grad", "bi", "ablation")
 
@@ -17,12 +17,19 @@ class CompressConfig(Options):
     """How to build and distil a student. run.json records it; ``--resume`` compares a new call with it."""
 
     # -- what student
-    method: str = option("cli", "cli (protect critical blocks), uniform (every block narrow), layercollapse or cli+layercollapse.", choices=METHODS)
+    method: str = option("cli", "cli (protect critical blocks), uniform (every block narrow), auto (widths follow importance scores), layercollapse or cli+layercollapse.", choices=METHODS)
     ratio: float | None = option(None, "Target teacher / student parameter ratio.", above=1)
     params: int | None = option(None, "Target student parameters.", low=1)
     width: int | None = option(None, "Explicit bottleneck width.", low=1)
     match: str | None = option(None, "A clidep student whose size to match within 2%.")
+    max_decode_ms: float | None = option(None, "Size the student to decode within this many ms/token on --device at --precision (bandwidth model, printed).", above=0)
+    max_mb: float | None = option(None, "Size the student so its weights at --precision fit in this many MB.", above=0)
+    device: str | None = option(None, "Device profile for --max-decode-ms: a name from `clidep devices` (host: measured now) or a .toml file.")
+    precision: str = option("int8", "The precision --max-decode-ms and --max-mb assume (what you will export).", choices=("fp32", "int8", "int4"))
     protect: str = option("auto", "auto (NTK analysis), an importance.json from clidep analyze, or blocks like 0,11.")
+    scorer: str = option("ntk,bi", "--method auto: importance scores the widths follow (ntk, grad, bi, ablation); several are candidates.")
+    gamma: str = option("0,0.25,0.5,1", "--method auto: exponents, width_i proportional to score_i^gamma (0: uniform); several are candidates.")
+    search_steps: int = option(16, "--method auto: distillation steps each candidate gets before its validation perplexity picks one.", low=1)
     init: str = option("teacher", "teacher (PCA of the teacher's stream, kept heads/neurons) or random.", choices=("teacher", "random"))
     # -- data
     data: str | None = option(None, "Training text: a file, a directory of .txt, or wikitext-103 (default: offline wiki-en).")
@@ -48,14 +55,19 @@ class CompressConfig(Options):
 
     def check_new_run(self) -> None:
         """What a new run needs beyond each field's range (a resumed run takes these from run.json)."""
-        sizes = sum(x is not None for x in (self.ratio, self.params, self.width, self.match))
+        budget = self.max_decode_ms is not None or self.max_mb is not None
+        sizes = sum(x is not None for x in (self.ratio, self.params, self.width, self.match)) + budget
+        if self.device is not None and self.max_decode_ms is None:
+            raise ClidepError("--device sizes a student with --max-decode-ms: give both")
         if self.method == "layercollapse":
             if self.width is not None or sizes > 1:
-                raise ClidepError("--method layercollapse keeps every width: size it with one of --ratio, --params or --match, or with --layers")
+                raise ClidepError("--method layercollapse keeps every width: size it with one of --ratio, --params, --match or a budget, or with --layers")
             if sizes and self.layers != "auto":
                 raise ClidepError("--layers LIST fixes the size of a layercollapse student: leave --layers auto to size it by --ratio/--params/--match")
         elif sizes != 1:
-            raise ClidepError("give exactly one of --ratio, --params, --width or --match")
+            raise ClidepError("give exactly one of --ratio, --params, --width, --match or a budget (--max-decode-ms and/or --max-mb)")
+        elif self.method == "auto" and self.width is not None:
+            raise ClidepError("--method auto sets every block's width: size it with --ratio, --params or --match")
         if (self.tokens is None) == (self.steps is None):
             raise ClidepError("give exactly one of --tokens or --steps")
 

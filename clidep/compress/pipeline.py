@@ -206,14 +206,17 @@ def _distil(run: dict, out: Path, resume: bool, log) -> dict:
     from clidep.compress.student_init import init_from_teacher
     from clidep.model.modeling import CLIGPT2LMHeadModel
     from clidep.model.params import param_count
-    from clidep.compress.widths import build
+    from clidep.compress.widths import build, student_config
 
     val_data = run.get("val_data", "wiki-en-valid")
     log(run["arithmetic"])
     t0 = time.perf_counter()
     teacher_model = load_model(run["teacher"])
     tokenizer = load_tokenizer(run["teacher"])
-    config = build(teacher_model.config, run["schedule"], run["width"], run["protect"])
+    if run["schedule"] == "auto":
+        config = student_config(teacher_model.config, run["layer_widths"], run["layer_head_dims"])
+    else:
+        config = build(teacher_model.config, run["schedule"], run["width"], run["protect"])
     collapse_plan = run.get("collapse")
     if collapse_plan:
         config.mlp_kinds = ["linearizing" if i in collapse_plan["layers"] else k for i, k in enumerate(config.mlp_kinds)]
@@ -248,6 +251,8 @@ def _distil(run: dict, out: Path, resume: bool, log) -> dict:
         "mlp_kinds": config.mlp_kinds,
         "protected": run["protect"],
         "protect_rule": run["protect_rule"],
+        "arithmetic": run["arithmetic"],
+        **({"auto": run["auto"]} if "auto" in run else {}),
         "init": run["init"],
         "data": run["data"],
         "tokens_trained": state.tokens,
@@ -303,31 +308,48 @@ def _plan(teacher: str, c: CompressConfig) -> dict:
 
     tconf = _teacher_config(teacher, c.seq_len)
     n = tconf.n_layer
-    schedule = "uniform" if c.method == "uniform" else "cli"
-    auto = (c.protect if schedule == "cli" else "", c.layers if "layercollapse" in c.method else "")
-    report = ntk_report(teacher) if "auto" in auto else None
-    if c.method == "uniform":
-        protected, rule = [], "uniform: no block is protected"
-    else:
-        protected, rule = resolve_protect(c.protect, teacher, n, report)
-    target = _target(tconf, c)
-    collapse_plan = None
-    if "layercollapse" in c.method:
-        candidates = [i for i in range(n) if i not in protected]
-        fit = (tconf, target) if c.method == "layercollapse" and target is not None else None
-        chosen, why = resolve_collapse(c.layers, teacher, candidates, n, report, fit)
-        collapse_plan = {"layers": chosen, "rule": why, "lc": c.lc, "tol": c.collapse_tol}
-    r, arithmetic = _width(tconf, c, schedule, protected, target, collapse_plan)
     data = c.data
     if data is None:
         data = str(shared_path("wiki-en"))
     elif data not in HUB_TEXTS:
         read_corpus(data)  # an empty, binary or missing --data fails now, before run.json exists
+    schedule = c.method if c.method in ("uniform", "auto") else "cli"
+    auto = (c.protect if schedule == "cli" else "", c.layers if "layercollapse" in c.method else "")
+    report = ntk_report(teacher) if "auto" in auto else None
+    if schedule != "cli":
+        protected, rule = [], f"{schedule}: no block is protected"
+    else:
+        protected, rule = resolve_protect(c.protect, teacher, n, report)
+    budget = None
+    if c.max_decode_ms is not None or c.max_mb is not None:
+        from clidep.compress.budget import target as budget_target
+
+        budget = budget_target(tconf, c.device, c.precision, c.max_decode_ms, c.max_mb)
+    target = budget.target if budget else _target(tconf, c)
+    collapse_plan, widths = None, {}
+    if "layercollapse" in c.method:
+        candidates = [i for i in range(n) if i not in protected]
+        fit = (tconf, target) if c.method == "layercollapse" and target is not None else None
+        chosen, why = resolve_collapse(c.layers, teacher, candidates, n, report, fit)
+        collapse_plan = {"layers": chosen, "rule": why, "lc": c.lc, "tol": c.collapse_tol}
+    if schedule == "auto":
+        from clidep.compress import auto as auto_widths
+
+        found = auto_widths.plan(teacher, tconf, target, c, data)
+        if c.match is not None and abs(found["error"]) > 0.02:
+            raise ClidepError(f"no auto schedule matches {c.match} within 2% ({found['error']:+.2%}); {found['arithmetic']}")
+        widths = {"layer_widths": found["layer_widths"], "layer_head_dims": found["layer_head_dims"],
+                  "auto": {k: found[k] for k in ("scorer", "gamma", "trials", "search_steps")}}
+        r, arithmetic = min(found["layer_widths"]), found["arithmetic"]
+    else:
+        r, arithmetic = _width(tconf, c, schedule, protected, target, collapse_plan)
     steps = c.steps if c.steps is not None else max(1, math.ceil(c.tokens / (c.batch_size * c.seq_len)))
     train = {f.name: getattr(c, f.name) for f in fields(TrainConfig) if f.name != "steps"}
+    if budget:
+        arithmetic = f"{budget.arithmetic}\n{arithmetic}"
     return {
         "teacher": str(teacher), "method": c.method, "schedule": schedule, "collapse": collapse_plan,
-        "width": r, "protect": protected, "protect_rule": rule,
+        "width": r, **widths, "protect": protected, "protect_rule": rule,
         "init": c.init, "data": data, "arithmetic": f"protected blocks: {rule}\n{arithmetic}",
         "train": {"steps": steps, **train},
     }

@@ -3,9 +3,10 @@
 Teacher init, in the spirit of SliceGPT (residual stream) and Minitron (heads, neurons):
 
 * protected blocks (full width) are copied unchanged;
-* each run of narrow blocks shares one residual basis Q (d x r): the top-r principal directions
-  of the teacher's residual stream entering those blocks on calibration text. The projection
-  into the run is Q^T, the one out of it Q;
+* each run of narrow blocks of one width shares one residual basis Q (d x r): the top-r
+  principal directions of the teacher's residual stream entering those blocks on calibration
+  text. The projection into the run is Q^T, the one out of it Q, and between two runs of
+  different widths Q_b^T Q_a;
 * LayerNorm: the teacher's gain and bias are folded into the next linear layer, which then
   reads Q n_r(x_r) sqrt(d/r) instead of n(x): a normalised r-vector in the basis carries
   sqrt(d/r) times the per-component scale of the normalised d-vector it stands for. The
@@ -133,12 +134,18 @@ def init_from_teacher(student: CLIGPT2LMHeadModel, teacher: CLIGPT2LMHeadModel, 
             assert student.config.layer_head_dims[i] == teacher.config.layer_head_dims[i], f"block {i}: head size differs"
             missing, unexpected = s.h[i].load_state_dict(t.h[i].state_dict(), strict=False)
             assert not unexpected and set(missing) <= {"mlp.act.alpha"}, f"block {i}: {missing} {unexpected}"
+    bases = {}  # narrow block -> its run's basis Q (d, r)
     for start, end in runs(widths, d):
         Q = stream_basis(teacher, ids, start, end, widths[start])  # (d, r)
-        assert s.proj[start].weight.shape == Q.T.shape and s.proj[end].weight.shape == Q.shape, (
-            f"blocks {start}..{end - 1}: teacher init needs full-width neighbours (CLI or uniform schedules)")
-        s.proj[start].weight.copy_(Q.T)  # into the run: (r, d)
-        s.proj[end].weight.copy_(Q)  # out of the run: (d, r)
         for i in range(start, end):
+            bases[i] = Q
             init_narrow_block(t.h[i], s.h[i], Q, d)
+    # proj[i] maps block i-1's coordinates into block i's: Q_i^T Q_{i-1}, a full-width side (the
+    # embedding, ln_f, a protected block) being the identity. Into a run from full width that is
+    # Q^T, out of it Q; between two runs of different widths (auto schedules) Q_b^T Q_a.
+    for i in range(len(widths) + 1):
+        a, b = bases.get(i - 1), bases.get(i)
+        if a is b:  # both full width, or inside one run: an identity
+            continue
+        s.proj[i].weight.copy_(a if b is None else b.T if a is None else b.T @ a)
     student.tie_weights()

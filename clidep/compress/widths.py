@@ -2,6 +2,10 @@
 
 * CLI: protected blocks at the teacher's width d, every other block at one bottleneck width r.
 * uniform: every block at r (the paper's ablation baseline).
+* auto: block i at c * d * (score_i / max score) ** gamma, clipped to [d / 8, d] and rounded to
+  multiples of ``auto_step(d)``; gamma 0 is the uniform bottleneck, a large gamma approaches CLI
+  (the most important blocks at d, the rest at the floor). c is found like r: the student nearest
+  the target.
 
 The solver searches r (in steps of 4) for the student whose closed-form parameter count
 (``params.param_count``) is nearest a target; narrow blocks take the head size nearest the
@@ -11,6 +15,8 @@ teacher's among the divisors of r, while protected blocks keep the teacher's hea
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import numpy as np
 
 from clidep.model.config import CLIGPT2Config
 from clidep.errors import ClidepError
@@ -113,6 +119,75 @@ def solve(teacher: CLIGPT2Config, method: str, target: int, protect: list[int], 
         + (f", counting the MLPs of blocks {sorted(collapse)} as collapsed" if collapse else ""),
     ])
     return Solution(config.layer_widths, r, hd, params, target, arithmetic)
+
+
+#: --method auto rounds every width to a multiple of this (d / 16 for teachers narrower than 256).
+AUTO_STEP = 16
+
+
+def auto_step(d: int) -> int:
+    return min(AUTO_STEP, max(4, d // 16))
+
+
+def allocate(teacher: CLIGPT2Config, scores: list[float], gamma: float, target: int) -> Solution:
+    """The auto schedule nearest TARGET parameters for per-block SCORES (higher: more important) and GAMMA."""
+    d, n = teacher.n_embd, teacher.n_layer
+    if len(scores) != n:
+        raise ClidepError(f"{len(scores)} importance scores for a teacher of {n} blocks")
+    top = max(scores)
+    step = auto_step(d)
+    floor = max(step, d // 8 // step * step)
+    norm = [max(s, top * 1e-6) / top if top > 0 else 1.0 for s in scores]  # (n,) in (0, 1]
+    shares = [x ** gamma for x in norm]
+
+    def widths(c: float) -> list[int]:
+        return [min(d, max(floor, round(c * d * x / step) * step)) for x in shares]
+
+    def size(w) -> int:
+        return param_count(student_config(teacher, list(w), auto_head_dims(teacher, w)))
+
+    ladder = []  # (c, widths, params) of every distinct schedule as c grows
+    for c in np.geomspace(1e-3, 2 / min(shares), 2400):  # up to every block at d
+        w = widths(float(c))
+        if not ladder or w != ladder[-1][1]:
+            ladder.append((float(c), w, size(w)))
+    below = [x for x in ladder if x[2] <= target]
+    if not below and ladder[0][2] < target / REACH:
+        below = ladder[:1]
+    if not below:
+        raise ClidepError(f"an auto student cannot be as small as {target:,} parameters: blocks of {floor} already need "
+                          f"{ladder[0][2]:,} (largest reachable ratio {param_count(teacher) / ladder[0][2]:.2f})")
+    c, w, p = below[-1]
+    # Rounding moves blocks of equal score together; largest remainders first, one step at a time,
+    # fill the gap to the next rung so the size lands within a step of one block of the target.
+    rest = [c * d * x - wi for x, wi in zip(shares, w)]
+    steps = [(p, list(w))]
+    while p < target and gamma > 0:  # gamma 0 stays the uniform bottleneck
+        open_ = [i for i in range(n) if w[i] < d]
+        if not open_:
+            break
+        i = max(open_, key=lambda j: rest[j])
+        w = [*w[:i], w[i] + step, *w[i + 1:]]
+        rest[i] -= step
+        p = size(w)
+        steps.append((p, w))
+    above = [(p_, w_) for _, w_, p_ in ladder if p_ > target][:1]  # the next rung, when nearer
+    best = min(steps + above, key=lambda t: abs(t[0] - target))
+    params, w = best
+    teacher_params = param_count(teacher)
+    arithmetic = "\n".join([
+        f"teacher: {n} blocks x {d}, {teacher_params:,} parameters; target {target:,} (ratio {teacher_params / target:.3f})",
+        "auto: width_i = clip(c x " + f"{d} x (score_i / max)^{gamma:g}, {floor}, {d}) in steps of {step}; "
+        f"scores / max [{', '.join(f'{x:.3g}' for x in norm)}]",
+        f"auto: widths {_compact(list(w))}; {params:,} parameters ({params / target - 1:+.2%}), ratio {teacher_params / params:.3f}",
+    ])
+    return Solution(list(w), min(w), teacher.head_dim, params, target, arithmetic)
+
+
+def auto_head_dims(teacher: CLIGPT2Config, widths) -> list[int]:
+    """Head sizes of an auto schedule: full-width blocks keep the teacher's; the others the divisor nearest it."""
+    return [teacher.layer_head_dims[i] if w == teacher.n_embd else head_size(w, teacher.head_dim)
+            for i, w in enumerate(widths)]
 
 
 def _compact(widths: list[int]) -> str:

@@ -1,0 +1,120 @@
+"""``--method auto``: per-block widths from importance scores, the exponent chosen by a short distillation.
+
+Each candidate (a scorer and an exponent gamma, see ``widths.allocate``) is sized to the same
+target, initialised from the teacher and distilled for ``--search-steps`` steps on the training
+text; its perplexity on the validation text (wiki-en/valid.txt by default, never the test text)
+picks the schedule. gamma 0 (the uniform bottleneck) is always among the candidates, so auto
+falls back to uniform when no allocation beats it on this proxy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from clidep.errors import ClidepError
+
+
+def candidates(scorers: str, gammas: str) -> list[tuple[str, float]]:
+    """(scorer, gamma) pairs from the comma-separated options; gamma 0 once, scorer '-' (it ignores them)."""
+    from clidep.compress.config import IMPORTANCE_METHODS
+
+    names = [s.strip() for s in scorers.split(",") if s.strip()]
+    bad = [s for s in names if s not in IMPORTANCE_METHODS]
+    if bad or not names:
+        raise ClidepError(f"--scorer takes {', '.join(IMPORTANCE_METHODS)} (comma-separated), got '{scorers}'")
+    try:
+        exps = sorted({float(g) for g in gammas.split(",") if g.strip()})
+    except ValueError:
+        raise ClidepError(f"--gamma must be comma-separated numbers, got '{gammas}'") from None
+    if not exps or exps[0] < 0 or exps[-1] > 16:
+        raise ClidepError(f"--gamma needs exponents in [0, 16], got '{gammas}'")
+    return [("-", 0.0)] * (0.0 in exps) + [(s, g) for g in exps if g > 0 for s in names]
+
+
+def plan(teacher: str, tconf, target: int, c, data: str, log=print) -> dict:
+    """The auto schedule for TEACHER at TARGET parameters under the settings C (a CompressConfig):
+    widths, head sizes, the chosen scorer and gamma, every trial, and the arithmetic."""
+    from clidep.compress.analyze import analyze
+    from clidep.compress.widths import allocate, auto_head_dims
+
+    cands = candidates(c.scorer, c.gamma)
+    scorers = sorted({s for s, _ in cands if s != "-"})
+    report = analyze(teacher, samples=4, seq_len=min(64, tconf.n_positions), probes=8,
+                     method=scorers[0] if len(scorers) == 1 else "all") if scorers else None
+    scores = {s: [row[_SCORE_KEY[s]] for row in report["scores"]] for s in scorers}
+    sols = {(s, g): allocate(tconf, scores.get(s, [1.0] * tconf.n_layer), g, target) for s, g in cands}
+    trials = []
+    if len(cands) > 1:
+        log(f"auto: {len(cands)} candidates, {c.search_steps} distillation steps each, scored on {c.val_data}")
+        trials = _search(teacher, tconf, sols, c, data, log)
+        chosen = min(trials, key=lambda t: t["val_ppl"])
+        key = (chosen["scorer"], chosen["gamma"])
+    else:
+        key = cands[0]
+    sol = sols[key]
+    scorer, gamma = key
+    why = (f"chosen from {len(trials)} candidates by validation ppl after {c.search_steps} steps: "
+           + ", ".join(f"{t['scorer']}^{t['gamma']:g} {t['val_ppl']:.2f}" for t in trials)) if trials else "given"
+    return {"layer_widths": sol.widths, "layer_head_dims": auto_head_dims(tconf, sol.widths), "scorer": scorer,
+            "gamma": gamma, "trials": trials, "search_steps": c.search_steps if trials else 0,
+            "arithmetic": f"{sol.arithmetic}\nauto: scorer {scorer}, gamma {gamma:g} ({why})", "params": sol.params,
+            "error": sol.error}
+
+
+#: Where each scorer's value lives in an importance report's rows.
+_SCORE_KEY = {"ntk": "ntk", "grad": "grad", "bi": "bi", "ablation": "ablation_dppl"}
+
+
+def _search(teacher: str, tconf, sols: dict, c, data: str, log) -> list[dict]:
+    """Each candidate's validation perplexity after a short distillation from the teacher's weights."""
+    from clidep.compress.corpus import token_file
+    from clidep.data import load_tokenizer, read_text, tokenize_text
+    from clidep.model.convert import load_model
+
+    teacher_model = load_model(teacher).eval()
+    tokenizer = load_tokenizer(teacher)
+    tokens = token_file(tokenizer, data)
+    val_ids = tokenize_text(tokenizer, read_text(c.val_data)[0])[:16385]
+    trials = []
+    for (scorer, gamma), sol in sols.items():
+        ppl = proxy_ppl(teacher_model, tconf, sol.widths, tokens, val_ids, c)
+        trials.append({"scorer": scorer, "gamma": gamma, "layer_widths": sol.widths, "params": sol.params,
+                       "val_ppl": ppl})
+        log(f"auto: {scorer}^{gamma:g} widths {sol.widths}: validation ppl {ppl:.2f}")
+    return trials
+
+
+def proxy_ppl(teacher_model, tconf, widths: list[int], tokens: np.ndarray, val_ids: np.ndarray, c) -> float:
+    """Validation perplexity of the student of WIDTHS after C.search_steps distillation steps, with
+    the run's batch, optimiser, loss and seed (the warm-up shortened to a quarter of the steps)."""
+    import torch
+
+    from clidep.compress import corpus
+    from clidep.compress.distill import distill_loss, lr_lambda, validation_ppl
+    from clidep.compress.student_init import init_from_teacher
+    from clidep.compress.widths import auto_head_dims, student_config
+    from clidep.model.modeling import CLIGPT2LMHeadModel
+
+    config = student_config(tconf, widths, auto_head_dims(tconf, widths))
+    for p in ("resid_pdrop", "embd_pdrop", "attn_pdrop"):
+        setattr(config, p, 0.0)
+    torch.manual_seed(c.seed)
+    student = CLIGPT2LMHeadModel(config)
+    calib = torch.from_numpy(corpus.batch(tokens, c.seed + 1, 0, 16, min(256, config.n_positions)))
+    init_from_teacher(student, teacher_model, calib)
+    steps = c.search_steps
+    opt = torch.optim.AdamW(student.parameters(), lr=c.lr, betas=(0.9, 0.95), weight_decay=c.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(min(c.warmup, max(1, steps // 4)), steps))
+    student.train()
+    for step in range(steps):
+        ids = torch.from_numpy(corpus.batch(tokens, c.seed, step, c.batch_size, c.seq_len))
+        with torch.no_grad():
+            t_logits = teacher_model(ids, use_cache=False).logits
+        loss = distill_loss(student(ids, use_cache=False).logits, t_logits, ids, c.alpha, c.temperature)[0]
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(student.parameters(), c.grad_clip)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+    student.eval()
+    return validation_ppl(student, val_ids)

@@ -1,0 +1,117 @@
+"""Size from a device budget: the largest student that decodes within ``--max-decode-ms`` on a device
+profile, or whose file fits ``--max-mb``, at a precision.
+
+The model is bench's projection turned around. Decode is bound by memory bandwidth: each token
+reads every weight once (the tied embedding included, as the LM head) and the KV cache, so
+
+    decode ms = (params x bytes per parameter + KV bytes at CONTEXT tokens) / (GB/s x ROOFLINE)
+
+with the profile's bandwidth (``host``: measured now) and ROOFLINE the fraction of the
+bandwidth roofline clidep's ONNX Runtime graph reaches. The KV cache is counted as the uniform
+bottleneck's of that size (fp32; within a few percent of any schedule's at this context).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from clidep.errors import ClidepError
+
+#: Bytes read per parameter: fp32; 8-bit and 4-bit MatMulNBits blocks of 128 with an fp32 scale
+#: per block (and a 4-bit zero point at int4).
+BYTES_PER_PARAM = {"fp32": 4.0, "int8": 1 + 4 / 128, "int4": 0.5 + 4.5 / 128}
+#: Fraction of the bandwidth roofline decode reaches: clidep's graphs at GPT-2-medium shapes reached
+#: 51-78% on the 2-core host (benchmarks/results/runtime.md); 0.6 is the middle of the students' range.
+ROOFLINE = 0.6
+#: Context at which the KV cache is counted (tokens already in the cache while decoding).
+CONTEXT = 256
+
+
+@dataclass
+class Budget:
+    target: int  # student parameters
+    arithmetic: str
+
+
+def decode_ms(tconf, params: int, precision: str, bandwidth_gbs: float) -> float:
+    """Projected decode ms/token of a student of PARAMS parameters (KV as the uniform student's)."""
+    return (params * BYTES_PER_PARAM[precision] + _kv_bytes(tconf, params)) / (bandwidth_gbs * 1e9 * ROOFLINE) * 1e3
+
+
+def _kv_bytes(tconf, params: int) -> int:
+    from clidep.compress.widths import build, solve
+
+    try:
+        r = solve(tconf, "uniform", params, []).width
+    except ClidepError:
+        r = 4
+    config = build(tconf, "uniform", r, []) if r < tconf.n_embd else tconf
+    return sum(2 * h * d * CONTEXT * 4 for h, d in config.kv_shapes)
+
+
+def target(tconf, device: str | None, precision: str, max_decode_ms: float | None, max_mb: float | None) -> Budget:
+    """The largest parameter count within every budget given, with its arithmetic; ``ClidepError``
+    when the teacher already fits or no reachable student does (naming the smallest reachable)."""
+    from clidep.model.params import param_count
+
+    teacher_params, bpp = param_count(tconf), BYTES_PER_PARAM[precision]
+    smallest = _smallest(tconf)
+    limits, lines = [], []
+    if max_mb is not None:
+        limits.append(int(max_mb * 1e6 / bpp))
+        lines.append(f"--max-mb {max_mb:g}: {max_mb:g} MB / {bpp:.3f} bytes per parameter ({precision}) = "
+                     f"{limits[-1]:,} parameters")
+    if max_decode_ms is not None:
+        profile, bw = _bandwidth(device)
+        ms = lambda p: decode_ms(tconf, p, precision, bw)  # noqa: E731
+        if ms(smallest) > max_decode_ms:
+            raise ClidepError(f"no student decodes within {max_decode_ms:g} ms on {profile} at {precision}: the smallest "
+                              f"reachable ({smallest:,} parameters, ratio {teacher_params / smallest:.1f}) takes "
+                              f"{ms(smallest):.2f} ms (model: {_model_line(bw)})")
+        lo, hi = smallest, teacher_params  # ms(lo) <= budget; find the largest such count
+        if ms(hi) <= max_decode_ms:
+            lo = hi
+        while hi - lo > max(1, teacher_params // 10_000):
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if ms(mid) <= max_decode_ms else (lo, mid)
+        limits.append(lo)
+        lines.append(f"--max-decode-ms {max_decode_ms:g} on {profile}: {_model_line(bw)}; the teacher "
+                     f"{ms(teacher_params):.2f} ms, a student of {lo:,} parameters {ms(lo):.2f} ms")
+    chosen = min(limits)
+    if chosen >= teacher_params:
+        raise ClidepError(f"the teacher ({teacher_params:,} parameters) already meets the budget: "
+                          + "; ".join(lines) + " - nothing to compress")
+    if chosen < smallest * 0.97:
+        raise ClidepError(f"no student fits: {'; '.join(lines)}; the smallest reachable has {smallest:,} parameters "
+                          f"({smallest * bpp / 1e6:.1f} MB at {precision})")
+    return Budget(max(chosen, smallest), "\n".join(["budget: " + line for line in lines]
+                                                  + [f"budget: target {max(chosen, smallest):,} parameters "
+                                                     f"(ratio {teacher_params / max(chosen, smallest):.3f}; the width "
+                                                     "solver lands within 2% of it)"]))
+
+
+def _smallest(tconf) -> int:
+    """Parameters of the smallest uniform student (bottleneck 4)."""
+    from clidep.compress.widths import build
+    from clidep.model.params import param_count
+
+    return param_count(build(tconf, "uniform", 4, []))
+
+
+def _model_line(bw: float) -> str:
+    return (f"ms = (params x bytes + fp32 KV at {CONTEXT} tokens) / ({bw:.1f} GB/s x {ROOFLINE:.0%} of the roofline)")
+
+
+def _bandwidth(device: str | None) -> tuple[str, float]:
+    """(profile name, memory bandwidth GB/s): the profile's, or measured now for ``host``."""
+    from clidep.bench import devices
+
+    if device is None:
+        raise ClidepError("--max-decode-ms needs --device (a profile from `clidep devices`, or host)")
+    profile = devices.load(device)
+    if profile.measured:
+        from clidep.bench.benchmark import measure_host
+
+        bw = measure_host()["mem_bandwidth_gbs"]
+        return f"{profile.name} (measured now)", bw
+    return profile.name, profile.mem_bandwidth_gbs

@@ -1,0 +1,63 @@
+"""clidep.compress.budget: the student size a device budget allows, at GPT-2-medium shapes."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from clidep import CLIGPT2Config, param_count
+from clidep.bench import devices
+from clidep.compress import budget
+from clidep.errors import ClidepError
+
+from .conftest import run
+
+MEDIUM = CLIGPT2Config(vocab_size=50257, n_positions=1024, n_embd=1024, n_layer=24, n_head=16)
+
+
+def test_the_target_is_the_largest_student_within_the_decode_budget():
+    b = budget.target(MEDIUM, "raspberry-pi-5", "int4", 20.0, None)
+    ms = lambda p: budget.decode_ms(MEDIUM, p, "int4", 10.0)  # noqa: E731 - the Pi 5 profile's 10 GB/s
+    assert ms(b.target) <= 20.0 < ms(int(b.target * 1.01)), "within the budget, and 1% more is not"
+    assert b.target < param_count(MEDIUM) and "raspberry-pi-5" in b.arithmetic and "10.0 GB/s" in b.arithmetic
+
+
+def test_a_slower_device_or_a_wider_precision_gets_a_smaller_student(tmp_path, monkeypatch):
+    int4 = budget.target(MEDIUM, "raspberry-pi-5", "int4", 20.0, None).target
+    int8 = budget.target(MEDIUM, "raspberry-pi-5", "int8", 20.0, None).target
+    assert int8 < int4 / 1.5, "int8 reads about twice the bytes per parameter"
+    slow = dataclasses.replace(devices.load("raspberry-pi-5"), mem_bandwidth_gbs=5.0)
+    monkeypatch.setattr(devices, "load", lambda name: slow)
+    halved = budget.target(MEDIUM, "raspberry-pi-5", "int4", 20.0, None).target
+    assert halved < int4 * 0.6, "half the bandwidth: at most about half the bytes"
+
+
+def test_the_file_budget_and_the_tighter_of_two():
+    b = budget.target(MEDIUM, None, "int8", None, 200.0)
+    assert b.target * budget.BYTES_PER_PARAM["int8"] <= 200e6 < (b.target + 1000) * budget.BYTES_PER_PARAM["int8"]
+    both = budget.target(MEDIUM, "raspberry-pi-5", "int8", 1000.0, 200.0)
+    assert both.target == b.target and "--max-mb" in both.arithmetic and "--max-decode-ms" in both.arithmetic
+
+
+def test_unreachable_and_loose_budgets_say_why():
+    with pytest.raises(ClidepError, match=r"no student decodes within 1 ms on raspberry-pi-4 at fp32: the smallest "
+                                          r"reachable \([\d,]+ parameters, ratio [\d.]+\) takes [\d.]+ ms"):
+        budget.target(MEDIUM, "raspberry-pi-4", "fp32", 1.0, None)
+    with pytest.raises(ClidepError, match="already meets the budget"):
+        budget.target(MEDIUM, "jetson-orin-nano", "int4", 1000.0, None)
+    with pytest.raises(ClidepError, match="--max-decode-ms needs --device"):
+        budget.target(MEDIUM, None, "int4", 10.0, None)
+
+
+def test_compress_sizes_a_student_from_a_file_budget(tiny_setup, tmp_path):
+    root = tiny_setup
+    proc = run("compress", str(root / "teacher"), "--out", str(tmp_path / "s"), "--data", str(root / "train.txt"),
+               "--method", "uniform", "--max-mb", "2.6", "--precision", "fp32", "--steps", "1", "--batch-size", "2",
+               "--seq-len", "32", "--eval-every", "0")
+    assert proc.returncode == 0, proc.stderr[-800:]
+    assert "budget: --max-mb 2.6: 2.6 MB / 4.000 bytes per parameter (fp32) = 650,000 parameters" in proc.stderr
+    import json
+
+    result = json.loads((tmp_path / "s" / "compress.json").read_text())
+    assert abs(result["student_params"] / 650_000 - 1) <= 0.03 and "budget:" in result["arithmetic"]
