@@ -58,7 +58,7 @@ def test_every_config_field_is_a_flag_with_its_default(command):
         (dict(alpha=2.0), "--alpha must be in [0, 1], got 2"),
         (dict(collapse_tol=1.5), "--collapse-tol must be in (0, 1], got 1.5"),
         (dict(ratio=float("nan")), "--ratio must be a finite number, got nan"),
-        (dict(method="pruning"), "unknown --method 'pruning': choose cli, uniform, layercollapse, cli+layercollapse"),
+        (dict(method="pruning"), "unknown --method 'pruning': choose cli, uniform, auto, layercollapse, cli+layercollapse"),
         (dict(init="zeros"), "unknown --init 'zeros'"),
     ],
 )
