@@ -2,14 +2,16 @@
 
 Teacher: the reference GPT-2 in ../shared/models (no pretrained GPT-2 can be downloaded here).
 Arms: CLI at --ratio with the protected set from the NTK analysis; the uniform bottleneck and
-auto (widths from importance scores, `compress --method auto`) matched to it in parameters
+auto (widths from importance scores, `compress --method auto`) sized to CLI's parameter count
 (within 2%); each with every --init, once per seed, on identical data, token budget and schedule.
+Methods run in --methods order, every seed of one before the next; an arm whose folder already
+holds a finished student of the same method, seed and budget is scored again, not retrained.
 auto searches its scorer and exponent on wiki-en/valid.txt at the first seed, and the later
 seeds reuse that choice (the search is part of the method; repeating it per seed would only
 re-time it). Every arm and the teacher are scored on the WikiText test text with the same
 sliding window.
 
-    python benchmarks/paper_ablation.py                          # 3 methods x 3 seeds, 500k tokens each (~100 min, 2 cores)
+    python benchmarks/paper_ablation.py                          # 3 methods x 3 seeds, 500k tokens each (~2 h, 2 cores)
     python benchmarks/paper_ablation.py --methods uniform,auto --tokens 2000000 --stem paper_ablation_2m   # the budget question
     python benchmarks/paper_ablation.py --ratio 4 --stem paper_ablation_4x                                # a second size
     python benchmarks/paper_ablation.py --seeds 0 --tokens 20000 --eval-tokens 20000 --search-steps 2 --out /tmp/smoke   # smoke
@@ -42,37 +44,50 @@ def main() -> None:
     a = ap.parse_args()
 
     from clidep.compress.pipeline import compress
+    from clidep.compress.widths import solve
 
     work = Path(a.work)
     setup = distil_protocol.start(a)
     teacher = setup["teacher"]
     protect = ",".join(map(str, setup["protected"]))
-    methods = a.methods.split(",")
+    size = solve(setup["config"], "cli", round(teacher["params"] / a.ratio), setup["protected"]).params
     rows, chosen = [], {}
-    for seed in distil_protocol.seeds(a):
-        common = distil_protocol.train_settings(a, seed)
-        for init in a.inits.split(","):
-            size_dir = work / f"cli-{init}-s{seed}"  # the size every arm matches: CLI's at --ratio
-            for method in methods:
-                out = work / f"{method}-{init}-s{seed}"
-                sizing = dict(ratio=a.ratio, protect=protect) if method == "cli" else dict(match=str(size_dir))
-                if method != "cli" and "cli" not in methods:
-                    sizing = dict(ratio=a.ratio)
-                if method == "auto":
-                    sizing.update(chosen.get(init, {}), search_steps=a.search_steps)
-                started = time.perf_counter()
-                r = compress(a.teacher, out, method=method, init=init, **sizing, **common)
-                if method == "auto" and init not in chosen:
-                    chosen[init] = dict(scorer=r["auto"]["scorer"] if r["auto"]["scorer"] != "-" else "ntk",
-                                        gamma=str(r["auto"]["gamma"]))
-                s = distil_protocol.score(a, str(out))
-                rows.append({"method": method, "init": init, "seed": seed, "params": r["student_params"],
-                             "ratio": r["ratio"], "layer_widths": r["layer_widths"], "protected": r["protected"],
-                             "auto": r.get("auto"), "ppl": s["ppl"], "ppl_vs_teacher": s["ppl"] / teacher["ppl"],
-                             "tokens": r["tokens_trained"], "val_ppl": r["val_ppl"], "val_ppl_curve": r["ppl_curve"],
-                             "train_seconds": r["seconds"], "wall_s": round(time.perf_counter() - started, 1)})
-                distil_protocol.log(f"{method}/{init}/seed {seed}: {r['student_params']:,} parameters, ppl {s['ppl']:.2f}")
-                _write(a, setup, rows)
+    # Method by method, seeds inside: an interrupted run has every seed of the methods it finished.
+    for method, init, seed in [(m, i, s) for m in a.methods.split(",") for i in a.inits.split(",")
+                               for s in distil_protocol.seeds(a)]:
+        out = work / f"{method}-{init}-s{seed}"
+        sizing = dict(ratio=a.ratio, protect=protect) if method == "cli" else dict(params=size)
+        if method == "auto":
+            sizing.update(chosen.get(init, {}), search_steps=a.search_steps)
+        started = time.perf_counter()
+        r = _finished(out, method, seed, a.tokens) or compress(a.teacher, out, method=method, init=init, **sizing,
+                                                              **distil_protocol.train_settings(a, seed))
+        if method == "auto" and init not in chosen:
+            chosen[init] = dict(scorer=r["auto"]["scorer"] if r["auto"]["scorer"] != "-" else "ntk",
+                                gamma=str(r["auto"]["gamma"]))
+        s = distil_protocol.score(a, str(out))
+        rows.append({"method": method, "init": init, "seed": seed, "params": r["student_params"],
+                     "ratio": r["ratio"], "layer_widths": r["layer_widths"], "protected": r["protected"],
+                     "auto": r.get("auto"), "ppl": s["ppl"], "ppl_vs_teacher": s["ppl"] / teacher["ppl"],
+                     "tokens": r["tokens_trained"], "val_ppl": r["val_ppl"], "val_ppl_curve": r["ppl_curve"],
+                     "train_seconds": r["seconds"], "wall_s": round(time.perf_counter() - started, 1)})
+        distil_protocol.log(f"{method}/{init}/seed {seed}: {r['student_params']:,} parameters, ppl {s['ppl']:.2f}")
+        _write(a, setup, rows)
+
+
+def _finished(out: Path, method: str, seed: int, tokens: int) -> dict | None:
+    """compress.json of a student already in OUT from the same method, seed and budget (scored again,
+    not retrained: the pipeline is deterministic on CPU), else None."""
+    import json
+    import math
+
+    path = out / "compress.json"
+    if not path.is_file():
+        return None
+    r = json.loads(path.read_text())
+    steps = math.ceil(tokens / (r["train"]["batch_size"] * r["train"]["seq_len"]))
+    same = r["method"] == method and r["train"]["seed"] == seed and r["steps"] == steps
+    return r if same else None
 
 
 def _write(a, setup: dict, rows: list[dict]) -> None:

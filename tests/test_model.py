@@ -205,24 +205,37 @@ def test_head_dim_makes_small_widths_reachable():
 
 
 def test_a_saved_model_opens_where_clidep_is_not_installed(tmp_path):
-    """save_pretrained writes auto_map and the model's code: trust_remote_code=True needs no clidep."""
+    """save_pretrained writes auto_map and the model's code: trust_remote_code=True needs no clidep.
+
+    "Where clidep is not installed" is a separate virtual environment that sees this one's
+    packages (torch, transformers) through a path file, which Python reads without running the
+    path files of the folder it adds: clidep's editable install is one of those, so that
+    interpreter cannot import clidep (checked before the model is opened).
+    """
     import subprocess
     import sys
+    import sysconfig
 
     model = CLIGPT2LMHeadModel(tiny_config(SCHEDULES["ragged"])).eval()
-    model.save_pretrained(tmp_path)
-    assert json.loads((tmp_path / "config.json").read_text())["auto_map"] == {
+    model.save_pretrained(tmp_path / "model")
+    assert json.loads((tmp_path / "model" / "config.json").read_text())["auto_map"] == {
         "AutoConfig": "config.CLIGPT2Config", "AutoModelForCausalLM": "modeling.CLIGPT2LMHeadModel"}
-    probe = ("import sys\nsys.modules['clidep'] = None  # any import of clidep now fails, as where it is not installed\n"
+    env = tmp_path / "env"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
+    site = next((env / "lib").glob("python3*/site-packages"))
+    (site / "peers.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    probe = ("import importlib.util, sys\n"
+             "assert importlib.util.find_spec('clidep') is None, 'clidep is importable here'\n"
              "import torch\nfrom transformers import AutoModelForCausalLM\n"
-             f"m = AutoModelForCausalLM.from_pretrained({str(tmp_path)!r}, trust_remote_code=True)\n"
+             f"m = AutoModelForCausalLM.from_pretrained({str(tmp_path / 'model')!r}, trust_remote_code=True)\n"
              "print(type(m).__module__.split('.')[0], m.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=8, do_sample=False,"
              " pad_token_id=0)[0].tolist())")
-    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([str(env / "bin" / "python"), "-c", probe], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     module, tokens = proc.stdout.strip().splitlines()[-1].split(" ", 1)
     with torch.no_grad():
         ref = model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=8, do_sample=False, pad_token_id=0)[0].tolist()
     assert module == "transformers_modules" and json.loads(tokens) == ref
-    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path)  # clidep's own class, no remote code
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "model")  # clidep's own class, no remote code
     assert type(reloaded) is CLIGPT2LMHeadModel
