@@ -19,7 +19,7 @@ from clidep.model.convert import load_model
 from .conftest import CLI, run, tiny_compress
 
 def tiny_args(root, out, *extra):
-    return ["compress", str(root / "teacher"), "--out", str(out), "--data", str(root / "train.txt"), "--width", "32",
+    return ["compress", str(root / "teacher"), "--out", str(out), "--method", "cli", "--data", str(root / "train.txt"), "--width", "32",
             "--protect", "0,3", "--batch-size", "8", "--seq-len", "64", "--eval-every", "0", *extra]
 
 
@@ -40,7 +40,7 @@ def test_auto_picks_the_candidate_with_the_lowest_validation_ppl(tiny_setup, tmp
     """--method auto: each (scorer, gamma) is sized to the target and briefly distilled; the student
     has the winner's widths, and compress.json keeps every trial and the arithmetic."""
     logged = []
-    result = tiny_compress(tiny_setup, tmp_path / "auto", method="auto", width=None, ratio=1.15, scorer="bi",
+    result = tiny_compress(tiny_setup, tmp_path / "auto", method="auto", width=None, protect="auto", ratio=1.15, scorer="bi",
                            gamma="0,1,4", search_steps=2, steps=2, log=logged.append)
     trials = result["auto"]["trials"]
     assert [(t["scorer"], t["gamma"]) for t in trials] == [("-", 0.0), ("bi", 1.0), ("bi", 4.0)]
@@ -110,7 +110,8 @@ def test_two_processes_follow_the_single_process_curve(tiny_setup):
 )
 def test_compress_bad_input(extra, message, tiny_setup, tmp_path):
     root = tiny_setup
-    args = ["compress", str(root / "teacher"), "--out", str(tmp_path / "o"), "--protect", "0,3", "--seq-len", "64",
+    method = [] if "--method" in extra else ["--method", "cli", "--protect", "0,3"]
+    args = ["compress", str(root / "teacher"), "--out", str(tmp_path / "o"), *method, "--seq-len", "64",
             *[e.format(teacher=root / "teacher") for e in extra]]
     if "--steps" not in args and "--tokens" not in args:
         args += ["--steps", "1"]

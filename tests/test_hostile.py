@@ -46,7 +46,7 @@ CASES = [
     ("wrong", "eval {reshaped}", "weights of the wrong shape"),
     ("wrong", "export {missing} --out {fresh}", "weights missing"),
     ("wrong", "analyze {missing} --out {fresh}", "weights missing"),
-    ("wrong", "compress {missing} --out {fresh} --width 32 --protect 0,3 --steps 1", "weights missing"),
+    ("wrong", "compress {missing} --out {fresh} --method cli --width 32 --protect 0,3 --steps 1", "weights missing"),
     ("wrong", "compress {teacher} --out {student} --resume --lr 0.5", "changes --lr 0.5 (the run has 0.001)"),
     ("wrong", "compress {teacher} --out {student} --resume --steps 9 --seed 3", "--steps 9 (the run has 1), --seed 3"),
     ("wrong", "compress {teacher} --out {fresh} --width 32 --steps 0", "--steps must be at least 1"),
@@ -94,6 +94,9 @@ CASES = [
     ("wrong", "bench {onnx} --device host --out {fresh} --remote a@b --ssh-config /nonexistent", "--ssh-config '/nonexistent' is not a file"),
     ("wrong", "analyze {teacher} --out {fresh} --probes 0", "--probes must be at least 1"),
     ("wrong", "compress {teacher} --out {fresh} --steps 1 --device pixel-7", "--device sizes a student with --max-decode-ms"),
+    ("wrong", "compress {teacher} --out {fresh} --ratio 1.1 --steps 1 --protect 0,3 --method uniform",
+     "--protect applies to --method cli, layercollapse or cli+layercollapse, not uniform"),
+    ("wrong", "compress {teacher} --out {fresh} --ratio 1.1 --steps 1 --gamma 0.5", "--gamma applies to --method auto only"),
     ("wrong", "compress {teacher} --out {fresh} --steps 1 --max-decode-ms 0.001 --device raspberry-pi-4",
      "no student decodes within 0.001 ms on raspberry-pi-4 at int8"),
     ("wrong", "compress {teacher} --out {fresh} --steps 1 --max-decode-ms 5", "--max-decode-ms needs --device"),
@@ -111,7 +114,7 @@ CASES = [
     ("crash", "eval {truncated}", "cannot load weights"),
     ("crash", "export {empty_weights} --out {fresh}", "cannot load weights"),
     ("crash", "analyze {truncated} --out {fresh}", "cannot load weights"),
-    ("crash", "compress {truncated} --out {fresh} --width 32 --protect 0,3 --steps 1", "cannot load weights"),
+    ("crash", "compress {truncated} --out {fresh} --method cli --width 32 --protect 0,3 --steps 1", "cannot load weights"),
     ("crash", "eval {bad_config}", "cannot load model"),
     ("crash", "eval {no_tokenizer}", "cannot load a tokenizer"),
     ("crash", "eval {teacher} --data {empty}", "is empty"),
@@ -120,7 +123,7 @@ CASES = [
     ("crash", "analyze {teacher} --out {fresh} --data {empty}", "is empty"),
     ("crash", "compress {teacher} --out {fresh} --width 32 --steps 1 --data {binary}", "is a binary file"),
     ("crash", "compress {teacher} --out {fresh} --width 32 --steps 1 --val-data {empty}", "is empty"),
-    ("crash", "compress {teacher} --out {fresh} --width 32 --steps 1 --protect {bad_json}", "not a valid importance report"),
+    ("crash", "compress {teacher} --out {fresh} --method cli --width 32 --steps 1 --protect {bad_json}", "not a valid importance report"),
     ("crash", "compress {teacher} --out {bad_run} --resume", "not a valid compress run"),
     ("crash", "export {teacher} --out {fresh} --ppl-data {binary}", "is a binary file"),
     ("crash", "export {teacher} --out /proc/clidep-out", "cannot be written"),
@@ -160,7 +163,7 @@ def world(tmp_path_factory, tiny_setup):
     teacher = Path(shutil.copytree(tiny_setup / "teacher", root / "teacher"))
     train = root / "train.txt"
     shutil.copy(tiny_setup / "train.txt", train)
-    compress(str(teacher), root / "student", width=32, protect="0,3", data=str(train), batch_size=8, seq_len=64,
+    compress(str(teacher), root / "student", method="cli", width=32, protect="0,3", data=str(train), batch_size=8, seq_len=64,
              eval_every=0, steps=1, log=lambda m: None)
     export_artifact(teacher, root / "onnx", optimize=False, ppl_tokens=256)
     write_report({"model": str(teacher), "critical_layers": [0], "scores": [
@@ -216,7 +219,9 @@ def test_hostile_input(kind, command, message, world, tmp_path, capsys):
     fresh = tmp_path / "fresh"
     argv = [a.format(**names, fresh=fresh) for a in shlex.split(command)]
     if argv[0] == "compress" and "--resume" not in argv:  # the tiny teacher's sizes; no NTK analysis needed
-        argv += [*(["--seq-len", "64"] if "--seq-len" not in argv else []), *(["--protect", "0,3"] if "--protect" not in argv else [])]
+        cli = "--method" in argv and argv[argv.index("--method") + 1] not in ("uniform", "auto")
+        argv += [*(["--seq-len", "64"] if "--seq-len" not in argv else []),
+                 *(["--protect", "0,3"] if cli and "--protect" not in argv else [])]
     before = _tree(root)
     code = main(argv)
     err = capsys.readouterr().err
@@ -278,7 +283,7 @@ def test_overwrite_replaces_only_after_the_new_result_is_complete(world, tmp_pat
 def test_a_failed_compress_leaves_nothing_that_blocks_the_rerun(world, tmp_path, capsys):
     _, names = world
     out = tmp_path / "s"
-    args = ["compress", names["missing"], "--out", str(out), "--width", "32", "--protect", "0,3", "--steps", "1",
+    args = ["compress", names["missing"], "--out", str(out), "--method", "cli", "--width", "32", "--protect", "0,3", "--steps", "1",
             "--batch-size", "8", "--seq-len", "64", "--eval-every", "0", "--data", names["root"] + "/train.txt"]
     assert main(args) == 2  # fails after planning, while loading the teacher's weights
     assert not out.exists()

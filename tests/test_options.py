@@ -89,7 +89,7 @@ def test_the_config_is_a_keyword_only_library_call(tiny_setup, tmp_path):
         compress(str(tiny_setup / "teacher"), tmp_path / "o", "cli")
     with pytest.raises(TypeError, match="unexpected keyword argument 'learning_rate'"):
         compress(str(tiny_setup / "teacher"), tmp_path / "o", learning_rate=0.1)
-    config = CompressConfig(width=32, protect="0,3", steps=2, batch_size=8, seq_len=64, eval_every=0, warmup=1,
+    config = CompressConfig(method="cli", width=32, protect="0,3", steps=2, batch_size=8, seq_len=64, eval_every=0, warmup=1,
                             data=str(tiny_setup / "train.txt"))
     compress(str(tiny_setup / "teacher"), tmp_path / "s", config, log=lambda m: None)
     run = json.loads((tmp_path / "s" / "run.json").read_text())
