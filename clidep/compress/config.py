@@ -18,7 +18,7 @@ class CompressConfig(Options):
     """How to build and distil a student. run.json records it; ``--resume`` compares a new call with it."""
 
     # -- what student
-    # uniform by default: at ratio 2.47 on the reference teacher it beats CLI by 4.3% over 3 seeds and
+    # uniform by default: at ratio 2.47 on the reference teacher it beats CLI by 4.2% over 3 seeds and
     # ties auto, which costs a search (benchmarks/results/paper_ablation.md).
     method: str = option("uniform", "uniform (every block narrow; the default, see the ablation), cli (protect critical blocks), auto (widths follow importance scores), layercollapse or cli+layercollapse.", choices=METHODS)
     ratio: float | None = option(None, "Target teacher / student parameter ratio.", above=1)
