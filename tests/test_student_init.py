@@ -43,7 +43,7 @@ def test_teacher_init_starts_close_to_the_teacher(teacher, teacher_dir):
 def test_teacher_init_bridges_runs_of_different_widths(teacher, teacher_dir):
     """An auto schedule (runs of 144, 96 and 112 between full-width blocks): between two runs the
     projection is Q_b^T Q_a, and the student starts as close to the teacher as a uniform one does."""
-    from clidep.compress.widths import auto_head_dims, student_config
+    from clidep.compress.widths import schedule_head_dims, student_config
 
     tok = load_tokenizer(teacher_dir)
     text = tokenize_text(tok, read_text("wiki-en-valid")[0])
@@ -51,7 +51,7 @@ def test_teacher_init_bridges_runs_of_different_widths(teacher, teacher_dir):
     fn = lambda m: perplexity(torch_logits_fn(m.eval()), val, 256, 128, 8).ppl  # noqa: E731
     widths = [256, 144, 96, 96, 112, 112, 112, 112, 112, 112, 112, 144]
     torch.manual_seed(0)
-    student = CLIGPT2LMHeadModel(student_config(teacher.config, widths, auto_head_dims(teacher.config, widths)))
+    student = CLIGPT2LMHeadModel(student_config(teacher.config, widths, schedule_head_dims(teacher.config, widths)))
     init_from_teacher(student, teacher, calib)
     p = student.transformer.proj
     q1, q11 = p[1].weight.T, p[12].weight  # (d, 144): the bases of the runs at blocks 1 and 11 (into / out of them)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from clidep import CLIGPT2Config, param_count
-from clidep.compress.widths import (AUTO_STEP, allocate, auto_head_dims, build, head_size, nearest_size, protected_blocks,
+from clidep.compress.widths import (AUTO_STEP, allocate, schedule_head_dims, build, head_size, nearest_size, protected_blocks,
                                     schedule, solve, student_config)
 from clidep.errors import ClidepError
 
@@ -79,7 +79,7 @@ def test_auto_sizes_every_exponent_within_2_percent(ratio, gamma):
     sol = allocate(MEDIUM, SCORES, gamma, target)
     assert abs(sol.error) <= 0.02, sol.arithmetic
     assert all(w % AUTO_STEP == 0 and 1024 // 8 <= w <= 1024 for w in sol.widths)
-    assert param_count(student_config(MEDIUM, sol.widths, auto_head_dims(MEDIUM, sol.widths))) == sol.params
+    assert param_count(student_config(MEDIUM, sol.widths, schedule_head_dims(MEDIUM, sol.widths))) == sol.params
 
 
 def test_auto_widths_follow_the_scores():

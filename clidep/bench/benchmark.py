@@ -113,10 +113,9 @@ def weight_bytes(path: Path) -> int:
 
 def kv_bytes(folder: Path, context: int) -> int:
     """Bytes of KV cache read per decoded token at CONTEXT tokens of past (fp32)."""
-    from clidep.runtime.onnx_io import kv_shapes_from_config
+    from clidep.runtime.onnx_io import kv_cache_bytes, kv_shapes_from_config
 
-    config = json.loads((folder / "config.json").read_text())
-    return sum(2 * h * d * context * 4 for h, d in kv_shapes_from_config(config))
+    return kv_cache_bytes(kv_shapes_from_config(json.loads((folder / "config.json").read_text())), context)
 
 
 def _ppl_ids(folder: Path, data: str, tokens: int, tmp: Path) -> Path:

@@ -35,7 +35,7 @@ def plan(teacher: str, tconf, target: int, c, data: str, log=print) -> dict:
     """The auto schedule for TEACHER at TARGET parameters under the settings C (a CompressConfig):
     widths, head sizes, the chosen scorer and gamma, every trial, and the arithmetic."""
     from clidep.compress.analyze import analyze
-    from clidep.compress.widths import allocate, auto_head_dims
+    from clidep.compress.widths import allocate, schedule_head_dims
 
     cands = candidates(c.scorer, c.gamma)
     scorers = sorted({s for s, _ in cands if s != "-"})
@@ -55,7 +55,7 @@ def plan(teacher: str, tconf, target: int, c, data: str, log=print) -> dict:
     scorer, gamma = key
     why = (f"chosen from {len(trials)} candidates by validation ppl after {c.search_steps} steps: "
            + ", ".join(f"{t['scorer']}^{t['gamma']:g} {t['val_ppl']:.2f}" for t in trials)) if trials else "given"
-    return {"layer_widths": sol.widths, "layer_head_dims": auto_head_dims(tconf, sol.widths), "scorer": scorer,
+    return {"layer_widths": sol.widths, "layer_head_dims": schedule_head_dims(tconf, sol.widths), "scorer": scorer,
             "gamma": gamma, "trials": trials, "search_steps": c.search_steps if trials else 0,
             "arithmetic": f"{sol.arithmetic}\nauto: scorer {scorer}, gamma {gamma:g} ({why})", "params": sol.params,
             "error": sol.error}
@@ -68,13 +68,14 @@ _SCORE_KEY = {"ntk": "ntk", "grad": "grad", "bi": "bi", "ablation": "ablation_dp
 def _search(teacher: str, tconf, sols: dict, c, data: str, log) -> list[dict]:
     """Each candidate's validation perplexity after a short distillation from the teacher's weights."""
     from clidep.compress.corpus import token_file
-    from clidep.data import load_tokenizer, read_text, tokenize_text
+    from clidep.compress.distill import validation_ids
+    from clidep.data import load_tokenizer
     from clidep.model.convert import load_model
 
     teacher_model = load_model(teacher).eval()
     tokenizer = load_tokenizer(teacher)
     tokens = token_file(tokenizer, data)
-    val_ids = tokenize_text(tokenizer, read_text(c.val_data)[0])[:16385]
+    val_ids = validation_ids(tokenizer, c.val_data)
     trials = []
     for (scorer, gamma), sol in sols.items():
         ppl = proxy_ppl(teacher_model, tconf, sol.widths, tokens, val_ids, c)
@@ -85,23 +86,22 @@ def _search(teacher: str, tconf, sols: dict, c, data: str, log) -> list[dict]:
 
 
 def proxy_ppl(teacher_model, tconf, widths: list[int], tokens: np.ndarray, val_ids: np.ndarray, c) -> float:
-    """Validation perplexity of the student of WIDTHS after C.search_steps distillation steps, with
-    the run's batch, optimiser, loss and seed (the warm-up shortened to a quarter of the steps)."""
+    """Validation perplexity of the student of WIDTHS after C.search_steps distillation steps.
+
+    It starts as ``compress`` starts (``start_student``) and takes the run's batches, loss, lr and
+    seed, but a plain loop: AdamW with C.weight_decay on every parameter (the run's optimiser
+    leaves biases and norms undecayed) and the warm-up shortened to a quarter of the steps. The
+    loop runs on the main process only, where Accelerate's prepared model would wait for the others.
+    """
     import torch
 
     from clidep.compress import corpus
     from clidep.compress.distill import distill_loss, lr_lambda, validation_ppl
-    from clidep.compress.student_init import init_from_teacher
-    from clidep.compress.widths import auto_head_dims, student_config
-    from clidep.model.modeling import CLIGPT2LMHeadModel
+    from clidep.compress.student_init import start_student
+    from clidep.compress.widths import schedule_head_dims, student_config
 
-    config = student_config(tconf, widths, auto_head_dims(tconf, widths))
-    for p in ("resid_pdrop", "embd_pdrop", "attn_pdrop"):
-        setattr(config, p, 0.0)
-    torch.manual_seed(c.seed)
-    student = CLIGPT2LMHeadModel(config)
-    calib = torch.from_numpy(corpus.batch(tokens, c.seed + 1, 0, 16, min(256, config.n_positions)))
-    init_from_teacher(student, teacher_model, calib)
+    config = student_config(tconf, widths, schedule_head_dims(tconf, widths))
+    student = start_student(config, teacher_model, tokens, c.seed)
     steps = c.search_steps
     opt = torch.optim.AdamW(student.parameters(), lr=c.lr, betas=(0.9, 0.95), weight_decay=c.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(min(c.warmup, max(1, steps // 4)), steps))

@@ -45,8 +45,10 @@ def _kv_bytes(tconf, params: int) -> int:
         r = solve(tconf, "uniform", params, []).width
     except ClidepError:
         r = 4
+    from clidep.runtime.onnx_io import kv_cache_bytes
+
     config = build(tconf, "uniform", r, []) if r < tconf.n_embd else tconf
-    return sum(2 * h * d * CONTEXT * 4 for h, d in config.kv_shapes)
+    return kv_cache_bytes(config.kv_shapes, CONTEXT)
 
 
 def target(tconf, device: str | None, precision: str, max_decode_ms: float | None, max_mb: float | None) -> Budget:

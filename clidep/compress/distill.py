@@ -168,6 +168,13 @@ def _step(acc, model, teacher, opt, sched, ids, cfg: TrainConfig, regularizer) -
     return mean_loss, ce.item(), None if reg is None else reg.item()
 
 
+def validation_ids(tokenizer, val_data: str) -> np.ndarray:
+    """The first 16,385 tokens of VAL_DATA: the text every validation perplexity of compress is taken on."""
+    from clidep.data import read_text, tokenize_text
+
+    return tokenize_text(tokenizer, read_text(val_data)[0])[:16385]
+
+
 @torch.no_grad()
 def validation_ppl(model, val_ids: np.ndarray) -> float:
     """The validation perplexity of the loop (and of compress after a collapse): clidep eval's

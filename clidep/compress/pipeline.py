@@ -200,11 +200,9 @@ def _distil(run: dict, out: Path, resume: bool, log) -> dict:
     from clidep.model.convert import load_model
     from clidep.compress.corpus import batch as corpus_batch
     from clidep.compress.corpus import token_file
-    from clidep.data import load_tokenizer, read_text
-    from clidep.compress.distill import TrainConfig, train
-    from clidep.data import tokenize_text
-    from clidep.compress.student_init import init_from_teacher
-    from clidep.model.modeling import CLIGPT2LMHeadModel
+    from clidep.data import load_tokenizer
+    from clidep.compress.distill import TrainConfig, train, validation_ids
+    from clidep.compress.student_init import start_student
     from clidep.model.params import param_count
     from clidep.compress.widths import build, student_config
 
@@ -220,15 +218,9 @@ def _distil(run: dict, out: Path, resume: bool, log) -> dict:
     collapse_plan = run.get("collapse")
     if collapse_plan:
         config.mlp_kinds = ["linearizing" if i in collapse_plan["layers"] else k for i, k in enumerate(config.mlp_kinds)]
-    for p in ("resid_pdrop", "embd_pdrop", "attn_pdrop"):
-        setattr(config, p, 0.0)  # distillation with a small budget: no dropout (and resumes stay bit-exact)
-    torch.manual_seed(run["train"]["seed"])
-    student = CLIGPT2LMHeadModel(config)
     tokens_arr = token_file(tokenizer, run["data"])
-    if run["init"] == "teacher" and not resume:
-        calib = torch.from_numpy(corpus_batch(tokens_arr, run["train"]["seed"] + 1, 0, 16, min(256, config.n_positions)))
-        init_from_teacher(student, teacher_model, calib)
-    val_ids = tokenize_text(tokenizer, read_text(val_data)[0])[:16385]
+    student = start_student(config, teacher_model, tokens_arr, run["train"]["seed"], run["init"] == "teacher" and not resume)
+    val_ids = validation_ids(tokenizer, val_data)
     cfg = TrainConfig(**run["train"])
     reg = (lambda m: regulariser(m, collapse_plan["lc"])) if collapse_plan else None
     state = train(student, teacher_model, tokens_arr, val_ids, cfg, out, resume, log, reg)

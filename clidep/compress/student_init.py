@@ -149,3 +149,19 @@ def init_from_teacher(student: CLIGPT2LMHeadModel, teacher: CLIGPT2LMHeadModel, 
             continue
         s.proj[i].weight.copy_(a if b is None else b.T if a is None else b.T @ a)
     student.tie_weights()
+
+
+def start_student(config, teacher: CLIGPT2LMHeadModel, tokens, seed: int, from_teacher: bool = True) -> CLIGPT2LMHeadModel:
+    """The student a distillation starts from: CONFIG without dropout (a small budget; resumes stay
+    bit-exact), built under SEED, and with FROM_TEACHER initialised from TEACHER on the calibration
+    batch of SEED + 1 from TOKENS. ``compress`` and auto's search start from the same student."""
+    from clidep.compress import corpus
+
+    for p in ("resid_pdrop", "embd_pdrop", "attn_pdrop"):
+        setattr(config, p, 0.0)
+    torch.manual_seed(seed)
+    student = CLIGPT2LMHeadModel(config)
+    if from_teacher:
+        calib = torch.from_numpy(corpus.batch(tokens, seed + 1, 0, 16, min(256, config.n_positions)))
+        init_from_teacher(student, teacher, calib)
+    return student

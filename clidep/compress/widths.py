@@ -72,9 +72,7 @@ def head_size(width: int, preferred: int) -> int:
 def build(teacher: CLIGPT2Config, method: str, r: int, protect: list[int]) -> CLIGPT2Config:
     """The student config of METHOD at bottleneck R: protected blocks keep the teacher's width and heads."""
     widths = schedule(method, teacher.n_layer, teacher.n_embd, r, protect)
-    hd = head_size(r, teacher.head_dim)
-    head_dims = [teacher.layer_head_dims[i] if w == teacher.n_embd else hd for i, w in enumerate(widths)]
-    return student_config(teacher, widths, head_dims)
+    return student_config(teacher, widths, schedule_head_dims(teacher, widths))
 
 
 #: How far below the smallest reachable size a target may lie and still be rounded up to it.
@@ -144,7 +142,7 @@ def allocate(teacher: CLIGPT2Config, scores: list[float], gamma: float, target: 
         return [min(d, max(floor, round(c * d * x / step) * step)) for x in shares]
 
     def size(w) -> int:
-        return param_count(student_config(teacher, list(w), auto_head_dims(teacher, w)))
+        return param_count(student_config(teacher, list(w), schedule_head_dims(teacher, w)))
 
     ladder = []  # (c, widths, params) of every distinct schedule as c grows
     for c in np.geomspace(1e-3, 2 / min(shares), 2400):  # up to every block at d
@@ -184,8 +182,9 @@ def allocate(teacher: CLIGPT2Config, scores: list[float], gamma: float, target: 
     return Solution(list(w), min(w), teacher.head_dim, params, target, arithmetic)
 
 
-def auto_head_dims(teacher: CLIGPT2Config, widths) -> list[int]:
-    """Head sizes of an auto schedule: full-width blocks keep the teacher's; the others the divisor nearest it."""
+def schedule_head_dims(teacher: CLIGPT2Config, widths) -> list[int]:
+    """Head sizes of any schedule: full-width blocks keep the teacher's heads; a narrow block of width
+    w takes the divisor of w nearest the teacher's head size."""
     return [teacher.layer_head_dims[i] if w == teacher.n_embd else head_size(w, teacher.head_dim)
             for i, w in enumerate(widths)]
 

@@ -102,6 +102,12 @@ def decode_kv_shapes(metadata: dict[str, str]) -> list[tuple[int, int]] | None:
     return [tuple(s) for s in json.loads(metadata[KV_SHAPES_KEY])]
 
 
+def kv_cache_bytes(kv_shapes: list[tuple[int, int]], context: int, itemsize: int = 4) -> int:
+    """Bytes of a KV cache of (heads, head size) per block holding CONTEXT tokens: what decode reads
+    per token besides the weights (fp32 by default)."""
+    return sum(2 * h * d * context * itemsize for h, d in kv_shapes)
+
+
 def kv_shapes_from_config(config: dict) -> list[tuple[int, int]]:
     """KV shapes of a model from its config.json: clidep's per-block widths, or GPT-2's uniform heads
     (what optimum's own GPT-2 exports need, since they carry no such metadata).
