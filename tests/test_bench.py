@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import json
 import math
+import os
 import shutil
 
 import pytest
@@ -140,16 +141,30 @@ def test_projection_scales_decode_by_bandwidth_and_prefill_by_compute(teacher_ar
 
 
 def test_a_failing_model_does_not_stop_the_others(teacher_artifact, tmp_path):
+    """A variant whose file is missing is that variant's failed row; the export's others are measured."""
+    out, _ = teacher_artifact
+    partial = tmp_path / "partial"
+    shutil.copytree(out, partial, copy_function=os.link)  # hard links: no copy of 100 MB
+    (partial / "model.int8.onnx").unlink()
+    report = bench([str(partial)], devices.load("host"), prompt_lens="16", depth="16", gen=64, reps=1,
+                   runtime="clidep", log=lambda m: None)
+    rows = {r["precision"]: r for r in report["models"]}
+    assert "model.int8.onnx is missing from the export" in rows["int8-weight-only"]["error"]
+    assert all("error" not in r and r["decode_ms_p50"] > 0 for p, r in rows.items() if p != "int8-weight-only")
+    assert len(rows) == 4 and "failed:" in markdown(report)
+
+
+def test_a_corrupt_graph_is_refused_before_anything_is_measured(teacher_artifact, tmp_path):
     out, _ = teacher_artifact
     bogus = tmp_path / "bogus"
     bogus.mkdir()
     (bogus / "model.onnx").write_text("not a graph")
     shutil.copy(out / "config.json", bogus / "config.json")
-    report = bench([str(bogus / "model.onnx"), str(out / "model.int8.onnx")], devices.load("host"), prompt_lens="16",
-                   gen=64, log=lambda m: None)
-    failed, ok = report["models"]
-    assert "error" in failed and "error" not in ok and ok["decode_ms_p50"] > 0
-    assert "failed:" in markdown(report)
+    said = []
+    with pytest.raises(ClidepError, match="^not an ONNX model: '.*model.onnx'"):
+        bench([str(out / "model.int8.onnx"), str(bogus / "model.onnx")], devices.load("host"), prompt_lens="16",
+              gen=64, log=said.append)
+    assert not any("threads] ..." in m for m in said), "nothing was measured"
 
 
 def test_prompt_beyond_positions_fails_that_model(teacher_artifact):

@@ -31,7 +31,8 @@ from clidep.bench.devices import Profile
 from clidep.bench import report as report_writer
 from clidep.bench.config import BenchConfig
 from clidep.options import resolve
-from clidep.files import read_json
+from clidep.files import non_finite
+from clidep.runtime.verify import reason
 from clidep.errors import ClidepError
 from clidep.bench.provenance import provenance as run_provenance
 from clidep.runtime.onnx_io import positions_beside
@@ -72,26 +73,45 @@ def measure_host(size_mb: int = 512) -> dict:
             "fp32_gflops": 2 * 1024**3 / np.median(times) / 1e9, "cores": cores}
 
 
-def model_files(specs: list[str]) -> list[dict]:
-    """(name, precision, file, folder) of every variant: an export directory gives all its variants."""
+def model_files(specs: list[str], log=print) -> list[dict]:
+    """(name, precision, file, folder, genai folder, graph facts) of every variant: an export directory
+    gives all its variants, each checked against its manifest first (a changed file is refused; a
+    missing one becomes that variant's failed row); an .onnx file or a folder without a manifest runs
+    as a foreign graph, said once."""
+    from clidep.runtime import verify
+
     out = []
     for spec in specs:
         path = Path(spec)
-        if path.is_dir():
-            manifest = path / "manifest.json"
-            if not manifest.is_file():
-                raise ClidepError(f"'{spec}' is not a clidep export (no manifest.json); run clidep export first")
-            variants = read_json(manifest, "clidep export manifest").get("variants")
-            if not isinstance(variants, list) or not all(isinstance(v, dict) and {"precision", "file"} <= v.keys() for v in variants):
-                raise ClidepError(f"'{manifest}' lists no variants (each with precision and file); re-run clidep export")
-            genai = read_json(manifest, "clidep export manifest").get("genai") or {}
-            for v in variants:
+        if path.is_dir() and (path / verify.MANIFEST).exists():
+            manifest = verify.load_manifest(path)
+            genai = manifest.get("genai") or {}
+            for v in manifest["variants"]:
+                row = {"name": path.name, "precision": v["precision"], "file": path / v["file"], "dir": path,
+                       "genai": None, "facts": None}
+                try:
+                    verify.check_variant(path, v)
+                except FileNotFoundError as exc:
+                    row["missing"] = f"{exc.filename} is missing from the export"
+                    out.append(row)
+                    continue
                 folder = path / genai[v["precision"]] if v["precision"] in genai else None
-                out.append({"name": path.name, "precision": v["precision"], "file": path / v["file"], "dir": path,
-                            "genai": folder if folder and folder.is_dir() else None})
+                if folder is not None and (folder / v["file"]).is_file():
+                    verify.check_variant(path, v, graph=folder / v["file"])  # its own copy, or a hard link
+                    row["genai"] = folder
+                row["facts"] = verify.graph_facts(row["file"], v, manifest)
+                verify.check_config(path, row["facts"])
+                out.append(row)
+        elif path.is_dir() and (path / "model.onnx").is_file():
+            facts = verify.checked_graph(path / "model.onnx", log)
+            out.append({"name": path.name, "precision": "unknown", "file": path / "model.onnx", "dir": path,
+                        "genai": None, "facts": facts})
         elif path.is_file():
+            facts = verify.checked_graph(path, log)
             out.append({"name": f"{path.parent.name}/{path.name}", "precision": "unknown", "file": path, "dir": path.parent,
-                        "genai": None})
+                        "genai": None, "facts": facts})
+        elif path.is_dir():
+            raise ClidepError(f"'{spec}' is not a clidep export (no manifest.json, no model.onnx); run clidep export first")
         else:
             raise ClidepError(f"no model at '{spec}': give an export directory or an .onnx file")
     return out
@@ -111,11 +131,14 @@ def weight_bytes(path: Path) -> int:
     return total
 
 
-def kv_bytes(folder: Path, context: int) -> int:
-    """Bytes of KV cache read per decoded token at CONTEXT tokens of past (fp32)."""
+def kv_bytes(f: dict, context: int) -> int:
+    """Bytes of KV cache read per decoded token at CONTEXT tokens of past (fp32): the graph's own KV shapes,
+    else (a foreign graph) config.json's."""
     from clidep.runtime.onnx_io import kv_cache_bytes, kv_shapes_from_config
 
-    return kv_cache_bytes(kv_shapes_from_config(json.loads((folder / "config.json").read_text())), context)
+    facts = f.get("facts")
+    shapes = (facts and facts.kv_shapes) or kv_shapes_from_config(json.loads((f["dir"] / "config.json").read_text()))
+    return kv_cache_bytes(shapes, context)
 
 
 def _ppl_ids(folder: Path, data: str, tokens: int, tmp: Path) -> Path:
@@ -129,10 +152,22 @@ def _ppl_ids(folder: Path, data: str, tokens: int, tmp: Path) -> Path:
     return path
 
 
+def _die_with_parent() -> None:
+    """In the runner's process before exec: Linux sends it SIGKILL when bench dies, however bench dies
+    (an interrupted bench kills its runner itself: subprocess.run does on any exception)."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the exception path above still ends the runner
+
+
 def _run_local(args: list[str], timeout: int) -> dict:
     env = {**os.environ, "PYTHONPATH": str(PACKAGE.parent)}
     proc = subprocess.run([sys.executable, "-m", "clidep.runtime.benchrun", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env)
+                          timeout=timeout, env=env, preexec_fn=_die_with_parent if sys.platform == "linux" else None)
     if proc.returncode:
         lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
         raise RuntimeError(lines[-1] if lines else f"runner exited with {proc.returncode}")
@@ -177,16 +212,29 @@ def bench(models: list[str], device: Profile, config: BenchConfig | None = None,
     Latencies come from the first runner process of each variant; peak memory is the median over
     MEMORY_RUNS processes running the same protocol (``peak_rss_mb_samples`` keeps each one).
     """
-    import onnxruntime
+    import contextlib
+
+    from clidep.locks import read_lock
 
     c = resolve(BenchConfig, config, options)
+    specs = models + ([c.baseline] if c.baseline else [])
+    with contextlib.ExitStack() as held:  # no export is replaced while it is measured
+        for folder in dict.fromkeys(Path(s) if Path(s).is_dir() else Path(s).parent for s in specs):
+            held.enter_context(read_lock(folder))
+        return _bench(model_files(specs, log), device, c, timeout, log)
+
+
+# Over a screen: the run's provenance and the loop over rows, each row's failure kept as its row.
+def _bench(files: list[dict], device: Profile, c: BenchConfig, timeout: int, log) -> dict:
+    import onnxruntime
+
     baseline, remote = c.baseline, c.remote
-    files = model_files(models + ([baseline] if baseline else []))
     if remote:
         check_remote(remote, c.ssh_config, c.remote_python)
     host = measure_host()
     projected = not device.measured and not remote
     sweep = c.thread_counts or [min(device.threads, host["cores"]) if projected else device.threads if remote else host["cores"]]
+    _check_duration(files, c, sweep, host)
     provenance = {
         **run_provenance(), "device": device.name, "device_file": device.path, "projected": projected,
         "remote": remote, "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
@@ -197,21 +245,55 @@ def bench(models: list[str], device: Profile, config: BenchConfig | None = None,
     with tempfile.TemporaryDirectory() as tmp:
         for f, runtime, threads in [(f, rt, n) for f in files for rt in _runtimes(c, f, log) for n in sweep]:
             row = {"name": f["name"], "precision": f["precision"], "runtime": runtime, "threads": threads,
-                   "file": str(f["file"]), "size_bytes": f["file"].stat().st_size,
+                   "file": str(f["file"]), "size_bytes": _size(f["file"]),
                    "is_baseline": bool(baseline) and Path(baseline) in (f["dir"], f["file"])}
             try:
                 log(f"{f['name']} [{f['precision']}, {runtime}, {threads} threads] ...")
+                if "missing" in f:
+                    raise FileNotFoundError(2, f["missing"])
                 runs = _measure(f, runtime, c, threads, Path(tmp), ids_files, timeout)
                 _fill(row, runs, f, device, host, measured_there=bool(remote), projected=projected)
+                bad = non_finite(row)
+                if bad:
+                    raise ValueError(f"a figure is not finite ({bad}); the device profile or the runner is off")
             except (RuntimeError, subprocess.SubprocessError, OSError, ValueError) as exc:
-                row["error"] = str(exc)
-                log(f"  failed: {exc}")
+                row = {k: row[k] for k in ("name", "precision", "runtime", "threads", "file", "size_bytes", "is_baseline")}
+                row["error"] = (exc.strerror if isinstance(exc, OSError) and exc.strerror else None) or reason(exc)
+                log(f"  failed: {row['error']}")
             row["provenance"] = provenance
             rows.append(row)
     _ratios(rows)
     return {"device": device.name, "projected": projected, "projection": PROJECTION if projected else None,
             "device_profile": {k: v for k, v in vars(device).items()}, "host_measured": host,
             "provenance": provenance, "models": rows}
+
+
+def _size(path: Path) -> int:
+    """Bytes of a graph and its external data (0 for a missing file: its row says why)."""
+    data = path.parent / f"{path.name}.data"
+    return sum(p.stat().st_size for p in (path, data) if p.is_file())
+
+
+#: Longest run bench starts without --yes, by its estimate.
+MAX_ESTIMATE_S = 2 * 3600
+
+
+def estimate_seconds(files: list[dict], c: BenchConfig, threads: list[int], host: dict) -> float:
+    """A rough duration of the run: per runner process, every decoded token reads the graph's bytes
+    at half the host's bandwidth, and a prompt token costs an eighth of that (prompts run as one
+    batch); times the processes (variants x runtimes x thread counts x memory runs)."""
+    per = [_size(f["file"]) / (host["mem_bandwidth_gbs"] * 1e9 * 0.5) for f in files if "missing" not in f]
+    decoded = len(c.depths) * (c.gen + 8)
+    prompted = sum(c.lengths) * 2 + sum(c.depths)  # each length once untimed, then per repetition
+    per_process = sum(t * c.reps * (decoded + prompted / 8) for t in per)
+    return per_process * len(threads) * len(c.runtimes) * c.memory_runs
+
+
+def _check_duration(files: list[dict], c: BenchConfig, threads: list[int], host: dict) -> None:
+    seconds = estimate_seconds(files, c, threads, host)
+    if seconds > MAX_ESTIMATE_S and not c.yes:
+        raise ClidepError(f"this run is estimated at about {seconds / 3600:,.1f} hours ({c.reps} repetitions, "
+                          f"{len(threads)} thread count(s), --gen {c.gen}, depths {c.depth}); pass --yes to run it anyway")
 
 
 def _runtimes(c: BenchConfig, f: dict, log) -> list[str]:
@@ -233,7 +315,7 @@ def _runtimes(c: BenchConfig, f: dict, log) -> list[str]:
 def _measure(f: dict, runtime: str, c: BenchConfig, threads: int, tmp: Path, ids_files: dict, timeout: int) -> list[dict]:
     """The runner records of F (the first with perplexity when --ppl), MEMORY_RUNS of them."""
     gen, prompt_lens = c.gen, c.lengths
-    n_pos = positions_beside(f["dir"])
+    n_pos = f["facts"].positions or positions_beside(f["dir"])
     if n_pos and max(prompt_lens) > n_pos:
         raise RuntimeError(f"prompt length {max(prompt_lens)} exceeds the model's {n_pos} positions")
     if n_pos and max(c.depths) + 8 + gen > n_pos:
@@ -261,7 +343,7 @@ def _fill(row: dict, runs: list[dict], f: dict, device: Profile, host: dict, mea
     rec["peak_rss_mb_samples"] = [r["peak_rss_mb"] for r in runs]
     rec["peak_rss_mb"] = float(np.median(rec["peak_rss_mb_samples"]))
     row.update(rec)
-    per_token = weight_bytes(f["file"]) + kv_bytes(f["dir"], rec["decode_context"])
+    per_token = weight_bytes(f["file"]) + kv_bytes(f, rec["decode_context"])
     row["bytes_per_token"] = per_token
     bw = device.mem_bandwidth_gbs if measured_there else host["mem_bandwidth_gbs"]
     # No roofline where the bandwidth is unknown: the host profile run on a remote device.

@@ -7,7 +7,6 @@ place at the end, so an interrupted export never leaves a DIR that looks complet
 
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from clidep.errors import ClidepError
 from clidep.export.config import ExportConfig
 from clidep.options import resolve
 from clidep.runtime import onnx_io
+from clidep.runtime.verify import file_sha256
 
 # Measured on the reference teacher (32,768 WikiText-test tokens, context 512 / stride 256, fp32
 # 46.9 MB): blocks int8 with embedding and head fp32 18.7 MB, +0.12% ppl; blocks, embedding and
@@ -29,18 +29,8 @@ INT8_PER_CHANNEL = False
 INT8_BLOCK = 128
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-# About a screen with its docstring: the export's sequence (check, load, graph, variants, manifest)
-# written once, into a directory that write_dir swaps in whole; each step is a helper below.
 def export_artifact(model_path: str | Path, out: str | Path, config: ExportConfig | None = None, *,
-                    overwrite: bool = False, **options) -> dict:
+                    overwrite: bool = False, log=None, **options) -> dict:
     """Export MODEL to ONNX in OUT, validate it against PyTorch, and add the precisions asked for.
 
     CONFIG (an ``ExportConfig``), or its fields as keywords (``int8=True, ppl_tokens=4096, ...``),
@@ -49,8 +39,20 @@ def export_artifact(model_path: str | Path, out: str | Path, config: ExportConfi
     the fp32 export, and by greedy agreement with it (same argmax next token, teacher-forced, on
     up to 8 x 128 tokens). STATIC makes the int8 variant calibrated (QDQ) on CALIB_SAMPLES
     windows of DATA instead of dynamic. An existing OUT is replaced (OVERWRITE) only once the new
-    artifact is complete.
+    artifact is complete; OUT is locked against other writers and readers meanwhile (LOG hears of
+    leftovers of interrupted runs removed beside it).
     """
+    from clidep.locks import write_lock
+
+    c = resolve(ExportConfig, config, options)
+    with write_lock(Path(out), log):
+        return _export(model_path, Path(out), c, overwrite)
+
+
+# About a screen: the export's sequence (check, load, graph, variants, manifest) written once, into a
+# directory that write_dir swaps in whole; each step is a helper below.
+def _export(model_path: str | Path, out: Path, c: ExportConfig, overwrite: bool) -> dict:
+    """export_artifact's work, with OUT's lock held."""
     from transformers import AutoConfig
 
     from clidep.data import calibration_batch, load_tokenizer
@@ -60,8 +62,7 @@ def export_artifact(model_path: str | Path, out: str | Path, config: ExportConfi
     from clidep.quality.perplexity import perplexity
     from clidep.runtime.runner import OnnxCausalLM
 
-    c = resolve(ExportConfig, config, options)
-    out = check_output(Path(out), [model_path, c.data, c.ppl_data], overwrite=overwrite)
+    out = check_output(out, [model_path, c.data, c.ppl_data], overwrite=overwrite)
     model = load_model(model_path)
     fp32_bytes = 4 * sum(p.numel() for p in model.parameters())
     copies = 1 + 0.3 * (c.int8 or c.static) + 0.25 * c.int4 + 0.5 * c.fp16 + 1  # the variants, plus the optimiser's temporary graph
@@ -87,7 +88,8 @@ def export_artifact(model_path: str | Path, out: str | Path, config: ExportConfi
             return {"file": path.name, "precision": precision, "seconds": round(secs, 2), **measured, "ppl": v_ppl,
                     "greedy_agreement": 1.0 if strict else greedy_agreement(fp32, path, agree_windows),
                     "kv_layout": onnx_io.SHARED_BUFFER if runner.shared else "growing",
-                    "graph_kv_shapes": [list(k) for k in runner.kv_shapes], **extra}
+                    "graph_kv_shapes": [list(k) for k in runner.kv_shapes], "max_length": runner.max_length,
+                    "vocab_size": runner.session.get_outputs()[0].shape[-1], **extra}
 
         variants = [score(fp32, "fp32", seconds, True)]
         for name, precision, make, extra in _quantised_jobs(c, fp32, model, windows):
@@ -100,9 +102,9 @@ def export_artifact(model_path: str | Path, out: str | Path, config: ExportConfi
             v["ppl_delta"] = v["ppl"] / variants[0]["ppl"] - 1
             data = tmp / f"{v['file']}.data"  # weights past 2 GB live beside the graph
             v["size_bytes"] = (tmp / v["file"]).stat().st_size + (data.stat().st_size if data.exists() else 0)
-            v["sha256"] = _sha256(tmp / v["file"])
+            v["sha256"] = file_sha256(tmp / v["file"])
             if data.exists():
-                v["external_data"] = {"file": data.name, "sha256": _sha256(data)}
+                v["external_data"] = {"file": data.name, "sha256": file_sha256(data)}
         manifest = {
             "source": str(model_path), "model_type": model.config.model_type,
             "layer_widths": model.config.layer_widths, "kv_shapes": [list(s) for s in model.config.kv_shapes],

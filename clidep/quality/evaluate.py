@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
+from clidep.errors import ClidepError
 from clidep.data import load_tokenizer, read_text, tokenize_text
 from clidep.quality.perplexity import PerplexityResult, perplexity, torch_logits_fn
 from clidep.options import resolve
@@ -12,35 +14,63 @@ from clidep.quality.config import EvalConfig
 
 
 def evaluate(model_path: str | Path, config: EvalConfig | None = None, **options) -> PerplexityResult:
-    """Perplexity of MODEL on DATA with a sliding window of CONTEXT tokens every STRIDE tokens.
+    """Perplexity of MODEL (a torch model, or an exported ONNX graph: an export directory or an .onnx
+    file in one, run through ONNX Runtime) on DATA with a sliding window of CONTEXT tokens every STRIDE tokens.
 
     CONFIG (an ``EvalConfig``) or its fields as keywords: CONTEXT defaults to the model's position
     count and STRIDE to half of CONTEXT; MAX_TOKENS, when given, scores only the start of the text
     (for quick checks; full-text figures are comparable).
     """
+    c = resolve(EvalConfig, config, options)
+    path = Path(model_path)
+    if path.suffix == ".onnx" or (path / "manifest.json").exists() or (path / "model.onnx").is_file():
+        return _evaluate_onnx(path / "model.onnx" if path.is_dir() else path, c)
     import torch
 
     from clidep.model.convert import load_model
-    from clidep.errors import ClidepError
 
-    c = resolve(EvalConfig, config, options)
-    context, stride, max_tokens = c.context, c.stride, c.max_tokens
     model = load_model(model_path)
-    context = model.config.n_positions if context is None else context
-    stride = context // 2 if stride is None else stride
-    if context > model.config.n_positions:
-        raise ClidepError(f"--context {context} exceeds the model's {model.config.n_positions} positions")
+    torch.manual_seed(0)
+    return _score(torch_logits_fn(model), model.config.n_positions, load_tokenizer(model_path), c)
+
+
+def _evaluate_onnx(graph: Path, c: EvalConfig) -> PerplexityResult:
+    """The same protocol through ONNX Runtime on an exported graph, checked against its manifest first
+    and held against replacement while it is scored."""
+    from clidep.locks import read_lock
+    from clidep.runtime.onnx_io import positions_beside
+    from clidep.runtime.runner import OnnxCausalLM
+    from clidep.runtime.verify import checked_graph, reason
+
+    if not graph.is_file():
+        raise ClidepError(f"no ONNX model at '{graph}'; give a directory made by clidep export")
+    with read_lock(graph.parent):
+        facts = checked_graph(graph, lambda m: print(m, file=sys.stderr))
+        try:
+            runner = OnnxCausalLM(graph)
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types for bad files
+            raise ClidepError(f"cannot load '{graph}' with ONNX Runtime: {reason(exc)}") from exc
+        positions = facts.positions or runner.max_length or positions_beside(graph.parent)
+        if positions is None:
+            raise ClidepError(f"cannot tell the positions of '{graph}': no clidep metadata and no config.json beside it")
+        return _score(runner.logits, positions, load_tokenizer(graph.parent), c)
+
+
+def _score(logits_fn, n_positions: int, tokenizer, c: EvalConfig) -> PerplexityResult:
+    """The sliding-window perplexity of LOGITS_FN on C's text, with C's context, stride and token limit."""
+    context = n_positions if c.context is None else c.context
+    stride = context // 2 if c.stride is None else c.stride
+    if context > n_positions:
+        raise ClidepError(f"--context {context} exceeds the model's {n_positions} positions")
     if not 0 < stride < context:
         raise ClidepError(f"--stride must be between 1 and {context - 1} (below the context), got {stride}")
-    tokenizer = load_tokenizer(model_path)
     text, label = read_text(c.data)
     ids = tokenize_text(tokenizer, text)
-    if max_tokens is not None:
-        if max_tokens < context:
-            raise ClidepError(f"--max-tokens {max_tokens} is below the context {context}: score at least one window")
-        ids = ids[: max_tokens + 1]  # + 1: the first token is context only, never scored
+    if c.max_tokens is not None:
+        if c.max_tokens < context:
+            raise ClidepError(f"--max-tokens {c.max_tokens} is below the context {context}: score at least one window")
+        ids = ids[: c.max_tokens + 1]  # + 1: the first token is context only, never scored
     if ids.size < 2:
         raise ClidepError(f"{label} gives {ids.size} token(s): a perplexity needs at least 2")
-    torch.manual_seed(0)
     with progress_bar("perplexity", total=len(ids) - 1) as advance:
-        return perplexity(torch_logits_fn(model), ids, context, stride, c.batch_size, label, advance)
+        return perplexity(logits_fn, ids, context, stride, c.batch_size, label, advance)

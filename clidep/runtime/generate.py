@@ -13,14 +13,18 @@ def generate_text(artifact: str | Path, prompt: str, config: GenerateConfig | No
                   **options) -> str:
     """Continue PROMPT with the ONNX model at ARTIFACT (a directory's model.onnx, or an .onnx file in one).
 
-    Generation stops at the model's last position (config.json's ``n_positions``); LOG, when
-    given, is told how many tokens that left out.
+    The graph is checked against the export's manifest first (a folder without one runs as a
+    foreign graph, said through LOG), and the export is held against replacement while it runs.
+    Generation stops at the model's last position (the graph's cache, else config.json's
+    ``n_positions``); LOG, when given, is told how many tokens that left out.
     """
     import numpy as np
     from tokenizers import Tokenizer
 
+    from clidep.locks import read_lock
     from clidep.runtime.onnx_io import positions_beside
     from clidep.runtime.runner import OnnxCausalLM
+    from clidep.runtime.verify import checked_graph, reason
 
     path = Path(artifact)
     onnx_file = path / "model.onnx" if path.is_dir() else path
@@ -29,24 +33,31 @@ def generate_text(artifact: str | Path, prompt: str, config: GenerateConfig | No
         raise ClidepError(f"no ONNX model at '{onnx_file}'; give a directory made by clidep export")
     if not (folder / "tokenizer.json").is_file():
         raise ClidepError(f"no tokenizer.json beside '{onnx_file}'; re-run clidep export")
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as exc:  # bytes that are not UTF-8 reach Python's argv as lone surrogates
+        raise ClidepError(f"--prompt is not valid UTF-8 text (a byte that cannot be decoded at character {exc.start})") from None
     c = resolve(GenerateConfig, config, options)
     max_new_tokens = c.max_new_tokens
-    try:
-        runner = OnnxCausalLM(onnx_file)
-    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types for bad files
-        raise ClidepError(f"cannot load '{onnx_file}' with ONNX Runtime: {str(exc).splitlines()[0]}") from exc
-    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-    ids = tokenizer.encode(prompt).ids
-    if not ids:
-        raise ClidepError("--prompt is empty")
-    positions = positions_beside(folder)
-    if positions is not None:
-        if len(ids) >= positions:
-            raise ClidepError(f"the prompt is {len(ids)} tokens; the model has {positions} positions, so it can add none")
-        if len(ids) + max_new_tokens > positions:
-            if log is not None:
-                log(f"warning: stopped after {positions - len(ids)} of {max_new_tokens} new tokens at the model's "
-                    f"{positions} positions")
-            max_new_tokens = positions - len(ids)
-    out = runner.generate(np.array([ids]), max_new_tokens=max_new_tokens, temperature=c.temperature, top_k=c.top_k, seed=c.seed)
+    with read_lock(folder):
+        facts = checked_graph(onnx_file, log)
+        try:
+            runner = OnnxCausalLM(onnx_file)
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types for bad files
+            raise ClidepError(f"cannot load '{onnx_file}' with ONNX Runtime: {reason(exc)}") from exc
+        tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        ids = tokenizer.encode(prompt).ids
+        if not ids:
+            raise ClidepError("--prompt is empty")
+        positions = facts.positions or runner.max_length or positions_beside(folder)
+        if positions is not None:
+            if len(ids) >= positions:
+                raise ClidepError(f"the prompt is {len(ids)} tokens; the model has {positions} positions, so it can add none")
+            if len(ids) + max_new_tokens > positions:
+                if log is not None:
+                    log(f"warning: stopped after {positions - len(ids)} of {max_new_tokens} new tokens at the model's "
+                        f"{positions} positions")
+                max_new_tokens = positions - len(ids)
+        out = runner.generate(np.array([ids]), max_new_tokens=max_new_tokens, temperature=c.temperature,
+                              top_k=c.top_k, seed=c.seed)
     return prompt + tokenizer.decode(out[0, len(ids):].tolist())

@@ -1,0 +1,182 @@
+"""An export is checked before it is used: its files against manifest.json, config.json against the graph.
+
+``clidep export`` records each variant's size and sha256 (and its external data's); ``bench``,
+``generate`` and the GenAI folders are refused when a file differs, in one line naming it, so a
+changed or swapped graph is never measured as the export's own. Digests are cached by path,
+size and modification time, so a 1.4 GB graph is hashed once. A directory without a manifest is
+a foreign graph (optimum's, say): it runs, and is said to be unchecked.
+
+The figures a graph records itself (its cache's positions, its vocabulary, each block's KV
+shape) win over config.json's; a config.json that disagrees is refused. Torch-free.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from clidep.errors import ClidepError
+from clidep.files import atomic_write, cache_dir, read_json
+from clidep.runtime import onnx_io
+
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class GraphFacts:
+    """What a graph says of itself: cache positions (None: a growing cache), vocabulary, the KV shapes its
+    buffers have (head sizes padded to what GroupQueryAttention takes), and the model's own KV shapes
+    as its export recorded them (None for a foreign graph)."""
+
+    positions: int | None
+    vocab_size: int | None
+    kv_shapes: list[tuple[int, int]] | None
+    model_kv_shapes: list[tuple[int, int]] | None = None
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, read in 1 MB chunks."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256(path: Path) -> str:
+    """The file's sha256, from the cache when its size and modification time are those last hashed."""
+    st = path.stat()
+    key = str(path.resolve())
+    store = cache_dir("digests") / "sha256.json"
+    try:
+        known = json.loads(store.read_text())
+    except (OSError, ValueError):
+        known = {}
+    hit = known.get(key)
+    if hit and hit[:2] == [st.st_size, st.st_mtime_ns]:
+        return hit[2]
+    digest = file_sha256(path)
+    known[key] = [st.st_size, st.st_mtime_ns, digest]
+    atomic_write(store, lambda tmp: tmp.write_text(json.dumps(known)))
+    return digest
+
+
+def load_manifest(folder: Path) -> dict | None:
+    """FOLDER's manifest (checked to list its variants), or None for a folder without one."""
+    path = folder / MANIFEST
+    if not path.exists():
+        return None
+    manifest = read_json(path, "clidep export manifest")
+    variants = manifest.get("variants")
+    if not isinstance(variants, list) or not variants or not all(
+            isinstance(v, dict) and {"precision", "file"} <= v.keys() for v in variants):
+        raise ClidepError(f"'{path}' lists no variants (each with precision and file); re-run clidep export")
+    return manifest
+
+
+def check_variant(folder: Path, variant: dict, graph: Path | None = None) -> None:
+    """VARIANT's graph (at GRAPH, default FOLDER/file) and external data against the manifest's record.
+
+    ``FileNotFoundError`` when the graph is missing; ``ClidepError`` naming the file on any
+    difference in size or sha256.
+    """
+    graph = graph or folder / variant["file"]
+    data = graph.parent / f"{graph.name}.data"
+    if not graph.is_file():
+        raise FileNotFoundError(2, "missing from the export", str(graph))
+    size = graph.stat().st_size + (data.stat().st_size if data.is_file() else 0)
+    if "size_bytes" in variant and size != variant["size_bytes"]:
+        raise _changed(graph, f"{size:,} bytes where the manifest records {variant['size_bytes']:,}")
+    if "sha256" in variant and sha256(graph) != variant["sha256"]:
+        raise _changed(graph, "its sha256 differs from the manifest's")
+    recorded = variant.get("external_data")
+    if recorded and (not data.is_file() or sha256(data) != recorded["sha256"]):
+        raise _changed(data, "its sha256 differs from the manifest's" if data.is_file() else "it is missing")
+
+
+def _changed(path: Path, how: str) -> ClidepError:
+    return ClidepError(f"'{path}' is not the file clidep export wrote ({how}); re-run clidep export, "
+                       "or give the graph alone to run it as a foreign model")
+
+
+def graph_facts(path: Path, variant: dict | None = None, manifest: dict | None = None) -> GraphFacts:
+    """The graph's own figures: from its (verified) manifest entry where recorded, else read from the file."""
+    model_kv = [tuple(s) for s in manifest["kv_shapes"]] if manifest and "kv_shapes" in manifest else None
+    if variant and "graph_kv_shapes" in variant and "vocab_size" in variant:
+        vocab = variant["vocab_size"] if isinstance(variant["vocab_size"], int) else None
+        return GraphFacts(variant.get("max_length"), vocab, [tuple(s) for s in variant["graph_kv_shapes"]], model_kv)
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError and friends: the file is not a graph
+        raise ClidepError(f"not an ONNX model: '{path}' ({_first_line(exc) or 'it cannot be parsed'})") from None
+    meta = {p.key: p.value for p in model.metadata_props}
+    logits = next((o for o in model.graph.output if o.name == "logits"), None)
+    dims = logits.type.tensor_type.shape.dim if logits is not None else []
+    vocab = dims[-1].dim_value if dims and dims[-1].HasField("dim_value") else None
+    return GraphFacts(int(meta[onnx_io.MAX_LENGTH_KEY]) if onnx_io.MAX_LENGTH_KEY in meta else None, vocab,
+                      onnx_io.decode_kv_shapes(meta), model_kv)
+
+
+def check_config(folder: Path, facts: GraphFacts) -> None:
+    """``ClidepError`` when FOLDER's config.json disagrees with what the graph records about itself."""
+    path = folder / "config.json"
+    if not path.is_file():
+        return
+    config = read_json(path, "model config (config.json)")
+    said = {"n_positions": (config.get("n_positions"), facts.positions, "the graph's cache holds"),
+            "vocab_size": (config.get("vocab_size"), facts.vocab_size, "the graph's logits have")}
+    for key, (value, truth, what) in said.items():
+        if truth is not None and value is not None and value != truth:
+            raise ClidepError(f"'{path}' says {key} {value}, but {what} {truth}; it was changed after export: "
+                              "re-run clidep export")
+    if facts.model_kv_shapes is not None:  # the model's own (a graph's head sizes may be padded)
+        try:
+            shapes = onnx_io.kv_shapes_from_config(config)
+        except (KeyError, TypeError, ValueError, ZeroDivisionError):
+            shapes = None
+        if shapes != facts.model_kv_shapes:
+            raise ClidepError(f"'{path}' describes KV shapes {shapes}, but the exported model's are "
+                              f"{facts.model_kv_shapes}; it was changed after export: re-run clidep export")
+
+
+def _first_line(exc: BaseException) -> str:
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+
+
+def reason(exc: BaseException) -> str:
+    """An exception's message as a user reads it: its first line, without ONNX Runtime's status prefix
+    (``[ONNXRuntimeError] : 7 : INVALID_PROTOBUF :``) or a library's class path."""
+    text = _first_line(exc) or type(exc).__name__
+    if "[ONNXRuntimeError]" in text:
+        text = text.split(":", 3)[-1].strip() if text.count(":") >= 3 else text
+    head, sep, rest = text.partition(": ")
+    if sep and "." in head and " " not in head and head.replace(".", "").replace("_", "").isalnum():
+        text = rest  # "onnxruntime.capi.onnxruntime_pybind11_state.Fail: ..." -> "..."
+    return text
+
+
+def foreign_note(folder: Path) -> str:
+    return (f"note: '{folder}' has no {MANIFEST}: running its graph as a foreign model (optimum's or another "
+            "exporter's); its files are not checked against an export record")
+
+
+def checked_graph(graph: Path, log=None) -> GraphFacts:
+    """Check GRAPH before use: against its folder's manifest where it is one of the export's variants
+    (refused on any difference), else as a foreign graph (said once through LOG); then its
+    config.json against the graph. Returns the graph's own figures."""
+    folder = graph.parent
+    manifest = load_manifest(folder)
+    variant = None
+    if manifest is not None:
+        variant = next((v for v in manifest["variants"] if (folder / v["file"]).resolve() == graph.resolve()), None)
+        if variant is not None:
+            check_variant(folder, variant)
+    elif log is not None:
+        log(foreign_note(folder))
+    facts = graph_facts(graph, variant, manifest)
+    check_config(folder, facts)
+    return facts
