@@ -6,8 +6,11 @@ Heavy imports (torch, transformers, onnxruntime) happen inside command bodies so
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -19,7 +22,7 @@ from clidep.demo import DemoConfig
 from clidep.export.config import ExportConfig
 from clidep.quality.config import EvalConfig
 from clidep.runtime.config import GenerateConfig
-from clidep.errors import ClidepError
+from clidep.errors import ClidepError, Stopped
 from clidep.options import command_parameters, typer_command
 
 app = typer.Typer(
@@ -30,6 +33,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+def _log(message: str) -> None:
+    """Progress and notices: stderr, so that stdout holds only the result."""
+    print(message, file=sys.stderr)
+
+
 ModelArg = Annotated[str, typer.Argument(help="Model directory or hub id (GPT-2 or clidep).")]
 
 
@@ -38,7 +46,8 @@ def eval_(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
     *, options,
 ) -> None:
-    """Perplexity of MODEL on a text with a sliding window: exp(mean NLL), every token after the first scored once."""
+    """Perplexity of MODEL (a model directory, or an export scored through ONNX Runtime) on a text with a sliding
+    window: exp(mean NLL), every token after the first scored once."""
     from clidep.quality.evaluate import evaluate
 
     result = evaluate(model, options)
@@ -64,10 +73,12 @@ def analyze(
     """
     from clidep.compress.analyze import analyze as run, print_table, write_report
     from clidep.files import check_output, write_dir
+    from clidep.locks import write_lock
 
-    check_output(out, [model, options.data], overwrite=overwrite)
-    report = run(model, options)
-    names = [p.name for p in write_dir(out, lambda tmp: write_report(report, tmp))]
+    with write_lock(out, log=_log):
+        check_output(out, [model, options.data], overwrite=overwrite)
+        report = run(model, options)
+        names = [p.name for p in write_dir(out, lambda tmp: write_report(report, tmp))]
     json_path, png_path = (out / n for n in names)
     print_table(report)
     print(f"wrote {json_path} and {png_path}", file=sys.stderr)
@@ -90,7 +101,7 @@ def compress(
     """
     from clidep.compress.pipeline import compress as run
 
-    result = run(teacher, out, options, resume=resume, overwrite=overwrite, log=lambda m: print(m, file=sys.stderr))
+    result = run(teacher, out, options, resume=resume, overwrite=overwrite, log=_log)
     summary = {k: result[k] for k in ("method", "student_params", "ratio", "layer_widths", "protected", "init",
                                        "tokens_trained", "val_ppl", "seconds")}
     print(json.dumps(summary))
@@ -116,7 +127,7 @@ def export(
 
     from clidep.export.artifact import export_artifact
 
-    manifest = export_artifact(model, out, options, overwrite=overwrite)
+    manifest = export_artifact(model, out, options, overwrite=overwrite, log=_log)
     table = Table(title=f"{out} ({manifest['ppl_protocol']['tokens']:,} tokens of {manifest['ppl_protocol']['data']})")
     for col in ("file", "precision", "MB", "max |Δlogit| vs torch", "ppl", "Δppl", "greedy agreement"):
         table.add_column(col, justify="right")
@@ -140,7 +151,7 @@ def generate(
     """Continue PROMPT with an exported model through ONNX Runtime (no torch involved)."""
     from clidep.runtime.generate import generate_text
 
-    print(generate_text(model, prompt, options, log=lambda m: print(m, file=sys.stderr)))
+    print(generate_text(model, prompt, options, log=_log))
 
 
 typer_command(app, "generate", GenerateConfig, command_parameters(generate), generate)
@@ -160,13 +171,15 @@ def bench(
     from clidep.bench import devices as profiles
     from clidep.files import check_output, write_dir
     from clidep.bench.benchmark import bench as run, markdown, write_report
+    from clidep.locks import write_lock
 
-    check_output(out, [*models, options.baseline], overwrite=overwrite)
-    report = run(models, profiles.load(device), options, log=lambda m: print(m, file=sys.stderr))
-    print(markdown(report))
-    if all("error" in r for r in report["models"]):
-        raise ClidepError(f"every model failed (see the table above); {out} was left as it was")
-    names = [p.name for p in write_dir(out, lambda tmp: write_report(report, tmp))]
+    with write_lock(out, log=_log):
+        check_output(out, [*models, options.baseline], overwrite=overwrite)
+        report = run(models, profiles.load(device), options, log=_log)
+        print(markdown(report))
+        if all("error" in r for r in report["models"]):
+            raise ClidepError(f"every model failed (see the table above); {out} was left as it was")
+        names = [p.name for p in write_dir(out, lambda tmp: write_report(report, tmp))]
     print("wrote " + ", ".join(str(out / n) for n in names), file=sys.stderr)
 
 
@@ -218,7 +231,7 @@ def demo(
 
     from clidep.demo import demo as run
 
-    result = run(out, options, log=lambda m: print(m, file=sys.stderr))
+    result = run(out, options, log=_log)
     ev = result["eval"]
     table = Table(title=f"clidep demo: ppl on {ev['data']} ({ev['tokens']:,} tokens, context {ev['context']}, stride {ev['stride']}); "
                         f"int8 decode measured on this machine")
@@ -277,12 +290,15 @@ def main(argv: list[str] | None = None) -> int:
     _set_quiet(True)
     command = typer.main.get_command(app)
     try:
-        return command.main(args=argv, prog_name="clidep", standalone_mode=False) or 0
+        with _signals_as_interrupts() as received:
+            code = command.main(args=argv, prog_name="clidep", standalone_mode=False) or 0
+        if code == 130 or received:  # typer answers an interrupt with exit status 130, whatever ended the run
+            return _stopped(received[-1] if received else signal.SIGINT)
+        return code
     except typer.Exit as exc:
         return exc.exit_code
-    except (typer.Abort, KeyboardInterrupt):
-        print("error: interrupted; nothing was replaced (a compress run continues with --resume)", file=sys.stderr)
-        return 130
+    except (typer.Abort, KeyboardInterrupt) as exc:
+        return _stopped(exc.signum if isinstance(exc, Stopped) else signal.SIGINT)
     except ClidepError as exc:
         return _fail(str(exc))
     except OSError as exc:
@@ -297,6 +313,35 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         where = f" (see: {exc.ctx.command_path} --help)" if getattr(exc, "ctx", None) is not None else ""
         return _fail(exc.format_message() + where)
+
+
+def _stopped(signum: int) -> int:
+    """The line and exit status (128 + the signal's number) of a run ended by Ctrl-C, SIGTERM or SIGHUP."""
+    print(f"error: stopped by {signal.Signals(signum).name}; nothing was replaced (a compress run stopped after a "
+          "checkpoint continues with --resume)", file=sys.stderr)
+    return 128 + signum
+
+
+@contextlib.contextmanager
+def _signals_as_interrupts():
+    """SIGTERM and SIGHUP end the run as Ctrl-C does: every cleanup runs (temporary outputs removed,
+    locks released, runner processes killed). Yields the list of signals received; the previous
+    handlers come back afterwards."""
+    received: list[int] = []
+
+    def stop(signum, frame):
+        received.append(signum)
+        raise Stopped(signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield received
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _is_usage_error(exc: Exception) -> bool:

@@ -7,3 +7,11 @@ class ClidepError(Exception):
     The CLI prints ``str(error)`` on one line to stderr and exits with status 2; library callers
     can catch it like any other exception.
     """
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where the run is so that its cleanup runs as for Ctrl-C."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"stopped by signal {signum}")
+        self.signum = signum

@@ -77,6 +77,17 @@ def lr_lambda(warmup: int, steps: int):
     return f
 
 
+def _write_failed(out: Path, step: int, exc: BaseException) -> ClidepError:
+    """The one line for a checkpoint that could not be written: why, the space left, and what survives."""
+    why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0][:120]
+    free = shutil.disk_usage(out).free / 1e6
+    kept = latest_checkpoint(out)
+    then = (f"the checkpoint at step {json.loads((kept / 'trainer_state.json').read_text())['step']} in {kept} is "
+            "complete: free space, then run the same command with --resume" if kept else
+            "no earlier checkpoint exists: free space, then run the command again")
+    return ClidepError(f"writing the checkpoint at step {step} failed ({why}; {free:,.0f} MB free on that disk); {then}")
+
+
 def latest_checkpoint(out: Path) -> Path | None:
     """The newest complete checkpoint in OUT (a crash between the two renames leaves it as .old)."""
     for path in (out / "checkpoint", out / "checkpoint.old"):
@@ -196,14 +207,23 @@ def _validate(acc, model, val_ids: np.ndarray) -> float:
 
 
 def _checkpoint(acc, out: Path, state: TrainState) -> None:
-    """Save to checkpoint.tmp, mark it complete, then swap it in with renames."""
+    """Save to checkpoint.tmp, mark it complete, then swap it in with renames.
+
+    A write that fails (a full disk) removes checkpoint.tmp and leaves the previous checkpoint
+    whole: ``ClidepError`` says so, and --resume continues from it once space is freed.
+    """
     tmp, final, old = out / "checkpoint.tmp", out / "checkpoint", out / "checkpoint.old"
     if acc.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
     acc.wait_for_everyone()
-    acc.save_state(str(tmp))
+    try:
+        acc.save_state(str(tmp))
+        if acc.is_main_process:
+            (tmp / "trainer_state.json").write_text(json.dumps(asdict(state)))
+    except (OSError, RuntimeError) as exc:  # torch reports a full disk as RuntimeError ("unexpected pos ...")
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _write_failed(out, state.step, exc) from None
     if acc.is_main_process:
-        (tmp / "trainer_state.json").write_text(json.dumps(asdict(state)))
         (tmp / COMPLETE).write_text("")  # written last: a checkpoint without it is never read back
         if old.exists():
             shutil.rmtree(old)

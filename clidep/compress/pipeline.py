@@ -104,20 +104,43 @@ def compress(teacher: str, out: str | Path, config: CompressConfig | None = None
     the new student is complete, and a run that fails before its first checkpoint leaves nothing.
     RESUME continues the run in OUT and refuses settings that differ from the stored ones.
     """
-    from clidep.compress.distill import latest_checkpoint
+    import contextlib
+
+    from accelerate import PartialState
+
+    from clidep.locks import write_lock
 
     config = resolve(CompressConfig, config, options)
     out = Path(out)
-    run, work, main = _start(str(teacher), out, config, resume, overwrite, log)
+    with write_lock(out, log) if PartialState().is_main_process else contextlib.nullcontext():
+        return _run(str(teacher), out, config, resume, overwrite, log)
+
+
+def _run(teacher: str, out: Path, config: CompressConfig, resume: bool, overwrite: bool, log) -> dict:
+    """compress's work, with OUT's lock held by the main process."""
+    from clidep.compress.distill import latest_checkpoint
+
+    run, work, main = _start(teacher, out, config, resume, overwrite, log)
     try:
         result = _distil(run, work, resume, log)
     except BaseException:
-        if main and not resume and latest_checkpoint(work) is None:
+        ckpt = latest_checkpoint(work) if main else None
+        if main and not resume and ckpt is None:
             shutil.rmtree(work, ignore_errors=True)  # nothing worth resuming: leave nothing that blocks a rerun
+        elif ckpt is not None:
+            log(f"{work} keeps the checkpoint at step {_checkpoint_step(ckpt)}: run the same command with --resume "
+                "(instead of --overwrite) to continue from it")
         raise
     if main and work != out:
         swap_into_place(work, out)
     return result
+
+
+def _checkpoint_step(ckpt: Path) -> int | str:
+    try:
+        return json.loads((ckpt / "trainer_state.json").read_text())["step"]
+    except (OSError, ValueError, KeyError):
+        return "?"
 
 
 def _start(teacher: str, out: Path, config: CompressConfig, resume: bool, overwrite: bool,
@@ -133,12 +156,11 @@ def _start(teacher: str, out: Path, config: CompressConfig, resume: bool, overwr
     state = PartialState()
     partial = out.parent / f".{out.name}.partial"
     if resume:
-        if not (out / "run.json").is_file():
-            raise ClidepError(f"--resume: {out} holds no run to resume (no run.json)")
-        run = read_json(out / "run.json", "compress run (run.json)")
+        work = _resumable(out, partial)
+        run = read_json(work / "run.json", "compress run (run.json)")
         _same_settings(run, teacher, config)
-        log(f"resuming the run in {out} (settings from run.json)")
-        return run, out, state.is_main_process
+        log(f"resuming the run in {work} (settings from run.json)" + (f"; it replaces {out} when done" if work != out else ""))
+        return run, work, state.is_main_process
     failure = None
     if state.is_main_process:
         try:
@@ -156,10 +178,29 @@ def _start(teacher: str, out: Path, config: CompressConfig, resume: bool, overwr
     return run, work, state.is_main_process
 
 
+def _resumable(out: Path, partial: Path) -> Path:
+    """Where --resume continues: the interrupted run of an --overwrite beside OUT (.OUT.partial) when it
+    has a checkpoint, else OUT itself; ``ClidepError`` saying what to run when neither can be resumed."""
+    from clidep.compress.distill import latest_checkpoint
+
+    for work in (partial, out):
+        if (work / "run.json").is_file() and latest_checkpoint(work) is not None:
+            return work
+    if (out / "run.json").is_file() or (partial / "run.json").is_file():
+        raise ClidepError(f"--resume: the run in {out} stopped before its first checkpoint (one every --save-every "
+                          "steps), so there is nothing to continue: run the same command with --overwrite instead")
+    raise ClidepError(f"--resume: {out} holds no run to resume (no run.json)")
+
+
 def _new_run(teacher: str, out: Path, partial: Path, config: CompressConfig, overwrite: bool) -> tuple[dict, Path]:
     """Check OUT and the inputs, resolve the plan, and write run.json into the working directory."""
     from clidep.data import read_text
 
+    from clidep.compress.distill import latest_checkpoint
+
+    if not overwrite and latest_checkpoint(partial) is not None:
+        raise ClidepError(f"'{out}' has an interrupted run beside it ({partial}); pass --resume to continue it, or "
+                          "--overwrite to start again")
     if (out / "run.json").is_file() and not overwrite:
         raise ClidepError(f"'{out}' holds a compress run; pass --resume to continue it or --overwrite to replace it "
                           "once the new student is complete")
@@ -167,11 +208,39 @@ def _new_run(teacher: str, out: Path, partial: Path, config: CompressConfig, ove
     check_output(out, [teacher, config.match, config.data], overwrite=overwrite)
     run = {**_plan(teacher, config), "val_data": config.val_data, "options": {"teacher": teacher, **config.to_dict()}}
     read_text(config.val_data)  # fails now, not after training, when the validation text is unusable
+    _check_space(run, out, config)
     shutil.rmtree(partial, ignore_errors=True)  # left by an interrupted --overwrite: ours to remove
     work = partial if out.is_dir() and any(out.iterdir()) else out
     work.mkdir(parents=True, exist_ok=True)
     write_json(work / "run.json", run)
     return run, work
+
+
+def _check_space(run: dict, out: Path, config: CompressConfig) -> None:
+    """Refuse a run whose files cannot fit beside OUT: the student (4 bytes a parameter) and, while one
+    checkpoint replaces another, two checkpoints of the model and AdamW's two moments (12 bytes a
+    parameter each), plus 2 MB of tokenizer and records."""
+    from clidep.files import free_space_check
+    from clidep.model.params import param_count
+
+    params = param_count(_student_config(run, _teacher_config(run["teacher"], config.seq_len)))
+    checkpoints = 2 if config.save_every else 0
+    free_space_check(out.parent, 4 * params + checkpoints * 12 * params + 2_000_000,
+                     f"this compress run ({params:,} parameters, {checkpoints} checkpoints at a time)")
+
+
+def _student_config(run: dict, tconf):
+    """The student RUN describes, as a config of the teacher's family (widths, heads, MLP kinds)."""
+    from clidep.compress.widths import build, student_config
+
+    if run["schedule"] == "auto":
+        config = student_config(tconf, run["layer_widths"], run["layer_head_dims"])
+    else:
+        config = build(tconf, run["schedule"], run["width"], run["protect"])
+    plan = run.get("collapse")
+    if plan:
+        config.mlp_kinds = ["linearizing" if i in plan["layers"] else k for i, k in enumerate(config.mlp_kinds)]
+    return config
 
 
 def _same_settings(run: dict, teacher: str, config: CompressConfig) -> None:
@@ -204,20 +273,14 @@ def _distil(run: dict, out: Path, resume: bool, log) -> dict:
     from clidep.compress.distill import TrainConfig, train, validation_ids
     from clidep.compress.student_init import start_student
     from clidep.model.params import param_count
-    from clidep.compress.widths import build, student_config
 
     val_data = run.get("val_data", "wiki-en-valid")
     log(run["arithmetic"])
     t0 = time.perf_counter()
     teacher_model = load_model(run["teacher"])
     tokenizer = load_tokenizer(run["teacher"])
-    if run["schedule"] == "auto":
-        config = student_config(teacher_model.config, run["layer_widths"], run["layer_head_dims"])
-    else:
-        config = build(teacher_model.config, run["schedule"], run["width"], run["protect"])
+    config = _student_config(run, teacher_model.config)
     collapse_plan = run.get("collapse")
-    if collapse_plan:
-        config.mlp_kinds = ["linearizing" if i in collapse_plan["layers"] else k for i, k in enumerate(config.mlp_kinds)]
     tokens_arr = token_file(tokenizer, run["data"])
     student = start_student(config, teacher_model, tokens_arr, run["train"]["seed"], run["init"] == "teacher" and not resume)
     val_ids = validation_ids(tokenizer, val_data)
@@ -281,12 +344,22 @@ def _collapse(student, calib, tol: float, val_ids, trained_ppl: float | None, lo
 
 def _save_student(student, tokenizer, out: Path) -> None:
     """Model files into a temporary sibling, then renamed into OUT (compress.json is written last)."""
+    from safetensors import SafetensorError
+
+    from clidep.compress.distill import latest_checkpoint
+
     tmp = make_temp_dir(out / "final")
     try:
         student.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         for f in tmp.iterdir():
             f.replace(out / f.name)
+    except (OSError, RuntimeError, SafetensorError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0][:120]
+        kept = latest_checkpoint(out)
+        raise ClidepError(f"writing the student into {out} failed ({why}; {shutil.disk_usage(out).free / 1e6:,.0f} MB "
+                          "free there); " + ("its last checkpoint is complete: free space, then run the same command "
+                                             "with --resume" if kept else "free space, then run the command again")) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -296,14 +369,14 @@ def _plan(teacher: str, c: CompressConfig) -> dict:
     from dataclasses import fields
 
     from clidep.compress.distill import TrainConfig
-    from clidep.data import HUB_TEXTS, read_corpus, shared_path
+    from clidep.data import HUB_TEXTS, hub_fallback, read_corpus, shared_path
 
     tconf = _teacher_config(teacher, c.seq_len)
     n = tconf.n_layer
     data = c.data
-    if data is None:
-        data = str(shared_path("wiki-en"))
-    elif data not in HUB_TEXTS:
+    if data is None:  # the offline Wikipedia text, or where this machine has no offline folder the hub's WikiText-103
+        data = "wiki-en" if hub_fallback("wiki-en") else str(shared_path("wiki-en"))
+    if data not in HUB_TEXTS:
         read_corpus(data)  # an empty, binary or missing --data fails now, before run.json exists
     schedule = c.method if c.method in ("uniform", "auto") else "cli"
     auto = (c.protect if schedule == "cli" else "", c.layers if "layercollapse" in c.method else "")

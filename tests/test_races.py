@@ -1,0 +1,270 @@
+"""Runs that meet each other or a signal, in real processes: one writer per output, signals handled as
+Ctrl-C is, leftovers of dead runs cleared, and nothing lost or left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from clidep.locks import clear_leftovers, lock_path, read_lock, write_lock
+from clidep.errors import ClidepError
+
+from .conftest import CLI, run
+
+
+def _start(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(check, what: str, timeout: float = 120, proc: subprocess.Popen | None = None) -> None:
+    end = time.monotonic() + timeout
+    while not check():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the run ended (exit {proc.returncode}) before {what}: {proc.stderr.read()[-2000:]}")
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def _siblings(out: Path) -> list[str]:
+    return sorted(p.name for p in out.parent.glob(f".{out.name}*"))
+
+
+@pytest.fixture(scope="module")
+def teacher(tiny_setup):
+    return tiny_setup / "teacher"
+
+
+def _export_args(teacher: Path, out: Path, *extra: str) -> list[str]:
+    return ["export", str(teacher), "--out", str(out), "--ppl-tokens", "256", "--no-genai", *extra]
+
+
+@pytest.fixture(scope="module")
+def exported(teacher, tmp_path_factory):
+    """One export of the tiny teacher, for the tests that only read it."""
+    out = tmp_path_factory.mktemp("exported") / "onnx"
+    assert run(*_export_args(teacher, out)).returncode == 0
+    return out
+
+
+def test_two_exports_to_one_new_out_the_second_is_refused_naming_the_first(teacher, tmp_path):
+    out = tmp_path / "cc1"
+    first = _start(*_export_args(teacher, out, "--int8"))
+    _wait_for(lambda: lock_path(out).exists(), "the first export's lock", proc=first)
+    second = run(*_export_args(teacher, out, "--int4"))
+    assert second.returncode == 2, second.stderr[-2000:]
+    assert f"'{out}' is being written or read by another clidep run (pid {first.pid})" in second.stderr
+    assert first.wait(300) == 0, first.stderr.read()[-2000:]
+    precisions = [v["precision"] for v in json.loads((out / "manifest.json").read_text())["variants"]]
+    assert precisions == ["fp32", "int8-weight-only"], "the first export's result is whole and the only one"
+    assert _siblings(out) == [], "no lock or temporary left beside OUT"
+
+
+def test_an_export_being_read_is_not_replaced(teacher, tmp_path):
+    """A reader (bench, generate, eval) holds a shared lock: --overwrite is refused while it reads, naming it."""
+    out = tmp_path / "read"
+    assert run(*_export_args(teacher, out)).returncode == 0
+    before = (out / "manifest.json").read_bytes()
+    reader = subprocess.Popen([sys.executable, "-c", f"from clidep.locks import read_lock\nimport sys, time\n"
+                               f"with read_lock({str(out)!r}):\n    print('held', flush=True)\n    time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout.readline().strip() == "held"
+        refused = run(*_export_args(teacher, out, "--overwrite"))
+        assert refused.returncode == 2 and f"(pid {reader.pid})" in refused.stderr, refused.stderr[-2000:]
+        assert (out / "manifest.json").read_bytes() == before
+        # generate reads beside the reader (both shared), then the lock file goes with the last of them
+        shown = run("generate", str(out), "--prompt", "the city", "--max-new-tokens", "4")
+        assert shown.returncode == 0, shown.stderr[-2000:]
+        assert lock_path(out).exists(), "the first reader still holds it"
+    finally:
+        reader.kill()
+        reader.wait()
+    with write_lock(out):  # killed, the reader's lock went with it; its file is taken, then removed
+        pass
+    assert not lock_path(out).exists()
+
+
+def test_a_writer_is_refused_by_a_reader_and_the_reverse_in_process(tmp_path):
+    out = tmp_path / "x"
+    with write_lock(out):
+        with pytest.raises(ClidepError, match="is being written by another clidep run"):
+            with read_lock(out):
+                pass
+    with read_lock(out), read_lock(out):  # two readers share it
+        with pytest.raises(ClidepError, match="is being written or read by another clidep run"):
+            with write_lock(out):
+                pass
+    assert not lock_path(out).exists(), "the last holder removes the lock file"
+
+
+def test_sigterm_after_a_checkpoint_then_resume_finishes_the_run(tiny_setup, tmp_path):
+    """compress --overwrite works in .OUT.partial; stopped there after a checkpoint, --resume continues it
+    and replaces OUT at the end."""
+    out = tmp_path / "st1"
+    args = ["compress", str(tiny_setup / "teacher"), "--out", str(out), "--method", "cli", "--width", "32",
+            "--protect", "0,3", "--data", str(tiny_setup / "train.txt"), "--batch-size", "4", "--seq-len", "32",
+            "--eval-every", "0", "--save-every", "5", "--steps", "150"]
+    assert run(*args[:-1], "2").returncode == 0  # an earlier finished run in OUT
+    old = (out / "compress.json").read_bytes()
+    proc = _start(*args, "--overwrite")
+    partial = out.parent / ".st1.partial"
+    _wait_for(lambda: (partial / "checkpoint" / "COMPLETE").exists(), "a checkpoint", proc=proc)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 143, err[-2000:]
+    assert "error: stopped by SIGTERM" in err and "keeps the checkpoint at step" in err and "--resume" in err
+    assert (out / "compress.json").read_bytes() == old, "OUT is untouched until the new student is complete"
+    again = run(*args, "--resume")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"resuming the run in {partial}" in again.stderr and "resumed from" in again.stderr
+    assert json.loads((out / "compress.json").read_text())["steps"] == 150
+    assert not partial.exists() and _siblings(out) == []
+
+
+def test_sigterm_before_the_first_checkpoint_leaves_nothing(tiny_setup, tmp_path):
+    out = tmp_path / "st2"
+    args = ["compress", str(tiny_setup / "teacher"), "--out", str(out), "--method", "cli", "--width", "32",
+            "--protect", "0,3", "--data", str(tiny_setup / "train.txt"), "--batch-size", "4", "--seq-len", "32",
+            "--eval-every", "0", "--save-every", "0", "--steps", "20"]
+    proc = _start(*args)
+    _wait_for(lambda: (out / "run.json").exists(), "run.json", proc=proc)
+    proc.send_signal(signal.SIGHUP)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 129 and "error: stopped by SIGHUP" in err, err[-2000:]
+    assert not out.exists() and _siblings(out) == [], "nothing that blocks the same command"
+    again = run(*args)
+    assert again.returncode == 0, again.stderr[-2000:]
+
+
+def test_resume_without_a_checkpoint_says_what_to_run(tiny_setup, tmp_path):
+    out = tmp_path / "st3"
+    out.mkdir()
+    (out / "run.json").write_text(json.dumps({"teacher": "x"}))
+    got = run("compress", str(tiny_setup / "teacher"), "--out", str(out), "--resume")
+    assert got.returncode == 2
+    assert "stopped before its first checkpoint" in got.stderr and "with --overwrite instead" in got.stderr
+
+
+def _runner_children(proc: subprocess.Popen) -> list[psutil.Process]:
+    try:
+        return [c for c in psutil.Process(proc.pid).children(recursive=True)
+                if "clidep.runtime.benchrun" in " ".join(c.cmdline())]
+    except psutil.Error:
+        return []
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_stopped_bench_leaves_no_runner_behind(exported, tmp_path, sig):
+    out = exported
+    proc = _start("bench", str(out), "--device", "host", "--out", str(tmp_path / "b"), "--reps", "1000",
+                  "--runtime", "clidep", "--prompt-lens", "8", "--depth", "8", "--gen", "64")
+    _wait_for(lambda: _runner_children(proc), "the runner process", proc=proc)
+    child = _runner_children(proc)[0].pid
+    proc.send_signal(sig)
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == (143 if sig == signal.SIGTERM else -9), err[-2000:]
+    _wait_for(lambda: _gone(child), f"runner {child} to end", timeout=20)
+    assert not (tmp_path / "b").exists()
+    if sig == signal.SIGTERM:
+        assert _siblings(out) == [] and _siblings(tmp_path / "b") == []
+
+
+def test_kill_9_during_export_overwrite_then_a_clean_rerun(teacher, tmp_path):
+    """kill -9 at several moments of `export --overwrite` (the last while the swap runs, where it lands):
+    OUT is always a whole export, and the next run removes what the dead ones left, saying so."""
+    from clidep.runtime.verify import check_variant, load_manifest
+
+    out = tmp_path / "k9"
+    assert run(*_export_args(teacher, out)).returncode == 0
+
+    def whole() -> None:
+        manifest = load_manifest(out)
+        for v in manifest["variants"]:
+            check_variant(out, v)
+
+    for delay in (2.5, None):  # an export takes about 6 s here; None: at the swap itself
+        proc = _start(*_export_args(teacher, out, "--overwrite", "--int8"))
+        if delay is None:
+            _wait_for(lambda: list(out.parent.glob(".k9.*.old")) or proc.poll() is not None, "the swap")
+        else:
+            time.sleep(delay)
+        proc.kill()
+        proc.wait()
+        whole()
+    dead = out.parent / ".k9.ab12cd34.old"  # as a kill inside swap_into_place's delete leaves it
+    (dead / "sub").mkdir(parents=True)
+    (dead / "sub" / "half.onnx").write_bytes(b"x" * 1000)
+    (out.parent / ".k9.partial").mkdir()  # not ours to remove: a compress run's resumable work
+    again = run(*_export_args(teacher, out, "--overwrite"))
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "leftover(s) of an interrupted run beside" in again.stderr and ".k9.ab12cd34.old" in again.stderr
+    whole()
+    assert _siblings(out) == [".k9.partial"]
+
+
+def test_leftovers_are_only_the_temporaries_of_dead_runs(tmp_path):
+    out = tmp_path / "m.v1"
+    keep = [".m.v1.partial", ".m.v1.lock", ".m.v1.notes.txt.bak", ".m.v1x.abc.tmp", "m.v1.abc.tmp"]
+    gone = [".m.v1.abc_12.tmp", ".m.v1.zz9.old", ".m.v1.k.probe"]
+    for name in keep + gone:
+        (tmp_path / name).mkdir()
+    said = []
+    removed = clear_leftovers(out, said.append)
+    assert sorted(p.name for p in removed) == sorted(gone) and len(said) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(keep)
+
+
+def test_sigterm_during_export_leaves_no_temporary(teacher, tmp_path):
+    out = tmp_path / "t1"
+    proc = _start(*_export_args(teacher, out))
+    _wait_for(lambda: list(tmp_path.glob(".t1.*.tmp")), "the export's temporary directory", proc=proc)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 143, err[-2000:]
+    assert not out.exists() and _siblings(out) == []
+
+
+def test_the_cache_folder_follows_the_environment_and_is_refused_when_unusable(tmp_path, monkeypatch):
+    from clidep.files import cache_dir
+
+    for var in ("CLIDEP_CACHE", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "nonexistent"))
+    with pytest.raises(ClidepError, match="home directory .*nonexistent, which does not exist; set CLIDEP_CACHE"):
+        cache_dir("digests")
+    assert not (tmp_path / "nonexistent").exists(), "clidep never creates a home directory"
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".cache").write_text("a file, not a folder")
+    monkeypatch.setenv("HOME", str(home))
+    with pytest.raises(ClidepError, match=r"\.cache/clidep/digests cannot be made \(Not a directory\); set CLIDEP_CACHE"):
+        cache_dir("digests")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir("tokens") == tmp_path / "xdg" / "clidep" / "tokens"
+    monkeypatch.setenv("CLIDEP_CACHE", str(tmp_path / "mine"))
+    assert cache_dir("tokens") == tmp_path / "mine" / "tokens" and (tmp_path / "mine" / "tokens").is_dir()
+
+
+def test_generate_with_an_unusable_cache_is_one_line(exported, tmp_path):
+    out = exported
+    env = {k: v for k, v in os.environ.items() if k not in ("CLIDEP_CACHE", "XDG_CACHE_HOME")}
+    got = subprocess.run([*CLI, "generate", str(out), "--prompt", "hi"], capture_output=True, text=True,
+                         env={**env, "HOME": str(tmp_path / "nowhere")}, timeout=120)
+    assert got.returncode == 2 and got.stderr.count("error:") == 1 and "set CLIDEP_CACHE" in got.stderr
+    assert "Traceback" not in got.stderr and not (tmp_path / "nowhere").exists()
