@@ -9,6 +9,7 @@ hub is reachable.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from clidep.errors import ClidepError
@@ -27,6 +28,14 @@ HUB_TEXTS = {
     "wikitext-103": ("Salesforce/wikitext", "wikitext-103-raw-v1"),
     "wikitext-2": ("Salesforce/wikitext", "wikitext-2-raw-v1"),
 }
+#: What an offline name reads on a machine without the offline folder: (hub name, split).
+HUB_FALLBACK = {
+    "wikitext-test": ("wikitext-103", "test"),
+    "wikitext-test-raw": ("wikitext-103", "test"),
+    "wiki-en-valid": ("wikitext-103", "validation"),
+    "wiki-en": ("wikitext-103", "train"),
+}
+_said: set[str] = set()
 
 
 #: Standard-library modules whose documentation strings make the built-in corpus ``python-docs``:
@@ -88,6 +97,27 @@ def shared_data_dir() -> Path:
     )
 
 
+def offline_folder_present() -> bool:
+    """Whether this machine has the offline data folder (an explicit $CLIDEP_SHARED_DATA counts, even a wrong one)."""
+    if os.environ.get(ENV_VAR):
+        return True
+    return any(p.is_dir() for p in (_PROJECT_ROOT.parent / "shared" / "data", Path.cwd().parent / "shared" / "data"))
+
+
+def hub_fallback(name: str) -> tuple[str, str] | None:
+    """(hub name, split) that stands in for the offline NAME on a machine without the offline folder
+    (said once on stderr), or None where the folder is present."""
+    if name not in HUB_FALLBACK or offline_folder_present():
+        return None
+    hub, split = HUB_FALLBACK[name]
+    note = (f"note: no offline data folder (../shared/data or ${ENV_VAR}): '{name}' reads the dataset hub's "
+            f"{hub} {split} split instead")
+    if note not in _said:
+        _said.add(note)
+        print(note, file=sys.stderr)
+    return hub, split
+
+
 def shared_path(relative: str) -> Path:
     """A file or folder inside the offline data folder; ``ClidepError`` naming it when missing."""
     path = shared_data_dir() / relative
@@ -147,6 +177,10 @@ def read_text(spec: str) -> tuple[str, str]:
     """
     if spec == "python-docs-valid":
         return "\n\n".join(python_docs()[1]), "python-docs-valid (standard-library docstrings, held out)"
+    fallback = hub_fallback(spec)
+    if fallback:
+        hub, split = fallback
+        return "\n\n".join(_hub_split(hub, split, spec)), f"{spec}: {hub} (hub {HUB_TEXTS[hub][0]}, {split} split)"
     if spec in EVAL_TEXTS:
         path = shared_path(EVAL_TEXTS[spec])
         return path.read_text(encoding="utf-8"), f"{spec} ({EVAL_TEXTS[spec]})"
@@ -165,8 +199,13 @@ def read_corpus(spec: str) -> list[str]:
     Files are split into documents at blank-line-separated `` = Title = `` headings (the
     Wikipedia dump's article markers) and otherwise kept whole.
     """
+    fallback = hub_fallback(spec)
+    if fallback:
+        return [t for t in _hub_split(*fallback, spec) if t.strip()]
     if spec in HUB_TEXTS:
         return [t for t in _hub_split(spec, "train") if t.strip()]
+    if spec == "wiki-en":  # the offline folder's Wikipedia text, by name
+        spec = str(shared_path("wiki-en"))
     if spec == "python-docs":
         return python_docs()[0]
     path = Path(spec).expanduser()
@@ -199,13 +238,20 @@ def read_text_file(path: Path) -> str:
     return text
 
 
-def _hub_split(name: str, split: str) -> list[str]:
+def _hub_split(name: str, split: str, standing_in: str | None = None) -> list[str]:
+    """The texts of hub dataset NAME's SPLIT; STANDING_IN names the offline text it replaces, if any."""
     try:
         from datasets import load_dataset
 
         dataset_id, config = HUB_TEXTS[name]
         return list(load_dataset(dataset_id, config, split=split)["text"])
     except Exception as exc:  # datasets raises many kinds when offline; all mean the same to the user
+        why = next((line.strip() for line in str(exc).splitlines() if line.strip()), "no answer")[:160]
+        if standing_in:
+            raise ClidepError(
+                f"'{standing_in}' needs the offline data folder, which is not here (../shared/data beside clidep, or "
+                f"${ENV_VAR}), and the dataset hub's {name} cannot be fetched either ({why}): set {ENV_VAR} to the "
+                "offline folder, or run where the hub is reachable, or give a text file") from None
         raise ClidepError(
-            f"cannot fetch '{name}' from the dataset hub ({type(exc).__name__}); offline, use --data wikitext-test or a text file"
-        ) from exc
+            f"cannot fetch '{name}' from the dataset hub ({why}); offline, use --data wikitext-test or a text file"
+        ) from None

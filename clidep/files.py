@@ -7,6 +7,7 @@ atomic on one filesystem), so a reader sees either the old file or the complete 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -33,8 +34,25 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
 
 
 def write_json(path: str | Path, data) -> Path:
-    """Atomically write ``data`` as indented JSON."""
-    return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8"))
+    """Atomically write ``data`` as indented strict JSON: a NaN or infinity is never written (``ClidepError``
+    naming where it is)."""
+    bad = non_finite(data)
+    if bad:
+        raise ClidepError(f"'{path}' would hold a non-finite figure ({bad}); nothing was written")
+    text = json.dumps(data, indent=2, allow_nan=False) + "\n"
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def non_finite(data, where: str = "") -> str | None:
+    """The dotted key of the first NaN or infinity inside DATA (dicts and lists), or None."""
+    if isinstance(data, float) and not math.isfinite(data):
+        return f"{where or 'value'} = {data}"
+    items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, (list, tuple)) else ()
+    for key, value in items:
+        found = non_finite(value, f"{where}.{key}" if where else str(key))
+        if found:
+            return found
+    return None
 
 
 def read_json(path: str | Path, what: str) -> dict:
@@ -44,7 +62,9 @@ def read_json(path: str | Path, what: str) -> dict:
     except FileNotFoundError:
         raise ClidepError(f"no {what} at '{path}'") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ClidepError(f"'{path}' is not a valid {what} ({type(exc).__name__}); re-create it") from None
+        why = "not UTF-8" if isinstance(exc, UnicodeDecodeError) else exc.strerror if isinstance(exc, OSError) else \
+            f"not JSON: {exc.msg} at line {exc.lineno}"
+        raise ClidepError(f"'{path}' is not a valid {what} ({why}); re-create it") from None
     if not isinstance(data, dict):
         raise ClidepError(f"'{path}' is not a valid {what} (a JSON object is expected)")
     return data
@@ -134,6 +154,35 @@ def write_dir(out: Path, write: Callable[[Path], object]):
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+#: Where clidep keeps what it can make again (tokenised corpora, file digests).
+CACHE_ENV = "CLIDEP_CACHE"
+
+
+def cache_dir(sub: str) -> Path:
+    """``$CLIDEP_CACHE/SUB``, else ``$XDG_CACHE_HOME/clidep/SUB``, else ``~/.cache/clidep/SUB``, created.
+
+    ``ClidepError`` naming the variables when that place cannot be made (a home that does not
+    exist, a ``.cache`` that is a file, no permission): clidep never creates a home directory.
+    """
+    if os.environ.get(CACHE_ENV):
+        root = Path(os.environ[CACHE_ENV]).expanduser()
+    elif os.environ.get("XDG_CACHE_HOME"):
+        root = Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "clidep"
+    else:
+        home = Path.home()
+        if not home.is_dir():
+            raise ClidepError(f"the cache folder would be under the home directory {home}, which does not exist; "
+                              f"set {CACHE_ENV} (or XDG_CACHE_HOME) to a writable folder")
+        root = home / ".cache" / "clidep"
+    path = root / sub
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ClidepError(f"the cache folder {path} cannot be made ({exc.strerror or exc}); set {CACHE_ENV} "
+                          "(or XDG_CACHE_HOME) to a writable folder") from None
+    return path
 
 
 def free_space_check(where: Path, needed: int, what: str) -> None:

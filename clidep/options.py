@@ -81,12 +81,22 @@ def _check(name: str, value: Any, meta: dict) -> None:
         raise ClidepError(f"{name} must be a finite number, got {value}")
     above, low, high = meta["above"], meta["low"], meta["high"]
     if above is not None and not value > above:
-        raise ClidepError(f"{name} must be above {above:g}, got {value}")
+        raise ClidepError(f"{name} must be above {_g(above)}, got {value}")
     if high is not None and (value > high or (low is not None and value < low)):
-        floor = f"[{low:g}" if low is not None else f"({above:g}" if above is not None else "(-inf"
-        raise ClidepError(f"{name} must be in {floor}, {high:g}], got {value:g}")
+        floor = f"[{_g(low)}" if low is not None else f"({_g(above)}" if above is not None else "(-inf"
+        raise ClidepError(f"{name} must be in {floor}, {_g(high)}], got {_g(value)}")
     if low is not None and value < low:
-        raise ClidepError(f"{name} must be at least {low:g}, got {value}")
+        raise ClidepError(f"{name} must be at least {_g(low)}, got {value}")
+
+
+def _g(x: float) -> str:
+    """A bound as written: whole numbers in full (4294967295, not 4.29e+09), others as %g."""
+    return str(int(x)) if float(x).is_integer() and abs(x) < 2**63 else f"{x:g}"
+
+
+#: The largest seed every library a run seeds takes (numpy's legacy seeding, which Accelerate's
+#: set_seed calls, stops at 2**32 - 1; torch.manual_seed at 2**64 - 1).
+MAX_SEED = 2**32 - 1
 
 
 def _names(f: dataclasses.Field) -> tuple[str, ...]:

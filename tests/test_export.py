@@ -75,7 +75,7 @@ def test_static_int8_is_calibrated_qdq(teacher_dir, tmp_path):
     [
         (["--out", "{existing}"], "pass --overwrite"),
         (["--out", "{fresh}", "--static"], "--static needs calibration text"),
-        (["--out", "{fresh}", "--int4", "--block-size", "24"], "--block-size must be a power of two"),
+        (["--out", "{fresh}", "--int4", "--block-size", "24"], "--block-size must be one of 16, 32, 64, 128, 256"),
     ],
 )
 def test_export_bad_input(args, message, teacher_artifact, teacher_dir, tmp_path):

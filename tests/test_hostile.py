@@ -83,13 +83,13 @@ CASES = [
     ("wrong", "generate {onnx} --prompt hi --max-new-tokens 0", "--max-new-tokens must be at least 1"),
     ("wrong", "generate {onnx} --prompt '" + LONG_PROMPT + "'", "so it can add none"),
     ("wrong", "bench {onnx} --device {nan_profile} --out {fresh}", "must be a finite positive number (got nan)"),
-    ("wrong", "bench {onnx} --device host --out {fresh} --threads 0", "--threads needs at least one positive count"),
+    ("wrong", "bench {onnx} --device host --out {fresh} --threads 0", "--threads takes positive counts only, got 0"),
     ("wrong", "bench {onnx} --device host --out {fresh} --threads 1,two", "--threads must be comma-separated integers"),
     ("wrong", "bench {onnx} --device host --out {fresh} --reps 0", "--reps must be at least 1"),
     ("wrong", "bench {onnx} --device host --out {fresh} --memory-runs 0", "--memory-runs must be at least 1"),
     ("wrong", "bench {onnx} --device host --out {fresh} --ppl-tokens -1", "--ppl-tokens must be at least 0"),
     ("wrong", "bench {onnx} --device host --out {fresh} --depth 32,x", "--depth must be comma-separated integers"),
-    ("wrong", "bench {onnx} --device host --out {fresh} --depth 0", "--depth needs at least one positive length"),
+    ("wrong", "bench {onnx} --device host --out {fresh} --depth 0", "--depth takes positive lengths only, got 0"),
     ("wrong", "bench {onnx} --device host --out {fresh} --runtime tflite", "--runtime takes clidep, genai or both"),
     ("wrong", "bench {onnx} --device host --out {fresh} --remote a@b --ssh-config /nonexistent", "--ssh-config '/nonexistent' is not a file"),
     ("wrong", "analyze {teacher} --out {fresh} --probes 0", "--probes must be at least 1"),
@@ -137,6 +137,58 @@ CASES = [
     ("crash", "compress {teacher} --width 32", "Missing option '--out'"),
     ("crash", "eval {teacher} --bogus", "No such option"),
     ("crash", "frobnicate", "No such command 'frobnicate'"),
+    ("crash", "compress {teacher} --out {fresh} --width 32 --steps 1 --seed " + str(2**70), "--seed must be in [0, 4294967295]"),
+    ("crash", "generate {edited_positions} --prompt hi", "says n_positions 4096, but the graph's cache holds 128"),
+    ("crash", "generate {onnx} --prompt " + "a\udcc3(b", "--prompt is not valid UTF-8 text"),
+    ("crash", "generate {onnx} --prompt " + "\udcff\udcfeab", "--prompt is not valid UTF-8 text"),
+    ("crash", "export {teacher} --out {fresh} --int4 --block-size 4096", "--block-size must be one of 16, 32, 64, 128, 256"),
+    # -- tampered artifacts: a file changed or swapped after export, a config.json edited, a manifest broken
+    ("tampered", "bench {tampered} --device host --out {fresh}", "model.onnx' is not the file clidep export wrote"),
+    ("tampered", "bench {tampered}/model.onnx --device host --out {fresh}", "is not the file clidep export wrote"),
+    ("tampered", "generate {tampered} --prompt hi", "is not the file clidep export wrote"),
+    ("tampered", "eval {tampered}", "is not the file clidep export wrote"),
+    ("tampered", "bench {swapped} --device host --out {fresh}", "is not the file clidep export wrote"),
+    ("tampered", "generate {swapped} --prompt hi", "is not the file clidep export wrote"),
+    ("tampered", "bench {genai_swapped} --device host --out {fresh}", "genai/fp32/model.onnx' is not the file clidep export wrote"),
+    ("tampered", "bench {edited_positions} --device host --out {fresh}", "says n_positions 4096, but the graph's cache holds 128"),
+    ("tampered", "eval {edited_positions}", "says n_positions 4096"),
+    ("tampered", "bench {edited_vocab} --device host --out {fresh}", "says vocab_size 9000, but the graph's logits have 8192"),
+    ("tampered", "generate {edited_vocab} --prompt hi", "says vocab_size 9000"),
+    ("tampered", "generate {edited_heads} --prompt hi", "describes KV shapes [(4, 16), (4, 16), (4, 16), (4, 16)], but "
+                                                        "the exported model's are [(2, 32), (2, 32), (2, 32), (2, 32)]"),
+    ("tampered", "generate {truncated_manifest} --prompt hi", "not a valid clidep export manifest (not JSON"),
+    ("tampered", "bench {truncated_manifest} --device host --out {fresh}", "not a valid clidep export manifest"),
+    ("tampered", "bench {corrupt_graph} --device host --out {fresh}", "not an ONNX model: '"),
+    ("tampered", "generate {corrupt_graph} --prompt hi", "not an ONNX model: '"),
+    ("tampered", "eval {corrupt_graph}", "not an ONNX model: '"),
+    # -- numbers past reason: beyond what the libraries take, the machine has, or a run can finish
+    ("bounds", "compress {teacher} --out {fresh} --width 32 --steps 1 --seed -1", "--seed must be in [0, 4294967295], got -1"),
+    ("bounds", "analyze {teacher} --out {fresh} --seed " + str(2**40), "--seed must be in [0, 4294967295]"),
+    ("bounds", "generate {onnx} --prompt hi --seed " + str(2**64), "--seed must be in [0, 4294967295]"),
+    ("bounds", "bench {onnx} --device host --out {fresh} --threads 2,2", "--threads lists 2 more than once"),
+    ("bounds", "bench {onnx} --device host --out {fresh} --threads 1,2,1", "--threads lists 1 more than once"),
+    ("bounds", "bench {onnx} --device host --out {fresh} --depth 32,32", "--depth lists 32 more than once"),
+    ("bounds", "bench {onnx} --device host --out {fresh} --prompt-lens 8,16,8", "--prompt-lens lists 8 more than once"),
+    ("bounds", "bench {onnx} --device host --out {fresh} --runtime clidep,clidep", "--runtime lists clidep more than once"),
+    ("bounds", "bench {onnx} --device host --out {fresh} --threads 1,0,-2", "--threads takes positive counts only, got 0, -2"),
+    ("bounds", "bench {onnx} --device {fast_profile} --out {fresh}", "'mem_bandwidth_gbs' (1e+308) is past physical sense"),
+    ("bounds", "bench {onnx} --device {big_ram_profile} --out {fresh}", "'ram_gb' (1e+09) is past physical sense"),
+    ("bounds", "bench {onnx} --device {fast_cpu_profile} --out {fresh}", "'fp32_gflops' (1e+300) is past physical sense"),
+    ("bounds", "export {teacher} --out {fresh} --int4 --block-size 512", "--block-size must be one of"),
+    ("bounds", "compress {teacher} --out {fresh} --width 32 --steps 2 --warmup 1000000",
+     "--warmup 1000000 exceeds the run's 2 steps"),
+    ("bounds", "compress {teacher} --out {fresh} --width 32 --steps 2 --warmup 3", "--warmup 3 exceeds the run's 2 steps"),
+    # -- hangs before: a run of days, or more threads than the machine has
+    ("hang", "bench {onnx} --device host --out {fresh} --threads 100000", "--threads 100000 exceeds this machine's"),
+    ("hang", "bench {onnx} --device host --out {fresh} --reps 1000000", "pass --yes to run it anyway"),
+    ("hang", "bench {onnx} --device host --out {fresh} --memory-runs 100000", "this run is estimated at about"),
+    ("hang", "bench {onnx} --device host --out {fresh} --gen 10000000", "pass --yes to run it anyway"),
+    # -- unclear before: messages that did not say what to do
+    ("unclear", "bench {onnx} --device host --out ''", "--out '.' names no directory of its own"),
+    ("unclear", "bench {onnx} --device host --out .", "names no directory of its own"),
+    ("unclear", "export {teacher} --out ..", "names no directory of its own"),
+    ("unclear", "analyze {teacher} --out ''", "names no directory of its own"),
+    ("unclear", "compress {teacher} --out '' --width 32 --steps 1", "names no directory of its own"),
 ]
 
 
@@ -144,6 +196,23 @@ def _tree(root: Path) -> dict[str, str]:
     """Every file under ROOT (hidden temporaries included) with a digest of its bytes."""
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()[:16]
             for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _flip_a_byte(d: Path) -> None:
+    """One byte of the graph changed, its size kept: only the digest can tell."""
+    graph = bytearray((d / "model.onnx").read_bytes())
+    graph[len(graph) // 2] ^= 0x01
+    (d / "model.onnx").write_bytes(bytes(graph))
+
+
+def _swap_graph(d: Path) -> None:
+    """The graph replaced by another valid one (the same weights, one metadata entry more)."""
+    import onnx
+
+    graph = onnx.load(str(d / "model.onnx"))
+    onnx.helper.set_model_props(graph, {**{p.key: p.value for p in graph.metadata_props}, "swapped": "yes"})
+    (d / "model.onnx").unlink()  # the genai folder's copy may be a hard link: break it, as a swap does
+    onnx.save(graph, str(d / "model.onnx"))
 
 
 def _broken_copy(src: Path, dst: Path, edit) -> Path:
@@ -194,6 +263,14 @@ def world(tmp_path_factory, tiny_setup):
         "bad_manifest": _broken_copy(root / "onnx", root / "bad_manifest", lambda d: (d / "manifest.json").write_text("[1, 2")),
         "no_variants": _broken_copy(root / "onnx", root / "no_variants", lambda d: (d / "manifest.json").write_text('{"variants": 3}')),
         "bad_run": _broken_copy(root / "student", root / "bad_run", lambda d: (d / "run.json").write_text("")),
+        "tampered": _broken_copy(root / "onnx", root / "tampered", _flip_a_byte),
+        "swapped": _broken_copy(root / "onnx", root / "swapped", _swap_graph),
+        "genai_swapped": _broken_copy(root / "onnx", root / "genai_swapped", lambda d: _swap_graph(d / "genai" / "fp32")),
+        "edited_positions": _broken_copy(root / "onnx", root / "edited_positions", edit_config(n_positions=4096)),
+        "edited_vocab": _broken_copy(root / "onnx", root / "edited_vocab", edit_config(vocab_size=9000)),
+        "edited_heads": _broken_copy(root / "onnx", root / "edited_heads", edit_config(n_head=4)),
+        "truncated_manifest": _broken_copy(root / "onnx", root / "truncated_manifest", lambda d: (d / "manifest.json").write_text(
+            (d / "manifest.json").read_text()[:200])),
     }
     texts = root / "texts"
     texts.mkdir()
@@ -204,6 +281,18 @@ def world(tmp_path_factory, tiny_setup):
     (texts / "importance.json").write_text("{")
     profile = (Path(__file__).resolve().parents[1] / "devices" / "raspberry-pi-5.toml").read_text()
     (texts / "nan.toml").write_text(profile.replace("mem_bandwidth_gbs = 10.0", "mem_bandwidth_gbs = nan"))
+    corrupt = root / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "model.onnx").write_bytes(b"\x08\x07garbage, not a graph" * 10)
+    shutil.copy(root / "onnx" / "config.json", corrupt / "config.json")
+    shutil.copy(root / "onnx" / "tokenizer.json", corrupt / "tokenizer.json")
+    files["corrupt_graph"] = corrupt / "model.onnx"
+    for name, old, new in (("fast", "mem_bandwidth_gbs = 10.0", "mem_bandwidth_gbs = 1e308"),
+                           ("big_ram", "ram_gb = 8", "ram_gb = 1e9"),
+                           ("fast_cpu", "fp32_gflops = ", "fp32_gflops = 1e300 # ")):
+        assert old in profile, old
+        (texts / f"{name}.toml").write_text(profile.replace(old, new, 1))
+        files[f"{name}_profile"] = texts / f"{name}.toml"
     names = {"root": root, "teacher": teacher, "student": root / "student", "onnx": root / "onnx",
              "analysis": root / "analysis", "empty": texts / "empty.txt", "binary": texts / "binary.bin",
              "latin1": texts / "latin1.txt", "one_token": texts / "one.txt", "bad_json": texts / "importance.json",
@@ -235,7 +324,7 @@ def test_hostile_input(kind, command, message, world, tmp_path, capsys):
 
 def test_the_table_covers_every_kind():
     kinds = [k for k, _, _ in CASES]
-    assert len(CASES) >= 60 and {"loss", "wrong", "crash"} == set(kinds)
+    assert len(CASES) >= 150 and {"loss", "wrong", "crash", "tampered", "bounds", "hang", "unclear"} == set(kinds)
 
 
 def test_generation_past_the_positions_returns_the_text_and_warns(world, capsys):
@@ -290,3 +379,174 @@ def test_a_failed_compress_leaves_nothing_that_blocks_the_rerun(world, tmp_path,
     args[1] = names["teacher"]
     assert main(args) == 0, capsys.readouterr().err[-2000:]
     assert (out / "compress.json").is_file()
+
+
+def _compress_args(names: dict, out: Path, *extra: str, data: bool = True) -> list[str]:
+    return ["compress", names["teacher"], "--out", str(out), "--method", "cli", "--width", "32", "--protect", "0,3",
+            "--batch-size", "8", "--seq-len", "64", "--eval-every", "0",
+            *(["--data", names["root"] + "/train.txt"] if data else []), *extra]
+
+
+def test_a_full_disk_is_named_before_compress_starts(world, tmp_path, capsys, monkeypatch):
+    import collections
+
+    _, names = world
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 5 * 10**6, 5 * 10**6))
+    assert main(_compress_args(names, tmp_path / "s", "--steps", "4")) == 2
+    err = capsys.readouterr().err
+    line = next(x for x in err.splitlines() if x.startswith("error:"))
+    assert "this compress run (662,080 parameters, 2 checkpoints at a time) needs about 21 MB but" in line
+    assert "has 5 MB free" in line and not (tmp_path / "s").exists() and "Traceback" not in err
+
+
+def test_a_checkpoint_that_cannot_be_written_keeps_the_previous_one_for_resume(world, tmp_path, capsys, monkeypatch):
+    """The disk fills while the second checkpoint is written (torch's own words for it): one line, the
+    first checkpoint intact, and --resume finishes the run once space is back."""
+    from accelerate import Accelerator
+
+    _, names = world
+    out = tmp_path / "s"
+    real = Accelerator.save_state
+    calls = []
+
+    def filling(self, path, *a, **k):
+        calls.append(path)
+        if len(calls) == 2:
+            Path(path).mkdir(parents=True, exist_ok=True)
+            (Path(path) / "model.safetensors").write_bytes(b"half")
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 3456 vs 3400")
+        return real(self, path, *a, **k)
+
+    monkeypatch.setattr(Accelerator, "save_state", filling)
+    args = _compress_args(names, out, "--steps", "4", "--save-every", "2")
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    errors = [x for x in err.splitlines() if x.startswith("error:")]
+    assert len(errors) == 1 and "writing the checkpoint at step 4 failed (" in errors[0], err[-2000:]
+    assert f"the checkpoint at step 2 in {out / 'checkpoint'} is complete" in errors[0] and "--resume" in errors[0]
+    assert not (out / "checkpoint.tmp").exists() and (out / "checkpoint" / "COMPLETE").exists()
+    monkeypatch.undo()
+    assert main([*args, "--resume"]) == 0, capsys.readouterr().err[-2000:]
+    assert json.loads((out / "compress.json").read_text())["steps"] == 4
+
+
+def _hide_offline_folder(monkeypatch, tmp_path):
+    """As on a user's machine: no ../shared/data beside clidep or the working directory, no variable."""
+    import clidep.data as data
+
+    monkeypatch.delenv("CLIDEP_SHARED_DATA", raising=False)
+    monkeypatch.setattr(data, "_PROJECT_ROOT", tmp_path / "site" / "clidep-install")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setattr(data, "_said", set())
+
+
+def test_without_the_offline_folder_or_the_hub_the_error_names_both_ways_out(world, tmp_path, capsys, monkeypatch):
+    _, names = world
+    _hide_offline_folder(monkeypatch, tmp_path)
+    assert main(["eval", names["teacher"]]) == 2
+    err = capsys.readouterr().err
+    line = next(x for x in err.splitlines() if x.startswith("error:"))
+    assert "'wikitext-test' needs the offline data folder" in line and "set CLIDEP_SHARED_DATA" in line
+    assert "run where the hub is reachable" in line and "Traceback" not in err
+    assert "reads the dataset hub's wikitext-103 test split instead" in err
+    assert main(_compress_args(names, tmp_path / "s", "--steps", "1", data=False)) == 2  # no --data: the hub's
+    assert "'wiki-en' needs the offline data folder" in capsys.readouterr().err
+
+
+def test_without_the_offline_folder_the_defaults_read_the_hub(world, tmp_path, capsys, monkeypatch):
+    """The hub itself is not reachable here: its reader is replaced by one that serves a fixed text,
+    so what is tested is which split each default asks for, and the notice."""
+    import clidep.data as data
+
+    _, names = world
+    _hide_offline_folder(monkeypatch, tmp_path)
+    asked = []
+    text = (Path(names["root"]) / "train.txt").read_text()[:40_000]
+    monkeypatch.setattr(data, "_hub_split", lambda name, split, standing_in=None: asked.append((name, split)) or [text])
+    assert main(["eval", names["teacher"], "--max-tokens", "300", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["data"] == "wikitext-test: wikitext-103 (hub Salesforce/wikitext, test split)"
+    assert err.count("note: no offline data folder") == 1 and asked == [("wikitext-103", "test")]
+    assert main(_compress_args(names, tmp_path / "s", "--steps", "1", data=False)) == 0, \
+        capsys.readouterr().err[-2000:]
+    assert ("wikitext-103", "train") in asked and ("wikitext-103", "validation") in asked
+    assert json.loads((tmp_path / "s" / "compress.json").read_text())["data"] == "wiki-en"
+
+
+def test_an_export_without_a_manifest_runs_as_a_foreign_graph_said_once(world, tmp_path, capsys):
+    _, names = world
+    foreign = Path(shutil.copytree(names["onnx"], tmp_path / "foreign"))
+    (foreign / "manifest.json").unlink()
+    assert main(["generate", str(foreign), "--prompt", "the city", "--max-new-tokens", "4"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("the city") and err.count("has no manifest.json: running its graph as a foreign model") == 1
+
+
+def test_eval_on_an_export_scores_the_graph_as_export_did(world):
+    """eval of an export directory runs its graph through ONNX Runtime, with the protocol export used."""
+    from clidep.quality.evaluate import evaluate
+
+    _, names = world
+    manifest = json.loads((Path(names["onnx"]) / "manifest.json").read_text())
+    proto = manifest["ppl_protocol"]
+    result = evaluate(names["onnx"], data="wikitext-test", max_tokens=proto["tokens"], context=proto["context"],
+                      stride=proto["stride"])
+    assert result.ppl == pytest.approx(manifest["variants"][0]["ppl"], rel=1e-6)
+    torch_result = evaluate(names["teacher"], data="wikitext-test", max_tokens=proto["tokens"], context=proto["context"],
+                            stride=proto["stride"])
+    assert result.ppl == pytest.approx(torch_result.ppl, rel=1e-4)
+
+
+def test_digests_are_cached_by_size_and_mtime(world, tmp_path, monkeypatch):
+    """A graph is hashed once; a file rewritten in place (new mtime) is hashed again and caught."""
+    import os
+
+    from clidep.runtime import verify
+
+    _, names = world
+    monkeypatch.setenv("CLIDEP_CACHE", str(tmp_path / "cache"))
+    export = Path(shutil.copytree(names["onnx"], tmp_path / "e"))
+    hashed = []
+    real = verify.file_sha256
+    monkeypatch.setattr(verify, "file_sha256", lambda p: hashed.append(Path(p).name) or real(p))
+    verify.checked_graph(export / "model.onnx")
+    verify.checked_graph(export / "model.onnx")
+    assert hashed == ["model.onnx"]
+    graph = bytearray((export / "model.onnx").read_bytes())
+    graph[-1] ^= 0xFF
+    st = (export / "model.onnx").stat()
+    (export / "model.onnx").write_bytes(bytes(graph))
+    os.utime(export / "model.onnx", ns=(st.st_atime_ns, st.st_mtime_ns + 1))
+    with pytest.raises(verify.ClidepError, match="its sha256 differs from the manifest's"):
+        verify.checked_graph(export / "model.onnx")
+    assert hashed == ["model.onnx", "model.onnx"]
+
+
+def test_no_record_with_a_non_finite_figure_is_written(tmp_path):
+    from clidep.bench import report as report_writer
+    from clidep.errors import ClidepError
+    from clidep.files import write_json
+
+    with pytest.raises(ClidepError, match=r"would hold a non-finite figure \(models.1.tg_tps.32.mean = inf\)"):
+        write_json(tmp_path / "bench.json", {"models": [{"ok": 1.0}, {"tg_tps": {"32": {"mean": float("inf")}}}]})
+    with pytest.raises(ValueError):
+        report_writer.jsonl([{"decode_ms_p50": float("nan")}])
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_long_run_needs_yes_and_starts_with_it(world):
+    """--yes lifts exactly the duration check (the run itself is not started here)."""
+    from clidep.bench.benchmark import _check_duration, model_files
+    from clidep.bench.config import BenchConfig
+    from clidep.errors import ClidepError
+
+    _, names = world
+    files = model_files([names["onnx"]], log=lambda m: None)
+    host = {"mem_bandwidth_gbs": 10.0}
+    _check_duration(files, BenchConfig(reps=5), [1], host)
+    with pytest.raises(ClidepError, match="estimated at about .* hours"):
+        _check_duration(files, BenchConfig(reps=100_000), [1], host)
+    _check_duration(files, BenchConfig(reps=100_000, yes=True), [1], host)

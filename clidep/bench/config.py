@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,10 +31,15 @@ class BenchConfig(Options):
     remote: str | None = option(None, "USER@HOST: run on the real device over ssh (measured, not projected).")
     remote_python: str = option("python3", "The device's Python for --remote (e.g. a virtual environment's bin/python) with numpy and onnxruntime.")
     ssh_config: str | None = option(None, "An ssh_config file for --remote (port, key, user, jump host), given to ssh and scp as -F.")
+    yes: bool = option(False, "Run even when the run's estimated duration exceeds 2 hours (it is printed).")
     memory_runs: int = option(1, "Runner processes per model whose peak memory is taken: the median is reported, every sample kept (a single peak of a large model can move by hundreds of MB).", low=1)
 
     def check(self) -> None:
-        self.lengths, self.depths, self.runtimes, self.thread_counts  # noqa: B018 - parses, and refuses, them now
+        self.lengths, self.depths, self.runtimes  # noqa: B018 - parses, and refuses, them now
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        if self.thread_counts and not self.remote and max(self.thread_counts) > cores:
+            raise ClidepError(f"--threads {max(self.thread_counts)} exceeds this machine's {cores} cores (more threads "
+                              "than cores only contend; a remote device's own count goes with --remote)")
         if self.ssh_config and not Path(self.ssh_config).is_file():
             raise ClidepError(f"--ssh-config '{self.ssh_config}' is not a file")
 
@@ -49,6 +55,7 @@ class BenchConfig(Options):
         unknown = [n for n in names if n not in ("clidep", "genai")]
         if unknown or not names:
             raise ClidepError(f"--runtime takes clidep, genai or both (comma-separated), got '{self.runtime}'")
+        _once(names, "--runtime")
         return names
 
     @property
@@ -67,6 +74,17 @@ def _lengths(text: str, flag: str, what: str = "length") -> list[int]:
         lens = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise ClidepError(f"{flag} must be comma-separated integers, got '{text}'") from None
-    if not lens or min(lens) < 1:
+    if not lens:
         raise ClidepError(f"{flag} needs at least one positive {what}")
+    bad = [n for n in lens if n < 1]
+    if bad:
+        raise ClidepError(f"{flag} takes positive {what}s only, got {', '.join(map(str, bad))}")
+    _once(lens, flag)
     return lens
+
+
+def _once(items: list, flag: str) -> None:
+    """``ClidepError`` when a list option names an entry twice (each entry is a row or a test of its own)."""
+    twice = sorted({str(x) for x in items if items.count(x) > 1})
+    if twice:
+        raise ClidepError(f"{flag} lists {', '.join(twice)} more than once; give each entry once")

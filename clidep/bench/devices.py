@@ -21,6 +21,11 @@ _BUILTIN = Path(__file__).resolve().parents[2] / "devices"
 
 _NUMBERS = ("clock_ghz", "ram_gb", "usable_ram_fraction", "mem_bandwidth_gbs", "fp32_gflops", "int8_gops")
 _INTEGERS = ("cores", "threads")
+#: Upper bounds of physical sense, each well above today's largest machine (a profile past one is a
+#: typo, and would project infinite or zero latencies): a GPU's HBM3e reads ~5,000 GB/s and its
+#: fp32 units do ~70,000 GFLOP/s; one server holds a few TB of RAM and a few hundred cores.
+LIMITS = {"clock_ghz": 10, "ram_gb": 65536, "usable_ram_fraction": 1, "mem_bandwidth_gbs": 50000,
+          "fp32_gflops": 1e6, "int8_gops": 1e7, "cores": 4096, "threads": 4096}
 
 
 @dataclass
@@ -95,8 +100,9 @@ def check(raw: dict, where: str) -> Profile:
         if (not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0
                 or (v == 0 and not measured)):
             fail(name, f"must be a finite {'non-negative' if measured else 'positive'} number (got {v!r})")
-    if raw["usable_ram_fraction"] > 1:
-        fail("usable_ram_fraction", "must be at most 1")
+    for name, high in LIMITS.items():
+        if raw[name] > high:
+            fail(name, f"({raw[name]:g}) is past physical sense: at most {high:g}")
     if raw["threads"] > raw["cores"]:
         fail("threads", f"({raw['threads']}) exceeds cores ({raw['cores']})")
     sources = raw.get("sources", {})

@@ -76,7 +76,7 @@ def csv_text(fields: list[Field], records: list[dict], extra: tuple[str, ...] = 
 
 def jsonl(records: list[dict]) -> str:
     """One JSON object per line, each record whole (its provenance included)."""
-    return "".join(json.dumps(r) + "\n" for r in records)
+    return "".join(json.dumps(r, allow_nan=False) + "\n" for r in records)
 
 
 def write(out: Path, stem: str, fields: list[Field], records: list[dict], document: dict, title: str = "",

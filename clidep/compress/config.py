@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from clidep.errors import ClidepError
-from clidep.options import Options, option
+from clidep.options import MAX_SEED, Options, option
 
 METHODS = ("cli", "uniform", "auto", "layercollapse", "cli+layercollapse")
 #: The block-importance scorers of compress/importance.py.
@@ -48,7 +48,7 @@ class CompressConfig(Options):
     grad_clip: float = option(1.0, "Gradient norm clip.", above=0)
     alpha: float = option(0.9, "Weight of the KL term; 1 - alpha weighs the cross-entropy.", low=0, high=1)
     temperature: float = option(1.0, "Distillation temperature.", above=0)
-    seed: int = option(0, "Seed for data order, init and training.", low=0)
+    seed: int = option(0, "Seed for data order, init and training.", low=0, high=MAX_SEED)
     eval_every: int = option(50, "Steps between validation perplexities (0: none).", low=0)
     save_every: int = option(50, "Steps between checkpoints (0: none).", low=0)
     # -- LayerCollapse
@@ -80,6 +80,10 @@ class CompressConfig(Options):
             raise ClidepError(f"--{auto_only[0].replace('_', '-')} applies to --method auto only")
         if (self.tokens is None) == (self.steps is None):
             raise ClidepError("give exactly one of --tokens or --steps")
+        steps = self.steps if self.steps is not None else -(-self.tokens // (self.batch_size * self.seq_len))
+        if self.warmup != defaults["warmup"] and self.warmup > steps:
+            raise ClidepError(f"--warmup {self.warmup} exceeds the run's {steps} steps: the learning rate would never "
+                              f"reach its peak; give at most {steps}")
 
 
 @dataclass(frozen=True)
@@ -91,5 +95,5 @@ class AnalyzeConfig(Options):
     seq_len: int = option(128, "Tokens per calibration sequence (up to the model's positions).", low=2)
     probes: int = option(16, "Hutchinson probes for the NTK trace (one backward pass each).", low=1)
     method: str = option("all", "ntk, grad, bi, ablation or all.", choices=(*IMPORTANCE_METHODS, "all"))
-    seed: int = option(0, "Seed for the calibration offsets and the probes.", low=0)
+    seed: int = option(0, "Seed for the calibration offsets and the probes.", low=0, high=MAX_SEED)
     min_gap: float = option(2.0, "Score ratio that separates critical blocks from the rest.", above=1)

@@ -10,19 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 
-from clidep.files import atomic_write
+from clidep.files import atomic_write, cache_dir
 from clidep.data import read_corpus
-
-CACHE_ENV = "CLIDEP_CACHE"
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "clidep")) / "tokens"
 
 
 def token_file(tokenizer, spec: str) -> np.ndarray:
@@ -33,7 +25,7 @@ def token_file(tokenizer, spec: str) -> np.ndarray:
     for doc in docs:
         h.update(doc.encode())
     dtype = np.uint16 if len(tokenizer) <= 65536 else np.uint32
-    path = cache_dir() / f"{h.hexdigest()[:24]}.{np.dtype(dtype).name}"
+    path = cache_dir("tokens") / f"{h.hexdigest()[:24]}.{np.dtype(dtype).name}"
     if not path.exists():
         eos = tokenizer.eos_token_id
         ids = tokenizer(docs, add_special_tokens=False, verbose=False)["input_ids"]

@@ -20,7 +20,7 @@ class ExportConfig(Options):
     int4: bool = option(False, "Add a weight-only int4 variant (MatMulNBits) of every linear layer.")
     # 128: at GPT-2-medium shapes int4 decodes in 8.2 ms after 32 tokens against 10.3 at 64 and 10.5
     # at 32, for teacher perplexity +1.05% / +0.92% / +1.30% (gate +5%): benchmarks/results/decode_kernels.md.
-    block_size: int = option(128, "int4 quantisation block size (a power of two, 16 or more).")
+    block_size: int = option(128, "int4 quantisation block size: 16, 32, 64, 128 or 256.")
     fp16: bool = option(False, "Add an fp16 variant (fp32 inputs/outputs).")
     plain_onnx: bool = option(False, "Write plain ONNX (standard ops, any runtime, growing KV cache) instead of the "
                                      "ONNX Runtime graph (GroupQueryAttention, MatMulNBits, shared KV buffers).")

@@ -63,10 +63,15 @@ def int8_static(src: str | Path, dst: str | Path, windows: np.ndarray, kv_shapes
     return Path(dst)
 
 
+#: The block sizes ONNX Runtime's MatMulNBits kernels take ("Only block sizes 16, 32, 64, 128, 256 are supported").
+BLOCK_SIZES = (16, 32, 64, 128, 256)
+
+
 def check_block_size(block_size: int) -> None:
-    """MatMulNBits takes power-of-two blocks of at least 16 weights."""
-    if block_size < 16 or block_size & (block_size - 1):
-        raise ClidepError(f"--block-size must be a power of two >= 16, got {block_size}")
+    """MatMulNBits takes power-of-two blocks of 16 to 256 weights."""
+    if block_size not in BLOCK_SIZES:
+        raise ClidepError(f"--block-size must be one of {', '.join(map(str, BLOCK_SIZES))} (what ONNX Runtime's "
+                          f"MatMulNBits takes), got {block_size}")
 
 
 def int4_weight_only(src: str | Path, dst: str | Path, block_size: int = 32) -> tuple[Path, int, int]:
