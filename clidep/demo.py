@@ -80,7 +80,9 @@ def demo(out: str | Path = "clidep-demo", config: DemoConfig | None = None, *, l
     write_bench(bench_report, out / "bench")
     rows = []
     for name, params in (("teacher", cli["teacher_params"]), ("cli", cli["student_params"]), ("uniform", uni["student_params"])):
-        variants = {r["precision"]: r for r in bench_report["models"] if r["name"] == f"{name}-onnx" and "error" not in r}
+        # clidep's runner: the ONNX Runtime GenAI row of the same precision scores no perplexity
+        variants = {r["precision"]: r for r in bench_report["models"]
+                    if r["name"] == f"{name}-onnx" and r["runtime"] == "clidep" and "error" not in r}
         int8 = next((r for p, r in variants.items() if p.startswith("int8")), {})
         rows.append({
             "model": name, "params": params, "ratio": cli["teacher_params"] / params, "ppl": evals[name].ppl,

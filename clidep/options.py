@@ -99,6 +99,13 @@ def _g(x: float) -> str:
 MAX_SEED = 2**32 - 1
 
 
+def refuse_duplicates(items: list, flag_name: str) -> None:
+    """``ClidepError`` when a list option names an entry twice (each entry is a row, a test or a candidate of its own)."""
+    twice = sorted({str(x) for x in items if items.count(x) > 1})
+    if twice:
+        raise ClidepError(f"{flag_name} lists {', '.join(twice)} more than once; give each entry once")
+
+
 def _names(f: dataclasses.Field) -> tuple[str, ...]:
     """A boolean that defaults to False is a plain switch (``--int8``); one that defaults to True
     gets its negation (``--optimize/--no-optimize``); any other option is named after its field."""

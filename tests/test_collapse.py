@@ -96,7 +96,11 @@ def test_layercollapse_by_size_collapses_the_least_important_mlps_first():
     teacher = CLIGPT2Config(vocab_size=101, n_positions=64, n_embd=32, n_layer=6, n_head=2)
     report = {"scores": [{"layer": i, "ntk": s} for i, s in enumerate([9.0, 1.0, 5.0, 0.5, 3.0, 8.0])]}
     full = param_count(teacher)
-    per_mlp = 8 * 32 * 32 + 5 * 32 - (32 * 32 + 32)
+    # what one collapse saves, counted on the modules themselves (not by params.py's formula)
+    one_collapsed = CLIGPT2Config(**{**teacher.to_dict(), "mlp_kinds": ["standard", "collapsed", *["standard"] * 4]})
+    per_mlp = sum(p.numel() for p in CLIGPT2LMHeadModel(teacher).parameters()) - \
+        sum(p.numel() for p in CLIGPT2LMHeadModel(one_collapsed).parameters())
+    assert per_mlp == 2 * 4 * 32 * 32 + 5 * 32 - (32 * 32 + 32), "4x MLP (two matrices, two biases) against one linear"
     chosen, rule = resolve_collapse("auto", "unused", [1, 2, 3, 4], 6, report, (teacher, full - 2 * per_mlp))
     assert chosen == [1, 3] and "2 least important" in rule  # NTK 0.5 and 1.0, the two that reach the size
     chosen, _ = resolve_collapse("auto", "unused", [1, 2, 3, 4], 6, report, (teacher, full - 3 * per_mlp - 10))

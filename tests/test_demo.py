@@ -52,3 +52,8 @@ def test_demo_runs_the_whole_pipeline_without_shared_data(tmp_path):
     rows = {line.split("│")[1].strip(): line for line in proc.stdout.splitlines() if line.startswith("│")}
     for name, result in (("cli", cli), ("uniform", uni)):
         assert f"{result['student_params']:,}" in rows[name] and f"{result['ratio']:.2f}" in rows[name]  # its own row
+    for name in ("teacher", "cli", "uniform"):  # every figure of the table a number, none an empty "-"
+        cells = [c.strip() for c in rows[name].split("│")[2:-1]]
+        assert len(cells) == 7 and all(float(c.replace(",", "")) > 0 for c in cells), rows[name]
+    int8 = {r["name"]: r for r in bench["models"] if r["runtime"] == "clidep" and r["precision"].startswith("int8")}
+    assert f"{int8['cli-onnx']['ppl']:.2f}" in rows["cli"], "the int8 ppl column shows bench's clidep row"

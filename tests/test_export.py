@@ -62,7 +62,7 @@ def test_plain_onnx_keeps_the_traced_graph_for_other_runtimes(teacher_dir, tmp_p
 
 def test_static_int8_is_calibrated_qdq(teacher_dir, tmp_path):
     manifest = export_artifact(teacher_dir, tmp_path / "s", int8=True, static=True, data="wiki-en-valid",
-                               calib_samples=4, ppl_tokens=2048, optimize=False)
+                               calib_samples=4, ppl_tokens=2048)
     q = manifest["variants"][1]
     assert q["precision"] == "int8-static-qdq" and q["calibration"] == {"data": "wiki-en-valid", "samples": 4}
     graph = onnx.load(str(tmp_path / "s" / q["file"]))
@@ -101,7 +101,7 @@ def test_a_failure_after_writing_began_leaves_the_output_as_it_was(target, teach
         shutil.copytree(teacher_artifact[0], out)
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} if out.exists() else None
     with pytest.raises(ClidepError, match="disk pulled out"):
-        export_artifact(teacher_dir, out, int4=True, ppl_tokens=512, optimize=False, overwrite=True)
+        export_artifact(teacher_dir, out, int4=True, ppl_tokens=512, overwrite=True)
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} if out.exists() else None
     assert after == before, "an existing export is untouched; a fresh one is not created"
     assert [p.name for p in tmp_path.iterdir()] == (["out"] if before else []), "no temporary folder left behind"

@@ -170,11 +170,19 @@ CASES = [
     ("bounds", "bench {onnx} --device host --out {fresh} --depth 32,32", "--depth lists 32 more than once"),
     ("bounds", "bench {onnx} --device host --out {fresh} --prompt-lens 8,16,8", "--prompt-lens lists 8 more than once"),
     ("bounds", "bench {onnx} --device host --out {fresh} --runtime clidep,clidep", "--runtime lists clidep more than once"),
+    ("bounds", "compress {teacher} --out {fresh} --method auto --ratio 1.5 --steps 1 --gamma 0.5,0.5",
+     "--gamma lists 0.5 more than once"),
+    ("bounds", "compress {teacher} --out {fresh} --method auto --ratio 1.5 --steps 1 --scorer ntk,bi,ntk",
+     "--scorer lists ntk more than once"),
+    ("bounds", "compress {teacher} --out {fresh} --method cli --width 32 --steps 1 --protect 0,3,0",
+     "--protect lists 0 more than once"),
     ("bounds", "bench {onnx} --device host --out {fresh} --threads 1,0,-2", "--threads takes positive counts only, got 0, -2"),
     ("bounds", "bench {onnx} --device {fast_profile} --out {fresh}", "'mem_bandwidth_gbs' (1e+308) is past physical sense"),
     ("bounds", "bench {onnx} --device {big_ram_profile} --out {fresh}", "'ram_gb' (1e+09) is past physical sense"),
     ("bounds", "bench {onnx} --device {fast_cpu_profile} --out {fresh}", "'fp32_gflops' (1e+300) is past physical sense"),
     ("bounds", "export {teacher} --out {fresh} --int4 --block-size 512", "--block-size must be one of"),
+    ("unclear", "export {teacher} --out {fresh} --opset 18", "--opset applies to --plain-onnx only"),
+    ("unclear", "export {teacher} --out {fresh} --no-optimize", "--no-optimize applies to --plain-onnx only"),
     ("bounds", "compress {teacher} --out {fresh} --width 32 --steps 2 --warmup 1000000",
      "--warmup 1000000 exceeds the run's 2 steps"),
     ("bounds", "compress {teacher} --out {fresh} --width 32 --steps 2 --warmup 3", "--warmup 3 exceeds the run's 2 steps"),
@@ -234,7 +242,7 @@ def world(tmp_path_factory, tiny_setup):
     shutil.copy(tiny_setup / "train.txt", train)
     compress(str(teacher), root / "student", method="cli", width=32, protect="0,3", data=str(train), batch_size=8, seq_len=64,
              eval_every=0, steps=1, log=lambda m: None)
-    export_artifact(teacher, root / "onnx", optimize=False, ppl_tokens=256)
+    export_artifact(teacher, root / "onnx", ppl_tokens=256)
     write_report({"model": str(teacher), "critical_layers": [0], "scores": [
         {"layer": i, "ntk": 1.0 + i, "ntk_per_param": None, "grad": None, "bi": None, "ablation_dppl": None}
         for i in range(4)]}, root / "analysis")
@@ -362,11 +370,11 @@ def test_overwrite_replaces_only_after_the_new_result_is_complete(world, tmp_pat
 
     monkeypatch.setattr("clidep.files.write_json", broken_write_json)
     with pytest.raises(OSError):
-        artifact.export_artifact(names["teacher"], old, overwrite=True, optimize=False, ppl_tokens=256)
+        artifact.export_artifact(names["teacher"], old, overwrite=True, ppl_tokens=256)
     assert _tree(old) == before and not [p for p in tmp_path.iterdir() if p.name.startswith(".old")]
     monkeypatch.undo()
     with pytest.raises(ClidepError, match="pass --overwrite"):
-        artifact.export_artifact(names["teacher"], old, optimize=False, ppl_tokens=256)
+        artifact.export_artifact(names["teacher"], old, ppl_tokens=256)
 
 
 def test_a_failed_compress_leaves_nothing_that_blocks_the_rerun(world, tmp_path, capsys):

@@ -17,17 +17,16 @@ measured, not projected.
 from __future__ import annotations
 
 import json
-import os
-import shlex
 import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 from clidep.bench.devices import Profile
+from clidep.bench.host import measure_host
+from clidep.bench.projection import project
+from clidep.bench.transport import check_remote, run_local, run_remote
 from clidep.bench import report as report_writer
 from clidep.bench.config import BenchConfig
 from clidep.options import resolve
@@ -37,40 +36,9 @@ from clidep.errors import ClidepError
 from clidep.bench.provenance import provenance as run_provenance
 from clidep.runtime.onnx_io import positions_beside
 
-PACKAGE = Path(__file__).resolve().parents[1]  # clidep/, copied whole to a remote device
 PROJECTION = ("decode ms/token = host ms/token x host GB/s / device GB/s (the host's fraction of the bandwidth "
               "roofline); prefill ms = host ms x host fp32 GFLOP/s / device fp32 GFLOP/s (the int8/int4 speed-ups "
               "measured on the host assumed to carry over); fits = peak RSS <= the device's usable RAM")
-
-
-def measure_host(size_mb: int = 512) -> dict:
-    """This machine's memory read bandwidth (GB/s) and fp32 GEMM throughput (GFLOP/s), medians of 5.
-
-    Bandwidth is a multi-threaded read, as decode reads the weights: one thread per core takes the
-    maximum of its share of a SIZE_MB buffer (numpy releases the GIL while it reduces; a maximum is
-    lighter arithmetic than a pairwise sum, which ran compute-bound at 27 GB/s against 37 here). A
-    single-threaded copy reports about half of that on a 2-core VM and flatters every roofline.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    cores = os.cpu_count() or 1
-    a = np.ones(size_mb * 2**20 // 4, np.float32)
-    chunks = np.array_split(a, cores)
-    times = []
-    with ThreadPoolExecutor(cores) as pool:
-        for _ in range(6):
-            t = time.perf_counter()
-            list(pool.map(np.max, chunks))
-            times.append(time.perf_counter() - t)
-    bandwidth = a.nbytes / np.median(times[1:]) / 1e9  # the first pass faults the pages in
-    m = np.random.default_rng(0).standard_normal((1024, 1024), dtype=np.float32)
-    times = []
-    for _ in range(5):
-        t = time.perf_counter()
-        m @ m
-        times.append(time.perf_counter() - t)
-    return {"mem_bandwidth_gbs": bandwidth, "bandwidth_method": f"read, {cores} threads, {size_mb} MB",
-            "fp32_gflops": 2 * 1024**3 / np.median(times) / 1e9, "cores": cores}
 
 
 def model_files(specs: list[str], log=print) -> list[dict]:
@@ -150,59 +118,6 @@ def _ppl_ids(folder: Path, data: str, tokens: int, tmp: Path) -> Path:
     path = tmp / f"{abs(hash(str(folder)))}.npy"
     np.save(path, ids[: tokens + 1] if tokens else ids)
     return path
-
-
-def _die_with_parent() -> None:
-    """In the runner's process before exec: Linux sends it SIGKILL when bench dies, however bench dies
-    (an interrupted bench kills its runner itself: subprocess.run does on any exception)."""
-    import ctypes
-    import signal
-
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass  # not Linux: the exception path above still ends the runner
-
-
-def _run_local(args: list[str], timeout: int) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(PACKAGE.parent)}
-    proc = subprocess.run([sys.executable, "-m", "clidep.runtime.benchrun", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, preexec_fn=_die_with_parent if sys.platform == "linux" else None)
-    if proc.returncode:
-        lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-        raise RuntimeError(lines[-1] if lines else f"runner exited with {proc.returncode}")
-    return json.loads(proc.stdout)
-
-
-def _ssh(ssh_config: str | None) -> list[str]:
-    """ssh's options for --remote: BatchMode (never a password prompt), and -F SSH_CONFIG when given."""
-    return ["-o", "BatchMode=yes", *(["-F", ssh_config] if ssh_config else [])]
-
-
-def check_remote(host: str, ssh_config: str | None = None, python: str = "python3") -> None:
-    proc = subprocess.run(["ssh", *_ssh(ssh_config), "-o", "ConnectTimeout=5", host,
-                           f"{shlex.quote(python)} -c 'import onnxruntime, numpy'"], capture_output=True, text=True, timeout=30)
-    if proc.returncode:
-        why = (proc.stderr.strip().splitlines() or ["no answer"])[-1]
-        raise ClidepError(f"cannot use remote host '{host}' over ssh ({why}); it needs key-based ssh, and {python} "
-                          "with numpy and onnxruntime (--remote-python)")
-
-
-def _run_remote(host: str, args: list[str], files: list[Path], timeout: int, ssh_config: str | None = None,
-                python: str = "python3") -> dict:
-    """Copy the runner and the files to HOST, run there, return its record."""
-    ssh = ["ssh", *_ssh(ssh_config), host]
-    work = subprocess.run([*ssh, "mktemp -d"], capture_output=True, text=True, check=True).stdout.strip()
-    subprocess.run(["scp", "-q", *_ssh(ssh_config), "-r", str(PACKAGE), *map(str, files), f"{host}:{work}/"], check=True,
-                   timeout=timeout)
-    sent = {str(p) for p in files}
-    remote_args = [f"{work}/{Path(a).name}" if a in sent else a for a in args]
-    cmd = f"cd {work} && PYTHONPATH={work} {shlex.quote(python)} -m clidep.runtime.benchrun {shlex.join(remote_args)}"
-    proc = subprocess.run([*ssh, cmd], capture_output=True, text=True, timeout=timeout)
-    subprocess.run([*ssh, f"rm -rf {work}"], capture_output=True)
-    if proc.returncode:
-        raise RuntimeError((proc.stderr.strip().splitlines() or ["remote runner failed"])[-1])
-    return json.loads(proc.stdout)
 
 
 def bench(models: list[str], device: Profile, config: BenchConfig | None = None, *, timeout: int = 1800, log=print,
@@ -332,8 +247,8 @@ def _measure(f: dict, runtime: str, c: BenchConfig, threads: int, tmp: Path, ids
             ids_files[f["dir"]] = _ppl_ids(f["dir"], c.ppl_data, c.ppl_tokens, tmp)
         send.append(ids_files[f["dir"]])
         ppl_args = ["--ppl-ids", str(ids_files[f["dir"]]), "--context", str(context), "--stride", str(context // 2)]
-    run = (lambda a: _run_remote(c.remote, a, send, timeout, c.ssh_config, c.remote_python)) if c.remote else \
-        (lambda a: _run_local(a, timeout))
+    run = (lambda a: run_remote(c.remote, a, send, timeout, c.ssh_config, c.remote_python)) if c.remote else \
+        (lambda a: run_local(a, timeout))
     return [run(a) for a in [args + ppl_args] + [args] * (c.memory_runs - 1)]  # the others: no perplexity pass
 
 
@@ -350,24 +265,9 @@ def _fill(row: dict, runs: list[dict], f: dict, device: Profile, host: dict, mea
     row["roofline_fraction"] = per_token / (bw * 1e9) * 1e3 / rec["decode_ms_p50"] if bw else None
     row["fits"] = rec["peak_rss_mb"] <= device.usable_ram_mb
     if projected:
-        row["host"] = {k: rec[k] for k in ("prefill_ms", "ttft_ms", "decode_ms_p50", "decode_ms_p90", "tokens_per_s",
-                                           "decode_ms_at", "pp_tps", "tg_tps")}
-        d_scale = host["mem_bandwidth_gbs"] / device.mem_bandwidth_gbs
-        p_scale = host["fp32_gflops"] / device.fp32_gflops
-        row["prefill_ms"] = {k: v * p_scale for k, v in rec["prefill_ms"].items()}
-        row["ttft_ms"] = rec["ttft_ms"] * p_scale  # the prompt's pass: compute-bound like prefill
-        row["decode_ms_p50"] = rec["decode_ms_p50"] * d_scale
-        row["decode_ms_p90"] = rec["decode_ms_p90"] * d_scale
-        row["decode_ms_at"] = {k: v * d_scale for k, v in rec["decode_ms_at"].items()}
-        row["tokens_per_s"] = 1e3 / row["decode_ms_p50"]
-        row["decode_ms_samples"] = [s * d_scale for s in rec["decode_ms_samples"]]
-        row["pp_tps"] = {k: _scaled(v, 1 / p_scale) for k, v in rec["pp_tps"].items()}
-        row["tg_tps"] = {k: _scaled(v, 1 / d_scale) for k, v in rec["tg_tps"].items()}
-
-
-def _scaled(spread: dict, factor: float) -> dict:
-    """A mean ± sd (samples kept) of tokens/s multiplied by FACTOR."""
-    return {k: [x * factor for x in v] if k == "samples" else v * factor for k, v in spread.items()}
+        projected_figures = project(rec, host, device)
+        row["host"] = {k: rec[k] for k in projected_figures}
+        row.update(projected_figures)
 
 
 def _ratios(rows: list[dict]) -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clidep.errors import ClidepError
-from clidep.options import Options, option
+from clidep.options import Options, option, refuse_duplicates
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class BenchConfig(Options):
         unknown = [n for n in names if n not in ("clidep", "genai")]
         if unknown or not names:
             raise ClidepError(f"--runtime takes clidep, genai or both (comma-separated), got '{self.runtime}'")
-        _once(names, "--runtime")
+        refuse_duplicates(names, "--runtime")
         return names
 
     @property
@@ -79,12 +79,6 @@ def _lengths(text: str, flag: str, what: str = "length") -> list[int]:
     bad = [n for n in lens if n < 1]
     if bad:
         raise ClidepError(f"{flag} takes positive {what}s only, got {', '.join(map(str, bad))}")
-    _once(lens, flag)
+    refuse_duplicates(lens, flag)
     return lens
 
-
-def _once(items: list, flag: str) -> None:
-    """``ClidepError`` when a list option names an entry twice (each entry is a row or a test of its own)."""
-    twice = sorted({str(x) for x in items if items.count(x) > 1})
-    if twice:
-        raise ClidepError(f"{flag} lists {', '.join(twice)} more than once; give each entry once")

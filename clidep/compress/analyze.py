@@ -6,7 +6,7 @@ import math
 import time
 from pathlib import Path
 
-from clidep.compress.config import AnalyzeConfig
+from clidep.compress.config import IMPORTANCE_METHODS, AnalyzeConfig
 from clidep.options import resolve
 from clidep.errors import ClidepError
 
@@ -31,7 +31,7 @@ def analyze(model_path: str | Path, config: AnalyzeConfig | None = None, **optio
         raise ClidepError(f"--seq-len {seq_len} must be between 2 and the model's {n_pos} positions")
     torch.manual_seed(seed)
     ids, label = calibration_batch(load_tokenizer(model_path), data, samples, seq_len, seed)
-    methods = importance.METHODS if method == "all" else (method,)
+    methods = IMPORTANCE_METHODS if method == "all" else (method,)
     n = model.config.n_layer
     t0 = time.perf_counter()
     ntk = importance.ntk_traces(model, ids, probes, seed) if "ntk" in methods else None

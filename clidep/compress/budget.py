@@ -16,10 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from clidep.errors import ClidepError
+from clidep.export.config import INT4_BLOCK, INT8_BLOCK
 
-#: Bytes read per parameter: fp32; 8-bit and 4-bit MatMulNBits blocks of 128 with an fp32 scale
-#: per block (and a 4-bit zero point at int4).
-BYTES_PER_PARAM = {"fp32": 4.0, "int8": 1 + 4 / 128, "int4": 0.5 + 4.5 / 128}
+#: Bytes read per parameter: fp32; 8-bit and 4-bit MatMulNBits blocks (export's block sizes) with an
+#: fp32 scale per block and no zero point (the quantiser is symmetric).
+BYTES_PER_PARAM = {"fp32": 4.0, "int8": 1 + 4 / INT8_BLOCK, "int4": 0.5 + 4 / INT4_BLOCK}
 #: Fraction of the bandwidth roofline decode reaches: clidep's graphs at GPT-2-medium shapes reached
 #: 51-78% on the 2-core host (benchmarks/results/runtime.md); 0.6 is the middle of the students' range.
 ROOFLINE = 0.6
@@ -112,7 +113,7 @@ def _bandwidth(device: str | None) -> tuple[str, float]:
         raise ClidepError("--max-decode-ms needs --device (a profile from `clidep devices`, or host)")
     profile = devices.load(device)
     if profile.measured:
-        from clidep.bench.benchmark import measure_host
+        from clidep.bench.host import measure_host
 
         bw = measure_host()["mem_bandwidth_gbs"]
         return f"{profile.name} (measured now)", bw

@@ -23,10 +23,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from clidep.compress.config import IMPORTANCE_METHODS
-
-METHODS = IMPORTANCE_METHODS
-
 
 @dataclass
 class NTKEstimate:

@@ -28,10 +28,14 @@ def ntk_report(teacher_path: str) -> dict:
 
 
 def parse_blocks(text: str, n_layer: int, option: str) -> list[int]:
+    from clidep.options import refuse_duplicates
+
     try:
-        chosen = sorted({int(p) for p in text.split(",") if p.strip()})
+        given = [int(p) for p in text.split(",") if p.strip()]
     except ValueError:
         raise ClidepError(f"{option} must be auto or block numbers like 0,{n_layer - 1}; got '{text}'") from None
+    refuse_duplicates(given, option)
+    chosen = sorted(given)
     bad = [p for p in chosen if not 0 <= p < n_layer]
     if bad:
         raise ClidepError(f"{option} names block {bad[0]}, but the teacher has blocks 0..{n_layer - 1}")

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from clidep.errors import ClidepError
-from clidep.export.config import ExportConfig
+from clidep.export.config import INT8_BLOCK, ORT_GRAPH_OPSET, ExportConfig
 from clidep.options import resolve
 from clidep.runtime import onnx_io
 from clidep.runtime.verify import file_sha256
@@ -22,11 +22,6 @@ from clidep.runtime.verify import file_sha256
 # per-channel instead of per-tensor +0.1 MB for -0.03 points. The target is <= +2%, so the
 # smallest file wins: everything int8, one shared embedding/head, per-tensor.
 INT8_PER_CHANNEL = False
-# --int8 on the ONNX Runtime graph: 8-bit block-wise weights (MatMulNBits, int8 compute), blocks of
-# INT8_BLOCK weights. Measured (benchmarks/results/decode_kernels.md, GPT-2-medium shapes, 2 threads):
-# decode after 32 tokens 13.4 ms at blocks of 128, 15.8 at 64, 16.1 at 32, against 45.8 for fp32 and
-# 32.1 for the dynamic int8 written before; teacher perplexity +0.03% / +0.06% / +0.04% (gate +2%).
-INT8_BLOCK = 128
 
 
 def export_artifact(model_path: str | Path, out: str | Path, config: ExportConfig | None = None, *,
@@ -108,7 +103,7 @@ def _export(model_path: str | Path, out: Path, c: ExportConfig, overwrite: bool)
         manifest = {
             "source": str(model_path), "model_type": model.config.model_type,
             "layer_widths": model.config.layer_widths, "kv_shapes": [list(s) for s in model.config.kv_shapes],
-            "opset": c.opset, "optimize": optimized,
+            "opset": c.opset if c.plain_onnx else ORT_GRAPH_OPSET, "optimize": optimized,
             "ppl_protocol": {"data": label, "tokens": int(ids.size - 1), "context": context, "stride": context // 2},
             "variants": variants,
         }
@@ -213,10 +208,12 @@ def _static(model, dst: Path, windows) -> Path:
 
 def _nbits(model, dst: Path, bits: int, block_size: int) -> tuple[Path, int, int]:
     """The block-quantised ONNX Runtime graph at DST: (path, linear layers quantised, linear layers),
-    all of them, counted on the graph as built rather than by reading the file back."""
+    counted on the graph as built: MatMulNBits nodes against those plus the float MatMuls left (the
+    graph's attention is one GroupQueryAttention per block, so every MatMul is a linear layer)."""
     from clidep.export.fused import build_graph
     from clidep.export.surgery import save_graph
 
     graph = build_graph(model, bits, block_size)
     done = sum(n.op_type == "MatMulNBits" for n in graph.graph.node)
-    return save_graph(graph, dst), done, done
+    left = sum(n.op_type in ("MatMul", "Gemm") for n in graph.graph.node)
+    return save_graph(graph, dst), done, done + left

@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from clidep.errors import ClidepError
 from clidep.options import Options, option
+
+
+# The block sizes, in one place (the graph builders, the quantisers and the device budget read them here).
+# int4, 128: at GPT-2-medium shapes int4 decodes in 8.2 ms after 32 tokens against 10.3 at 64 and 10.5
+# at 32, for teacher perplexity +1.05% / +0.92% / +1.30% (gate +5%): benchmarks/results/decode_kernels.md.
+INT4_BLOCK = 128
+# int8, 128 (8-bit block-wise weights, MatMulNBits with int8 compute; not a flag): decode after 32 tokens
+# 13.4 ms at blocks of 128, 15.8 at 64, 16.1 at 32, against 45.8 for fp32 and 32.1 for the dynamic int8
+# written before; teacher perplexity +0.03% / +0.06% / +0.04% (gate +2%), same file.
+INT8_BLOCK = 128
+#: The opset the ONNX Runtime graph is written at (fused.py; --opset is the traced graph's).
+ORT_GRAPH_OPSET = 17
 
 
 @dataclass(frozen=True)
@@ -18,9 +31,7 @@ class ExportConfig(Options):
     calib_samples: int = option(32, "Calibration windows for --static.", low=1)
     data: str | None = option(None, "Calibration text for --static (wiki-en-valid, a file, a hub name).")
     int4: bool = option(False, "Add a weight-only int4 variant (MatMulNBits) of every linear layer.")
-    # 128: at GPT-2-medium shapes int4 decodes in 8.2 ms after 32 tokens against 10.3 at 64 and 10.5
-    # at 32, for teacher perplexity +1.05% / +0.92% / +1.30% (gate +5%): benchmarks/results/decode_kernels.md.
-    block_size: int = option(128, "int4 quantisation block size: 16, 32, 64, 128 or 256.")
+    block_size: int = option(INT4_BLOCK, "int4 quantisation block size: 16, 32, 64, 128 or 256.")
     fp16: bool = option(False, "Add an fp16 variant (fp32 inputs/outputs).")
     plain_onnx: bool = option(False, "Write plain ONNX (standard ops, any runtime, growing KV cache) instead of the "
                                      "ONNX Runtime graph (GroupQueryAttention, MatMulNBits, shared KV buffers).")
@@ -38,3 +49,8 @@ class ExportConfig(Options):
         check_block_size(self.block_size)
         if self.static and not self.data:
             raise ClidepError("--static needs calibration text: add --data wiki-en-valid (or a text file)")
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        ignored = [f for f in ("opset", "optimize") if getattr(self, f) != defaults[f]]
+        if ignored and not self.plain_onnx:
+            raise ClidepError(f"--{'no-optimize' if ignored[0] == 'optimize' else 'opset'} applies to --plain-onnx only: "
+                              f"the ONNX Runtime graph is written fused, at opset {ORT_GRAPH_OPSET}")

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from clidep.errors import ClidepError
+from clidep.export.config import INT4_BLOCK, ORT_GRAPH_OPSET
 from clidep.runtime import onnx_io
 
 #: MatMulNBits compute type per weight width: 4 = int8 activations (AVX-512 VNNI / AVX2 / ARM
@@ -100,7 +101,7 @@ class _Weights:
                          accuracy_level=self.accuracy)[0]
 
 
-def build_graph(model, bits: int | None = None, block_size: int = 32, accuracy_level: int | None = None):
+def build_graph(model, bits: int | None = None, block_size: int = INT4_BLOCK, accuracy_level: int | None = None):
     """The ONNX Runtime graph (an onnx ModelProto) of ``model`` (CLIGPT2LMHeadModel, fp32);
     ``bits`` None keeps fp32 weights, 4 or 8 writes every linear layer and the tied embedding
     block-quantised, computed at ``accuracy_level`` (default ``ACCURACY_LEVEL[bits]``)."""
@@ -140,7 +141,7 @@ def build_graph(model, bits: int | None = None, block_size: int = 32, accuracy_l
     b.outputs.insert(0, helper.make_tensor_value_info("logits", TensorProto.FLOAT,
                                                       ["batch_size", "logits_length", config.vocab_size]))
     graph = helper.make_graph(b.nodes, "clidep-ort", b.inputs, b.outputs, b.inits)
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ORT_GRAPH_OPSET), helper.make_opsetid("com.microsoft", 1)],
                               producer_name="clidep")
     for key, value in ((onnx_io.KV_SHAPES_KEY, onnx_io.encode_kv_shapes(graph_kv_shapes(config))),
                        (onnx_io.KV_LAYOUT_KEY, onnx_io.SHARED_BUFFER), (onnx_io.MAX_LENGTH_KEY, str(config.n_positions))):
@@ -266,7 +267,7 @@ def _last_positions(b: _Builder, x: str, keep: str) -> str:
     return b.op("Slice", [x, start, end, b.const("seq_axis", np.array([1], np.int64))], name="logits_to_keep")[0]
 
 
-def export_ort_graph(model, path: str | Path, bits: int | None = None, block_size: int = 32,
+def export_ort_graph(model, path: str | Path, bits: int | None = None, block_size: int = INT4_BLOCK,
                      accuracy_level: int | None = None) -> Path:
     """Write ``build_graph(model, bits, block_size, accuracy_level)`` at PATH (external data past 2 GB)."""
     from clidep.export.surgery import save_graph

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from clidep.errors import ClidepError
+from clidep.export.config import INT4_BLOCK
 from clidep.runtime import onnx_io
 from clidep.export.surgery import is_large, load_graph, materialize_tied_head, save_graph, store_tied_head_once, weight_matmuls
 
@@ -74,7 +75,7 @@ def check_block_size(block_size: int) -> None:
                           f"MatMulNBits takes), got {block_size}")
 
 
-def int4_weight_only(src: str | Path, dst: str | Path, block_size: int = 32) -> tuple[Path, int, int]:
+def int4_weight_only(src: str | Path, dst: str | Path, block_size: int = INT4_BLOCK) -> tuple[Path, int, int]:
     """Weight-only int4, symmetric, blocks of ``block_size``: every linear layer, LM head included,
     as MatMulNBits, and the token/position embeddings as GatherBlockQuantized.
 

@@ -44,27 +44,27 @@ class CLIGPT2Config(PreTrainedConfig):
         "num_hidden_layers": "n_layer",
     }
 
-    vocab_size: int = 50257
-    n_positions: int = 1024
-    n_embd: int = 768
-    n_layer: int = 12
-    n_head: int = 12
-    head_dim: int | None = None
-    layer_widths: list[int] | None = None
-    layer_head_dims: list[int] | None = None
-    mlp_kinds: list[str] | None = None
-    mlp_ratio: int = 4
-    activation_function: str = "gelu_new"
-    resid_pdrop: float = 0.1
-    embd_pdrop: float = 0.1
-    attn_pdrop: float = 0.1
-    layer_norm_epsilon: float = 1e-5
-    initializer_range: float = 0.02
-    use_cache: bool = True
-    bos_token_id: int | None = 50256
-    eos_token_id: int | None = 50256
-    pad_token_id: int | None = None
-    tie_word_embeddings: bool = True
+    vocab_size: int = 50257  # tokens in the vocabulary (GPT-2's byte-level BPE: 50,257)
+    n_positions: int = 1024  # learned positions: the longest context the model can take
+    n_embd: int = 768  # base width: the embeddings, the final LayerNorm and the tied LM head
+    n_layer: int = 12  # transformer blocks
+    n_head: int = 12  # attention heads of a full-width block (sets head_dim's default)
+    head_dim: int | None = None  # head size of every block unless layer_head_dims says otherwise (None: n_embd // n_head)
+    layer_widths: list[int] | None = None  # residual width of each block (None: n_embd for all, a plain GPT-2)
+    layer_head_dims: list[int] | None = None  # head size of each block (None: head_dim for all)
+    mlp_kinds: list[str] | None = None  # each block's MLP, one of MLP_KINDS (None: standard for all)
+    mlp_ratio: int = 4  # MLP inner size as a multiple of the block's width
+    activation_function: str = "gelu_new"  # the MLP's activation, by transformers' name
+    resid_pdrop: float = 0.1  # dropout on each block's residual branches (training only)
+    embd_pdrop: float = 0.1  # dropout on the summed embeddings (training only)
+    attn_pdrop: float = 0.1  # dropout on the attention weights (training only)
+    layer_norm_epsilon: float = 1e-5  # LayerNorm's epsilon
+    initializer_range: float = 0.02  # std of the normal init of a model built from scratch
+    use_cache: bool = True  # return the KV cache from forward (generation)
+    bos_token_id: int | None = 50256  # start of a text (GPT-2's <|endoftext|>)
+    eos_token_id: int | None = 50256  # end of a text (GPT-2's <|endoftext|>)
+    pad_token_id: int | None = None  # GPT-2 has none: generation pads with eos
+    tie_word_embeddings: bool = True  # the LM head is the token embedding, transposed
 
     def __post_init__(self, **kwargs):
         if self.head_dim is None:
