@@ -72,7 +72,7 @@ def main() -> None:
 
 
 def _write(model, path: Path, bits, block, acc) -> Path:
-    from clidep.export.fused import export_ort_graph
+    from clidep.export.ort_graph import export_ort_graph
 
     return export_ort_graph(model, path, bits, block or 32, acc)
 
@@ -106,19 +106,19 @@ def _speed(path: Path, threads: int, steps: int) -> dict:
 
 
 def _traced_int8(model, tmp: Path, threads: int, steps: int) -> dict:
-    from clidep.export import quantize
-    from clidep.export.graph import export_onnx
+    from clidep.export import traced_quantize
+    from clidep.export.traced_graph import export_onnx
 
     fp32 = export_onnx(model, tmp / "traced.onnx")
-    q = quantize.int8_dynamic(fp32, tmp / "traced.int8.onnx")
+    q = traced_quantize.int8_dynamic(fp32, tmp / "traced.int8.onnx")
     return {"size_bytes": q.stat().st_size, **_speed(q, threads, steps)}
 
 
 def _teacher_ppl(a) -> dict:
     """Perplexity change of each quantised candidate of the reference teacher against its fp32 graph."""
     from clidep.data import load_tokenizer, read_text, tokenize_text
-    from clidep.export import quantize
-    from clidep.export.graph import export_onnx
+    from clidep.export import traced_quantize
+    from clidep.export.traced_graph import export_onnx
     from clidep.model.convert import load_model
     from clidep.quality.perplexity import perplexity
     from clidep.runtime.runner import OnnxCausalLM
@@ -136,7 +136,7 @@ def _teacher_ppl(a) -> dict:
         for _, bits, block, acc in CANDIDATES[1:]:
             out[(bits, block, acc)] = ppl(_write(teacher, Path(tmp) / "q.onnx", bits, block, acc)) / base - 1
         traced = export_onnx(teacher, Path(tmp) / "traced.onnx")
-        out["dynamic"] = ppl(quantize.int8_dynamic(traced, Path(tmp) / "traced.int8.onnx")) / ppl(traced) - 1
+        out["dynamic"] = ppl(traced_quantize.int8_dynamic(traced, Path(tmp) / "traced.int8.onnx")) / ppl(traced) - 1
     return out
 
 

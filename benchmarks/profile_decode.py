@@ -36,11 +36,11 @@ def main() -> None:
     a = ap.parse_args()
 
     from clidep.bench.provenance import provenance
-    from clidep.export import quantize
+    from clidep.export import traced_quantize
     from clidep.export.artifact import INT8_BLOCK
     from clidep.export.config import ExportConfig
-    from clidep.export.fused import export_ort_graph
-    from clidep.export.graph import export_onnx
+    from clidep.export.ort_graph import export_ort_graph
+    from clidep.export.traced_graph import export_onnx
 
     model = gpt2_shapes.random_model(a)
     prov = {k: v for k, v in provenance().items() if k in ("host", "time", "git_sha")}
@@ -48,7 +48,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
         traced = export_onnx(model, t / "traced.onnx")
-        graphs = [("traced", "fp32", traced), ("traced", "int8 dynamic (before)", quantize.int8_dynamic(traced, t / "t8.onnx"))]
+        graphs = [("traced", "fp32", traced), ("traced", "int8 dynamic (before)", traced_quantize.int8_dynamic(traced, t / "t8.onnx"))]
         graphs += [("ONNX Runtime", "fp32", export_ort_graph(model, t / "f32.onnx")),
                    ("ONNX Runtime", "8-bit", export_ort_graph(model, t / "f8.onnx", 8, INT8_BLOCK)),
                    ("ONNX Runtime", "4-bit", export_ort_graph(model, t / "f4.onnx", 4, ExportConfig().block_size))]

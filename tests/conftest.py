@@ -96,7 +96,7 @@ def tiny_compress(root, out, **kw):
 @pytest.fixture(scope="module")
 def ragged(tmp_path_factory):
     """A CLIGPT2 model of the ragged schedule and its ONNX graph, exported once per module."""
-    from clidep.export.graph import export_onnx
+    from clidep.export.traced_graph import export_onnx
 
     torch.manual_seed(0)
     model = CLIGPT2LMHeadModel(tiny_config(SCHEDULES["ragged"])).eval()

@@ -10,7 +10,7 @@ import torch
 from clidep import CLIGPT2Config, CLIGPT2LMHeadModel, param_count
 from clidep.compress.collapse import collapse, regulariser
 from clidep.model.convert import load_model
-from clidep.export.graph import export_onnx
+from clidep.export.traced_graph import export_onnx
 from clidep.export.validate import validate_export
 
 from .conftest import tiny_compress

@@ -89,13 +89,12 @@ def test_export_bad_input(args, message, teacher_artifact, teacher_dir, tmp_path
 @pytest.mark.parametrize("target", ["fresh", "existing"])
 def test_a_failure_after_writing_began_leaves_the_output_as_it_was(target, teacher_artifact, teacher_dir, tmp_path,
                                                                   monkeypatch):
-    from clidep.export import artifact
 
     def int4_that_dies(model, dst, bits, block_size):
         Path(dst).write_bytes(b"half an int4 graph")
         raise ClidepError("disk pulled out mid-export")
 
-    monkeypatch.setattr(artifact, "_nbits", int4_that_dies)
+    monkeypatch.setattr("clidep.export.ort_graph.write_quantised", int4_that_dies)
     out = tmp_path / "out"
     if target == "existing":
         shutil.copytree(teacher_artifact[0], out)

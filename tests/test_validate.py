@@ -7,7 +7,7 @@ import onnx
 import pytest
 
 from clidep import CLIGPT2LMHeadModel
-from clidep.export.quantize import int8_dynamic
+from clidep.export.traced_quantize import int8_dynamic
 from clidep.export.validate import NamesMismatch, ValueMismatch, greedy_agreement, validate_export
 
 from .conftest import SCHEDULES, tiny_config
@@ -34,7 +34,7 @@ def test_greedy_agreement_is_one_for_a_graph_against_itself_and_lower_for_a_stra
     quantised = int8_dynamic(path, tmp_path / "q.onnx")
     assert 0.5 < greedy_agreement(path, quantised, windows) <= 1.0
     other = CLIGPT2LMHeadModel(tiny_config(SCHEDULES["ragged"])).eval()
-    from clidep.export.graph import export_onnx
+    from clidep.export.traced_graph import export_onnx
 
     stranger = export_onnx(other, tmp_path / "other.onnx")
     assert greedy_agreement(path, stranger, windows) < 0.2  # two random models agree about 1 time in 101

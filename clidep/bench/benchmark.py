@@ -109,7 +109,8 @@ def kv_bytes(f: dict, context: int) -> int:
     return kv_cache_bytes(shapes, context)
 
 
-def _ppl_ids(folder: Path, data: str, tokens: int, tmp: Path) -> Path:
+def _ppl_ids_file(folder: Path, data: str, tokens: int, tmp: Path) -> Path:
+    """A .npy in TMP of the first TOKENS + 1 tokens of DATA (0: all) in FOLDER's tokenizer: what the runner scores."""
     from tokenizers import Tokenizer
 
     from clidep.data import read_text
@@ -244,7 +245,7 @@ def _measure(f: dict, runtime: str, c: BenchConfig, threads: int, tmp: Path, ids
     if c.ppl and runtime == "clidep":
         context = min(n_pos or 1024, 1024)
         if f["dir"] not in ids_files:
-            ids_files[f["dir"]] = _ppl_ids(f["dir"], c.ppl_data, c.ppl_tokens, tmp)
+            ids_files[f["dir"]] = _ppl_ids_file(f["dir"], c.ppl_data, c.ppl_tokens, tmp)
         send.append(ids_files[f["dir"]])
         ppl_args = ["--ppl-ids", str(ids_files[f["dir"]]), "--context", str(context), "--stride", str(context // 2)]
     run = (lambda a: run_remote(c.remote, a, send, timeout, c.ssh_config, c.remote_python)) if c.remote else \

@@ -97,10 +97,10 @@ def latest_checkpoint(out: Path) -> Path | None:
 
 
 def train(student, teacher, tokens: np.ndarray, val_ids: np.ndarray, cfg: TrainConfig, out: Path,
-          resume: bool = False, log=print, regularizer=None) -> TrainState:
+          resume: bool = False, log=print, regulariser=None) -> TrainState:
     """Distil TEACHER into STUDENT on TOKENS; checkpoints under OUT/checkpoint; returns the final state.
 
-    ``regularizer(model)``, when given, is added to the loss (LayerCollapse's lc * (1 - alpha)^2).
+    ``regulariser(model)``, when given, is added to the loss (LayerCollapse's lc * (1 - alpha)^2).
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -136,7 +136,7 @@ def train(student, teacher, tokens: np.ndarray, val_ids: np.ndarray, cfg: TrainC
     with progress_bar("distil", cfg.steps, completed=state.step, show=acc.is_main_process) as advance:
         while state.step < cfg.steps:
             ids = torch.from_numpy(corpus.batch(tokens, cfg.seed, state.step, cfg.batch_size, cfg.seq_len)[rows])
-            loss, ce, reg = _step(acc, model, teacher, opt, sched, ids.to(acc.device), cfg, regularizer)
+            loss, ce, reg = _step(acc, model, teacher, opt, sched, ids.to(acc.device), cfg, regulariser)
             state.step += 1
             state.tokens += cfg.batch_size * cfg.seq_len
             state.seconds = time.perf_counter() - t_start
@@ -158,7 +158,7 @@ def train(student, teacher, tokens: np.ndarray, val_ids: np.ndarray, cfg: TrainC
     return state
 
 
-def _step(acc, model, teacher, opt, sched, ids, cfg: TrainConfig, regularizer) -> tuple[float, float, float | None]:
+def _step(acc, model, teacher, opt, sched, ids, cfg: TrainConfig, regulariser) -> tuple[float, float, float | None]:
     """One optimiser step on the batch IDS (B, L): (loss averaged over processes, this process's CE, regulariser)."""
     with torch.no_grad(), acc.autocast():
         t_logits = teacher(ids, use_cache=False).logits
@@ -166,8 +166,8 @@ def _step(acc, model, teacher, opt, sched, ids, cfg: TrainConfig, regularizer) -
     with acc.autocast():
         s_logits = model(ids, use_cache=False).logits
         loss, kl, ce = distill_loss(s_logits, t_logits, ids, cfg.alpha, cfg.temperature)
-        if regularizer is not None:
-            reg = regularizer(acc.unwrap_model(model))
+        if regulariser is not None:
+            reg = regulariser(acc.unwrap_model(model))
             loss = loss + reg
     acc.backward(loss)
     if cfg.grad_clip:

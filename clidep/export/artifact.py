@@ -132,9 +132,9 @@ def _ppl_ids(tokenizer, c: ExportConfig):
 def _fp32_graph(model, tmp: Path, c: ExportConfig) -> tuple[Path, dict, float, dict]:
     """Write the fp32 graph (the ONNX Runtime graph, or with --plain-onnx the traced one, fused by
     --optimize where parity holds) and validate it (fatal): (path, parity, seconds, optimize record)."""
-    from clidep.export import quantize
-    from clidep.export.fused import export_ort_graph
-    from clidep.export.graph import export_onnx
+    from clidep.export import traced_quantize
+    from clidep.export.ort_graph import export_ort_graph
+    from clidep.export.traced_graph import export_onnx
 
     fp32 = tmp / "model.onnx"
     t0 = time.perf_counter()
@@ -149,7 +149,7 @@ def _fp32_graph(model, tmp: Path, c: ExportConfig) -> tuple[Path, dict, float, d
     if not c.optimize:
         return fp32, check, seconds, {"applied": False, "fusions": {}, "reason": "--no-optimize"}
     t0 = time.perf_counter()
-    opt, fusions = quantize.optimize(fp32, tmp / "model.opt.onnx")
+    opt, fusions = traced_quantize.optimize(fp32, tmp / "model.opt.onnx")
     try:
         check = _validated(model, opt)
     except ClidepError as exc:
@@ -171,26 +171,27 @@ def _validated(model, path: Path) -> dict:
 
 def _quantised_jobs(c: ExportConfig, fp32: Path, model, windows) -> list[tuple]:
     """(file, precision, make(dst), manifest extras) of each variant asked for beside fp32."""
-    from clidep.export import quantize
+    from clidep.export import traced_quantize
+    from clidep.export.ort_graph import write_quantised
 
     jobs = []
     if c.static:  # calibrated QDQ is for runtimes without contrib ops: it starts from the traced graph
         jobs.append(("model.int8.onnx", "int8-static-qdq", lambda d: _static(model, d, windows),
                      {"calibration": {"data": c.data, "samples": c.calib_samples}}))
     elif c.int8 and c.plain_onnx:
-        jobs.append(("model.int8.onnx", "int8-dynamic", lambda d: quantize.int8_dynamic(fp32, d, INT8_PER_CHANNEL),
+        jobs.append(("model.int8.onnx", "int8-dynamic", lambda d: traced_quantize.int8_dynamic(fp32, d, INT8_PER_CHANNEL),
                      {"per_channel": INT8_PER_CHANNEL, "embedding_and_lm_head": "int8, one shared copy"}))
     elif c.int8:
-        jobs.append(("model.int8.onnx", "int8-weight-only", lambda d: _nbits(model, d, 8, INT8_BLOCK),
+        jobs.append(("model.int8.onnx", "int8-weight-only", lambda d: write_quantised(model, d, 8, INT8_BLOCK),
                      {"block_size": INT8_BLOCK, "embedding_and_lm_head": "one 8-bit table, read in place"}))
     if c.int4 and c.plain_onnx:
-        jobs.append(("model.int4.onnx", "int4-weight-only", lambda d: quantize.int4_weight_only(fp32, d, c.block_size),
+        jobs.append(("model.int4.onnx", "int4-weight-only", lambda d: traced_quantize.int4_weight_only(fp32, d, c.block_size),
                      {"block_size": c.block_size}))
     elif c.int4:
-        jobs.append(("model.int4.onnx", "int4-weight-only", lambda d: _nbits(model, d, 4, c.block_size),
+        jobs.append(("model.int4.onnx", "int4-weight-only", lambda d: write_quantised(model, d, 4, c.block_size),
                      {"block_size": c.block_size, "embedding_and_lm_head": "one 4-bit table, read in place"}))
     if c.fp16:
-        jobs.append(("model.fp16.onnx", "fp16", lambda d: quantize.fp16(fp32, d), {}))
+        jobs.append(("model.fp16.onnx", "fp16", lambda d: traced_quantize.fp16(fp32, d), {}))
     return jobs
 
 
@@ -198,22 +199,9 @@ def _static(model, dst: Path, windows) -> Path:
     """Calibrated QDQ int8 at DST, quantised from the traced fp32 graph (written to a scratch folder beside DST)."""
     import tempfile
 
-    from clidep.export import quantize
-    from clidep.export.graph import export_onnx
+    from clidep.export import traced_quantize
+    from clidep.export.traced_graph import export_onnx
 
     with tempfile.TemporaryDirectory(dir=dst.parent) as scratch:
         traced = export_onnx(model, Path(scratch) / "model.onnx")
-        return quantize.int8_static(traced, dst, windows, model.config.kv_shapes)
-
-
-def _nbits(model, dst: Path, bits: int, block_size: int) -> tuple[Path, int, int]:
-    """The block-quantised ONNX Runtime graph at DST: (path, linear layers quantised, linear layers),
-    counted on the graph as built: MatMulNBits nodes against those plus the float MatMuls left (the
-    graph's attention is one GroupQueryAttention per block, so every MatMul is a linear layer)."""
-    from clidep.export.fused import build_graph
-    from clidep.export.surgery import save_graph
-
-    graph = build_graph(model, bits, block_size)
-    done = sum(n.op_type == "MatMulNBits" for n in graph.graph.node)
-    left = sum(n.op_type in ("MatMul", "Gemm") for n in graph.graph.node)
-    return save_graph(graph, dst), done, done + left
+        return traced_quantize.int8_static(traced, dst, windows, model.config.kv_shapes)

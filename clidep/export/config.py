@@ -44,8 +44,6 @@ class ExportConfig(Options):
     ppl_tokens: int = option(32768, "Tokens of --ppl-data for that check (0: the whole text).", low=0)
 
     def check(self) -> None:
-        from clidep.export.quantize import check_block_size
-
         check_block_size(self.block_size)
         if self.static and not self.data:
             raise ClidepError("--static needs calibration text: add --data wiki-en-valid (or a text file)")
@@ -54,3 +52,14 @@ class ExportConfig(Options):
         if ignored and not self.plain_onnx:
             raise ClidepError(f"--{'no-optimize' if ignored[0] == 'optimize' else 'opset'} applies to --plain-onnx only: "
                               f"the ONNX Runtime graph is written fused, at opset {ORT_GRAPH_OPSET}")
+
+
+#: The block sizes ONNX Runtime's MatMulNBits kernels take ("Only block sizes 16, 32, 64, 128, 256 are supported").
+BLOCK_SIZES = (16, 32, 64, 128, 256)
+
+
+def check_block_size(block_size: int) -> None:
+    """MatMulNBits takes power-of-two blocks of 16 to 256 weights."""
+    if block_size not in BLOCK_SIZES:
+        raise ClidepError(f"--block-size must be one of {', '.join(map(str, BLOCK_SIZES))} (what ONNX Runtime's "
+                          f"MatMulNBits takes), got {block_size}")

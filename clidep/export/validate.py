@@ -46,7 +46,7 @@ def validate_export(model, onnx_path: str | Path, atol: float | None = 1e-4, gre
     got_out = runner.output_names
     if got_in != onnx_io.input_names(n) or got_out != onnx_io.output_names(n):
         raise NamesMismatch(f"graph I/O {got_in} -> {got_out} differs from the clidep decoder layout for {n} blocks")
-    from clidep.export.fused import graph_kv_shapes
+    from clidep.export.ort_graph import graph_kv_shapes
 
     expected = graph_kv_shapes(model.config) if runner.shared else model.config.kv_shapes
     if runner.kv_shapes != expected:

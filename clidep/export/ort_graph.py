@@ -1,6 +1,6 @@
 """The ONNX Runtime graph: a CLIGPT2 model written op by op with ONNX Runtime's contrib ops.
 
-Where ``graph.py`` traces the PyTorch model into plain ONNX (any runtime), this module writes the
+Where ``traced_graph.py`` traces the PyTorch model into plain ONNX (any runtime), this module writes the
 graph ONNX Runtime decodes fastest, the way ONNX Runtime GenAI's model builder does:
 
 * attention is one ``GroupQueryAttention`` node per block (``num_heads`` = ``kv_num_heads`` =
@@ -278,3 +278,15 @@ def export_ort_graph(model, path: str | Path, bits: int | None = None, block_siz
         return save_graph(build_graph(model, bits, block_size, accuracy_level), path)
     finally:
         model.train(was_training)
+
+
+def write_quantised(model, dst: Path, bits: int, block_size: int) -> tuple[Path, int, int]:
+    """The block-quantised ONNX Runtime graph at DST: (path, linear layers quantised, linear layers),
+    counted on the graph as built: MatMulNBits nodes against those plus the float MatMuls left (the
+    graph's attention is one GroupQueryAttention per block, so every MatMul is a linear layer)."""
+    from clidep.export.surgery import save_graph
+
+    graph = build_graph(model, bits, block_size)
+    done = sum(n.op_type == "MatMulNBits" for n in graph.graph.node)
+    left = sum(n.op_type in ("MatMul", "Gemm") for n in graph.graph.node)
+    return save_graph(graph, dst), done, done + left

@@ -1,4 +1,4 @@
-"""clidep.export.quantize: int8, int4 and fp16 variants of a graph."""
+"""clidep.export.traced_quantize: int8, int4 and fp16 variants of a graph."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import onnx
 import pytest
 
 from clidep.errors import ClidepError
-from clidep.export.quantize import check_block_size, fp16, int4_weight_only, int8_dynamic
+from clidep.export.config import check_block_size
+from clidep.export.traced_quantize import fp16, int4_weight_only, int8_dynamic
 
 
 def test_truncated_onnx_is_refused_by_quantisation(ragged, tmp_path):

@@ -1,4 +1,4 @@
-"""clidep.export.fused: the ONNX Runtime graph (GroupQueryAttention over shared KV buffers,
+"""clidep.export.ort_graph: the ONNX Runtime graph (GroupQueryAttention over shared KV buffers,
 block-quantised weights read in place) and the runner's shared-buffer path."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from clidep import CLIGPT2LMHeadModel
-from clidep.export.fused import build_graph, export_ort_graph
-from clidep.export.graph import export_onnx
+from clidep.export.ort_graph import build_graph, export_ort_graph
+from clidep.export.traced_graph import export_onnx
 from clidep.export.validate import validate_export
 from clidep.runtime.runner import OnnxCausalLM, SharedKV
 

@@ -1,4 +1,6 @@
-"""Post-export precisions with ONNX Runtime's own tools (no torch needed).
+"""Passes over a written ONNX file with ONNX Runtime's own tools (no torch needed): the traced
+graph's (``--plain-onnx``) int8 and int4 quantisers and transformer fusions, and fp16 for either
+graph. The ONNX Runtime graph is quantised as it is built instead (``ort_graph.py``).
 
 Every function reads an fp32 export and writes a new file; the caller validates the result.
 """
@@ -11,8 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clidep.errors import ClidepError
-from clidep.export.config import INT4_BLOCK
+from clidep.export.config import INT4_BLOCK, check_block_size
 from clidep.runtime import onnx_io
 from clidep.export.surgery import is_large, load_graph, materialize_tied_head, save_graph, store_tied_head_once, weight_matmuls
 
@@ -62,17 +63,6 @@ def int8_static(src: str | Path, dst: str | Path, windows: np.ndarray, kv_shapes
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_quantize=targets,
                     op_types_to_quantize=["MatMul"], use_external_data_format=is_large(src))
     return Path(dst)
-
-
-#: The block sizes ONNX Runtime's MatMulNBits kernels take ("Only block sizes 16, 32, 64, 128, 256 are supported").
-BLOCK_SIZES = (16, 32, 64, 128, 256)
-
-
-def check_block_size(block_size: int) -> None:
-    """MatMulNBits takes power-of-two blocks of 16 to 256 weights."""
-    if block_size not in BLOCK_SIZES:
-        raise ClidepError(f"--block-size must be one of {', '.join(map(str, BLOCK_SIZES))} (what ONNX Runtime's "
-                          f"MatMulNBits takes), got {block_size}")
 
 
 def int4_weight_only(src: str | Path, dst: str | Path, block_size: int = INT4_BLOCK) -> tuple[Path, int, int]:

@@ -1,4 +1,4 @@
-"""clidep.export.graph: the traced graph, its inputs and outputs, parity with PyTorch."""
+"""clidep.export.traced_graph: the traced graph, its inputs and outputs, parity with PyTorch."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import onnx
 import torch
 
 from clidep import from_gpt2
-from clidep.export.graph import export_onnx
+from clidep.export.traced_graph import export_onnx
 from clidep.export.validate import validate_export
 from clidep.runtime.runner import OnnxCausalLM
 
