@@ -155,8 +155,18 @@ def test_a_timing_the_projection_does_not_know_is_an_error():
     device = devices.load("raspberry-pi-4")
     host = {"mem_bandwidth_gbs": 20.0, "fp32_gflops": 100.0}
     assert project({"decode_ms_p50": 10.0, "peak_rss_mb": 5.0, "reps": 3}, host, device)["decode_ms_p50"] > 10.0
-    with pytest.raises(ValueError, match="no kind for the timing.*prefill_ms_p90"):
+    with pytest.raises(ValueError, match="knows no field prefill_ms_p90: declare it in clidep/runtime/record.py"):
         project({"decode_ms_p50": 10.0, "prefill_ms_p90": 3.0}, host, device)
+
+
+def test_a_runner_record_of_another_shape_is_refused():
+    """bench checks each runner record against the one declared: a runner of another version is a failed row."""
+    from clidep.runtime.record import FIELDS, check
+
+    full = {k: None for k in FIELDS}
+    assert check(full) is full
+    with pytest.raises(ValueError, match="missing ttft_ms_samples; undeclared ttft_ms_p90"):
+        check({**{k: v for k, v in full.items() if k != "ttft_ms_samples"}, "ttft_ms_p90": 1.0})
 
 
 def test_a_failing_model_does_not_stop_the_others(teacher_artifact, tmp_path):

@@ -89,7 +89,6 @@ def test_export_bad_input(args, message, teacher_artifact, teacher_dir, tmp_path
 @pytest.mark.parametrize("target", ["fresh", "existing"])
 def test_a_failure_after_writing_began_leaves_the_output_as_it_was(target, teacher_artifact, teacher_dir, tmp_path,
                                                                   monkeypatch):
-
     def int4_that_dies(model, dst, bits, block_size):
         Path(dst).write_bytes(b"half an int4 graph")
         raise ClidepError("disk pulled out mid-export")

@@ -31,6 +31,7 @@ from clidep.bench import report as report_writer
 from clidep.bench.config import BenchConfig
 from clidep.options import resolve
 from clidep.files import non_finite
+from clidep.runtime.record import check as check_record
 from clidep.runtime.verify import reason
 from clidep.errors import ClidepError
 from clidep.bench.provenance import provenance as run_provenance
@@ -250,15 +251,14 @@ def _measure(f: dict, runtime: str, c: BenchConfig, threads: int, tmp: Path, ids
         ppl_args = ["--ppl-ids", str(ids_files[f["dir"]]), "--context", str(context), "--stride", str(context // 2)]
     run = (lambda a: run_remote(c.remote, a, send, timeout, c.ssh_config, c.remote_python)) if c.remote else \
         (lambda a: run_local(a, timeout))
-    return [run(a) for a in [args + ppl_args] + [args] * (c.memory_runs - 1)]  # the others: no perplexity pass
+    # the others: no perplexity pass; every record checked against the one declared in runtime/record.py
+    return [check_record(run(a)) for a in [args + ppl_args] + [args] * (c.memory_runs - 1)]
 
 
 def _fill(row: dict, runs: list[dict], f: dict, device: Profile, host: dict, measured_there: bool, projected: bool) -> None:
     """ROW from its runner records: median peak memory, roofline fraction, fit, and the projection."""
-    rec = runs[0]
-    rec["peak_rss_mb_samples"] = [r["peak_rss_mb"] for r in runs]
-    rec["peak_rss_mb"] = float(np.median(rec["peak_rss_mb_samples"]))
-    row.update(rec)
+    rec = {**runs[0], "peak_rss_mb": float(np.median([r["peak_rss_mb"] for r in runs]))}
+    row.update(rec, peak_rss_mb_samples=[r["peak_rss_mb"] for r in runs])
     per_token = weight_bytes(f["file"]) + kv_bytes(f, rec["decode_context"])
     row["bytes_per_token"] = per_token
     bw = device.mem_bandwidth_gbs if measured_there else host["mem_bandwidth_gbs"]

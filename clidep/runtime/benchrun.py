@@ -3,8 +3,8 @@
     python -m clidep.runtime.benchrun MODEL.onnx [--prompt-lens 32,128] [--gen 128] [--depth 32,512]
         [--reps 5] [--threads N] [--ppl-ids ids.npy --context C --stride S]
 
-Prints one JSON record on stdout. ``clidep bench`` starts one such process per model so that
-peak memory figures do not mix; with ``--remote`` the same module runs on the device.
+Prints one JSON record on stdout: the fields of ``record.RUNNER``, exactly. ``clidep bench`` starts
+one such process per model so that peak memory figures do not mix; with ``--remote`` the same module runs on the device.
 Protocol, as llama-bench's: REPS repetitions of every test. ppN: one pass over an N-token prompt
 (after one untimed pass per length), in tokens/s. tgGEN at depth P: GEN greedy tokens, batch 1,
 KV cache, after a P-token prompt and 8 untimed tokens, in tokens/s. Each is reported as mean and
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from clidep.runtime.record import check
 from clidep.runtime.runner import OnnxCausalLM
 
 WARMUP_TOKENS = 8
@@ -226,9 +227,10 @@ def main(argv: list[str] | None = None) -> None:
     lens = [int(x) for x in a.prompt_lens.split(",") if x]
     at = [int(x) for x in a.depth.split(",") if x]
     if a.runtime == "genai":
-        json.dump(measure_genai(a.model, lens, a.gen, a.threads, depths=at, reps=a.reps), sys.stdout)
+        record = measure_genai(a.model, lens, a.gen, a.threads, depths=at, reps=a.reps)
     else:
-        json.dump(measure(a.model, lens, a.gen, a.threads, ids, a.context, a.stride, depths=at, reps=a.reps), sys.stdout)
+        record = measure(a.model, lens, a.gen, a.threads, ids, a.context, a.stride, depths=at, reps=a.reps)
+    json.dump(check(record), sys.stdout)
 
 
 if __name__ == "__main__":
