@@ -101,6 +101,48 @@ class _Weights:
                          accuracy_level=self.accuracy)[0]
 
 
+class _Params:
+    """The model's weights by what they are: the one place that spells modeling.py's module names
+    (the graph names its nodes and initializers after them, so profiles and quantisers read alike)."""
+
+    def __init__(self, model):
+        self.config = model.config
+        self._sd = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
+
+    @staticmethod
+    def block(i: int) -> str:
+        """Block I's name, the prefix of its parts."""
+        return f"transformer.h.{i}"
+
+    def embeddings(self) -> tuple[np.ndarray, np.ndarray]:
+        """(token table (V, d), position table (P, d))."""
+        return self._sd["transformer.wte.weight"], self._sd["transformer.wpe.weight"]
+
+    def projection(self, i: int) -> tuple[str, np.ndarray] | None:
+        """(name, weight) of the projection into block I's width (I = n_layer: back to the base), if any."""
+        key = f"transformer.proj.{i}.weight"
+        return (f"transformer.proj.{i}", self._sd[key]) if key in self._sd else None
+
+    def weight_and_bias(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(weight, bias) of the module NAME: a LayerNorm (``transformer.ln_f``, a block's ``.ln_1``) or a
+        linear layer (a block's ``.attn.c_attn``, ``.mlp.c_fc``, ...)."""
+        return self._sd[f"{name}.weight"], self._sd[f"{name}.bias"]
+
+    def alpha(self, i: int) -> float:
+        """The learned slope of block I's linearizing MLP."""
+        return float(self._sd[f"{self.block(i)}.mlp.act.alpha"])
+
+
+class _Graph:
+    """What every part of the graph is written with: the builder, the weight writer and the weights."""
+
+    def __init__(self, model, bits: int | None, block_size: int, accuracy_level: int | None):
+        self.b = _Builder()
+        self.w = _Weights(self.b, bits, block_size, accuracy_level)
+        self.p = _Params(model)
+        self.config = model.config
+
+
 def build_graph(model, bits: int | None = None, block_size: int = INT4_BLOCK, accuracy_level: int | None = None):
     """The ONNX Runtime graph (an onnx ModelProto) of ``model`` (CLIGPT2LMHeadModel, fp32);
     ``bits`` None keeps fp32 weights, 4 or 8 writes every linear layer and the tied embedding
@@ -111,9 +153,8 @@ def build_graph(model, bits: int | None = None, block_size: int = INT4_BLOCK, ac
     if config.activation_function not in _ACTIVATIONS:
         raise ClidepError(f"the ONNX Runtime graph has no op for activation '{config.activation_function}'; "
                           "export with --plain-onnx")
-    sd = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
-    b = _Builder()
-    w = _Weights(b, bits, block_size, accuracy_level)
+    g = _Graph(model, bits, block_size, accuracy_level)
+    b = g.b
     n = config.n_layer
     ids, mask, pos = "input_ids", "attention_mask", "position_ids"
     keep = onnx_io.LOGITS_TO_KEEP
@@ -121,18 +162,18 @@ def build_graph(model, bits: int | None = None, block_size: int = INT4_BLOCK, ac
                  helper.make_tensor_value_info(mask, TensorProto.INT64, ["batch_size", "total_sequence_length"]),
                  helper.make_tensor_value_info(pos, TensorProto.INT64, ["batch_size", "sequence_length"])]
     seqlens, total = _lengths(b, mask)
-    x, head = _embeddings(b, w, sd, ids, pos, config.n_embd)
+    x, head = _embeddings(g, ids, pos)
     for i in range(n):
         heads, hd = graph_kv_shapes(config)[i]
-        x = _projection(b, w, sd, i, x)
-        x = _block(b, w, sd, config, i, x, seqlens, total)
+        x = _projection(g, i, x)
+        x = _block(g, i, x, (seqlens, total))
         for kv in ("key", "value"):
             b.inputs.append(helper.make_tensor_value_info(onnx_io.past_name(i, kv), TensorProto.FLOAT,
                                                           ["batch_size", heads, "max_length", hd]))
             b.outputs.append(helper.make_tensor_value_info(f"present.{i}.{kv}", TensorProto.FLOAT,
                                                            ["batch_size", heads, "max_length", hd]))
-    x = _projection(b, w, sd, n, x)
-    x = _layer_norm(b, sd, "transformer.ln_f", x, config.layer_norm_epsilon)
+    x = _projection(g, n, x)
+    x = _layer_norm(g, "transformer.ln_f", x)
     b.inputs.append(helper.make_tensor_value_info(keep, TensorProto.INT64, []))
     b.const(keep, np.array(0, np.int64))  # an input with a default: runtimes that do not feed it get every position
     x = _last_positions(b, x, keep)
@@ -161,9 +202,10 @@ def _lengths(b: _Builder, mask: str) -> tuple[str, str]:
     return seqlens, total
 
 
-def _embeddings(b: _Builder, w: _Weights, sd: dict, ids: str, pos: str, d: int):
+def _embeddings(g: _Graph, ids: str, pos: str):
     """Token plus position embeddings (B, S, d), and the tied head as a function of the final hidden states."""
-    wte, wpe = sd["transformer.wte.weight"], sd["transformer.wpe.weight"]
+    b, w, d = g.b, g.w, g.config.n_embd
+    wte, wpe = g.p.embeddings()
     positions = b.op("Gather", [b.const("transformer.wpe.weight", wpe), pos], axis=0, name="wpe")[0]
     if w.bits is None or d % w.block:
         table = b.const("transformer.wte.weight", wte)
@@ -194,15 +236,16 @@ def _embeddings(b: _Builder, w: _Weights, sd: dict, ids: str, pos: str, d: int):
     return b.op("Add", [tokens, positions], name="embed")[0], head
 
 
-def _projection(b: _Builder, w: _Weights, sd: dict, i: int, x: str) -> str:
+def _projection(g: _Graph, i: int, x: str) -> str:
     """The residual stream mapped into block I's width (I = n_layer: back to the base width), if it changes."""
-    key = f"transformer.proj.{i}.weight"
-    return w.linear(x, f"transformer.proj.{i}", sd[key]) if key in sd else x
+    proj = g.p.projection(i)
+    return g.w.linear(x, *proj) if proj else x
 
 
-def _layer_norm(b: _Builder, sd: dict, name: str, x: str, eps: float) -> str:
-    return b.op("LayerNormalization", [x, b.const(f"{name}.weight", sd[f"{name}.weight"]),
-                                       b.const(f"{name}.bias", sd[f"{name}.bias"])], axis=-1, epsilon=eps, name=name)[0]
+def _layer_norm(g: _Graph, name: str, x: str) -> str:
+    weight, bias = g.p.weight_and_bias(name)
+    return g.b.op("LayerNormalization", [x, g.b.const(f"{name}.weight", weight), g.b.const(f"{name}.bias", bias)],
+                  axis=-1, epsilon=g.config.layer_norm_epsilon, name=name)[0]
 
 
 def graph_kv_shapes(config) -> list[tuple[int, int]]:
@@ -211,10 +254,10 @@ def graph_kv_shapes(config) -> list[tuple[int, int]]:
     return [(h, -(-d // 8) * 8) for h, d in config.kv_shapes]
 
 
-def _padded_attention(sd: dict, p: str, heads: int, hd: int, hp: int) -> tuple[np.ndarray, ...]:
-    """c_attn's weight and bias and c_proj's weight with each head's HD dimensions zero-padded to HP:
-    q.k and the attention output are unchanged (the scale stays 1/sqrt(HD), given to the op)."""
-    w_qkv, b_qkv, w_o = sd[f"{p}.attn.c_attn.weight"], sd[f"{p}.attn.c_attn.bias"], sd[f"{p}.attn.c_proj.weight"]
+def _padded_attention(p: _Params, name: str, heads: int, hd: int, hp: int) -> tuple[np.ndarray, ...]:
+    """Block NAME's c_attn weight and bias and c_proj weight with each head's HD dimensions zero-padded
+    to HP: q.k and the attention output are unchanged (the scale stays 1/sqrt(HD), given to the op)."""
+    (w_qkv, b_qkv), (w_o, _) = p.weight_and_bias(f"{name}.attn.c_attn"), p.weight_and_bias(f"{name}.attn.c_proj")
     if hp == hd:
         return w_qkv, b_qkv, w_o
     rows = np.arange(3 * heads * hd)
@@ -227,37 +270,38 @@ def _padded_attention(sd: dict, p: str, heads: int, hd: int, hp: int) -> tuple[n
     return w_pad, b_pad, o_pad
 
 
-def _block(b: _Builder, w: _Weights, sd: dict, config, i: int, x: str, seqlens: str, total: str) -> str:
-    """Block I: x + attn(ln_1(x)), then + mlp(ln_2(.)); (B, S, w_i) in and out."""
-    p = f"transformer.h.{i}"
-    heads, hd = config.kv_shapes[i]
-    hp = graph_kv_shapes(config)[i][1]
-    w_qkv, b_qkv, w_o = _padded_attention(sd, p, heads, hd, hp)
-    h = _layer_norm(b, sd, f"{p}.ln_1", x, config.layer_norm_epsilon)
+def _block(g: _Graph, i: int, x: str, lengths: tuple[str, str]) -> str:
+    """Block I: x + attn(ln_1(x)), then + mlp(ln_2(.)); (B, S, w_i) in and out. LENGTHS: GroupQueryAttention's
+    seqlens_k and total_sequence_length."""
+    b, w, p = g.b, g.w, g.p.block(i)
+    heads, hd = g.config.kv_shapes[i]
+    hp = graph_kv_shapes(g.config)[i][1]
+    w_qkv, b_qkv, w_o = _padded_attention(g.p, p, heads, hd, hp)
+    h = _layer_norm(g, f"{p}.ln_1", x)
     qkv = w.linear(h, f"{p}.attn.c_attn", w_qkv, b_qkv)  # (B, S, 3 * heads * hp): packed q, k, v
     attn = b.op("GroupQueryAttention", [qkv, "", "", onnx_io.past_name(i, "key"), onnx_io.past_name(i, "value"),
-                                        seqlens, total], n_out=3, domain="com.microsoft", name=f"{p}.attn",
+                                        *lengths], n_out=3, domain="com.microsoft", name=f"{p}.attn",
                 num_heads=heads, kv_num_heads=heads, scale=float(hd ** -0.5))
     b.nodes[-1].output[1:] = [f"present.{i}.key", f"present.{i}.value"]
-    out = w.linear(attn[0], f"{p}.attn.c_proj", w_o, sd[f"{p}.attn.c_proj.bias"])
+    out = w.linear(attn[0], f"{p}.attn.c_proj", w_o, g.p.weight_and_bias(f"{p}.attn.c_proj")[1])
     x = b.op("Add", [x, out], name=f"{p}.residual_1")[0]
-    h = _layer_norm(b, sd, f"{p}.ln_2", x, config.layer_norm_epsilon)
-    return b.op("Add", [x, _mlp(b, w, sd, config, i, h)], name=f"{p}.residual_2")[0]
+    h = _layer_norm(g, f"{p}.ln_2", x)
+    return b.op("Add", [x, _mlp(g, i, h)], name=f"{p}.residual_2")[0]
 
 
-def _mlp(b: _Builder, w: _Weights, sd: dict, config, i: int, h: str) -> str:
+def _mlp(g: _Graph, i: int, h: str) -> str:
     """Block I's feed-forward branch as its kind is built: standard, linearizing (alpha blend) or collapsed."""
-    p = f"transformer.h.{i}.mlp"
-    if config.mlp_kinds[i] == "collapsed":
-        return w.linear(h, f"{p}.linear", sd[f"{p}.linear.weight"], sd[f"{p}.linear.bias"])
-    inner = w.linear(h, f"{p}.c_fc", sd[f"{p}.c_fc.weight"], sd[f"{p}.c_fc.bias"])
-    act = b.op(_ACTIVATIONS[config.activation_function], [inner], domain="com.microsoft", name=f"{p}.act")[0]
-    if config.mlp_kinds[i] == "linearizing":  # alpha * h + (1 - alpha) * act(h)
-        alpha = float(sd[f"{p}.act.alpha"])
+    b, w, p, kind = g.b, g.w, f"{g.p.block(i)}.mlp", g.config.mlp_kinds[i]
+    if kind == "collapsed":
+        return w.linear(h, f"{p}.linear", *g.p.weight_and_bias(f"{p}.linear"))
+    inner = w.linear(h, f"{p}.c_fc", *g.p.weight_and_bias(f"{p}.c_fc"))
+    act = b.op(_ACTIVATIONS[g.config.activation_function], [inner], domain="com.microsoft", name=f"{p}.act")[0]
+    if kind == "linearizing":  # alpha * h + (1 - alpha) * act(h)
+        alpha = g.p.alpha(i)
         scaled = b.op("Mul", [inner, b.const(f"{p}.alpha", np.array(alpha, np.float32))])[0]
         rest = b.op("Mul", [act, b.const(f"{p}.one_minus_alpha", np.array(1 - alpha, np.float32))])[0]
         act = b.op("Add", [scaled, rest])[0]
-    return w.linear(act, f"{p}.c_proj", sd[f"{p}.c_proj.weight"], sd[f"{p}.c_proj.bias"])
+    return w.linear(act, f"{p}.c_proj", *g.p.weight_and_bias(f"{p}.c_proj"))
 
 
 def _last_positions(b: _Builder, x: str, keep: str) -> str:
