@@ -33,6 +33,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
 def _log(message: str) -> None:
     """Progress and notices: stderr, so that stdout holds only the result."""
     print(message, file=sys.stderr)
@@ -170,7 +171,8 @@ def bench(
     profile other than host, latencies are projected (and labelled so)."""
     from clidep.bench import devices as profiles
     from clidep.files import check_output, write_dir
-    from clidep.bench.benchmark import bench as run, markdown, write_report
+    from clidep.bench.benchmark import bench as run
+    from clidep.bench.outputs import markdown, write_report
     from clidep.locks import write_lock
 
     with write_lock(out, log=_log):

@@ -88,7 +88,7 @@ def shared_data_dir() -> Path:
         if not path.is_dir():
             raise ClidepError(f"{ENV_VAR}={path} is not a directory; point it at the folder holding gpt2-tokenizer/")
         return path
-    for path in (_PROJECT_ROOT.parent / "shared" / "data", Path.cwd().parent / "shared" / "data"):
+    for path in _offline_candidates():
         if path.is_dir():
             return path
     raise ClidepError(
@@ -101,7 +101,12 @@ def offline_folder_present() -> bool:
     """Whether this machine has the offline data folder (an explicit $CLIDEP_SHARED_DATA counts, even a wrong one)."""
     if os.environ.get(ENV_VAR):
         return True
-    return any(p.is_dir() for p in (_PROJECT_ROOT.parent / "shared" / "data", Path.cwd().parent / "shared" / "data"))
+    return any(p.is_dir() for p in _offline_candidates())
+
+
+def _offline_candidates() -> tuple[Path, Path]:
+    """Where the offline folder is looked for without $CLIDEP_SHARED_DATA: beside the project, beside the working directory."""
+    return _PROJECT_ROOT.parent / "shared" / "data", Path.cwd().parent / "shared" / "data"
 
 
 def hub_fallback(name: str) -> tuple[str, str] | None:

@@ -41,7 +41,7 @@ def demo(out: str | Path = "clidep-demo", config: DemoConfig | None = None, *, l
     from clidep.compress.analyze import analyze, write_report
     from clidep.export.artifact import export_artifact
     from clidep.bench.benchmark import bench
-    from clidep.bench.benchmark import write_report as write_bench
+    from clidep.bench.outputs import write_report as write_bench
     from clidep.compress.pipeline import compress
     from clidep.quality.evaluate import evaluate
 

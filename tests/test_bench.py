@@ -12,7 +12,8 @@ import shutil
 import pytest
 
 from clidep.bench import devices
-from clidep.bench.benchmark import _fill, bench, markdown, write_report
+from clidep.bench.benchmark import _fill, bench
+from clidep.bench.outputs import markdown, write_report
 from clidep.data import load_tokenizer, read_text
 from clidep.errors import ClidepError
 from clidep.data import tokenize_text

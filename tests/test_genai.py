@@ -76,7 +76,8 @@ def test_every_precision_has_a_self_contained_folder(student_export):
 
 def test_bench_measures_genai_beside_clideps_runner(student_export):
     from clidep.bench import devices
-    from clidep.bench.benchmark import bench, markdown
+    from clidep.bench.benchmark import bench
+    from clidep.bench.outputs import markdown
 
     root, _ = student_export
     report = bench([str(root / "onnx")], devices.load("host"), prompt_lens="16,512", gen=64, depth="16,64",

@@ -11,7 +11,9 @@ On ``host`` every figure is measured. On any other profile the host measurement 
 * a model fits when its peak resident memory is within the device's usable RAM.
 
 With ``--remote USER@HOST`` the runner and the models are copied over ssh and run on the device:
-measured, not projected.
+measured, not projected. This module finds and checks the variants and runs the loop over rows;
+the projection is ``projection.py``, where a runner runs ``transport.py``, the host probe
+``host.py``, and what is written ``outputs.py``.
 """
 
 from __future__ import annotations
@@ -27,12 +29,11 @@ from clidep.bench.devices import Profile
 from clidep.bench.host import measure_host
 from clidep.bench.projection import project
 from clidep.bench.transport import check_remote, run_local, run_remote
-from clidep.bench import report as report_writer
 from clidep.bench.config import BenchConfig
 from clidep.options import resolve
 from clidep.files import non_finite
 from clidep.runtime.record import check as check_record
-from clidep.runtime.verify import reason
+from clidep.runtime.verify import graph_bytes, reason
 from clidep.errors import ClidepError
 from clidep.bench.provenance import provenance as run_provenance
 from clidep.runtime.onnx_io import positions_beside
@@ -71,14 +72,10 @@ def model_files(specs: list[str], log=print) -> list[dict]:
                 row["facts"] = verify.graph_facts(row["file"], v, manifest)
                 verify.check_config(path, row["facts"])
                 out.append(row)
-        elif path.is_dir() and (path / "model.onnx").is_file():
-            facts = verify.checked_graph(path / "model.onnx", log)
-            out.append({"name": path.name, "precision": "unknown", "file": path / "model.onnx", "dir": path,
-                        "genai": None, "facts": facts})
-        elif path.is_file():
-            facts = verify.checked_graph(path, log)
-            out.append({"name": f"{path.parent.name}/{path.name}", "precision": "unknown", "file": path, "dir": path.parent,
-                        "genai": None, "facts": facts})
+        elif path.is_file() or (path / "model.onnx").is_file():  # a graph, or a folder holding one, run as it is
+            graph = path / "model.onnx" if path.is_dir() else path
+            out.append({"name": path.name if path.is_dir() else f"{path.parent.name}/{path.name}", "precision": "unknown",
+                        "file": graph, "dir": graph.parent, "genai": None, "facts": verify.checked_graph(graph, log)})
         elif path.is_dir():
             raise ClidepError(f"'{spec}' is not a clidep export (no manifest.json, no model.onnx); run clidep export first")
         else:
@@ -162,7 +159,7 @@ def _bench(files: list[dict], device: Profile, c: BenchConfig, timeout: int, log
     with tempfile.TemporaryDirectory() as tmp:
         for f, runtime, threads in [(f, rt, n) for f in files for rt in _runtimes(c, f, log) for n in sweep]:
             row = {"name": f["name"], "precision": f["precision"], "runtime": runtime, "threads": threads,
-                   "file": str(f["file"]), "size_bytes": _size(f["file"]),
+                   "file": str(f["file"]), "size_bytes": graph_bytes(f["file"]),
                    "is_baseline": bool(baseline) and Path(baseline) in (f["dir"], f["file"])}
             try:
                 log(f"{f['name']} [{f['precision']}, {runtime}, {threads} threads] ...")
@@ -185,12 +182,6 @@ def _bench(files: list[dict], device: Profile, c: BenchConfig, timeout: int, log
             "provenance": provenance, "models": rows}
 
 
-def _size(path: Path) -> int:
-    """Bytes of a graph and its external data (0 for a missing file: its row says why)."""
-    data = path.parent / f"{path.name}.data"
-    return sum(p.stat().st_size for p in (path, data) if p.is_file())
-
-
 #: Longest run bench starts without --yes, by its estimate.
 MAX_ESTIMATE_S = 2 * 3600
 
@@ -199,7 +190,7 @@ def estimate_seconds(files: list[dict], c: BenchConfig, threads: list[int], host
     """A rough duration of the run: per runner process, every decoded token reads the graph's bytes
     at half the host's bandwidth, and a prompt token costs an eighth of that (prompts run as one
     batch); times the processes (variants x runtimes x thread counts x memory runs)."""
-    per = [_size(f["file"]) / (host["mem_bandwidth_gbs"] * 1e9 * 0.5) for f in files if "missing" not in f]
+    per = [graph_bytes(f["file"]) / (host["mem_bandwidth_gbs"] * 1e9 * 0.5) for f in files if "missing" not in f]
     decoded = len(c.depths) * (c.gen + 8)
     prompted = sum(c.lengths) * 2 + sum(c.depths)  # each length once untimed, then per repetition
     per_process = sum(t * c.reps * (decoded + prompted / 8) for t in per)
@@ -287,94 +278,3 @@ def _ratios(rows: list[dict]) -> None:
             "memory_ratio": r["peak_rss_mb"] / b["peak_rss_mb"],
             "ppl_ratio": r["ppl"] / b["ppl"] if r.get("ppl") and b.get("ppl") else None,
         }
-
-
-#: The provenance every CSV row carries (the Markdown title says it once).
-PROVENANCE = ("device", "projected", "git_sha", "onnxruntime", "reps", "time")
-
-
-def fields(report: dict) -> list[report_writer.Field]:
-    """The one field list of a bench record; projected figures say so in their headers."""
-    F = report_writer.Field
-    p = "projected " if report["projected"] else ""
-    lens = sorted({k for r in report["models"] for k in r.get("prefill_ms", {})}, key=int)
-    depths = sorted({k for r in report["models"] for k in r.get("decode_ms_at", {})}, key=int)
-    gen = next((r["gen"] for r in report["models"] if r.get("gen")), "")
-    tps = [*[(f"pp_tps.{n}", f"{p}pp{n} t/s") for n in lens],
-           *[(f"tg_tps.{d}", f"{p}tg{gen} @d{d} t/s") for d in depths]]
-    return [F("name", "model"), F("precision", "precision"), F("runtime", "runtime"), F("threads", "threads"),
-            F("size_bytes", "MB", text=lambda r: f"{r['size_bytes'] / 1e6:.1f}"), F("load_s", "load s", ".2f"),
-            *[F(f"{k}.mean", header, text=_mean_sd(k)) for k, header in tps],
-            *[F(f"{k}.sd", "", table=False) for k, _ in tps],  # the Markdown cell above holds both
-            *[F(f"prefill_ms.{n}", "", table=False) for n in lens],
-            F("ttft_ms", f"{p}first token ms", ".1f"), F("tokens_per_s", "", table=False),
-            F("decode_ms_p50", f"{p}decode p50 ms", ".2f"), F("decode_ms_p90", f"{p}decode p90 ms", ".2f"),
-            *[F(f"decode_ms_at.{n}", f"{p}decode @{n} ms", ".2f") for n in (depths if len(depths) > 1 else [])],
-            F("peak_rss_mb", "peak RSS MB", ".0f"), F("fits", "fits"),
-            F("ppl", "ppl", ".2f"), F("roofline_fraction", "roofline", ".0%"),
-            F("vs_baseline.decode_speedup", "vs baseline: speed / size / ppl", text=_vs_text)]
-
-
-def _mean_sd(key: str):
-    def cell(r: dict) -> str:
-        v = report_writer.value(r, key)
-        return f"{v['mean']:.1f} ± {v['sd']:.1f}" if v else "-"
-    return cell
-
-
-def _vs_text(r: dict) -> str:
-    vs = r.get("vs_baseline")
-    if not vs:
-        return "-"
-    return f"{vs['decode_speedup']:.2f}x / {vs['size_ratio']:.2f} / " + (f"{vs['ppl_ratio']:.2f}" if vs["ppl_ratio"] else "-")
-
-
-def _title(report: dict) -> str:
-    prov = report["provenance"]
-    where = (f"projected for {report['device']} from measurements on {prov['host']}" if report["projected"]
-             else f"measured on {report['device']} ({prov['remote'] or prov['host']})")
-    return (f"**{where}**, {prov['threads']} threads, ONNX Runtime {prov['onnxruntime']}, git {prov['git_sha']}, "
-            f"{prov['time']}")
-
-
-def markdown(report: dict) -> str:
-    """The report as a Markdown table; projected figures are labelled in the title and the columns."""
-    return report_writer.markdown(fields(report), report["models"], _title(report))
-
-
-def write_report(report: dict, out: str | Path) -> list[Path]:
-    """bench.json, bench.md, bench.csv, bench.jsonl and two PNG plots in OUT, each written atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from clidep.files import atomic_write
-
-    out = Path(out)
-    paths = report_writer.write(out, "bench", fields(report), report["models"], report, _title(report),
-                                csv_extra=("error", *[f"provenance.{k}" for k in PROVENANCE]))
-    ok = [r for r in report["models"] if "error" not in r]
-    p = "projected " if report["projected"] else ""
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for r in ok:
-        if r.get("ppl"):
-            ax.scatter(r["decode_ms_p50"], r["ppl"])
-            ax.annotate(f"{r['name']} {r['precision']}", (r["decode_ms_p50"], r["ppl"]), fontsize=7)
-    ax.set_xlabel(f"{p}decode ms/token (p50)")
-    ax.set_ylabel("perplexity")
-    ax.set_title(f"{report['device']}: speed against quality")
-    fig.tight_layout()
-    paths.append(atomic_write(out / "decode_vs_ppl.png", lambda t: fig.savefig(t, format="png", dpi=110)))
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for r in ok:
-        ns = sorted(r["prefill_ms"], key=int)
-        ax.plot([int(n) for n in ns], [r["prefill_ms"][n] for n in ns], marker="o", label=f"{r['name']} {r['precision']}")
-    ax.set_xlabel("prompt tokens")
-    ax.set_ylabel(f"{p}prefill ms")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    paths.append(atomic_write(out / "prefill.png", lambda t: fig.savefig(t, format="png", dpi=110)))
-    plt.close(fig)
-    return paths

@@ -77,15 +77,16 @@ def lr_lambda(warmup: int, steps: int):
     return f
 
 
-def _write_failed(out: Path, step: int, exc: BaseException) -> ClidepError:
-    """The one line for a checkpoint that could not be written: why, the space left, and what survives."""
+def write_failed(what: str, out: Path, exc: BaseException) -> ClidepError:
+    """The one line for a write into OUT that failed (a full disk): WHAT, why, the space left, and
+    whether a complete checkpoint survives for --resume."""
     why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0][:120]
-    free = shutil.disk_usage(out).free / 1e6
     kept = latest_checkpoint(out)
     then = (f"the checkpoint at step {json.loads((kept / 'trainer_state.json').read_text())['step']} in {kept} is "
             "complete: free space, then run the same command with --resume" if kept else
             "no earlier checkpoint exists: free space, then run the command again")
-    return ClidepError(f"writing the checkpoint at step {step} failed ({why}; {free:,.0f} MB free on that disk); {then}")
+    return ClidepError(f"writing {what} failed ({why}; {shutil.disk_usage(out).free / 1e6:,.0f} MB free on that disk); "
+                       f"{then}")
 
 
 def latest_checkpoint(out: Path) -> Path | None:
@@ -222,7 +223,7 @@ def _checkpoint(acc, out: Path, state: TrainState) -> None:
             (tmp / "trainer_state.json").write_text(json.dumps(asdict(state)))
     except (OSError, RuntimeError) as exc:  # torch reports a full disk as RuntimeError ("unexpected pos ...")
         shutil.rmtree(tmp, ignore_errors=True)
-        raise _write_failed(out, state.step, exc) from None
+        raise write_failed(f"the checkpoint at step {state.step}", out, exc) from None
     if acc.is_main_process:
         (tmp / COMPLETE).write_text("")  # written last: a checkpoint without it is never read back
         if old.exists():

@@ -133,7 +133,7 @@ def _run(teacher: str, out: Path, config: CompressConfig, resume: bool, overwrit
             shutil.rmtree(work, ignore_errors=True)  # nothing worth resuming: leave nothing that blocks a rerun
         elif ckpt is not None:
             log(f"{work} keeps the checkpoint at step {_checkpoint_step(ckpt)}: run the same command with --resume "
-                "(instead of --overwrite) to continue from it")
+                + ("(instead of --overwrite) " if work != out else "") + "to continue from it")
         raise
     if main and work != out:
         swap_into_place(work, out)
@@ -198,9 +198,8 @@ def _resumable(out: Path, partial: Path) -> Path:
 
 def _new_run(teacher: str, out: Path, partial: Path, config: CompressConfig, overwrite: bool) -> tuple[dict, Path]:
     """Check OUT and the inputs, resolve the plan, and write run.json into the working directory."""
-    from clidep.data import read_text
-
     from clidep.compress.distill import latest_checkpoint
+    from clidep.data import read_text
 
     if not overwrite and latest_checkpoint(partial) is not None:
         raise ClidepError(f"'{out}' has an interrupted run beside it ({partial}); pass --resume to continue it, or "
@@ -350,7 +349,7 @@ def _save_student(student, tokenizer, out: Path) -> None:
     """Model files into a temporary sibling, then renamed into OUT (compress.json is written last)."""
     from safetensors import SafetensorError
 
-    from clidep.compress.distill import latest_checkpoint
+    from clidep.compress.distill import write_failed
 
     tmp = make_temp_dir(out / "final")
     try:
@@ -359,11 +358,7 @@ def _save_student(student, tokenizer, out: Path) -> None:
         for f in tmp.iterdir():
             f.replace(out / f.name)
     except (OSError, RuntimeError, SafetensorError) as exc:
-        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0][:120]
-        kept = latest_checkpoint(out)
-        raise ClidepError(f"writing the student into {out} failed ({why}; {shutil.disk_usage(out).free / 1e6:,.0f} MB "
-                          "free there); " + ("its last checkpoint is complete: free space, then run the same command "
-                                             "with --resume" if kept else "free space, then run the command again")) from None
+        raise write_failed(f"the student into {out}", out, exc) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -14,7 +14,7 @@ from clidep.errors import ClidepError
 from clidep.export.config import INT8_BLOCK, ORT_GRAPH_OPSET, ExportConfig
 from clidep.options import resolve
 from clidep.runtime import onnx_io
-from clidep.runtime.verify import file_sha256
+from clidep.runtime.verify import file_sha256, graph_bytes
 
 # Measured on the reference teacher (32,768 WikiText-test tokens, context 512 / stride 256, fp32
 # 46.9 MB): blocks int8 with embedding and head fp32 18.7 MB, +0.12% ppl; blocks, embedding and
@@ -96,7 +96,7 @@ def _export(model_path: str | Path, out: Path, c: ExportConfig, overwrite: bool)
         for v in variants:
             v["ppl_delta"] = v["ppl"] / variants[0]["ppl"] - 1
             data = tmp / f"{v['file']}.data"  # weights past 2 GB live beside the graph
-            v["size_bytes"] = (tmp / v["file"]).stat().st_size + (data.stat().st_size if data.exists() else 0)
+            v["size_bytes"] = graph_bytes(tmp / v["file"])
             v["sha256"] = file_sha256(tmp / v["file"])
             if data.exists():
                 v["external_data"] = {"file": data.name, "sha256": file_sha256(data)}

@@ -76,6 +76,12 @@ def load_manifest(folder: Path) -> dict | None:
     return manifest
 
 
+def graph_bytes(graph: Path) -> int:
+    """Bytes of a graph and its external data (``NAME.data`` beside it, past 2 GB): what the manifest's
+    ``size_bytes`` records; 0 for a missing graph."""
+    return sum(p.stat().st_size for p in (graph, graph.parent / f"{graph.name}.data") if p.is_file())
+
+
 def check_variant(folder: Path, variant: dict, graph: Path | None = None) -> None:
     """VARIANT's graph (at GRAPH, default FOLDER/file) and external data against the manifest's record.
 
@@ -86,7 +92,7 @@ def check_variant(folder: Path, variant: dict, graph: Path | None = None) -> Non
     data = graph.parent / f"{graph.name}.data"
     if not graph.is_file():
         raise FileNotFoundError(2, "missing from the export", str(graph))
-    size = graph.stat().st_size + (data.stat().st_size if data.is_file() else 0)
+    size = graph_bytes(graph)
     if "size_bytes" in variant and size != variant["size_bytes"]:
         raise _changed(graph, f"{size:,} bytes where the manifest records {variant['size_bytes']:,}")
     if "sha256" in variant and sha256(graph) != variant["sha256"]:
@@ -175,6 +181,9 @@ def checked_graph(graph: Path, log=None) -> GraphFacts:
         variant = next((v for v in manifest["variants"] if (folder / v["file"]).resolve() == graph.resolve()), None)
         if variant is not None:
             check_variant(folder, variant)
+        elif log is not None:
+            log(f"note: '{graph}' is not one of the variants {folder / MANIFEST} lists: running it as a foreign "
+                "graph, not checked against an export record")
     elif log is not None:
         log(foreign_note(folder))
     facts = graph_facts(graph, variant, manifest)
