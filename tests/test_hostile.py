@@ -408,10 +408,14 @@ def test_a_full_disk_is_named_before_compress_starts(world, tmp_path, capsys, mo
     assert "has 5 MB free" in line and not (tmp_path / "s").exists() and "Traceback" not in err
 
 
-def test_a_checkpoint_that_cannot_be_written_keeps_the_previous_one_for_resume(world, tmp_path, capsys, monkeypatch):
-    """The disk fills while the second checkpoint is written (torch's own words for it): one line, the
-    first checkpoint intact, and --resume finishes the run once space is back."""
+@pytest.mark.parametrize("failure", ["torch", "safetensors"])
+def test_a_checkpoint_that_cannot_be_written_keeps_the_previous_one_for_resume(world, tmp_path, capsys, monkeypatch,
+                                                                              failure):
+    """The disk fills while the second checkpoint is written (in the words torch's optimizer writer or
+    safetensors' model writer uses for it, as seen on a full tmpfs): one line, the first checkpoint
+    intact, and --resume finishes the run once space is back."""
     from accelerate import Accelerator
+    from safetensors import SafetensorError
 
     _, names = world
     out = tmp_path / "s"
@@ -423,6 +427,8 @@ def test_a_checkpoint_that_cannot_be_written_keeps_the_previous_one_for_resume(w
         if len(calls) == 2:
             Path(path).mkdir(parents=True, exist_ok=True)
             (Path(path) / "model.safetensors").write_bytes(b"half")
+            if failure == "safetensors":
+                raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
             raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 3456 vs 3400")
         return real(self, path, *a, **k)
 

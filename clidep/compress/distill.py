@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 
 from clidep.compress import corpus
 from clidep.errors import ClidepError
@@ -221,7 +222,7 @@ def _checkpoint(acc, out: Path, state: TrainState) -> None:
         acc.save_state(str(tmp))
         if acc.is_main_process:
             (tmp / "trainer_state.json").write_text(json.dumps(asdict(state)))
-    except (OSError, RuntimeError) as exc:  # torch reports a full disk as RuntimeError ("unexpected pos ...")
+    except (OSError, RuntimeError, SafetensorError) as exc:  # a full disk, as torch ("unexpected pos ...") or safetensors says it
         shutil.rmtree(tmp, ignore_errors=True)
         raise write_failed(f"the checkpoint at step {state.step}", out, exc) from None
     if acc.is_main_process:
