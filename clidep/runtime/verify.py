@@ -104,7 +104,7 @@ def check_variant(folder: Path, variant: dict, graph: Path | None = None) -> Non
 
 def _changed(path: Path, how: str) -> ClidepError:
     return ClidepError(f"'{path}' is not the file clidep export wrote ({how}); re-run clidep export, "
-                       "or give the graph alone to run it as a foreign model")
+                       "or copy the graph out of the export folder to run it as a foreign model")
 
 
 def graph_facts(path: Path, variant: dict | None = None, manifest: dict | None = None) -> GraphFacts:
