@@ -37,20 +37,11 @@ def evaluate(model_path: str | Path, config: EvalConfig | None = None, **options
 def _evaluate_onnx(graph: Path, c: EvalConfig) -> PerplexityResult:
     """The same protocol through ONNX Runtime on an exported graph, checked against its manifest first
     and held against replacement while it is scored."""
-    from clidep.locks import read_lock
-    from clidep.runtime.onnx_io import positions_beside
-    from clidep.runtime.runner import OnnxCausalLM
-    from clidep.runtime.verify import checked_graph, reason
+    from clidep.runtime.verify import checked_runner
 
     if not graph.is_file():
         raise ClidepError(f"no ONNX model at '{graph}'; give a directory made by clidep export")
-    with read_lock(graph.parent):
-        facts = checked_graph(graph, lambda m: print(m, file=sys.stderr))
-        try:
-            runner = OnnxCausalLM(graph)
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types for bad files
-            raise ClidepError(f"cannot load '{graph}' with ONNX Runtime: {reason(exc)}") from exc
-        positions = facts.positions or runner.max_length or positions_beside(graph.parent)
+    with checked_runner(graph, lambda m: print(m, file=sys.stderr)) as (runner, positions):
         if positions is None:
             raise ClidepError(f"cannot tell the positions of '{graph}': no clidep metadata and no config.json beside it")
         return _score(runner.logits, positions, load_tokenizer(graph.parent), c)

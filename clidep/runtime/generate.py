@@ -21,10 +21,7 @@ def generate_text(artifact: str | Path, prompt: str, config: GenerateConfig | No
     import numpy as np
     from tokenizers import Tokenizer
 
-    from clidep.locks import read_lock
-    from clidep.runtime.onnx_io import positions_beside
-    from clidep.runtime.runner import OnnxCausalLM
-    from clidep.runtime.verify import checked_graph, reason
+    from clidep.runtime.verify import checked_runner
 
     path = Path(artifact)
     onnx_file = path / "model.onnx" if path.is_dir() else path
@@ -39,17 +36,11 @@ def generate_text(artifact: str | Path, prompt: str, config: GenerateConfig | No
         raise ClidepError(f"--prompt is not valid UTF-8 text (a byte that cannot be decoded at character {exc.start})") from None
     c = resolve(GenerateConfig, config, options)
     max_new_tokens = c.max_new_tokens
-    with read_lock(folder):
-        facts = checked_graph(onnx_file, log)
-        try:
-            runner = OnnxCausalLM(onnx_file)
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types for bad files
-            raise ClidepError(f"cannot load '{onnx_file}' with ONNX Runtime: {reason(exc)}") from exc
+    with checked_runner(onnx_file, log) as (runner, positions):
         tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         ids = tokenizer.encode(prompt).ids
         if not ids:
             raise ClidepError("--prompt is empty")
-        positions = facts.positions or runner.max_length or positions_beside(folder)
         if positions is not None:
             if len(ids) >= positions:
                 raise ClidepError(f"the prompt is {len(ids)} tokens; the model has {positions} positions, so it can add none")

@@ -14,8 +14,10 @@ shape) win over config.json's; a config.json that disagrees is refused. Torch-fr
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -191,3 +193,20 @@ def checked_graph(graph: Path, log=None) -> GraphFacts:
     facts = graph_facts(graph, variant, manifest)
     check_config(folder, facts)
     return facts
+
+
+@contextlib.contextmanager
+def checked_runner(graph: Path, log=None) -> Iterator[tuple[object, int | None]]:
+    """(runner, positions) of GRAPH for the block: the export held against replacement (a shared lock),
+    the graph checked as ``checked_graph`` does, loaded in clidep's runner (a load failure one
+    ``ClidepError``), and its positions from the graph itself, else config.json (None: unknown)."""
+    from clidep.locks import read_lock
+    from clidep.runtime.runner import OnnxCausalLM
+
+    with read_lock(graph.parent):
+        facts = checked_graph(graph, log)
+        try:
+            runner = OnnxCausalLM(graph)
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types for bad files
+            raise ClidepError(f"cannot load '{graph}' with ONNX Runtime: {reason(exc)}") from exc
+        yield runner, facts.positions or runner.max_length or onnx_io.positions_beside(graph.parent)
