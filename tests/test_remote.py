@@ -89,3 +89,22 @@ def test_an_unreachable_device_is_refused_in_one_line(device, teacher_artifact, 
     with pytest.raises(ClidepError, match="cannot use remote host 'clidep-device'"):
         bench([str(teacher_artifact[0] / "model.onnx")], devices.load("host"), remote="clidep-device",
               ssh_config=str(bad), log=lambda m: None)
+
+
+def test_bench_on_an_emulated_aarch64_device_says_its_timings_are_not_speed_figures(device, teacher_artifact, tmp_path):
+    """The device's Python is scripts/arm64-env.sh's aarch64 Python under qemu-user: the runner records
+    its machine as aarch64 on a Cortex-A76, detects the emulation, and the report says so."""
+    from clidep.bench.outputs import markdown
+    from clidep.export.arm import launchers
+
+    config, host, _ = device
+    out, _ = teacher_artifact
+    report = bench([str(out / "model.int4.onnx")], devices.load("raspberry-pi-5"), prompt_lens="8", depth="8", gen=64,
+                   reps=1, remote=host, ssh_config=config, remote_python=str(launchers()["cortex-a76"]),
+                   log=lambda m: None)
+    row = report["models"][0]
+    assert "error" not in row, row.get("error")
+    runner = row["runner"]
+    assert (runner["machine"], runner["cpu"], runner["emulated"]) == ("aarch64", "cortex-a76", "qemu-user on x86_64")
+    assert report["provenance"]["emulated"] == "qemu-user on x86_64" and row["roofline_fraction"] is None
+    assert "under emulation (qemu-user on x86_64): the timings are not speed figures" in markdown(report)

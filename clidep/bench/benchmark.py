@@ -177,6 +177,8 @@ def _bench(files: list[dict], device: Profile, c: BenchConfig, timeout: int, log
             row["provenance"] = provenance
             rows.append(row)
     _ratios(rows)
+    # An emulated runner (qemu-user: an aarch64 Python on an x86 kernel) checks what runs, not how fast.
+    provenance["emulated"] = next((r["runner"]["emulated"] for r in rows if (r.get("runner") or {}).get("emulated")), None)
     return {"device": device.name, "projected": projected, "projection": PROJECTION if projected else None,
             "device_profile": {k: v for k, v in vars(device).items()}, "host_measured": host,
             "provenance": provenance, "models": rows}
@@ -253,8 +255,9 @@ def _fill(row: dict, runs: list[dict], f: dict, device: Profile, host: dict, mea
     per_token = weight_bytes(f["file"]) + kv_bytes(f, rec["decode_context"])
     row["bytes_per_token"] = per_token
     bw = device.mem_bandwidth_gbs if measured_there else host["mem_bandwidth_gbs"]
-    # No roofline where the bandwidth is unknown: the host profile run on a remote device.
-    row["roofline_fraction"] = per_token / (bw * 1e9) * 1e3 / rec["decode_ms_p50"] if bw else None
+    # No roofline where the bandwidth is unknown (the host profile run on a remote device), nor under emulation.
+    emulated = (rec.get("runner") or {}).get("emulated")
+    row["roofline_fraction"] = per_token / (bw * 1e9) * 1e3 / rec["decode_ms_p50"] if bw and not emulated else None
     row["fits"] = rec["peak_rss_mb"] <= device.usable_ram_mb
     if projected:
         projected_figures = project(rec, host, device)

@@ -10,7 +10,7 @@ from clidep.bench import report as report_writer
 
 
 #: The provenance every CSV row carries (the Markdown title says it once).
-PROVENANCE = ("device", "projected", "git_sha", "onnxruntime", "reps", "time")
+PROVENANCE = ("device", "projected", "emulated", "git_sha", "onnxruntime", "reps", "time")
 
 
 def fields(report: dict) -> list[report_writer.Field]:
@@ -53,6 +53,9 @@ def _title(report: dict) -> str:
     prov = report["provenance"]
     where = (f"projected for {report['device']} from measurements on {prov['host']}" if report["projected"]
              else f"measured on {report['device']} ({prov['remote'] or prov['host']})")
+    if prov.get("emulated"):
+        where = (f"run on {report['device']} ({prov['remote'] or prov['host']}) under emulation ({prov['emulated']}): "
+                 "the timings are not speed figures")
     return (f"**{where}**, {prov['threads']} threads, ONNX Runtime {prov['onnxruntime']}, git {prov['git_sha']}, "
             f"{prov['time']}")
 

@@ -18,7 +18,7 @@ from clidep.errors import ClidepError
 PACKAGE = Path(__file__).resolve().parents[1]  # clidep/, copied whole to a remote device
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the runner's process before exec: Linux sends it SIGKILL when bench dies, however bench dies
     (an interrupted bench kills its runner itself: subprocess.run does on any exception)."""
     import ctypes
@@ -33,7 +33,7 @@ def _die_with_parent() -> None:
 def run_local(args: list[str], timeout: int) -> dict:
     env = {**os.environ, "PYTHONPATH": str(PACKAGE.parent)}
     proc = subprocess.run([sys.executable, "-m", "clidep.runtime.benchrun", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+                          timeout=timeout, env=env, preexec_fn=die_with_parent if sys.platform == "linux" else None)
     if proc.returncode:
         lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
         raise RuntimeError(lines[-1] if lines else f"runner exited with {proc.returncode}")

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from clidep.runtime.machine import where
 from clidep.runtime.record import check
 from clidep.runtime.runner import OnnxCausalLM
 
@@ -62,7 +63,7 @@ def measure(path: str, prompt_lens: list[int], gen: int, threads: int | None, pp
     vocab = vocab if isinstance(vocab, int) else 1000
     record = _protocol(lambda ids: _prefill_ms(runner, ids), lambda ids: _decode_ms(runner, ids, gen),
                        vocab, prompt_lens, depths, gen, reps, seed)
-    record.update(load_s=load_s, threads=threads, runner=_where())
+    record.update(load_s=load_s, threads=threads, runner=where())
     if ppl_ids is not None:
         from clidep.quality.perplexity import perplexity
 
@@ -85,7 +86,7 @@ def measure_genai(folder: str, prompt_lens: list[int], gen: int, threads: int | 
     vocab, context = described["vocab_size"], described["context_length"]
     record = _protocol(lambda ids: _genai_prefill_ms(og, model, ids, context),
                        lambda ids: _genai_decode_ms(og, model, ids, gen), vocab, prompt_lens, depths, gen, reps, seed)
-    record.update(load_s=load_s, threads=threads, runner={**_where(), "onnxruntime_genai": og.__version__})
+    record.update(load_s=load_s, threads=threads, runner={**where(), "onnxruntime_genai": og.__version__})
     return record
 
 
@@ -136,18 +137,6 @@ def _spread(samples: list[float]) -> dict:
     """llama-bench's figure: mean and sample standard deviation (0 for one sample), the samples kept."""
     sd = float(np.std(samples, ddof=1)) if len(samples) > 1 else 0.0
     return {"mean": float(np.mean(samples)), "sd": sd, "samples": samples}
-
-
-def _where() -> dict:
-    """The machine the runner ran on (the device itself under --remote), as its own provenance."""
-    import os
-    import platform
-
-    import onnxruntime
-
-    return {"host": platform.node(), "machine": platform.machine(), "system": platform.system(),
-            "cores": os.cpu_count(), "python": platform.python_version(), "onnxruntime": onnxruntime.__version__,
-            "numpy": np.__version__}
 
 
 def _prefill_ms(runner: OnnxCausalLM, ids: np.ndarray) -> float:
