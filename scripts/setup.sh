@@ -10,3 +10,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/lock-env.sh .venv requirements/clidep.lock.txt --editable
 bash scripts/lock-env.sh .venv-peer requirements/peer.lock.txt
+# The emulated aarch64 device environment (qemu-user, an arm64 Python, the lock's aarch64 wheels)
+# that export --check-arm and tests/test_arm.py run on; outside the repository, built once.
+bash scripts/arm64-env.sh >/dev/null || echo "scripts/arm64-env.sh failed (it needs Debian's apt): export --check-arm and tests/test_arm.py need it"
