@@ -139,6 +139,26 @@ def export(
     console.print(table)
     opt = manifest["optimize"]
     console.print(f"graph optimisation: {'applied' if opt['applied'] else 'not applied'} ({opt['reason']}); fusions {opt['fusions']}")
+    if "aarch64" in manifest:
+        console.print(_arm_table(manifest["aarch64"]))
+
+
+def _arm_table(arm: dict):
+    """export --check-arm's figures: each variant on each emulated core against x86's run of the same file."""
+    from rich.table import Table
+
+    table = Table(title=f"on emulated aarch64 ({arm['emulator']}; {arm['ppl_tokens']:,} tokens): what the kernels "
+                        "compute there, not how fast")
+    for col in ("file", "core", "max |Δlogit| vs x86", "next token = x86", "= x86 fp32", "greedy = x86", "ppl",
+                "Δppl vs x86 fp32", "GenAI greedy = x86"):
+        table.add_column(col, justify="right")
+    for core, c in arm["cores"].items():
+        for file, f in c["variants"].items():
+            genai = f.get("genai_greedy_match")
+            table.add_row(file, core, f"{f['max_abs_logit_diff']:.2e}", f"{f['argmax_agreement']:.1%}",
+                          f"{f['fp32_agreement']:.1%}", "yes" if f["greedy_match"] else "no", f"{f['ppl']:.2f}", f"{f['ppl_delta']:+.2%}",
+                          "-" if genai is None else "yes" if genai else "no")
+    return table
 
 
 typer_command(app, "export", ExportConfig, command_parameters(export), export)
@@ -206,7 +226,13 @@ def devices(
         for k in ("cores", "threads", "clock_ghz", "ram_gb", "usable_ram_fraction", "mem_bandwidth_gbs", "fp32_gflops",
                   "int8_gops", "ort_provider"):
             table.add_row(k, str(getattr(p, k)), p.sources.get(k, "measured at bench time" if p.measured else ""))
+        if p.arm_check:
+            table.add_row("arm_check", p.arm_check, p.sources["arm_check"])
         console.print(table)
+        if p.arm_check:
+            console.print(f"checked on aarch64: what every export computes there (logits, next tokens, perplexity, "
+                          f"ONNX Runtime GenAI), on an emulated {p.arm_check} with clidep export --check-arm; "
+                          "projected: every speed figure (bench without --remote), never measured on the device")
         return
     table = Table(title="device profiles")
     for col in ("name", "description", "threads", "RAM GB", "GB/s", "fp32 GFLOP/s", "int8 GOPS"):

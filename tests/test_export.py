@@ -20,6 +20,7 @@ from transformers import GPT2LMHeadModel
 from clidep.export.artifact import export_artifact
 from clidep.model.convert import load_model
 from clidep.errors import ClidepError
+from clidep.export.config import AGREEMENT_GATES, PPL_GATES
 
 from .conftest import run
 
@@ -45,10 +46,10 @@ def test_artifact_directory_is_complete(teacher_artifact):
     assert readers == {"GroupQueryAttention"}, "the ONNX Runtime graph: the cache is read in place, never concatenated"
     assert {"GatherBlockQuantized", "MatMulNBits"} <= {n.op_type for n in onnx.load(str(out / "model.int4.onnx")).graph.node}
     assert int8["size_bytes"] < 0.5 * fp32["size_bytes"]
-    assert int8["ppl_delta"] <= 0.02 and int8["greedy_agreement"] > 0.9  # target on the teacher: int8 <= +2%
+    assert int8["ppl_delta"] <= PPL_GATES["int8"] == 0.02 and int8["greedy_agreement"] > AGREEMENT_GATES["int8"] == 0.9
     assert int4["linear_layers_quantized"] == "49/49", "every linear layer, LM head included"
-    assert int4["size_bytes"] < int8["size_bytes"] and int4["ppl_delta"] <= 0.05  # target: int4 <= +5%
-    assert half["ppl_delta"] <= 0.001 and half["size_bytes"] < 0.6 * fp32["size_bytes"]
+    assert int4["size_bytes"] < int8["size_bytes"] and int4["ppl_delta"] <= PPL_GATES["int4"] == 0.05
+    assert half["ppl_delta"] <= PPL_GATES["fp16"] == 0.001 and half["size_bytes"] < 0.6 * fp32["size_bytes"]
     assert manifest["ppl_protocol"]["tokens"] == 4096
 
 

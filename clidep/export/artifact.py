@@ -40,13 +40,17 @@ def export_artifact(model_path: str | Path, out: str | Path, config: ExportConfi
     from clidep.locks import write_lock
 
     c = resolve(ExportConfig, config, options)
+    if c.check_arm:
+        from clidep.export.arm import launchers
+
+        launchers()  # before any work: the emulated environment exists
     with write_lock(Path(out), log):
-        return _export(model_path, Path(out), c, overwrite)
+        return _export(model_path, Path(out), c, overwrite, log or (lambda m: None))
 
 
 # About a screen: the export's sequence (check, load, graph, variants, manifest) written once, into a
 # directory that write_dir swaps in whole; each step is a helper below.
-def _export(model_path: str | Path, out: Path, c: ExportConfig, overwrite: bool) -> dict:
+def _export(model_path: str | Path, out: Path, c: ExportConfig, overwrite: bool, log) -> dict:
     """export_artifact's work, with OUT's lock held."""
     from transformers import AutoConfig
 
@@ -55,6 +59,7 @@ def _export(model_path: str | Path, out: Path, c: ExportConfig, overwrite: bool)
     from clidep.files import check_output, free_space_check, write_dir, write_json
     from clidep.model.convert import load_model
     from clidep.quality.perplexity import perplexity
+    from clidep.runtime.machine import where
     from clidep.runtime.runner import OnnxCausalLM
 
     out = check_output(out, [model_path, c.data, c.ppl_data], overwrite=overwrite)
@@ -105,16 +110,31 @@ def _export(model_path: str | Path, out: Path, c: ExportConfig, overwrite: bool)
             "layer_widths": model.config.layer_widths, "kv_shapes": [list(s) for s in model.config.kv_shapes],
             "opset": c.opset if c.plain_onnx else ORT_GRAPH_OPSET, "optimize": optimized,
             "ppl_protocol": {"data": label, "tokens": int(ids.size - 1), "context": context, "stride": context // 2},
-            "variants": variants,
+            "variants": variants, "measured_on": where(),
         }
         if c.genai:
             from clidep.export.genai import write_folders
 
             manifest["genai"] = write_folders(tmp, model.config, variants)
+        if c.check_arm:
+            manifest["aarch64"] = _arm_checked(tmp, manifest, ids, context, log)
         write_json(tmp / "manifest.json", manifest)
         return manifest
 
     return write_dir(out, build)
+
+
+def _arm_checked(tmp: Path, manifest: dict, ids, context: int, log) -> dict:
+    """The manifest's aarch64 record (export/arm.py); ClidepError listing every variant and core that
+    missed a gate there."""
+    from clidep.export.arm import check_arm, refusals
+
+    record = check_arm(tmp, manifest["variants"], manifest.get("genai", {}), ids, context, log)
+    misses = refusals(record)
+    if misses:
+        raise ClidepError("export failed its aarch64 check, so these files would not give on ARM what they give here: "
+                          + "; ".join(misses))
+    return record
 
 
 def _ppl_ids(tokenizer, c: ExportConfig):

@@ -17,6 +17,12 @@ INT4_BLOCK = 128
 # 13.4 ms at blocks of 128, 15.8 at 64, 16.1 at 32, against 45.8 for fp32 and 32.1 for the dynamic int8
 # written before; teacher perplexity +0.03% / +0.06% / +0.04% (gate +2%), same file.
 INT8_BLOCK = 128
+# The quality gates of the quantised variants, against the fp32 graph on the export's perplexity text: the
+# targets the reference teacher's export is held to (tests/test_export.py) and that export --check-arm holds
+# every file to on ARM. Perplexity, by precision:
+PPL_GATES = {"int8": 0.02, "int4": 0.05, "fp16": 0.001}
+# and the share of teacher-forced positions where the variant picks the fp32 graph's next token (int8 only).
+AGREEMENT_GATES = {"int8": 0.90}
 #: The opset the ONNX Runtime graph is written at (fused.py; --opset is the traced graph's).
 ORT_GRAPH_OPSET = 17
 
@@ -40,6 +46,9 @@ class ExportConfig(Options):
     optimize: bool = option(True, "With --plain-onnx: apply ONNX Runtime's transformer fusions where parity holds.")
     # 17: LayerNormalization; 20: the last opset torch's TorchScript exporter writes.
     opset: int = option(17, "ONNX opset (17-20).", low=17, high=20)
+    check_arm: bool = option(False, "Also run every variant on emulated aarch64 cores (Cortex-A76 with dot product, "
+                                    "Cortex-A72 without; the environment of scripts/arm64-env.sh) and record its figures "
+                                    "there beside x86's; a variant that misses its gates on ARM fails the export.")
     ppl_data: str = option("wikitext-test", "Text for the perplexity check of every variant.")
     ppl_tokens: int = option(32768, "Tokens of --ppl-data for that check (0: the whole text).", low=0)
 
