@@ -42,6 +42,9 @@ class Profile:
     fp32_gflops: float
     int8_gops: float
     ort_provider: str
+    # The emulated core (export/arm.py's CORES) this device's exports are checked on by export --check-arm;
+    # None for an x86 device.
+    arm_check: str | None = None
     sources: dict[str, str] = field(default_factory=dict)
     path: str = ""
 
@@ -112,7 +115,14 @@ def check(raw: dict, where: str) -> Profile:
         missing = [n for n in (*_INTEGERS, *_NUMBERS) if n not in sources]
         if missing:
             fail(f"sources.{missing[0]}", "is missing: every fact of a device profile needs its source")
-    unknown = set(raw) - {"name", "description", "measured", "ort_provider", "sources", *_INTEGERS, *_NUMBERS}
+    if "arm_check" in raw:
+        from clidep.export.arm import CORES
+
+        if raw["arm_check"] not in CORES:
+            fail("arm_check", f"must be one of {', '.join(CORES)} (the cores export --check-arm emulates), got {raw['arm_check']!r}")
+        if "arm_check" not in sources:
+            fail("sources.arm_check", "is missing: every fact of a device profile needs its source")
+    unknown = set(raw) - {"name", "description", "measured", "ort_provider", "arm_check", "sources", *_INTEGERS, *_NUMBERS}
     if unknown:
         fail(sorted(unknown)[0], "is not a profile field")
     return Profile(**{k: raw[k] for k in raw if k != "sources"}, sources=dict(sources), path=where)
