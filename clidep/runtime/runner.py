@@ -27,6 +27,8 @@ class SharedKV:
         self.lengths = np.zeros(batch, np.int64)
         self.capacity = capacity
         self.binding = None  # the session's IO binding with the buffers bound, made on the first pass
+        self.step = None  # a decode step's inputs and logits, allocated once (see step_buffers)
+        self.step_bound = False  # whether the binding holds them (a prompt pass binds its own)
 
     def bind(self, session, n_layer: int):
         """The IO binding of SESSION with every buffer bound as past and present: bound once, reused each
@@ -39,6 +41,18 @@ class SharedKV:
                     self.binding.bind_ortvalue_input(onnx_io.past_name(i, kind), self.values[2 * i + j])
                     self.binding.bind_ortvalue_output(f"present.{i}.{kind}", self.values[2 * i + j])
         return self.binding
+
+    def step_buffers(self, vocab: int, logits_dtype) -> tuple[np.ndarray, ...]:
+        """(ids (B, 1), positions (B, 1), logits (B, 1, V), logits_to_keep) of a decode step: allocated and
+        wrapped as OrtValues once per cache, written in place each step (the OrtValues share their memory)."""
+        import onnxruntime as ort
+
+        if self.step is None:
+            B = len(self.lengths)
+            arrays = (np.zeros((B, 1), np.int64), np.zeros((B, 1), np.int64), np.zeros((B, 1, vocab), logits_dtype),
+                      np.array(1, np.int64))
+            self.step = arrays, [ort.OrtValue.ortvalue_from_numpy(a) for a in arrays]
+        return self.step
 
     @property
     def shapes(self) -> list[tuple[int, ...]]:
@@ -79,6 +93,9 @@ class OnnxCausalLM:
         self.output_names = [o.name for o in self.session.get_outputs()]
         past = next(i for i in self.session.get_inputs() if i.name.startswith("past_key_values"))
         self.past_type = np.float16 if "float16" in past.type else np.float32
+        logits = self.session.get_outputs()[0]
+        self.vocab = logits.shape[-1] if isinstance(logits.shape[-1], int) else None
+        self.logits_type = np.float16 if "float16" in logits.type else np.float32
 
     def empty_past(self, batch: int, capacity: int | None = None):
         """An empty cache for BATCH rows: zero-length arrays (B, heads_i, 0, head_dim_i), key then value,
@@ -106,6 +123,9 @@ class OnnxCausalLM:
 
         B, T = ids.shape
         first = not kv.lengths.any()
+        if not first and T == 1 and mask[:, -1].all() and self.vocab:
+            return self._decode_shared(ids, kv), kv
+        kv.step_bound = False  # this pass binds inputs and logits of its own shapes
         if first:  # the prompt: each row's tokens moved to the front
             ids, _, positions, shift = onnx_io.right_pad(ids, mask[:, -T:])
             new = mask[:, -T:].sum(-1)
@@ -138,6 +158,39 @@ class OnnxCausalLM:
             cols = (np.arange(T)[None] - shift[:, None]) % T
             logits = logits[np.arange(B)[:, None], cols]
         return (logits[:, -1:] if last_only else logits), kv
+
+    def _decode_shared(self, ids: np.ndarray, kv: SharedKV) -> np.ndarray:
+        """One decode step (B, 1) of the shared-buffer graph through KV's step buffers: the only things
+        allocated are the attention mask, whose length grows, and the copy of the logits returned.
+
+        Profiled first (cProfile, the reference teacher's int4, 265 steps): the general pass made 241
+        Python calls a step, wrapping all 25 outputs (get_outputs) and four new inputs every token; this
+        makes 61. Interleaved with ONNX Runtime GenAI's loop (5 x 128 tokens after 32, medians, this
+        2-core VM while it showed 33% steal time): int4 at 1 thread 2.38 -> 2.02 ms/token (GenAI 1.66),
+        at 2 threads 1.89 -> 1.78 (1.43); int8 3.22 -> 2.78 (2.42) and 1.70 -> 1.35 (1.16).
+        """
+        import onnxruntime as ort
+
+        (ids_buf, pos_buf, logits_buf, _), values = kv.step_buffers(self.vocab, self.logits_type)
+        lengths = kv.lengths + 1
+        if lengths.max() > kv.capacity:
+            raise ValueError(f"{int(lengths.max())} tokens exceed the cache's {kv.capacity} positions")
+        ids_buf[:] = ids
+        pos_buf[:, 0] = kv.lengths
+        binding = kv.bind(self.session, self.n_layer)
+        if not kv.step_bound:
+            for name, value in zip(("input_ids", "position_ids", onnx_io.LOGITS_TO_KEEP), values[:2] + values[3:]):
+                binding.bind_ortvalue_input(name, value)
+            binding.bind_ortvalue_output("logits", values[2])
+            kv.step_bound = True
+        graph_mask = np.ones((len(lengths), int(lengths.max())), np.int64)
+        if (lengths != lengths[0]).any():
+            graph_mask = (np.arange(graph_mask.shape[1])[None] < lengths[:, None]).astype(np.int64)
+        mask_value = ort.OrtValue.ortvalue_from_numpy(graph_mask)  # kept alive until the run ends
+        binding.bind_ortvalue_input("attention_mask", mask_value)
+        self.session.run_with_iobinding(binding)
+        kv.lengths = lengths
+        return logits_buf.copy()  # the buffer is the next step's
 
     def present_shapes(self, past) -> list[tuple[int, ...]]:
         """(B, heads_i, tokens so far, head_dim_i) of each cached key and value, for either layout."""
