@@ -162,3 +162,21 @@ def test_every_arm_profile_names_the_core_it_is_checked_on(tmp_path):
     bad.write_text(devices.known()["raspberry-pi-5"].read_text().replace('arm_check = "cortex-a76"', 'arm_check = "cortex-a78"'))
     with pytest.raises(ClidepError, match="field 'arm_check' must be one of cortex-a76, cortex-a72"):
         devices.load(str(bad))
+
+
+def test_export_prints_the_arm_figures_beside_the_x86_table(students):
+    import io
+
+    from rich.console import Console
+
+    from clidep.cli import _arm_table
+
+    _, manifest = students["cli-ort"]
+    console = Console(file=io.StringIO(), width=200)
+    console.print(_arm_table(manifest["aarch64"]))
+    text = console.file.getvalue()
+    assert "on emulated aarch64 (qemu-user on x86_64; 128 tokens): what the kernels compute there, not how fast" in text
+    rows = [line for line in text.splitlines() if "model." in line]
+    assert len(rows) == 8 and sum("cortex-a72" in r for r in rows) == 4  # 4 files x 2 cores
+    fp32 = manifest["aarch64"]["cores"]["cortex-a76"]["variants"]["model.onnx"]
+    assert f"{fp32['ppl']:.2f}" in rows[0] and "100.0%" in rows[0]
