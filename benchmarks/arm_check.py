@@ -7,7 +7,7 @@ distilled for --steps on the standard library's docstrings; each is exported twi
 file runs through clidep's runner and ONNX Runtime GenAI on emulated Cortex-A76 and Cortex-A72
 cores (scripts/arm64-env.sh) and on this host. Emulation checks what ARM's kernels compute, not speed.
 
-    bash scripts/arm64-env.sh && python benchmarks/arm_check.py        # about 8 min on 2 cores
+    bash scripts/arm64-env.sh && python benchmarks/arm_check.py        # 20 min here, beside other jobs on 2 cores
 
 Writes benchmarks/results/arm_check.json, .md, .csv and .jsonl.
 """
