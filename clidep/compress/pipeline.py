@@ -122,15 +122,23 @@ def compress(teacher: str, out: str | Path, config: CompressConfig | None = None
 
 def _run(teacher: str, out: Path, config: CompressConfig, resume: bool, overwrite: bool, log) -> dict:
     """compress's work, with OUT's lock held by the main process."""
+    from accelerate import PartialState
+
     from clidep.compress.distill import latest_checkpoint
 
-    run, work, main = _start(teacher, out, config, resume, overwrite, log)
+    partial = out.parent / f".{out.name}.partial"
+    # What a new run creates, so that a signal while it starts (run.json written, training not begun) removes
+    # it too: under load a SIGHUP landed there and left OUT behind, blocking the same command.
+    created = [] if resume else [p for p in (out, partial) if not p.exists()]
+    work, main = None, PartialState().is_main_process
     try:
+        run, work, main = _start(teacher, out, partial, config, resume, overwrite, log)
         result = _distil(run, work, resume, log)
     except BaseException:
-        ckpt = latest_checkpoint(work) if main else None
+        ckpt = latest_checkpoint(work) if main and work else None
         if main and not resume and ckpt is None:
-            shutil.rmtree(work, ignore_errors=True)  # nothing worth resuming: leave nothing that blocks a rerun
+            for path in {*created, *([work] if work else [])}:  # nothing worth resuming: nothing that blocks a rerun
+                shutil.rmtree(path, ignore_errors=True)
         elif ckpt is not None:
             log(f"{work} keeps the checkpoint at step {_checkpoint_step(ckpt)}: run the same command with --resume "
                 + ("(instead of --overwrite) " if work != out else "") + "to continue from it")
@@ -147,7 +155,7 @@ def _checkpoint_step(ckpt: Path) -> int | str:
         return "?"
 
 
-def _start(teacher: str, out: Path, config: CompressConfig, resume: bool, overwrite: bool,
+def _start(teacher: str, out: Path, partial: Path, config: CompressConfig, resume: bool, overwrite: bool,
            log) -> tuple[dict, Path, bool]:
     """(run settings, working directory, is-main-process) of a new or resumed run.
 
@@ -158,7 +166,6 @@ def _start(teacher: str, out: Path, config: CompressConfig, resume: bool, overwr
     from accelerate import PartialState
 
     state = PartialState()
-    partial = out.parent / f".{out.name}.partial"
     if resume:
         work = _resumable(out, partial)
         run = read_json(work / "run.json", "compress run (run.json)")
