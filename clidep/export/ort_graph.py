@@ -54,10 +54,8 @@ class _Builder:
         return outs
 
     def const(self, name: str, array: np.ndarray) -> str:
-        from onnx import numpy_helper
-
-        array = np.asarray(array)
-        self.inits.append(numpy_helper.from_array(array if array.flags.c_contiguous else array.copy(), name))
+        """A weight, kept as the array (often a view of the model's own tensor) until the graph is written."""
+        self.inits.append((name, np.asarray(array)))
         return name
 
 
@@ -144,9 +142,19 @@ class _Graph:
 
 
 def build_graph(model, bits: int | None = None, block_size: int = INT4_BLOCK, accuracy_level: int | None = None):
-    """The ONNX Runtime graph (an onnx ModelProto) of ``model`` (CLIGPT2LMHeadModel, fp32);
+    """The ONNX Runtime graph (an onnx ModelProto, weights included) of ``model`` (CLIGPT2LMHeadModel, fp32);
     ``bits`` None keeps fp32 weights, 4 or 8 writes every linear layer and the tied embedding
-    block-quantised, computed at ``accuracy_level`` (default ``ACCURACY_LEVEL[bits]``)."""
+    block-quantised, computed at ``accuracy_level`` (default ``ACCURACY_LEVEL[bits]``). Files are
+    written through ``export_ort_graph``, which never holds the whole message."""
+    from onnx import numpy_helper
+
+    graph, weights = _compose(model, bits, block_size, accuracy_level)
+    graph.graph.initializer.extend(numpy_helper.from_array(np.ascontiguousarray(a), name) for name, a in weights)
+    return graph
+
+
+def _compose(model, bits: int | None, block_size: int, accuracy_level: int | None) -> tuple:
+    """build_graph's graph without its weights, and the weights as (name, array) pairs."""
     from onnx import TensorProto, helper
 
     config = model.config
@@ -181,14 +189,14 @@ def build_graph(model, bits: int | None = None, block_size: int = INT4_BLOCK, ac
     b.nodes.append(helper.make_node("Identity", [logits], ["logits"], name="logits"))
     b.outputs.insert(0, helper.make_tensor_value_info("logits", TensorProto.FLOAT,
                                                       ["batch_size", "logits_length", config.vocab_size]))
-    graph = helper.make_graph(b.nodes, "clidep-ort", b.inputs, b.outputs, b.inits)
+    graph = helper.make_graph(b.nodes, "clidep-ort", b.inputs, b.outputs)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ORT_GRAPH_OPSET), helper.make_opsetid("com.microsoft", 1)],
                               producer_name="clidep")
     for key, value in ((onnx_io.KV_SHAPES_KEY, onnx_io.encode_kv_shapes(graph_kv_shapes(config))),
                        (onnx_io.KV_LAYOUT_KEY, onnx_io.SHARED_BUFFER), (onnx_io.MAX_LENGTH_KEY, str(config.n_positions))):
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
-    return proto
+    return proto, b.inits
 
 
 def _lengths(b: _Builder, mask: str) -> tuple[str, str]:
@@ -313,13 +321,14 @@ def _last_positions(b: _Builder, x: str, keep: str) -> str:
 
 def export_ort_graph(model, path: str | Path, bits: int | None = None, block_size: int = INT4_BLOCK,
                      accuracy_level: int | None = None) -> Path:
-    """Write ``build_graph(model, bits, block_size, accuracy_level)`` at PATH (external data past 2 GB)."""
-    from clidep.export.surgery import save_graph
+    """Write ``build_graph(model, bits, block_size, accuracy_level)`` at PATH, a weight at a time
+    (surgery.stream_graph; external data past 2 GB)."""
+    from clidep.export.surgery import stream_graph
 
     was_training = model.training
     model.eval()
     try:
-        return save_graph(build_graph(model, bits, block_size, accuracy_level), path)
+        return stream_graph(*_compose(model, bits, block_size, accuracy_level), path)
     finally:
         model.train(was_training)
 
@@ -328,9 +337,9 @@ def write_quantised(model, dst: Path, bits: int, block_size: int) -> tuple[Path,
     """The block-quantised ONNX Runtime graph at DST: (path, linear layers quantised, linear layers),
     counted on the graph as built: MatMulNBits nodes against those plus the float MatMuls left (the
     graph's attention is one GroupQueryAttention per block, so every MatMul is a linear layer)."""
-    from clidep.export.surgery import save_graph
+    from clidep.export.surgery import stream_graph
 
-    graph = build_graph(model, bits, block_size)
+    graph, weights = _compose(model, bits, block_size, None)
     done = sum(n.op_type == "MatMulNBits" for n in graph.graph.node)
     left = sum(n.op_type in ("MatMul", "Gemm") for n in graph.graph.node)
-    return save_graph(graph, dst), done, done + left
+    return stream_graph(graph, weights, dst), done, done + left

@@ -40,6 +40,77 @@ def save_graph(graph, dst: str | Path) -> Path:
     return dst
 
 
+def stream_graph(graph, weights, dst: str | Path) -> Path:
+    """Write GRAPH (a ModelProto without its weights) and WEIGHTS, (name, numpy array) pairs, to DST one
+    weight at a time: neither the whole model nor its serialised bytes is ever held in memory, only the
+    array being written (a contiguous copy where it is a view such as a transpose).
+
+    Under 2 GB the file is one message: the graph, then each weight as a ModelProto fragment holding
+    only ``graph.initializer`` (protobuf merges a message field that appears twice, so the file parses
+    as one graph); past 2 GB the weights go to ``DST.data`` as ONNX external data, as save_graph does.
+    Writing a GPT-2-medium-shaped graph through save_graph held the model, the protobuf and its
+    serialisation at once (5.4x the graph in resident memory, benchmarks/results/export_memory.md).
+    """
+    from onnx import TensorProto
+
+    weights = list(weights)
+    dst = Path(dst)
+    large = sum(a.nbytes for _, a in weights) > PROTOBUF_LIMIT
+    data = Path(f"{dst}.data")
+    with open(dst, "wb") as out, (open(data, "wb") if large else open(os.devnull, "wb")) as side:
+        if large:
+            for name, array in weights:
+                header = _tensor_header(name, array)
+                header.data_location = TensorProto.EXTERNAL
+                for key, value in (("location", data.name), ("offset", side.tell()), ("length", array.nbytes)):
+                    header.external_data.add(key=key, value=str(value))
+                side.write(_raw(array))
+                graph.graph.initializer.append(header)
+            out.write(graph.SerializeToString())
+        else:
+            out.write(graph.SerializeToString())
+            for name, array in weights:
+                _write_fragment(out, _tensor_header(name, array), _raw(array))
+    if large:
+        os.chmod(data, dst.stat().st_mode & 0o777)
+    return dst
+
+
+def _tensor_header(name: str, array):
+    """The TensorProto of ARRAY without its bytes: name, dims, element type."""
+    from onnx import TensorProto, helper
+
+    return TensorProto(name=name, dims=array.shape, data_type=helper.np_dtype_to_tensor_dtype(array.dtype))
+
+
+def _raw(array) -> memoryview:
+    """ARRAY's bytes, C order, little-endian as ONNX stores them: its own buffer where it is contiguous."""
+    import numpy as np
+
+    array = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+    return memoryview(array.reshape(-1)).cast("B")
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _write_fragment(out, header, raw: memoryview) -> None:
+    """ModelProto{graph (field 7): GraphProto{initializer (field 5): HEADER + raw_data (field 9): RAW}}, with
+    the bytes written straight from RAW's buffer."""
+    tensor = header.SerializeToString() + bytes([9 << 3 | 2]) + _varint(raw.nbytes)
+    tensor_len = len(tensor) + raw.nbytes
+    initializer = bytes([5 << 3 | 2]) + _varint(tensor_len)
+    graph_len = len(initializer) + tensor_len
+    out.write(bytes([7 << 3 | 2]) + _varint(graph_len) + initializer + tensor)
+    out.write(raw)
+
+
 def weight_matmuls(graph) -> list[str]:
     """Names of the MatMul nodes whose second input is a weight (an initializer): the linear layers."""
     inits = {i.name for i in graph.graph.initializer}
