@@ -46,6 +46,20 @@ def windows(n_tokens: int, context: int, stride: int) -> Iterator[tuple[int, int
         begin += stride
 
 
+# Positions scored in float64 at a time: a GPT-2 window's logits (1,024 x 50,257) in float64 at once
+# took 412 MB beside the model's own 206 MB fp32 copy.
+_CHUNK = 128
+#: Bytes of fp32 logits one batch of windows may take (ppl_batch): 4 windows of the reference teacher
+#: (512 x 8,192) take 67 MB; at GPT-2's 1,024 x 50,257 one window takes 206 MB, and 4 took 823 MB.
+LOGITS_BUDGET = 256 * 2**20
+
+
+def ppl_batch(context: int, vocab: int, most: int = 4) -> int:
+    """How many windows of CONTEXT tokens to score at once: MOST, fewer where their fp32 logits over a
+    VOCAB-sized vocabulary would pass LOGITS_BUDGET (never fewer than one)."""
+    return max(1, min(most, LOGITS_BUDGET // (4 * context * vocab)))
+
+
 def perplexity(
     logits_fn: LogitsFn,
     ids: np.ndarray,
@@ -54,8 +68,11 @@ def perplexity(
     batch_size: int = 4,
     data: str = "",
     progress: Callable[[int], None] | None = None,
+    token_nll: list | None = None,
 ) -> PerplexityResult:
-    """Sliding-window perplexity of ``ids`` (1-D) under ``logits_fn``; ``progress(n)`` gets scored tokens."""
+    """Sliding-window perplexity of ``ids`` (1-D) under ``logits_fn``; ``progress(n)`` gets scored tokens;
+    ``token_nll``, a list, gets each scored token's NLL, in an order fixed by IDS, CONTEXT, STRIDE and BATCH_SIZE
+    (so two models' lists pair token by token)."""
     ids = np.asarray(ids, dtype=np.int64)
     if ids.ndim != 1 or ids.size < 2:
         raise ValueError("need a 1-D sequence of at least 2 token ids")
@@ -68,16 +85,21 @@ def perplexity(
         for length in sorted(lengths):
             part = [w for w in group if w[1] - w[0] == length]
             x = np.stack([ids[b:e] for b, e, _ in part])  # (B, T)
-            logits = np.asarray(logits_fn(x), dtype=np.float64)  # (B, T, V)
+            logits = logits_fn(x)  # (B, T, V), in float64 below a chunk of positions at a time
             for row, (b, e, first) in enumerate(part):
-                pos = np.arange(first - b, e - b)  # window positions of the scored tokens
-                z = logits[row, pos - 1]  # (n, V): position t-1 predicts token t
-                zmax = z.max(axis=-1, keepdims=True)
-                logsumexp = np.log(np.exp(z - zmax).sum(axis=-1)) + zmax[:, 0]
-                nll_sum += float((logsumexp - z[np.arange(pos.size), x[row, pos]]).sum())
-                scored += pos.size
+                scored_at = np.arange(first - b, e - b)  # window positions of the scored tokens
+                for at in range(0, scored_at.size, _CHUNK):
+                    pos = scored_at[at : at + _CHUNK]
+                    z = np.asarray(logits[row, pos - 1], dtype=np.float64)  # (n, V): position t-1 predicts token t
+                    zmax = z.max(axis=-1, keepdims=True)
+                    logsumexp = np.log(np.exp(z - zmax).sum(axis=-1)) + zmax[:, 0]
+                    nll = logsumexp - z[np.arange(pos.size), x[row, pos]]
+                    nll_sum += float(nll.sum())
+                    if token_nll is not None:
+                        token_nll.extend(nll.tolist())
+                scored += scored_at.size
                 if progress is not None:
-                    progress(pos.size)
+                    progress(scored_at.size)
     nll = nll_sum / scored
     return PerplexityResult(float(np.exp(nll)), nll, scored, context, stride, data)
 

@@ -65,9 +65,9 @@ def measure(path: str, prompt_lens: list[int], gen: int, threads: int | None, pp
                        vocab, prompt_lens, depths, gen, reps, seed)
     record.update(load_s=load_s, threads=threads, runner=where())
     if ppl_ids is not None:
-        from clidep.quality.perplexity import perplexity
+        from clidep.quality.perplexity import perplexity, ppl_batch
 
-        record["ppl"] = perplexity(runner.logits, ppl_ids, context, stride, 4).ppl
+        record["ppl"] = perplexity(runner.logits, ppl_ids, context, stride, ppl_batch(context, vocab)).ppl
     return record
 
 

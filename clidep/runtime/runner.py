@@ -14,6 +14,10 @@ from clidep.runtime import onnx_io
 from clidep.runtime.onnx_io import decode_kv_shapes, kv_shapes_from_config
 
 
+#: The cache element types a graph may declare (export/kv_cache.py), as numpy types.
+_CACHE_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int8)": np.int8}
+
+
 class SharedKV:
     """The shared-buffer graph's cache: per block a key and a value buffer (B, heads_i, capacity,
     head_dim_i), bound as both past input and present output so each pass writes its new
@@ -71,12 +75,16 @@ class OnnxCausalLM:
     shared-buffer graph and returns logits in the caller's layout.
     """
 
-    def __init__(self, path: str | Path, threads: int | None = None):
+    def __init__(self, path: str | Path, threads: int | None = None, prepack: bool = True):
+        """PREPACK False keeps ONNX Runtime from laying the weights out again for its kernels: a second copy
+        of an fp32 graph's weights (1,030 against 615 MB resident for a 551 MB graph), for slower prefill."""
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        if not prepack:
+            options.add_session_config_entry("session.disable_prepacking", "1")
         # ORT warns that logits_to_keep, an input with a default, is not folded as a constant: by design.
         options.log_severity_level = 3
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -92,7 +100,7 @@ class OnnxCausalLM:
         self.n_layer = len(self.kv_shapes)
         self.output_names = [o.name for o in self.session.get_outputs()]
         past = next(i for i in self.session.get_inputs() if i.name.startswith("past_key_values"))
-        self.past_type = np.float16 if "float16" in past.type else np.float32
+        self.past_type = _CACHE_TYPES[past.type]
         logits = self.session.get_outputs()[0]
         self.vocab = logits.shape[-1] if isinstance(logits.shape[-1], int) else None
         self.logits_type = np.float16 if "float16" in logits.type else np.float32
@@ -148,9 +156,15 @@ class OnnxCausalLM:
                  for v in (ids, graph_mask, positions, np.array(keep))]  # kept alive until the run ends
         for name, value in zip(("input_ids", "attention_mask", "position_ids", onnx_io.LOGITS_TO_KEEP), small):
             binding.bind_ortvalue_input(name, value)  # (bind_cpu_input cannot find an input that has a default)
-        binding.bind_output("logits")  # ORT allocates it, at this pass's shape
+        if self.vocab:  # written in place: ORT's own output and its numpy copy held 2 x 206 MB at GPT-2's 1,024 x 50,257
+            logits = np.empty((B, keep or T, self.vocab), self.logits_type)
+            out = ort.OrtValue.ortvalue_from_numpy(logits)
+            binding.bind_ortvalue_output("logits", out)
+        else:
+            binding.bind_output("logits")  # ORT allocates it, at this pass's shape
         self.session.run_with_iobinding(binding)
-        logits = binding.get_outputs()[0].numpy()
+        if not self.vocab:
+            logits = binding.get_outputs()[0].numpy()
         kv.lengths = lengths
         if keep:
             return logits, kv
@@ -211,7 +225,7 @@ class OnnxCausalLM:
         B, T = input_ids.shape
         mask = np.ones((B, T), dtype=np.int64)
         pos = np.broadcast_to(np.arange(T, dtype=np.int64), (B, T))
-        return self.forward(input_ids, mask, pos, self.empty_past(B, T))[0].astype(np.float32)
+        return self.forward(input_ids, mask, pos, self.empty_past(B, T))[0].astype(np.float32, copy=False)
 
     def generate(self, input_ids: np.ndarray, attention_mask: np.ndarray | None = None, max_new_tokens: int = 32,
                  temperature: float = 0.0, top_k: int = 0, eos_token_id: int | None = None,
