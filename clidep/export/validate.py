@@ -7,6 +7,7 @@ length 0 and > 0), then 32-token greedy continuations.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,65 +31,96 @@ class ValueMismatch(ValidationError):
     pass
 
 
-def validate_export(model, onnx_path: str | Path, atol: float | None = 1e-4, greedy_tokens: int = 32, seed: int = 0) -> dict:
-    """Compare ``onnx_path`` with ``model`` (fp32 torch); return ``{"max_abs_logit_diff", "greedy_match"}``.
+@dataclass
+class Reference:
+    """What the PyTorch model computes for the checks, so that graphs can be checked after it is freed:
+    the logits of each case (ids, mask, positions, split) and a greedy continuation of PROMPT."""
 
-    Names and shapes must always match. With ``atol=None`` (quantised variants, which are not
-    expected to match exactly) value differences are measured and returned instead of raised.
-    """
+    n_layer: int
+    kv_shapes: list[tuple[int, int]]  # the model's own (head sizes unpadded)
+    graph_kv_shapes: list[tuple[int, int]]  # as the ONNX Runtime graph stores them
+    cases: list[tuple[np.ndarray, ...]] = field(default_factory=list)
+    prompt: np.ndarray | None = None
+    greedy: np.ndarray | None = None
+
+
+def torch_reference(model, greedy_tokens: int = 32, seed: int = 0) -> Reference:
+    """MODEL's (fp32 torch) logits on batch 1 and a left-padded batch 2 of 12 random tokens, and its
+    GREEDY_TOKENS-token greedy continuation of 8 more."""
     import torch
 
-    from clidep.runtime.runner import OnnxCausalLM
-
-    runner = OnnxCausalLM(onnx_path)
-    n = model.config.n_layer
-    got_in = [i.name for i in runner.session.get_inputs()]
-    got_out = runner.output_names
-    if got_in != onnx_io.input_names(n) or got_out != onnx_io.output_names(n):
-        raise NamesMismatch(f"graph I/O {got_in} -> {got_out} differs from the clidep decoder layout for {n} blocks")
     from clidep.export.ort_graph import graph_kv_shapes
 
-    expected = graph_kv_shapes(model.config) if runner.shared else model.config.kv_shapes
-    if runner.kv_shapes != expected:
-        raise ShapeMismatch(f"metadata KV shapes {runner.kv_shapes} differ from the model's {expected}")
-
     rng = np.random.default_rng(seed)
-    worst = 0.0
+    ref = Reference(model.config.n_layer, list(model.config.kv_shapes), graph_kv_shapes(model.config))
     for batch, pad in ((1, 0), (2, 3)):
         ids = rng.integers(1, model.config.vocab_size, (batch, 12))
         mask = np.ones_like(ids)
         mask[-1, :pad] = 0  # the last row is left-padded
         pos = onnx_io.left_pad_positions(mask)
+        with torch.no_grad():
+            logits = model(torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
+                           position_ids=torch.from_numpy(pos), use_cache=False).logits.numpy()  # (B, 12, V)
         for split in (12, 8):  # past length 0, then 8 tokens of past and 4 new
-            with torch.no_grad():
-                ref = model(torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
-                            position_ids=torch.from_numpy(pos), use_cache=False).logits.numpy()  # (B, 12, V)
-            past = runner.empty_past(batch)
-            if split < 12:
-                _, past = runner.forward(ids[:, :split], mask[:, :split], pos[:, :split], past)
-            start = 0 if split == 12 else split
-            logits, present = runner.forward(ids[:, start:], mask, pos[:, start:], past)
-            if logits.shape != ref[:, start:].shape:
-                raise ShapeMismatch(f"logits {logits.shape}, expected {ref[:, start:].shape} (batch {batch}, past {start})")
-            for (h, d), k in zip(runner.kv_shapes, runner.present_shapes(present)[::2]):
-                if k != (batch, h, 12, d):
-                    raise ShapeMismatch(f"present key {k}, expected {(batch, h, 12, d)}")
-            valid = mask[:, start:].astype(bool)
-            diff = float(np.abs(logits.astype(np.float32) - ref[:, start:])[valid].max())
-            worst = max(worst, diff)
+            ref.cases.append((ids, mask, pos, split, logits))
+    ref.prompt = rng.integers(1, model.config.vocab_size, (1, 8))
+    with torch.no_grad():
+        ref.greedy = model.generate(torch.from_numpy(ref.prompt), attention_mask=torch.ones(1, 8, dtype=torch.long),
+                                    max_new_tokens=greedy_tokens, min_new_tokens=greedy_tokens, do_sample=False,
+                                    pad_token_id=0).numpy()
+    return ref
+
+
+def validate_export(model, onnx_path: str | Path, atol: float | None = 1e-4, greedy_tokens: int = 32, seed: int = 0,
+                    runner=None) -> dict:
+    """Compare ``onnx_path`` with ``model`` (fp32 torch, or its ``Reference``); return ``{"max_abs_logit_diff",
+    "greedy_match"}``. RUNNER: that file's OnnxCausalLM where the caller has one open.
+
+    Names and shapes must always match. With ``atol=None`` (quantised variants, which are not
+    expected to match exactly) value differences are measured and returned instead of raised.
+    """
+    from clidep.runtime.runner import OnnxCausalLM
+
+    ref = model if isinstance(model, Reference) else torch_reference(model, greedy_tokens, seed)
+    runner = runner or OnnxCausalLM(onnx_path)
+    n = ref.n_layer
+    got_in = [i.name for i in runner.session.get_inputs()]
+    got_out = runner.output_names
+    if got_in != onnx_io.input_names(n) or got_out != onnx_io.output_names(n):
+        raise NamesMismatch(f"graph I/O {got_in} -> {got_out} differs from the clidep decoder layout for {n} blocks")
+    expected = ref.graph_kv_shapes if runner.shared else ref.kv_shapes
+    if runner.kv_shapes != expected:
+        raise ShapeMismatch(f"metadata KV shapes {runner.kv_shapes} differ from the model's {expected}")
+
+    worst = 0.0
+    for ids, mask, pos, split, logits_ref in ref.cases:
+        batch = ids.shape[0]
+        past = runner.empty_past(batch)
+        if split < 12:
+            _, past = runner.forward(ids[:, :split], mask[:, :split], pos[:, :split], past)
+        start = 0 if split == 12 else split
+        logits, present = runner.forward(ids[:, start:], mask, pos[:, start:], past)
+        if logits.shape != logits_ref[:, start:].shape:
+            raise ShapeMismatch(f"logits {logits.shape}, expected {logits_ref[:, start:].shape} (batch {batch}, past {start})")
+        for (h, d), k in zip(runner.kv_shapes, runner.present_shapes(present)[::2]):
+            if k != (batch, h, 12, d):
+                raise ShapeMismatch(f"present key {k}, expected {(batch, h, 12, d)}")
+        valid = mask[:, start:].astype(bool)
+        worst = max(worst, float(np.abs(logits.astype(np.float32) - logits_ref[:, start:])[valid].max()))
     if atol is not None and worst > atol:
         raise ValueMismatch(f"max |logit diff| {worst:.3g} exceeds {atol:g} against PyTorch")
 
-    prompt = rng.integers(1, model.config.vocab_size, (1, 8))
-    with torch.no_grad():
-        expected = model.generate(torch.from_numpy(prompt), attention_mask=torch.ones(1, 8, dtype=torch.long),
-                                  max_new_tokens=greedy_tokens, min_new_tokens=greedy_tokens, do_sample=False,
-                                  pad_token_id=0).numpy()
-    got = runner.generate(prompt, max_new_tokens=greedy_tokens)
-    match = bool(np.array_equal(got, expected))
+    got = runner.generate(ref.prompt, max_new_tokens=ref.greedy.shape[1] - ref.prompt.shape[1])
+    match = bool(np.array_equal(got, ref.greedy))
     if atol is not None and not match:
-        raise ValueMismatch(f"greedy continuation differs from PyTorch: {got[0, 8:].tolist()} vs {expected[0, 8:].tolist()}")
+        raise ValueMismatch(f"greedy continuation differs from PyTorch: {got[0, 8:].tolist()} vs {ref.greedy[0, 8:].tolist()}")
     return {"max_abs_logit_diff": worst, "greedy_match": match}
+
+
+def next_tokens(runner, windows: np.ndarray) -> np.ndarray:
+    """The token RUNNER (an OnnxCausalLM) picks next at every position of WINDOWS (N, L), teacher-forced; a
+    window at a time, so that only one window's logits are held (8 x 128 x 50,257 at once took 206 MB)."""
+    return np.concatenate([runner.logits(w[None]).argmax(-1) for w in np.asarray(windows)])
 
 
 def greedy_agreement(reference: str | Path, candidate: str | Path, windows: np.ndarray) -> float:
@@ -99,6 +131,4 @@ def greedy_agreement(reference: str | Path, candidate: str | Path, windows: np.n
     """
     from clidep.runtime.runner import OnnxCausalLM
 
-    a = OnnxCausalLM(reference).logits(windows).argmax(-1)
-    b = OnnxCausalLM(candidate).logits(windows).argmax(-1)
-    return float((a == b).mean())
+    return float((next_tokens(OnnxCausalLM(reference), windows) == next_tokens(OnnxCausalLM(candidate), windows)).mean())
