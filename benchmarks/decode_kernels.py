@@ -77,13 +77,13 @@ def _write(model, path: Path, bits, block, acc) -> Path:
     return export_ort_graph(model, path, bits, block or 32, acc)
 
 
-def _speed(path: Path, threads: int, steps: int) -> dict:
-    """Prefill of 512 and decode after 32 and 512 tokens of prompt, medians with the raw samples kept."""
+def _speed(path: Path, threads: int, steps: int, depths: tuple[int, ...] = (32, 512)) -> dict:
+    """Prefill of 512 and decode after each of DEPTHS tokens of prompt, medians with the raw samples kept."""
     from clidep.runtime.runner import OnnxCausalLM
 
     runner = OnnxCausalLM(path, threads=threads)
     out = {}
-    for P in (32, 512):
+    for P in depths:
         ids = np.random.default_rng(P).integers(0, runner.session.get_outputs()[0].shape[-1] or 1000, (1, P))
         mask, pos = np.ones_like(ids), np.arange(P)[None]
         past = runner.empty_past(1, P + steps + 2) if runner.shared else runner.empty_past(1)

@@ -139,6 +139,12 @@ def export(
     console.print(table)
     opt = manifest["optimize"]
     console.print(f"graph optimisation: {'applied' if opt['applied'] else 'not applied'} ({opt['reason']}); fusions {opt['fusions']}")
+    if "kv_cache" in manifest:
+        kv = manifest["kv_cache"]
+        checked = [f"{v['file']} Δppl {v['kv_cache']['ppl_delta']:+.3%}, next token {v['kv_cache']['decode_agreement']:.1%}"
+                   for v in manifest["variants"] if "ppl_delta" in v["kv_cache"]]
+        console.print(f"KV cache {kv['precision']}{' ' + kv['mode'] if 'mode' in kv else ''} against the same file with an "
+                      f"fp32 cache: {'; '.join(checked)}")
     if "aarch64" in manifest:
         console.print(_arm_table(manifest["aarch64"]))
 

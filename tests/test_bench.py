@@ -76,7 +76,7 @@ def test_host_bench_measures_every_variant(host_report, teacher_artifact):
     rows = host_report["models"]
     assert [r["precision"] for r in rows] == [v["precision"] for v in manifest["variants"]]
     assert not host_report["projected"]
-    for r in rows:
+    for r, v in zip(rows, manifest["variants"]):
         assert "error" not in r, r.get("error")
         for key in ("size_bytes", "load_s", "prefill_ms", "decode_ms_p50", "decode_ms_p90", "tokens_per_s",
                     "peak_rss_mb", "fits", "ppl", "roofline_fraction"):
@@ -84,8 +84,9 @@ def test_host_bench_measures_every_variant(host_report, teacher_artifact):
         assert set(r["prefill_ms"]) == {"16", "64"} and len(r["decode_ms_samples"]) == 5 * 64, "5 repetitions by default"
         assert r["decode_ms_p50"] <= r["decode_ms_p90"] and 0 < r["roofline_fraction"] <= 1.5
         # decode reads the weights (within the file, which also holds the graph) and the KV cache: the
-        # teacher's 12 blocks x key and value x 256 wide x 4 bytes a position, at the timed context
-        kv = 12 * 2 * 256 * 4 * r["decode_context"]
+        # teacher's 12 blocks x key and value x 256 wide a position, at the timed context, at the cache's
+        # own width (the quantised files' int8 cache: 1 byte)
+        kv = 12 * 2 * 256 * {"fp32": 4, "fp16": 2, "int8": 1}[v["kv_cache"]["precision"]] * r["decode_context"]
         assert 0.9 * r["size_bytes"] + kv <= r["bytes_per_token"] <= r["size_bytes"] + kv, (r["precision"], r["bytes_per_token"])
         assert r["provenance"]["git_sha"] and r["provenance"]["onnxruntime"]
 

@@ -98,13 +98,18 @@ def weight_bytes(path: Path) -> int:
 
 
 def kv_bytes(f: dict, context: int) -> int:
-    """Bytes of KV cache read per decoded token at CONTEXT tokens of past (fp32): the graph's own KV shapes,
-    else (a foreign graph) config.json's."""
+    """Bytes of KV cache read per decoded token at CONTEXT tokens of past, at the graph's cache precision
+    (its past inputs' type: export --kv): the graph's own KV shapes, else (a foreign graph) config.json's."""
+    import onnx
+
     from clidep.runtime.onnx_io import kv_cache_bytes, kv_shapes_from_config
 
     facts = f.get("facts")
     shapes = (facts and facts.kv_shapes) or kv_shapes_from_config(json.loads((f["dir"] / "config.json").read_text()))
-    return kv_cache_bytes(shapes, context)
+    graph = onnx.load(str(f["file"]), load_external_data=False).graph
+    past = next(i for i in graph.input if i.name.startswith("past_key_values"))
+    itemsize = onnx.helper.tensor_dtype_to_np_dtype(past.type.tensor_type.elem_type).itemsize
+    return kv_cache_bytes(shapes, context, itemsize)
 
 
 def _ppl_ids_file(folder: Path, data: str, tokens: int, tmp: Path) -> Path:

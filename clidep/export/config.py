@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from clidep.errors import ClidepError
+from clidep.export.kv_cache import KV_MODES, KV_PRECISIONS
 from clidep.options import Options, option
 
 
@@ -35,7 +36,8 @@ class ExportConfig(Options):
                                "dynamic int8 with --plain-onnx, calibrated QDQ with --static.")
     static: bool = option(False, "Make the int8 variant calibrated QDQ (needs --data).")
     calib_samples: int = option(32, "Calibration windows for --static.", low=1)
-    data: str | None = option(None, "Calibration text for --static (wiki-en-valid, a file, a hub name).")
+    data: str | None = option(None, "Calibration text for --static (wiki-en-valid, a file, a hub name) and for the "
+                                    "int8 KV cache (default: --ppl-data past the tokens its check scores).")
     int4: bool = option(False, "Add a weight-only int4 variant (MatMulNBits) of every linear layer.")
     block_size: int = option(INT4_BLOCK, "int4 quantisation block size: 16, 32, 64, 128 or 256.")
     fp16: bool = option(False, "Add an fp16 variant (fp32 inputs/outputs).")
@@ -49,8 +51,22 @@ class ExportConfig(Options):
     check_arm: bool = option(False, "Also run every variant on emulated aarch64 cores (Cortex-A76 with dot product, "
                                     "Cortex-A72 without; the environment of scripts/arm64-env.sh) and record its figures "
                                     "there beside x86's; a variant that misses its gates on ARM fails the export.")
+    # int8 by default: at GPT-2-medium shapes it took decode at 952 tokens from 11.7 to 9.2 ms (int4 weights)
+    # and 15.7 to 13.5 (int8) for +0.01% teacher perplexity; fp16 was slower than fp32 on x86
+    # (benchmarks/results/kv_cache.md).
+    kv: str | None = option(None, "KV-cache precision of the int8 and int4 files (ONNX Runtime graph): int8 (the "
+                                  "default; scales calibrated on --data), fp16 or fp32. Checked against the same file "
+                                  "with an fp32 cache (perplexity +0.5%, next-token agreement 90%); model.onnx, the "
+                                  "exact reference, keeps fp32, and the fp16 file its fp16 cache.", choices=KV_PRECISIONS)
+    kv_scales: str = option("per-channel", "int8 cache scales: per-channel (one per head and channel) or per-tensor.",
+                            choices=KV_MODES)
+    kv_calib_windows: int = option(8, "Windows of the model's context that calibrate the int8 cache's scales.", low=1)
     ppl_data: str = option("wikitext-test", "Text for the perplexity check of every variant.")
-    ppl_tokens: int = option(32768, "Tokens of --ppl-data for that check (0: the whole text).", low=0)
+    # 8,192: the check is paired (the same tokens through both files), and at 8,192 tokens the standard error
+    # of the teacher's Δppl was 0.26% for int4 (+1.64%; gate 5%), 0.03% for int8 (gate 2%) and 0.04% for the
+    # int8 cache (gate 0.5%): every gate at least 10 standard errors from the figure, for a quarter of the
+    # 32,768 tokens' time (benchmarks/results/ppl_tokens.md).
+    ppl_tokens: int = option(8192, "Tokens of --ppl-data for that check (0: the whole text).", low=0)
 
     def check(self) -> None:
         check_block_size(self.block_size)
@@ -61,6 +77,18 @@ class ExportConfig(Options):
         if ignored and not self.plain_onnx:
             raise ClidepError(f"--{'no-optimize' if ignored[0] == 'optimize' else 'opset'} applies to --plain-onnx only: "
                               f"the ONNX Runtime graph is written fused, at opset {ORT_GRAPH_OPSET}")
+        if self.kv not in (None, "fp32") and self.plain_onnx:
+            raise ClidepError(f"--kv {self.kv} needs the ONNX Runtime graph (its GroupQueryAttention stores the cache); "
+                              "the plain ONNX graph's cache is fp32: drop --plain-onnx or --kv")
+        int8_options = [f for f in ("kv_scales", "kv_calib_windows") if getattr(self, f) != defaults[f]]
+        if int8_options and self.cache_precision != "int8":
+            raise ClidepError(f"--{int8_options[0].replace('_', '-')} applies to the int8 KV cache only "
+                              f"(this export's is {self.cache_precision})")
+
+    @property
+    def cache_precision(self) -> str:
+        """The KV cache the quantised ONNX Runtime graph files get: --kv, else int8 (fp32 with --plain-onnx)."""
+        return self.kv or ("fp32" if self.plain_onnx else "int8")
 
 
 #: The block sizes ONNX Runtime's MatMulNBits kernels take ("Only block sizes 16, 32, 64, 128, 256 are supported").
