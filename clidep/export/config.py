@@ -51,8 +51,9 @@ class ExportConfig(Options):
     check_arm: bool = option(False, "Also run every variant on emulated aarch64 cores (Cortex-A76 with dot product, "
                                     "Cortex-A72 without; the environment of scripts/arm64-env.sh) and record its figures "
                                     "there beside x86's; a variant that misses its gates on ARM fails the export.")
-    # int8 by default: at GPT-2-medium shapes it took decode at 952 tokens from 11.7 to 9.2 ms (int4 weights)
-    # and 15.7 to 13.5 (int8) for +0.01% teacher perplexity; fp16 was slower than fp32 on x86
+    # int8 by default: at GPT-2-medium shapes it took decode at 952 tokens from 12.0 to 9.2 ms (int4 weights)
+    # and 16.4 to 14.6 (int8) for +-0.01% teacher perplexity; per channel ties per tensor in speed and picks
+    # the fp32 cache's next token more often (99.6% against 98.8-99.0%); fp16 was slower than fp32 on x86
     # (benchmarks/results/kv_cache.md).
     kv: str | None = option(None, "KV-cache precision of the int8 and int4 files (ONNX Runtime graph): int8 (the "
                                   "default; scales calibrated on --data), fp16 or fp32. Checked against the same file "
