@@ -170,9 +170,10 @@ def _arm_checked(tmp: Path, manifest: dict, ids, context: int, log) -> dict:
 
 def _cache_precision(c: ExportConfig, tmp: Path, variants: list[dict], cached: list[str], ids, context: int, reference,
                      calibration: tuple, windows, log) -> dict:
-    """--kv: each quantised ONNX Runtime graph file (CACHED) rewritten with the cache C.cache_precision, held to the KV gates against the same file with its fp32 cache, and swapped
-    in; its manifest entry updated in place. CALIBRATION: (windows (N, L), label) for int8 scales. Returns
-    the manifest's ``kv_cache`` record."""
+    """--kv: each quantised ONNX Runtime graph file (CACHED) rewritten with the cache C.cache_precision, held
+    to the KV gates against the same file with its fp32 cache, and swapped in; its manifest entry updated
+    in place. CALIBRATION: (windows (N, L), label) for int8 scales. Returns the manifest's ``kv_cache``
+    record."""
     import os
 
     from clidep.export.kv_cache import (KV_AGREEMENT_GATE, KV_PPL_GATE, CacheFormat, calibrate, decode_predictions,
