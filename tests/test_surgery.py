@@ -49,3 +49,27 @@ def test_unreadable_graphs_are_refused_by_name(damage, tmp_path):
         path.write_text("not a graph at all")
     with pytest.raises(ClidepError, match="m.onnx"):
         load_graph(path)
+
+
+@pytest.mark.parametrize("limit", [None, 50])
+def test_a_streamed_graph_runs_as_one_file_and_past_the_limit_beside_its_weights(limit, tmp_path, monkeypatch):
+    """stream_graph writes weights one at a time: as protobuf fragments that parse as one graph, or (past the
+    2 GB limit, here lowered to 50 bytes) as external data; either way ONNX Runtime reads the same weights,
+    transposed views included."""
+    from clidep.export import surgery
+
+    if limit:
+        monkeypatch.setattr(surgery, "PROTOBUF_LIMIT", limit)
+    w = np.arange(15, dtype=np.float32).reshape(3, 5)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y0"]), helper.make_node("Add", ["y0", "b"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    view = w.T.copy().T  # w's values, not C-contiguous: as the graph builder hands over transposed weights
+    assert not view.flags.c_contiguous
+    path = surgery.stream_graph(model, [("w", view), ("b", np.ones(5, np.float32))], tmp_path / "m.onnx")
+    assert is_large(path) == bool(limit)
+    assert [i.name for i in onnx.load(str(path)).graph.initializer] == ["w", "b"]
+    x = np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)
+    got = ort.InferenceSession(str(path)).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, x @ w + 1, rtol=1e-6)
