@@ -83,11 +83,11 @@ def model_files(specs: list[str], log=print) -> list[dict]:
     return out
 
 
-def weight_bytes(path: Path) -> int:
-    """Bytes of the graph's weights (initializers, external data included): what decode reads per token."""
+def weight_bytes(graph) -> int:
+    """Bytes of GRAPH's weights (a ModelProto loaded without its external data; external data counted):
+    what decode reads per token."""
     import onnx
 
-    graph = onnx.load(str(path), load_external_data=False)
     total = 0
     for init in graph.graph.initializer:
         if init.data_location == onnx.TensorProto.EXTERNAL:
@@ -97,17 +97,17 @@ def weight_bytes(path: Path) -> int:
     return total
 
 
-def kv_bytes(f: dict, context: int) -> int:
-    """Bytes of KV cache read per decoded token at CONTEXT tokens of past, at the graph's cache precision
-    (its past inputs' type: export --kv): the graph's own KV shapes, else (a foreign graph) config.json's."""
+def kv_bytes(f: dict, context: int, graph) -> int:
+    """Bytes of KV cache read per decoded token at CONTEXT tokens of past, at the cache precision of GRAPH
+    (F's file, loaded once for this and weight_bytes; its past inputs' type: export --kv): the graph's own
+    KV shapes, else (a foreign graph) config.json's."""
     import onnx
 
     from clidep.runtime.onnx_io import kv_cache_bytes, kv_shapes_from_config
 
     facts = f.get("facts")
     shapes = (facts and facts.kv_shapes) or kv_shapes_from_config(json.loads((f["dir"] / "config.json").read_text()))
-    graph = onnx.load(str(f["file"]), load_external_data=False).graph
-    past = next(i for i in graph.input if i.name.startswith("past_key_values"))
+    past = next(i for i in graph.graph.input if i.name.startswith("past_key_values"))
     itemsize = onnx.helper.tensor_dtype_to_np_dtype(past.type.tensor_type.elem_type).itemsize
     return kv_cache_bytes(shapes, context, itemsize)
 
@@ -257,7 +257,11 @@ def _fill(row: dict, runs: list[dict], f: dict, device: Profile, host: dict, mea
     """ROW from its runner records: median peak memory, roofline fraction, fit, and the projection."""
     rec = {**runs[0], "peak_rss_mb": float(np.median([r["peak_rss_mb"] for r in runs]))}
     row.update(rec, peak_rss_mb_samples=[r["peak_rss_mb"] for r in runs])
-    per_token = weight_bytes(f["file"]) + kv_bytes(f, rec["decode_context"])
+    import onnx
+
+    graph = onnx.load(str(f["file"]), load_external_data=False)  # the weights' sizes and the cache's type
+    per_token = weight_bytes(graph) + kv_bytes(f, rec["decode_context"], graph)
+    del graph
     row["bytes_per_token"] = per_token
     bw = device.mem_bandwidth_gbs if measured_there else host["mem_bandwidth_gbs"]
     # No roofline where the bandwidth is unknown (the host profile run on a remote device), nor under emulation.

@@ -19,9 +19,6 @@ from clidep.options import resolve
 from clidep.runtime import onnx_io
 from clidep.runtime.verify import file_sha256, graph_bytes
 
-#: The manifest's name of each cache element type.
-_CACHE_NAMES = {"float32": "fp32", "float16": "fp16", "int8": "int8"}
-
 # Measured on the reference teacher (32,768 WikiText-test tokens, context 512 / stride 256, fp32
 # 46.9 MB): blocks int8 with embedding and head fp32 18.7 MB, +0.12% ppl; blocks, embedding and
 # head int8 as separate copies 14.5 MB, +0.10%; one shared int8 embedding/head 12.4 MB, +0.27%;
@@ -114,7 +111,7 @@ def _export(model_path: str | Path, out: Path, c: ExportConfig, overwrite: bool,
             return {"file": path.name, "precision": precision, "seconds": round(secs, 2), **measured, "ppl": v_ppl,
                     "greedy_agreement": float((picks == fp32_picks[0]).mean()),
                     "kv_layout": onnx_io.SHARED_BUFFER if runner.shared else "growing",
-                    "kv_cache": {"precision": _CACHE_NAMES[np.dtype(runner.past_type).name]},
+                    "kv_cache": {"precision": runner.cache_precision},
                     "graph_kv_shapes": [list(k) for k in runner.kv_shapes], "max_length": runner.max_length,
                     "vocab_size": runner.session.get_outputs()[0].shape[-1], **extra}
 

@@ -14,8 +14,9 @@ from clidep.runtime import onnx_io
 from clidep.runtime.onnx_io import decode_kv_shapes, kv_shapes_from_config
 
 
-#: The cache element types a graph may declare (export/kv_cache.py), as numpy types.
-_CACHE_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int8)": np.int8}
+#: The cache element types a graph may declare (export/kv_cache.py): (precision's name, numpy type).
+_CACHE_TYPES = {"tensor(float)": ("fp32", np.float32), "tensor(float16)": ("fp16", np.float16),
+                "tensor(int8)": ("int8", np.int8)}
 
 
 class SharedKV:
@@ -100,7 +101,7 @@ class OnnxCausalLM:
         self.n_layer = len(self.kv_shapes)
         self.output_names = [o.name for o in self.session.get_outputs()]
         past = next(i for i in self.session.get_inputs() if i.name.startswith("past_key_values"))
-        self.past_type = _CACHE_TYPES[past.type]
+        self.cache_precision, self.past_type = _CACHE_TYPES[past.type]
         logits = self.session.get_outputs()[0]
         self.vocab = logits.shape[-1] if isinstance(logits.shape[-1], int) else None
         self.logits_type = np.float16 if "float16" in logits.type else np.float32
