@@ -19,7 +19,7 @@ from clidep.runtime.runner import OnnxCausalLM
 from .conftest import run
 from .test_genai import _genai_greedy
 
-PPL = {"ppl_tokens": 2048, "calib_samples": 4}
+PPL = {"ppl_tokens": 2048, "kv_calib_windows": 4}
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +95,7 @@ def test_fp16_and_fp32_caches(kv, dtype, teacher_dir, tmp_path):
     (["--kv", "int8", "--plain-onnx"], "--kv int8 needs the ONNX Runtime graph"),
     (["--kv", "fp16", "--kv-scales", "per-tensor"], "--kv-scales applies to the int8 KV cache only (this export's is fp16)"),
     (["--plain-onnx", "--kv-calib-windows", "2"], "--kv-calib-windows applies to the int8 KV cache only (this export's is fp32)"),
+    (["--calib-samples", "4"], "--calib-samples applies to --static only"),
     (["--kv", "int4"], "unknown --kv 'int4': choose fp32, fp16, int8"),
 ])
 def test_kv_bad_input(args, message, teacher_dir, tmp_path):

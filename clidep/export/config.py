@@ -81,6 +81,8 @@ class ExportConfig(Options):
         if self.kv not in (None, "fp32") and self.plain_onnx:
             raise ClidepError(f"--kv {self.kv} needs the ONNX Runtime graph (its GroupQueryAttention stores the cache); "
                               "the plain ONNX graph's cache is fp32: drop --plain-onnx or --kv")
+        if self.calib_samples != defaults["calib_samples"] and not self.static:
+            raise ClidepError("--calib-samples applies to --static only (the int8 KV cache's windows: --kv-calib-windows)")
         int8_options = [f for f in ("kv_scales", "kv_calib_windows") if getattr(self, f) != defaults[f]]
         if int8_options and self.cache_precision != "int8":
             raise ClidepError(f"--{int8_options[0].replace('_', '-')} applies to the int8 KV cache only "
