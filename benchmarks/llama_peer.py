@@ -75,9 +75,12 @@ def convert(hf_dir: Path, out: Path, kind: str, bin_dir: Path) -> Path:
     return out
 
 
-def bench(gguf: Path, bin_dir: Path, threads: int, prompt: int, gen: int, depths: list[int]) -> dict:
+def bench(gguf: Path, bin_dir: Path, threads: int, prompt: int, gen: int, depths: list[int],
+          cache: str | None = None) -> dict:
     """llama-bench's prefill of PROMPT tokens and decode of GEN tokens after each of DEPTHS tokens (ms
     per token, mean ± sd over 3 repetitions); repacked weights first, plain ones if repacking fails.
+    CACHE: None for llama.cpp's default (an f16 cache, flash attention where it chooses), or a cache
+    type (q8_0) for keys and values, with flash attention on, which a quantised V cache requires.
 
     Two invocations: with -d, llama-bench runs the prompt test at every depth too, and a prompt of
     512 after 952 tokens would pass GPT-2's 1,024 positions.
@@ -85,7 +88,7 @@ def bench(gguf: Path, bin_dir: Path, threads: int, prompt: int, gen: int, depths
     failure = ""
     for repack in (1, 0):
         common = [str(bin_dir / "llama-bench"), "-m", str(gguf), "-t", str(threads), "-r", "3", "-o", "json",
-                  "--repack", str(repack)]
+                  "--repack", str(repack)] + (["-ctk", cache, "-ctv", cache, "-fa", "on"] if cache else [])
         runs = []
         for test in (["-p", str(prompt), "-n", "0"], ["-p", "0", "-n", str(gen), "-d", ",".join(map(str, depths))]):
             proc = subprocess.run(common + test, capture_output=True, text=True)
@@ -100,14 +103,17 @@ def bench(gguf: Path, bin_dir: Path, threads: int, prompt: int, gen: int, depths
 
 def _parse(runs: list[dict], repack: int) -> dict:
     """{"prefill_ms": ms for the prompt, "decode_ms_at": {depth: ms/token}, "decode_ms_sd_at": ..., "repack": ...}."""
+    first = runs[0] if runs else {}
     out = {"repack": bool(repack), "decode_ms_at": {}, "decode_ms_sd_at": {}, "prefill_ms": None,
-           "build": runs[0].get("build_commit") if runs else None}
+           "build": first.get("build_commit"), "type_k": first.get("type_k"), "type_v": first.get("type_v"),
+           "flash_attn": first.get("flash_attn"), "samples_ns": {}}
     for r in runs:
         per_token = 1e3 / r["avg_ts"]
         sd = per_token * r["stddev_ts"] / r["avg_ts"]
         if r["n_gen"]:
             out["decode_ms_at"][str(r.get("n_depth", 0))] = per_token
             out["decode_ms_sd_at"][str(r.get("n_depth", 0))] = sd
+            out["samples_ns"][f"tg{r['n_gen']}@d{r.get('n_depth', 0)}"] = r.get("samples_ns")
         elif r["n_prompt"] and out["prefill_ms"] is None:
             out["prefill_ms"] = per_token * r["n_prompt"]
     return out

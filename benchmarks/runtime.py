@@ -10,9 +10,9 @@ at F32, Q8_0 and Q4_0 through `llama-bench`. Every ONNX file is measured by `cli
 machine in the same run, each in its own process; decode is timed after prompts of each
 --depth length; every row is also given as ratios to the peer's fp32 original.
 
-    python benchmarks/runtime.py                                   # ~45 min on 2 cores (+6 min to build llama.cpp once)
-    python benchmarks/runtime.py --layers 8 --width 256 --heads 4 --ratio 1.2 --positions 256 --prompt-lens 128 --depth 32,128 --memory-runs 1 --out /tmp/rt   # smoke (~3 min)
-    python benchmarks/runtime.py --threads 16                      # a larger machine
+    python benchmarks/runtime.py                                   # ~70 min on 2 cores (+6 min to build llama.cpp once)
+    python benchmarks/runtime.py --layers 8 --width 256 --heads 4 --ratio 1.2 --positions 256 --prompt-lens 128 --depth 32,128 --threads 2 --reps 1 --memory-runs 1 --out /tmp/rt   # smoke (~3 min)
+    python benchmarks/runtime.py --threads 8,16                    # a larger machine
 
 Writes OUT/runtime.json, .md, .csv and .jsonl and OUT/runtime_decode_vs_context.png (OUT defaults
 to benchmarks/results).
@@ -40,12 +40,12 @@ def main() -> None:
     ap.add_argument("--prompt-lens", default="512")
     # 952 rather than 960: 8 warm-up and 64 timed tokens must still fit in GPT-2's 1,024 positions.
     ap.add_argument("--depth", default="32,256,512,952")
-    # One repetition of each test keeps the run near 35 minutes; llama.cpp's rows take 3 (llama_peer.py).
-    ap.add_argument("--reps", type=int, default=1)
+    # Two repetitions at two thread counts keep the run near an hour; llama.cpp's rows take 3 (llama_peer.py).
+    ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--no-llama", action="store_true", help="leave llama.cpp out")
     ap.add_argument("--gen", type=int, default=64)
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--memory-runs", type=int, default=3, help="runner processes per file for peak memory (median)")
+    ap.add_argument("--threads", default="1,2", help="thread counts, comma-separated: one row each")
+    ap.add_argument("--memory-runs", type=int, default=1, help="runner processes per file for peak memory (median; 3 adds ~40 min)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     a = ap.parse_args()
 
@@ -65,7 +65,8 @@ def main() -> None:
         for name in ("original", "cli", "uniform"):
             log(f"clidep export {name} ...")
             exports[name] = work / f"{name}-onnx"
-            export_artifact(str(work / name), exports[name], int8=True, int4=True, ppl_tokens=16)
+            # 512 tokens: 4 windows of 112 decode steps for the KV cache's agreement gate (16 gave 9 steps, one flip failing it)
+            export_artifact(str(work / name), exports[name], int8=True, int4=True, ppl_tokens=512)
         log("peer export (optimum-cli + quantize_dynamic) ...")
         peer = work / "peer-onnx"
         subprocess.run([str(PEER / "optimum-cli"), "export", "onnx", "--model", str(work / "original"), "--task",
@@ -76,7 +77,7 @@ def main() -> None:
                        + [str(peer / "model.onnx"), str(peer / "model.int8.onnx")],
                        devices.load("host"), prompt_lens=a.prompt_lens, gen=a.gen, threads=a.threads,
                        memory_runs=a.memory_runs, depth=a.depth, reps=a.reps, log=log)
-        llama = _llama_rows(a, work / "original", int(report["provenance"]["threads"]), params["original"], log)
+        llama = [r for n in a.threads.split(",") for r in _llama_rows(a, work / "original", int(n), params["original"], log)]
     rows = _rows(report, params) + llama
     _vs_peer_fp32(rows)
     result = {
@@ -128,14 +129,15 @@ def _rows(report: dict, params: dict) -> list[dict]:
         model = "original" if pipeline == "peer" else r["name"].removesuffix("-onnx")
         precision = r["precision"] if pipeline != "peer" else ("int8-dynamic" if "int8" in r["name"] else "fp32")
         rows.append({"model": model, "pipeline": pipeline, "precision": precision, "params": params[model],
-                     **{k: r.get(k) for k in ("size_bytes", "load_s", "prefill_ms", "decode_ms_p50", "decode_ms_p90",
-                                               "decode_ms_at", "peak_rss_mb", "peak_rss_mb_samples",
+                     **{k: r.get(k) for k in ("kv_cache", "threads", "size_bytes", "load_s", "prefill_ms", "decode_ms_p50", "decode_ms_p90",
+                                               "decode_ms_at", "tg_tps", "pp_tps", "peak_rss_mb", "peak_rss_mb_samples",
                                                "roofline_fraction", "bytes_per_token", "error")}})
     return rows
 
 
 def _llama_rows(a, hf_dir: Path, threads: int, params: int, log) -> list[dict]:
-    """llama.cpp's rows (F32, Q8_0, Q4_0 of the original), or one row saying why there are none."""
+    """llama.cpp's rows at THREADS (F32, Q8_0, Q4_0 of the original with its default f16 cache, and Q8_0,
+    Q4_0 with a q8_0 cache and flash attention), or one row saying why there are none."""
     import json
 
     import llama_peer
@@ -150,26 +152,31 @@ def _llama_rows(a, hf_dir: Path, threads: int, params: int, log) -> list[dict]:
     try:
         bin_dir = llama_peer.build(log)
         for kind in ("f32", "q8_0", "q4_0"):
-            log(f"llama.cpp {kind} ...")
             gguf = llama_peer.convert(hf_dir, hf_dir.parent / f"original.{kind}.gguf", kind, bin_dir)
-            r = llama_peer.bench(gguf, bin_dir, threads, prompt, a.gen, depths)
-            rows.append({"model": "original", "pipeline": "llama.cpp", "precision": kind.upper(), "params": params,
-                         "size_bytes": gguf.stat().st_size, "prefill_ms": {str(prompt): r["prefill_ms"]},
-                         "decode_ms_p50": r["decode_ms_at"][str(depths[0])], "decode_ms_at": r["decode_ms_at"],
-                         "decode_ms_sd_at": r["decode_ms_sd_at"], "llama_cpp": {"version": llama_peer.VERSION,
-                                                                               "repack": r["repack"], "build": r["build"]}})
+            for cache in (None, "q8_0") if kind != "f32" else (None,):
+                log(f"llama.cpp {kind}, {cache or 'f16'} cache, {threads} threads ...")
+                r = llama_peer.bench(gguf, bin_dir, threads, prompt, a.gen, depths, cache)
+                rows.append({"model": "original", "pipeline": "llama.cpp", "precision": kind.upper(),
+                             "kv_cache": r["type_k"], "threads": threads, "params": params,
+                             "size_bytes": gguf.stat().st_size, "prefill_ms": {str(prompt): r["prefill_ms"]},
+                             "decode_ms_p50": r["decode_ms_at"][str(depths[0])], "decode_ms_at": r["decode_ms_at"],
+                             "decode_ms_sd_at": r["decode_ms_sd_at"],
+                             "llama_cpp": {"version": llama_peer.VERSION, "repack": r["repack"], "build": r["build"],
+                                           "flash_attn": r["flash_attn"], "samples_ns": r["samples_ns"]}})
             gguf.unlink()
     except llama_peer.Unavailable as exc:
         log(f"llama.cpp left out: {exc}")
-        rows.append({"model": "original", "pipeline": "llama.cpp", "precision": "-", "params": params,
-                     "error": str(exc)})
+        rows.append({"model": "original", "pipeline": "llama.cpp", "precision": "-", "threads": threads,
+                     "params": params, "error": str(exc)})
     return rows
 
 
 def _vs_peer_fp32(rows: list[dict]) -> None:
-    """Each row's size, decode speed-up, prefill speed-up and peak memory against the peer's fp32 original."""
-    base = next(r for r in rows if r["pipeline"] == "peer" and r["precision"] == "fp32")
+    """Each row's size, decode speed-up, prefill speed-up and peak memory against the peer's fp32 original
+    at the same thread count."""
+    bases = {r["threads"]: r for r in rows if r["pipeline"] == "peer" and r["precision"] == "fp32"}
     for r in rows:
+        base = bases.get(r["threads"], {"error": "no peer row"})
         if r.get("error") or base.get("error"):
             continue
         r["vs_peer_fp32"] = {
@@ -181,8 +188,9 @@ def _vs_peer_fp32(rows: list[dict]) -> None:
 
 
 def plot(records: list[dict], path: Path, heading: str) -> None:
-    """Decode ms/token against the tokens before it for the original and the CLI student: colour
-    by weights, line style by runtime (the uniform student runs as the CLI one does: in the table)."""
+    """Decode ms/token against the tokens before it for the original and the CLI student at the most
+    threads: colour by weights, line style by runtime, open markers for a quantised cache (the uniform
+    student runs as the CLI one does: in the table)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -190,15 +198,17 @@ def plot(records: list[dict], path: Path, heading: str) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 5), sharey=True)
     styles = {"clidep": "-", "ORT GenAI": "-.", "peer": "--", "llama.cpp": ":"}
+    most = max(r["threads"] for r in records)
     for ax, model in zip(axes, ("original", "cli")):
         for r in records:
-            if r["model"] != model or r.get("error") or not r.get("decode_ms_at"):
+            if r["model"] != model or r.get("error") or not r.get("decode_ms_at") or r["threads"] != most:
                 continue
             ps = sorted(r["decode_ms_at"], key=int)
             weights = r["precision"].lower()
             color = "C0" if "32" in weights else "C1" if "8" in weights else "C2"
             ax.plot([int(p) for p in ps], [r["decode_ms_at"][p] for p in ps], styles[r["pipeline"]], color=color,
-                    marker="o", markersize=3, label=f"{r['pipeline']} {r['precision']}")
+                    marker="o", markersize=3, fillstyle="none" if _quantised_cache(r) else "full",
+                    label=f"{r['pipeline']} {r['precision']}, {r.get('kv_cache')} cache")
         ax.set_title(f"{model} ({'GPT-2 medium shapes' if model == 'original' else 'CLI student, 2.47x'})", fontsize=9)
         ax.set_xlabel("tokens already in the context")
         ax.set_yscale("log")
@@ -214,9 +224,13 @@ def plot(records: list[dict], path: Path, heading: str) -> None:
 
 def title(result: dict) -> str:
     prov, shapes = result["provenance"], result["shapes"]
-    return (f"Measured on {result['machine']}, {result['threads']} threads, ONNX Runtime {prov['onnxruntime']}, "
+    return (f"Measured on {result['machine']}, {result['threads']} threads (plot: the most), ONNX Runtime {prov['onnxruntime']}, "
             f"git {prov['git_sha']}; random weights at {shapes['layers']} x {shapes['width']}, vocab {shapes['vocab']:,}; "
             f"host read bandwidth {result['host_measured']['mem_bandwidth_gbs']:.1f} GB/s (multi-threaded).")
+
+
+def _quantised_cache(r: dict) -> bool:
+    return str(r.get("kv_cache")) in ("int8", "q8_0", "q4_0")
 
 
 def _vs_peer(r: dict) -> str:
@@ -226,7 +240,8 @@ def _vs_peer(r: dict) -> str:
 
 def table_fields(lens: list[int], depths: list[int]) -> list:
     F = report_writer.Field
-    return [F("model", "model"), F("pipeline", "pipeline"), F("precision", "precision"),
+    return [F("model", "model"), F("pipeline", "pipeline"), F("precision", "precision"), F("kv_cache", "KV cache"),
+            F("threads", "threads"),
             F("params", "params", text=lambda r: f"{r['params'] / 1e6:.1f} M"),
             F("size_bytes", "MB", text=lambda r: f"{r['size_bytes'] / 1e6:.0f}"),
             *[F(f"prefill_ms.{n}", f"prefill {n} ms", ".0f") for n in lens],

@@ -101,15 +101,19 @@ def kv_bytes(f: dict, context: int, graph) -> int:
     """Bytes of KV cache read per decoded token at CONTEXT tokens of past, at the cache precision of GRAPH
     (F's file, loaded once for this and weight_bytes; its past inputs' type: export --kv): the graph's own
     KV shapes, else (a foreign graph) config.json's."""
-    import onnx
-
     from clidep.runtime.onnx_io import kv_cache_bytes, kv_shapes_from_config
 
     facts = f.get("facts")
     shapes = (facts and facts.kv_shapes) or kv_shapes_from_config(json.loads((f["dir"] / "config.json").read_text()))
+    return kv_cache_bytes(shapes, context, _cache_type(graph).itemsize)
+
+
+def _cache_type(graph):
+    """The numpy type of GRAPH's KV cache (its first past input's element type)."""
+    import onnx
+
     past = next(i for i in graph.graph.input if i.name.startswith("past_key_values"))
-    itemsize = onnx.helper.tensor_dtype_to_np_dtype(past.type.tensor_type.elem_type).itemsize
-    return kv_cache_bytes(shapes, context, itemsize)
+    return onnx.helper.tensor_dtype_to_np_dtype(past.type.tensor_type.elem_type)
 
 
 def _ppl_ids_file(folder: Path, data: str, tokens: int, tmp: Path) -> Path:
@@ -261,6 +265,7 @@ def _fill(row: dict, runs: list[dict], f: dict, device: Profile, host: dict, mea
 
     graph = onnx.load(str(f["file"]), load_external_data=False)  # the weights' sizes and the cache's type
     per_token = weight_bytes(graph) + kv_bytes(f, rec["decode_context"], graph)
+    row["kv_cache"] = {"float32": "fp32", "float16": "fp16"}.get(_cache_type(graph).name, _cache_type(graph).name)
     del graph
     row["bytes_per_token"] = per_token
     bw = device.mem_bandwidth_gbs if measured_there else host["mem_bandwidth_gbs"]

@@ -22,7 +22,8 @@ def fields(report: dict) -> list[report_writer.Field]:
     gen = next((r["gen"] for r in report["models"] if r.get("gen")), "")
     tps = [*[(f"pp_tps.{n}", f"{p}pp{n} t/s") for n in lens],
            *[(f"tg_tps.{d}", f"{p}tg{gen} @d{d} t/s") for d in depths]]
-    return [F("name", "model"), F("precision", "precision"), F("runtime", "runtime"), F("threads", "threads"),
+    return [F("name", "model"), F("precision", "precision"), F("kv_cache", "KV cache"), F("runtime", "runtime"),
+            F("threads", "threads"),
             F("size_bytes", "MB", text=lambda r: f"{r['size_bytes'] / 1e6:.1f}"), F("load_s", "load s", ".2f"),
             *[F(f"{k}.mean", header, text=_mean_sd(k)) for k, header in tps],
             *[F(f"{k}.sd", "", table=False) for k, _ in tps],  # the Markdown cell above holds both

@@ -200,11 +200,11 @@ def _cache_precision(c: ExportConfig, tmp: Path, variants: list[dict], cached: l
         before = decode_predictions(OnnxCausalLM(src), windows, prompt)
         runner = OnnxCausalLM(dst)
         ppl = perplexity(runner.logits, ids, context, context // 2, ppl_batch(context, variants[0]["vocab_size"])).ppl
-        agree = float((decode_predictions(runner, windows, prompt) == before).mean())
+        agree = float((decode_predictions(runner, windows, prompt) == before).mean())  # over before.size tokens
         delta = ppl / v["ppl"] - 1
         if delta > KV_PPL_GATE or agree < KV_AGREEMENT_GATE:
             raise ClidepError(f"export failed its KV-cache check: {v['file']} with an {precision} cache scores perplexity "
-                              f"{delta:+.2%} and picks {agree:.1%} of the next tokens of its fp32 cache (gates "
+                              f"{delta:+.2%} and picks {agree:.1%} of {before.size} next tokens of its fp32 cache (gates "
                               f"+{KV_PPL_GATE:.1%}, {KV_AGREEMENT_GATE:.0%}): export with --kv fp32 or fp16")
         v.update(validate_export(reference, dst, atol=None, runner=runner))
         del runner
