@@ -102,3 +102,18 @@ def ragged(tmp_path_factory):
     model = CLIGPT2LMHeadModel(tiny_config(SCHEDULES["ragged"])).eval()
     path = export_onnx(model, tmp_path_factory.mktemp("ragged") / "model.onnx")
     return model, path
+
+
+def python_without_clidep(tmp_path) -> str:
+    """A Python that sees this environment's packages (torch, transformers) but cannot import clidep.
+
+    A separate virtual environment whose path file adds this one's site-packages; Python reads it
+    without running the path files of the folder it adds, and clidep's editable install is one of
+    those. Callers assert ``find_spec('clidep') is None`` in what they run."""
+    import sysconfig
+
+    env = tmp_path / "env-without-clidep"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
+    site = next((env / "lib").glob("python3*/site-packages"))
+    (site / "peers.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    return str(env / "bin" / "python")

@@ -10,7 +10,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config, GPT2LMHea
 
 from clidep import CLIGPT2Config, CLIGPT2LMHeadModel, from_gpt2, param_count
 
-from .conftest import SCHEDULES, tiny_config, tiny_gpt2
+from .conftest import SCHEDULES, python_without_clidep, tiny_config, tiny_gpt2
 
 def left_padded_batch(vocab: int, T: int = 12, pad: int = 4):
     g = torch.Generator().manual_seed(1)
@@ -213,24 +213,18 @@ def test_a_saved_model_opens_where_clidep_is_not_installed(tmp_path):
     interpreter cannot import clidep (checked before the model is opened).
     """
     import subprocess
-    import sys
-    import sysconfig
 
     model = CLIGPT2LMHeadModel(tiny_config(SCHEDULES["ragged"])).eval()
     model.save_pretrained(tmp_path / "model")
     assert json.loads((tmp_path / "model" / "config.json").read_text())["auto_map"] == {
         "AutoConfig": "config.CLIGPT2Config", "AutoModelForCausalLM": "modeling.CLIGPT2LMHeadModel"}
-    env = tmp_path / "env"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
-    site = next((env / "lib").glob("python3*/site-packages"))
-    (site / "peers.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     probe = ("import importlib.util, sys\n"
              "assert importlib.util.find_spec('clidep') is None, 'clidep is importable here'\n"
              "import torch\nfrom transformers import AutoModelForCausalLM\n"
              f"m = AutoModelForCausalLM.from_pretrained({str(tmp_path / 'model')!r}, trust_remote_code=True)\n"
              "print(type(m).__module__.split('.')[0], m.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=8, do_sample=False,"
              " pad_token_id=0)[0].tolist())")
-    proc = subprocess.run([str(env / "bin" / "python"), "-c", probe], capture_output=True, text=True, timeout=300,
+    proc = subprocess.run([python_without_clidep(tmp_path), "-c", probe], capture_output=True, text=True, timeout=300,
                           cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     module, tokens = proc.stdout.strip().splitlines()[-1].split(" ", 1)

@@ -55,8 +55,8 @@ def test_teacher_init_bridges_runs_of_different_widths(teacher, teacher_dir):
     init_from_teacher(student, teacher, calib)
     p = student.transformer.proj
     q1, q11 = p[1].weight.T, p[12].weight  # (d, 144): the bases of the runs at blocks 1 and 11 (into / out of them)
-    assert torch.allclose(p[2].weight, stream_basis(teacher, calib, 2, 4, 96).T @ q1, atol=1e-5)
-    assert torch.allclose(p[11].weight, q11.T @ stream_basis(teacher, calib, 4, 11, 112), atol=1e-5)
+    assert torch.allclose(p[2].weight, stream_basis(teacher, calib, [2, 3, 4], 96).T @ q1, atol=1e-5)
+    assert torch.allclose(p[11].weight, q11.T @ stream_basis(teacher, calib, list(range(4, 12)), 112), atol=1e-5)
     assert torch.allclose(q11.T @ q11, torch.eye(144), atol=1e-4)
     torch.manual_seed(0)
     uniform = CLIGPT2LMHeadModel(build(teacher.config, "uniform", 128, []))
@@ -73,7 +73,7 @@ def test_runs_are_maximal_stretches_of_one_narrow_width():
 def test_the_stream_basis_is_orthonormal_and_keeps_most_of_the_stream(teacher, teacher_dir):
     tok = load_tokenizer(teacher_dir)
     ids = torch.from_numpy(tokenize_text(tok, read_text("wiki-en-valid")[0])[:1024].reshape(4, 256))
-    Q = stream_basis(teacher, ids, 1, 11, 84)  # (d, r)
+    Q = stream_basis(teacher, ids, list(range(1, 12)), 84)  # (d, r)
     assert Q.shape == (teacher.config.n_embd, 84)
     assert torch.allclose(Q.T @ Q, torch.eye(84), atol=1e-4)
     states = []

@@ -97,15 +97,22 @@ def proxy_ppl(teacher_model, tconf, widths: list[int], tokens: np.ndarray, val_i
     leaves biases and norms undecayed) and the warm-up shortened to a quarter of the steps. The
     loop runs on the main process only, where Accelerate's prepared model would wait for the others.
     """
+    from clidep.compress.widths import schedule_head_dims, student_config
+
+    return distil_briefly(teacher_model, student_config(tconf, widths, schedule_head_dims(tconf, widths)), None,
+                          tokens, val_ids, c)
+
+
+def distil_briefly(teacher_model, config, init, tokens: np.ndarray, val_ids: np.ndarray, c) -> float:
+    """Validation perplexity of the student of CONFIG, started by ``start_student`` (INIT: its initialiser,
+    None for the bottleneck students'), after C.search_steps distillation steps (see ``proxy_ppl``)."""
     import torch
 
     from clidep.compress import corpus
     from clidep.compress.distill import distill_loss, lr_lambda, validation_ppl
     from clidep.compress.student_init import start_student
-    from clidep.compress.widths import schedule_head_dims, student_config
 
-    config = student_config(tconf, widths, schedule_head_dims(tconf, widths))
-    student = start_student(config, teacher_model, tokens, c.seed)
+    student = start_student(config, teacher_model, tokens, c.seed, init=init)
     steps = c.search_steps
     opt = torch.optim.AdamW(student.parameters(), lr=c.lr, betas=(0.9, 0.95), weight_decay=c.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(min(c.warmup, max(1, steps // 4)), steps))

@@ -8,7 +8,10 @@ from dataclasses import dataclass
 from clidep.errors import ClidepError
 from clidep.options import MAX_SEED, Options, option
 
-METHODS = ("cli", "uniform", "auto", "layercollapse", "cli+layercollapse")
+METHODS = ("cli", "uniform", "auto", "layercollapse", "cli+layercollapse", "slim", "depth", "depth+slim")
+#: The methods whose students are stock GPT-2s (compress/stock.py), and how depth picks its blocks.
+STOCK_METHODS = ("slim", "depth", "depth+slim")
+DEPTH_SCORERS = ("bi", "ntk", "every-other")
 #: The block-importance scorers of compress/importance.py.
 IMPORTANCE_METHODS = ("ntk", "grad", "bi", "ablation")
 
@@ -20,10 +23,10 @@ class CompressConfig(Options):
     # -- what student
     # uniform by default: at ratio 2.47 on the reference teacher it beats CLI by 4.2% over 3 seeds and
     # ties auto, which costs a search (benchmarks/results/paper_ablation.md).
-    method: str = option("uniform", "uniform (every block narrow; the default, see the ablation), cli (protect critical blocks), auto (widths follow importance scores), layercollapse or cli+layercollapse.", choices=METHODS)
+    method: str = option("uniform", "uniform (every block narrow; the default, see the ablation), cli (protect critical blocks), auto (widths follow importance scores), layercollapse, cli+layercollapse, or a stock GPT-2: slim (one narrower width, embeddings included), depth (fewer blocks) or depth+slim.", choices=METHODS)
     ratio: float | None = option(None, "Target teacher / student parameter ratio.", above=1)
     params: int | None = option(None, "Target student parameters.", low=1)
-    width: int | None = option(None, "Explicit bottleneck width.", low=1)
+    width: int | None = option(None, "Explicit bottleneck width (--method slim: the one residual width).", low=1)
     match: str | None = option(None, "A clidep student whose size to match within 2%.")
     max_decode_ms: float | None = option(None, "Size the student to decode within this many ms/token on --device at --precision (bandwidth model, printed).", above=0)
     max_mb: float | None = option(None, "Size the student so its weights at --precision fit in this many MB.", above=0)
@@ -32,7 +35,8 @@ class CompressConfig(Options):
     protect: str = option("auto", "auto (NTK analysis), an importance.json from clidep analyze, or blocks like 0,11.")
     scorer: str = option("ntk,bi", "--method auto: importance scores the widths follow (ntk, grad, bi, ablation); several are candidates.")
     gamma: str = option("0,0.25,0.5,1", "--method auto: exponents, width_i proportional to score_i^gamma (0: uniform); several are candidates.")
-    search_steps: int = option(16, "--method auto: distillation steps each candidate gets before its validation perplexity picks one.", low=1)
+    search_steps: int = option(16, "--method auto and depth+slim: distillation steps each candidate gets before its validation perplexity picks one.", low=1)
+    depth_scorer: str = option("bi", "--method depth and depth+slim: which blocks are kept: bi (highest block influence, ShortGPT), ntk (highest NTK trace) or every-other (evenly spaced, as distilGPT2).", choices=DEPTH_SCORERS)
     init: str = option("teacher", "teacher (PCA of the teacher's stream, kept heads/neurons) or random.", choices=("teacher", "random"))
     # -- data
     data: str | None = option(None, "Training text: a file, a directory of .txt, or wikitext-103 (default: offline wiki-en).")
@@ -69,21 +73,30 @@ class CompressConfig(Options):
                 raise ClidepError("--layers LIST fixes the size of a layercollapse student: leave --layers auto to size it by --ratio/--params/--match")
         elif sizes != 1:
             raise ClidepError("give exactly one of --ratio, --params, --width, --match or a budget (--max-decode-ms and/or --max-mb)")
-        elif self.method == "auto" and self.width is not None:
-            raise ClidepError("--method auto sets every block's width: size it with --ratio, --params or --match")
-        if self.protect != "auto" and self.method in ("uniform", "auto"):
+        elif self.method in ("auto", "depth", "depth+slim") and self.width is not None:
+            raise ClidepError(f"--method {self.method} chooses its widths: size it with --ratio, --params or --match")
+        if self.protect != "auto" and self.method in ("uniform", "auto", *STOCK_METHODS):
             raise ClidepError(f"--protect applies to --method cli, layercollapse or cli+layercollapse, not {self.method} "
                               "(the default method is uniform: add --method cli)")
-        defaults = {f.name: f.default for f in dataclasses.fields(self)}
-        auto_only = [f for f in ("scorer", "gamma", "search_steps") if getattr(self, f) != defaults[f]]
-        if auto_only and self.method != "auto":
-            raise ClidepError(f"--{auto_only[0].replace('_', '-')} applies to --method auto only")
+        self._refuse_other_methods_options()
         if (self.tokens is None) == (self.steps is None):
             raise ClidepError("give exactly one of --tokens or --steps")
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
         steps = self.steps if self.steps is not None else -(-self.tokens // (self.batch_size * self.seq_len))
         if self.warmup != defaults["warmup"] and self.warmup > steps:
             raise ClidepError(f"--warmup {self.warmup} exceeds the run's {steps} steps: the learning rate would never "
                               f"reach its peak; give at most {steps}")
+
+    def _refuse_other_methods_options(self) -> None:
+        """An option of another method, given a value, is refused rather than ignored."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        owners = {"scorer": ("auto",), "gamma": ("auto",), "search_steps": ("auto", "depth+slim"),
+                  "depth_scorer": ("depth", "depth+slim"),
+                  **{f: ("layercollapse", "cli+layercollapse") for f in ("layers", "lc", "collapse_tol")}}
+        for name, methods in owners.items():
+            if getattr(self, name) != defaults[name] and self.method not in methods:
+                raise ClidepError(f"--{name.replace('_', '-')} applies to --method {' and '.join(methods)} only, "
+                                  f"not {self.method}")
 
 
 @dataclass(frozen=True)

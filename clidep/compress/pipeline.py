@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from clidep.files import check_output, make_temp_dir, read_json, swap_into_place, write_json
-from clidep.compress.config import CompressConfig
+from clidep.compress.config import STOCK_METHODS, CompressConfig
 from clidep.options import resolve
 from clidep.compress.widths import nearest_size, protected_blocks
 from clidep.errors import ClidepError
@@ -243,6 +243,10 @@ def _student_config(run: dict, tconf):
     """The student RUN describes, as a config of the teacher's family (widths, heads, MLP kinds)."""
     from clidep.compress.widths import build, student_config
 
+    if run["schedule"] == "stock":
+        from clidep.compress.stock import stock_config
+
+        return stock_config(tconf, run["stock"]["width"], len(run["stock"]["kept_blocks"]))
     if run["schedule"] == "auto":
         config = student_config(tconf, run["layer_widths"], run["layer_head_dims"])
     else:
@@ -292,7 +296,13 @@ def _distil(run: dict, out: Path, resume: bool, log) -> dict:
     config = _student_config(run, teacher_model.config)
     collapse_plan = run.get("collapse")
     tokens_arr = token_file(tokenizer, run["data"])
-    student = start_student(config, teacher_model, tokens_arr, run["train"]["seed"], run["init"] == "teacher" and not resume)
+    init = None
+    if run["schedule"] == "stock":
+        from clidep.compress.stock import init_stock
+
+        init = lambda s, ids: init_stock(s, teacher_model, run["stock"]["kept_blocks"], ids)  # noqa: E731
+    student = start_student(config, teacher_model, tokens_arr, run["train"]["seed"], run["init"] == "teacher" and not resume,
+                            init)
     val_ids = validation_ids(tokenizer, val_data)
     cfg = TrainConfig(**run["train"])
     reg = (lambda m: regulariser(m, collapse_plan["lc"])) if collapse_plan else None
@@ -302,7 +312,7 @@ def _distil(run: dict, out: Path, resume: bool, log) -> dict:
         calib = torch.from_numpy(corpus_batch(tokens_arr, run["train"]["seed"] + 2, 0, 8, min(256, config.n_positions)))
         student, records, collapsed_ppl = _collapse(student, calib, collapse_plan["tol"], val_ids, trained_ppl, log)
         config = student.config
-    _save_student(student, tokenizer, out)
+    _save_student(student, tokenizer, out, stock=run["schedule"] == "stock")
     teacher_params = param_count(teacher_model.config)
     student_params = param_count(config)
     result = {
@@ -318,6 +328,7 @@ def _distil(run: dict, out: Path, resume: bool, log) -> dict:
         "protect_rule": run["protect_rule"],
         "arithmetic": run["arithmetic"],
         **({"auto": run["auto"]} if "auto" in run else {}),
+        **({"stock": {**run["stock"], "model_type": "gpt2"}} if "stock" in run else {}),
         "init": run["init"],
         "data": run["data"],
         "tokens_trained": state.tokens,
@@ -352,15 +363,17 @@ def _collapse(student, calib, tol: float, val_ids, trained_ppl: float | None, lo
     return student, records, collapsed_ppl
 
 
-def _save_student(student, tokenizer, out: Path) -> None:
-    """Model files into a temporary sibling, then renamed into OUT (compress.json is written last)."""
+def _save_student(student, tokenizer, out: Path, stock: bool = False) -> None:
+    """Model files into a temporary sibling, then renamed into OUT (compress.json is written last); a STOCK
+    student as a GPT2LMHeadModel (config.json of model_type gpt2, no clidep code)."""
     from safetensors import SafetensorError
 
     from clidep.compress.distill import write_failed
+    from clidep.model.convert import to_gpt2
 
     tmp = make_temp_dir(out / "final")
     try:
-        student.save_pretrained(tmp)
+        (to_gpt2(student) if stock else student).save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         for f in tmp.iterdir():
             f.replace(out / f.name)
@@ -384,11 +397,11 @@ def _plan(teacher: str, c: CompressConfig) -> dict:
         data = "wiki-en" if hub_fallback("wiki-en") else str(shared_path("wiki-en"))
     if data not in HUB_TEXTS:
         read_corpus(data)  # an empty, binary or missing --data fails now, before run.json exists
-    schedule = c.method if c.method in ("uniform", "auto") else "cli"
+    schedule = c.method if c.method in ("uniform", "auto") else "stock" if c.method in STOCK_METHODS else "cli"
     auto = (c.protect if schedule == "cli" else "", c.layers if "layercollapse" in c.method else "")
     report = ntk_report(teacher) if "auto" in auto else None
     if schedule != "cli":
-        protected, rule = [], f"{schedule}: no block is protected"
+        protected, rule = [], f"{c.method}: no block is protected"
     else:
         protected, rule = resolve_protect(c.protect, teacher, n, report)
     budget = None
@@ -403,7 +416,15 @@ def _plan(teacher: str, c: CompressConfig) -> dict:
         fit = (tconf, target) if c.method == "layercollapse" and target is not None else None
         chosen, why = resolve_collapse(c.layers, teacher, candidates, n, report, fit)
         collapse_plan = {"layers": chosen, "rule": why, "lc": c.lc, "tol": c.collapse_tol}
-    if schedule == "auto":
+    if schedule == "stock":
+        from clidep.compress import stock
+
+        found, widths["stock"] = stock.plan(c.method, teacher, tconf, target, c.width, c.depth_scorer, c, data)
+        if c.match is not None and abs(found.params / target - 1) > 0.02:
+            raise ClidepError(f"no {c.method} student matches {c.match} within 2% ({found.params / target - 1:+.2%}); "
+                              f"{found.arithmetic}")
+        r, arithmetic = found.width, found.arithmetic
+    elif schedule == "auto":
         from clidep.compress import auto as auto_widths
 
         found = auto_widths.plan(teacher, tconf, target, c, data)
@@ -454,10 +475,14 @@ def _target(tconf, c: CompressConfig) -> int | None:
 
     teacher_params, target = param_count(tconf), None
     if c.match is not None:
+        from clidep.model.convert import config_from_gpt2
+
         mfile = Path(c.match) / "config.json"
-        if not mfile.is_file() or json.loads(mfile.read_text()).get("model_type") != "cli_gpt2":
-            raise ClidepError(f"--match {c.match} is not a clidep model directory (no cli_gpt2 config.json)")
-        target = param_count(AutoConfig.from_pretrained(c.match))
+        kind = json.loads(mfile.read_text()).get("model_type") if mfile.is_file() else None
+        if kind not in ("cli_gpt2", "gpt2"):
+            raise ClidepError(f"--match {c.match} is not a clidep student or GPT-2 directory (no cli_gpt2 or gpt2 config.json)")
+        mconf = AutoConfig.from_pretrained(c.match)
+        target = param_count(config_from_gpt2(mconf) if kind == "gpt2" else mconf)
     elif c.ratio is not None or c.params is not None:
         target = int(c.params) if c.params is not None else round(teacher_params / c.ratio)
     if target is not None and target >= teacher_params:

@@ -43,15 +43,13 @@ def runs(widths: list[int], d: int) -> list[tuple[int, int]]:
 
 
 @torch.no_grad()
-def stream_basis(teacher: CLIGPT2LMHeadModel, ids: torch.Tensor, start: int, end: int, r: int) -> torch.Tensor:
-    """Top-r principal directions (uncentred) of the teacher's residual stream entering blocks start..end."""
+def stream_basis(teacher: CLIGPT2LMHeadModel, ids: torch.Tensor, reads: list[int], r: int) -> torch.Tensor:
+    """Top-r principal directions (uncentred) of the teacher's residual stream entering the blocks READS
+    (n_layer: the final LayerNorm)."""
     states = []
-    hooks = [teacher.transformer.h[i].register_forward_hook(lambda m, a, o: states.append(a[0].reshape(-1, a[0].shape[-1])))
-             for i in range(start, end)]
-    if end == len(teacher.transformer.h):  # the stream leaving the last block counts too
-        hooks.append(teacher.transformer.ln_f.register_forward_hook(lambda m, a, o: states.append(a[0].reshape(-1, a[0].shape[-1]))))
-    else:
-        hooks.append(teacher.transformer.h[end].register_forward_hook(lambda m, a, o: states.append(a[0].reshape(-1, a[0].shape[-1]))))
+    t = teacher.transformer
+    hooks = [(t.ln_f if i == len(t.h) else t.h[i]).register_forward_hook(
+        lambda m, a, o: states.append(a[0].reshape(-1, a[0].shape[-1]))) for i in reads]
     try:
         teacher(ids, use_cache=False)
     finally:
@@ -136,7 +134,7 @@ def init_from_teacher(student: CLIGPT2LMHeadModel, teacher: CLIGPT2LMHeadModel, 
             assert not unexpected and set(missing) <= {"mlp.act.alpha"}, f"block {i}: {missing} {unexpected}"
     bases = {}  # narrow block -> its run's basis Q (d, r)
     for start, end in runs(widths, d):
-        Q = stream_basis(teacher, ids, start, end, widths[start])  # (d, r)
+        Q = stream_basis(teacher, ids, list(range(start, end + 1)), widths[start])  # (d, r): into the run and out of it
         for i in range(start, end):
             bases[i] = Q
             init_narrow_block(t.h[i], s.h[i], Q, d)
@@ -151,10 +149,12 @@ def init_from_teacher(student: CLIGPT2LMHeadModel, teacher: CLIGPT2LMHeadModel, 
     student.tie_weights()
 
 
-def start_student(config, teacher: CLIGPT2LMHeadModel, tokens, seed: int, from_teacher: bool = True) -> CLIGPT2LMHeadModel:
+def start_student(config, teacher: CLIGPT2LMHeadModel, tokens, seed: int, from_teacher: bool = True,
+                  init=None) -> CLIGPT2LMHeadModel:
     """The student a distillation starts from: CONFIG without dropout (a small budget; resumes stay
     bit-exact), built under SEED, and with FROM_TEACHER initialised from TEACHER on the calibration
-    batch of SEED + 1 from TOKENS. ``compress`` and auto's search start from the same student."""
+    batch of SEED + 1 from TOKENS, by INIT(student, batch) (default ``init_from_teacher``; the stock
+    students': ``stock.init_stock``). ``compress`` and the searches start from the same student."""
     from clidep.compress import corpus
 
     for p in ("resid_pdrop", "embd_pdrop", "attn_pdrop"):
@@ -163,5 +163,5 @@ def start_student(config, teacher: CLIGPT2LMHeadModel, tokens, seed: int, from_t
     student = CLIGPT2LMHeadModel(config)
     if from_teacher:
         calib = torch.from_numpy(corpus.batch(tokens, seed + 1, 0, 16, min(256, config.n_positions)))
-        init_from_teacher(student, teacher, calib)
+        (init or (lambda st, ids: init_from_teacher(st, teacher, ids)))(student, calib)
     return student

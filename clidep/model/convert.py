@@ -140,3 +140,40 @@ def _refuse_partial_weights(name: str, info: dict) -> None:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def is_stock(config) -> bool:
+    """Whether a CLIGPT2Config is a plain GPT-2: one residual width, one head size dividing it, standard MLPs."""
+    d = config.n_embd
+    return (config.layer_widths == [d] * config.n_layer and len(set(config.layer_head_dims)) == 1
+            and d % config.layer_head_dims[0] == 0 and set(config.mlp_kinds) == {"standard"})
+
+
+def to_gpt2(model: "CLIGPT2LMHeadModel") -> "GPT2LMHeadModel":
+    """The stock ``GPT2LMHeadModel`` (model_type gpt2) with MODEL's logits; the inverse of ``from_gpt2``.
+
+    Only a model for which ``is_stock`` holds has one: ``ValueError`` otherwise (per-block widths,
+    head sizes or MLP kinds have no GPT-2 form)."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    c = model.config
+    if not is_stock(c):
+        raise ValueError(f"a model of widths {c.layer_widths}, head sizes {c.layer_head_dims} and MLPs {c.mlp_kinds} "
+                         "is not a GPT-2: GPT-2 has one residual width, one head size and standard MLPs")
+    d, hd = c.n_embd, c.layer_head_dims[0]
+    gconf = GPT2Config(vocab_size=c.vocab_size, n_positions=c.n_positions, n_embd=d, n_layer=c.n_layer, n_head=d // hd,
+                       n_inner=c.mlp_ratio * d, activation_function=c.activation_function, resid_pdrop=c.resid_pdrop,
+                       embd_pdrop=c.embd_pdrop, attn_pdrop=c.attn_pdrop, layer_norm_epsilon=c.layer_norm_epsilon,
+                       initializer_range=c.initializer_range, bos_token_id=c.bos_token_id, eos_token_id=c.eos_token_id,
+                       pad_token_id=c.pad_token_id, tie_word_embeddings=c.tie_word_embeddings)
+    gpt2 = GPT2LMHeadModel(gconf)
+    conv1d = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+    src = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    mapped = {k: v.t().contiguous() if k.endswith(conv1d) else v for k, v in src.items()}
+    with torch.no_grad():
+        missing, unexpected = gpt2.load_state_dict(mapped, strict=False)
+    if unexpected or set(missing) - {"lm_head.weight"}:
+        raise ValueError(f"GPT-2's layout differs from clidep's: missing {missing}, unexpected {unexpected}")
+    gpt2.tie_weights()
+    return gpt2.to(model.dtype).eval()
