@@ -1,5 +1,5 @@
-"""Speed at paper-scale shapes: GPT-2 medium (24 x 1024, vocab 50,257) original vs CLI (2.47x) vs uniform,
-raced against what users would pick instead.
+"""Speed at paper-scale shapes: GPT-2 medium (24 x 1024, vocab 50,257) original vs CLI (2.47x) vs uniform
+vs the stock slim and depth students of the same size, raced against what users would pick instead.
 
 Random weights (speed does not depend on them). clidep's pipeline exports each model and its
 int8 and int4 variants; the peer pipeline (`optimum-cli export onnx --task
@@ -30,6 +30,8 @@ import gpt2_shapes
 from clidep.bench import report as report_writer
 
 ROOT = Path(__file__).resolve().parents[1]
+STOCK = ("slim", "depth")  # stock GPT-2 students (compress --method slim / depth) at CLI's size
+MODELS = ("original", "cli", "uniform", *STOCK)
 PEER = ROOT / ".venv-peer" / "bin"
 
 
@@ -62,18 +64,19 @@ def main() -> None:
         work = Path(tmp)
         params, sols = _models(a, work, log)
         exports = {}
-        for name in ("original", "cli", "uniform"):
+        for name in MODELS:
             log(f"clidep export {name} ...")
             exports[name] = work / f"{name}-onnx"
-            # 512 tokens: 4 windows of 112 decode steps for the KV cache's agreement gate (16 gave 9 steps, one flip failing it)
-            export_artifact(str(work / name), exports[name], int8=True, int4=True, ppl_tokens=512)
+            # 512 tokens: 4 windows of 112 decode steps for the KV cache's agreement gate (16 gave 9 steps, one
+            # flip failing it). The stock students race at int4 only, beside the others' int4 rows.
+            export_artifact(str(work / name), exports[name], int8=name not in STOCK, int4=True, ppl_tokens=512)
         log("peer export (optimum-cli + quantize_dynamic) ...")
         peer = work / "peer-onnx"
         subprocess.run([str(PEER / "optimum-cli"), "export", "onnx", "--model", str(work / "original"), "--task",
                         "text-generation-with-past", str(peer)], check=True, capture_output=True)
         quantize_dynamic(str(peer / "model.onnx"), str(peer / "model.int8.onnx"), weight_type=QuantType.QInt8)
         lens = [int(x) for x in a.prompt_lens.split(",")]
-        report = bench([str(exports[n]) for n in ("original", "cli", "uniform")]
+        report = bench([str(exports[n]) for n in MODELS]
                        + [str(peer / "model.onnx"), str(peer / "model.int8.onnx")],
                        devices.load("host"), prompt_lens=a.prompt_lens, gen=a.gen, threads=a.threads,
                        memory_runs=a.memory_runs, depth=a.depth, reps=a.reps, log=log)
@@ -101,7 +104,8 @@ def _models(a, work: Path, log) -> tuple[dict, dict]:
     from clidep import CLIGPT2LMHeadModel
     from clidep.compress.widths import build, solve
     from clidep.data import load_tokenizer
-    from clidep.model.convert import config_from_gpt2
+    from clidep.compress import stock
+    from clidep.model.convert import config_from_gpt2, to_gpt2
     from clidep.model.params import param_count
 
     torch.manual_seed(0)
@@ -118,6 +122,14 @@ def _models(a, work: Path, log) -> tuple[dict, dict]:
         tok.save_pretrained(work / name)
         params[name] = sols[name].params
         log(sols[name].arithmetic)
+    # The stock students at CLI's size: one narrower width (slim), and fewer full-width blocks (depth).
+    shapes = {"slim": (stock.slim_width(teacher_cfg, cli_sol.params), a.layers),
+              "depth": (a.width, stock.depth_blocks(teacher_cfg, cli_sol.params))}
+    for name, (width, blocks) in shapes.items():
+        to_gpt2(CLIGPT2LMHeadModel(stock.stock_config(teacher_cfg, width, blocks)).eval()).save_pretrained(work / name)
+        tok.save_pretrained(work / name)
+        params[name] = stock.size(teacher_cfg, width, blocks)
+        log(f"{name}: {blocks} blocks x {width}, {params[name]:,} parameters (a stock GPT-2)")
     return params, sols
 
 
