@@ -215,11 +215,9 @@ def _embeddings(g: _Graph, ids: str, pos: str):
     b, w, d = g.b, g.w, g.config.n_embd
     wte, wpe = g.p.embeddings()
     positions = b.op("Gather", [b.const("transformer.wpe.weight", wpe), pos], axis=0, name="wpe")[0]
-    if w.bits is None or d % w.block:
+    if w.bits is None:
         table = b.const("transformer.wte.weight", wte)
         tokens = b.op("Add", [b.op("Gather", [table, ids], axis=0, name="wte")[0], positions], name="embed")[0]
-        if w.bits is not None:  # the width does not split into blocks: the head quantised on its own
-            return tokens, lambda x: w.nbits(x, "lm_head", *w.quantise(wte), k=d)
 
         def head(x):  # (B, S', d) -> (B, S', V): Gemm reads the embedding transposed, so it is stored once
             flat = b.op("Reshape", [x, b.const("flat_shape", np.array([-1, d], np.int64))])[0]
@@ -230,13 +228,18 @@ def _embeddings(g: _Graph, ids: str, pos: str):
             return b.op("Reshape", [logits, shape])[0]
 
         return tokens, head
-    packed, scales = w.quantise(wte)  # (V, d/block, blob): one table for the lookup and the head
+    packed, scales = w.quantise(wte)  # (V, ceil(d/block), blob): one table for the lookup and the head
     table = b.const(f"transformer.wte.weight_q{w.bits}", packed)
     scales_3d = b.op("Reshape", [b.const("transformer.wte.scales", scales),
                                  b.const("scales_3d", np.array([scales.shape[0], scales.shape[1], 1], np.int64))])[0]
     rows = b.op("GatherBlockQuantized", [table, ids, scales_3d], domain="com.microsoft", name="wte",
-                gather_axis=0, quantize_axis=2, block_size=w.block, bits=w.bits)[0]  # (B, S, d/block, block)
-    tokens = b.op("Reshape", [rows, b.const("embed_shape", np.array([0, 0, d], np.int64))])[0]
+                gather_axis=0, quantize_axis=2, block_size=w.block, bits=w.bits)[0]  # (B, S, ceil(d/block), block)
+    padded = packed.shape[1] * w.block
+    tokens = b.op("Reshape", [rows, b.const("embed_shape", np.array([0, 0, padded], np.int64))])[0]
+    if padded != d:  # a width (a slim student's) that does not split into blocks: the last block's padding dropped
+        tokens = b.op("Slice", [tokens, b.const("embed_from", np.array([0], np.int64)),
+                                b.const("embed_to", np.array([d], np.int64)), b.const("embed_axis", np.array([2], np.int64))],
+                      name="embed_unpad")[0]
 
     def head(x):
         return w.nbits(x, "lm_head", packed, scales, k=d, packed_name=table, scales_name="transformer.wte.scales")
