@@ -11,7 +11,8 @@ seeds reuse that choice (the search is part of the method; repeating it per seed
 re-time it). Every arm and the teacher are scored on the WikiText test text with the same
 sliding window.
 
-    python benchmarks/paper_ablation.py                          # 3 methods x 3 seeds, 500k tokens each (~2 h, 2 cores)
+    python benchmarks/paper_ablation.py                          # 6 methods x 3 seeds, 500k tokens each (~4 h, 2 cores)
+    python benchmarks/paper_ablation.py --methods slim,depth,depth+slim --keep   # add arms to the published table
     python benchmarks/paper_ablation.py --methods uniform,auto --tokens 2000000 --stem paper_ablation_2m   # the budget question
     python benchmarks/paper_ablation.py --ratio 4 --stem paper_ablation_4x                                # a second size
     python benchmarks/paper_ablation.py --seeds 0 --tokens 20000 --eval-tokens 20000 --search-steps 2 --out /tmp/smoke   # smoke
@@ -38,7 +39,9 @@ def main() -> None:
     ap = distil_protocol.parser(__doc__.splitlines()[0], "paper_ablation")
     ap.add_argument("--ratio", type=float, default=2.47)
     ap.add_argument("--inits", default="teacher")
-    ap.add_argument("--methods", default="cli,uniform,auto")
+    ap.add_argument("--methods", default="cli,uniform,auto,slim,depth,depth+slim")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the arms of methods not in --methods from RESULTS/STEM.json (same protocol) in the table")
     ap.add_argument("--search-steps", type=int, default=16, help="auto: distillation steps per candidate")
     ap.add_argument("--stem", default="paper_ablation")
     a = ap.parse_args()
@@ -51,7 +54,7 @@ def main() -> None:
     teacher = setup["teacher"]
     protect = ",".join(map(str, setup["protected"]))
     size = solve(setup["config"], "cli", round(teacher["params"] / a.ratio), setup["protected"]).params
-    rows, chosen = [], {}
+    rows, chosen = _kept_rows(a, teacher) if a.keep else [], {}
     # Method by method, seeds inside: an interrupted run has every seed of the methods it finished.
     for method, init, seed in [(m, i, s) for m in a.methods.split(",") for i in a.inits.split(",")
                                for s in distil_protocol.seeds(a)]:
@@ -59,6 +62,8 @@ def main() -> None:
         sizing = dict(ratio=a.ratio, protect=protect) if method == "cli" else dict(params=size)
         if method == "auto":
             sizing.update(chosen.get(init, {}), search_steps=a.search_steps)
+        if method == "depth+slim":
+            sizing.update(search_steps=a.search_steps)
         started = time.perf_counter()
         r = _finished(out, method, seed, a.tokens) or compress(a.teacher, out, method=method, init=init, **sizing,
                                                               **distil_protocol.train_settings(a, seed))
@@ -68,11 +73,32 @@ def main() -> None:
         s = distil_protocol.score(a, str(out))
         rows.append({"method": method, "init": init, "seed": seed, "params": r["student_params"],
                      "ratio": r["ratio"], "layer_widths": r["layer_widths"], "protected": r["protected"],
-                     "auto": r.get("auto"), "ppl": s["ppl"], "ppl_vs_teacher": s["ppl"] / teacher["ppl"],
+                     "auto": r.get("auto"), "stock": r.get("stock"), "ppl": s["ppl"], "ppl_vs_teacher": s["ppl"] / teacher["ppl"],
                      "tokens": r["tokens_trained"], "val_ppl": r["val_ppl"], "val_ppl_curve": r["ppl_curve"],
                      "train_seconds": r["seconds"], "wall_s": round(time.perf_counter() - started, 1)})
         distil_protocol.log(f"{method}/{init}/seed {seed}: {r['student_params']:,} parameters, ppl {s['ppl']:.2f}")
         _write(a, setup, rows)
+
+
+def _kept_rows(a, teacher: dict) -> list[dict]:
+    """The per-seed rows of RESULTS/STEM.json for methods not in --methods, when that run had this protocol
+    (teacher perplexity, tokens per arm, ratio; seeds may differ, each arm lists its own), each marked with
+    the commit and time it was measured at; else none, said."""
+    import json
+
+    path = Path(a.out) / f"{a.stem}.json"
+    if not path.is_file():
+        return []
+    old = json.loads(path.read_text())
+    p = old["protocol"]
+    same = abs(old["teacher"]["ppl"] - teacher["ppl"]) < 1e-6 and p["tokens_per_arm"] == a.tokens and p["ratio"] == a.ratio
+    if not same:
+        distil_protocol.log(f"--keep: {path} has another protocol; its arms are not kept")
+        return []
+    methods = a.methods.split(",")
+    measured = {"git_sha": old["git_sha"], "time": old["time"]}
+    return [{**run, "measured": run.get("measured", measured)} for arm in old["arms"] if arm["method"] not in methods
+            for run in arm["runs"]]
 
 
 def _finished(out: Path, method: str, seed: int, tokens: int) -> dict | None:
@@ -134,11 +160,15 @@ def plot(result: dict, path: Path) -> None:
 def title(result: dict) -> str:
     p = result["protocol"]
     return (f"{distil_protocol.teacher_line(result)} Layer-0 NTK ratio {result['layer0_ratio']:.1f}x (paper: > 60x). "
-            f"{p['tokens_per_arm']:,} distillation tokens per arm, seeds {p['seeds']}.")
+            f"{p['tokens_per_arm']:,} distillation tokens per arm, seeds {p['seeds']}"
+            + (" (an arm kept from an earlier run lists its own)." if any(arm["seeds"] != p["seeds"] for arm in result["arms"])
+               else "."))
 
 
 def _widths(r: dict) -> str:
     w = r["layer_widths"]
+    if r.get("stock"):  # one width: blocks x width (of the teacher's)
+        return f"{len(w)} x {w[0]} (stock)"
     return "/".join(map(str, w)) if len(set(w)) > 2 else "/".join(map(str, sorted(set(w), reverse=True)))
 
 
