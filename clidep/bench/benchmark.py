@@ -263,9 +263,11 @@ def _fill(row: dict, runs: list[dict], f: dict, device: Profile, host: dict, mea
     row.update(rec, peak_rss_mb_samples=[r["peak_rss_mb"] for r in runs])
     import onnx
 
+    from clidep.runtime.runner import cache_precision_of
+
     graph = onnx.load(str(f["file"]), load_external_data=False)  # the weights' sizes and the cache's type
     per_token = weight_bytes(graph) + kv_bytes(f, rec["decode_context"], graph)
-    row["kv_cache"] = {"float32": "fp32", "float16": "fp16"}.get(_cache_type(graph).name, _cache_type(graph).name)
+    row["kv_cache"] = cache_precision_of(_cache_type(graph))
     del graph
     row["bytes_per_token"] = per_token
     bw = device.mem_bandwidth_gbs if measured_there else host["mem_bandwidth_gbs"]

@@ -19,6 +19,11 @@ _CACHE_TYPES = {"tensor(float)": ("fp32", np.float32), "tensor(float16)": ("fp16
                 "tensor(int8)": ("int8", np.int8)}
 
 
+def cache_precision_of(dtype) -> str:
+    """The precision's name (fp32, fp16, int8) of a cache of numpy type DTYPE, as the runner names it."""
+    return next(name for name, t in _CACHE_TYPES.values() if np.dtype(t) == np.dtype(dtype))
+
+
 class SharedKV:
     """The shared-buffer graph's cache: per block a key and a value buffer (B, heads_i, capacity,
     head_dim_i), bound as both past input and present output so each pass writes its new
