@@ -49,7 +49,8 @@ def main() -> None:
     from clidep.compress.pipeline import compress
     from clidep.compress.widths import solve
 
-    work = Path(a.work)
+    # Each table its own folder of students: runs/STEM unless --work is given.
+    work = Path(a.work) if a.work != ap.get_default("work") else distil_protocol.ROOT / "runs" / a.stem
     setup = distil_protocol.start(a)
     teacher = setup["teacher"]
     protect = ",".join(map(str, setup["protected"]))
@@ -65,7 +66,7 @@ def main() -> None:
         if method == "depth+slim":
             sizing.update(search_steps=a.search_steps)
         started = time.perf_counter()
-        r = _finished(out, method, seed, a.tokens) or compress(a.teacher, out, method=method, init=init, **sizing,
+        r = _finished(out, method, seed, a.tokens, a.ratio) or compress(a.teacher, out, method=method, init=init, **sizing,
                                                               **distil_protocol.train_settings(a, seed))
         if method == "auto" and init not in chosen:
             chosen[init] = dict(scorer=r["auto"]["scorer"] if r["auto"]["scorer"] != "-" else "ntk",
@@ -101,9 +102,10 @@ def _kept_rows(a, teacher: dict) -> list[dict]:
             for run in arm["runs"]]
 
 
-def _finished(out: Path, method: str, seed: int, tokens: int) -> dict | None:
-    """compress.json of a student already in OUT from the same method, seed and budget (scored again,
-    not retrained: the pipeline is deterministic on CPU), else None."""
+def _finished(out: Path, method: str, seed: int, tokens: int, ratio: float) -> dict | None:
+    """compress.json of a student already in OUT from the same method, seed, budget and size (ratio within
+    10%: depth lands within half a block of it) (scored again, not retrained: the pipeline is deterministic
+    on CPU), else None."""
     import json
     import math
 
@@ -112,7 +114,8 @@ def _finished(out: Path, method: str, seed: int, tokens: int) -> dict | None:
         return None
     r = json.loads(path.read_text())
     steps = math.ceil(tokens / (r["train"]["batch_size"] * r["train"]["seq_len"]))
-    same = r["method"] == method and r["train"]["seed"] == seed and r["steps"] == steps
+    same = (r["method"] == method and r["train"]["seed"] == seed and r["steps"] == steps
+            and abs(r["ratio"] / ratio - 1) < 0.1)
     return r if same else None
 
 
