@@ -154,6 +154,8 @@ def _llama_rows(a, hf_dir: Path, threads: int, params: int, log) -> list[dict]:
 
     import llama_peer
 
+    from clidep.runtime import llamacpp
+
     if a.no_llama:
         return []
     depths = [int(x) for x in a.depth.split(",")]
@@ -162,21 +164,21 @@ def _llama_rows(a, hf_dir: Path, threads: int, params: int, log) -> list[dict]:
     (hf_dir / "config.json").write_text(json.dumps({**config, "n_ctx": config["n_positions"]}))  # the converter reads n_ctx
     rows = []
     try:
-        bin_dir = llama_peer.build(log)
+        llamacpp.build(log)
         for kind in ("f32", "q8_0", "q4_0"):
-            gguf = llama_peer.convert(hf_dir, hf_dir.parent / f"original.{kind}.gguf", kind, bin_dir)
+            gguf = llama_peer.convert(hf_dir, hf_dir.parent / f"original.{kind}.gguf", kind)
             for cache in (None, "q8_0") if kind != "f32" else (None,):
                 log(f"llama.cpp {kind}, {cache or 'f16'} cache, {threads} threads ...")
-                r = llama_peer.bench(gguf, bin_dir, threads, prompt, a.gen, depths, cache)
+                r = llamacpp.bench(gguf, threads, prompt, a.gen, depths, cache)
                 rows.append({"model": "original", "pipeline": "llama.cpp", "precision": kind.upper(),
                              "kv_cache": r["type_k"], "threads": threads, "params": params,
                              "size_bytes": gguf.stat().st_size, "prefill_ms": {str(prompt): r["prefill_ms"]},
                              "decode_ms_p50": r["decode_ms_at"][str(depths[0])], "decode_ms_at": r["decode_ms_at"],
                              "decode_ms_sd_at": r["decode_ms_sd_at"],
-                             "llama_cpp": {"version": llama_peer.VERSION, "repack": r["repack"], "build": r["build"],
+                             "llama_cpp": {"version": llamacpp.VERSION, "repack": r["repack"], "build": r["build"],
                                            "flash_attn": r["flash_attn"], "samples_ns": r["samples_ns"]}})
             gguf.unlink()
-    except llama_peer.Unavailable as exc:
+    except llamacpp.Unavailable as exc:
         log(f"llama.cpp left out: {exc}")
         rows.append({"model": "original", "pipeline": "llama.cpp", "precision": "-", "threads": threads,
                      "params": params, "error": str(exc)})

@@ -38,11 +38,12 @@ def teacher_dir():
 
 @pytest.fixture(scope="session")
 def teacher_artifact(teacher_dir, tmp_path_factory):
-    """The reference teacher exported once for the session: fp32, int8, int4 and fp16 variants."""
+    """The reference teacher exported once for the session: fp32, int8, int4 and fp16 variants, and its GGUF
+    files (F32, F16, Q8_0, Q4_0) for llama.cpp."""
     from clidep.export.artifact import export_artifact
 
     out = tmp_path_factory.mktemp("artifacts") / "teacher-onnx"
-    return out, export_artifact(teacher_dir, out, int8=True, int4=True, fp16=True, ppl_tokens=4096)
+    return out, export_artifact(teacher_dir, out, int8=True, int4=True, fp16=True, gguf=True, ppl_tokens=4096)
 
 
 @pytest.fixture(scope="session")

@@ -108,3 +108,18 @@ def test_bench_on_an_emulated_aarch64_device_says_its_timings_are_not_speed_figu
     assert (runner["machine"], runner["cpu"], runner["emulated"]) == ("aarch64", "cortex-a76", "qemu-user on x86_64")
     assert report["provenance"]["emulated"] == "qemu-user on x86_64" and row["roofline_fraction"] is None
     assert "under emulation (qemu-user on x86_64): the timings are not speed figures" in markdown(report)
+
+
+def test_bench_runs_the_gguf_files_with_the_devices_llama_bench(device, teacher_artifact):
+    """--runtime llamacpp --remote: the GGUF files are copied and timed by the llama-bench the device has (here
+    the same user's build, found by the runner there as on any device: CLIDEP_LLAMA_BENCH, the cache, PATH)."""
+    config, host, env = device
+    out, manifest = teacher_artifact
+    remote = bench([str(out)], devices.load("raspberry-pi-5"), prompt_lens="16", gen=64, reps=1, runtime="llamacpp",
+                   remote=host, ssh_config=config, remote_python=str(env / "bin" / "python"), log=lambda m: None)
+    rows = remote["models"]
+    assert [r["precision"] for r in rows] == [f["type"] for f in manifest["gguf"]["files"]]
+    for r in rows:
+        assert "error" not in r, r.get("error")
+        assert r["runtime"] == "llamacpp" and r["decode_ms_p50"] > 0 and r["runner"]["llama_cpp"]["build"]
+    assert not remote["projected"] and remote["provenance"]["llama_cpp"] is None, "the device's build is in each row"

@@ -72,6 +72,7 @@ def model_files(specs: list[str], log=print) -> list[dict]:
                 row["facts"] = verify.graph_facts(row["file"], v, manifest)
                 verify.check_config(path, row["facts"])
                 out.append(row)
+            out += _gguf_files(path, manifest)
         elif path.is_file() or (path / "model.onnx").is_file():  # a graph, or a folder holding one, run as it is
             graph = path / "model.onnx" if path.is_dir() else path
             out.append({"name": path.name if path.is_dir() else f"{path.parent.name}/{path.name}", "precision": "unknown",
@@ -80,6 +81,25 @@ def model_files(specs: list[str], log=print) -> list[dict]:
             raise ClidepError(f"'{spec}' is not a clidep export (no manifest.json, no model.onnx); run clidep export first")
         else:
             raise ClidepError(f"no model at '{spec}': give an export directory or an .onnx file")
+    return out
+
+
+def _gguf_files(path: Path, manifest: dict) -> list[dict]:
+    """The GGUF files of an export (export --gguf), each checked against its manifest entry like a graph:
+    rows for the llamacpp runtime only."""
+    from clidep.runtime import verify
+
+    gguf = manifest.get("gguf") or {}
+    out = []
+    for g in gguf.get("files", []):
+        entry = {**g, "file": f"{gguf['folder']}/{g['file']}"}
+        row = {"name": path.name, "precision": g["type"], "file": path / entry["file"], "dir": path, "genai": None,
+               "facts": None, "gguf": True}
+        try:
+            verify.check_variant(path, entry)
+        except FileNotFoundError as exc:
+            row["missing"] = f"{exc.filename} is missing from the export"
+        out.append(row)
     return out
 
 
@@ -161,7 +181,7 @@ def _bench(files: list[dict], device: Profile, c: BenchConfig, timeout: int, log
     provenance = {
         **run_provenance(), "device": device.name, "device_file": device.path, "projected": projected,
         "remote": remote, "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
-        "threads": ",".join(map(str, sweep)), "reps": c.reps,
+        "threads": ",".join(map(str, sweep)), "reps": c.reps, "llama_cpp": _llama_cpp_provenance(c),
     }
     rows = []
     ids_files: dict[Path, Path] = {}  # one tokenisation per export directory, shared by its variants
@@ -193,6 +213,19 @@ def _bench(files: list[dict], device: Profile, c: BenchConfig, timeout: int, log
             "provenance": provenance, "models": rows}
 
 
+def _llama_cpp_provenance(c: BenchConfig) -> str | None:
+    """llama.cpp's version and build commit where --runtime llamacpp runs here (a remote device's own build is
+    in each of its rows' runner record)."""
+    if "llamacpp" not in c.runtimes or c.remote:
+        return None
+    from clidep.runtime import llamacpp
+
+    try:
+        return f"{llamacpp.VERSION} ({llamacpp.build_commit()})"
+    except llamacpp.Unavailable:
+        return None
+
+
 #: Longest run bench starts without --yes, by its estimate.
 MAX_ESTIMATE_S = 2 * 3600
 
@@ -220,6 +253,8 @@ def _runtimes(c: BenchConfig, f: dict, log) -> list[str]:
     a genai/ folder for it and onnxruntime-genai is installed (locally: --remote runs clidep's runner only)."""
     import importlib.util
 
+    if f.get("gguf"):
+        return ["llamacpp"] if "llamacpp" in c.runtimes else []
     out = [r for r in c.runtimes if r == "clidep"]
     if "genai" in c.runtimes and f.get("genai"):
         if c.remote:
@@ -234,7 +269,7 @@ def _runtimes(c: BenchConfig, f: dict, log) -> list[str]:
 def _measure(f: dict, runtime: str, c: BenchConfig, threads: int, tmp: Path, ids_files: dict, timeout: int) -> list[dict]:
     """The runner records of F (the first with perplexity when --ppl), MEMORY_RUNS of them."""
     gen, prompt_lens = c.gen, c.lengths
-    n_pos = f["facts"].positions or positions_beside(f["dir"])
+    n_pos = (f["facts"] and f["facts"].positions) or positions_beside(f["dir"])
     if n_pos and max(prompt_lens) > n_pos:
         raise RuntimeError(f"prompt length {max(prompt_lens)} exceeds the model's {n_pos} positions")
     if n_pos and max(c.depths) + 8 + gen > n_pos:
@@ -245,7 +280,7 @@ def _measure(f: dict, runtime: str, c: BenchConfig, threads: int, tmp: Path, ids
             "--threads", str(threads), "--depth", ",".join(map(str, c.depths)), "--reps", str(c.reps)]
     send = [f["file"], *f["file"].parent.glob(f["file"].name + ".data"), f["dir"] / "config.json"]
     ppl_args = []
-    if c.ppl and runtime == "clidep":
+    if c.ppl and (runtime == "clidep" or (runtime == "llamacpp" and not c.remote)):
         context = min(n_pos or 1024, 1024)
         if f["dir"] not in ids_files:
             ids_files[f["dir"]] = _ppl_ids_file(f["dir"], c.ppl_data, c.ppl_tokens, tmp)
@@ -261,14 +296,17 @@ def _fill(row: dict, runs: list[dict], f: dict, device: Profile, host: dict, mea
     """ROW from its runner records: median peak memory, roofline fraction, fit, and the projection."""
     rec = {**runs[0], "peak_rss_mb": float(np.median([r["peak_rss_mb"] for r in runs]))}
     row.update(rec, peak_rss_mb_samples=[r["peak_rss_mb"] for r in runs])
-    import onnx
+    if f.get("gguf"):
+        per_token, row["kv_cache"] = _gguf_bytes_per_token(f, rec)
+    else:
+        import onnx
 
-    from clidep.runtime.runner import cache_precision_of
+        from clidep.runtime.runner import cache_precision_of
 
-    graph = onnx.load(str(f["file"]), load_external_data=False)  # the weights' sizes and the cache's type
-    per_token = weight_bytes(graph) + kv_bytes(f, rec["decode_context"], graph)
-    row["kv_cache"] = cache_precision_of(_cache_type(graph))
-    del graph
+        graph = onnx.load(str(f["file"]), load_external_data=False)  # the weights' sizes and the cache's type
+        per_token = weight_bytes(graph) + kv_bytes(f, rec["decode_context"], graph)
+        row["kv_cache"] = cache_precision_of(_cache_type(graph))
+        del graph
     row["bytes_per_token"] = per_token
     bw = device.mem_bandwidth_gbs if measured_there else host["mem_bandwidth_gbs"]
     # No roofline where the bandwidth is unknown (the host profile run on a remote device), nor under emulation.
@@ -279,6 +317,18 @@ def _fill(row: dict, runs: list[dict], f: dict, device: Profile, host: dict, mea
         projected_figures = project(rec, host, device)
         row["host"] = {k: rec[k] for k in projected_figures}
         row.update(projected_figures)
+
+
+def _gguf_bytes_per_token(f: dict, rec: dict) -> tuple[int, str]:
+    """(bytes a decoded token reads, the cache's type) of a GGUF row: the file (its header is a few hundred KB of
+    vocabulary against MBs of weights) and llama.cpp's cache of the type llama-bench reports, at the export's
+    KV shapes (config.json)."""
+    from clidep.runtime.onnx_io import kv_cache_bytes, kv_shapes_from_config
+
+    cache = rec["runner"]["llama_cpp"].get("type_k") or "f16"
+    itemsize = {"f32": 4, "f16": 2, "bf16": 2, "q8_0": 34 / 32, "q4_0": 18 / 32}.get(cache, 2)
+    shapes = kv_shapes_from_config(json.loads((f["dir"] / "config.json").read_text()))
+    return graph_bytes(f["file"]) + int(kv_cache_bytes(shapes, rec["decode_context"], 1) * itemsize), cache
 
 
 def _ratios(rows: list[dict]) -> None:

@@ -10,13 +10,18 @@ from clidep.errors import ClidepError
 from clidep.options import Options, option, refuse_duplicates
 
 
+#: clidep's ONNX Runtime runner, ONNX Runtime GenAI, llama.cpp (llama-bench).
+RUNTIMES = ("clidep", "genai", "llamacpp")
+
+
 @dataclass(frozen=True)
 class BenchConfig(Options):
     """What each model is measured with, and against what."""
 
     baseline: str | None = option(None, "Export directory every model is compared with.")
-    runtime: str = option("clidep,genai", "Runtimes, comma-separated: clidep (its ONNX Runtime runner) and genai (ONNX "
-                                          "Runtime GenAI's Generator, on an export's genai/ folders, where installed).")
+    runtime: str = option("clidep,genai", "Runtimes, comma-separated: clidep (its ONNX Runtime runner), genai (ONNX "
+                                          "Runtime GenAI's Generator, on an export's genai/ folders, where installed) and "
+                                          "llamacpp (llama.cpp's llama-bench, on an export's gguf/ files: export --gguf).")
     prompt_lens: str = option("32,128,512", "Prompt lengths for prefill, comma-separated.")
     depth: str = option("32", "Context depths: decode is timed after a prompt of each length, comma-separated; the "
                               "first is the headline figure (decode slows as the cache grows: try 32,256,512,960).")
@@ -52,9 +57,9 @@ class BenchConfig(Options):
     def runtimes(self) -> list[str]:
         """--runtime as a list of known runtimes."""
         names = [x.strip() for x in self.runtime.split(",") if x.strip()]
-        unknown = [n for n in names if n not in ("clidep", "genai")]
+        unknown = [n for n in names if n not in RUNTIMES]
         if unknown or not names:
-            raise ClidepError(f"--runtime takes clidep, genai or both (comma-separated), got '{self.runtime}'")
+            raise ClidepError(f"--runtime takes {', '.join(RUNTIMES)} (comma-separated), got '{self.runtime}'")
         refuse_duplicates(names, "--runtime")
         return names
 

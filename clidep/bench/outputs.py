@@ -10,7 +10,7 @@ from clidep.bench import report as report_writer
 
 
 #: The provenance every CSV row carries (the Markdown title says it once).
-PROVENANCE = ("device", "projected", "emulated", "git_sha", "onnxruntime", "reps", "time")
+PROVENANCE = ("device", "projected", "emulated", "git_sha", "onnxruntime", "llama_cpp", "reps", "time")
 
 
 def fields(report: dict) -> list[report_writer.Field]:
@@ -57,7 +57,8 @@ def _title(report: dict) -> str:
     if prov.get("emulated"):
         where = (f"run on {report['device']} ({prov['remote'] or prov['host']}) under emulation ({prov['emulated']}): "
                  "the timings are not speed figures")
-    return (f"**{where}**, {prov['threads']} threads, ONNX Runtime {prov['onnxruntime']}, git {prov['git_sha']}, "
+    llama = f", llama.cpp {prov['llama_cpp']}" if prov.get("llama_cpp") else ""
+    return (f"**{where}**, {prov['threads']} threads, ONNX Runtime {prov['onnxruntime']}{llama}, git {prov['git_sha']}, "
             f"{prov['time']}")
 
 

@@ -47,6 +47,10 @@ def export_artifact(model_path: str | Path, out: str | Path, config: ExportConfi
         from clidep.export.arm import launchers
 
         launchers()  # before any work: the emulated environment exists
+    if c.gguf:
+        from clidep.runtime.llamacpp import bin_dir
+
+        bin_dir()  # before any work: llama.cpp is built, to check the GGUF files in
     with write_lock(Path(out), log):
         return _export(model_path, Path(out), c, overwrite, log or (lambda m: None))
 
@@ -67,9 +71,14 @@ def _export(model_path: str | Path, out: Path, c: ExportConfig, overwrite: bool,
 
     out = check_output(out, [model_path, c.data, c.ppl_data], overwrite=overwrite)
     model = load_model(model_path)
+    if c.gguf:
+        from clidep.export.gguf import check_stock
+
+        check_stock(model.config)
     fp32_bytes = 4 * sum(p.numel() for p in model.parameters())
     log(f"{model_path}: {fp32_bytes / 4e6:.1f} M parameters; writing the fp32 graph")
-    copies = 1 + 0.3 * (c.int8 or c.static) + 0.25 * c.int4 + 0.5 * c.fp16 + 1  # the variants, plus the optimiser's temporary graph
+    # the variants, the optimiser's temporary graph, and --gguf's F32, F16, Q8_0 and Q4_0 files at most
+    copies = 1 + 0.3 * (c.int8 or c.static) + 0.25 * c.int4 + 0.5 * c.fp16 + 1 + 1.95 * c.gguf
     free_space_check(out.parent, int(fp32_bytes * copies), "this export")
     tokenizer = load_tokenizer(model_path)
     context = min(model.config.n_positions, 1024)
@@ -85,9 +94,10 @@ def _export(model_path: str | Path, out: Path, c: ExportConfig, overwrite: bool,
         nonlocal model
         reference = torch_reference(model)
         fp32, check, seconds, optimized, written = _write_files(model, reference, tmp, c, windows, log)
+        tokenizer.save_pretrained(tmp)
+        gguf = _write_gguf(model, tmp, c, Path(str(model_path)).name, ids, reference, log) if c.gguf else None
         model = None  # every file is written: the checks below open ONNX Runtime sessions with torch's copy freed
         gc.collect()
-        tokenizer.save_pretrained(tmp)
         # The source's own config (GPT-2's for a plain GPT-2) lets the ecosystem's clients, such as
         # optimum's ORTModelForCausalLM, open the directory as they would their own export.
         AutoConfig.from_pretrained(model_path).save_pretrained(tmp)
@@ -146,10 +156,54 @@ def _export(model_path: str | Path, out: Path, c: ExportConfig, overwrite: bool,
             manifest["genai"] = write_folders(tmp, config, variants)
         if c.check_arm:
             manifest["aarch64"] = _arm_checked(tmp, manifest, ids, context, log)
+        if gguf:
+            manifest["gguf"] = _gguf_checked(tmp, *gguf, tokenizer, tokenizer.decode(text_ids[:400]), ids, context, log)
         write_json(tmp / "manifest.json", manifest)
         return manifest
 
     return write_dir(out, build)
+
+
+def _write_gguf(model, tmp: Path, c: ExportConfig, name: str, ids, reference, log) -> tuple[list[dict], object]:
+    """--gguf: the GGUF files in TMP/gguf/ (F32 first) and PyTorch's answers for their checks:
+    (manifest entries, GGUFReference)."""
+    from clidep.export.gguf import WRITTEN, parse_types, quantize_gguf, write_gguf
+    from clidep.export.gguf_check import gguf_reference
+
+    folder = tmp / "gguf"
+    folder.mkdir()
+    files = []
+    for kind in parse_types(c.gguf_types):
+        log(f"writing gguf/model.{kind}.gguf")
+        t0 = time.perf_counter()
+        dst = folder / f"model.{kind}.gguf"
+        record = write_gguf(model, tmp, dst, kind, name) if kind in WRITTEN else \
+            quantize_gguf(folder / "model.f32.gguf", dst, kind)
+        files.append({"file": f"model.{kind}.gguf", "type": kind, "seconds": round(time.perf_counter() - t0, 2), **record})
+    return files, gguf_reference(model, ids, reference)
+
+
+def _gguf_checked(tmp: Path, files: list[dict], ref, tokenizer, sample: str, ids, context: int, log) -> dict:
+    """The manifest's gguf record: every file checked in llama.cpp (gguf_check), with its size and sha256;
+    ClidepError where one fails."""
+    from clidep.export.gguf_check import GGUF_PPL_GATES, LOGIT_ATOL, check_gguf
+    from clidep.export.validate import ValidationError
+    from clidep.runtime.llamacpp import VERSION, build_commit
+
+    folder = tmp / "gguf"
+    try:
+        check_gguf(files, folder, ref, tokenizer, sample, ids, context, log)
+    except ValidationError as exc:
+        raise ClidepError(f"export failed its GGUF check in llama.cpp: {exc}") from exc
+    for f in files:
+        f["size_bytes"] = (folder / f["file"]).stat().st_size
+        f["sha256"] = file_sha256(folder / f["file"])
+    return {"folder": "gguf", "llama_cpp": {"version": VERSION, "build": build_commit()},
+            "gates": {"max_abs_logit_diff_f32": LOGIT_ATOL, "ppl_delta_vs_f32": GGUF_PPL_GATES,
+                      "greedy_match": ["f32", "f16"]},
+            "tokenizer_check": "llama.cpp's ids equal transformers' on the check text's first 400 tokens and edge cases",
+            "writers": {"f32, f16": "the gguf package's GGUFWriter", "q8_0, q4_0": "llama-quantize, from the F32 file"},
+            "files": files}
 
 
 def _arm_checked(tmp: Path, manifest: dict, ids, context: int, log) -> dict:

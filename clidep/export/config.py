@@ -62,6 +62,11 @@ class ExportConfig(Options):
     kv_scales: str = option("per-channel", "int8 cache scales: per-channel (one per head and channel) or per-tensor.",
                             choices=KV_MODES)
     kv_calib_windows: int = option(8, "Windows of the model's context that calibrate the int8 cache's scales.", low=1)
+    gguf: bool = option(False, "Also write GGUF files for llama.cpp into OUT/gguf/ (a stock GPT-2 only: the teacher, "
+                               "--method slim, depth or depth+slim), each checked in llama.cpp itself (its build: "
+                               "scripts/llamacpp.sh).")
+    gguf_types: str = option("f16,q8_0,q4_0", "The GGUF types --gguf writes, comma-separated: f16, q8_0, q4_0 (f32, "
+                                              "the reference the others are checked against, is always written).")
     ppl_data: str = option("wikitext-test", "Text for the perplexity check of every variant.")
     # 8,192: the check is paired (the same tokens through both files), and at 8,192 tokens the standard error
     # of the teacher's Δppl was 0.26% for int4 (+1.64%; gate 5%), 0.03% for int8 (gate 2%) and 0.04% for the
@@ -83,6 +88,11 @@ class ExportConfig(Options):
                               "the plain ONNX graph's cache is fp32: drop --plain-onnx or --kv")
         if self.calib_samples != defaults["calib_samples"] and not self.static:
             raise ClidepError("--calib-samples applies to --static only (the int8 KV cache's windows: --kv-calib-windows)")
+        from clidep.export.gguf import parse_types
+
+        parse_types(self.gguf_types)
+        if self.gguf_types != defaults["gguf_types"] and not self.gguf:
+            raise ClidepError("--gguf-types applies to --gguf only: add --gguf")
         int8_options = [f for f in ("kv_scales", "kv_calib_windows") if getattr(self, f) != defaults[f]]
         if int8_options and self.cache_precision != "int8":
             raise ClidepError(f"--{int8_options[0].replace('_', '-')} applies to the int8 KV cache only "

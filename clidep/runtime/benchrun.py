@@ -1,4 +1,4 @@
-"""Measure one ONNX model in this process: numpy + onnxruntime only, no torch.
+"""Measure one model in this process: numpy + onnxruntime (or llama.cpp's llama-bench for a GGUF file), no torch.
 
     python -m clidep.runtime.benchrun MODEL.onnx [--prompt-lens 32,128] [--gen 128] [--depth 32,512]
         [--reps 5] [--threads N] [--ppl-ids ids.npy --context C --stride S]
@@ -87,6 +87,25 @@ def measure_genai(folder: str, prompt_lens: list[int], gen: int, threads: int | 
     record = _protocol(lambda ids: _genai_prefill_ms(og, model, ids, context),
                        lambda ids: _genai_decode_ms(og, model, ids, gen), vocab, prompt_lens, depths, gen, reps, seed)
     record.update(load_s=load_s, threads=threads, runner={**where(), "onnxruntime_genai": og.__version__})
+    return record
+
+
+def measure_llamacpp(gguf: str, prompt_lens: list[int], gen: int, threads: int | None, ppl_ids: np.ndarray | None = None,
+                     context: int = 256, stride: int = 128, depths: list[int] = (DECODE_PROMPT,), reps: int = REPS) -> dict:
+    """The same record of a GGUF file through llama.cpp's llama-bench (runtime/llamacpp.py: its tests, its
+    repetitions, its samples); perplexity given PPL_IDS, through llama.cpp's bindings (this machine only)."""
+    import os
+
+    from clidep.runtime import llamacpp
+
+    record = llamacpp.record(Path(gguf), prompt_lens, gen, threads or os.cpu_count(), list(depths), reps)
+    record["runner"] = {**where(), **record["runner"]}
+    if ppl_ids is not None:
+        from clidep.quality.perplexity import perplexity
+
+        model = llamacpp.LlamaCppModel(Path(gguf), context, threads)
+        record["ppl"] = perplexity(model.logits, ppl_ids, context, stride, 1).ppl
+        model.close()
     return record
 
 
@@ -209,14 +228,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--stride", type=int, default=128)
     ap.add_argument("--depth", default=str(DECODE_PROMPT))
     ap.add_argument("--reps", type=int, default=REPS)
-    ap.add_argument("--runtime", choices=("clidep", "genai"), default="clidep",
-                    help="clidep's runner on MODEL (.onnx), or ONNX Runtime GenAI on MODEL (a genai/<precision> folder)")
+    ap.add_argument("--runtime", choices=("clidep", "genai", "llamacpp"), default="clidep",
+                    help="clidep's runner on MODEL (.onnx), ONNX Runtime GenAI on MODEL (a genai/<precision> folder), "
+                         "or llama.cpp's llama-bench on MODEL (.gguf)")
     a = ap.parse_args(argv)
     ids = np.load(a.ppl_ids) if a.ppl_ids else None
     lens = [int(x) for x in a.prompt_lens.split(",") if x]
     at = [int(x) for x in a.depth.split(",") if x]
     if a.runtime == "genai":
         record = measure_genai(a.model, lens, a.gen, a.threads, depths=at, reps=a.reps)
+    elif a.runtime == "llamacpp":
+        record = measure_llamacpp(a.model, lens, a.gen, a.threads, ids, a.context, a.stride, depths=at, reps=a.reps)
     else:
         record = measure(a.model, lens, a.gen, a.threads, ids, a.context, a.stride, depths=at, reps=a.reps)
     json.dump(check(record), sys.stdout)

@@ -1,0 +1,174 @@
+"""GGUF files of a stock GPT-2 for llama.cpp: F32 and F16 written through the `gguf` package's writer,
+the quantised types made from the F32 file by llama.cpp's own `llama-quantize`, as llama.cpp's users do.
+
+llama.cpp's GPT-2 architecture has one residual width, so only a stock model goes there: the teacher
+and the `slim`, `depth` and `depth+slim` students. llama.cpp's own `convert_hf_to_gguf.py` names a
+BPE tokenizer's pre-tokenizer by hashing what it makes of a test string, and refuses every vocabulary
+it has not seen (the reference teacher's 8,192-token one among them); clidep reads the pre-tokenizer
+from `tokenizer.json` instead and names it only where it is GPT-2's (byte-level, GPT-2's split
+regex, no prefix space), and validation then holds llama.cpp's tokenisation of a text to transformers'.
+
+Types per tensor are llama.cpp's: in F32 and F16 files its converter's (1-D tensors, norms and the
+position embeddings F32, every other weight the file's type), in Q8_0 and Q4_0 llama-quantize's own
+choices (for Q4_0 the tied embedding/head table in Q6_K, a row that does not split into blocks in
+F16). The gguf package's Q4_0 writer stores the table in Q8_0 (it has no Q6_K), 13 MB more at
+GPT-2-medium's 50,257 x 1,024, read by every decoded token: benchmarks/results/gguf_peer.md.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from clidep.errors import ClidepError
+
+#: The GGUF types clidep writes, by --gguf-types name. F32 is always written: it is the exact reference
+#: that the others are checked against, as model.onnx is for the ONNX files, and what llama-quantize reads.
+TYPES = ("f32", "f16", "q8_0", "q4_0")
+WRITTEN = ("f32", "f16")  # by the gguf package's writer; the others by llama-quantize
+#: transformers' names of the GELU llama.cpp's GPT-2 computes (the tanh form).
+GGML_GELU = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
+STOCK_METHODS_HINT = "--method slim, depth or depth+slim (or the teacher itself)"
+
+
+def check_stock(config) -> None:
+    """ClidepError unless CONFIG (a CLIGPT2Config) is a plain GPT-2, the only form llama.cpp's GPT-2 takes."""
+    from clidep.model.convert import is_stock
+
+    if config.activation_function not in GGML_GELU:
+        raise ClidepError(f"--gguf: llama.cpp's GPT-2 computes GELU in its tanh form (gelu_new); this model's MLPs use "
+                          f"{config.activation_function}")
+    if not is_stock(config):
+        raise ClidepError(f"--gguf needs a stock GPT-2 (one residual width): this model's blocks have widths "
+                          f"{sorted(set(config.layer_widths))} and head sizes {sorted(set(config.layer_head_dims))}, which "
+                          f"llama.cpp's GPT-2 cannot hold; compress with {STOCK_METHODS_HINT}")
+
+
+def parse_types(text: str) -> tuple[str, ...]:
+    """--gguf-types as a tuple in TYPES order, f32 first (always written); ClidepError naming what is unknown."""
+    asked = [t.strip().lower() for t in text.split(",") if t.strip()]
+    unknown = [t for t in asked if t not in TYPES]
+    if unknown or not asked:
+        raise ClidepError(f"--gguf-types takes a comma-separated list of {', '.join(TYPES)}; got {text!r}")
+    return tuple(t for t in TYPES if t in asked or t == "f32")
+
+
+def pre_tokenizer(tokenizer_json: dict) -> str:
+    """llama.cpp's name for the pre-tokenizer of a tokenizer.json: 'gpt-2', or ClidepError saying what it is."""
+    model = tokenizer_json.get("model", {}).get("type")
+    pre = tokenizer_json.get("pre_tokenizer") or {}
+    gpt2 = (model == "BPE" and pre.get("type") == "ByteLevel" and pre.get("use_regex", True)
+            and not pre.get("add_prefix_space", False) and not tokenizer_json.get("normalizer"))
+    if not gpt2:
+        raise ClidepError(f"--gguf: the tokenizer ({model}, pre-tokenizer {pre.get('type')}) is not GPT-2's byte-level BPE, "
+                          "the only one clidep names for llama.cpp")
+    return "gpt-2"
+
+
+def write_gguf(model, tokenizer_dir: Path, dst: Path, kind: str, name: str) -> dict:
+    """MODEL (a stock CLIGPT2LMHeadModel) as a GGUF file of KIND (f32 or f16) at DST, with the tokenizer saved in
+    TOKENIZER_DIR; returns describe(DST)."""
+    import gguf
+
+    c = model.config
+    check_stock(c)
+    if kind not in WRITTEN:
+        raise ValueError(f"write_gguf writes {', '.join(WRITTEN)}; {kind} is made by quantize_gguf")
+    qtype = _qt(kind.upper())
+    writer = gguf.GGUFWriter(str(dst), "gpt2")
+    writer.add_name(name)
+    writer.add_block_count(c.n_layer)
+    writer.add_context_length(c.n_positions)
+    writer.add_embedding_length(c.n_embd)
+    writer.add_feed_forward_length(c.mlp_ratio * c.n_embd)
+    writer.add_head_count(c.n_embd // c.layer_head_dims[0])
+    writer.add_layer_norm_eps(c.layer_norm_epsilon)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32 if kind == "f32" else gguf.LlamaFileType.MOSTLY_F16)
+    _add_vocab(writer, tokenizer_dir, c.vocab_size)
+
+    # Tensor infos first, then the data a tensor at a time: one tensor in memory beside the model, not a copy
+    # of the whole model in the file's type (1.4 GB at GPT-2-medium in F32).
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.GPT2, c.n_layer)
+    planned = []
+    for hf_name, tensor in model.state_dict().items():
+        if hf_name == "lm_head.weight" and c.tie_word_embeddings:
+            continue  # llama.cpp reads the head from token_embd where output.weight is absent
+        new = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+        if new is None:
+            raise ClidepError(f"--gguf: no llama.cpp GPT-2 tensor for {hf_name}")
+        t = _tensor_type(new, tuple(tensor.shape), qtype)
+        planned.append((new, tensor, t))
+        shape, dtype = _stored_shape(tuple(tensor.shape), t)
+        writer.add_tensor_info(new, shape, dtype, int(np.prod(shape)) * np.dtype(dtype).itemsize, raw_dtype=t)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    for _, tensor, t in planned:
+        data = tensor.detach().float().numpy()  # (out, in): llama.cpp's order (GPT-2's converter transposes Conv1D)
+        writer.write_tensor_data(gguf.quants.quantize(data, t))
+    writer.close()
+    return describe(dst)
+
+
+def quantize_gguf(f32: Path, dst: Path, kind: str) -> dict:
+    """The F32 file at F32 quantised to KIND (q8_0 or q4_0) at DST by llama-quantize; returns describe(DST)."""
+    from clidep.runtime import llamacpp
+
+    llamacpp.quantize(f32, dst, kind.upper())
+    return describe(dst)
+
+
+def describe(path: Path) -> dict:
+    """{"tensor_types": {GGML type: count}, "embedding_and_head": the tied table's type} of a GGUF file, as the
+    gguf package reads it."""
+    import gguf
+
+    tensors = gguf.GGUFReader(str(path)).tensors
+    counts = Counter(t.tensor_type.name for t in tensors)
+    table = next(t.tensor_type.name for t in tensors if t.name == "token_embd.weight")
+    return {"tensor_types": dict(sorted(counts.items())), "embedding_and_head": table}
+
+
+def _qt(name: str):
+    import gguf
+
+    return getattr(gguf.GGMLQuantizationType, name)
+
+
+def _tensor_type(name: str, shape: tuple, qtype):
+    """The type llama.cpp's converter gives tensor NAME of SHAPE in a file of QTYPE (F32 or F16)."""
+    if len(shape) <= 1 or name.endswith("_norm.weight") or name == "position_embd.weight":
+        return _qt("F32")
+    return qtype
+
+
+def _stored_shape(shape: tuple, t) -> tuple[tuple, type]:
+    """(shape, numpy dtype) of a tensor of SHAPE stored in type T (F32 or F16)."""
+    return shape, np.float32 if t == _qt("F32") else np.float16
+
+
+def _add_vocab(writer, tokenizer_dir: Path, vocab_size: int) -> None:
+    """tokenizer.ggml.*: GPT-2 BPE, its pre-tokenizer, tokens by id (special ones CONTROL, holes UNUSED),
+    merges and special ids (the gguf package's SpecialVocab reads them from the saved tokenizer)."""
+    import gguf
+
+    spec = json.loads((tokenizer_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    pre = pre_tokenizer(spec)
+    by_id = {i: tok for tok, i in spec["model"]["vocab"].items()}
+    special = {t["id"]: t["content"] for t in spec.get("added_tokens", []) if t.get("special")}
+    by_id.update(special)
+    if max(by_id) >= vocab_size:
+        raise ClidepError(f"--gguf: the tokenizer has ids up to {max(by_id)}, past the model's vocabulary of {vocab_size}")
+    tokens, types = [], []
+    for i in range(vocab_size):
+        tokens.append(by_id.get(i, f"[PAD{i}]"))
+        types.append(gguf.TokenType.CONTROL if i in special else
+                     gguf.TokenType.NORMAL if i in by_id else gguf.TokenType.UNUSED)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre(pre)
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    gguf.SpecialVocab(tokenizer_dir, load_merges=True).add_to_gguf(writer)

@@ -1,0 +1,284 @@
+"""llama.cpp, built once from the package registry: its tools, its Python bindings and llama-bench.
+
+The source is the `llama-cpp-python` sdist, which carries llama.cpp in `vendor/llama.cpp` and the
+ctypes bindings in `llama_cpp/`. One cmake build (shared libraries, so that the bindings load the
+same `libllama` the tools link) makes `libllama`, `llama-bench` and `llama-quantize` in a cache outside
+the repository (CLIDEP_LLAMA_CACHE, default ~/.cache/clidep/llama.cpp), ~6 minutes on 2 cores, with
+GGML_NATIVE (this CPU's kernels, including the repacked Q4_0/Q8_0 ones where it has them).
+`scripts/llamacpp.sh` (``python -m clidep.runtime.llamacpp``) builds it; everything else only finds
+it and says how to build it where it is missing.
+
+Nothing here imports torch: the device side may run llama-bench too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+from clidep.errors import ClidepError
+
+VERSION = "0.3.36"  # llama-cpp-python, whose sdist pins the llama.cpp source (and bindings) used here
+TOOLS = ("llama-bench", "llama-quantize")
+BUILD_HINT = "run `bash scripts/llamacpp.sh` once (builds llama.cpp from the registry's llama-cpp-python sdist, ~6 min)"
+
+
+class Unavailable(ClidepError):
+    """llama.cpp cannot be built or run here; the message says why and what to do."""
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("CLIDEP_LLAMA_CACHE", Path.home() / ".cache" / "clidep" / "llama.cpp")) / VERSION
+
+
+def source_dir() -> Path:
+    """The sdist's root (its `llama_cpp/` bindings, `vendor/llama.cpp/` source)."""
+    return cache_dir() / f"llama_cpp_python-{VERSION}"
+
+
+def _lib_name() -> str:
+    return {"darwin": "libllama.dylib", "win32": "llama.dll"}.get(sys.platform, "libllama.so")
+
+
+def bin_dir() -> Path:
+    """The folder with the built tools and libllama; Unavailable (saying how to build) where it is incomplete."""
+    bins = cache_dir() / "build" / "bin"
+    missing = [t for t in (*TOOLS, _lib_name()) if not (bins / t).is_file()]
+    if missing:
+        raise Unavailable(f"llama.cpp is not built here ({', '.join(missing)} missing in {bins}): {BUILD_HINT}")
+    return bins
+
+
+def build(log=print) -> Path:
+    """bin_dir(), building llama.cpp from the sdist first where it is not cached yet."""
+    try:
+        return bin_dir()
+    except Unavailable:
+        pass
+    missing = [tool for tool in ("cmake", "c++") if shutil.which(tool) is None]
+    if missing:
+        raise Unavailable(f"cannot build llama.cpp: {', '.join(missing)} not found")
+    root = cache_dir()
+    src = _source(root, log)
+    log(f"building libllama, llama-bench and llama-quantize in {root / 'build'} (~6 min on 2 cores) ...")
+    flags = ["-DGGML_NATIVE=ON", "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
+             "-DLLAMA_BUILD_SERVER=OFF", "-DBUILD_SHARED_LIBS=ON", "-DCMAKE_BUILD_TYPE=Release"]
+    run_tool(["cmake", "-S", str(src / "vendor" / "llama.cpp"), "-B", str(root / "build"), *flags], "cmake configure")
+    run_tool(["cmake", "--build", str(root / "build"), "--target", "llama", *TOOLS, "-j", str(os.cpu_count())], "cmake build")
+    return bin_dir()
+
+
+def _source(root: Path, log) -> Path:
+    """The sdist, downloaded from the package registry and unpacked once."""
+    src = source_dir()
+    if (src / "vendor" / "llama.cpp").is_dir():
+        return src
+    root.mkdir(parents=True, exist_ok=True)
+    log(f"downloading the llama-cpp-python {VERSION} sdist (llama.cpp source) ...")
+    run_tool([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", f"llama-cpp-python=={VERSION}",
+          "-d", str(root)], "pip download")
+    with tarfile.open(root / f"llama_cpp_python-{VERSION}.tar.gz") as tar:
+        tar.extractall(root, filter="data")
+    return src
+
+
+def bindings():
+    """llama-cpp-python's `llama_cpp` module from the sdist, on the libllama built beside the tools."""
+    if "llama_cpp" not in sys.modules:
+        lib = bin_dir()
+        os.environ["LLAMA_CPP_LIB_PATH"] = str(lib)
+        sys.path.insert(0, str(source_dir()))
+        try:
+            import llama_cpp  # noqa: F401
+        finally:
+            sys.path.remove(str(source_dir()))
+    return sys.modules["llama_cpp"]
+
+
+class LlamaCppModel:
+    """A GGUF file opened in llama.cpp through its Python bindings, for checks: logits of whole windows (the
+    perplexity function's LogitsFn), greedy continuations and llama.cpp's own tokeniser.
+
+    EXACT_CACHE: an F32 KV cache without flash attention, so that an F32 file's logits are llama.cpp's F32
+    arithmetic alone; otherwise llama.cpp's defaults (F16 cache, flash attention where it chooses), what a
+    user of the file gets."""
+
+    def __init__(self, path: Path, n_ctx: int, threads: int | None = None, exact_cache: bool = False):
+        llama_cpp = bindings()
+        extra = {"type_k": 0, "type_v": 0, "flash_attn": False} if exact_cache else {}  # 0: GGML_TYPE_F32
+        try:
+            self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx,
+                                       n_threads=threads or os.cpu_count(), logits_all=True, verbose=False, **extra)
+        except ValueError as exc:  # the bindings' "Failed to load model from file"
+            raise Unavailable(f"llama.cpp cannot load {path.name}: {exc}") from exc
+        self.n_ctx = n_ctx
+
+    def logits(self, ids) -> "np.ndarray":
+        """(B, T) token ids -> (B, T, V) float32 logits, each row from an empty cache."""
+        import numpy as np
+
+        out = []
+        for row in np.asarray(ids):
+            self.llm.reset()
+            self.llm.eval(row.tolist())
+            out.append(np.array(self.llm.scores[: row.size], dtype=np.float32))
+        return np.stack(out)
+
+    def generate(self, prompt, max_new_tokens: int) -> "np.ndarray":
+        """(1, P) -> (1, P + MAX_NEW_TOKENS): greedy, the argmax of each step's logits."""
+        import numpy as np
+
+        self.llm.reset()
+        tokens = list(map(int, np.asarray(prompt)[0]))
+        self.llm.eval(tokens)
+        for _ in range(max_new_tokens):
+            tokens.append(int(np.argmax(self.llm.scores[self.llm.n_tokens - 1])))
+            self.llm.eval(tokens[-1:])
+        return np.asarray([tokens], dtype=np.int64)
+
+    def tokenize(self, text: str) -> list[int]:
+        """llama.cpp's token ids for TEXT, without a BOS token and with special tokens read as text."""
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+
+    def close(self) -> None:
+        self.llm.close()
+
+
+def build_commit() -> str:
+    """The llama.cpp commit the tools were built from (llama-bench's build_commit)."""
+    proc = subprocess.run([str(llama_bench()), "--version"], capture_output=True, text=True)
+    for line in (proc.stdout + proc.stderr).splitlines():
+        if line.startswith("version:") and "commit " in line:  # "version: 0.5.0-dev (build 1, commit 0c1e570)"
+            return line.split("commit ")[-1].rstrip(")").strip()
+    return "unknown"
+
+
+def quantize(src: Path, dst: Path, kind: str) -> Path:
+    """llama-quantize SRC (a GGUF file) to KIND (e.g. Q4_0) at DST: llama.cpp's own choice of types per tensor."""
+    run_tool([str(bin_dir() / "llama-quantize"), str(src), str(dst), kind], "llama-quantize")
+    return dst
+
+
+def llama_bench() -> Path:
+    """llama-bench: CLIDEP_LLAMA_BENCH, else the cached build's, else one on PATH (a device's own build under
+    bench --remote); Unavailable where there is none."""
+    given = os.environ.get("CLIDEP_LLAMA_BENCH")
+    if given:
+        return Path(given)
+    built = cache_dir() / "build" / "bin" / "llama-bench"
+    if built.is_file():
+        return built
+    found = shutil.which("llama-bench")
+    if found:
+        return Path(found)
+    raise Unavailable(f"no llama-bench here (CLIDEP_LLAMA_BENCH unset, no build in {built.parent}, none on PATH): {BUILD_HINT}")
+
+
+def run_bench(gguf: Path, threads: int, reps: int, tests: list[list[str]], cache: str | None = None) -> tuple[list, dict]:
+    """llama-bench's JSON records of TESTS (each a list of its -p/-n/-d arguments) on GGUF, REPS repetitions, and
+    {"repack", "peak_rss_mb" (the largest llama-bench process), "flags"}: repacked weights first (the kernels
+    GGML_NATIVE builds for this CPU), plain ones where repacking fails. CACHE: None for llama.cpp's default
+    (an f16 cache, flash attention where it chooses), or a cache type (q8_0) for keys and values, with flash
+    attention on, which a quantised V cache requires."""
+    failure = ""
+    for repack in (1, 0):
+        flags = ["-t", str(threads), "-r", str(reps), "--repack", str(repack)]
+        flags += ["-ctk", cache, "-ctv", cache, "-fa", "on"] if cache else []
+        runs, peak = [], 0.0
+        for test in tests:
+            code, out, err, rss = _run_measured([str(llama_bench()), "-m", str(gguf), "-o", "json", *flags, *test])
+            if code:
+                failure = (err.strip().splitlines() or [f"exit {code}"])[-1]
+                break
+            peak = max(peak, rss)
+            runs += json.loads(out)
+        else:
+            return runs, {"repack": bool(repack), "peak_rss_mb": peak, "flags": flags}
+    raise Unavailable(f"llama-bench failed on {gguf.name} with and without repacking: {failure}")
+
+
+def _run_measured(cmd: list[str]) -> tuple[int, str, str, float]:
+    """(exit code, stdout, stderr, peak resident MB) of CMD, its own peak (wait4), not any other child's."""
+    import tempfile
+
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait for it again
+        out.seek(0)
+        err.seek(0)
+        kb = usage.ru_maxrss / (1024 if sys.platform == "darwin" else 1)  # Linux reports KB, macOS bytes
+        return proc.returncode, out.read(), err.read(), kb / 1024
+
+
+def bench(gguf: Path, threads: int, prompt: int, gen: int, depths: list[int], cache: str | None = None) -> dict:
+    """The runtime race's figures (benchmarks/runtime.py): llama-bench's prefill of PROMPT tokens and decode of
+    GEN tokens after each of DEPTHS tokens (ms per token, mean ± sd over 3 repetitions, samples kept).
+
+    Two tests: with -d, llama-bench runs the prompt test at every depth too, and a prompt of 512 after 952
+    tokens would pass GPT-2's 1,024 positions.
+    """
+    runs, how = run_bench(gguf, threads, 3, [["-p", str(prompt), "-n", "0"],
+                                             ["-p", "0", "-n", str(gen), "-d", ",".join(map(str, depths))]], cache)
+    return _parse(runs, how["repack"])
+
+
+def record(gguf: Path, prompt_lens: list[int], gen: int, threads: int, depths: list[int], reps: int) -> dict:
+    """clidep bench's record (runtime/record.py) of GGUF through llama-bench: ppN for each of PROMPT_LENS and
+    for the first depth (the time to the first token there), tgGEN after each of DEPTHS. llama-bench times a
+    whole test, not a step, so the decode samples are each repetition's mean ms per token."""
+    import numpy as np
+
+    lens = list(dict.fromkeys([*prompt_lens, depths[0]]))
+    runs, how = run_bench(gguf, threads, reps, [["-p", ",".join(map(str, lens)), "-n", "0"],
+                                               ["-p", "0", "-n", str(gen), "-d", ",".join(map(str, depths))]])
+    pp = {r["n_prompt"]: r for r in runs if r["n_prompt"] and not r["n_gen"]}
+    tg = {r.get("n_depth", 0): r for r in runs if r["n_gen"]}
+    pp_ms = {n: [ns / 1e6 for ns in r["samples_ns"]] for n, r in pp.items()}
+    tg_ms = {d: [ns / 1e6 / gen for ns in r["samples_ns"]] for d, r in tg.items()}
+    head = tg_ms[depths[0]]
+    first = runs[0]
+    return {
+        "reps": reps, "gen": gen, "threads": threads, "load_s": None,
+        "prefill_ms": {str(n): float(np.median(pp_ms[n])) for n in prompt_lens},
+        "prefill_ms_samples": {str(n): pp_ms[n] for n in prompt_lens},
+        "pp_tps": {str(n): _spread(pp[n]) for n in prompt_lens},
+        "ttft_ms": float(np.median(pp_ms[depths[0]])), "ttft_ms_samples": pp_ms[depths[0]],
+        "decode_ms_p50": float(np.percentile(head, 50)), "decode_ms_p90": float(np.percentile(head, 90)),
+        "decode_ms_samples": head,
+        "decode_ms_at": {str(d): float(np.median(tg_ms[d])) for d in depths},
+        "tg_tps": {str(d): _spread(tg[d]) for d in depths},
+        "tokens_per_s": 1e3 / float(np.percentile(head, 50)),
+        "decode_context": depths[0] + gen // 2,
+        "ppl": None, "peak_rss_mb": how["peak_rss_mb"],
+        "runner": {"llama_cpp": {"version": VERSION, "build": first.get("build_commit"), "bench": str(llama_bench()),
+                                 "repack": how["repack"], "flags": how["flags"], "type_k": first.get("type_k"),
+                                 "type_v": first.get("type_v"), "flash_attn": first.get("flash_attn"),
+                                 "cpu": first.get("cpu_info"), "decode_samples": "each repetition's mean ms/token"}},
+    }
+
+
+def _spread(r: dict) -> dict:
+    """llama-bench's tokens/s: mean, sd, samples."""
+    return {"mean": float(r["avg_ts"]), "sd": float(r["stddev_ts"]), "samples": [float(x) for x in r["samples_ts"]]}
+
+
+def run_tool(cmd: list[str], what: str) -> None:
+    """Run a build or conversion step; Unavailable with its last lines where it fails."""
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-3:]
+        raise Unavailable(f"{what} failed: {' | '.join(tail)}")
+
+
+if __name__ == "__main__":
+    try:
+        print(build(lambda m: print(m, file=sys.stderr)))
+    except Unavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,195 @@
+"""export --gguf and bench --runtime llamacpp: GGUF files written by clidep and checked in llama.cpp itself.
+
+llama.cpp is built by scripts/llamacpp.sh (.ci/run builds it): these tests need it and fail, saying how
+to build it, where it is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from clidep.export.gguf_check import GGUF_PPL_GATES, LOGIT_ATOL, GGUFReference, TokenizerMismatch, check_gguf
+from clidep.export.validate import ValueMismatch
+from clidep.model.convert import load_model
+from clidep.runtime import llamacpp, verify
+
+from .conftest import run, tiny_config
+
+
+def test_teacher_gguf_files_pass_llama_cpp_and_agree_with_the_onnx_export(teacher_artifact):
+    out, manifest = teacher_artifact
+    g = manifest["gguf"]
+    files = {f["type"]: f for f in g["files"]}
+    assert list(files) == ["f32", "f16", "q8_0", "q4_0"] and g["llama_cpp"]["build"] not in (None, "unknown")
+    for f in files.values():
+        path = out / g["folder"] / f["file"]
+        assert path.stat().st_size == f["size_bytes"] and verify.file_sha256(path) == f["sha256"]
+    # llama.cpp's own arithmetic reproduces PyTorch's (F32), its greedy tokens (F32, F16), and the ONNX file's
+    # perplexity on the same tokens and window: two runtimes, one number
+    assert files["f32"]["max_abs_logit_diff"] <= LOGIT_ATOL and files["f32"]["greedy_match"] and files["f16"]["greedy_match"]
+    fp32_onnx = manifest["variants"][0]
+    assert math.isclose(files["f32"]["ppl"], fp32_onnx["ppl"], rel_tol=1e-4)
+    for kind, gate in GGUF_PPL_GATES.items():
+        assert files[kind]["ppl_delta"] <= gate
+    assert files["q4_0"]["ppl_delta"] > files["q8_0"]["ppl_delta"], "4-bit weights cost more than 8-bit"
+    sizes = [files[k]["size_bytes"] for k in ("f32", "f16", "q8_0", "q4_0")]
+    assert sizes == sorted(sizes, reverse=True) and sizes[3] < 0.2 * sizes[0]
+    # llama.cpp's types per tensor: norms, biases and position embeddings F32; in Q4_0 the tied table Q6_K
+    assert files["q4_0"]["tensor_types"] == {"F32": 12 * 8 + 3, "Q4_0": 12 * 4, "Q6_K": 1}
+    assert files["f16"]["tensor_types"] == {"F32": 12 * 8 + 3, "F16": 12 * 4 + 1}
+
+
+def test_llama_cpp_reads_the_teacher_gguf_as_transformers_does(teacher_artifact, teacher_dir):
+    """Its tokeniser gives transformers' ids on text (the vocabulary, merges and pre-tokeniser clidep names),
+    and its logits PyTorch's within the gate."""
+    from clidep.data import load_tokenizer
+
+    out, manifest = teacher_artifact
+    tok = load_tokenizer(teacher_dir)
+    text = "Ends of the 19th century: 1,024 tons -- weren't they?\n\n  Zürich's café 東京 "
+    model = llamacpp.LlamaCppModel(out / "gguf" / "model.f32.gguf", 64, exact_cache=True)
+    try:
+        ids = np.asarray(tok(text)["input_ids"])
+        assert model.tokenize(text) == ids.tolist()
+        with torch.no_grad():
+            want = load_model(teacher_dir)(torch.from_numpy(ids[None]), use_cache=False).logits[0].numpy()
+        assert np.abs(model.logits(ids[None])[0] - want).max() < 2 * LOGIT_ATOL
+    finally:
+        model.close()
+
+
+def _slim_gpt2(tmp_path, teacher_dir, width: int = 72):
+    """A stock GPT-2 of a width that does not split into 32-weight blocks (as slim students' often do), with the
+    reference tokenizer."""
+    from clidep.data import load_tokenizer
+
+    torch.manual_seed(0)
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=8192, n_positions=128, n_embd=width, n_layer=2, n_head=4,
+                                      bos_token_id=0, eos_token_id=0)).eval()
+    gpt2.save_pretrained(tmp_path / "slim")
+    load_tokenizer(teacher_dir).save_pretrained(tmp_path / "slim")
+    return tmp_path / "slim"
+
+
+def _reference(model, n: int = 24) -> GGUFReference:
+    from clidep.export.gguf_check import _ggml_gelu
+
+    ids = np.arange(1, n + 1) * 37 % model.config.vocab_size
+    with torch.no_grad():
+        x = torch.from_numpy(ids[None])
+        plain = model(x, use_cache=False).logits[0].numpy()
+        with _ggml_gelu(model):
+            table = model(x, use_cache=False).logits[0].numpy()
+        greedy = model.generate(x[:, :8], attention_mask=torch.ones(1, 8, dtype=torch.long), max_new_tokens=8,
+                                min_new_tokens=8, do_sample=False, pad_token_id=0).numpy()
+    return GGUFReference([(ids, table, plain)], ids[None, :8], greedy)
+
+
+def test_a_width_off_the_32_block_grid_keeps_f16_rows_and_passes(tmp_path, teacher_dir):
+    from clidep.data import load_tokenizer
+    from clidep.export.gguf import quantize_gguf, write_gguf
+
+    folder = _slim_gpt2(tmp_path, teacher_dir)
+    model = load_model(folder)
+    tok = load_tokenizer(folder)
+    files = [{"file": "m.f32.gguf", "type": "f32", **write_gguf(model, folder, tmp_path / "m.f32.gguf", "f32", "slim")},
+             {"file": "m.q4_0.gguf", "type": "q4_0", **quantize_gguf(tmp_path / "m.f32.gguf", tmp_path / "m.q4_0.gguf", "q4_0")}]
+    # rows of 72 do not split into blocks of 32: llama-quantize's fallback, F16, for every matrix (the tied
+    # table's Q6_K and Q8_0 too) but the MLP's down projections (rows of 4 x 72 = 288 = 9 blocks)
+    assert files[1]["tensor_types"] == {"F16": 2 * 3 + 1, "F32": 2 * 8 + 3, "Q4_0": 2}
+    ids = np.asarray(tok(" ".join(["the river and the city"] * 40))["input_ids"])[:129]
+    check_gguf(files, tmp_path, _reference(model), tok, "the river and the city", ids, 64, lambda m: None)
+    assert files[0]["max_abs_logit_diff"] <= LOGIT_ATOL and files[0]["greedy_match"]
+
+
+def test_the_check_fails_a_file_whose_weights_are_not_the_model(tmp_path, teacher_dir):
+    from clidep.data import load_tokenizer
+    from clidep.export.gguf import write_gguf
+
+    folder = _slim_gpt2(tmp_path, teacher_dir, width=64)
+    model = load_model(folder)
+    ref = _reference(model)
+    with torch.no_grad():  # one tensor not the model's (the final LayerNorm's gain doubled)
+        model.transformer.ln_f.weight.mul_(2)
+    write_gguf(model, folder, tmp_path / "m.f32.gguf", "f32", "slim")
+    files = [{"file": "m.f32.gguf", "type": "f32"}]
+    with pytest.raises(ValueMismatch, match="differ from PyTorch's"):
+        check_gguf(files, tmp_path, ref, load_tokenizer(folder), "text", np.arange(1, 66), 64, lambda m: None)
+
+
+def test_the_check_fails_a_tokeniser_llama_cpp_would_split_otherwise(tmp_path, teacher_dir):
+    from clidep.data import load_tokenizer
+    from clidep.export.gguf import write_gguf
+
+    folder = _slim_gpt2(tmp_path, teacher_dir, width=64)
+    model = load_model(folder)
+    write_gguf(model, folder, tmp_path / "m.f32.gguf", "f32", "slim")
+    spec = json.loads((folder / "tokenizer.json").read_text())
+    spec["model"]["merges"] = spec["model"]["merges"][:-2000]  # transformers' tokeniser now splits more
+    (folder / "tokenizer.json").write_text(json.dumps(spec))
+    with pytest.raises(TokenizerMismatch, match="differently from transformers"):
+        check_gguf([{"file": "m.f32.gguf", "type": "f32"}], tmp_path, _reference(model), load_tokenizer(folder),
+                   "Hippopotamus monstrosities notwithstanding, extraordinarily", np.arange(1, 66), 64, lambda m: None)
+
+
+def test_gguf_of_a_model_llama_cpp_cannot_hold_is_refused_in_one_line(tmp_path):
+    from clidep import CLIGPT2LMHeadModel
+
+    torch.manual_seed(0)
+    CLIGPT2LMHeadModel(tiny_config([64, 32, 64])).save_pretrained(tmp_path / "cli")
+    r = run("export", str(tmp_path / "cli"), "--out", str(tmp_path / "o"), "--gguf")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "stock GPT-2" in r.stderr and "--method slim, depth or depth+slim" in r.stderr and "[32, 64]" in r.stderr
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--gguf-types", "q4_0"], "--gguf-types applies to --gguf only"),
+    (["--gguf", "--gguf-types", "q4_k_m"], "--gguf-types takes a comma-separated list of f32, f16, q8_0, q4_0"),
+])
+def test_gguf_options_are_refused_not_ignored(args, message, teacher_dir, tmp_path):
+    r = run("export", str(teacher_dir), "--out", str(tmp_path / "o"), *args)
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+
+
+def test_bench_puts_llama_cpp_beside_clidep_and_genai_in_one_table(teacher_artifact):
+    from clidep.bench import devices
+    from clidep.bench.benchmark import bench
+    from clidep.bench.outputs import markdown
+
+    out, manifest = teacher_artifact
+    report = bench([str(out)], devices.load("host"), prompt_lens="16", depth="16,64", gen=64, reps=2,
+                   runtime="clidep,genai,llamacpp", log=lambda m: None)
+    rows = report["models"]
+    assert all("error" not in r for r in rows), [r.get("error") for r in rows]
+    by = {(r["runtime"], r["precision"]) for r in rows}
+    assert {("clidep", "fp32"), ("genai", "fp32"), *(("llamacpp", k) for k in ("f32", "f16", "q8_0", "q4_0"))} <= by
+    llama = [r for r in rows if r["runtime"] == "llamacpp"]
+    for r in llama:
+        assert len(r["tg_tps"]["64"]["samples"]) == 2 and len(r["decode_ms_samples"]) == 2, "llama-bench's samples kept"
+        assert r["runner"]["llama_cpp"]["build"] == manifest["gguf"]["llama_cpp"]["build"] and r["kv_cache"] == "f16"
+        assert set(r["decode_ms_at"]) == {"16", "64"} and r["peak_rss_mb"] > 0 and r["size_bytes"] > 0
+    q4, f32 = (next(r for r in llama if r["precision"] == k) for k in ("q4_0", "f32"))
+    assert q4["decode_ms_p50"] < f32["decode_ms_p50"], "a 5x smaller file decodes faster"
+    assert report["provenance"]["llama_cpp"].startswith(llamacpp.VERSION)
+    assert "| llamacpp |" in markdown(report) and "| genai |" in markdown(report)
+
+
+def test_a_changed_gguf_file_is_refused_by_bench(teacher_artifact, tmp_path):
+    import shutil
+
+    out, _ = teacher_artifact
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    with (copy / "gguf" / "model.q4_0.gguf").open("r+b") as f:
+        f.seek(-16, 2)
+        f.write(b"\x01" * 16)
+    r = run("bench", str(copy), "--device", "host", "--runtime", "llamacpp", "--reps", "1", "--gen", "64", "--out",
+            str(tmp_path / "report"))
+    assert r.returncode == 2 and "model.q4_0.gguf' is not the file clidep export wrote" in r.stderr, r.stderr
