@@ -149,15 +149,6 @@ def test_gguf_of_a_model_llama_cpp_cannot_hold_is_refused_in_one_line(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--gguf-types", "q4_0"], "--gguf-types applies to --gguf only"),
-    (["--gguf", "--gguf-types", "q4_k_m"], "--gguf-types takes a comma-separated list of f32, f16, q8_0, q4_0"),
-])
-def test_gguf_options_are_refused_not_ignored(args, message, teacher_dir, tmp_path):
-    r = run("export", str(teacher_dir), "--out", str(tmp_path / "o"), *args)
-    assert r.returncode == 2 and message in r.stderr, r.stderr
-
-
 def test_bench_puts_llama_cpp_beside_clidep_and_genai_in_one_table(teacher_artifact):
     from clidep.bench import devices
     from clidep.bench.benchmark import bench

@@ -57,12 +57,8 @@ def model_files(specs: list[str], log=print) -> list[dict]:
             manifest = verify.load_manifest(path)
             genai = manifest.get("genai") or {}
             for v in manifest["variants"]:
-                row = {"name": path.name, "precision": v["precision"], "file": path / v["file"], "dir": path,
-                       "genai": None, "facts": None}
-                try:
-                    verify.check_variant(path, v)
-                except FileNotFoundError as exc:
-                    row["missing"] = f"{exc.filename} is missing from the export"
+                row = _checked_row(path, v, v["precision"])
+                if "missing" in row:
                     out.append(row)
                     continue
                 folder = path / genai[v["precision"]] if v["precision"] in genai else None
@@ -87,20 +83,23 @@ def model_files(specs: list[str], log=print) -> list[dict]:
 def _gguf_files(path: Path, manifest: dict) -> list[dict]:
     """The GGUF files of an export (export --gguf), each checked against its manifest entry like a graph:
     rows for the llamacpp runtime only."""
+    gguf = manifest.get("gguf") or {}
+    return [_checked_row(path, {**g, "file": f"{gguf['folder']}/{g['file']}"}, g["type"], gguf=True)
+            for g in gguf.get("files", [])]
+
+
+def _checked_row(path: Path, entry: dict, precision: str, **extra) -> dict:
+    """The row of the export PATH's file ENTRY (a manifest record), checked against it (a changed file is
+    refused); a missing file becomes the row's "missing"."""
     from clidep.runtime import verify
 
-    gguf = manifest.get("gguf") or {}
-    out = []
-    for g in gguf.get("files", []):
-        entry = {**g, "file": f"{gguf['folder']}/{g['file']}"}
-        row = {"name": path.name, "precision": g["type"], "file": path / entry["file"], "dir": path, "genai": None,
-               "facts": None, "gguf": True}
-        try:
-            verify.check_variant(path, entry)
-        except FileNotFoundError as exc:
-            row["missing"] = f"{exc.filename} is missing from the export"
-        out.append(row)
-    return out
+    row = {"name": path.name, "precision": precision, "file": path / entry["file"], "dir": path, "genai": None,
+           "facts": None, **extra}
+    try:
+        verify.check_variant(path, entry)
+    except FileNotFoundError as exc:
+        row["missing"] = f"{exc.filename} is missing from the export"
+    return row
 
 
 def weight_bytes(graph) -> int:
