@@ -58,10 +58,13 @@ def main() -> None:
     for r in rows:
         r["provenance"] = prov
     document = {**prov, "command": "python benchmarks/gguf_peer.py", "teacher_converter": refused, "rows": rows}
-    title = (f"clidep's GGUF against llama.cpp's own, same weights, llama-bench pp512 / tg128 @ d32, {a.threads} threads, "
-             f"{a.reps} reps, llama.cpp {prov['llama_cpp']}, git {prov['git_sha']}, {prov['time']}")
-    report.write(Path(a.out), "gguf_peer", FIELDS, rows, document, title)
-    print(report.markdown(FIELDS, rows, title), end="")
+    report.write(Path(a.out), "gguf_peer", FIELDS, rows, document, title(document))
+    print(report.markdown(FIELDS, rows, title(document)), end="")
+
+
+def title(d: dict) -> str:
+    return (f"clidep's GGUF against llama.cpp's own, same weights, llama-bench pp512 / tg128 @ d32, {d['threads']} threads, "
+            f"{d['reps']} reps, llama.cpp {d['llama_cpp']}, git {d['git_sha']}, {d['time']}")
 
 
 def _teacher_rows(a, tmp: Path) -> tuple[list[dict], str]:

@@ -24,6 +24,7 @@ def scripts_importable():
 def _table(name: str) -> str:
     import decode_kernels
     import export_compare
+    import gguf_peer
     import layercollapse
     import paper_ablation
     import profile_decode
@@ -32,6 +33,8 @@ def _table(name: str) -> str:
     result = json.loads((BENCHMARKS / "results" / f"{name}.json").read_text())
     if name == "paper_ablation":
         return report.markdown(paper_ablation.FIELDS, result["arms"], paper_ablation.title(result)) + paper_ablation.PAPER_ROW + "\n"
+    if name == "gguf_peer":
+        return report.markdown(gguf_peer.FIELDS, result["rows"], gguf_peer.title(result))
     if name == "layercollapse":
         return report.markdown(layercollapse.FIELDS, result["arms"], layercollapse.title(result))
     if name == "runtime":
@@ -45,6 +48,6 @@ def _table(name: str) -> str:
 
 
 @pytest.mark.parametrize("name", ["paper_ablation", "layercollapse", "runtime", "export_compare", "decode_kernels",
-                                  "profile_decode"])
+                                  "profile_decode", "gguf_peer"])
 def test_published_table_is_what_the_writer_prints(name):
     assert _table(name) == (BENCHMARKS / "results" / f"{name}.md").read_text()
