@@ -29,6 +29,7 @@ import gpt2_shapes
 import llama_peer
 
 from clidep.bench import report
+from clidep.runtime.benchrun import spread
 
 ROOT = Path(__file__).resolve().parents[1]
 TEACHER = ROOT.parent / "shared" / "models" / "ref-gpt2-12l"
@@ -154,8 +155,8 @@ def _pair(model: str, mine: Path, peer: Path, kind: str, peer_path: str, a) -> l
 
 def _row(model: str, path: Path, kind: str, writer: str, records: list[dict]) -> dict:
     return {"model": model, "type": kind.upper(), "writer": writer, "size_bytes": path.stat().st_size,
-            "tensor_types": _types(path), "tg_tps": _spread([r["tg_tps"]["32"]["mean"] for r in records]),
-            "pp_tps": _spread([r["pp_tps"]["512"]["mean"] for r in records]),
+            "tensor_types": _types(path), "tg_tps": spread([r["tg_tps"]["32"]["mean"] for r in records]),
+            "pp_tps": spread([r["pp_tps"]["512"]["mean"] for r in records]),
             "repack": records[0]["runner"]["llama_cpp"]["repack"], "ppl": None}
 
 
@@ -169,13 +170,6 @@ def _identical(a: Path, b: Path) -> str:
     same = sum(1 for t in mine if t.name in theirs and theirs[t.name].tensor_type == t.tensor_type
                and np.array_equal(np.asarray(theirs[t.name].data), np.asarray(t.data)))
     return f"{same}/{len(mine)}"
-
-
-def _spread(samples: list[float]) -> dict:
-    import numpy as np
-
-    return {"mean": float(np.mean(samples)), "sd": float(np.std(samples, ddof=1)) if len(samples) > 1 else 0.0,
-            "samples": samples}
 
 
 def _types(path: Path) -> dict:

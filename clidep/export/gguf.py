@@ -101,8 +101,8 @@ def write_gguf(model, tokenizer_dir: Path, dst: Path, kind: str, name: str) -> d
             raise ClidepError(f"--gguf: no llama.cpp GPT-2 tensor for {hf_name}")
         t = _tensor_type(new, tuple(tensor.shape), qtype)
         planned.append((new, tensor, t))
-        shape, dtype = _stored_shape(tuple(tensor.shape), t)
-        writer.add_tensor_info(new, shape, dtype, int(np.prod(shape)) * np.dtype(dtype).itemsize, raw_dtype=t)
+        dtype = np.dtype(np.float32 if t == _qt("F32") else np.float16)
+        writer.add_tensor_info(new, tuple(tensor.shape), dtype, tensor.numel() * dtype.itemsize, raw_dtype=t)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
@@ -143,11 +143,6 @@ def _tensor_type(name: str, shape: tuple, qtype):
     if len(shape) <= 1 or name.endswith("_norm.weight") or name == "position_embd.weight":
         return _qt("F32")
     return qtype
-
-
-def _stored_shape(shape: tuple, t) -> tuple[tuple, type]:
-    """(shape, numpy dtype) of a tensor of SHAPE stored in type T (F32 or F16)."""
-    return shape, np.float32 if t == _qt("F32") else np.float16
 
 
 def _add_vocab(writer, tokenizer_dir: Path, vocab_size: int) -> None:

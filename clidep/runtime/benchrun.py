@@ -135,8 +135,8 @@ def _protocol(prefill, decode, vocab: int, prompt_lens: list[int], depths: list[
         "reps": reps,
         "prefill_ms": {str(n): float(np.median(v)) for n, v in pp.items()},
         "prefill_ms_samples": {str(n): v for n, v in pp.items()},
-        "pp_tps": {str(n): _spread([n * 1e3 / ms for ms in v]) for n, v in pp.items()},
-        "tg_tps": {str(p): _spread([gen * 1e3 / sum(rep) for rep in v]) for p, v in steps.items()},
+        "pp_tps": {str(n): spread([n * 1e3 / ms for ms in v]) for n, v in pp.items()},
+        "tg_tps": {str(p): spread([gen * 1e3 / sum(rep) for rep in v]) for p, v in steps.items()},
         "gen": gen,
         "ttft_ms": float(np.median(ttft)),
         "ttft_ms_samples": ttft,
@@ -152,7 +152,7 @@ def _protocol(prefill, decode, vocab: int, prompt_lens: list[int], depths: list[
     }
 
 
-def _spread(samples: list[float]) -> dict:
+def spread(samples: list[float]) -> dict:
     """llama-bench's figure: mean and sample standard deviation (0 for one sample), the samples kept."""
     sd = float(np.std(samples, ddof=1)) if len(samples) > 1 else 0.0
     return {"mean": float(np.mean(samples)), "sd": sd, "samples": samples}
