@@ -169,14 +169,13 @@ def _llama_rows(a, hf_dir: Path, threads: int, params: int, log) -> list[dict]:
             gguf = llama_peer.convert(hf_dir, hf_dir.parent / f"original.{kind}.gguf", kind)
             for cache in (None, "q8_0") if kind != "f32" else (None,):
                 log(f"llama.cpp {kind}, {cache or 'f16'} cache, {threads} threads ...")
-                r = llamacpp.bench(gguf, threads, prompt, a.gen, depths, cache)
+                r = llamacpp.record(gguf, [prompt], a.gen, threads, depths, 3, cache)
+                how = r["runner"]["llama_cpp"]
                 rows.append({"model": "original", "pipeline": "llama.cpp", "precision": kind.upper(),
-                             "kv_cache": r["type_k"], "threads": threads, "params": params,
-                             "size_bytes": gguf.stat().st_size, "prefill_ms": {str(prompt): r["prefill_ms"]},
-                             "decode_ms_p50": r["decode_ms_at"][str(depths[0])], "decode_ms_at": r["decode_ms_at"],
-                             "decode_ms_sd_at": r["decode_ms_sd_at"],
-                             "llama_cpp": {"version": llamacpp.VERSION, "repack": r["repack"], "build": r["build"],
-                                           "flash_attn": r["flash_attn"], "samples_ns": r["samples_ns"]}})
+                             "kv_cache": how["type_k"], "threads": threads, "params": params,
+                             "size_bytes": gguf.stat().st_size, "llama_cpp": how,
+                             **{k: r[k] for k in ("prefill_ms", "decode_ms_p50", "decode_ms_p90", "decode_ms_at",
+                                                  "tg_tps", "pp_tps", "peak_rss_mb")}})
             gguf.unlink()
     except llamacpp.Unavailable as exc:
         log(f"llama.cpp left out: {exc}")

@@ -184,3 +184,32 @@ def test_a_changed_gguf_file_is_refused_by_bench(teacher_artifact, tmp_path):
     r = run("bench", str(copy), "--device", "host", "--runtime", "llamacpp", "--reps", "1", "--gen", "64", "--out",
             str(tmp_path / "report"))
     assert r.returncode == 2 and "model.q4_0.gguf' is not the file clidep export wrote" in r.stderr, r.stderr
+
+
+def test_the_runtime_race_times_llama_cpp_files_with_either_cache(teacher_artifact, tmp_path, monkeypatch):
+    """benchmarks/runtime.py's llama.cpp rows: F32/Q8_0/Q4_0 files with an f16 cache each and a q8_0 cache (flash
+    attention on) for the quantised ones, timed through the one llama-bench record (the converter's files
+    stand in for by the teacher's export, which the race's conversion makes identical: gguf_peer)."""
+    import shutil
+    from argparse import Namespace
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import llama_peer
+    import runtime
+
+    out, manifest = teacher_artifact
+    monkeypatch.setattr(llama_peer, "convert", lambda hf, dst, kind: Path(
+        shutil.copy(out / manifest["gguf"]["folder"] / f"model.{kind}.gguf", dst)))
+    hf = tmp_path / "original"
+    hf.mkdir()
+    (hf / "config.json").write_text(json.dumps({"n_positions": 256}))
+    a = Namespace(no_llama=False, depth="8,32", prompt_lens="16", gen=8)
+    rows = runtime._llama_rows(a, hf, 1, 1000, lambda m: None)
+    assert [(r["precision"], r["kv_cache"]) for r in rows] == [
+        ("F32", "f16"), ("Q8_0", "f16"), ("Q8_0", "q8_0"), ("Q4_0", "f16"), ("Q4_0", "q8_0")], rows
+    for r in rows:
+        assert set(r["decode_ms_at"]) == {"8", "32"} and r["prefill_ms"]["16"] > 0 and r["size_bytes"] > 0
+        # llama-bench's flash attention: on (1) where the V cache is quantised, else its default, auto (-1)
+        assert r["llama_cpp"]["flash_attn"] == (1 if r["kv_cache"] == "q8_0" else -1), r["llama_cpp"]
+        assert len(r["tg_tps"]["8"]["samples"]) == 3

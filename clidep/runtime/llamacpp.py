@@ -216,27 +216,18 @@ def _run_measured(cmd: list[str]) -> tuple[int, str, str, float]:
         return proc.returncode, out.read(), err.read(), kb / 1024
 
 
-def bench(gguf: Path, threads: int, prompt: int, gen: int, depths: list[int], cache: str | None = None) -> dict:
-    """The runtime race's figures (benchmarks/runtime.py): llama-bench's prefill of PROMPT tokens and decode of
-    GEN tokens after each of DEPTHS tokens (ms per token, mean ± sd over 3 repetitions, samples kept).
-
-    Two tests: with -d, llama-bench runs the prompt test at every depth too, and a prompt of 512 after 952
-    tokens would pass GPT-2's 1,024 positions.
-    """
-    runs, how = run_bench(gguf, threads, 3, [["-p", str(prompt), "-n", "0"],
-                                             ["-p", "0", "-n", str(gen), "-d", ",".join(map(str, depths))]], cache)
-    return _parse(runs, how["repack"])
-
-
-def record(gguf: Path, prompt_lens: list[int], gen: int, threads: int, depths: list[int], reps: int) -> dict:
+def record(gguf: Path, prompt_lens: list[int], gen: int, threads: int, depths: list[int], reps: int,
+           cache: str | None = None) -> dict:
     """clidep bench's record (runtime/record.py) of GGUF through llama-bench: ppN for each of PROMPT_LENS and
-    for the first depth (the time to the first token there), tgGEN after each of DEPTHS. llama-bench times a
-    whole test, not a step, so the decode samples are each repetition's mean ms per token."""
+    for the first depth (the time to the first token there), tgGEN after each of DEPTHS, with CACHE as
+    run_bench takes it. llama-bench times a whole test, not a step, so the decode samples are each
+    repetition's mean ms per token. Two tests: with -d, llama-bench runs the prompt test at every depth
+    too, and a prompt of 512 after 952 tokens would pass GPT-2's 1,024 positions."""
     import numpy as np
 
     lens = list(dict.fromkeys([*prompt_lens, depths[0]]))
     runs, how = run_bench(gguf, threads, reps, [["-p", ",".join(map(str, lens)), "-n", "0"],
-                                               ["-p", "0", "-n", str(gen), "-d", ",".join(map(str, depths))]])
+                                               ["-p", "0", "-n", str(gen), "-d", ",".join(map(str, depths))]], cache)
     pp = {r["n_prompt"]: r for r in runs if r["n_prompt"] and not r["n_gen"]}
     tg = {r.get("n_depth", 0): r for r in runs if r["n_gen"]}
     pp_ms = {n: [ns / 1e6 for ns in r["samples_ns"]] for n, r in pp.items()}
