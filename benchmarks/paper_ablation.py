@@ -54,11 +54,12 @@ def main() -> None:
     setup = distil_protocol.start(a)
     teacher = setup["teacher"]
     protect = ",".join(map(str, setup["protected"]))
-    # CLI's size where CLI runs (the others match it); else the ratio's own (CLI cannot reach ratio 4 on the
-    # reference teacher: its embeddings and protected blocks alone are ratio 3.07).
-    target = round(teacher["params"] / a.ratio)
-    size = solve(setup["config"], "cli", target, setup["protected"]).params if "cli" in a.methods.split(",") else target
     rows, chosen = _kept_rows(a, teacher) if a.keep else [], {}
+    # CLI's size where the table has CLI (run now or kept: the others match it); else the ratio's own (CLI
+    # cannot reach ratio 4 on the reference teacher: its embeddings and protected blocks alone are ratio 3.07).
+    target = round(teacher["params"] / a.ratio)
+    with_cli = "cli" in a.methods.split(",") or any(r["method"] == "cli" for r in rows)
+    size = solve(setup["config"], "cli", target, setup["protected"]).params if with_cli else target
     # Method by method, seeds inside: an interrupted run has every seed of the methods it finished.
     for method, init, seed in [(m, i, s) for m in a.methods.split(",") for i in a.inits.split(",")
                                for s in distil_protocol.seeds(a)]:
