@@ -84,7 +84,9 @@ def _teacher_rows(a, tmp: Path) -> tuple[list[dict], str]:
     for f in manifest["gguf"]["files"]:
         path = folder / f["file"]
         rs = [llamacpp_record(path, a) for _ in range(a.reps)]
-        rows.append(_row("reference teacher", path, f["type"], "clidep export --gguf", rs) | {"ppl": _ppl(path, ids, context)})
+        check = {k: f[k] for k in ("max_abs_logit_diff", "max_abs_logit_diff_plain_gelu", "gelu_table_shift", "greedy_match")}
+        rows.append(_row("reference teacher", path, f["type"], "clidep export --gguf", rs)
+                    | {"ppl": _ppl(path, ids, context), "export_check": check})
     for r in rows:
         r["ppl_vs_f32"] = r["ppl"] / rows[0]["ppl"]
     return rows, refused
@@ -202,7 +204,9 @@ FIELDS = [F("model", "model"), F("type", "type"), F("writer", "written by"),
           F("tg_vs_peer", "tg / pp vs llama.cpp's file",
             text=lambda r: "-" if "tg_vs_peer" not in r else f"{r['tg_vs_peer']:.3f} / {r['pp_vs_peer']:.3f}"),
           F("identical_tensors", "tensors identical to llama.cpp's"),
-          F("tg_tps.sd", "", table=False), F("pp_tps.sd", "", table=False), F("pp_vs_peer", "", table=False)]
+          F("tg_tps.sd", "", table=False), F("pp_tps.sd", "", table=False), F("pp_vs_peer", "", table=False),
+          F("export_check.max_abs_logit_diff", "", table=False),
+          F("export_check.max_abs_logit_diff_plain_gelu", "", table=False)]
 
 
 if __name__ == "__main__":

@@ -116,7 +116,9 @@ def check_gguf(files: list[dict], folder: Path, ref: GGUFReference, tokenizer, s
             plain = max(float(np.abs(g - logits).max()) for g, (_, _, logits) in zip(got, ref.prompts))
             got = model.generate(ref.greedy_prompt, ref.greedy.shape[1] - ref.greedy_prompt.shape[1])
             match = bool(np.array_equal(got, ref.greedy))
-            entry.update(max_abs_logit_diff=worst, max_abs_logit_diff_plain_gelu=plain, greedy_match=match,
+            shift = max(float(np.abs(table - logits).max()) for _, table, logits in ref.prompts)
+            entry.update(max_abs_logit_diff=worst, max_abs_logit_diff_plain_gelu=plain, gelu_table_shift=shift,
+                         greedy_match=match,
                          kv_cache="f32 (exact check)" if exact else "llama.cpp default (f16)")
             if exact and worst > LOGIT_ATOL:
                 raise ValueMismatch(f"{entry['file']}: llama.cpp's logits differ from PyTorch's (GELU as ggml computes "
