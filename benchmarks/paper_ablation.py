@@ -33,6 +33,7 @@ from pathlib import Path
 import distil_protocol
 
 from clidep.bench.report import Field
+from clidep.errors import ClidepError
 
 
 def main() -> None:
@@ -54,7 +55,7 @@ def main() -> None:
     setup = distil_protocol.start(a)
     teacher = setup["teacher"]
     protect = ",".join(map(str, setup["protected"]))
-    rows, chosen = _kept_rows(a, teacher) if a.keep else [], {}
+    rows, chosen, refused = _kept_rows(a, teacher) if a.keep else [], {}, {}
     # CLI's size where the table has CLI (run now or kept: the others match it); else the ratio's own (CLI
     # cannot reach ratio 4 on the reference teacher: its embeddings and protected blocks alone are ratio 3.07).
     target = round(teacher["params"] / a.ratio)
@@ -64,14 +65,22 @@ def main() -> None:
     for method, init, seed in [(m, i, s) for m in a.methods.split(",") for i in a.inits.split(",")
                                for s in distil_protocol.seeds(a)]:
         out = work / f"{method}-{init}-s{seed}"
+        if method in refused:
+            continue
         sizing = dict(ratio=a.ratio, protect=protect) if method == "cli" else dict(params=size)
         if method == "auto":
             sizing.update(chosen.get(init, {}), search_steps=a.search_steps)
         if method == "depth+slim":
             sizing.update(search_steps=a.search_steps)
         started = time.perf_counter()
-        r = _finished(out, method, seed, a.tokens, a.ratio) or compress(a.teacher, out, method=method, init=init, **sizing,
-                                                              **distil_protocol.train_settings(a, seed))
+        try:
+            r = _finished(out, method, seed, a.tokens, a.ratio) or compress(
+                a.teacher, out, method=method, init=init, **sizing, **distil_protocol.train_settings(a, seed))
+        except ClidepError as exc:  # a method that cannot reach this size (depth at ratio 4): said, not fatal
+            refused[method] = str(exc)
+            distil_protocol.log(f"{method}: refused at this size: {exc}")
+            _write(a, setup, rows, refused)
+            continue
         if method == "auto" and init not in chosen:
             chosen[init] = dict(scorer=r["auto"]["scorer"] if r["auto"]["scorer"] != "-" else "ntk",
                                 gamma=str(r["auto"]["gamma"]))
@@ -82,7 +91,7 @@ def main() -> None:
                      "tokens": r["tokens_trained"], "val_ppl": r["val_ppl"], "val_ppl_curve": r["ppl_curve"],
                      "train_seconds": r["seconds"], "wall_s": round(time.perf_counter() - started, 1)})
         distil_protocol.log(f"{method}/{init}/seed {seed}: {r['student_params']:,} parameters, ppl {s['ppl']:.2f}")
-        _write(a, setup, rows)
+        _write(a, setup, rows, refused)
 
 
 def _kept_rows(a, teacher: dict) -> list[dict]:
@@ -123,13 +132,13 @@ def _finished(out: Path, method: str, seed: int, tokens: int, ratio: float) -> d
     return r if same else None
 
 
-def _write(a, setup: dict, rows: list[dict]) -> None:
+def _write(a, setup: dict, rows: list[dict], refused: dict[str, str]) -> None:
     arms = distil_protocol.summarise(rows, ("method", "init"))
     for arm in arms:  # against the best mean of the same init
         best = min(x["ppl_mean"] for x in arms if x["init"] == arm["init"])
         arm["vs_best"] = arm["ppl_mean"] / best
     result = {"teacher": {"path": a.teacher, **setup["teacher"]}, "layer0_ratio": setup["report"]["layer0_ratio"],
-              "critical_layers": setup["report"]["critical_layers"], "arms": arms,
+              "critical_layers": setup["report"]["critical_layers"], "arms": arms, "refused": refused,
               "protocol": {**distil_protocol.protocol(a, setup["teacher"]), "ratio": a.ratio,
                            "search_steps": a.search_steps}}
     distil_protocol.write(a, a.stem, setup, result, title(result), FIELDS,
@@ -169,7 +178,8 @@ def title(result: dict) -> str:
     return (f"{distil_protocol.teacher_line(result)} Layer-0 NTK ratio {result['layer0_ratio']:.1f}x (paper: > 60x). "
             f"{p['tokens_per_arm']:,} distillation tokens per arm, seeds {p['seeds']}"
             + (" (an arm kept from an earlier run lists its own)." if any(arm["seeds"] != p["seeds"] for arm in result["arms"])
-               else "."))
+               else ".")
+            + "".join(f" {m} refused at this size: {why}." for m, why in result.get("refused", {}).items()))
 
 
 def _widths(r: dict) -> str:
