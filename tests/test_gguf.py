@@ -188,8 +188,8 @@ def test_a_changed_gguf_file_is_refused_by_bench(teacher_artifact, tmp_path):
 
 def test_the_runtime_race_times_llama_cpp_files_with_either_cache(teacher_artifact, tmp_path, monkeypatch):
     """benchmarks/runtime.py's llama.cpp rows: F32/Q8_0/Q4_0 files with an f16 cache each and a q8_0 cache (flash
-    attention on) for the quantised ones, timed through the one llama-bench record (the converter's files
-    stand in for by the teacher's export, which the race's conversion makes identical: gguf_peer)."""
+    attention on) for the quantised ones, timed through the one llama-bench record. The teacher's exported
+    files stand in for the converter's (the two are tensor-for-tensor identical: benchmarks/gguf_peer.py)."""
     import shutil
     from argparse import Namespace
     from pathlib import Path

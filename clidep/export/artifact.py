@@ -201,6 +201,7 @@ def _gguf_checked(tmp: Path, files: list[dict], ref, tokenizer, sample: str, ids
     return {"folder": "gguf", "llama_cpp": {"version": VERSION, "build": build_commit()},
             "gates": {"max_abs_logit_diff_f32": LOGIT_ATOL, "ppl_delta_vs_f32": GGUF_PPL_GATES,
                       "greedy_match": ["f32", "f16"]},
+            "gelu_table_shift": ref.gelu_table_shift,
             "tokenizer_check": "llama.cpp's ids equal transformers' on the check text's first 400 tokens and edge cases",
             "writers": {"f32, f16": "the gguf package's GGUFWriter", "q8_0, q4_0": "llama-quantize, from the F32 file"},
             "files": files}
