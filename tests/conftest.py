@@ -36,14 +36,36 @@ def teacher_dir():
     return path
 
 
+def llama_cpp_missing() -> str | None:
+    """Why llama.cpp cannot be used here (scripts/setup.sh builds it), or None where it is built."""
+    from clidep.runtime.llamacpp import Unavailable, bin_dir
+
+    try:
+        bin_dir()
+    except Unavailable as exc:
+        return str(exc)
+    return None
+
+
 @pytest.fixture(scope="session")
 def teacher_artifact(teacher_dir, tmp_path_factory):
-    """The reference teacher exported once for the session: fp32, int8, int4 and fp16 variants, and its GGUF
-    files (F32, F16, Q8_0, Q4_0) for llama.cpp."""
+    """The reference teacher exported once for the session: fp32, int8, int4 and fp16 variants, and, where
+    llama.cpp is built, its GGUF files (F32, F16, Q8_0, Q4_0), which only the teacher_gguf tests read: without
+    llama.cpp they fail, saying so, and nothing else does."""
     from clidep.export.artifact import export_artifact
 
     out = tmp_path_factory.mktemp("artifacts") / "teacher-onnx"
-    return out, export_artifact(teacher_dir, out, int8=True, int4=True, fp16=True, gguf=True, ppl_tokens=4096)
+    gguf = llama_cpp_missing() is None
+    return out, export_artifact(teacher_dir, out, int8=True, int4=True, fp16=True, gguf=gguf, ppl_tokens=4096)
+
+
+@pytest.fixture(scope="session")
+def teacher_gguf(teacher_artifact):
+    """teacher_artifact with its GGUF files; a failure naming what is missing where llama.cpp is not built."""
+    missing = llama_cpp_missing()
+    if missing:
+        pytest.fail(missing, pytrace=False)
+    return teacher_artifact
 
 
 @pytest.fixture(scope="session")

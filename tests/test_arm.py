@@ -1,7 +1,7 @@
 """Exports on ARM: every precision of a CLI and a uniform student, run by ONNX Runtime's aarch64 build on
 emulated Cortex-A76 (dot product) and Cortex-A72 (none) cores, against the same files on this host.
 
-The environment is scripts/arm64-env.sh's (.ci/run and scripts/setup.sh build it); without it these
+The environment is scripts/arm64-env.sh's (scripts/setup.sh builds it); without it these
 tests fail, naming the script.
 """
 

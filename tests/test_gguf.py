@@ -1,6 +1,6 @@
 """export --gguf and bench --runtime llamacpp: GGUF files written by clidep and checked in llama.cpp itself.
 
-llama.cpp is built by scripts/llamacpp.sh (.ci/run builds it): these tests need it and fail, saying how
+llama.cpp is built by scripts/setup.sh (through scripts/llamacpp.sh): these tests need it and fail, saying how
 to build it, where it is missing.
 """
 
@@ -22,8 +22,8 @@ from clidep.runtime import llamacpp, verify
 from .conftest import run, tiny_config
 
 
-def test_teacher_gguf_files_pass_llama_cpp_and_agree_with_the_onnx_export(teacher_artifact):
-    out, manifest = teacher_artifact
+def test_teacher_gguf_files_pass_llama_cpp_and_agree_with_the_onnx_export(teacher_gguf):
+    out, manifest = teacher_gguf
     g = manifest["gguf"]
     files = {f["type"]: f for f in g["files"]}
     assert list(files) == ["f32", "f16", "q8_0", "q4_0"] and g["llama_cpp"]["build"] not in (None, "unknown")
@@ -45,12 +45,12 @@ def test_teacher_gguf_files_pass_llama_cpp_and_agree_with_the_onnx_export(teache
     assert files["f16"]["tensor_types"] == {"F32": 12 * 8 + 3, "F16": 12 * 4 + 1}
 
 
-def test_llama_cpp_reads_the_teacher_gguf_as_transformers_does(teacher_artifact, teacher_dir):
+def test_llama_cpp_reads_the_teacher_gguf_as_transformers_does(teacher_gguf, teacher_dir):
     """Its tokeniser gives transformers' ids on text (the vocabulary, merges and pre-tokeniser clidep names),
     and its logits PyTorch's within the gate."""
     from clidep.data import load_tokenizer
 
-    out, manifest = teacher_artifact
+    out, manifest = teacher_gguf
     tok = load_tokenizer(teacher_dir)
     text = "Ends of the 19th century: 1,024 tons -- weren't they?\n\n  Zürich's café 東京 "
     model = llamacpp.LlamaCppModel(out / "gguf" / "model.f32.gguf", 64, exact_cache=True)
@@ -149,12 +149,12 @@ def test_gguf_of_a_model_llama_cpp_cannot_hold_is_refused_in_one_line(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-def test_bench_puts_llama_cpp_beside_clidep_and_genai_in_one_table(teacher_artifact):
+def test_bench_puts_llama_cpp_beside_clidep_and_genai_in_one_table(teacher_gguf):
     from clidep.bench import devices
     from clidep.bench.benchmark import bench
     from clidep.bench.outputs import markdown
 
-    out, manifest = teacher_artifact
+    out, manifest = teacher_gguf
     report = bench([str(out)], devices.load("host"), prompt_lens="16", depth="16,64", gen=64, reps=2,
                    runtime="clidep,genai,llamacpp", log=lambda m: None)
     rows = report["models"]
@@ -172,10 +172,10 @@ def test_bench_puts_llama_cpp_beside_clidep_and_genai_in_one_table(teacher_artif
     assert "| llamacpp |" in markdown(report) and "| genai |" in markdown(report)
 
 
-def test_a_changed_gguf_file_is_refused_by_bench(teacher_artifact, tmp_path):
+def test_a_changed_gguf_file_is_refused_by_bench(teacher_gguf, tmp_path):
     import shutil
 
-    out, _ = teacher_artifact
+    out, _ = teacher_gguf
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
     with (copy / "gguf" / "model.q4_0.gguf").open("r+b") as f:
@@ -186,7 +186,7 @@ def test_a_changed_gguf_file_is_refused_by_bench(teacher_artifact, tmp_path):
     assert r.returncode == 2 and "model.q4_0.gguf' is not the file clidep export wrote" in r.stderr, r.stderr
 
 
-def test_the_runtime_race_times_llama_cpp_files_with_either_cache(teacher_artifact, tmp_path, monkeypatch):
+def test_the_runtime_race_times_llama_cpp_files_with_either_cache(teacher_gguf, tmp_path, monkeypatch):
     """benchmarks/runtime.py's llama.cpp rows: F32/Q8_0/Q4_0 files with an f16 cache each and a q8_0 cache (flash
     attention on) for the quantised ones, timed through the one llama-bench record. The teacher's exported
     files stand in for the converter's (the two are tensor-for-tensor identical: benchmarks/gguf_peer.py)."""
@@ -198,7 +198,7 @@ def test_the_runtime_race_times_llama_cpp_files_with_either_cache(teacher_artifa
     import llama_peer
     import runtime
 
-    out, manifest = teacher_artifact
+    out, manifest = teacher_gguf
     monkeypatch.setattr(llama_peer, "convert", lambda hf, dst, kind: Path(
         shutil.copy(out / manifest["gguf"]["folder"] / f"model.{kind}.gguf", dst)))
     hf = tmp_path / "original"

@@ -32,7 +32,7 @@ def _free_port() -> int:
 def device(tmp_path_factory):
     """(ssh_config file, host alias, the device environment) of a loopback sshd."""
     if not Path(SSHD).is_file():
-        pytest.skip("sshd is not installed (apt-get install openssh-server; .ci/run installs it)")
+        pytest.fail("sshd is not installed: scripts/setup.sh installs Debian's openssh-server where apt can", pytrace=False)
     root = tmp_path_factory.mktemp("device")
     env = root / "env"  # the device: python with numpy and onnxruntime, pinned as the lock pins them
     subprocess.run([sys.executable, "-m", "venv", str(env)], check=True)

@@ -47,10 +47,6 @@ def export_artifact(model_path: str | Path, out: str | Path, config: ExportConfi
         from clidep.export.arm import launchers
 
         launchers()  # before any work: the emulated environment exists
-    if c.gguf:
-        from clidep.runtime.llamacpp import bin_dir
-
-        bin_dir()  # before any work: llama.cpp is built, to check the GGUF files in
     with write_lock(Path(out), log):
         return _export(model_path, Path(out), c, overwrite, log or (lambda m: None))
 
@@ -74,7 +70,10 @@ def _export(model_path: str | Path, out: Path, c: ExportConfig, overwrite: bool,
     if c.gguf:
         from clidep.export.gguf import check_stock
 
-        check_stock(model.config)
+        from clidep.runtime.llamacpp import bin_dir
+
+        check_stock(model.config)  # a model llama.cpp cannot hold is refused as such, built or not
+        bin_dir()  # before any writing: llama.cpp is built, to check the GGUF files in
     fp32_bytes = 4 * sum(p.numel() for p in model.parameters())
     log(f"{model_path}: {fp32_bytes / 4e6:.1f} M parameters; writing the fp32 graph")
     # the variants, the optimiser's temporary graph, and --gguf's F32, F16, Q8_0 and Q4_0 files at most
