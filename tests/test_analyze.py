@@ -98,7 +98,7 @@ def test_report_on_teacher_is_deterministic_and_complete(teacher_dir, tmp_path):
         assert {"layer", "ntk", "ntk_per_param", "ntk_rse", "grad", "bi", "ablation_dppl"} <= s.keys()
         assert s["ntk"] > 0 and s["ntk_per_param"] > 0
     assert a["embedding"]["ntk"] > 0
-    # The reference teacher's block 0 leads every scorer by far (README, analyze): a wrong trace or
+    # The reference teacher's block 0 leads every scorer by far (docs/commands/analyze.md): a wrong trace or
     # a mislabelled block would not.
     ntk = [s["ntk"] for s in a["scores"]]
     assert ntk.index(max(ntk)) == 0 and a["layer0_ratio"] > 2 and 0 in a["critical_layers"]
