@@ -218,7 +218,7 @@ typer_command(app, "bench", BenchConfig, command_parameters(bench), bench)
 def devices(
     show: Annotated[str | None, typer.Option(help="Print one profile in full, with the source of every fact.")] = None,
 ) -> None:
-    """List the device profiles (devices/*.toml, and $CLIDEP_DEVICES), or show one with its sources."""
+    """List the device profiles (clidep/devices/*.toml, and $CLIDEP_DEVICES), or show one with its sources."""
     from rich.console import Console
     from rich.table import Table
 

@@ -290,7 +290,7 @@ def world(tmp_path_factory, tiny_setup):
     (texts / "latin1.txt").write_bytes("caf\xe9 cr\xe8me".encode("latin-1"))
     (texts / "one.txt").write_text("the")
     (texts / "importance.json").write_text("{")
-    profile = (Path(__file__).resolve().parents[1] / "devices" / "raspberry-pi-5.toml").read_text()
+    profile = (Path(__file__).resolve().parents[1] / "clidep" / "devices" / "raspberry-pi-5.toml").read_text()
     (texts / "nan.toml").write_text(profile.replace("mem_bandwidth_gbs = 10.0", "mem_bandwidth_gbs = nan"))
     corrupt = root / "corrupt"
     corrupt.mkdir()

@@ -1,7 +1,7 @@
 """Device profiles: one TOML file per device, each fact with its source.
 
-Profiles are looked up in ``$CLIDEP_DEVICES`` (a directory), then in the project's
-``devices/``; ``--device path/to/file.toml`` reads a file directly. ``host`` is measured by
+Profiles are looked up in ``$CLIDEP_DEVICES`` (a directory), then in the package's own
+``clidep/devices/`` (package data, so an installed wheel has them); ``--device path/to/file.toml`` reads a file directly. ``host`` is measured by
 clidep itself at bench time. Every field is checked, and a bad one is named with the reason.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 from clidep.errors import ClidepError
 
 ENV_VAR = "CLIDEP_DEVICES"
-_BUILTIN = Path(__file__).resolve().parents[2] / "devices"
+_BUILTIN = Path(__file__).resolve().parents[1] / "devices"  # package data: a wheel carries them
 
 _NUMBERS = ("clock_ghz", "ram_gb", "usable_ram_fraction", "mem_bandwidth_gbs", "fp32_gflops", "int8_gops")
 _INTEGERS = ("cores", "threads")
