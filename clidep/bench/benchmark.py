@@ -185,7 +185,7 @@ def _bench(files: list[dict], device: Profile, c: BenchConfig, timeout: int, log
     rows = []
     ids_files: dict[Path, Path] = {}  # one tokenisation per export directory, shared by its variants
     with tempfile.TemporaryDirectory() as tmp:
-        for f, runtime, threads in [(f, rt, n) for f in files for rt in _runtimes(c, f, log) for n in sweep]:
+        for f, runtime, threads in [(v, rt, n) for v in files for rt in _runtimes(c, v, log) for n in sweep]:
             row = {"name": f["name"], "precision": f["precision"], "runtime": runtime, "threads": threads,
                    "file": str(f["file"]), "size_bytes": graph_bytes(f["file"]),
                    "is_baseline": bool(baseline) and Path(baseline) in (f["dir"], f["file"])}

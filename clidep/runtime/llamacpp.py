@@ -20,8 +20,12 @@ import subprocess
 import sys
 import tarfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from clidep.errors import ClidepError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 VERSION = "0.3.36"  # llama-cpp-python, whose sdist pins the llama.cpp source (and bindings) used here
 TOOLS = ("llama-bench", "llama-quantize")
@@ -118,7 +122,7 @@ class LlamaCppModel:
             raise Unavailable(f"llama.cpp cannot load {path.name}: {exc}") from exc
         self.n_ctx = n_ctx
 
-    def logits(self, ids) -> "np.ndarray":
+    def logits(self, ids) -> np.ndarray:
         """(B, T) token ids -> (B, T, V) float32 logits, each row from an empty cache."""
         import numpy as np
 
@@ -129,7 +133,7 @@ class LlamaCppModel:
             out.append(np.array(self.llm.scores[: row.size], dtype=np.float32))
         return np.stack(out)
 
-    def generate(self, prompt, max_new_tokens: int) -> "np.ndarray":
+    def generate(self, prompt, max_new_tokens: int) -> np.ndarray:
         """(1, P) -> (1, P + MAX_NEW_TOKENS): greedy, the argmax of each step's logits."""
         import numpy as np
 
