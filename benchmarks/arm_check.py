@@ -44,30 +44,64 @@ def main() -> None:
         compress(str(EMBEDDED), tmp / "uniform", method="uniform", match=str(tmp / "cli"), **common)
         for student in ("cli", "uniform"):
             for kind, options in KINDS.items():
-                manifest = export_artifact(tmp / student, tmp / f"{student}-{kind}", check_arm=True, log=print,
-                                           ppl_data="python-docs-valid", ppl_tokens=a.tokens, **options)
+                manifest = export_artifact(
+                    tmp / student,
+                    tmp / f"{student}-{kind}",
+                    check_arm=True,
+                    log=print,
+                    ppl_data="python-docs-valid",
+                    ppl_tokens=a.tokens,
+                    **options,
+                )
                 precision = {v["file"]: v["precision"] for v in manifest["variants"]}
                 x86 = {v["file"]: v for v in manifest["variants"]}
                 for core, c in manifest["aarch64"]["cores"].items():
                     for file, f in c["variants"].items():
-                        rows.append({"student": student, "graph": kind, "precision": precision[file], "core": core,
-                                     **f, "x86_fp32_agreement": x86[file]["greedy_agreement"],
-                                     "x86_ppl_delta": x86[file]["ppl_delta"], "machine": c["machine"]})
+                        rows.append(
+                            {
+                                "student": student,
+                                "graph": kind,
+                                "precision": precision[file],
+                                "core": core,
+                                **f,
+                                "x86_fp32_agreement": x86[file]["greedy_agreement"],
+                                "x86_ppl_delta": x86[file]["ppl_delta"],
+                                "machine": c["machine"],
+                            }
+                        )
     F = report.Field
-    fields = [F("student", "student"), F("graph", "graph"), F("precision", "precision"), F("core", "core"),
-              F("max_abs_logit_diff", "max abs Δlogit vs x86", ".2e"), F("argmax_agreement", "next token = x86", ".1%"),
-              F("flip_max_margin", "largest x86 margin at a flip", ".3f"), F("greedy_match", "greedy = x86"),
-              F("ppl_vs_host", "Δppl vs x86 (same file)", "+.2%"), F("ppl_delta", "Δppl vs x86 fp32", "+.2%"),
-              F("x86_ppl_delta", "x86's Δppl", "+.2%"), F("fp32_agreement", "next token = x86 fp32", ".1%"),
-              F("x86_fp32_agreement", "x86's", ".1%"), F("genai_matches_runner", "GenAI = runner"),
-              F("genai_greedy_match", "GenAI greedy = x86's")]
+    fields = [
+        F("student", "student"),
+        F("graph", "graph"),
+        F("precision", "precision"),
+        F("core", "core"),
+        F("max_abs_logit_diff", "max abs Δlogit vs x86", ".2e"),
+        F("argmax_agreement", "next token = x86", ".1%"),
+        F("flip_max_margin", "largest x86 margin at a flip", ".3f"),
+        F("greedy_match", "greedy = x86"),
+        F("ppl_vs_host", "Δppl vs x86 (same file)", "+.2%"),
+        F("ppl_delta", "Δppl vs x86 fp32", "+.2%"),
+        F("x86_ppl_delta", "x86's Δppl", "+.2%"),
+        F("fp32_agreement", "next token = x86 fp32", ".1%"),
+        F("x86_fp32_agreement", "x86's", ".1%"),
+        F("genai_matches_runner", "GenAI = runner"),
+        F("genai_greedy_match", "GenAI greedy = x86's"),
+    ]
     prov = provenance()
     emulator = rows[0]["machine"]["emulated"]
-    title = (f"**emulated aarch64** ({emulator}, ONNX Runtime {rows[0]['machine']['onnxruntime']}) against x86 on "
-             f"{prov['host']}, {a.tokens:,} tokens of held-out docstrings, students distilled {a.steps} steps, git "
-             f"{prov['git_sha']}, {prov['time']}: what ARM's kernels compute, not how fast")
-    for path in report.write(Path(a.out), "arm_check", fields, rows, {"provenance": prov, "steps": a.steps,
-                                                                       "tokens": a.tokens, "rows": rows}, title):
+    title = (
+        f"**emulated aarch64** ({emulator}, ONNX Runtime {rows[0]['machine']['onnxruntime']}) against x86 on "
+        f"{prov['host']}, {a.tokens:,} tokens of held-out docstrings, students distilled {a.steps} steps, git "
+        f"{prov['git_sha']}, {prov['time']}: what ARM's kernels compute, not how fast"
+    )
+    for path in report.write(
+        Path(a.out),
+        "arm_check",
+        fields,
+        rows,
+        {"provenance": prov, "steps": a.steps, "tokens": a.tokens, "rows": rows},
+        title,
+    ):
         print(path)
 
 

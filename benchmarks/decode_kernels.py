@@ -21,17 +21,25 @@ import tempfile
 import time
 from pathlib import Path
 
+import gpt2_shapes
 import numpy as np
 
-import gpt2_shapes
 from clidep.bench import report
 
 ROOT = Path(__file__).resolve().parents[1]
 
 # (label, bits, block, accuracy_level); None bits = fp32. accuracy_level 0: fp32 compute; 4: int8 compute.
-CANDIDATES = [("fp32", None, 0, None),
-              ("8-bit", 8, 32, 4), ("8-bit", 8, 64, 4), ("8-bit", 8, 128, 4), ("8-bit", 8, 32, 0),
-              ("4-bit", 4, 32, 4), ("4-bit", 4, 64, 4), ("4-bit", 4, 128, 4), ("4-bit", 4, 32, 0)]
+CANDIDATES = [
+    ("fp32", None, 0, None),
+    ("8-bit", 8, 32, 4),
+    ("8-bit", 8, 64, 4),
+    ("8-bit", 8, 128, 4),
+    ("8-bit", 8, 32, 0),
+    ("4-bit", 4, 32, 4),
+    ("4-bit", 4, 64, 4),
+    ("4-bit", 4, 128, 4),
+    ("4-bit", 4, 32, 0),
+]
 SLOW = 0  # accuracy_level 0 at 8 bits is two orders of magnitude slower: fewer decode steps for it
 
 
@@ -57,16 +65,37 @@ def main() -> None:
         for label, bits, block, acc in CANDIDATES:
             path = _write(shapes, Path(tmp) / "m.onnx", bits, block, acc)
             steps = 3 if (bits == 8 and acc == SLOW) else a.steps
-            rows.append({"graph": "ONNX Runtime", "weights": label, "block": block or None, "accuracy_level": acc,
-                         "size_bytes": path.stat().st_size, **_speed(path, a.threads, steps),
-                         "teacher_ppl_delta": quality.get((bits, block, acc)), "provenance": _prov(prov)})
+            rows.append(
+                {
+                    "graph": "ONNX Runtime",
+                    "weights": label,
+                    "block": block or None,
+                    "accuracy_level": acc,
+                    "size_bytes": path.stat().st_size,
+                    **_speed(path, a.threads, steps),
+                    "teacher_ppl_delta": quality.get((bits, block, acc)),
+                    "provenance": _prov(prov),
+                }
+            )
             print(report.markdown(FIELDS, rows[-1:]).splitlines()[-1], flush=True)
-        rows.append({"graph": "traced", "weights": "int8 dynamic (before)", "block": None, "accuracy_level": None,
-                     **_traced_int8(shapes, Path(tmp), a.threads, a.steps), "teacher_ppl_delta": quality.get("dynamic"),
-                     "provenance": _prov(prov)})
-    result = {**prov, "shapes": {"layers": a.layers, "width": a.width, "heads": a.heads, "vocab": a.vocab},
-              "threads": a.threads, "quality": {"teacher": a.teacher, "data": "wikitext-test", "tokens": a.tokens},
-              "rows": rows}
+        rows.append(
+            {
+                "graph": "traced",
+                "weights": "int8 dynamic (before)",
+                "block": None,
+                "accuracy_level": None,
+                **_traced_int8(shapes, Path(tmp), a.threads, a.steps),
+                "teacher_ppl_delta": quality.get("dynamic"),
+                "provenance": _prov(prov),
+            }
+        )
+    result = {
+        **prov,
+        "shapes": {"layers": a.layers, "width": a.width, "heads": a.heads, "vocab": a.vocab},
+        "threads": a.threads,
+        "quality": {"teacher": a.teacher, "data": "wikitext-test", "tokens": a.tokens},
+        "rows": rows,
+    }
     report.write(Path(a.out), "decode_kernels", FIELDS, rows, result, title=title(result))
     print(report.markdown(FIELDS, rows, title(result)), end="")
 
@@ -154,17 +183,23 @@ def _prov(p: dict) -> dict:
 
 def title(result: dict) -> str:
     s = result["shapes"]
-    return (f"Quantised decode kernels: {s['layers']} x {s['width']}, vocabulary {s['vocab']:,}, random weights, "
-            f"ONNX Runtime {result['onnxruntime']} on {result['threads']} threads of {result['cpu']} "
-            f"(ms, median ± sd of the decode steps)")
+    return (
+        f"Quantised decode kernels: {s['layers']} x {s['width']}, vocabulary {s['vocab']:,}, random weights, "
+        f"ONNX Runtime {result['onnxruntime']} on {result['threads']} threads of {result['cpu']} "
+        f"(ms, median ± sd of the decode steps)"
+    )
 
 
 FIELDS = [
-    report.Field("graph", "graph"), report.Field("weights", "weights"), report.Field("block", "block"),
+    report.Field("graph", "graph"),
+    report.Field("weights", "weights"),
+    report.Field("block", "block"),
     report.Field("accuracy_level", "accuracy_level"),
     report.Field("size_bytes", "MB", text=lambda r: f"{r['size_bytes'] / 1e6:.0f}"),
     report.Field("decode_ms_32", "decode @32", text=lambda r: f"{r['decode_ms_32']:.1f} ± {r['decode_ms_32_sd']:.1f}"),
-    report.Field("decode_ms_512", "decode @512", text=lambda r: f"{r['decode_ms_512']:.1f} ± {r['decode_ms_512_sd']:.1f}"),
+    report.Field(
+        "decode_ms_512", "decode @512", text=lambda r: f"{r['decode_ms_512']:.1f} ± {r['decode_ms_512_sd']:.1f}"
+    ),
     report.Field("prefill_ms_512", "prefill 512", ".0f"),
     report.Field("teacher_ppl_delta", "teacher Δppl", "+.2%"),
 ]

@@ -40,11 +40,11 @@ def log(msg: str) -> None:
 def start(a) -> dict:
     """The run's provenance (the commit and time it starts from), the teacher's NTK report
     (8 x 128 tokens, 16 probes), its config, size and score, and the protected set."""
+    from clidep.bench.provenance import provenance
     from clidep.compress.analyze import analyze
     from clidep.compress.widths import protected_blocks
     from clidep.model.convert import load_model
     from clidep.model.params import param_count
-    from clidep.bench.provenance import provenance
 
     t0, started_at = time.perf_counter(), provenance()
     report = analyze(a.teacher, samples=8, seq_len=min(a.seq_len, 128), probes=16, method="ntk", seed=0)
@@ -52,8 +52,14 @@ def start(a) -> dict:
     config = load_model(a.teacher).config
     teacher = {"params": param_count(config), **score(a, a.teacher)}
     log(f"teacher: {teacher}; layer-0 NTK ratio {report['layer0_ratio']:.2f}; protected blocks {protected}")
-    return {"t0": t0, "provenance": started_at, "report": report, "protected": protected, "config": config,
-            "teacher": teacher}
+    return {
+        "t0": t0,
+        "provenance": started_at,
+        "report": report,
+        "protected": protected,
+        "config": config,
+        "teacher": teacher,
+    }
 
 
 def write(a, name: str, setup: dict, result: dict, title: str, fields: list, extra_rows: tuple[str, ...] = ()) -> None:
@@ -75,14 +81,18 @@ def write(a, name: str, setup: dict, result: dict, title: str, fields: list, ext
 def teacher_line(result: dict) -> str:
     """The first sentence of every distillation table: the teacher and the evaluation protocol."""
     t, p = result["teacher"], result["protocol"]
-    return (f"Teacher {t['params'] / 1e6:.2f} M parameters, ppl {t['ppl']:.2f} ({p['eval_data']}, context {p['context']}, "
-            f"stride {p['stride']}, {t['tokens']:,} tokens).")
+    return (
+        f"Teacher {t['params'] / 1e6:.2f} M parameters, ppl {t['ppl']:.2f} ({p['eval_data']}, context {p['context']}, "
+        f"stride {p['stride']}, {t['tokens']:,} tokens)."
+    )
 
 
 def score(a, path: str) -> dict:
     from clidep.quality.evaluate import evaluate
 
-    res = evaluate(path, data=a.eval_data, context=a.context, stride=a.stride, batch_size=8, max_tokens=a.eval_tokens or None)
+    res = evaluate(
+        path, data=a.eval_data, context=a.context, stride=a.stride, batch_size=8, max_tokens=a.eval_tokens or None
+    )
     return {"ppl": res.ppl, "tokens": res.tokens, "data": res.data}
 
 
@@ -101,9 +111,17 @@ def summarise(rows: list[dict], keys: tuple[str, ...]) -> list[dict]:
     out = []
     for group in arms.values():
         ppl = [r["ppl"] for r in group]
-        out.append({**group[0], "seeds": [r["seed"] for r in group], "ppl_seeds": ppl, "ppl_mean": float(np.mean(ppl)),
-                    "ppl_sd": float(np.std(ppl, ddof=1)) if len(ppl) > 1 else 0.0,
-                    "params_seeds": [r["params"] for r in group], "runs": group})
+        out.append(
+            {
+                **group[0],
+                "seeds": [r["seed"] for r in group],
+                "ppl_seeds": ppl,
+                "ppl_mean": float(np.mean(ppl)),
+                "ppl_sd": float(np.std(ppl, ddof=1)) if len(ppl) > 1 else 0.0,
+                "params_seeds": [r["params"] for r in group],
+                "runs": group,
+            }
+        )
     return out
 
 
@@ -115,17 +133,36 @@ def ppl_fields() -> list:
         n = len(r["ppl_seeds"])
         return f"{r['ppl_mean']:.2f} ± {r['ppl_sd']:.2f}" if n > 1 else f"{r['ppl_mean']:.2f} (1 seed)"
 
-    return [Field("ppl_mean", "ppl mean ± sd", text=mean_sd),
-            Field("ppl_seeds", "ppl per seed", text=lambda r: " / ".join(f"{x:.2f}" for x in r["ppl_seeds"]))]
+    return [
+        Field("ppl_mean", "ppl mean ± sd", text=mean_sd),
+        Field("ppl_seeds", "ppl per seed", text=lambda r: " / ".join(f"{x:.2f}" for x in r["ppl_seeds"])),
+    ]
 
 
 def train_settings(a, seed: int) -> dict:
     """compress() keywords every arm shares: data, budget, schedule, SEED, evaluation every 1/8 of the run."""
-    return dict(data=a.data, tokens=a.tokens, batch_size=a.batch_size, seq_len=a.seq_len, seed=seed,
-                eval_every=max(1, a.tokens // (a.batch_size * a.seq_len) // 8), save_every=100, overwrite=True, log=log)
+    return dict(
+        data=a.data,
+        tokens=a.tokens,
+        batch_size=a.batch_size,
+        seq_len=a.seq_len,
+        seed=seed,
+        eval_every=max(1, a.tokens // (a.batch_size * a.seq_len) // 8),
+        save_every=100,
+        overwrite=True,
+        log=log,
+    )
 
 
 def protocol(a, teacher: dict) -> dict:
-    return {"eval_data": teacher["data"], "context": a.context, "stride": a.stride, "eval_tokens": teacher["tokens"],
-            "train_data": a.data or "wiki-en (offline)", "tokens_per_arm": a.tokens, "batch_size": a.batch_size,
-            "seq_len": a.seq_len, "seeds": seeds(a)}
+    return {
+        "eval_data": teacher["data"],
+        "context": a.context,
+        "stride": a.stride,
+        "eval_tokens": teacher["tokens"],
+        "train_data": a.data or "wiki-en (offline)",
+        "tokens_per_arm": a.tokens,
+        "batch_size": a.batch_size,
+        "seq_len": a.seq_len,
+        "seeds": seeds(a),
+    }

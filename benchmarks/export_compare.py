@@ -38,8 +38,20 @@ def peer_pipeline(model: Path, work: Path) -> list[dict]:
 
     out = work / "peer"
     t0 = time.perf_counter()
-    subprocess.run([str(PEER / "optimum-cli"), "export", "onnx", "--model", str(model), "--task",
-                    "text-generation-with-past", str(out)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            str(PEER / "optimum-cli"),
+            "export",
+            "onnx",
+            "--model",
+            str(model),
+            "--task",
+            "text-generation-with-past",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+    )
     rows = [{"file": out / "model.onnx", "precision": "fp32", "seconds": time.perf_counter() - t0}]
     t0 = time.perf_counter()
     quantize_dynamic(str(out / "model.onnx"), str(out / "model.int8.onnx"), weight_type=QuantType.QInt8)
@@ -49,8 +61,14 @@ def peer_pipeline(model: Path, work: Path) -> list[dict]:
     q.process()
     onnx.save(q.model.model, str(out / "model.int4.onnx"))
     graph = onnx.load(str(out / "model.int4.onnx"))
-    rows.append({"file": out / "model.int4.onnx", "precision": "int4-weight-only", "seconds": time.perf_counter() - t0,
-                 "linear_layers_quantized": sum(n.op_type == "MatMulNBits" for n in graph.graph.node)})
+    rows.append(
+        {
+            "file": out / "model.int4.onnx",
+            "precision": "int4-weight-only",
+            "seconds": time.perf_counter() - t0,
+            "linear_layers_quantized": sum(n.op_type == "MatMulNBits" for n in graph.graph.node),
+        }
+    )
     return rows
 
 
@@ -65,12 +83,11 @@ def main() -> None:
 
     import torch
 
+    from clidep.bench.provenance import provenance
+    from clidep.data import load_tokenizer, read_text, tokenize_text
     from clidep.export.artifact import export_artifact
     from clidep.model.convert import load_model
-    from clidep.data import load_tokenizer, read_text
-    from clidep.data import tokenize_text
     from clidep.quality.perplexity import perplexity
-    from clidep.bench.provenance import provenance
     from clidep.runtime.runner import OnnxCausalLM
 
     rows = []
@@ -87,11 +104,24 @@ def main() -> None:
             t0 = time.perf_counter()
             manifest = export_artifact(src, work / name, int8=True, int4=True, ppl_tokens=16)
             total = time.perf_counter() - t0
-            files = [{"file": work / name / v["file"], "precision": v["precision"], "seconds": v["seconds"],
-                      **({"linear_layers_quantized": v["linear_layers_quantized"]} if "linear_layers_quantized" in v else {})}
-                     for v in manifest["variants"]]
+            files = [
+                {
+                    "file": work / name / v["file"],
+                    "precision": v["precision"],
+                    "seconds": v["seconds"],
+                    **(
+                        {"linear_layers_quantized": v["linear_layers_quantized"]}
+                        if "linear_layers_quantized" in v
+                        else {}
+                    ),
+                }
+                for v in manifest["variants"]
+            ]
             pipelines = [("clidep", files)]
-            if manifest["model_type"] == "gpt2" or json.loads((Path(src) / "config.json").read_text())["model_type"] == "gpt2":
+            if (
+                manifest["model_type"] == "gpt2"
+                or json.loads((Path(src) / "config.json").read_text())["model_type"] == "gpt2"
+            ):
                 pipelines.append(("peer", peer_pipeline(Path(src), work / name)))
             for pipeline, entries in pipelines:
                 base = None
@@ -99,18 +129,39 @@ def main() -> None:
                     runner = OnnxCausalLM(e["file"])
                     ppl = perplexity(runner.logits, ids, context, context // 2, 4).ppl
                     base = base or ppl
-                    rows.append({
-                        "model": name, "pipeline": pipeline, "precision": e["precision"],
-                        "size_bytes": e["file"].stat().st_size, "seconds": round(e["seconds"], 2),
-                        "max_abs_logit_diff_vs_torch": float(np.abs(runner.logits(probe) - ref).max()),
-                        "ppl": ppl, "ppl_delta": ppl / base - 1,
-                        **({"linear_layers_quantized": e["linear_layers_quantized"]} if "linear_layers_quantized" in e else {}),
-                    })
-            rows.append({"model": name, "pipeline": "clidep", "precision": "all (export + validation + scoring)",
-                         "seconds": round(total, 2)})
+                    rows.append(
+                        {
+                            "model": name,
+                            "pipeline": pipeline,
+                            "precision": e["precision"],
+                            "size_bytes": e["file"].stat().st_size,
+                            "seconds": round(e["seconds"], 2),
+                            "max_abs_logit_diff_vs_torch": float(np.abs(runner.logits(probe) - ref).max()),
+                            "ppl": ppl,
+                            "ppl_delta": ppl / base - 1,
+                            **(
+                                {"linear_layers_quantized": e["linear_layers_quantized"]}
+                                if "linear_layers_quantized" in e
+                                else {}
+                            ),
+                        }
+                    )
+            rows.append(
+                {
+                    "model": name,
+                    "pipeline": "clidep",
+                    "precision": "all (export + validation + scoring)",
+                    "seconds": round(total, 2),
+                }
+            )
     result = {
         **provenance(),
-        "protocol": {"data": "wikitext-test", "tokens": a.tokens, "context": "model positions", "stride": "context / 2"},
+        "protocol": {
+            "data": "wikitext-test",
+            "tokens": a.tokens,
+            "context": "model positions",
+            "stride": "context / 2",
+        },
         "rows": rows,
     }
     out = Path(a.out)
@@ -121,11 +172,16 @@ def main() -> None:
 
 
 FIELDS = [
-    report.Field("model", "model"), report.Field("pipeline", "pipeline"), report.Field("precision", "precision"),
+    report.Field("model", "model"),
+    report.Field("pipeline", "pipeline"),
+    report.Field("precision", "precision"),
     report.Field("size_bytes", "MB", text=lambda r: f"{r['size_bytes'] / 1e6:.1f}"),
-    report.Field("max_abs_logit_diff_vs_torch", "max abs logit diff vs torch", ".2g"), report.Field("ppl", "ppl", ".2f"),
+    report.Field("max_abs_logit_diff_vs_torch", "max abs logit diff vs torch", ".2g"),
+    report.Field("ppl", "ppl", ".2f"),
     report.Field("ppl_delta", "Δppl vs fp32", "+.2%"),
-    report.Field("linear_layers_quantized", "linear layers quantised", text=lambda r: str(r.get("linear_layers_quantized", ""))),
+    report.Field(
+        "linear_layers_quantized", "linear layers quantised", text=lambda r: str(r.get("linear_layers_quantized", ""))
+    ),
     report.Field("seconds", "seconds"),
 ]
 

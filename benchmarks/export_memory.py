@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import gpt2_shapes
+
 from clidep.bench import report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,24 +46,53 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         runtime._models(a, work, lambda m: None)
-        cmd = [sys.executable, "-m", "clidep", "export", str(work / "cli"), "--out", str(work / "onnx"), *a.flags.split()]
+        cmd = [
+            sys.executable,
+            "-m",
+            "clidep",
+            "export",
+            str(work / "cli"),
+            "--out",
+            str(work / "onnx"),
+            *a.flags.split(),
+        ]
         phases, samples, peak_rusage, wall = _run(cmd)
         fp32 = (work / "onnx" / "model.onnx").stat().st_size
-        fp32 += (work / "onnx" / "model.onnx.data").stat().st_size if (work / "onnx" / "model.onnx.data").exists() else 0
+        fp32 += (
+            (work / "onnx" / "model.onnx.data").stat().st_size if (work / "onnx" / "model.onnx.data").exists() else 0
+        )
     peak = max(rss for _, rss in samples)
     rows = []
     for i, (t, line) in enumerate(phases):
         end = phases[i + 1][0] if i + 1 < len(phases) else wall
         during = [rss for s, rss in samples if t <= s <= end] or [0]
-        rows.append({"phase": line, "start_s": t, "seconds": end - t, "peak_rss_mb": max(during) / 1e6,
-                     "vs_fp32_graph": max(during) / fp32})
-    result = {**provenance(), "command": " ".join(["clidep", *cmd[3:4], "STUDENT", *cmd[5:6], "OUT", *cmd[7:]]),
-              "shapes": {"layers": a.layers, "width": a.width, "heads": a.heads, "vocab": a.vocab}, "ratio": a.ratio,
-              "fp32_graph_bytes": fp32, "peak_rss_bytes": peak, "peak_rss_rusage_bytes": peak_rusage,
-              "peak_vs_fp32_graph": peak / fp32, "wall_s": wall, "rss_samples": samples, "rows": rows}
-    heading = (f"clidep export {a.flags} of the CLI student at {a.ratio}x of {a.layers} x {a.width} (vocabulary "
-               f"{a.vocab:,}), random weights, on {result['host']} at git {result['git_sha']}: fp32 graph "
-               f"{fp32 / 1e6:.0f} MB, peak RSS {peak / 1e6:.0f} MB ({peak / fp32:.1f}x), {wall:.0f} s in all")
+        rows.append(
+            {
+                "phase": line,
+                "start_s": t,
+                "seconds": end - t,
+                "peak_rss_mb": max(during) / 1e6,
+                "vs_fp32_graph": max(during) / fp32,
+            }
+        )
+    result = {
+        **provenance(),
+        "command": " ".join(["clidep", *cmd[3:4], "STUDENT", *cmd[5:6], "OUT", *cmd[7:]]),
+        "shapes": {"layers": a.layers, "width": a.width, "heads": a.heads, "vocab": a.vocab},
+        "ratio": a.ratio,
+        "fp32_graph_bytes": fp32,
+        "peak_rss_bytes": peak,
+        "peak_rss_rusage_bytes": peak_rusage,
+        "peak_vs_fp32_graph": peak / fp32,
+        "wall_s": wall,
+        "rss_samples": samples,
+        "rows": rows,
+    }
+    heading = (
+        f"clidep export {a.flags} of the CLI student at {a.ratio}x of {a.layers} x {a.width} (vocabulary "
+        f"{a.vocab:,}), random weights, on {result['host']} at git {result['git_sha']}: fp32 graph "
+        f"{fp32 / 1e6:.0f} MB, peak RSS {peak / 1e6:.0f} MB ({peak / fp32:.1f}x), {wall:.0f} s in all"
+    )
     report.write(Path(a.out), "export_memory", FIELDS, rows, result, title=heading)
     print(report.markdown(FIELDS, rows, heading), end="")
 
@@ -70,8 +100,9 @@ def main() -> None:
 def _run(cmd: list[str]) -> tuple[list, list, int, float]:
     """Run CMD: its progress lines [(s, line)], RSS samples [(s, bytes)], getrusage's peak and the wall time."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-                            env={**os.environ, "COLUMNS": "200"})
+    proc = subprocess.Popen(
+        cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env={**os.environ, "COLUMNS": "200"}
+    )
     samples, phases = [], [(0.0, "start: python, torch, transformers")]
 
     def sample():
@@ -96,9 +127,13 @@ def _run(cmd: list[str]) -> tuple[list, list, int, float]:
     return phases, samples, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024, wall
 
 
-FIELDS = [report.Field("phase", "phase (the export's progress line)"), report.Field("start_s", "at s", ".1f"),
-          report.Field("seconds", "seconds", ".1f"), report.Field("peak_rss_mb", "peak RSS MB", ".0f"),
-          report.Field("vs_fp32_graph", "x fp32 graph", ".2f")]
+FIELDS = [
+    report.Field("phase", "phase (the export's progress line)"),
+    report.Field("start_s", "at s", ".1f"),
+    report.Field("seconds", "seconds", ".1f"),
+    report.Field("peak_rss_mb", "peak RSS MB", ".0f"),
+    report.Field("vs_fp32_graph", "x fp32 graph", ".2f"),
+]
 
 
 if __name__ == "__main__":

@@ -50,8 +50,12 @@ def main() -> None:
     from clidep.runtime import llamacpp
 
     llamacpp.build(print)
-    prov = {**provenance(), "llama_cpp": f"{llamacpp.VERSION} ({llamacpp.build_commit()})", "threads": a.threads,
-            "reps": a.reps}
+    prov = {
+        **provenance(),
+        "llama_cpp": f"{llamacpp.VERSION} ({llamacpp.build_commit()})",
+        "threads": a.threads,
+        "reps": a.reps,
+    }
     with tempfile.TemporaryDirectory() as tmp:
         rows = _medium_rows(a, Path(tmp))
         teacher, refused = _teacher_rows(a, Path(tmp))
@@ -64,8 +68,10 @@ def main() -> None:
 
 
 def title(d: dict) -> str:
-    return (f"clidep's GGUF against llama.cpp's own, same weights, llama-bench pp512 / tg128 @ d32, {d['threads']} threads, "
-            f"{d['reps']} reps, llama.cpp {d['llama_cpp']}, git {d['git_sha']}, {d['time']}")
+    return (
+        f"clidep's GGUF against llama.cpp's own, same weights, llama-bench pp512 / tg128 @ d32, {d['threads']} threads, "
+        f"{d['reps']} reps, llama.cpp {d['llama_cpp']}, git {d['git_sha']}, {d['time']}"
+    )
 
 
 def _teacher_rows(a, tmp: Path) -> tuple[list[dict], str]:
@@ -86,8 +92,10 @@ def _teacher_rows(a, tmp: Path) -> tuple[list[dict], str]:
         rs = [llamacpp_record(path, a) for _ in range(a.reps)]
         check = {k: f[k] for k in ("max_abs_logit_diff", "max_abs_logit_diff_plain_gelu", "greedy_match")}
         check["gelu_table_shift"] = manifest["gguf"]["gelu_table_shift"]  # the reference's, the same for every file
-        rows.append(_row("reference teacher", path, f["type"], "clidep export --gguf", rs)
-                    | {"ppl": _ppl(path, ids, context), "export_check": check})
+        rows.append(
+            _row("reference teacher", path, f["type"], "clidep export --gguf", rs)
+            | {"ppl": _ppl(path, ids, context), "export_check": check}
+        )
     for r in rows:
         r["ppl_vs_f32"] = r["ppl"] / rows[0]["ppl"]
     return rows, refused
@@ -137,8 +145,14 @@ def _medium_rows(a, tmp: Path) -> list[dict]:
         mine = tmp / f"medium.clidep.{kind}.gguf"
         quantize_gguf(f32, mine, kind)
         peer = llama_peer.convert(hf, tmp / f"medium.peer.{kind}.gguf", kind)
-        rows += _pair(f"GPT-2 medium shapes ({a.layers} x {a.width})", mine, peer, kind,
-                      "convert_hf_to_gguf.py" + (" + llama-quantize" if kind == "q4_0" else ""), a)
+        rows += _pair(
+            f"GPT-2 medium shapes ({a.layers} x {a.width})",
+            mine,
+            peer,
+            kind,
+            "convert_hf_to_gguf.py" + (" + llama-quantize" if kind == "q4_0" else ""),
+            a,
+        )
     return rows
 
 
@@ -157,21 +171,33 @@ def _pair(model: str, mine: Path, peer: Path, kind: str, peer_path: str, a) -> l
 
 
 def _row(model: str, path: Path, kind: str, writer: str, records: list[dict]) -> dict:
-    return {"model": model, "type": kind.upper(), "writer": writer, "size_bytes": path.stat().st_size,
-            "tensor_types": _types(path), "tg_tps": spread([r["tg_tps"]["32"]["mean"] for r in records]),
-            "pp_tps": spread([r["pp_tps"]["512"]["mean"] for r in records]),
-            "repack": records[0]["runner"]["llama_cpp"]["repack"], "ppl": None}
+    return {
+        "model": model,
+        "type": kind.upper(),
+        "writer": writer,
+        "size_bytes": path.stat().st_size,
+        "tensor_types": _types(path),
+        "tg_tps": spread([r["tg_tps"]["32"]["mean"] for r in records]),
+        "pp_tps": spread([r["pp_tps"]["512"]["mean"] for r in records]),
+        "repack": records[0]["runner"]["llama_cpp"]["repack"],
+        "ppl": None,
+    }
 
 
 def _identical(a: Path, b: Path) -> str:
-    """"k/n": how many of A's n tensors B holds under the same name with the same type and bytes."""
+    """ "k/n": how many of A's n tensors B holds under the same name with the same type and bytes."""
     import gguf
     import numpy as np
 
     theirs = {t.name: t for t in gguf.GGUFReader(str(b)).tensors}
     mine = gguf.GGUFReader(str(a)).tensors
-    same = sum(1 for t in mine if t.name in theirs and theirs[t.name].tensor_type == t.tensor_type
-               and np.array_equal(np.asarray(theirs[t.name].data), np.asarray(t.data)))
+    same = sum(
+        1
+        for t in mine
+        if t.name in theirs
+        and theirs[t.name].tensor_type == t.tensor_type
+        and np.array_equal(np.asarray(theirs[t.name].data), np.asarray(t.data))
+    )
     return f"{same}/{len(mine)}"
 
 
@@ -196,18 +222,28 @@ def _ppl(path: Path, ids, context: int) -> float:
 
 
 F = report.Field
-FIELDS = [F("model", "model"), F("type", "type"), F("writer", "written by"),
-          F("size_bytes", "MB", text=lambda r: f"{r['size_bytes'] / 1e6:.1f}"),
-          F("tensor_types", "tensor types", text=lambda r: ", ".join(f"{k} {v}" for k, v in r["tensor_types"].items())),
-          F("pp_tps.mean", "pp512 t/s", text=lambda r: f"{r['pp_tps']['mean']:.0f} ± {r['pp_tps']['sd']:.0f}"),
-          F("tg_tps.mean", "tg128 @d32 t/s", text=lambda r: f"{r['tg_tps']['mean']:.1f} ± {r['tg_tps']['sd']:.1f}"),
-          F("ppl", "ppl", ".3f"), F("ppl_vs_f32", "ppl vs F32", ".4f"),
-          F("tg_vs_peer", "tg / pp vs llama.cpp's file",
-            text=lambda r: "-" if "tg_vs_peer" not in r else f"{r['tg_vs_peer']:.3f} / {r['pp_vs_peer']:.3f}"),
-          F("identical_tensors", "tensors identical to llama.cpp's"),
-          F("tg_tps.sd", "", table=False), F("pp_tps.sd", "", table=False), F("pp_vs_peer", "", table=False),
-          F("export_check.max_abs_logit_diff", "", table=False),
-          F("export_check.max_abs_logit_diff_plain_gelu", "", table=False)]
+FIELDS = [
+    F("model", "model"),
+    F("type", "type"),
+    F("writer", "written by"),
+    F("size_bytes", "MB", text=lambda r: f"{r['size_bytes'] / 1e6:.1f}"),
+    F("tensor_types", "tensor types", text=lambda r: ", ".join(f"{k} {v}" for k, v in r["tensor_types"].items())),
+    F("pp_tps.mean", "pp512 t/s", text=lambda r: f"{r['pp_tps']['mean']:.0f} ± {r['pp_tps']['sd']:.0f}"),
+    F("tg_tps.mean", "tg128 @d32 t/s", text=lambda r: f"{r['tg_tps']['mean']:.1f} ± {r['tg_tps']['sd']:.1f}"),
+    F("ppl", "ppl", ".3f"),
+    F("ppl_vs_f32", "ppl vs F32", ".4f"),
+    F(
+        "tg_vs_peer",
+        "tg / pp vs llama.cpp's file",
+        text=lambda r: "-" if "tg_vs_peer" not in r else f"{r['tg_vs_peer']:.3f} / {r['pp_vs_peer']:.3f}",
+    ),
+    F("identical_tensors", "tensors identical to llama.cpp's"),
+    F("tg_tps.sd", "", table=False),
+    F("pp_tps.sd", "", table=False),
+    F("pp_vs_peer", "", table=False),
+    F("export_check.max_abs_logit_diff", "", table=False),
+    F("export_check.max_abs_logit_diff_plain_gelu", "", table=False),
+]
 
 
 if __name__ == "__main__":

@@ -21,5 +21,7 @@ def random_model(a: argparse.Namespace):
     from clidep import CLIGPT2Config, CLIGPT2LMHeadModel
 
     torch.manual_seed(0)
-    config = CLIGPT2Config(vocab_size=a.vocab, n_positions=a.positions, n_embd=a.width, n_layer=a.layers, n_head=a.heads)
+    config = CLIGPT2Config(
+        vocab_size=a.vocab, n_positions=a.positions, n_embd=a.width, n_layer=a.layers, n_head=a.heads
+    )
     return CLIGPT2LMHeadModel(config).eval()

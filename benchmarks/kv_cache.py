@@ -21,11 +21,11 @@ import argparse
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 import gpt2_shapes
-from clidep.bench import report
+import numpy as np
 from decode_kernels import _cpu, _prov, _speed
+
+from clidep.bench import report
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = [("fp32", None), ("int8", 8), ("int4", 4)]
@@ -58,16 +58,33 @@ def main() -> None:
         for weights, bits in WEIGHTS:
             for precision, mode in CACHES:
                 path = _write(model, Path(tmp) / "m.onnx", bits, INT4_BLOCK, precision, mode, absmax)
-                rows.append({"weights": weights, "cache": precision, "mode": mode or None,
-                             "size_bytes": path.stat().st_size, **_speed(path, a.threads, a.steps, depths),
-                             **quality.get((weights, precision, mode), {}), "provenance": _prov(prov)})
+                rows.append(
+                    {
+                        "weights": weights,
+                        "cache": precision,
+                        "mode": mode or None,
+                        "size_bytes": path.stat().st_size,
+                        **_speed(path, a.threads, a.steps, depths),
+                        **quality.get((weights, precision, mode), {}),
+                        "provenance": _prov(prov),
+                    }
+                )
                 first, last = f"decode_ms_{depths[0]}", f"decode_ms_{depths[-1]}"
                 rows[-1]["slowdown"] = rows[-1][last] / rows[-1][first]
                 print(report.markdown(fields(depths), rows[-1:]).splitlines()[-1], flush=True)
-    result = {**prov, "shapes": {"layers": a.layers, "width": a.width, "heads": a.heads, "vocab": a.vocab},
-              "threads": a.threads, "depths": depths,
-              "quality": {"teacher": a.teacher, "data": "wikitext-test", "tokens": a.tokens,
-                          "calibration": "wiki-en-valid, 32 windows of 512"}, "rows": rows}
+    result = {
+        **prov,
+        "shapes": {"layers": a.layers, "width": a.width, "heads": a.heads, "vocab": a.vocab},
+        "threads": a.threads,
+        "depths": depths,
+        "quality": {
+            "teacher": a.teacher,
+            "data": "wikitext-test",
+            "tokens": a.tokens,
+            "calibration": "wiki-en-valid, 32 windows of 512",
+        },
+        "rows": rows,
+    }
     report.write(Path(a.out), "kv_cache", fields(depths), rows, result, title=title(result))
     print(report.markdown(fields(depths), rows, title(result)), end="")
 
@@ -120,29 +137,41 @@ def _teacher(a) -> dict:
                 picks = decode_predictions(OnnxCausalLM(path, threads=a.threads), windows, 16)
                 if base_ppl is None:
                     base_ppl, base_picks = ppl, picks
-                out[(weights, precision, mode)] = {"teacher_ppl": ppl, "teacher_ppl_delta": ppl / base_ppl - 1,
-                                                   "decode_agreement": float((picks == base_picks).mean())}
+                out[(weights, precision, mode)] = {
+                    "teacher_ppl": ppl,
+                    "teacher_ppl_delta": ppl / base_ppl - 1,
+                    "decode_agreement": float((picks == base_picks).mean()),
+                }
     return out
 
 
 def title(result: dict) -> str:
     s = result["shapes"]
-    return (f"KV-cache precision: decode at {s['layers']} x {s['width']}, vocabulary {s['vocab']:,}, random weights, "
-            f"ONNX Runtime {result['onnxruntime']} on {result['threads']} threads of {result['cpu']} (ms/token, "
-            f"median ± sd of the decode steps); the teacher's perplexity, and its next token "
-            f"at 8 x 64 teacher-forced decode steps, against the same weights with an fp32 cache")
+    return (
+        f"KV-cache precision: decode at {s['layers']} x {s['width']}, vocabulary {s['vocab']:,}, random weights, "
+        f"ONNX Runtime {result['onnxruntime']} on {result['threads']} threads of {result['cpu']} (ms/token, "
+        f"median ± sd of the decode steps); the teacher's perplexity, and its next token "
+        f"at 8 x 64 teacher-forced decode steps, against the same weights with an fp32 cache"
+    )
 
 
 def fields(depths: tuple[int, ...]) -> list:
     def ms(d):
-        return report.Field(f"decode_ms_{d}", f"decode @{d}",
-                            text=lambda r, d=d: f"{r[f'decode_ms_{d}']:.1f} ± {r[f'decode_ms_{d}_sd']:.1f}")
+        return report.Field(
+            f"decode_ms_{d}",
+            f"decode @{d}",
+            text=lambda r, d=d: f"{r[f'decode_ms_{d}']:.1f} ± {r[f'decode_ms_{d}_sd']:.1f}",
+        )
 
-    return [report.Field("weights", "weights"), report.Field("cache", "cache"), report.Field("mode", "scales"),
-            *[ms(d) for d in depths],
-            report.Field("slowdown", f"@{depths[-1]} / @{depths[0]}", text=lambda r: f"{r['slowdown']:.2f}x"),
-            report.Field("teacher_ppl_delta", "teacher Δppl", "+.3%"),
-            report.Field("decode_agreement", "next token = fp32 cache", ".1%")]
+    return [
+        report.Field("weights", "weights"),
+        report.Field("cache", "cache"),
+        report.Field("mode", "scales"),
+        *[ms(d) for d in depths],
+        report.Field("slowdown", f"@{depths[-1]} / @{depths[0]}", text=lambda r: f"{r['slowdown']:.2f}x"),
+        report.Field("teacher_ppl_delta", "teacher Δppl", "+.3%"),
+        report.Field("decode_agreement", "next token = fp32 cache", ".1%"),
+    ]
 
 
 if __name__ == "__main__":

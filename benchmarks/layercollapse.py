@@ -34,12 +34,14 @@ from clidep.bench.report import Field
 
 def main() -> None:
     ap = distil_protocol.parser(__doc__.splitlines()[0], "layercollapse")
-    ap.add_argument("--ratio", type=float, default=2.47, help="also compare cli and cli+layercollapse at this ratio (0: skip)")
+    ap.add_argument(
+        "--ratio", type=float, default=2.47, help="also compare cli and cli+layercollapse at this ratio (0: skip)"
+    )
     ap.add_argument("--lc", type=float, default=1.0, help="LayerCollapse regulariser strength")
     a = ap.parse_args()
 
-    from clidep.model.params import param_count
     from clidep.compress.widths import student_config
+    from clidep.model.params import param_count
 
     work = Path(a.work)
     setup = distil_protocol.start(a)
@@ -47,15 +49,21 @@ def main() -> None:
     unprotected = [i for i in range(config.n_layer) if i not in protected]
     kinds = ["collapsed" if i in unprotected else "standard" for i in range(config.n_layer)]
     size = param_count(student_config(config, config.layer_widths, config.layer_head_dims, kinds))  # S: all collapsed
-    plans = [("layercollapse", "layercollapse", "layercollapse", dict(layers=",".join(map(str, unprotected)))),
-             ("cli", "cli", "cli-match", dict(params=size)),
-             ("cli+layercollapse", "cli+layercollapse", "cli+lc-match", dict(params=size))]
+    plans = [
+        ("layercollapse", "layercollapse", "layercollapse", dict(layers=",".join(map(str, unprotected)))),
+        ("cli", "cli", "cli-match", dict(params=size)),
+        ("cli+layercollapse", "cli+layercollapse", "cli+lc-match", dict(params=size)),
+    ]
     if a.ratio:
-        plans += [("cli", "cli", "cli-ratio", dict(ratio=a.ratio)),
-                  ("cli+layercollapse", "cli+layercollapse", "cli+lc-ratio", dict(ratio=a.ratio))]
+        plans += [
+            ("cli", "cli", "cli-ratio", dict(ratio=a.ratio)),
+            ("cli+layercollapse", "cli+layercollapse", "cli+lc-ratio", dict(ratio=a.ratio)),
+        ]
     rows = []
     for seed in distil_protocol.seeds(a):
-        common = dict(protect=",".join(map(str, protected)), lc=a.lc, init="teacher", **distil_protocol.train_settings(a, seed))
+        common = dict(
+            protect=",".join(map(str, protected)), lc=a.lc, init="teacher", **distil_protocol.train_settings(a, seed)
+        )
         for name, method, folder, sizing in plans:
             rows.append(_arm(a, name, method, work / f"{folder}-s{seed}", sizing, common, teacher, seed))
     result = {
@@ -76,12 +84,23 @@ def _arm(a, name: str, method: str, out: Path, sizing: dict, common: dict, teach
     s = distil_protocol.score(a, str(out))
     lc = r.get("layercollapse") or []
     row = {
-        "method": name, "size": "set by layercollapse" if "ratio" not in sizing else f"ratio {a.ratio}", "seed": seed,
-        "params": r["student_params"], "ratio": r["ratio"], "ppl": s["ppl"], "ppl_vs_teacher": s["ppl"] / teacher["ppl"],
-        "layer_widths": r["layer_widths"], "mlp_kinds": r["mlp_kinds"], "protected": r["protected"],
-        "collapsed": [x["layer"] for x in lc if x["collapsed"]], "left_uncollapsed": [x["layer"] for x in lc if not x["collapsed"]],
-        "layercollapse": lc, "tokens": r["tokens_trained"], "val_ppl_curve": r["ppl_curve"],
-        "train_seconds": r["seconds"], "wall_s": round(time.perf_counter() - started, 1),
+        "method": name,
+        "size": "set by layercollapse" if "ratio" not in sizing else f"ratio {a.ratio}",
+        "seed": seed,
+        "params": r["student_params"],
+        "ratio": r["ratio"],
+        "ppl": s["ppl"],
+        "ppl_vs_teacher": s["ppl"] / teacher["ppl"],
+        "layer_widths": r["layer_widths"],
+        "mlp_kinds": r["mlp_kinds"],
+        "protected": r["protected"],
+        "collapsed": [x["layer"] for x in lc if x["collapsed"]],
+        "left_uncollapsed": [x["layer"] for x in lc if not x["collapsed"]],
+        "layercollapse": lc,
+        "tokens": r["tokens_trained"],
+        "val_ppl_curve": r["ppl_curve"],
+        "train_seconds": r["seconds"],
+        "wall_s": round(time.perf_counter() - started, 1),
     }
     distil_protocol.log(f"{name} ({row['size']}, seed {seed}): {r['student_params']:,} parameters, ppl {s['ppl']:.2f}")
     return row
@@ -89,8 +108,10 @@ def _arm(a, name: str, method: str, out: Path, sizing: dict, common: dict, teach
 
 def title(result: dict) -> str:
     p = result["protocol"]
-    return (f"{distil_protocol.teacher_line(result)} Protected blocks {result['protected']}; "
-            f"{p['tokens_per_arm']:,} distillation tokens per arm, teacher init, lc {p['lc']}.")
+    return (
+        f"{distil_protocol.teacher_line(result)} Protected blocks {result['protected']}; "
+        f"{p['tokens_per_arm']:,} distillation tokens per arm, teacher init, lc {p['lc']}."
+    )
 
 
 def _collapsed(r: dict) -> str:
@@ -99,10 +120,13 @@ def _collapsed(r: dict) -> str:
 
 
 FIELDS = [
-    Field("method", "method"), Field("size", "size"), Field("params", "params", text=lambda r: f"{r['params'] / 1e6:.2f} M"),
+    Field("method", "method"),
+    Field("size", "size"),
+    Field("params", "params", text=lambda r: f"{r['params'] / 1e6:.2f} M"),
     Field("ratio", "ratio", ".2f"),
     Field("layer_widths", "widths", text=lambda r: "/".join(map(str, sorted(set(r["layer_widths"]), reverse=True)))),
-    Field("collapsed", "collapsed MLPs", text=_collapsed), *distil_protocol.ppl_fields(),
+    Field("collapsed", "collapsed MLPs", text=_collapsed),
+    *distil_protocol.ppl_fields(),
 ]
 
 

@@ -20,6 +20,7 @@ def convert(hf_dir: Path, out: Path, kind: str) -> Path:
         f32.unlink()
         return out
     script = llamacpp.source_dir() / "vendor" / "llama.cpp" / "convert_hf_to_gguf.py"
-    llamacpp.run_tool([sys.executable, str(script), str(hf_dir), "--outfile", str(out), "--outtype", kind],
-                  "convert_hf_to_gguf.py")
+    llamacpp.run_tool(
+        [sys.executable, str(script), str(hf_dir), "--outfile", str(out), "--outtype", kind], "convert_hf_to_gguf.py"
+    )
     return out

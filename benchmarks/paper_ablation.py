@@ -41,8 +41,11 @@ def main() -> None:
     ap.add_argument("--ratio", type=float, default=2.47)
     ap.add_argument("--inits", default="teacher")
     ap.add_argument("--methods", default="cli,uniform,auto,slim,depth,depth+slim")
-    ap.add_argument("--keep", action="store_true",
-                    help="keep the arms of methods not in --methods from RESULTS/STEM.json (same protocol) in the table")
+    ap.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the arms of methods not in --methods from RESULTS/STEM.json (same protocol) in the table",
+    )
     ap.add_argument("--search-steps", type=int, default=16, help="auto: distillation steps per candidate")
     ap.add_argument("--stem", default="paper_ablation")
     a = ap.parse_args()
@@ -62,8 +65,9 @@ def main() -> None:
     with_cli = "cli" in a.methods.split(",") or any(r["method"] == "cli" for r in rows)
     size = solve(setup["config"], "cli", target, setup["protected"]).params if with_cli else target
     # Method by method, seeds inside: an interrupted run has every seed of the methods it finished.
-    for method, init, seed in [(m, i, s) for m in a.methods.split(",") for i in a.inits.split(",")
-                               for s in distil_protocol.seeds(a)]:
+    for method, init, seed in [
+        (m, i, s) for m in a.methods.split(",") for i in a.inits.split(",") for s in distil_protocol.seeds(a)
+    ]:
         out = work / f"{method}-{init}-s{seed}"
         if method in refused:
             continue
@@ -75,21 +79,38 @@ def main() -> None:
         started = time.perf_counter()
         try:
             r = _finished(out, method, seed, a.tokens, a.ratio) or compress(
-                a.teacher, out, method=method, init=init, **sizing, **distil_protocol.train_settings(a, seed))
+                a.teacher, out, method=method, init=init, **sizing, **distil_protocol.train_settings(a, seed)
+            )
         except ClidepError as exc:  # a method that cannot reach this size (depth at ratio 4): said, not fatal
             refused[method] = str(exc)
             distil_protocol.log(f"{method}: refused at this size: {exc}")
             _write(a, setup, rows, refused)
             continue
         if method == "auto" and init not in chosen:
-            chosen[init] = dict(scorer=r["auto"]["scorer"] if r["auto"]["scorer"] != "-" else "ntk",
-                                gamma=str(r["auto"]["gamma"]))
+            chosen[init] = dict(
+                scorer=r["auto"]["scorer"] if r["auto"]["scorer"] != "-" else "ntk", gamma=str(r["auto"]["gamma"])
+            )
         s = distil_protocol.score(a, str(out))
-        rows.append({"method": method, "init": init, "seed": seed, "params": r["student_params"],
-                     "ratio": r["ratio"], "layer_widths": r["layer_widths"], "protected": r["protected"],
-                     "auto": r.get("auto"), "stock": r.get("stock"), "ppl": s["ppl"], "ppl_vs_teacher": s["ppl"] / teacher["ppl"],
-                     "tokens": r["tokens_trained"], "val_ppl": r["val_ppl"], "val_ppl_curve": r["ppl_curve"],
-                     "train_seconds": r["seconds"], "wall_s": round(time.perf_counter() - started, 1)})
+        rows.append(
+            {
+                "method": method,
+                "init": init,
+                "seed": seed,
+                "params": r["student_params"],
+                "ratio": r["ratio"],
+                "layer_widths": r["layer_widths"],
+                "protected": r["protected"],
+                "auto": r.get("auto"),
+                "stock": r.get("stock"),
+                "ppl": s["ppl"],
+                "ppl_vs_teacher": s["ppl"] / teacher["ppl"],
+                "tokens": r["tokens_trained"],
+                "val_ppl": r["val_ppl"],
+                "val_ppl_curve": r["ppl_curve"],
+                "train_seconds": r["seconds"],
+                "wall_s": round(time.perf_counter() - started, 1),
+            }
+        )
         distil_protocol.log(f"{method}/{init}/seed {seed}: {r['student_params']:,} parameters, ppl {s['ppl']:.2f}")
         _write(a, setup, rows, refused)
 
@@ -105,14 +126,20 @@ def _kept_rows(a, teacher: dict) -> list[dict]:
         return []
     old = json.loads(path.read_text())
     p = old["protocol"]
-    same = abs(old["teacher"]["ppl"] - teacher["ppl"]) < 1e-6 and p["tokens_per_arm"] == a.tokens and p["ratio"] == a.ratio
+    same = (
+        abs(old["teacher"]["ppl"] - teacher["ppl"]) < 1e-6 and p["tokens_per_arm"] == a.tokens and p["ratio"] == a.ratio
+    )
     if not same:
         distil_protocol.log(f"--keep: {path} has another protocol; its arms are not kept")
         return []
     methods = a.methods.split(",")
     measured = {"git_sha": old["git_sha"], "time": old["time"]}
-    return [{**run, "measured": run.get("measured", measured)} for arm in old["arms"] if arm["method"] not in methods
-            for run in arm["runs"]]
+    return [
+        {**run, "measured": run.get("measured", measured)}
+        for arm in old["arms"]
+        if arm["method"] not in methods
+        for run in arm["runs"]
+    ]
 
 
 def _finished(out: Path, method: str, seed: int, tokens: int, ratio: float) -> dict | None:
@@ -127,8 +154,12 @@ def _finished(out: Path, method: str, seed: int, tokens: int, ratio: float) -> d
         return None
     r = json.loads(path.read_text())
     steps = math.ceil(tokens / (r["train"]["batch_size"] * r["train"]["seq_len"]))
-    same = (r["method"] == method and r["train"]["seed"] == seed and r["steps"] == steps
-            and abs(r["ratio"] / ratio - 1) < 0.1)
+    same = (
+        r["method"] == method
+        and r["train"]["seed"] == seed
+        and r["steps"] == steps
+        and abs(r["ratio"] / ratio - 1) < 0.1
+    )
     return r if same else None
 
 
@@ -137,12 +168,17 @@ def _write(a, setup: dict, rows: list[dict], refused: dict[str, str]) -> None:
     for arm in arms:  # against the best mean of the same init
         best = min(x["ppl_mean"] for x in arms if x["init"] == arm["init"])
         arm["vs_best"] = arm["ppl_mean"] / best
-    result = {"teacher": {"path": a.teacher, **setup["teacher"]}, "layer0_ratio": setup["report"]["layer0_ratio"],
-              "critical_layers": setup["report"]["critical_layers"], "arms": arms, "refused": refused,
-              "protocol": {**distil_protocol.protocol(a, setup["teacher"]), "ratio": a.ratio,
-                           "search_steps": a.search_steps}}
-    distil_protocol.write(a, a.stem, setup, result, title(result), FIELDS,
-                          (PAPER_ROW,) if a.stem == "paper_ablation" else ())
+    result = {
+        "teacher": {"path": a.teacher, **setup["teacher"]},
+        "layer0_ratio": setup["report"]["layer0_ratio"],
+        "critical_layers": setup["report"]["critical_layers"],
+        "arms": arms,
+        "refused": refused,
+        "protocol": {**distil_protocol.protocol(a, setup["teacher"]), "ratio": a.ratio, "search_steps": a.search_steps},
+    }
+    distil_protocol.write(
+        a, a.stem, setup, result, title(result), FIELDS, (PAPER_ROW,) if a.stem == "paper_ablation" else ()
+    )
     plot(result, Path(a.out) / f"{a.stem}.png")
 
 
@@ -159,14 +195,27 @@ def plot(result: dict, path: Path) -> None:
     for arm in result["arms"]:
         label = f"{arm['method']} ({arm['init']})"
         dots = ax.scatter([p / 1e6 for p in arm["params_seeds"]], arm["ppl_seeds"], s=14, alpha=0.6)
-        ax.errorbar(arm["params"] / 1e6, arm["ppl_mean"], yerr=arm["ppl_sd"], fmt="o", ms=8,
-                    color=dots.get_facecolor()[0], label=f"{label}: {arm['ppl_mean']:.2f} ± {arm['ppl_sd']:.2f}")
-    ax.axhline(result["teacher"]["ppl"], color="grey", ls="--", lw=1,
-               label=f"teacher ({result['teacher']['params'] / 1e6:.1f} M): {result['teacher']['ppl']:.2f}")
+        ax.errorbar(
+            arm["params"] / 1e6,
+            arm["ppl_mean"],
+            yerr=arm["ppl_sd"],
+            fmt="o",
+            ms=8,
+            color=dots.get_facecolor()[0],
+            label=f"{label}: {arm['ppl_mean']:.2f} ± {arm['ppl_sd']:.2f}",
+        )
+    ax.axhline(
+        result["teacher"]["ppl"],
+        color="grey",
+        ls="--",
+        lw=1,
+        label=f"teacher ({result['teacher']['params'] / 1e6:.1f} M): {result['teacher']['ppl']:.2f}",
+    )
     ax.set_xlabel("student parameters (M)")
     ax.set_ylabel("WikiText test perplexity")
-    ax.set_title(f"ratio {result['protocol']['ratio']}, {result['protocol']['tokens_per_arm']:,} tokens per arm",
-                 fontsize=9)
+    ax.set_title(
+        f"ratio {result['protocol']['ratio']}, {result['protocol']['tokens_per_arm']:,} tokens per arm", fontsize=9
+    )
     ax.legend(fontsize=7)
     fig.tight_layout()
     atomic_write(path, lambda t: fig.savefig(t, format="png", dpi=110))
@@ -175,11 +224,16 @@ def plot(result: dict, path: Path) -> None:
 
 def title(result: dict) -> str:
     p = result["protocol"]
-    return (f"{distil_protocol.teacher_line(result)} Layer-0 NTK ratio {result['layer0_ratio']:.1f}x (paper: > 60x). "
-            f"{p['tokens_per_arm']:,} distillation tokens per arm, seeds {p['seeds']}"
-            + (" (an arm kept from an earlier run lists its own)." if any(arm["seeds"] != p["seeds"] for arm in result["arms"])
-               else ".")
-            + "".join(f" {m} refused at this size: {why}." for m, why in result.get("refused", {}).items()))
+    return (
+        f"{distil_protocol.teacher_line(result)} Layer-0 NTK ratio {result['layer0_ratio']:.1f}x (paper: > 60x). "
+        f"{p['tokens_per_arm']:,} distillation tokens per arm, seeds {p['seeds']}"
+        + (
+            " (an arm kept from an earlier run lists its own)."
+            if any(arm["seeds"] != p["seeds"] for arm in result["arms"])
+            else "."
+        )
+        + "".join(f" {m} refused at this size: {why}." for m, why in result.get("refused", {}).items())
+    )
 
 
 def _widths(r: dict) -> str:
@@ -190,8 +244,11 @@ def _widths(r: dict) -> str:
 
 
 FIELDS = [
-    Field("method", "method"), Field("init", "init"), Field("params", "params", text=lambda r: f"{r['params'] / 1e6:.2f} M"),
-    Field("ratio", "ratio", ".2f"), Field("layer_widths", "widths", text=_widths),
+    Field("method", "method"),
+    Field("init", "init"),
+    Field("params", "params", text=lambda r: f"{r['params'] / 1e6:.2f} M"),
+    Field("ratio", "ratio", ".2f"),
+    Field("layer_widths", "widths", text=_widths),
     *distil_protocol.ppl_fields(),
     Field("vs_best", "mean / best", ".3f"),
 ]

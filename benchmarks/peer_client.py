@@ -21,8 +21,14 @@ def main() -> None:
     a = ap.parse_args()
     model = ORTModelForCausalLM.from_pretrained(a.artifact, file_name=a.file)
     ids = torch.tensor([a.ids])
-    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=a.new, min_new_tokens=a.new,
-                         do_sample=False, pad_token_id=0)
+    out = model.generate(
+        ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=a.new,
+        min_new_tokens=a.new,
+        do_sample=False,
+        pad_token_id=0,
+    )
     print(json.dumps(out[0].tolist()))
 
 

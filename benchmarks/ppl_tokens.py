@@ -47,13 +47,17 @@ def main() -> None:
     ctx = teacher.config.n_positions
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = export_ort_graph(teacher, Path(tmp) / "fp32.onnx")
-        cache = int8_format(calibrate(fp32, calibration_batch(tokenizer, "wiki-en-valid", 8, ctx, 0)[0].numpy()),
-                            "per-channel")
-        files = {"fp32": fp32,
-                 "int8 weights": export_ort_graph(teacher, Path(tmp) / "int8.onnx", 8, INT8_BLOCK),
-                 "int4 weights": export_ort_graph(teacher, Path(tmp) / "int4.onnx", 4, INT4_BLOCK),
-                 "int4 weights, int8 cache": store_cache(export_ort_graph(teacher, Path(tmp) / "kv.onnx", 4, INT4_BLOCK),
-                                                         Path(tmp) / "kv.onnx", cache)}
+        cache = int8_format(
+            calibrate(fp32, calibration_batch(tokenizer, "wiki-en-valid", 8, ctx, 0)[0].numpy()), "per-channel"
+        )
+        files = {
+            "fp32": fp32,
+            "int8 weights": export_ort_graph(teacher, Path(tmp) / "int8.onnx", 8, INT8_BLOCK),
+            "int4 weights": export_ort_graph(teacher, Path(tmp) / "int4.onnx", 4, INT4_BLOCK),
+            "int4 weights, int8 cache": store_cache(
+                export_ort_graph(teacher, Path(tmp) / "kv.onnx", 4, INT4_BLOCK), Path(tmp) / "kv.onnx", cache
+            ),
+        }
         nll = {}
         for name, path in files.items():
             nll[name] = []
@@ -67,18 +71,33 @@ def main() -> None:
             blocks = diff[: n // BLOCK * BLOCK].reshape(-1, BLOCK).mean(axis=1)
             delta = float(np.exp(diff.mean()) - 1)
             se = float(blocks.std(ddof=1) / np.sqrt(blocks.size) * (1 + delta))
-            rows.append({"file": name, "against": against, "tokens": n, "ppl_delta": delta, "se": se,
-                         "ppl": float(np.exp(nll[name][:n].mean()))})
+            rows.append(
+                {
+                    "file": name,
+                    "against": against,
+                    "tokens": n,
+                    "ppl_delta": delta,
+                    "se": se,
+                    "ppl": float(np.exp(nll[name][:n].mean())),
+                }
+            )
     result = {**provenance(), "teacher": a.teacher, "context": ctx, "stride": ctx // 2, "block": BLOCK, "rows": rows}
-    heading = (f"Δppl and its paired standard error (blocks of {BLOCK} tokens) by tokens scored, reference teacher, "
-               f"WikiText test, context {ctx} / stride {ctx // 2}, on {result['host']} at git {result['git_sha']}")
+    heading = (
+        f"Δppl and its paired standard error (blocks of {BLOCK} tokens) by tokens scored, reference teacher, "
+        f"WikiText test, context {ctx} / stride {ctx // 2}, on {result['host']} at git {result['git_sha']}"
+    )
     report.write(Path(a.out), "ppl_tokens", FIELDS, rows, result, title=heading)
     print(report.markdown(FIELDS, rows, heading), end="")
 
 
-FIELDS = [report.Field("file", "file"), report.Field("against", "against"), report.Field("tokens", "tokens"),
-          report.Field("ppl", "ppl", ".2f"), report.Field("ppl_delta", "Δppl", "+.3%"),
-          report.Field("se", "standard error", ".3%")]
+FIELDS = [
+    report.Field("file", "file"),
+    report.Field("against", "against"),
+    report.Field("tokens", "tokens"),
+    report.Field("ppl", "ppl", ".2f"),
+    report.Field("ppl_delta", "Δppl", "+.3%"),
+    report.Field("se", "standard error", ".3%"),
+]
 
 
 if __name__ == "__main__":

@@ -18,9 +18,9 @@ import json
 import tempfile
 from pathlib import Path
 
+import gpt2_shapes
 import numpy as np
 
-import gpt2_shapes
 from clidep.bench import report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,15 +48,29 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
         traced = export_onnx(model, t / "traced.onnx")
-        graphs = [("traced", "fp32", traced), ("traced", "int8 dynamic (before)", traced_quantize.int8_dynamic(traced, t / "t8.onnx"))]
-        graphs += [("ONNX Runtime", "fp32", export_ort_graph(model, t / "f32.onnx")),
-                   ("ONNX Runtime", "8-bit", export_ort_graph(model, t / "f8.onnx", 8, INT8_BLOCK)),
-                   ("ONNX Runtime", "4-bit", export_ort_graph(model, t / "f4.onnx", 4, ExportConfig().block_size))]
+        graphs = [
+            ("traced", "fp32", traced),
+            ("traced", "int8 dynamic (before)", traced_quantize.int8_dynamic(traced, t / "t8.onnx")),
+        ]
+        graphs += [
+            ("ONNX Runtime", "fp32", export_ort_graph(model, t / "f32.onnx")),
+            ("ONNX Runtime", "8-bit", export_ort_graph(model, t / "f8.onnx", 8, INT8_BLOCK)),
+            ("ONNX Runtime", "4-bit", export_ort_graph(model, t / "f4.onnx", 4, ExportConfig().block_size)),
+        ]
         for graph, weights, path in graphs:
             ops, total, per_step = _profile(path, a, t)
             for op, us in sorted(ops.items(), key=lambda kv: -kv[1])[:6]:
-                rows.append({"graph": graph, "weights": weights, "op": op, "share": us / total,
-                             "ms_per_step": us / 1e3 / a.steps, "step_ms": per_step, "provenance": prov})
+                rows.append(
+                    {
+                        "graph": graph,
+                        "weights": weights,
+                        "op": op,
+                        "share": us / total,
+                        "ms_per_step": us / 1e3 / a.steps,
+                        "step_ms": per_step,
+                        "provenance": prov,
+                    }
+                )
             print(report.markdown(FIELDS, rows[-6:]), flush=True)
     import onnxruntime
 
@@ -67,9 +81,11 @@ def main() -> None:
 
 def title(result: dict) -> str:
     a = result["shapes"]
-    return (f"Decode profile, ONNX Runtime {result['onnxruntime']}: {a['layers']} x {a['width']}, vocabulary "
-            f"{a['vocab']:,}, {a['steps']} steps after {a['past']} tokens, {a['threads']} threads; the six op types "
-            f"with the most node time per graph")
+    return (
+        f"Decode profile, ONNX Runtime {result['onnxruntime']}: {a['layers']} x {a['width']}, vocabulary "
+        f"{a['vocab']:,}, {a['steps']} steps after {a['past']} tokens, {a['threads']} threads; the six op types "
+        f"with the most node time per graph"
+    )
 
 
 def _profile(path: Path, a, tmp: Path) -> tuple[dict, float, float]:
@@ -93,7 +109,9 @@ def _profile(path: Path, a, tmp: Path) -> tuple[dict, float, float]:
         logits, mask, pos, past = runner.decode_step(logits[:, -1].argmax(-1)[:, None], mask, pos, past)
     step_ms = (time.perf_counter() - t0) * 1e3 / a.steps
     events = json.loads(Path(runner.session.end_profiling()).read_text())
-    runs = sorted((e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"), key=lambda e: e["ts"])
+    runs = sorted(
+        (e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"), key=lambda e: e["ts"]
+    )
     cut = runs[0]["ts"] + runs[0]["dur"]  # the first run is the prefill: left out
     ops = collections.Counter()
     for e in events:
@@ -102,9 +120,14 @@ def _profile(path: Path, a, tmp: Path) -> tuple[dict, float, float]:
     return ops, sum(ops.values()), step_ms
 
 
-FIELDS = [report.Field("graph", "graph"), report.Field("weights", "weights"), report.Field("op", "op type"),
-          report.Field("share", "share of node time", ".1%"), report.Field("ms_per_step", "ms / step", ".2f"),
-          report.Field("step_ms", "wall ms / step", ".1f")]
+FIELDS = [
+    report.Field("graph", "graph"),
+    report.Field("weights", "weights"),
+    report.Field("op", "op type"),
+    report.Field("share", "share of node time", ".1%"),
+    report.Field("ms_per_step", "ms / step", ".2f"),
+    report.Field("step_ms", "wall ms / step", ".1f"),
+]
 
 
 if __name__ == "__main__":

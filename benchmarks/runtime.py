@@ -27,6 +27,7 @@ import tempfile
 from pathlib import Path
 
 import gpt2_shapes
+
 from clidep.bench import report as report_writer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,7 +48,9 @@ def main() -> None:
     ap.add_argument("--no-llama", action="store_true", help="leave llama.cpp out")
     ap.add_argument("--gen", type=int, default=64)
     ap.add_argument("--threads", default="1,2", help="thread counts, comma-separated: one row each")
-    ap.add_argument("--memory-runs", type=int, default=1, help="runner processes per file for peak memory (median; 3 adds ~40 min)")
+    ap.add_argument(
+        "--memory-runs", type=int, default=1, help="runner processes per file for peak memory (median; 3 adds ~40 min)"
+    )
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     a = ap.parse_args()
 
@@ -72,22 +75,46 @@ def main() -> None:
             export_artifact(str(work / name), exports[name], int8=name not in STOCK, int4=True, ppl_tokens=512)
         log("peer export (optimum-cli + quantize_dynamic) ...")
         peer = work / "peer-onnx"
-        subprocess.run([str(PEER / "optimum-cli"), "export", "onnx", "--model", str(work / "original"), "--task",
-                        "text-generation-with-past", str(peer)], check=True, capture_output=True)
+        subprocess.run(
+            [
+                str(PEER / "optimum-cli"),
+                "export",
+                "onnx",
+                "--model",
+                str(work / "original"),
+                "--task",
+                "text-generation-with-past",
+                str(peer),
+            ],
+            check=True,
+            capture_output=True,
+        )
         quantize_dynamic(str(peer / "model.onnx"), str(peer / "model.int8.onnx"), weight_type=QuantType.QInt8)
         lens = [int(x) for x in a.prompt_lens.split(",")]
-        report = bench([str(exports[n]) for n in MODELS]
-                       + [str(peer / "model.onnx"), str(peer / "model.int8.onnx")],
-                       devices.load("host"), prompt_lens=a.prompt_lens, gen=a.gen, threads=a.threads,
-                       memory_runs=a.memory_runs, depth=a.depth, reps=a.reps, log=log)
-        llama = [r for n in a.threads.split(",") for r in _llama_rows(a, work / "original", int(n), params["original"], log)]
+        report = bench(
+            [str(exports[n]) for n in MODELS] + [str(peer / "model.onnx"), str(peer / "model.int8.onnx")],
+            devices.load("host"),
+            prompt_lens=a.prompt_lens,
+            gen=a.gen,
+            threads=a.threads,
+            memory_runs=a.memory_runs,
+            depth=a.depth,
+            reps=a.reps,
+            log=log,
+        )
+        llama = [
+            r for n in a.threads.split(",") for r in _llama_rows(a, work / "original", int(n), params["original"], log)
+        ]
     rows = _rows(report, params) + llama
     _vs_peer_fp32(rows)
     result = {
-        "machine": report["provenance"]["host"], "threads": report["provenance"]["threads"],
-        "host_measured": report["host_measured"], "provenance": report["provenance"],
+        "machine": report["provenance"]["host"],
+        "threads": report["provenance"]["threads"],
+        "host_measured": report["host_measured"],
+        "provenance": report["provenance"],
         "shapes": {"layers": a.layers, "width": a.width, "heads": a.heads, "vocab": a.vocab, "positions": a.positions},
-        "widths": {name: sol.widths for name, sol in sols.items()}, "rows": rows,
+        "widths": {name: sol.widths for name, sol in sols.items()},
+        "rows": rows,
     }
     records = [{**r, "provenance": report["provenance"]} for r in rows]
     fields = table_fields(lens, [int(x) for x in a.depth.split(",")])
@@ -102,9 +129,9 @@ def _models(a, work: Path, log) -> tuple[dict, dict]:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from clidep import CLIGPT2LMHeadModel
+    from clidep.compress import stock
     from clidep.compress.widths import build, solve
     from clidep.data import load_tokenizer
-    from clidep.compress import stock
     from clidep.model.convert import config_from_gpt2, to_gpt2
     from clidep.model.params import param_count
 
@@ -123,8 +150,10 @@ def _models(a, work: Path, log) -> tuple[dict, dict]:
         params[name] = sols[name].params
         log(sols[name].arithmetic)
     # The stock students at CLI's size: one narrower width (slim), and fewer full-width blocks (depth).
-    shapes = {"slim": (stock.slim_width(teacher_cfg, cli_sol.params), a.layers),
-              "depth": (a.width, stock.depth_blocks(teacher_cfg, cli_sol.params))}
+    shapes = {
+        "slim": (stock.slim_width(teacher_cfg, cli_sol.params), a.layers),
+        "depth": (a.width, stock.depth_blocks(teacher_cfg, cli_sol.params)),
+    }
     for name, (width, blocks) in shapes.items():
         to_gpt2(CLIGPT2LMHeadModel(stock.stock_config(teacher_cfg, width, blocks)).eval()).save_pretrained(work / name)
         tok.save_pretrained(work / name)
@@ -137,13 +166,39 @@ def _rows(report: dict, params: dict) -> list[dict]:
     """One row per ONNX file, named by model and pipeline."""
     rows = []
     for r in report["models"]:
-        pipeline = "peer" if r["name"].startswith("peer-onnx/") else "clidep" if r["runtime"] == "clidep" else "ORT GenAI"
+        pipeline = (
+            "peer" if r["name"].startswith("peer-onnx/") else "clidep" if r["runtime"] == "clidep" else "ORT GenAI"
+        )
         model = "original" if pipeline == "peer" else r["name"].removesuffix("-onnx")
         precision = r["precision"] if pipeline != "peer" else ("int8-dynamic" if "int8" in r["name"] else "fp32")
-        rows.append({"model": model, "pipeline": pipeline, "precision": precision, "params": params[model],
-                     **{k: r.get(k) for k in ("kv_cache", "threads", "size_bytes", "load_s", "prefill_ms", "decode_ms_p50", "decode_ms_p90",
-                                               "decode_ms_at", "tg_tps", "pp_tps", "peak_rss_mb", "peak_rss_mb_samples",
-                                               "roofline_fraction", "bytes_per_token", "error")}})
+        rows.append(
+            {
+                "model": model,
+                "pipeline": pipeline,
+                "precision": precision,
+                "params": params[model],
+                **{
+                    k: r.get(k)
+                    for k in (
+                        "kv_cache",
+                        "threads",
+                        "size_bytes",
+                        "load_s",
+                        "prefill_ms",
+                        "decode_ms_p50",
+                        "decode_ms_p90",
+                        "decode_ms_at",
+                        "tg_tps",
+                        "pp_tps",
+                        "peak_rss_mb",
+                        "peak_rss_mb_samples",
+                        "roofline_fraction",
+                        "bytes_per_token",
+                        "error",
+                    )
+                },
+            }
+        )
     return rows
 
 
@@ -161,7 +216,9 @@ def _llama_rows(a, hf_dir: Path, threads: int, params: int, log) -> list[dict]:
     depths = [int(x) for x in a.depth.split(",")]
     prompt = max(int(x) for x in a.prompt_lens.split(","))
     config = json.loads((hf_dir / "config.json").read_text())
-    (hf_dir / "config.json").write_text(json.dumps({**config, "n_ctx": config["n_positions"]}))  # the converter reads n_ctx
+    (hf_dir / "config.json").write_text(
+        json.dumps({**config, "n_ctx": config["n_positions"]})
+    )  # the converter reads n_ctx
     rows = []
     try:
         llamacpp.build(log)
@@ -171,16 +228,43 @@ def _llama_rows(a, hf_dir: Path, threads: int, params: int, log) -> list[dict]:
                 log(f"llama.cpp {kind}, {cache or 'f16'} cache, {threads} threads ...")
                 r = llamacpp.record(gguf, [prompt], a.gen, threads, depths, 3, cache)
                 how = r["runner"]["llama_cpp"]
-                rows.append({"model": "original", "pipeline": "llama.cpp", "precision": kind.upper(),
-                             "kv_cache": how["type_k"], "threads": threads, "params": params,
-                             "size_bytes": gguf.stat().st_size, "llama_cpp": how,
-                             **{k: r[k] for k in ("prefill_ms", "decode_ms_p50", "decode_ms_p90", "decode_ms_at",
-                                                  "tg_tps", "pp_tps", "peak_rss_mb")}})
+                rows.append(
+                    {
+                        "model": "original",
+                        "pipeline": "llama.cpp",
+                        "precision": kind.upper(),
+                        "kv_cache": how["type_k"],
+                        "threads": threads,
+                        "params": params,
+                        "size_bytes": gguf.stat().st_size,
+                        "llama_cpp": how,
+                        **{
+                            k: r[k]
+                            for k in (
+                                "prefill_ms",
+                                "decode_ms_p50",
+                                "decode_ms_p90",
+                                "decode_ms_at",
+                                "tg_tps",
+                                "pp_tps",
+                                "peak_rss_mb",
+                            )
+                        },
+                    }
+                )
             gguf.unlink()
     except llamacpp.Unavailable as exc:
         log(f"llama.cpp left out: {exc}")
-        rows.append({"model": "original", "pipeline": "llama.cpp", "precision": "-", "threads": threads,
-                     "params": params, "error": str(exc)})
+        rows.append(
+            {
+                "model": "original",
+                "pipeline": "llama.cpp",
+                "precision": "-",
+                "threads": threads,
+                "params": params,
+                "error": str(exc),
+            }
+        )
     return rows
 
 
@@ -219,9 +303,16 @@ def plot(records: list[dict], path: Path, heading: str) -> None:
             ps = sorted(r["decode_ms_at"], key=int)
             weights = r["precision"].lower()
             color = "C0" if "32" in weights else "C1" if "8" in weights else "C2"
-            ax.plot([int(p) for p in ps], [r["decode_ms_at"][p] for p in ps], styles[r["pipeline"]], color=color,
-                    marker="o", markersize=3, fillstyle="none" if _quantised_cache(r) else "full",
-                    label=f"{r['pipeline']} {r['precision']}, {r.get('kv_cache')} cache")
+            ax.plot(
+                [int(p) for p in ps],
+                [r["decode_ms_at"][p] for p in ps],
+                styles[r["pipeline"]],
+                color=color,
+                marker="o",
+                markersize=3,
+                fillstyle="none" if _quantised_cache(r) else "full",
+                label=f"{r['pipeline']} {r['precision']}, {r.get('kv_cache')} cache",
+            )
         ax.set_title(f"{model} ({'GPT-2 medium shapes' if model == 'original' else 'CLI student, 2.47x'})", fontsize=9)
         ax.set_xlabel("tokens already in the context")
         ax.set_yscale("log")
@@ -237,9 +328,11 @@ def plot(records: list[dict], path: Path, heading: str) -> None:
 
 def title(result: dict) -> str:
     prov, shapes = result["provenance"], result["shapes"]
-    return (f"Measured on {result['machine']}, {result['threads']} threads (plot: the most), ONNX Runtime {prov['onnxruntime']}, "
-            f"git {prov['git_sha']}; random weights at {shapes['layers']} x {shapes['width']}, vocab {shapes['vocab']:,}; "
-            f"host read bandwidth {result['host_measured']['mem_bandwidth_gbs']:.1f} GB/s (multi-threaded).")
+    return (
+        f"Measured on {result['machine']}, {result['threads']} threads (plot: the most), ONNX Runtime {prov['onnxruntime']}, "
+        f"git {prov['git_sha']}; random weights at {shapes['layers']} x {shapes['width']}, vocab {shapes['vocab']:,}; "
+        f"host read bandwidth {result['host_measured']['mem_bandwidth_gbs']:.1f} GB/s (multi-threaded)."
+    )
 
 
 def _quantised_cache(r: dict) -> bool:
@@ -253,14 +346,20 @@ def _vs_peer(r: dict) -> str:
 
 def table_fields(lens: list[int], depths: list[int]) -> list:
     F = report_writer.Field
-    return [F("model", "model"), F("pipeline", "pipeline"), F("precision", "precision"), F("kv_cache", "KV cache"),
-            F("threads", "threads"),
-            F("params", "params", text=lambda r: f"{r['params'] / 1e6:.1f} M"),
-            F("size_bytes", "MB", text=lambda r: f"{r['size_bytes'] / 1e6:.0f}"),
-            *[F(f"prefill_ms.{n}", f"prefill {n} ms", ".0f") for n in lens],
-            *[F(f"decode_ms_at.{p}", f"decode @{p} ms", ".1f") for p in depths],
-            F("peak_rss_mb", "peak RSS MB", ".0f"), F("roofline_fraction", "roofline", ".0%"),
-            F("vs_peer_fp32.decode_speedup", "vs peer fp32: size / decode speed-up", text=_vs_peer)]
+    return [
+        F("model", "model"),
+        F("pipeline", "pipeline"),
+        F("precision", "precision"),
+        F("kv_cache", "KV cache"),
+        F("threads", "threads"),
+        F("params", "params", text=lambda r: f"{r['params'] / 1e6:.1f} M"),
+        F("size_bytes", "MB", text=lambda r: f"{r['size_bytes'] / 1e6:.0f}"),
+        *[F(f"prefill_ms.{n}", f"prefill {n} ms", ".0f") for n in lens],
+        *[F(f"decode_ms_at.{p}", f"decode @{p} ms", ".1f") for p in depths],
+        F("peak_rss_mb", "peak RSS MB", ".0f"),
+        F("roofline_fraction", "roofline", ".0%"),
+        F("vs_peer_fp32.decode_speedup", "vs peer fp32: size / decode speed-up", text=_vs_peer),
+    ]
 
 
 if __name__ == "__main__":

@@ -32,8 +32,7 @@ def main() -> None:
     from tokenizers import ByteLevelBPETokenizer
     from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
 
-    from clidep.data import python_docs
-    from clidep.data import tokenize_text
+    from clidep.data import python_docs, tokenize_text
     from clidep.quality.perplexity import perplexity, torch_logits_fn
 
     torch.manual_seed(a.seed)
@@ -42,13 +41,15 @@ def main() -> None:
     train_docs, valid_docs = python_docs()
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(train_docs, vocab_size=2048, min_frequency=2, special_tokens=["<|endoftext|>"])
-    tok = GPT2TokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
-                            unk_token="<|endoftext|>")
+    tok = GPT2TokenizerFast(
+        tokenizer_object=bpe._tokenizer, bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>"
+    )
     eos = tok.eos_token_id
     ids = np.concatenate([np.asarray(tok(d).input_ids + [eos]) for d in train_docs]).astype(np.int64)
     valid = tokenize_text(tok, "\n\n".join(valid_docs))
-    config = GPT2Config(vocab_size=len(tok), n_positions=256, n_embd=96, n_layer=8, n_head=3,
-                        bos_token_id=eos, eos_token_id=eos)
+    config = GPT2Config(
+        vocab_size=len(tok), n_positions=256, n_embd=96, n_layer=8, n_head=3, bos_token_id=eos, eos_token_id=eos
+    )
     model = GPT2LMHeadModel(config)
     n = sum(p.numel() for p in model.parameters())
     print(f"train tokens {ids.size:,}, valid tokens {valid.size:,}, params {n:,}", flush=True)
@@ -61,7 +62,7 @@ def main() -> None:
         for g in opt.param_groups:
             g["lr"] = lr
         starts = rng.integers(0, ids.size - ctx - 1, batch)
-        x = torch.from_numpy(np.stack([ids[s:s + ctx] for s in starts]))
+        x = torch.from_numpy(np.stack([ids[s : s + ctx] for s in starts]))
         loss = model(input_ids=x, labels=x).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -73,8 +74,15 @@ def main() -> None:
     ppl = perplexity(torch_logits_fn(model), valid, 256, 128, 8).ppl
     model.save_pretrained(out)
     tok.save_pretrained(out)
-    info = {"params": n, "train_tokens": int(ids.size), "steps": total, "tokens_seen": total * batch * ctx,
-            "minutes": round((time.time() - t0) / 60, 1), "valid_ppl": ppl, "valid": "python-docs-valid, context 256, stride 128"}
+    info = {
+        "params": n,
+        "train_tokens": int(ids.size),
+        "steps": total,
+        "tokens_seen": total * batch * ctx,
+        "minutes": round((time.time() - t0) / 60, 1),
+        "valid_ppl": ppl,
+        "valid": "python-docs-valid, context 256, stride 128",
+    }
     (out / "training.json").write_text(json.dumps(info, indent=2) + "\n")
     print(info)
 

@@ -19,11 +19,11 @@ import typer
 from clidep.bench.config import BenchConfig
 from clidep.compress.config import AnalyzeConfig, CompressConfig
 from clidep.demo import DemoConfig
+from clidep.errors import ClidepError, Stopped
 from clidep.export.config import ExportConfig
+from clidep.options import command_parameters, typer_command
 from clidep.quality.config import EvalConfig
 from clidep.runtime.config import GenerateConfig
-from clidep.errors import ClidepError, Stopped
-from clidep.options import command_parameters, typer_command
 
 app = typer.Typer(
     name="clidep",
@@ -45,7 +45,8 @@ ModelArg = Annotated[str, typer.Argument(help="Model directory or hub id (GPT-2 
 def eval_(
     model: ModelArg,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
-    *, options,
+    *,
+    options,
 ) -> None:
     """Perplexity of MODEL (a model directory, or an export scored through ONNX Runtime) on a text with a sliding
     window: exp(mean NLL), every token after the first scored once."""
@@ -55,7 +56,9 @@ def eval_(
     if as_json:
         print(json.dumps(result.to_dict()))
     else:
-        print(f"ppl {result.ppl:.2f} over {result.tokens:,} tokens (context {result.context}, stride {result.stride}) on {result.data}")
+        print(
+            f"ppl {result.ppl:.2f} over {result.tokens:,} tokens (context {result.context}, stride {result.stride}) on {result.data}"
+        )
 
 
 typer_command(app, "eval", EvalConfig, command_parameters(eval_), eval_)
@@ -64,15 +67,19 @@ typer_command(app, "eval", EvalConfig, command_parameters(eval_), eval_)
 def analyze(
     model: ModelArg,
     out: Annotated[Path, typer.Option(help="Directory for importance.json and importance.png.")],
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT (once the new report is complete).")] = False,
-    *, options,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace OUT (once the new report is complete).")
+    ] = False,
+    *,
+    options,
 ) -> None:
     """Score every block's importance (NTK trace, gradient norm, block influence, ablation) and pick the critical layers.
 
     The NTK score of block l is tr(J_l J_l^T) per token, J_l the Jacobian of the log-probabilities
     with respect to the block's parameters, estimated with Hutchinson probes.
     """
-    from clidep.compress.analyze import analyze as run, print_table, write_report
+    from clidep.compress.analyze import analyze as run
+    from clidep.compress.analyze import print_table, write_report
     from clidep.files import check_output, write_dir
     from clidep.locks import write_lock
 
@@ -92,8 +99,11 @@ def compress(
     teacher: Annotated[str, typer.Argument(help="Teacher: a GPT-2 directory or hub id (full width).")],
     out: Annotated[Path, typer.Option(help="Output: a from_pretrained directory plus compress.json.")],
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in OUT from its last checkpoint.")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT once the new student is complete.")] = False,
-    *, options,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace OUT once the new student is complete.")
+    ] = False,
+    *,
+    options,
 ) -> None:
     """Build a CLI or uniform-bottleneck student of TEACHER, initialise it, and distil it (Accelerate);
     with layercollapse, MLPs trained towards linear are collapsed into one matrix each.
@@ -103,8 +113,20 @@ def compress(
     from clidep.compress.pipeline import compress as run
 
     result = run(teacher, out, options, resume=resume, overwrite=overwrite, log=_log)
-    summary = {k: result[k] for k in ("method", "student_params", "ratio", "layer_widths", "protected", "init",
-                                       "tokens_trained", "val_ppl", "seconds")}
+    summary = {
+        k: result[k]
+        for k in (
+            "method",
+            "student_params",
+            "ratio",
+            "layer_widths",
+            "protected",
+            "init",
+            "tokens_trained",
+            "val_ppl",
+            "seconds",
+        )
+    }
     print(json.dumps(summary))
 
 
@@ -114,8 +136,11 @@ typer_command(app, "compress", CompressConfig, command_parameters(compress), com
 def export(
     model: ModelArg,
     out: Annotated[Path, typer.Option(help="Artifact directory (ONNX files, tokenizer, manifest.json).")],
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT once the new artifact is complete.")] = False,
-    *, options,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace OUT once the new artifact is complete.")
+    ] = False,
+    *,
+    options,
 ) -> None:
     """Export MODEL to one ONNX graph with KV cache, validate it against PyTorch, and optionally quantise it.
 
@@ -133,18 +158,32 @@ def export(
     for col in ("file", "precision", "MB", "max |Δlogit| vs torch", "ppl", "Δppl", "greedy agreement"):
         table.add_column(col, justify="right")
     for v in manifest["variants"]:
-        table.add_row(v["file"], v["precision"], f"{v['size_bytes'] / 1e6:.1f}", f"{v['max_abs_logit_diff']:.2e}",
-                      f"{v['ppl']:.2f}", f"{v['ppl_delta']:+.2%}", f"{v['greedy_agreement']:.0%}")
+        table.add_row(
+            v["file"],
+            v["precision"],
+            f"{v['size_bytes'] / 1e6:.1f}",
+            f"{v['max_abs_logit_diff']:.2e}",
+            f"{v['ppl']:.2f}",
+            f"{v['ppl_delta']:+.2%}",
+            f"{v['greedy_agreement']:.0%}",
+        )
     console = Console(width=max(Console().width, 110))
     console.print(table)
     opt = manifest["optimize"]
-    console.print(f"graph optimisation: {'applied' if opt['applied'] else 'not applied'} ({opt['reason']}); fusions {opt['fusions']}")
+    console.print(
+        f"graph optimisation: {'applied' if opt['applied'] else 'not applied'} ({opt['reason']}); fusions {opt['fusions']}"
+    )
     if "kv_cache" in manifest:
         kv = manifest["kv_cache"]
-        checked = [f"{v['file']} Δppl {v['kv_cache']['ppl_delta']:+.3%}, next token {v['kv_cache']['decode_agreement']:.1%}"
-                   for v in manifest["variants"] if "ppl_delta" in v["kv_cache"]]
-        console.print(f"KV cache {kv['precision']}{' ' + kv['mode'] if 'mode' in kv else ''} against the same file with an "
-                      f"fp32 cache: {'; '.join(checked)}")
+        checked = [
+            f"{v['file']} Δppl {v['kv_cache']['ppl_delta']:+.3%}, next token {v['kv_cache']['decode_agreement']:.1%}"
+            for v in manifest["variants"]
+            if "ppl_delta" in v["kv_cache"]
+        ]
+        console.print(
+            f"KV cache {kv['precision']}{' ' + kv['mode'] if 'mode' in kv else ''} against the same file with an "
+            f"fp32 cache: {'; '.join(checked)}"
+        )
     if "aarch64" in manifest:
         console.print(_arm_table(manifest["aarch64"]))
 
@@ -153,17 +192,36 @@ def _arm_table(arm: dict):
     """export --check-arm's figures: each variant on each emulated core against x86's run of the same file."""
     from rich.table import Table
 
-    table = Table(title=f"on emulated aarch64 ({arm['emulator']}; {arm['ppl_tokens']:,} tokens): what the kernels "
-                        "compute there, not how fast")
-    for col in ("file", "core", "max |Δlogit| vs x86", "next token = x86", "= x86 fp32", "greedy = x86", "ppl",
-                "Δppl vs x86 fp32", "GenAI greedy = x86"):
+    table = Table(
+        title=f"on emulated aarch64 ({arm['emulator']}; {arm['ppl_tokens']:,} tokens): what the kernels "
+        "compute there, not how fast"
+    )
+    for col in (
+        "file",
+        "core",
+        "max |Δlogit| vs x86",
+        "next token = x86",
+        "= x86 fp32",
+        "greedy = x86",
+        "ppl",
+        "Δppl vs x86 fp32",
+        "GenAI greedy = x86",
+    ):
         table.add_column(col, justify="right")
     for core, c in arm["cores"].items():
         for file, f in c["variants"].items():
             genai = f.get("genai_greedy_match")
-            table.add_row(file, core, f"{f['max_abs_logit_diff']:.2e}", f"{f['argmax_agreement']:.1%}",
-                          f"{f['fp32_agreement']:.1%}", "yes" if f["greedy_match"] else "no", f"{f['ppl']:.2f}", f"{f['ppl_delta']:+.2%}",
-                          "-" if genai is None else "yes" if genai else "no")
+            table.add_row(
+                file,
+                core,
+                f"{f['max_abs_logit_diff']:.2e}",
+                f"{f['argmax_agreement']:.1%}",
+                f"{f['fp32_agreement']:.1%}",
+                "yes" if f["greedy_match"] else "no",
+                f"{f['ppl']:.2f}",
+                f"{f['ppl_delta']:+.2%}",
+                "-" if genai is None else "yes" if genai else "no",
+            )
     return table
 
 
@@ -173,7 +231,8 @@ typer_command(app, "export", ExportConfig, command_parameters(export), export)
 def generate(
     model: Annotated[Path, typer.Argument(help="Artifact directory from clidep export, or an .onnx file inside one.")],
     prompt: Annotated[str, typer.Option(help="Text to continue.")],
-    *, options,
+    *,
+    options,
 ) -> None:
     """Continue PROMPT with an exported model through ONNX Runtime (no torch involved)."""
     from clidep.runtime.generate import generate_text
@@ -187,18 +246,23 @@ typer_command(app, "generate", GenerateConfig, command_parameters(generate), gen
 def bench(
     models: Annotated[list[str], typer.Argument(help="Export directories (every variant) or .onnx files.")],
     device: Annotated[str, typer.Option(help="Device profile: a name from `clidep devices` or a .toml file.")],
-    out: Annotated[Path, typer.Option(help="Directory for bench.json, bench.md, bench.csv, bench.jsonl and the plots.")],
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT (once the new report is complete).")] = False,
-    *, options,
+    out: Annotated[
+        Path, typer.Option(help="Directory for bench.json, bench.md, bench.csv, bench.jsonl and the plots.")
+    ],
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace OUT (once the new report is complete).")
+    ] = False,
+    *,
+    options,
 ) -> None:
     """Measure each model as llama-bench does, each in its own process: prompt processing (ppN) and
     generation after each context depth (tgGEN) in tokens/s, mean ± sd over --reps, per --threads;
     time to first token, per-token decode p50/p90, load time, peak memory and perplexity. On a
     profile other than host, latencies are projected (and labelled so)."""
     from clidep.bench import devices as profiles
-    from clidep.files import check_output, write_dir
     from clidep.bench.benchmark import bench as run
     from clidep.bench.outputs import markdown, write_report
+    from clidep.files import check_output, write_dir
     from clidep.locks import write_lock
 
     with write_lock(out, log=_log):
@@ -223,22 +287,34 @@ def devices(
     from rich.table import Table
 
     from clidep.bench import devices as profiles
+
     console = Console(width=max(Console().width, 110))
     if show:
         p = profiles.load(show)
         table = Table(title=f"{p.name}: {p.description} ({p.path})")
         for col in ("field", "value", "source"):
             table.add_column(col)
-        for k in ("cores", "threads", "clock_ghz", "ram_gb", "usable_ram_fraction", "mem_bandwidth_gbs", "fp32_gflops",
-                  "int8_gops", "ort_provider"):
+        for k in (
+            "cores",
+            "threads",
+            "clock_ghz",
+            "ram_gb",
+            "usable_ram_fraction",
+            "mem_bandwidth_gbs",
+            "fp32_gflops",
+            "int8_gops",
+            "ort_provider",
+        ):
             table.add_row(k, str(getattr(p, k)), p.sources.get(k, "measured at bench time" if p.measured else ""))
         if p.arm_check:
             table.add_row("arm_check", p.arm_check, p.sources["arm_check"])
         console.print(table)
         if p.arm_check:
-            console.print(f"checked on aarch64: what every export computes there (logits, next tokens, perplexity, "
-                          f"ONNX Runtime GenAI), on an emulated {p.arm_check} with clidep export --check-arm; "
-                          "projected: every speed figure (bench without --remote), never measured on the device")
+            console.print(
+                f"checked on aarch64: what every export computes there (logits, next tokens, perplexity, "
+                f"ONNX Runtime GenAI), on an emulated {p.arm_check} with clidep export --check-arm; "
+                "projected: every speed figure (bench without --remote), never measured on the device"
+            )
         return
     table = Table(title="device profiles")
     for col in ("name", "description", "threads", "RAM GB", "GB/s", "fp32 GFLOP/s", "int8 GOPS"):
@@ -246,14 +322,24 @@ def devices(
     for name, path in profiles.known().items():
         p = profiles.load(str(path))
         m = p.measured
-        table.add_row(name, p.description, str(p.threads), f"{p.ram_gb:g}", "measured" if m else f"{p.mem_bandwidth_gbs:g}",
-                      "measured" if m else f"{p.fp32_gflops:g}", "-" if m else f"{p.int8_gops:g}")
+        table.add_row(
+            name,
+            p.description,
+            str(p.threads),
+            f"{p.ram_gb:g}",
+            "measured" if m else f"{p.mem_bandwidth_gbs:g}",
+            "measured" if m else f"{p.fp32_gflops:g}",
+            "-" if m else f"{p.int8_gops:g}",
+        )
     console.print(table)
 
 
 def demo(
-    out: Annotated[Path, typer.Option(help="Working directory for every artifact (its sub-directories are replaced).")] = Path("clidep-demo"),
-    *, options,
+    out: Annotated[
+        Path, typer.Option(help="Working directory for every artifact (its sub-directories are replaced).")
+    ] = Path("clidep-demo"),
+    *,
+    options,
 ) -> None:
     """Run the whole job offline: analyze, compress (CLI and uniform), export --int8 and bench on this machine.
 
@@ -267,18 +353,39 @@ def demo(
 
     result = run(out, options, log=_log)
     ev = result["eval"]
-    table = Table(title=f"clidep demo: ppl on {ev['data']} ({ev['tokens']:,} tokens, context {ev['context']}, stride {ev['stride']}); "
-                        f"int8 decode measured on this machine")
-    for col in ("model", "params", "ratio", "ppl (torch fp32)", "int8 MB", "int8 ppl (ONNX)", "int8 decode ms/token", "int8 peak RSS MB"):
+    table = Table(
+        title=f"clidep demo: ppl on {ev['data']} ({ev['tokens']:,} tokens, context {ev['context']}, stride {ev['stride']}); "
+        f"int8 decode measured on this machine"
+    )
+    for col in (
+        "model",
+        "params",
+        "ratio",
+        "ppl (torch fp32)",
+        "int8 MB",
+        "int8 ppl (ONNX)",
+        "int8 decode ms/token",
+        "int8 peak RSS MB",
+    ):
         table.add_column(col, justify="right")
     fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
     for r in result["rows"]:
-        table.add_row(r["model"], f"{r['params']:,}", f"{r['ratio']:.2f}", f"{r['ppl']:.2f}", f"{r['int8_mb']:.2f}",
-                      fmt(r["int8_ppl"], ".2f"), fmt(r["int8_decode_ms"], ".2f"), fmt(r["int8_peak_rss_mb"], ".0f"))
+        table.add_row(
+            r["model"],
+            f"{r['params']:,}",
+            f"{r['ratio']:.2f}",
+            f"{r['ppl']:.2f}",
+            f"{r['int8_mb']:.2f}",
+            fmt(r["int8_ppl"], ".2f"),
+            fmt(r["int8_decode_ms"], ".2f"),
+            fmt(r["int8_peak_rss_mb"], ".0f"),
+        )
     console = Console(width=max(Console().width, 110))
     console.print(table)
-    console.print(f"protected blocks {result['protected']}; widths cli {result['layer_widths']['cli']}, "
-                  f"uniform {result['layer_widths']['uniform']}; {result['distillation_tokens']:,} distillation tokens each")
+    console.print(
+        f"protected blocks {result['protected']}; widths cli {result['layer_widths']['cli']}, "
+        f"uniform {result['layer_widths']['uniform']}; {result['distillation_tokens']:,} distillation tokens each"
+    )
     for name, path in result["artifacts"].items():
         console.print(f"  {name:<12} {path}")
     console.print(f"done in {result['seconds']:.0f} s: {result['timings_s']}")
@@ -289,7 +396,12 @@ typer_command(app, "demo", DemoConfig, command_parameters(demo), demo)
 
 @app.callback()
 def _root(
-    verbose: Annotated[bool, typer.Option("--verbose", help="Show the libraries' own progress bars and warnings (loading, exporting, quantising).")] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", help="Show the libraries' own progress bars and warnings (loading, exporting, quantising)."
+        ),
+    ] = False,
 ) -> None:
     """Compress GPT-2 by Critical Layer Isolation, export it to ONNX, and benchmark it on edge devices."""
     if verbose:
@@ -351,8 +463,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _stopped(signum: int) -> int:
     """The line and exit status (128 + the signal's number) of a run ended by Ctrl-C, SIGTERM or SIGHUP."""
-    print(f"error: stopped by {signal.Signals(signum).name}; nothing was replaced (a compress run stopped after a "
-          "checkpoint continues with --resume)", file=sys.stderr)
+    print(
+        f"error: stopped by {signal.Signals(signum).name}; nothing was replaced (a compress run stopped after a "
+        "checkpoint continues with --resume)",
+        file=sys.stderr,
+    )
     return 128 + signum
 
 

@@ -69,10 +69,20 @@ def python_docs() -> tuple[list[str], list[str]]:
                 module = importlib.import_module(name)
             except Exception:  # a module missing from this build of Python (e.g. no _tkinter, no _ssl)
                 continue
-            objs = [module] + [obj for attr, obj in sorted(vars(module).items()) if not attr.startswith("_")
-                               and (inspect.isclass(obj) or inspect.isfunction(obj)) and getattr(obj, "__module__", "") == name]
-            objs += [m for c in objs if inspect.isclass(c) for a, m in sorted(vars(c).items())
-                     if not a.startswith("_") and inspect.isfunction(m)]
+            objs = [module] + [
+                obj
+                for attr, obj in sorted(vars(module).items())
+                if not attr.startswith("_")
+                and (inspect.isclass(obj) or inspect.isfunction(obj))
+                and getattr(obj, "__module__", "") == name
+            ]
+            objs += [
+                m
+                for c in objs
+                if inspect.isclass(c)
+                for a, m in sorted(vars(c).items())
+                if not a.startswith("_") and inspect.isfunction(m)
+            ]
             for obj in objs:
                 doc = inspect.getdoc(obj)
                 if doc and len(doc) >= 200 and doc not in seen:
@@ -115,8 +125,10 @@ def hub_fallback(name: str) -> tuple[str, str] | None:
     if name not in HUB_FALLBACK or offline_folder_present():
         return None
     hub, split = HUB_FALLBACK[name]
-    note = (f"note: no offline data folder (../shared/data or ${ENV_VAR}): '{name}' reads the dataset hub's "
-            f"{hub} {split} split instead")
+    note = (
+        f"note: no offline data folder (../shared/data or ${ENV_VAR}): '{name}' reads the dataset hub's "
+        f"{hub} {split} split instead"
+    )
     if note not in _said:
         _said.add(note)
         print(note, file=sys.stderr)
@@ -144,11 +156,15 @@ def load_tokenizer(name_or_path: str | Path = "gpt2"):
     folder = Path(name)
     if folder.is_dir() and not ((folder / "tokenizer.json").is_file() or (folder / "vocab.json").is_file()):
         # transformers would build an empty tokenizer from tokenizer_config.json alone
-        raise ClidepError(f"cannot load a tokenizer from '{name}': it holds no tokenizer.json (or vocab.json and merges.txt)")
+        raise ClidepError(
+            f"cannot load a tokenizer from '{name}': it holds no tokenizer.json (or vocab.json and merges.txt)"
+        )
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)
     except (OSError, ValueError) as exc:
-        raise ClidepError(f"cannot load a tokenizer from '{name}': give a model directory with tokenizer files") from exc
+        raise ClidepError(
+            f"cannot load a tokenizer from '{name}': give a model directory with tokenizer files"
+        ) from exc
     if len(tokenizer) < 2:
         raise ClidepError(f"cannot load a tokenizer from '{name}': its vocabulary is empty")
     return tokenizer
@@ -170,7 +186,9 @@ def calibration_batch(tokenizer, data: str, samples: int, seq_len: int, seed: in
     ids = tokenize_text(tokenizer, text)
     if ids.size <= seq_len:
         raise ClidepError(f"'{data}' has {ids.size} tokens, fewer than one window of --seq-len {seq_len}")
-    starts = np.sort(np.random.default_rng(seed).choice(ids.size - seq_len, size=samples, replace=samples > ids.size - seq_len))
+    starts = np.sort(
+        np.random.default_rng(seed).choice(ids.size - seq_len, size=samples, replace=samples > ids.size - seq_len)
+    )
     return torch.from_numpy(np.stack([ids[s : s + seq_len] for s in starts])), label
 
 
@@ -219,7 +237,9 @@ def read_corpus(spec: str) -> list[str]:
     elif path.is_file():
         files = [path]
     else:
-        raise ClidepError(f"no training data at '{spec}': give a text file, a directory of .txt files, python-docs or wikitext-103")
+        raise ClidepError(
+            f"no training data at '{spec}': give a text file, a directory of .txt files, python-docs or wikitext-103"
+        )
     if not files:
         raise ClidepError(f"no .txt files in '{spec}'")
     docs = []
@@ -256,7 +276,8 @@ def _hub_split(name: str, split: str, standing_in: str | None = None) -> list[st
             raise ClidepError(
                 f"'{standing_in}' needs the offline data folder, which is not here (../shared/data beside clidep, or "
                 f"${ENV_VAR}), and the dataset hub's {name} cannot be fetched either ({why}): set {ENV_VAR} to the "
-                "offline folder, or run where the hub is reachable, or give a text file") from None
+                "offline folder, or run where the hub is reachable, or give a text file"
+            ) from None
         raise ClidepError(
             f"cannot fetch '{name}' from the dataset hub ({why}); offline, use --data wikitext-test or a text file"
         ) from None

@@ -38,11 +38,11 @@ def demo(out: str | Path = "clidep-demo", config: DemoConfig | None = None, *, l
     the ``python-docs`` corpus are used. OUT's sub-directories are replaced on every run.
     """
     from clidep.bench import devices
-    from clidep.compress.analyze import analyze, write_report
-    from clidep.export.artifact import export_artifact
     from clidep.bench.benchmark import bench
     from clidep.bench.outputs import write_report as write_bench
+    from clidep.compress.analyze import analyze, write_report
     from clidep.compress.pipeline import compress
+    from clidep.export.artifact import export_artifact
     from clidep.quality.evaluate import evaluate
 
     c = resolve(DemoConfig, config, options)
@@ -63,41 +63,95 @@ def demo(out: str | Path = "clidep-demo", config: DemoConfig | None = None, *, l
 
     report = step("analyze", lambda: analyze(model, data=eval_data, samples=4, seq_len=64, probes=8, method="all"))
     write_report(report, out / "analyze")
-    common = dict(data=data, val_data=eval_data, steps=steps, batch_size=16, seq_len=128, eval_every=max(1, steps // 3),
-                  save_every=steps, overwrite=True, log=log)
-    cli = step("compress cli", lambda: compress(model, out / "cli", method="cli", ratio=ratio, protect=str(out / "analyze"), **common))
-    uni = step("compress uniform", lambda: compress(model, out / "uniform", method="uniform", match=str(out / "cli"), **common))
+    common = dict(
+        data=data,
+        val_data=eval_data,
+        steps=steps,
+        batch_size=16,
+        seq_len=128,
+        eval_every=max(1, steps // 3),
+        save_every=steps,
+        overwrite=True,
+        log=log,
+    )
+    cli = step(
+        "compress cli",
+        lambda: compress(model, out / "cli", method="cli", ratio=ratio, protect=str(out / "analyze"), **common),
+    )
+    uni = step(
+        "compress uniform", lambda: compress(model, out / "uniform", method="uniform", match=str(out / "cli"), **common)
+    )
     exports = {}
     for name, src in (("teacher", model), ("cli", out / "cli"), ("uniform", out / "uniform")):
         exports[name] = out / f"{name}-onnx"
-        step(f"export {name}", lambda src=src, name=name: export_artifact(
-            str(src), exports[name], int8=True, overwrite=True, ppl_data=eval_data, ppl_tokens=0))
-    evals = {name: step(f"eval {name}", lambda src=src: evaluate(src, data=eval_data))
-             for name, src in (("teacher", model), ("cli", out / "cli"), ("uniform", out / "uniform"))}
-    bench_report = step("bench host", lambda: bench([str(exports["cli"]), str(exports["uniform"])], devices.load("host"),
-                                                     baseline=str(exports["teacher"]), prompt_lens="32,128", gen=64,
-                                                     ppl=True, ppl_tokens=0, ppl_data=eval_data, log=log))
+        step(
+            f"export {name}",
+            lambda src=src, name=name: export_artifact(
+                str(src), exports[name], int8=True, overwrite=True, ppl_data=eval_data, ppl_tokens=0
+            ),
+        )
+    evals = {
+        name: step(f"eval {name}", lambda src=src: evaluate(src, data=eval_data))
+        for name, src in (("teacher", model), ("cli", out / "cli"), ("uniform", out / "uniform"))
+    }
+    bench_report = step(
+        "bench host",
+        lambda: bench(
+            [str(exports["cli"]), str(exports["uniform"])],
+            devices.load("host"),
+            baseline=str(exports["teacher"]),
+            prompt_lens="32,128",
+            gen=64,
+            ppl=True,
+            ppl_tokens=0,
+            ppl_data=eval_data,
+            log=log,
+        ),
+    )
     write_bench(bench_report, out / "bench")
     rows = []
-    for name, params in (("teacher", cli["teacher_params"]), ("cli", cli["student_params"]), ("uniform", uni["student_params"])):
+    for name, params in (
+        ("teacher", cli["teacher_params"]),
+        ("cli", cli["student_params"]),
+        ("uniform", uni["student_params"]),
+    ):
         # clidep's runner: the ONNX Runtime GenAI row of the same precision scores no perplexity
-        variants = {r["precision"]: r for r in bench_report["models"]
-                    if r["name"] == f"{name}-onnx" and r["runtime"] == "clidep" and "error" not in r}
+        variants = {
+            r["precision"]: r
+            for r in bench_report["models"]
+            if r["name"] == f"{name}-onnx" and r["runtime"] == "clidep" and "error" not in r
+        }
         int8 = next((r for p, r in variants.items() if p.startswith("int8")), {})
-        rows.append({
-            "model": name, "params": params, "ratio": cli["teacher_params"] / params, "ppl": evals[name].ppl,
-            "int8_mb": int8.get("size_bytes", 0) / 1e6, "int8_ppl": int8.get("ppl"),
-            "int8_decode_ms": int8.get("decode_ms_p50"), "int8_peak_rss_mb": int8.get("peak_rss_mb"),
-        })
+        rows.append(
+            {
+                "model": name,
+                "params": params,
+                "ratio": cli["teacher_params"] / params,
+                "ppl": evals[name].ppl,
+                "int8_mb": int8.get("size_bytes", 0) / 1e6,
+                "int8_ppl": int8.get("ppl"),
+                "int8_decode_ms": int8.get("decode_ms_p50"),
+                "int8_peak_rss_mb": int8.get("peak_rss_mb"),
+            }
+        )
     return {
         "rows": rows,
         "protected": cli["protected"],
         "layer_widths": {"cli": cli["layer_widths"], "uniform": uni["layer_widths"]},
-        "eval": {"data": eval_data, "context": evals["teacher"].context, "stride": evals["teacher"].stride,
-                 "tokens": evals["teacher"].tokens},
+        "eval": {
+            "data": eval_data,
+            "context": evals["teacher"].context,
+            "stride": evals["teacher"].stride,
+            "tokens": evals["teacher"].tokens,
+        },
         "distillation_tokens": cli["tokens_trained"],
         "timings_s": timings,
         "seconds": round(time.perf_counter() - t0, 1),
-        "artifacts": {"analysis": str(out / "analyze"), "cli": str(out / "cli"), "uniform": str(out / "uniform"),
-                      **{f"{k}_onnx": str(v) for k, v in exports.items()}, "bench": str(out / "bench")},
+        "artifacts": {
+            "analysis": str(out / "analyze"),
+            "cli": str(out / "cli"),
+            "uniform": str(out / "uniform"),
+            **{f"{k}_onnx": str(v) for k, v in exports.items()},
+            "bench": str(out / "bench"),
+        },
     }

@@ -62,8 +62,13 @@ def read_json(path: str | Path, what: str) -> dict:
     except FileNotFoundError:
         raise ClidepError(f"no {what} at '{path}'") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        why = "not UTF-8" if isinstance(exc, UnicodeDecodeError) else exc.strerror if isinstance(exc, OSError) else \
-            f"not JSON: {exc.msg} at line {exc.lineno}"
+        why = (
+            "not UTF-8"
+            if isinstance(exc, UnicodeDecodeError)
+            else exc.strerror
+            if isinstance(exc, OSError)
+            else f"not JSON: {exc.msg} at line {exc.lineno}"
+        )
         raise ClidepError(f"'{path}' is not a valid {what} ({why}); re-create it") from None
     if not isinstance(data, dict):
         raise ClidepError(f"'{path}' is not a valid {what} (a JSON object is expected)")
@@ -84,8 +89,9 @@ def _umask() -> int:
     return mask
 
 
-def check_output(out: Path, inputs: Iterable[str | Path | None] = (), *, overwrite: bool = False,
-                 option: str = "--out") -> Path:
+def check_output(
+    out: Path, inputs: Iterable[str | Path | None] = (), *, overwrite: bool = False, option: str = "--out"
+) -> Path:
     """Refuse an output location before any work is done, so a mistake never costs a result.
 
     OUT must not be an input, lie inside one, or contain one (replacing it would delete the
@@ -173,15 +179,19 @@ def cache_dir(sub: str) -> Path:
     else:
         home = Path.home()
         if not home.is_dir():
-            raise ClidepError(f"the cache folder would be under the home directory {home}, which does not exist; "
-                              f"set {CACHE_ENV} (or XDG_CACHE_HOME) to a writable folder")
+            raise ClidepError(
+                f"the cache folder would be under the home directory {home}, which does not exist; "
+                f"set {CACHE_ENV} (or XDG_CACHE_HOME) to a writable folder"
+            )
         root = home / ".cache" / "clidep"
     path = root / sub
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ClidepError(f"the cache folder {path} cannot be made ({exc.strerror or exc}); set {CACHE_ENV} "
-                          "(or XDG_CACHE_HOME) to a writable folder") from None
+        raise ClidepError(
+            f"the cache folder {path} cannot be made ({exc.strerror or exc}); set {CACHE_ENV} "
+            "(or XDG_CACHE_HOME) to a writable folder"
+        ) from None
     return path
 
 

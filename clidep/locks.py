@@ -86,7 +86,9 @@ def _release(path: Path, fd: int) -> None:
 def _busy(target: Path, path: Path, what: str) -> ClidepError:
     pids = holders(path)
     who = f"pid {', '.join(map(str, pids))}" if pids else "another process"
-    return ClidepError(f"'{target}' is {what} by another clidep run ({who}); wait for it to finish, or choose another --out")
+    return ClidepError(
+        f"'{target}' is {what} by another clidep run ({who}); wait for it to finish, or choose another --out"
+    )
 
 
 @contextlib.contextmanager
@@ -144,7 +146,7 @@ def clear_leftovers(target: Path, log: Callable[[str], None] | None = None) -> l
     parent, prefix = target.absolute().parent, f".{target.name}."
     gone = []
     for p in sorted(parent.glob(f"{prefix}*")) if parent.is_dir() else []:
-        middle = p.name[len(prefix):]
+        middle = p.name[len(prefix) :]
         if not (p.name.endswith(LEFTOVER_SUFFIXES) and middle.count(".") == 1):
             continue  # not one of ours: .NAME.lock, .NAME.partial, or a name we never make
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)

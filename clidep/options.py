@@ -19,15 +19,23 @@ from typing import Annotated, Any, get_type_hints
 from clidep.errors import ClidepError
 
 
-def option(default: Any, help: str, *, low: float | None = None, above: float | None = None,
-           high: float | None = None, choices: tuple[str, ...] | None = None) -> Any:
+def option(
+    default: Any,
+    help: str,
+    *,
+    low: float | None = None,
+    above: float | None = None,
+    high: float | None = None,
+    choices: tuple[str, ...] | None = None,
+) -> Any:
     """A dataclass field that is also a command-line flag: ``--name-with-hyphens``.
 
     LOW: smallest allowed value; ABOVE: the value must be greater; HIGH: largest allowed;
     CHOICES: the allowed strings. ``None`` (an optional flag not given) is always allowed.
     """
-    return dataclasses.field(default=default, metadata={
-        "help": help, "low": low, "above": above, "high": high, "choices": choices})
+    return dataclasses.field(
+        default=default, metadata={"help": help, "low": low, "above": above, "high": high, "choices": choices}
+    )
 
 
 def flag(name: str) -> str:
@@ -119,8 +127,9 @@ def command_parameters(body: Callable[..., None]) -> list[inspect.Parameter]:
     return [p for p in inspect.signature(body, eval_str=True).parameters.values() if p.name != "options"]
 
 
-def typer_command(app, name: str, options_cls: type[Options], leading: list[inspect.Parameter],
-                  body: Callable[..., None]) -> None:
+def typer_command(
+    app, name: str, options_cls: type[Options], leading: list[inspect.Parameter], body: Callable[..., None]
+) -> None:
     """Register ``clidep NAME``: LEADING parameters (arguments and call-level flags, declared with
     their Typer annotations), then one flag per field of OPTIONS_CLS. BODY receives the leading
     values by name and ``options=OPTIONS_CLS(...)``; its docstring is the command's help."""
@@ -129,9 +138,14 @@ def typer_command(app, name: str, options_cls: type[Options], leading: list[insp
     hints = get_type_hints(options_cls)
     fields = dataclasses.fields(options_cls)
     params = list(leading) + [
-        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
-                          annotation=Annotated[hints[f.name], typer.Option(*_names(f), help=f.metadata["help"])])
-        for f in fields]
+        inspect.Parameter(
+            f.name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=f.default,
+            annotation=Annotated[hints[f.name], typer.Option(*_names(f), help=f.metadata["help"])],
+        )
+        for f in fields
+    ]
     names = {f.name for f in fields}
 
     def command(**values):

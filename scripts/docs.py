@@ -50,7 +50,9 @@ def options_block(name: str) -> str:
         if record and param.name != "help":
             rows.append(record)
     table = ["| option | what it does |", "|---|---|"] + [f"| `{n}` | {_cell(h)} |" for n, h in rows]
-    arguments = [p.name.upper() + ("..." if p.nargs == -1 else "") for p in command.params if p.param_type_name == "argument"]
+    arguments = [
+        p.name.upper() + ("..." if p.nargs == -1 else "") for p in command.params if p.param_type_name == "argument"
+    ]
     usage = " ".join(["[OPTIONS]", *arguments])
     return f"```\nclidep {name} {usage}\n```\n\n" + "\n".join(table) + "\n"
 

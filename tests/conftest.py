@@ -75,8 +75,9 @@ def tiny_setup(tmp_path_factory, teacher_dir):
 
     root = tmp_path_factory.mktemp("tiny")
     torch.manual_seed(0)
-    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=8192, n_positions=128, n_embd=64, n_layer=4, n_head=2,
-                                      bos_token_id=0, eos_token_id=0))
+    gpt2 = GPT2LMHeadModel(
+        GPT2Config(vocab_size=8192, n_positions=128, n_embd=64, n_layer=4, n_head=2, bos_token_id=0, eos_token_id=0)
+    )
     gpt2.save_pretrained(root / "teacher")
     load_tokenizer(teacher_dir).save_pretrained(root / "teacher")
     (root / "train.txt").write_text(read_text("wiki-en-valid")[0][:300_000])
@@ -102,8 +103,16 @@ SCHEDULES = {  # width schedules of a 4-block, width-64 model: no bottleneck, CL
 def tiny_config(widths: list[int], **kw) -> CLIGPT2Config:
     """A CLIGPT2 config of width 64 with blocks of WIDTHS, vocabulary 101."""
     return CLIGPT2Config(
-        vocab_size=101, n_positions=64, n_embd=64, n_layer=len(widths), n_head=4, head_dim=16,
-        layer_widths=widths, bos_token_id=0, eos_token_id=0, **kw,
+        vocab_size=101,
+        n_positions=64,
+        n_embd=64,
+        n_layer=len(widths),
+        n_head=4,
+        head_dim=16,
+        layer_widths=widths,
+        bos_token_id=0,
+        eos_token_id=0,
+        **kw,
     )
 
 
@@ -111,8 +120,16 @@ def tiny_compress(root, out, **kw):
     """``compress`` on the tiny_setup teacher: CLI at width 32 protecting blocks 0 and 3, unless KW says otherwise."""
     from clidep.compress.pipeline import compress
 
-    args = dict(method="cli", width=32, protect="0,3", data=str(root / "train.txt"), batch_size=8, seq_len=64,
-                eval_every=0, log=lambda m: None)
+    args = dict(
+        method="cli",
+        width=32,
+        protect="0,3",
+        data=str(root / "train.txt"),
+        batch_size=8,
+        seq_len=64,
+        eval_every=0,
+        log=lambda m: None,
+    )
     return compress(str(root / "teacher"), out, **{**args, **kw})
 
 

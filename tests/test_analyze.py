@@ -11,8 +11,7 @@ from clidep import from_gpt2
 from clidep.compress import importance as I
 from clidep.compress.analyze import analyze, write_report
 
-from .conftest import tiny_gpt2
-from .conftest import run
+from .conftest import run, tiny_gpt2
 
 
 def planted_model():
@@ -37,8 +36,15 @@ def own_samples(model, n=8, length=32, seed=0):
     torch.manual_seed(seed)
     start = torch.randint(1, model.config.vocab_size, (n, 1), generator=torch.Generator().manual_seed(seed))
     out = model.generate(
-        start, attention_mask=torch.ones_like(start), max_new_tokens=length - 1, min_new_tokens=length - 1,
-        do_sample=True, top_k=0, top_p=1.0, temperature=1.0, pad_token_id=0,
+        start,
+        attention_mask=torch.ones_like(start),
+        max_new_tokens=length - 1,
+        min_new_tokens=length - 1,
+        do_sample=True,
+        top_k=0,
+        top_p=1.0,
+        temperature=1.0,
+        pad_token_id=0,
     )
     assert out.shape == (n, length)
     return out

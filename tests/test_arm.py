@@ -35,7 +35,10 @@ def students(tmp_path_factory):
     compress(str(EMBEDDED), root / "uniform", method="uniform", match=str(root / "cli"), **common)
     out = {}
     for student in ("cli", "uniform"):
-        for kind, options in (("ort", dict(int8=True, int4=True, fp16=True)), ("plain", dict(plain_onnx=True, int8=True))):
+        for kind, options in (
+            ("ort", dict(int8=True, int4=True, fp16=True)),
+            ("plain", dict(plain_onnx=True, int8=True)),
+        ):
             folder = root / f"{student}-{kind}"
             out[f"{student}-{kind}"] = folder, export_artifact(root / student, folder, check_arm=True, **options, **PPL)
     return out
@@ -90,8 +93,10 @@ def _probe_results(folder, perturb):
                 figures = probe.run_graph(job["path"], spec_inputs, context, stride, arm.GREEDY_TOKENS)
                 host.update({f"{job['name']}::{k}": v for k, v in figures.items()})
         machine = {"machine": "aarch64", "cpu": "cortex-a76", "emulated": "qemu-user on x86_64"}
-        return {"host": (host, {"machine": "x86_64"}),
-                **{core: (perturb(dict(host)), {**machine, "cpu": core}) for core in CORES}}
+        return {
+            "host": (host, {"machine": "x86_64"}),
+            **{core: (perturb(dict(host)), {**machine, "cpu": core}) for core in CORES},
+        }
 
     tokenizer = load_tokenizer(folder)
     ids = tokenize_text(tokenizer, read_text("python-docs-valid")[0])[:129]
@@ -108,8 +113,9 @@ def test_a_variant_that_misses_its_gate_on_arm_is_refused_naming_file_core_and_f
     fake, ids = _probe_results(folder, worse_int8)
     monkeypatch.setattr(arm, "run_probes", fake)
     record = arm.check_arm(folder, manifest["variants"], {}, ids, 128, log=lambda m: None)
-    assert arm.refusals(record) == [f"model.int8.onnx on an emulated {core}: ppl +10.00% against x86's fp32 (gate +2.0%)"
-                                    for core in CORES]
+    assert arm.refusals(record) == [
+        f"model.int8.onnx on an emulated {core}: ppl +10.00% against x86's fp32 (gate +2.0%)" for core in CORES
+    ]
 
     def disagreeing_int8(figures):  # ARM picks a token x86's fp32 graph does not at a fifth of the positions
         picks = figures["model.int8.onnx::argmax"].copy()
@@ -137,9 +143,10 @@ def test_an_export_whose_fp32_graph_differs_on_arm_beyond_1e4_fails_and_writes_n
     monkeypatch.setattr(arm, "run_probes", fake)
     with pytest.raises(ClidepError) as err:
         export_artifact(folder.parent / "uniform", tmp_path / "out", check_arm=True, genai=False, **PPL)
-    assert str(err.value) == ("export failed its aarch64 check, so these files would not give on ARM what they give here: "
-                              + "; ".join(f"model.onnx on an emulated {core}: max |logit diff| 0.0002 > 0.0001"
-                                          for core in CORES))
+    assert str(err.value) == (
+        "export failed its aarch64 check, so these files would not give on ARM what they give here: "
+        + "; ".join(f"model.onnx on an emulated {core}: max |logit diff| 0.0002 > 0.0001" for core in CORES)
+    )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -147,7 +154,9 @@ def test_check_arm_without_the_environment_is_one_line_before_any_work(tmp_path,
     from clidep.export.artifact import export_artifact
 
     monkeypatch.setenv("CLIDEP_ARM64_ENV", str(tmp_path / "nowhere"))
-    with pytest.raises(ClidepError, match=r"the emulated aarch64 environment is not built .*run bash scripts/arm64-env.sh"):
+    with pytest.raises(
+        ClidepError, match=r"the emulated aarch64 environment is not built .*run bash scripts/arm64-env.sh"
+    ):
         export_artifact(EMBEDDED, tmp_path / "out", check_arm=True, **PPL)
     assert not (tmp_path / "out").exists()
 
@@ -156,10 +165,18 @@ def test_every_arm_profile_names_the_core_it_is_checked_on(tmp_path):
     from clidep.bench import devices
 
     checked = {name: devices.load(name).arm_check for name in devices.known()}
-    assert checked == {"host": None, "laptop-2020": None, "raspberry-pi-4": "cortex-a72", "raspberry-pi-5": "cortex-a76",
-                       "pixel-7": "cortex-a76", "jetson-orin-nano": "cortex-a76"}
+    assert checked == {
+        "host": None,
+        "laptop-2020": None,
+        "raspberry-pi-4": "cortex-a72",
+        "raspberry-pi-5": "cortex-a76",
+        "pixel-7": "cortex-a76",
+        "jetson-orin-nano": "cortex-a76",
+    }
     bad = tmp_path / "phone.toml"
-    bad.write_text(devices.known()["raspberry-pi-5"].read_text().replace('arm_check = "cortex-a76"', 'arm_check = "cortex-a78"'))
+    bad.write_text(
+        devices.known()["raspberry-pi-5"].read_text().replace('arm_check = "cortex-a76"', 'arm_check = "cortex-a78"')
+    )
     with pytest.raises(ClidepError, match="field 'arm_check' must be one of cortex-a76, cortex-a72"):
         devices.load(str(bad))
 

@@ -14,9 +14,8 @@ import pytest
 from clidep.bench import devices
 from clidep.bench.benchmark import _fill, bench
 from clidep.bench.outputs import markdown, write_report
-from clidep.data import load_tokenizer, read_text
+from clidep.data import load_tokenizer, read_text, tokenize_text
 from clidep.errors import ClidepError
-from clidep.data import tokenize_text
 from clidep.model.convert import load_model
 from clidep.quality.perplexity import perplexity, torch_logits_fn
 
@@ -36,11 +35,23 @@ def test_every_shipped_profile_loads_with_sources():
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (lambda t: t.replace("mem_bandwidth_gbs = 10.0", 'mem_bandwidth_gbs = "fast"'), "field 'mem_bandwidth_gbs' must be a finite positive number"),
-        (lambda t: t.replace("mem_bandwidth_gbs = 10.0", "mem_bandwidth_gbs = nan"), "field 'mem_bandwidth_gbs' must be a finite positive number (got nan)"),
-        (lambda t: t.replace("fp32_gflops = ", "fp32_gflops = inf #", 1), "field 'fp32_gflops' must be a finite positive number (got inf)"),
+        (
+            lambda t: t.replace("mem_bandwidth_gbs = 10.0", 'mem_bandwidth_gbs = "fast"'),
+            "field 'mem_bandwidth_gbs' must be a finite positive number",
+        ),
+        (
+            lambda t: t.replace("mem_bandwidth_gbs = 10.0", "mem_bandwidth_gbs = nan"),
+            "field 'mem_bandwidth_gbs' must be a finite positive number (got nan)",
+        ),
+        (
+            lambda t: t.replace("fp32_gflops = ", "fp32_gflops = inf #", 1),
+            "field 'fp32_gflops' must be a finite positive number (got inf)",
+        ),
         (lambda t: t.replace("threads = 4\n", "threads = 9\n"), "field 'threads' (9) exceeds cores (4)"),
-        (lambda t: t.replace('\nfp32_gflops = "theoretical', '\nx_fp32_gflops = "theoretical'), "field 'sources.fp32_gflops' is missing"),
+        (
+            lambda t: t.replace('\nfp32_gflops = "theoretical', '\nx_fp32_gflops = "theoretical'),
+            "field 'sources.fp32_gflops' is missing",
+        ),
         (lambda t: t.replace("cores = 4\n", "cores = 4\nturbo = true\n"), "field 'turbo' is not a profile field"),
         (lambda t: t + "\n[[broken", "not valid TOML"),
     ],
@@ -67,8 +78,17 @@ def test_unknown_profile_lists_the_known_ones():
 @pytest.fixture(scope="module")
 def host_report(teacher_artifact):
     out, _ = teacher_artifact
-    return bench([str(out)], devices.load("host"), baseline=None, prompt_lens="16,64", gen=64, ppl=True,
-                 ppl_tokens=2048, runtime="clidep", log=lambda m: None)  # ONNX Runtime GenAI: test_genai.py
+    return bench(
+        [str(out)],
+        devices.load("host"),
+        baseline=None,
+        prompt_lens="16,64",
+        gen=64,
+        ppl=True,
+        ppl_tokens=2048,
+        runtime="clidep",
+        log=lambda m: None,
+    )  # ONNX Runtime GenAI: test_genai.py
 
 
 def test_host_bench_measures_every_variant(host_report, teacher_artifact):
@@ -78,16 +98,31 @@ def test_host_bench_measures_every_variant(host_report, teacher_artifact):
     assert not host_report["projected"]
     for r, v in zip(rows, manifest["variants"]):
         assert "error" not in r, r.get("error")
-        for key in ("size_bytes", "load_s", "prefill_ms", "decode_ms_p50", "decode_ms_p90", "tokens_per_s",
-                    "peak_rss_mb", "fits", "ppl", "roofline_fraction"):
+        for key in (
+            "size_bytes",
+            "load_s",
+            "prefill_ms",
+            "decode_ms_p50",
+            "decode_ms_p90",
+            "tokens_per_s",
+            "peak_rss_mb",
+            "fits",
+            "ppl",
+            "roofline_fraction",
+        ):
             assert r[key] is not None, key
-        assert set(r["prefill_ms"]) == {"16", "64"} and len(r["decode_ms_samples"]) == 5 * 64, "5 repetitions by default"
+        assert set(r["prefill_ms"]) == {"16", "64"} and len(r["decode_ms_samples"]) == 5 * 64, (
+            "5 repetitions by default"
+        )
         assert r["decode_ms_p50"] <= r["decode_ms_p90"] and 0 < r["roofline_fraction"] <= 1.5
         # decode reads the weights (within the file, which also holds the graph) and the KV cache: the
         # teacher's 12 blocks x key and value x 256 wide a position, at the timed context, at the cache's
         # own width (the quantised files' int8 cache: 1 byte)
         kv = 12 * 2 * 256 * {"fp32": 4, "fp16": 2, "int8": 1}[v["kv_cache"]["precision"]] * r["decode_context"]
-        assert 0.9 * r["size_bytes"] + kv <= r["bytes_per_token"] <= r["size_bytes"] + kv, (r["precision"], r["bytes_per_token"])
+        assert 0.9 * r["size_bytes"] + kv <= r["bytes_per_token"] <= r["size_bytes"] + kv, (
+            r["precision"],
+            r["bytes_per_token"],
+        )
         assert r["provenance"]["git_sha"] and r["provenance"]["onnxruntime"]
 
 
@@ -102,13 +137,21 @@ def test_projection_is_labelled_and_follows_the_stated_model(teacher_artifact, t
     out, _ = teacher_artifact
     base = tmp_path / "base"
     shutil.copytree(out, base)
-    report = bench([str(out)], devices.load("raspberry-pi-4"), baseline=str(base), prompt_lens="16", gen=64,
-                   log=lambda m: None)
+    report = bench(
+        [str(out)], devices.load("raspberry-pi-4"), baseline=str(base), prompt_lens="16", gen=64, log=lambda m: None
+    )
     assert report["projected"] and "bandwidth" in report["projection"]
     for r in report["models"]:
         assert r["host"]["decode_ms_p50"] > 0 and r["vs_baseline"]["size_ratio"] == 1.0
     paths = write_report(report, tmp_path / "o")
-    assert {p.name for p in paths} == {"bench.json", "bench.md", "bench.csv", "bench.jsonl", "decode_vs_ppl.png", "prefill.png"}
+    assert {p.name for p in paths} == {
+        "bench.json",
+        "bench.md",
+        "bench.csv",
+        "bench.jsonl",
+        "decode_vs_ppl.png",
+        "prefill.png",
+    }
     md = (tmp_path / "o" / "bench.md").read_text()
     assert "projected for raspberry-pi-4" in md and "projected decode p50 ms" in md
     assert json.loads((tmp_path / "o" / "bench.json").read_text())["projected"] is True
@@ -118,7 +161,11 @@ def test_projection_is_labelled_and_follows_the_stated_model(teacher_artifact, t
     for row, model in zip(rows, report["models"]):
         assert float(row["decode_ms_p50"]) == pytest.approx(model["decode_ms_p50"])
         assert float(row["prefill_ms_16"]) == pytest.approx(model["prefill_ms"]["16"])
-        assert (row["device"], row["projected"], row["git_sha"]) == ("raspberry-pi-4", "True", model["provenance"]["git_sha"])
+        assert (row["device"], row["projected"], row["git_sha"]) == (
+            "raspberry-pi-4",
+            "True",
+            model["provenance"]["git_sha"],
+        )
     lines = (tmp_path / "o" / "bench.jsonl").read_text().splitlines()
     assert [json.loads(line) for line in lines] == json.loads((tmp_path / "o" / "bench.json").read_text())["models"]
 
@@ -126,18 +173,35 @@ def test_projection_is_labelled_and_follows_the_stated_model(teacher_artifact, t
 def test_projection_scales_decode_by_bandwidth_and_prefill_by_compute(teacher_artifact):
     """A device with a quarter of the host's bandwidth and half its compute: decode 4x, prefill 2x."""
     out, _ = teacher_artifact
-    device = dataclasses.replace(devices.load("raspberry-pi-4"), mem_bandwidth_gbs=5.0, fp32_gflops=50.0,
-                                 ram_gb=1.0, usable_ram_fraction=0.5)
+    device = dataclasses.replace(
+        devices.load("raspberry-pi-4"), mem_bandwidth_gbs=5.0, fp32_gflops=50.0, ram_gb=1.0, usable_ram_fraction=0.5
+    )
     host = {"mem_bandwidth_gbs": 20.0, "fp32_gflops": 100.0}
-    record = {"prefill_ms": {"16": 3.0}, "prefill_ms_samples": {"16": [2.5, 3.0, 3.5]}, "ttft_ms_samples": [3.0, 3.5],
-              "load_s": 0.25,
-              "ttft_ms": 3.5, "decode_ms_p50": 10.0, "decode_ms_p90": 12.0, "tokens_per_s": 100.0,
-              "decode_ms_samples": [9.0, 10.0, 12.0], "decode_context": 16, "decode_ms_at": {"16": 10.0, "512": 11.0},
-              "pp_tps": {"16": {"mean": 5000.0, "sd": 100.0, "samples": [4900.0, 5100.0]}},
-              "tg_tps": {"16": {"mean": 100.0, "sd": 4.0, "samples": [96.0, 104.0]}}}
+    record = {
+        "prefill_ms": {"16": 3.0},
+        "prefill_ms_samples": {"16": [2.5, 3.0, 3.5]},
+        "ttft_ms_samples": [3.0, 3.5],
+        "load_s": 0.25,
+        "ttft_ms": 3.5,
+        "decode_ms_p50": 10.0,
+        "decode_ms_p90": 12.0,
+        "tokens_per_s": 100.0,
+        "decode_ms_samples": [9.0, 10.0, 12.0],
+        "decode_context": 16,
+        "decode_ms_at": {"16": 10.0, "512": 11.0},
+        "pp_tps": {"16": {"mean": 5000.0, "sd": 100.0, "samples": [4900.0, 5100.0]}},
+        "tg_tps": {"16": {"mean": 100.0, "sd": 4.0, "samples": [96.0, 104.0]}},
+    }
     row = {}
-    _fill(row, [{**record, "peak_rss_mb": m} for m in (600.0, 400.0, 500.0)],
-          {"file": out / "model.onnx", "dir": out}, device, host, measured_there=False, projected=True)
+    _fill(
+        row,
+        [{**record, "peak_rss_mb": m} for m in (600.0, 400.0, 500.0)],
+        {"file": out / "model.onnx", "dir": out},
+        device,
+        host,
+        measured_there=False,
+        projected=True,
+    )
     assert (row["decode_ms_p50"], row["decode_ms_p90"], row["tokens_per_s"]) == (40.0, 48.0, 25.0)
     assert row["decode_ms_samples"] == [36.0, 40.0, 48.0] and row["prefill_ms"] == {"16": 6.0}
     assert row["decode_ms_at"] == {"16": 40.0, "512": 44.0} and row["ttft_ms"] == 7.0
@@ -146,8 +210,9 @@ def test_projection_scales_decode_by_bandwidth_and_prefill_by_compute(teacher_ar
     assert row["host"]["decode_ms_p50"] == 10.0, "the host's own figures kept beside the projection"
     assert row["host"]["tg_tps"]["16"]["mean"] == 100.0
     assert row["peak_rss_mb"] == 500.0 and row["fits"], "median of the runs, against 512 MB usable"
-    assert row["prefill_ms_samples"] == {"16": [5.0, 6.0, 7.0]} and row["ttft_ms_samples"] == [6.0, 7.0], \
+    assert row["prefill_ms_samples"] == {"16": [5.0, 6.0, 7.0]} and row["ttft_ms_samples"] == [6.0, 7.0], (
         "the samples are projected with their medians, not left as the host's"
+    )
     assert row["host"]["ttft_ms_samples"] == [3.0, 3.5] and row["load_s"] == 0.25, "loading stays the host's"
 
 
@@ -177,8 +242,16 @@ def test_a_failing_model_does_not_stop_the_others(teacher_artifact, tmp_path):
     partial = tmp_path / "partial"
     shutil.copytree(out, partial, copy_function=os.link)  # hard links: no copy of 100 MB
     (partial / "model.int8.onnx").unlink()
-    report = bench([str(partial)], devices.load("host"), prompt_lens="16", depth="16", gen=64, reps=1,
-                   runtime="clidep", log=lambda m: None)
+    report = bench(
+        [str(partial)],
+        devices.load("host"),
+        prompt_lens="16",
+        depth="16",
+        gen=64,
+        reps=1,
+        runtime="clidep",
+        log=lambda m: None,
+    )
     rows = {r["precision"]: r for r in report["models"]}
     assert "model.int8.onnx is missing from the export" in rows["int8-weight-only"]["error"]
     assert all("error" not in r and r["decode_ms_p50"] > 0 for p, r in rows.items() if p != "int8-weight-only")
@@ -193,8 +266,13 @@ def test_a_corrupt_graph_is_refused_before_anything_is_measured(teacher_artifact
     shutil.copy(out / "config.json", bogus / "config.json")
     said = []
     with pytest.raises(ClidepError, match="^not an ONNX model: '.*model.onnx'"):
-        bench([str(out / "model.int8.onnx"), str(bogus / "model.onnx")], devices.load("host"), prompt_lens="16",
-              gen=64, log=said.append)
+        bench(
+            [str(out / "model.int8.onnx"), str(bogus / "model.onnx")],
+            devices.load("host"),
+            prompt_lens="16",
+            gen=64,
+            log=said.append,
+        )
     assert not any("threads] ..." in m for m in said), "nothing was measured"
 
 
@@ -202,15 +280,25 @@ def test_prompt_beyond_positions_fails_that_model(teacher_artifact):
     out, _ = teacher_artifact
     report = bench([str(out / "model.onnx")], devices.load("host"), prompt_lens="1024", gen=64, log=lambda m: None)
     assert "exceeds the model's 512 positions" in report["models"][0]["error"]
-    report = bench([str(out / "model.onnx")], devices.load("host"), prompt_lens="16", depth="32,480", gen=64,
-                   log=lambda m: None)
-    assert "decode after 480 tokens plus 8 + 64 generated exceeds the model's 512 positions" in report["models"][0]["error"]
+    report = bench(
+        [str(out / "model.onnx")], devices.load("host"), prompt_lens="16", depth="32,480", gen=64, log=lambda m: None
+    )
+    assert (
+        "decode after 480 tokens plus 8 + 64 generated exceeds the model's 512 positions"
+        in report["models"][0]["error"]
+    )
 
 
 def test_decode_is_timed_after_each_prompt_length(teacher_artifact):
     out, _ = teacher_artifact
-    report = bench([str(out / "model.int8.onnx")], devices.load("host"), prompt_lens="16", depth="16,256", gen=64,
-                   log=lambda m: None)
+    report = bench(
+        [str(out / "model.int8.onnx")],
+        devices.load("host"),
+        prompt_lens="16",
+        depth="16,256",
+        gen=64,
+        log=lambda m: None,
+    )
     row = report["models"][0]
     assert set(row["decode_ms_at"]) == {"16", "256"} and row["decode_ms_at"]["16"] == row["decode_ms_p50"]
     assert "decode @256 ms" in markdown(report)
@@ -220,8 +308,16 @@ def test_repetitions_and_a_thread_sweep_in_llama_bench_terms(teacher_artifact, t
     """--reps 3 --threads 1,2: a row per thread count, ppN and tgGEN in tokens/s as mean ± sd over
     three repetitions with every sample kept, in every format."""
     out, _ = teacher_artifact
-    report = bench([str(out / "model.int8.onnx")], devices.load("host"), prompt_lens="16,64", depth="16,128", gen=64,
-                   reps=3, threads="1,2", log=lambda m: None)
+    report = bench(
+        [str(out / "model.int8.onnx")],
+        devices.load("host"),
+        prompt_lens="16,64",
+        depth="16,128",
+        gen=64,
+        reps=3,
+        threads="1,2",
+        log=lambda m: None,
+    )
     rows = report["models"]
     assert [r["threads"] for r in rows] == [1, 2] and report["provenance"]["threads"] == "1,2"
     for r in rows:
@@ -233,7 +329,9 @@ def test_repetitions_and_a_thread_sweep_in_llama_bench_terms(teacher_artifact, t
         assert len(r["decode_ms_samples"]) == 3 * 64 and len(r["ttft_ms_samples"]) == 3
         # tokens/s and ms describe the same steps: each repetition's 64 tokens over their summed time
         steps = r["decode_ms_samples"]
-        assert r["tg_tps"]["16"]["samples"] == pytest.approx([64e3 / sum(steps[i * 64:(i + 1) * 64]) for i in range(3)])
+        assert r["tg_tps"]["16"]["samples"] == pytest.approx(
+            [64e3 / sum(steps[i * 64 : (i + 1) * 64]) for i in range(3)]
+        )
         assert r["pp_tps"]["64"]["samples"] == pytest.approx([64e3 / ms for ms in r["prefill_ms_samples"]["64"]])
     write_report(report, tmp_path / "o")
     md = (tmp_path / "o" / "bench.md").read_text()
@@ -267,8 +365,9 @@ def test_bench_refuses_a_directory_without_manifest(tmp_path):
 
 def test_peak_memory_is_the_median_of_several_runner_processes(teacher_artifact):
     out, _ = teacher_artifact
-    report = bench([str(out / "model.onnx")], devices.load("host"), prompt_lens="16", gen=64, memory_runs=3,
-                   log=lambda m: None)
+    report = bench(
+        [str(out / "model.onnx")], devices.load("host"), prompt_lens="16", gen=64, memory_runs=3, log=lambda m: None
+    )
     row = report["models"][0]
     samples = row["peak_rss_mb_samples"]
     assert len(samples) == 3 and min(samples) <= row["peak_rss_mb"] <= max(samples)

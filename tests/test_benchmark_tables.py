@@ -48,7 +48,18 @@ def _table(name: str) -> str:
     return report.markdown(export_compare.FIELDS, [r for r in result["rows"] if "ppl" in r])
 
 
-@pytest.mark.parametrize("name", ["paper_ablation", "paper_ablation_4x", "layercollapse", "runtime", "export_compare", "decode_kernels",
-                                  "profile_decode", "gguf_peer"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "paper_ablation",
+        "paper_ablation_4x",
+        "layercollapse",
+        "runtime",
+        "export_compare",
+        "decode_kernels",
+        "profile_decode",
+        "gguf_peer",
+    ],
+)
 def test_published_table_is_what_the_writer_prints(name):
     assert _table(name) == (BENCHMARKS / "results" / f"{name}.md").read_text()

@@ -29,8 +29,9 @@ def _decode_ms_by_hand(params: int) -> float:
 
 def test_the_target_is_the_largest_student_within_the_decode_budget():
     b = budget.target(MEDIUM, "raspberry-pi-5", "int4", 20.0, None)
-    assert _decode_ms_by_hand(b.target) <= 20.0 < _decode_ms_by_hand(int(b.target * 1.01)), \
+    assert _decode_ms_by_hand(b.target) <= 20.0 < _decode_ms_by_hand(int(b.target * 1.01)), (
         "within the budget, and 1% more is not"
+    )
     assert 0.6 * 120e6 < b.target * 0.53125 < 120e6, "20 ms at 6 GB/s is 120 MB a token, most of it weights"
     assert b.target < param_count(MEDIUM) and "raspberry-pi-5" in b.arithmetic and "10.0 GB/s" in b.arithmetic
 
@@ -53,8 +54,11 @@ def test_the_file_budget_and_the_tighter_of_two():
 
 
 def test_unreachable_and_loose_budgets_say_why():
-    with pytest.raises(ClidepError, match=r"no student decodes within 1 ms on raspberry-pi-4 at fp32: the smallest "
-                                          r"reachable \([\d,]+ parameters, ratio [\d.]+\) takes [\d.]+ ms"):
+    with pytest.raises(
+        ClidepError,
+        match=r"no student decodes within 1 ms on raspberry-pi-4 at fp32: the smallest "
+        r"reachable \([\d,]+ parameters, ratio [\d.]+\) takes [\d.]+ ms",
+    ):
         budget.target(MEDIUM, "raspberry-pi-4", "fp32", 1.0, None)
     with pytest.raises(ClidepError, match="already meets the budget"):
         budget.target(MEDIUM, "jetson-orin-nano", "int4", 1000.0, None)
@@ -64,9 +68,28 @@ def test_unreachable_and_loose_budgets_say_why():
 
 def test_compress_sizes_a_student_from_a_file_budget(tiny_setup, tmp_path):
     root = tiny_setup
-    proc = run("compress", str(root / "teacher"), "--out", str(tmp_path / "s"), "--data", str(root / "train.txt"),
-               "--method", "uniform", "--max-mb", "2.6", "--precision", "fp32", "--steps", "1", "--batch-size", "2",
-               "--seq-len", "32", "--eval-every", "0")
+    proc = run(
+        "compress",
+        str(root / "teacher"),
+        "--out",
+        str(tmp_path / "s"),
+        "--data",
+        str(root / "train.txt"),
+        "--method",
+        "uniform",
+        "--max-mb",
+        "2.6",
+        "--precision",
+        "fp32",
+        "--steps",
+        "1",
+        "--batch-size",
+        "2",
+        "--seq-len",
+        "32",
+        "--eval-every",
+        "0",
+    )
     assert proc.returncode == 0, proc.stderr[-800:]
     assert "budget: --max-mb 2.6: 2.6 MB / 4.000 bytes per parameter (fp32) = 650,000 parameters" in proc.stderr
     import json

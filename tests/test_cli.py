@@ -11,9 +11,12 @@ import pytest
 
 from .conftest import run
 
+
 def test_help_lists_every_command_without_loading_torch():
-    probe = ("import sys, time\nt = time.perf_counter()\nfrom clidep.cli import main\ncode = main(['--help'])\n"
-             "print(code, 'torch' in sys.modules, time.perf_counter() - t)")
+    probe = (
+        "import sys, time\nt = time.perf_counter()\nfrom clidep.cli import main\ncode = main(['--help'])\n"
+        "print(code, 'torch' in sys.modules, time.perf_counter() - t)"
+    )
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     code, torch_loaded, seconds = proc.stdout.strip().splitlines()[-1].split()
     assert (code, torch_loaded) == ("0", "False"), "clidep --help must not import torch"
@@ -24,8 +27,10 @@ def test_help_lists_every_command_without_loading_torch():
 
 def test_runtime_imports_no_torch_without_any_setting():
     """The device runs numpy + ONNX Runtime only: the runtime package must not pull the training stack."""
-    probe = ("import sys\nimport clidep, clidep.runtime.runner, clidep.runtime.generate, clidep.runtime.benchrun\n"
-             "print(sorted(m for m in ('torch', 'transformers', 'accelerate') if m in sys.modules))")
+    probe = (
+        "import sys\nimport clidep, clidep.runtime.runner, clidep.runtime.generate, clidep.runtime.benchrun\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'accelerate') if m in sys.modules))"
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLIDEP_")}
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
@@ -39,8 +44,23 @@ def test_runtime_imports_no_torch_without_any_setting():
         (["eval", "{teacher}", "--data", "no-such-text"], "no text 'no-such-text'"),
         (["eval", "{teacher}", "--context", "4096"], "exceeds the model's 512 positions"),
         (["eval", "{teacher}", "--max-tokens", "100"], "--max-tokens 100 is below the context 512"),
-        (["compress", "{teacher}", "--out", "{teacher}/../no-such-out", "--method", "layercollapse", "--layers", "1,2",
-          "--ratio", "1.2", "--steps", "1"], "--layers LIST fixes the size of a layercollapse student"),
+        (
+            [
+                "compress",
+                "{teacher}",
+                "--out",
+                "{teacher}/../no-such-out",
+                "--method",
+                "layercollapse",
+                "--layers",
+                "1,2",
+                "--ratio",
+                "1.2",
+                "--steps",
+                "1",
+            ],
+            "--layers LIST fixes the size of a layercollapse student",
+        ),
         (["eval", "{shared}"], "cannot load model"),
     ],
 )
@@ -61,6 +81,19 @@ def test_eval_json_on_a_small_file(teacher_dir, tmp_path):
     result = json.loads(proc.stdout)
     assert result["context"] == 64 and result["stride"] == 32 and result["tokens"] > 100
     assert 1.0 < result["ppl"] < 8192 / 10  # far better than a uniform guess over the 8k vocabulary
-    head = json.loads(run("eval", str(teacher_dir), "--data", str(text), "--context", "64", "--stride", "32",
-                          "--max-tokens", "100", "--json").stdout)
+    head = json.loads(
+        run(
+            "eval",
+            str(teacher_dir),
+            "--data",
+            str(text),
+            "--context",
+            "64",
+            "--stride",
+            "32",
+            "--max-tokens",
+            "100",
+            "--json",
+        ).stdout
+    )
     assert head["tokens"] == 100 and head["ppl"] != result["ppl"]  # only the start of the text is scored

@@ -9,17 +9,25 @@ import torch
 
 from clidep import CLIGPT2Config, CLIGPT2LMHeadModel, param_count
 from clidep.compress.collapse import collapse, regulariser
-from clidep.model.convert import load_model
 from clidep.export.traced_graph import export_onnx
 from clidep.export.validate import validate_export
+from clidep.model.convert import load_model
 
 from .conftest import tiny_compress
 
 
 def linearizing_model(alpha: float, kinds=("standard", "linearizing", "linearizing", "standard")) -> CLIGPT2LMHeadModel:
     torch.manual_seed(0)
-    config = CLIGPT2Config(vocab_size=101, n_positions=64, n_embd=32, n_layer=4, n_head=2, mlp_kinds=list(kinds),
-                           bos_token_id=0, eos_token_id=0)
+    config = CLIGPT2Config(
+        vocab_size=101,
+        n_positions=64,
+        n_embd=32,
+        n_layer=4,
+        n_head=2,
+        mlp_kinds=list(kinds),
+        bos_token_id=0,
+        eos_token_id=0,
+    )
     model = CLIGPT2LMHeadModel(config).eval()
     with torch.no_grad():
         for b in model.transformer.h:
@@ -77,8 +85,19 @@ def test_collapsed_model_saves_loads_and_exports(tmp_path):
 
 
 def test_layercollapse_method_end_to_end(tiny_setup):  # noqa: F811
-    result = tiny_compress(tiny_setup, tiny_setup / "lc", method="layercollapse", width=None, layers="1,2", lc=5.0,
-                           collapse_tol=0.5, steps=30, lr=3e-3, save_every=0, eval_every=30)
+    result = tiny_compress(
+        tiny_setup,
+        tiny_setup / "lc",
+        method="layercollapse",
+        width=None,
+        layers="1,2",
+        lc=5.0,
+        collapse_tol=0.5,
+        steps=30,
+        lr=3e-3,
+        save_every=0,
+        eval_every=30,
+    )
     alphas = {r["layer"]: r["alpha"] for r in result["layercollapse"]}
     assert set(alphas) == {1, 2} and all(a > 0.5 for a in alphas.values()), alphas
     assert result["mlp_kinds"] == ["standard", "collapsed", "collapsed", "standard"]
@@ -98,8 +117,9 @@ def test_layercollapse_by_size_collapses_the_least_important_mlps_first():
     full = param_count(teacher)
     # what one collapse saves, counted on the modules themselves (not by params.py's formula)
     one_collapsed = CLIGPT2Config(**{**teacher.to_dict(), "mlp_kinds": ["standard", "collapsed", *["standard"] * 4]})
-    per_mlp = sum(p.numel() for p in CLIGPT2LMHeadModel(teacher).parameters()) - \
-        sum(p.numel() for p in CLIGPT2LMHeadModel(one_collapsed).parameters())
+    per_mlp = sum(p.numel() for p in CLIGPT2LMHeadModel(teacher).parameters()) - sum(
+        p.numel() for p in CLIGPT2LMHeadModel(one_collapsed).parameters()
+    )
     assert per_mlp == 2 * 4 * 32 * 32 + 5 * 32 - (32 * 32 + 32), "4x MLP (two matrices, two biases) against one linear"
     chosen, rule = resolve_collapse("auto", "unused", [1, 2, 3, 4], 6, report, (teacher, full - 2 * per_mlp))
     assert chosen == [1, 3] and "2 least important" in rule  # NTK 0.5 and 1.0, the two that reach the size

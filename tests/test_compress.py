@@ -18,16 +18,49 @@ from clidep.model.convert import load_model
 
 from .conftest import CLI, run, tiny_compress
 
+
 def tiny_args(root, out, *extra):
-    return ["compress", str(root / "teacher"), "--out", str(out), "--method", "cli", "--data", str(root / "train.txt"), "--width", "32",
-            "--protect", "0,3", "--batch-size", "8", "--seq-len", "64", "--eval-every", "0", *extra]
+    return [
+        "compress",
+        str(root / "teacher"),
+        "--out",
+        str(out),
+        "--method",
+        "cli",
+        "--data",
+        str(root / "train.txt"),
+        "--width",
+        "32",
+        "--protect",
+        "0,3",
+        "--batch-size",
+        "8",
+        "--seq-len",
+        "64",
+        "--eval-every",
+        "0",
+        *extra,
+    ]
 
 
 def test_compress_writes_a_loadable_student(tiny_setup):
     result = tiny_compress(tiny_setup, tiny_setup / "s1", steps=6, save_every=3, eval_every=3)
     out = tiny_setup / "s1"
-    for key in ("method", "teacher", "teacher_params", "student_params", "ratio", "layer_widths", "protected", "init",
-                "tokens_trained", "steps", "val_ppl", "ppl_curve", "seconds"):
+    for key in (
+        "method",
+        "teacher",
+        "teacher_params",
+        "student_params",
+        "ratio",
+        "layer_widths",
+        "protected",
+        "init",
+        "tokens_trained",
+        "steps",
+        "val_ppl",
+        "ppl_curve",
+        "seconds",
+    ):
         assert key in result
     assert json.loads((out / "compress.json").read_text())["layer_widths"] == [64, 32, 32, 64]
     assert result["tokens_trained"] == 6 * 8 * 64 and len(result["ppl_curve"]) == 2
@@ -40,8 +73,19 @@ def test_auto_picks_the_candidate_with_the_lowest_validation_ppl(tiny_setup, tmp
     """--method auto: each (scorer, gamma) is sized to the target and briefly distilled; the student
     has the winner's widths, and compress.json keeps every trial and the arithmetic."""
     logged = []
-    result = tiny_compress(tiny_setup, tmp_path / "auto", method="auto", width=None, protect="auto", ratio=1.15, scorer="bi",
-                           gamma="0,1,4", search_steps=2, steps=2, log=logged.append)
+    result = tiny_compress(
+        tiny_setup,
+        tmp_path / "auto",
+        method="auto",
+        width=None,
+        protect="auto",
+        ratio=1.15,
+        scorer="bi",
+        gamma="0,1,4",
+        search_steps=2,
+        steps=2,
+        log=logged.append,
+    )
     trials = result["auto"]["trials"]
     assert [(t["scorer"], t["gamma"]) for t in trials] == [("-", 0.0), ("bi", 1.0), ("bi", 4.0)]
     best = min(trials, key=lambda t: t["val_ppl"])
@@ -58,8 +102,11 @@ def test_resume_after_kill_reaches_the_same_weights(tiny_setup):
     root = tiny_setup
     steps, every = 40, 5
     straight = tiny_compress(root, root / "straight", steps=steps, save_every=every)
-    proc = subprocess.Popen([*CLI, *tiny_args(root, root / "killed", "--steps", str(steps), "--save-every", str(every))],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*CLI, *tiny_args(root, root / "killed", "--steps", str(steps), "--save-every", str(every))],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     state_file = root / "killed" / "checkpoint" / "trainer_state.json"
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
@@ -82,10 +129,26 @@ def test_resume_after_kill_reaches_the_same_weights(tiny_setup):
 def test_two_processes_follow_the_single_process_curve(tiny_setup):
     root = tiny_setup
     one = tiny_compress(root, root / "p1", steps=4, save_every=0)
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
-              "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "clidep",
-              *tiny_args(root, root / "p2", "--steps", "4", "--save-every", "0")]
-    proc = subprocess.run(launch, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    launch = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--cpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "clidep",
+        *tiny_args(root, root / "p2", "--steps", "4", "--save-every", "0"),
+    ]
+    proc = subprocess.run(
+        launch, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     two = json.loads((root / "p2" / "compress.json").read_text())
     # Same global batch split over two processes; DDP averages the gradients. Sums in another
@@ -106,8 +169,14 @@ def test_two_processes_follow_the_single_process_curve(tiny_setup):
         (["--method", "auto", "--width", "32"], "--method auto chooses its widths: size it with --ratio"),
         (["--method", "depth", "--width", "32"], "--method depth chooses its widths: size it with --ratio"),
         (["--method", "slim", "--ratio", "2", "--protect", "0"], "--protect applies to --method cli"),
-        (["--method", "slim", "--ratio", "2", "--depth-scorer", "ntk"], "--depth-scorer applies to --method depth and depth+slim only"),
-        (["--method", "depth", "--ratio", "2", "--search-steps", "3"], "--search-steps applies to --method auto and depth+slim only"),
+        (
+            ["--method", "slim", "--ratio", "2", "--depth-scorer", "ntk"],
+            "--depth-scorer applies to --method depth and depth+slim only",
+        ),
+        (
+            ["--method", "depth", "--ratio", "2", "--search-steps", "3"],
+            "--search-steps applies to --method auto and depth+slim only",
+        ),
         (["--method", "depth", "--ratio", "2", "--lc", "3"], "--lc applies to --method layercollapse"),
         (["--method", "depth", "--ratio", "2", "--depth-scorer", "magic"], "--depth-scorer"),
         (["--method", "depth", "--ratio", "60"], "use --method slim or depth+slim"),
@@ -119,8 +188,16 @@ def test_two_processes_follow_the_single_process_curve(tiny_setup):
 def test_compress_bad_input(extra, message, tiny_setup, tmp_path):
     root = tiny_setup
     method = [] if "--method" in extra else ["--method", "cli", "--protect", "0,3"]
-    args = ["compress", str(root / "teacher"), "--out", str(tmp_path / "o"), *method, "--seq-len", "64",
-            *[e.format(teacher=root / "teacher") for e in extra]]
+    args = [
+        "compress",
+        str(root / "teacher"),
+        "--out",
+        str(tmp_path / "o"),
+        *method,
+        "--seq-len",
+        "64",
+        *[e.format(teacher=root / "teacher") for e in extra],
+    ]
     if "--steps" not in args and "--tokens" not in args:
         args += ["--steps", "1"]
     proc = run(*args)

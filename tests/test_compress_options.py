@@ -38,8 +38,18 @@ def test_random_init_does_not_copy_the_teacher(tiny_setup, tmp_path):
 
 
 def test_cli_with_layercollapse_collapses_inside_the_narrow_blocks(tiny_setup, tmp_path):
-    result = tiny_compress(tiny_setup, tmp_path / "c", method="cli+layercollapse", layers="1", width=None, ratio=1.1,
-                           steps=2, save_every=0, lc=50.0, collapse_tol=1.0)
+    result = tiny_compress(
+        tiny_setup,
+        tmp_path / "c",
+        method="cli+layercollapse",
+        layers="1",
+        width=None,
+        ratio=1.1,
+        steps=2,
+        save_every=0,
+        lc=50.0,
+        collapse_tol=1.0,
+    )
     assert result["layer_widths"][0] == 64 and result["layer_widths"][1] < 64
     assert [r["layer"] for r in result["layercollapse"]] == [1] and result["mlp_kinds"][1] == "collapsed"
     assert load_model(tmp_path / "c").config.mlp_kinds == result["mlp_kinds"]
@@ -72,12 +82,42 @@ def test_match_refuses_a_size_no_width_reaches_within_2_percent(tmp_path, capsys
     teacher = GPT2Config(vocab_size=101, n_positions=64, n_embd=64, n_layer=4, n_head=4)
     teacher.save_pretrained(tmp_path / "teacher")
     build(config_from_gpt2(teacher), "cli", 16, [0, 3]).save_pretrained(tmp_path / "student")
-    code = main(["compress", str(tmp_path / "teacher"), "--out", str(tmp_path / "o"), "--method", "uniform",
-                 "--match", str(tmp_path / "student"), "--steps", "1", "--seq-len", "32"])
+    code = main(
+        [
+            "compress",
+            str(tmp_path / "teacher"),
+            "--out",
+            str(tmp_path / "o"),
+            "--method",
+            "uniform",
+            "--match",
+            str(tmp_path / "student"),
+            "--steps",
+            "1",
+            "--seq-len",
+            "32",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "no uniform width matches" in err and "within 2% (-6.48%)" in err, err
     assert not (tmp_path / "o").exists()
     build(config_from_gpt2(teacher), "cli", 24, [0, 3]).save_pretrained(tmp_path / "near")  # +1.36%: within 2%
-    code = main(["compress", str(tmp_path / "teacher"), "--out", str(tmp_path / "o"), "--method", "uniform",
-                 "--match", str(tmp_path / "near"), "--steps", "1", "--seq-len", "32", "--val-data", str(tmp_path / "none")])
+    code = main(
+        [
+            "compress",
+            str(tmp_path / "teacher"),
+            "--out",
+            str(tmp_path / "o"),
+            "--method",
+            "uniform",
+            "--match",
+            str(tmp_path / "near"),
+            "--steps",
+            "1",
+            "--seq-len",
+            "32",
+            "--val-data",
+            str(tmp_path / "none"),
+        ]
+    )
     assert code == 2 and "no text" in capsys.readouterr().err  # past the size check: it fails on the validation text

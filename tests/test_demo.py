@@ -34,10 +34,11 @@ def test_python_docs_corpus_is_deterministic_and_held_out():
     train, valid = python_docs()
     assert (train, valid) == python_docs()
     assert len(valid) > 20 and not set(train) & set(valid)
-    probe = ("import hashlib; from clidep.data import python_docs; t, v = python_docs(); "
-             "print(hashlib.sha256('\\0'.join(t + ['|'] + v).encode()).hexdigest())")
-    bare = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                          env=os.environ)
+    probe = (
+        "import hashlib; from clidep.data import python_docs; t, v = python_docs(); "
+        "print(hashlib.sha256('\\0'.join(t + ['|'] + v).encode()).hexdigest())"
+    )
+    bare = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=os.environ)
     assert bare.stdout.strip() == hashlib.sha256("\0".join(train + ["|"] + valid).encode()).hexdigest()
 
 
@@ -51,10 +52,15 @@ def installed(tmp_path_factory):
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
     pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
-    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(root / "dist"), str(src)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(root / "dist"), str(src)],
+        check=True,
+        capture_output=True,
+    )
     wheel = next((root / "dist").glob("clidep-*.whl"))
-    subprocess.run([*pip, "install", "--no-deps", "--target", str(root / "site"), str(wheel)], check=True, capture_output=True)
+    subprocess.run(
+        [*pip, "install", "--no-deps", "--target", str(root / "site"), str(wheel)], check=True, capture_output=True
+    )
     (root / "empty").mkdir()  # the offline data folder pointed at nothing: none of this may need it
     env = {**os.environ, "PYTHONPATH": str(root / "site"), ENV_VAR: str(root / "empty"), "HF_HUB_OFFLINE": "1"}
     (root / "elsewhere").mkdir()
@@ -63,14 +69,34 @@ def installed(tmp_path_factory):
 
 def test_the_installed_wheel_lists_devices_and_exports_its_demo_model(installed):
     python, env, cwd = installed
-    where = subprocess.run([python, "-c", "import clidep; print(clidep.__file__)"], capture_output=True, text=True,
-                           env=env, cwd=cwd)
+    where = subprocess.run(
+        [python, "-c", "import clidep; print(clidep.__file__)"], capture_output=True, text=True, env=env, cwd=cwd
+    )
     assert where.stdout.startswith(env["PYTHONPATH"]) and str(ROOT) not in where.stdout
     listed = subprocess.run([python, "-m", "clidep", "devices"], capture_output=True, text=True, env=env, cwd=cwd)
     assert listed.returncode == 0 and "raspberry-pi-5" in listed.stdout and "pixel-7" in listed.stdout, listed.stderr
     model = f"{env['PYTHONPATH']}/clidep/demo_model"
-    out = subprocess.run([python, "-m", "clidep", "export", model, "--out", "x", "--int8", "--ppl-data", "python-docs-valid",
-                          "--ppl-tokens", "512"], capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
+    out = subprocess.run(
+        [
+            python,
+            "-m",
+            "clidep",
+            "export",
+            model,
+            "--out",
+            "x",
+            "--int8",
+            "--ppl-data",
+            "python-docs-valid",
+            "--ppl-tokens",
+            "512",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     manifest = json.loads((cwd / "x" / "manifest.json").read_text())
     assert {v["precision"][:4] for v in manifest["variants"]} == {"fp32", "int8"}
@@ -78,8 +104,14 @@ def test_the_installed_wheel_lists_devices_and_exports_its_demo_model(installed)
 
 def test_demo_of_the_installed_wheel_runs_the_whole_pipeline_without_shared_data(installed, tmp_path):
     python, env, cwd = installed
-    proc = subprocess.run([python, "-m", "clidep", "demo", "--out", str(tmp_path / "d"), "--steps", "12"],
-                          capture_output=True, text=True, timeout=900, env=env, cwd=cwd)
+    proc = subprocess.run(
+        [python, "-m", "clidep", "demo", "--out", str(tmp_path / "d"), "--steps", "12"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+        cwd=cwd,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     for name in ("teacher", "cli", "uniform"):
         assert (tmp_path / "d" / f"{name}-onnx" / "model.int8.onnx").exists()

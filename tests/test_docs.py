@@ -12,8 +12,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-import docs  # noqa: E402
 from readme_commands import readme_commands  # noqa: E402
+
+import docs  # noqa: E402
 
 
 def test_the_readme_gives_the_two_commands_a_newcomer_runs():
@@ -29,7 +30,9 @@ def test_ci_runs_the_readme_commands_and_nothing_else(tmp_path):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / rel, tmp_path / rel)
     block = "```bash\n# one\necho first >> order\n\n# two\necho second >> order\n```\n"
-    (tmp_path / "README.md").write_text(f"# x\n\n## Set up\n\ntext\n\n{block}\n## Later\n\n```bash\necho no >> order\n```\n")
+    (tmp_path / "README.md").write_text(
+        f"# x\n\n## Set up\n\ntext\n\n{block}\n## Later\n\n```bash\necho no >> order\n```\n"
+    )
     r = subprocess.run(["bash", ".ci/run"], cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "order").read_text() == "first\nsecond\n"
@@ -47,8 +50,9 @@ def test_every_generated_block_is_current():
 
 
 def test_every_command_has_a_page_with_its_options():
-    from clidep.cli import app
     import typer
+
+    from clidep.cli import app
 
     for name in typer.main.get_command(app).commands:
         page = docs._page_of(name)

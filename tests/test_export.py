@@ -17,10 +17,10 @@ import pytest
 import torch
 from transformers import GPT2LMHeadModel
 
-from clidep.export.artifact import export_artifact
-from clidep.model.convert import load_model
 from clidep.errors import ClidepError
+from clidep.export.artifact import export_artifact
 from clidep.export.config import AGREEMENT_GATES, PPL_GATES
+from clidep.model.convert import load_model
 
 from .conftest import run
 
@@ -28,9 +28,14 @@ from .conftest import run
 def test_artifact_directory_is_complete(teacher_artifact):
     out, manifest = teacher_artifact
     assert json.loads((out / "manifest.json").read_text()) == manifest
-    assert {"model.onnx", "model.int8.onnx", "model.int4.onnx", "model.fp16.onnx", "tokenizer.json", "manifest.json"} <= {
-        p.name for p in out.iterdir()
-    }
+    assert {
+        "model.onnx",
+        "model.int8.onnx",
+        "model.int4.onnx",
+        "model.fp16.onnx",
+        "tokenizer.json",
+        "manifest.json",
+    } <= {p.name for p in out.iterdir()}
     assert not list(out.parent.glob(".*tmp*")), "no temporary directory may be left behind"
     assert stat.S_IMODE((out / "manifest.json").stat().st_mode) & 0o044, "artifact files must be readable by others"
     assert manifest["kv_shapes"] == [[4, 64]] * 12
@@ -44,7 +49,9 @@ def test_artifact_directory_is_complete(teacher_artifact):
     nodes = onnx.load(str(out / "model.onnx")).graph.node
     readers = {n.op_type for n in nodes if any(i.startswith("past_key_values") for i in n.input)}
     assert readers == {"GroupQueryAttention"}, "the ONNX Runtime graph: the cache is read in place, never concatenated"
-    assert {"GatherBlockQuantized", "MatMulNBits"} <= {n.op_type for n in onnx.load(str(out / "model.int4.onnx")).graph.node}
+    assert {"GatherBlockQuantized", "MatMulNBits"} <= {
+        n.op_type for n in onnx.load(str(out / "model.int4.onnx")).graph.node
+    }
     assert int8["size_bytes"] < 0.5 * fp32["size_bytes"]
     assert int8["ppl_delta"] <= PPL_GATES["int8"] == 0.02 and int8["greedy_agreement"] > AGREEMENT_GATES["int8"] == 0.9
     assert int4["linear_layers_quantized"] == "49/49", "every linear layer, LM head included"
@@ -62,8 +69,9 @@ def test_plain_onnx_keeps_the_traced_graph_for_other_runtimes(teacher_dir, tmp_p
 
 
 def test_static_int8_is_calibrated_qdq(teacher_dir, tmp_path):
-    manifest = export_artifact(teacher_dir, tmp_path / "s", int8=True, static=True, data="wiki-en-valid",
-                               calib_samples=4, ppl_tokens=2048)
+    manifest = export_artifact(
+        teacher_dir, tmp_path / "s", int8=True, static=True, data="wiki-en-valid", calib_samples=4, ppl_tokens=2048
+    )
     q = manifest["variants"][1]
     assert q["precision"] == "int8-static-qdq" and q["calibration"] == {"data": "wiki-en-valid", "samples": 4}
     graph = onnx.load(str(tmp_path / "s" / q["file"]))
@@ -88,8 +96,9 @@ def test_export_bad_input(args, message, teacher_artifact, teacher_dir, tmp_path
 
 
 @pytest.mark.parametrize("target", ["fresh", "existing"])
-def test_a_failure_after_writing_began_leaves_the_output_as_it_was(target, teacher_artifact, teacher_dir, tmp_path,
-                                                                  monkeypatch):
+def test_a_failure_after_writing_began_leaves_the_output_as_it_was(
+    target, teacher_artifact, teacher_dir, tmp_path, monkeypatch
+):
     def int4_that_dies(model, dst, bits, block_size):
         Path(dst).write_bytes(b"half an int4 graph")
         raise ClidepError("disk pulled out mid-export")
@@ -114,8 +123,7 @@ def test_generate_matches_transformers_and_needs_no_torch(teacher_artifact, teac
         f"print(generate_text({str(out)!r}, 'The history of the city', max_new_tokens=24))\n"
         "print('torch' in sys.modules)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                          env={"PATH": ""})
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env={"PATH": ""})
     assert proc.returncode == 0, proc.stderr
     text, torch_loaded = proc.stdout.rsplit("\n", 2)[:2]
     assert torch_loaded == "False", "the ONNX runner must not import torch"
@@ -125,9 +133,15 @@ def test_generate_matches_transformers_and_needs_no_torch(teacher_artifact, teac
     tok = load_tokenizer(teacher_dir)
     ids = tok("The history of the city", return_tensors="pt").input_ids
     with torch.no_grad():
-        ref = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=24, min_new_tokens=24,
-                             do_sample=False, pad_token_id=0)
-    assert text == "The history of the city" + tok.decode(ref[0, ids.shape[1]:])
+        ref = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=24,
+            min_new_tokens=24,
+            do_sample=False,
+            pad_token_id=0,
+        )
+    assert text == "The history of the city" + tok.decode(ref[0, ids.shape[1] :])
 
 
 def test_generate_bad_input(tmp_path):
@@ -144,13 +158,23 @@ def test_optimum_client_generates_like_transformers(teacher_artifact, teacher_di
     out, _ = teacher_artifact
     assert PEER_PYTHON.exists(), f"optimum's environment is missing at {PEER_PYTHON}: run scripts/setup.sh"
     prompt = [10, 20, 30, 40, 50, 60]
-    proc = subprocess.run([str(PEER_PYTHON), str(ROOT / "benchmarks" / "peer_client.py"), str(out), *map(str, prompt)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [str(PEER_PYTHON), str(ROOT / "benchmarks" / "peer_client.py"), str(out), *map(str, prompt)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     gpt2 = GPT2LMHeadModel.from_pretrained(teacher_dir).eval()
     ids = torch.tensor([prompt])
     with torch.no_grad():
-        ref = gpt2.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=24, min_new_tokens=24,
-                            do_sample=False, pad_token_id=0)
+        ref = gpt2.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=24,
+            min_new_tokens=24,
+            do_sample=False,
+            pad_token_id=0,
+        )
     assert got == ref[0].tolist()

@@ -55,8 +55,14 @@ def test_genai_generates_the_tokens_transformers_does(share, student_export, tmp
     prompt = [11, 250, 37, 4000, 9, 77]
     model = load_model(root / "student")
     with torch.no_grad():
-        ref = model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, 6, dtype=torch.long), max_new_tokens=20,
-                             min_new_tokens=20, do_sample=False, pad_token_id=0)[0].tolist()
+        ref = model.generate(
+            torch.tensor([prompt]),
+            attention_mask=torch.ones(1, 6, dtype=torch.long),
+            max_new_tokens=20,
+            min_new_tokens=20,
+            do_sample=False,
+            pad_token_id=0,
+        )[0].tolist()
     assert _genai_greedy(folder, prompt, 20) == ref
 
 
@@ -70,7 +76,8 @@ def test_every_precision_has_a_self_contained_folder(student_export):
         assert graph.samefile(root / "onnx" / variant["file"]), "a hard link to the variant, not a copy"
         assert (folder / "tokenizer.json").is_file() and config["model"]["context_length"] == 512
         assert variant["kv_layout"] == "shared-buffer" and variant["graph_kv_shapes"][1] == [1, 88], (
-            "84-wide blocks: one head of 84, stored as 88")
+            "84-wide blocks: one head of 84, stored as 88"
+        )
     assert len(_genai_greedy(root / "onnx" / manifest["genai"]["int4-weight-only"], [11, 250, 37], 5)) == 8
 
 
@@ -80,8 +87,9 @@ def test_bench_measures_genai_beside_clideps_runner(student_export):
     from clidep.bench.outputs import markdown
 
     root, _ = student_export
-    report = bench([str(root / "onnx")], devices.load("host"), prompt_lens="16,512", gen=64, depth="16,64",
-                   log=lambda m: None)  # 512: a prompt as long as the model's positions
+    report = bench(
+        [str(root / "onnx")], devices.load("host"), prompt_lens="16,512", gen=64, depth="16,64", log=lambda m: None
+    )  # 512: a prompt as long as the model's positions
     rows = {(r["precision"], r["runtime"]): r for r in report["models"]}
     assert set(rows) == {(p, rt) for p in ("fp32", "int4-weight-only") for rt in ("clidep", "genai")}
     for r in rows.values():
@@ -89,6 +97,7 @@ def test_bench_measures_genai_beside_clideps_runner(student_export):
         assert r["decode_ms_p50"] > 0 and r["ttft_ms"] > 0 and set(r["decode_ms_at"]) == {"16", "64"}
     assert rows[("fp32", "genai")]["runner"]["onnxruntime_genai"] == og.__version__
     assert "| genai |" in markdown(report)
-    only = bench([str(root / "onnx")], devices.load("host"), prompt_lens="16", gen=64, runtime="clidep",
-                 log=lambda m: None)
+    only = bench(
+        [str(root / "onnx")], devices.load("host"), prompt_lens="16", gen=64, runtime="clidep", log=lambda m: None
+    )
     assert {r["runtime"] for r in only["models"]} == {"clidep"}

@@ -32,7 +32,11 @@ def test_teacher_gguf_files_pass_llama_cpp_and_agree_with_the_onnx_export(teache
         assert path.stat().st_size == f["size_bytes"] and verify.file_sha256(path) == f["sha256"]
     # llama.cpp's own arithmetic reproduces PyTorch's (F32), its greedy tokens (F32, F16), and the ONNX file's
     # perplexity on the same tokens and window: two runtimes, one number
-    assert files["f32"]["max_abs_logit_diff"] <= LOGIT_ATOL and files["f32"]["greedy_match"] and files["f16"]["greedy_match"]
+    assert (
+        files["f32"]["max_abs_logit_diff"] <= LOGIT_ATOL
+        and files["f32"]["greedy_match"]
+        and files["f16"]["greedy_match"]
+    )
     fp32_onnx = manifest["variants"][0]
     assert math.isclose(files["f32"]["ppl"], fp32_onnx["ppl"], rel_tol=1e-4)
     for kind, gate in GGUF_PPL_GATES.items():
@@ -70,8 +74,9 @@ def _slim_gpt2(tmp_path, teacher_dir, width: int = 72):
     from clidep.data import load_tokenizer
 
     torch.manual_seed(0)
-    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=8192, n_positions=128, n_embd=width, n_layer=2, n_head=4,
-                                      bos_token_id=0, eos_token_id=0)).eval()
+    gpt2 = GPT2LMHeadModel(
+        GPT2Config(vocab_size=8192, n_positions=128, n_embd=width, n_layer=2, n_head=4, bos_token_id=0, eos_token_id=0)
+    ).eval()
     gpt2.save_pretrained(tmp_path / "slim")
     load_tokenizer(teacher_dir).save_pretrained(tmp_path / "slim")
     return tmp_path / "slim"
@@ -86,8 +91,14 @@ def _reference(model, n: int = 24) -> GGUFReference:
         plain = model(x, use_cache=False).logits[0].numpy()
         with _ggml_gelu(model):
             table = model(x, use_cache=False).logits[0].numpy()
-        greedy = model.generate(x[:, :8], attention_mask=torch.ones(1, 8, dtype=torch.long), max_new_tokens=8,
-                                min_new_tokens=8, do_sample=False, pad_token_id=0).numpy()
+        greedy = model.generate(
+            x[:, :8],
+            attention_mask=torch.ones(1, 8, dtype=torch.long),
+            max_new_tokens=8,
+            min_new_tokens=8,
+            do_sample=False,
+            pad_token_id=0,
+        ).numpy()
     return GGUFReference([(ids, table, plain)], ids[None, :8], greedy)
 
 
@@ -98,8 +109,14 @@ def test_a_width_off_the_32_block_grid_keeps_f16_rows_and_passes(tmp_path, teach
     folder = _slim_gpt2(tmp_path, teacher_dir)
     model = load_model(folder)
     tok = load_tokenizer(folder)
-    files = [{"file": "m.f32.gguf", "type": "f32", **write_gguf(model, folder, tmp_path / "m.f32.gguf", "f32", "slim")},
-             {"file": "m.q4_0.gguf", "type": "q4_0", **quantize_gguf(tmp_path / "m.f32.gguf", tmp_path / "m.q4_0.gguf", "q4_0")}]
+    files = [
+        {"file": "m.f32.gguf", "type": "f32", **write_gguf(model, folder, tmp_path / "m.f32.gguf", "f32", "slim")},
+        {
+            "file": "m.q4_0.gguf",
+            "type": "q4_0",
+            **quantize_gguf(tmp_path / "m.f32.gguf", tmp_path / "m.q4_0.gguf", "q4_0"),
+        },
+    ]
     # rows of 72 do not split into blocks of 32: llama-quantize's fallback, F16, for every matrix (the tied
     # table's Q6_K and Q8_0 too) but the MLP's down projections (rows of 4 x 72 = 288 = 9 blocks)
     assert files[1]["tensor_types"] == {"F16": 2 * 3 + 1, "F32": 2 * 8 + 3, "Q4_0": 2}
@@ -134,8 +151,16 @@ def test_the_check_fails_a_tokeniser_llama_cpp_would_split_otherwise(tmp_path, t
     spec["model"]["merges"] = spec["model"]["merges"][:-2000]  # transformers' tokeniser now splits more
     (folder / "tokenizer.json").write_text(json.dumps(spec))
     with pytest.raises(TokenizerMismatch, match="differently from transformers"):
-        check_gguf([{"file": "m.f32.gguf", "type": "f32"}], tmp_path, _reference(model), load_tokenizer(folder),
-                   "Hippopotamus monstrosities notwithstanding, extraordinarily", np.arange(1, 66), 64, lambda m: None)
+        check_gguf(
+            [{"file": "m.f32.gguf", "type": "f32"}],
+            tmp_path,
+            _reference(model),
+            load_tokenizer(folder),
+            "Hippopotamus monstrosities notwithstanding, extraordinarily",
+            np.arange(1, 66),
+            64,
+            lambda m: None,
+        )
 
 
 def test_gguf_of_a_model_llama_cpp_cannot_hold_is_refused_in_one_line(tmp_path):
@@ -155,8 +180,16 @@ def test_bench_puts_llama_cpp_beside_clidep_and_genai_in_one_table(teacher_gguf)
     from clidep.bench.outputs import markdown
 
     out, manifest = teacher_gguf
-    report = bench([str(out)], devices.load("host"), prompt_lens="16", depth="16,64", gen=64, reps=2,
-                   runtime="clidep,genai,llamacpp", log=lambda m: None)
+    report = bench(
+        [str(out)],
+        devices.load("host"),
+        prompt_lens="16",
+        depth="16,64",
+        gen=64,
+        reps=2,
+        runtime="clidep,genai,llamacpp",
+        log=lambda m: None,
+    )
     rows = report["models"]
     assert all("error" not in r for r in rows), [r.get("error") for r in rows]
     by = {(r["runtime"], r["precision"]) for r in rows}
@@ -181,8 +214,20 @@ def test_a_changed_gguf_file_is_refused_by_bench(teacher_gguf, tmp_path):
     with (copy / "gguf" / "model.q4_0.gguf").open("r+b") as f:
         f.seek(-16, 2)
         f.write(b"\x01" * 16)
-    r = run("bench", str(copy), "--device", "host", "--runtime", "llamacpp", "--reps", "1", "--gen", "64", "--out",
-            str(tmp_path / "report"))
+    r = run(
+        "bench",
+        str(copy),
+        "--device",
+        "host",
+        "--runtime",
+        "llamacpp",
+        "--reps",
+        "1",
+        "--gen",
+        "64",
+        "--out",
+        str(tmp_path / "report"),
+    )
     assert r.returncode == 2 and "model.q4_0.gguf' is not the file clidep export wrote" in r.stderr, r.stderr
 
 
@@ -199,15 +244,23 @@ def test_the_runtime_race_times_llama_cpp_files_with_either_cache(teacher_gguf, 
     import runtime
 
     out, manifest = teacher_gguf
-    monkeypatch.setattr(llama_peer, "convert", lambda hf, dst, kind: Path(
-        shutil.copy(out / manifest["gguf"]["folder"] / f"model.{kind}.gguf", dst)))
+    monkeypatch.setattr(
+        llama_peer,
+        "convert",
+        lambda hf, dst, kind: Path(shutil.copy(out / manifest["gguf"]["folder"] / f"model.{kind}.gguf", dst)),
+    )
     hf = tmp_path / "original"
     hf.mkdir()
     (hf / "config.json").write_text(json.dumps({"n_positions": 256}))
     a = Namespace(no_llama=False, depth="8,32", prompt_lens="16", gen=8)
     rows = runtime._llama_rows(a, hf, 1, 1000, lambda m: None)
     assert [(r["precision"], r["kv_cache"]) for r in rows] == [
-        ("F32", "f16"), ("Q8_0", "f16"), ("Q8_0", "q8_0"), ("Q4_0", "f16"), ("Q4_0", "q8_0")], rows
+        ("F32", "f16"),
+        ("Q8_0", "f16"),
+        ("Q8_0", "q8_0"),
+        ("Q4_0", "f16"),
+        ("Q4_0", "q8_0"),
+    ], rows
     for r in rows:
         assert set(r["decode_ms_at"]) == {"8", "32"} and r["prefill_ms"]["16"] > 0 and r["size_bytes"] > 0
         # llama-bench's flash attention: on (1) where the V cache is quantised, else its default, auto (-1)

@@ -59,17 +59,39 @@ CASES = [
     ("wrong", "compress {teacher} --out {fresh} --ratio nan --steps 1", "--ratio must be a finite number, got nan"),
     ("wrong", "compress {teacher} --out {fresh} --ratio inf --steps 1", "--ratio must be a finite number, got inf"),
     ("wrong", "compress {teacher} --out {fresh} --ratio 0.8 --steps 1", "--ratio must be above 1, got 0.8"),
-    ("wrong", "compress {teacher} --out {fresh} --width 64 --steps 1", "--width 64 must be below the teacher's width 64"),
-    ("wrong", "compress {teacher} --out {fresh} --width 32 --steps 1 --batch-size 0", "--batch-size must be at least 1"),
+    (
+        "wrong",
+        "compress {teacher} --out {fresh} --width 64 --steps 1",
+        "--width 64 must be below the teacher's width 64",
+    ),
+    (
+        "wrong",
+        "compress {teacher} --out {fresh} --width 32 --steps 1 --batch-size 0",
+        "--batch-size must be at least 1",
+    ),
     ("wrong", "compress {teacher} --out {fresh} --width 32 --steps 1 --lr 0", "--lr must be above 0, got 0.0"),
-    ("wrong", "compress {teacher} --out {fresh} --width 32 --steps 1 --lr nan", "--lr must be a finite number, got nan"),
+    (
+        "wrong",
+        "compress {teacher} --out {fresh} --width 32 --steps 1 --lr nan",
+        "--lr must be a finite number, got nan",
+    ),
     ("wrong", "compress {teacher} --out {fresh} --width 32 --steps 1 --alpha 1.5", "--alpha must be in [0, 1]"),
     ("wrong", "compress {teacher} --out {fresh} --width 32 --steps 1 --temperature 0", "--temperature must be above 0"),
-    ("wrong", "compress {teacher} --out {fresh} --width 32 --steps 1 --eval-every -1", "--eval-every must be at least 0"),
-    ("wrong", "compress {teacher} --out {fresh} --method layercollapse --layers 1 --steps 1 --collapse-tol 0",
-     "--collapse-tol must be above 0"),
-    ("wrong", "compress {teacher} --out {fresh} --method layercollapse --layers 1 --steps 1 --collapse-tol 2",
-     "--collapse-tol must be in (0, 1], got 2"),
+    (
+        "wrong",
+        "compress {teacher} --out {fresh} --width 32 --steps 1 --eval-every -1",
+        "--eval-every must be at least 0",
+    ),
+    (
+        "wrong",
+        "compress {teacher} --out {fresh} --method layercollapse --layers 1 --steps 1 --collapse-tol 0",
+        "--collapse-tol must be above 0",
+    ),
+    (
+        "wrong",
+        "compress {teacher} --out {fresh} --method layercollapse --layers 1 --steps 1 --collapse-tol 2",
+        "--collapse-tol must be in (0, 1], got 2",
+    ),
     ("wrong", "compress {teacher} --out {fresh} --width 32 --steps 1 --grad-clip 0", "--grad-clip must be above 0"),
     ("wrong", "compress {teacher} --out {fresh} --width 32 --steps 1 --method nope", "unknown --method 'nope'"),
     ("wrong", "compress {teacher} --out {fresh} --method layercollapse --layers 1 --steps 1 --lc -1", "--lc must be"),
@@ -93,31 +115,65 @@ CASES = [
     ("wrong", "bench {onnx} --device host --out {fresh} --ppl-tokens -1", "--ppl-tokens must be at least 0"),
     ("wrong", "bench {onnx} --device host --out {fresh} --depth 32,x", "--depth must be comma-separated integers"),
     ("wrong", "bench {onnx} --device host --out {fresh} --depth 0", "--depth takes positive lengths only, got 0"),
-    ("wrong", "bench {onnx} --device host --out {fresh} --runtime tflite", "--runtime takes clidep, genai, llamacpp (comma-separated)"),
-    ("wrong", "bench {onnx} --device host --out {fresh} --remote a@b --ssh-config /nonexistent", "--ssh-config '/nonexistent' is not a file"),
+    (
+        "wrong",
+        "bench {onnx} --device host --out {fresh} --runtime tflite",
+        "--runtime takes clidep, genai, llamacpp (comma-separated)",
+    ),
+    (
+        "wrong",
+        "bench {onnx} --device host --out {fresh} --remote a@b --ssh-config /nonexistent",
+        "--ssh-config '/nonexistent' is not a file",
+    ),
     ("wrong", "analyze {teacher} --out {fresh} --probes 0", "--probes must be at least 1"),
-    ("wrong", "compress {teacher} --out {fresh} --steps 1 --device pixel-7", "--device sizes a student with --max-decode-ms"),
-    ("wrong", "compress {teacher} --out {fresh} --ratio 1.1 --steps 1 --protect 0,3 --method uniform",
-     "--protect applies to --method cli, layercollapse or cli+layercollapse, not uniform"),
-    ("wrong", "compress {teacher} --out {fresh} --ratio 1.1 --steps 1 --gamma 0.5", "--gamma applies to --method auto only"),
-    ("wrong", "compress {teacher} --out {fresh} --steps 1 --max-decode-ms 0.001 --device raspberry-pi-4",
-     "no student decodes within 0.001 ms on raspberry-pi-4 at int8"),
+    (
+        "wrong",
+        "compress {teacher} --out {fresh} --steps 1 --device pixel-7",
+        "--device sizes a student with --max-decode-ms",
+    ),
+    (
+        "wrong",
+        "compress {teacher} --out {fresh} --ratio 1.1 --steps 1 --protect 0,3 --method uniform",
+        "--protect applies to --method cli, layercollapse or cli+layercollapse, not uniform",
+    ),
+    (
+        "wrong",
+        "compress {teacher} --out {fresh} --ratio 1.1 --steps 1 --gamma 0.5",
+        "--gamma applies to --method auto only",
+    ),
+    (
+        "wrong",
+        "compress {teacher} --out {fresh} --steps 1 --max-decode-ms 0.001 --device raspberry-pi-4",
+        "no student decodes within 0.001 ms on raspberry-pi-4 at int8",
+    ),
     ("wrong", "compress {teacher} --out {fresh} --steps 1 --max-decode-ms 5", "--max-decode-ms needs --device"),
     ("wrong", "compress {teacher} --out {fresh} --steps 1 --max-mb 0.01", "no student fits"),
     ("wrong", "compress {teacher} --out {fresh} --steps 1 --max-mb 500 --ratio 2", "exactly one of --ratio"),
-    ("wrong", "compress {teacher} --out {fresh} --steps 1 --max-mb 10 --precision int3", "unknown --precision 'int3': choose fp32, int8, int4"),
+    (
+        "wrong",
+        "compress {teacher} --out {fresh} --steps 1 --max-mb 10 --precision int3",
+        "unknown --precision 'int3': choose fp32, int8, int4",
+    ),
     ("wrong", "demo --out {fresh} --ratio 1", "--ratio must be above 1, got 1.0"),
     ("wrong", "demo --out {fresh} --steps 0", "--steps must be at least 1, got 0"),
     ("wrong", "analyze {teacher} --out {fresh} --min-gap nan", "--min-gap must be a finite number, got nan"),
     ("wrong", "analyze {teacher} --out {fresh} --min-gap 1", "--min-gap must be above 1, got 1.0"),
     ("wrong", "analyze {teacher} --out {fresh} --seq-len 1", "--seq-len must be at least 2, got 1"),
-    ("wrong", "analyze {teacher} --out {fresh} --seq-len 4096", "--seq-len 4096 must be between 2 and the model's 128 positions"),
+    (
+        "wrong",
+        "analyze {teacher} --out {fresh} --seq-len 4096",
+        "--seq-len 4096 must be between 2 and the model's 128 positions",
+    ),
     # -- tracebacks before: broken files, unwritable places, parse errors
     ("crash", "eval {empty_weights}", "cannot load weights"),
     ("crash", "eval {truncated}", "cannot load weights"),
     ("crash", "export {empty_weights} --out {fresh}", "cannot load weights"),
     ("crash", "analyze {truncated} --out {fresh}", "cannot load weights"),
-    ("crash", "compress {truncated} --out {fresh} --method cli --width 32 --protect 0,3 --steps 1", "cannot load weights"),
+    (
+        "crash",
+        "compress {truncated} --out {fresh} --method cli --width 32 --protect 0,3 --steps 1",
+        "cannot load weights",
+    ),
     ("crash", "eval {bad_config}", "cannot load model"),
     ("crash", "eval {no_tokenizer}", "cannot load a tokenizer"),
     ("crash", "eval {teacher} --data {empty}", "is empty"),
@@ -126,7 +182,11 @@ CASES = [
     ("crash", "analyze {teacher} --out {fresh} --data {empty}", "is empty"),
     ("crash", "compress {teacher} --out {fresh} --width 32 --steps 1 --data {binary}", "is a binary file"),
     ("crash", "compress {teacher} --out {fresh} --width 32 --steps 1 --val-data {empty}", "is empty"),
-    ("crash", "compress {teacher} --out {fresh} --method cli --width 32 --steps 1 --protect {bad_json}", "not a valid importance report"),
+    (
+        "crash",
+        "compress {teacher} --out {fresh} --method cli --width 32 --steps 1 --protect {bad_json}",
+        "not a valid importance report",
+    ),
     ("crash", "compress {teacher} --out {bad_run} --resume", "not a valid compress run"),
     ("crash", "export {teacher} --out {fresh} --ppl-data {binary}", "is a binary file"),
     ("crash", "export {teacher} --out /proc/clidep-out", "cannot be written"),
@@ -140,11 +200,19 @@ CASES = [
     ("crash", "compress {teacher} --width 32", "Missing option '--out'"),
     ("crash", "eval {teacher} --bogus", "No such option"),
     ("crash", "frobnicate", "No such command 'frobnicate'"),
-    ("crash", "compress {teacher} --out {fresh} --width 32 --steps 1 --seed " + str(2**70), "--seed must be in [0, 4294967295]"),
+    (
+        "crash",
+        "compress {teacher} --out {fresh} --width 32 --steps 1 --seed " + str(2**70),
+        "--seed must be in [0, 4294967295]",
+    ),
     ("crash", "generate {edited_positions} --prompt hi", "says n_positions 4096, but the graph's cache holds 128"),
     ("crash", "generate {onnx} --prompt " + "a\udcc3(b", "--prompt is not valid UTF-8 text"),
     ("crash", "generate {onnx} --prompt " + "\udcff\udcfeab", "--prompt is not valid UTF-8 text"),
-    ("crash", "export {teacher} --out {fresh} --int4 --block-size 4096", "--block-size must be one of 16, 32, 64, 128, 256"),
+    (
+        "crash",
+        "export {teacher} --out {fresh} --int4 --block-size 4096",
+        "--block-size must be one of 16, 32, 64, 128, 256",
+    ),
     # -- tampered artifacts: a file changed or swapped after export, a config.json edited, a manifest broken
     ("tampered", "bench {tampered} --device host --out {fresh}", "model.onnx' is not the file clidep export wrote"),
     ("tampered", "bench {tampered}/model.onnx --device host --out {fresh}", "is not the file clidep export wrote"),
@@ -152,43 +220,95 @@ CASES = [
     ("tampered", "eval {tampered}", "is not the file clidep export wrote"),
     ("tampered", "bench {swapped} --device host --out {fresh}", "is not the file clidep export wrote"),
     ("tampered", "generate {swapped} --prompt hi", "is not the file clidep export wrote"),
-    ("tampered", "bench {genai_swapped} --device host --out {fresh}", "genai/fp32/model.onnx' is not the file clidep export wrote"),
-    ("tampered", "bench {edited_positions} --device host --out {fresh}", "says n_positions 4096, but the graph's cache holds 128"),
+    (
+        "tampered",
+        "bench {genai_swapped} --device host --out {fresh}",
+        "genai/fp32/model.onnx' is not the file clidep export wrote",
+    ),
+    (
+        "tampered",
+        "bench {edited_positions} --device host --out {fresh}",
+        "says n_positions 4096, but the graph's cache holds 128",
+    ),
     ("tampered", "eval {edited_positions}", "says n_positions 4096"),
-    ("tampered", "bench {edited_vocab} --device host --out {fresh}", "says vocab_size 9000, but the graph's logits have 8192"),
+    (
+        "tampered",
+        "bench {edited_vocab} --device host --out {fresh}",
+        "says vocab_size 9000, but the graph's logits have 8192",
+    ),
     ("tampered", "generate {edited_vocab} --prompt hi", "says vocab_size 9000"),
-    ("tampered", "generate {edited_heads} --prompt hi", "describes KV shapes [(4, 16), (4, 16), (4, 16), (4, 16)], but "
-                                                        "the exported model's are [(2, 32), (2, 32), (2, 32), (2, 32)]"),
+    (
+        "tampered",
+        "generate {edited_heads} --prompt hi",
+        "describes KV shapes [(4, 16), (4, 16), (4, 16), (4, 16)], but "
+        "the exported model's are [(2, 32), (2, 32), (2, 32), (2, 32)]",
+    ),
     ("tampered", "generate {truncated_manifest} --prompt hi", "not a valid clidep export manifest (not JSON"),
     ("tampered", "bench {truncated_manifest} --device host --out {fresh}", "not a valid clidep export manifest"),
     ("tampered", "bench {corrupt_graph} --device host --out {fresh}", "not an ONNX model: '"),
     ("tampered", "generate {corrupt_graph} --prompt hi", "not an ONNX model: '"),
     ("tampered", "eval {corrupt_graph}", "not an ONNX model: '"),
     # -- numbers past reason: beyond what the libraries take, the machine has, or a run can finish
-    ("bounds", "compress {teacher} --out {fresh} --width 32 --steps 1 --seed -1", "--seed must be in [0, 4294967295], got -1"),
+    (
+        "bounds",
+        "compress {teacher} --out {fresh} --width 32 --steps 1 --seed -1",
+        "--seed must be in [0, 4294967295], got -1",
+    ),
     ("bounds", "analyze {teacher} --out {fresh} --seed " + str(2**40), "--seed must be in [0, 4294967295]"),
     ("bounds", "generate {onnx} --prompt hi --seed " + str(2**64), "--seed must be in [0, 4294967295]"),
     ("bounds", "bench {onnx} --device host --out {fresh} --threads 2,2", "--threads lists 2 more than once"),
     ("bounds", "bench {onnx} --device host --out {fresh} --threads 1,2,1", "--threads lists 1 more than once"),
     ("bounds", "bench {onnx} --device host --out {fresh} --depth 32,32", "--depth lists 32 more than once"),
     ("bounds", "bench {onnx} --device host --out {fresh} --prompt-lens 8,16,8", "--prompt-lens lists 8 more than once"),
-    ("bounds", "bench {onnx} --device host --out {fresh} --runtime clidep,clidep", "--runtime lists clidep more than once"),
-    ("bounds", "compress {teacher} --out {fresh} --method auto --ratio 1.5 --steps 1 --gamma 0.5,0.5",
-     "--gamma lists 0.5 more than once"),
-    ("bounds", "compress {teacher} --out {fresh} --method auto --ratio 1.5 --steps 1 --scorer ntk,bi,ntk",
-     "--scorer lists ntk more than once"),
-    ("bounds", "compress {teacher} --out {fresh} --method cli --width 32 --steps 1 --protect 0,3,0",
-     "--protect lists 0 more than once"),
-    ("bounds", "bench {onnx} --device host --out {fresh} --threads 1,0,-2", "--threads takes positive counts only, got 0, -2"),
-    ("bounds", "bench {onnx} --device {fast_profile} --out {fresh}", "'mem_bandwidth_gbs' (1e+308) is past physical sense"),
+    (
+        "bounds",
+        "bench {onnx} --device host --out {fresh} --runtime clidep,clidep",
+        "--runtime lists clidep more than once",
+    ),
+    (
+        "bounds",
+        "compress {teacher} --out {fresh} --method auto --ratio 1.5 --steps 1 --gamma 0.5,0.5",
+        "--gamma lists 0.5 more than once",
+    ),
+    (
+        "bounds",
+        "compress {teacher} --out {fresh} --method auto --ratio 1.5 --steps 1 --scorer ntk,bi,ntk",
+        "--scorer lists ntk more than once",
+    ),
+    (
+        "bounds",
+        "compress {teacher} --out {fresh} --method cli --width 32 --steps 1 --protect 0,3,0",
+        "--protect lists 0 more than once",
+    ),
+    (
+        "bounds",
+        "bench {onnx} --device host --out {fresh} --threads 1,0,-2",
+        "--threads takes positive counts only, got 0, -2",
+    ),
+    (
+        "bounds",
+        "bench {onnx} --device {fast_profile} --out {fresh}",
+        "'mem_bandwidth_gbs' (1e+308) is past physical sense",
+    ),
     ("bounds", "bench {onnx} --device {big_ram_profile} --out {fresh}", "'ram_gb' (1e+09) is past physical sense"),
-    ("bounds", "bench {onnx} --device {fast_cpu_profile} --out {fresh}", "'fp32_gflops' (1e+300) is past physical sense"),
+    (
+        "bounds",
+        "bench {onnx} --device {fast_cpu_profile} --out {fresh}",
+        "'fp32_gflops' (1e+300) is past physical sense",
+    ),
     ("bounds", "export {teacher} --out {fresh} --int4 --block-size 512", "--block-size must be one of"),
     ("unclear", "export {teacher} --out {fresh} --opset 18", "--opset applies to --plain-onnx only"),
     ("unclear", "export {teacher} --out {fresh} --no-optimize", "--no-optimize applies to --plain-onnx only"),
-    ("bounds", "compress {teacher} --out {fresh} --width 32 --steps 2 --warmup 1000000",
-     "--warmup 1000000 exceeds the run's 2 steps"),
-    ("bounds", "compress {teacher} --out {fresh} --width 32 --steps 2 --warmup 3", "--warmup 3 exceeds the run's 2 steps"),
+    (
+        "bounds",
+        "compress {teacher} --out {fresh} --width 32 --steps 2 --warmup 1000000",
+        "--warmup 1000000 exceeds the run's 2 steps",
+    ),
+    (
+        "bounds",
+        "compress {teacher} --out {fresh} --width 32 --steps 2 --warmup 3",
+        "--warmup 3 exceeds the run's 2 steps",
+    ),
     # -- hangs before: a run of days, or more threads than the machine has
     ("hang", "bench {onnx} --device host --out {fresh} --threads 100000", "--threads 100000 exceeds this machine's"),
     ("hang", "bench {onnx} --device host --out {fresh} --reps 1000000", "pass --yes to run it anyway"),
@@ -205,8 +325,11 @@ CASES = [
 
 def _tree(root: Path) -> dict[str, str]:
     """Every file under ROOT (hidden temporaries included) with a digest of its bytes."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()[:16]
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()[:16]
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _flip_a_byte(d: Path) -> None:
@@ -236,19 +359,38 @@ def _broken_copy(src: Path, dst: Path, edit) -> Path:
 def world(tmp_path_factory, tiny_setup):
     """A tiny teacher, a finished student with its run, an export, an analysis, and broken copies of each."""
     from clidep.compress.analyze import write_report
-    from clidep.export.artifact import export_artifact
     from clidep.compress.pipeline import compress
+    from clidep.export.artifact import export_artifact
 
     root = tmp_path_factory.mktemp("world")
     teacher = Path(shutil.copytree(tiny_setup / "teacher", root / "teacher"))
     train = root / "train.txt"
     shutil.copy(tiny_setup / "train.txt", train)
-    compress(str(teacher), root / "student", method="cli", width=32, protect="0,3", data=str(train), batch_size=8, seq_len=64,
-             eval_every=0, steps=1, log=lambda m: None)
+    compress(
+        str(teacher),
+        root / "student",
+        method="cli",
+        width=32,
+        protect="0,3",
+        data=str(train),
+        batch_size=8,
+        seq_len=64,
+        eval_every=0,
+        steps=1,
+        log=lambda m: None,
+    )
     export_artifact(teacher, root / "onnx", ppl_tokens=256)
-    write_report({"model": str(teacher), "critical_layers": [0], "scores": [
-        {"layer": i, "ntk": 1.0 + i, "ntk_per_param": None, "grad": None, "bi": None, "ablation_dppl": None}
-        for i in range(4)]}, root / "analysis")
+    write_report(
+        {
+            "model": str(teacher),
+            "critical_layers": [0],
+            "scores": [
+                {"layer": i, "ntk": 1.0 + i, "ntk_per_param": None, "grad": None, "bi": None, "ablation_dppl": None}
+                for i in range(4)
+            ],
+        },
+        root / "analysis",
+    )
 
     def drop_tensor(d):
         weights = load_file(d / "model.safetensors")
@@ -259,29 +401,49 @@ def world(tmp_path_factory, tiny_setup):
         def edit(d):
             config = json.loads((d / "config.json").read_text())
             (d / "config.json").write_text(json.dumps({**config, **changes}))
+
         return edit
 
     files = {
         "missing": _broken_copy(teacher, root / "missing", drop_tensor),
         "unexpected": _broken_copy(teacher, root / "unexpected", edit_config(n_layer=3)),
         "reshaped": _broken_copy(teacher, root / "reshaped", edit_config(vocab_size=8000)),
-        "empty_weights": _broken_copy(teacher, root / "empty_weights", lambda d: (d / "model.safetensors").write_bytes(b"")),
-        "truncated": _broken_copy(teacher, root / "truncated", lambda d: (d / "model.safetensors").write_bytes(
-            (teacher / "model.safetensors").read_bytes()[:5000])),
+        "empty_weights": _broken_copy(
+            teacher, root / "empty_weights", lambda d: (d / "model.safetensors").write_bytes(b"")
+        ),
+        "truncated": _broken_copy(
+            teacher,
+            root / "truncated",
+            lambda d: (d / "model.safetensors").write_bytes((teacher / "model.safetensors").read_bytes()[:5000]),
+        ),
         "bad_config": _broken_copy(teacher, root / "bad_config", lambda d: (d / "config.json").write_text("{not json")),
-        "no_tokenizer": _broken_copy(teacher, root / "no_tokenizer", lambda d: [
-            p.unlink() for p in d.iterdir() if p.name.startswith(("tokenizer", "vocab", "merges", "special"))]),
-        "bad_manifest": _broken_copy(root / "onnx", root / "bad_manifest", lambda d: (d / "manifest.json").write_text("[1, 2")),
-        "no_variants": _broken_copy(root / "onnx", root / "no_variants", lambda d: (d / "manifest.json").write_text('{"variants": 3}')),
+        "no_tokenizer": _broken_copy(
+            teacher,
+            root / "no_tokenizer",
+            lambda d: [
+                p.unlink() for p in d.iterdir() if p.name.startswith(("tokenizer", "vocab", "merges", "special"))
+            ],
+        ),
+        "bad_manifest": _broken_copy(
+            root / "onnx", root / "bad_manifest", lambda d: (d / "manifest.json").write_text("[1, 2")
+        ),
+        "no_variants": _broken_copy(
+            root / "onnx", root / "no_variants", lambda d: (d / "manifest.json").write_text('{"variants": 3}')
+        ),
         "bad_run": _broken_copy(root / "student", root / "bad_run", lambda d: (d / "run.json").write_text("")),
         "tampered": _broken_copy(root / "onnx", root / "tampered", _flip_a_byte),
         "swapped": _broken_copy(root / "onnx", root / "swapped", _swap_graph),
-        "genai_swapped": _broken_copy(root / "onnx", root / "genai_swapped", lambda d: _swap_graph(d / "genai" / "fp32")),
+        "genai_swapped": _broken_copy(
+            root / "onnx", root / "genai_swapped", lambda d: _swap_graph(d / "genai" / "fp32")
+        ),
         "edited_positions": _broken_copy(root / "onnx", root / "edited_positions", edit_config(n_positions=4096)),
         "edited_vocab": _broken_copy(root / "onnx", root / "edited_vocab", edit_config(vocab_size=9000)),
         "edited_heads": _broken_copy(root / "onnx", root / "edited_heads", edit_config(n_head=4)),
-        "truncated_manifest": _broken_copy(root / "onnx", root / "truncated_manifest", lambda d: (d / "manifest.json").write_text(
-            (d / "manifest.json").read_text()[:200])),
+        "truncated_manifest": _broken_copy(
+            root / "onnx",
+            root / "truncated_manifest",
+            lambda d: (d / "manifest.json").write_text((d / "manifest.json").read_text()[:200]),
+        ),
     }
     texts = root / "texts"
     texts.mkdir()
@@ -298,16 +460,28 @@ def world(tmp_path_factory, tiny_setup):
     shutil.copy(root / "onnx" / "config.json", corrupt / "config.json")
     shutil.copy(root / "onnx" / "tokenizer.json", corrupt / "tokenizer.json")
     files["corrupt_graph"] = corrupt / "model.onnx"
-    for name, old, new in (("fast", "mem_bandwidth_gbs = 10.0", "mem_bandwidth_gbs = 1e308"),
-                           ("big_ram", "ram_gb = 8", "ram_gb = 1e9"),
-                           ("fast_cpu", "fp32_gflops = ", "fp32_gflops = 1e300 # ")):
+    for name, old, new in (
+        ("fast", "mem_bandwidth_gbs = 10.0", "mem_bandwidth_gbs = 1e308"),
+        ("big_ram", "ram_gb = 8", "ram_gb = 1e9"),
+        ("fast_cpu", "fp32_gflops = ", "fp32_gflops = 1e300 # "),
+    ):
         assert old in profile, old
         (texts / f"{name}.toml").write_text(profile.replace(old, new, 1))
         files[f"{name}_profile"] = texts / f"{name}.toml"
-    names = {"root": root, "teacher": teacher, "student": root / "student", "onnx": root / "onnx",
-             "analysis": root / "analysis", "empty": texts / "empty.txt", "binary": texts / "binary.bin",
-             "latin1": texts / "latin1.txt", "one_token": texts / "one.txt", "bad_json": texts / "importance.json",
-             "nan_profile": texts / "nan.toml", **files}
+    names = {
+        "root": root,
+        "teacher": teacher,
+        "student": root / "student",
+        "onnx": root / "onnx",
+        "analysis": root / "analysis",
+        "empty": texts / "empty.txt",
+        "binary": texts / "binary.bin",
+        "latin1": texts / "latin1.txt",
+        "one_token": texts / "one.txt",
+        "bad_json": texts / "importance.json",
+        "nan_profile": texts / "nan.toml",
+        **files,
+    }
     return root, {k: str(v) for k, v in names.items()}
 
 
@@ -320,8 +494,10 @@ def test_hostile_input(kind, command, message, world, tmp_path, capsys):
     argv = [a.format(**names, fresh=fresh) for a in shlex.split(command)]
     if argv[0] == "compress" and "--resume" not in argv:  # the tiny teacher's sizes; no NTK analysis needed
         cli = "--method" in argv and argv[argv.index("--method") + 1] not in ("uniform", "auto")
-        argv += [*(["--seq-len", "64"] if "--seq-len" not in argv else []),
-                 *(["--protect", "0,3"] if cli and "--protect" not in argv else [])]
+        argv += [
+            *(["--seq-len", "64"] if "--seq-len" not in argv else []),
+            *(["--protect", "0,3"] if cli and "--protect" not in argv else []),
+        ]
     before = _tree(root)
     code = main(argv)
     err = capsys.readouterr().err
@@ -360,8 +536,8 @@ def test_a_full_disk_is_named_before_export_starts(world, tmp_path, capsys, monk
 
 def test_overwrite_replaces_only_after_the_new_result_is_complete(world, tmp_path, monkeypatch):
     """An export that fails half-way through --overwrite leaves the old artifact as it was."""
-    from clidep.export import artifact
     from clidep.errors import ClidepError
+    from clidep.export import artifact
 
     _, names = world
     old = tmp_path / "old"
@@ -383,8 +559,28 @@ def test_overwrite_replaces_only_after_the_new_result_is_complete(world, tmp_pat
 def test_a_failed_compress_leaves_nothing_that_blocks_the_rerun(world, tmp_path, capsys):
     _, names = world
     out = tmp_path / "s"
-    args = ["compress", names["missing"], "--out", str(out), "--method", "cli", "--width", "32", "--protect", "0,3", "--steps", "1",
-            "--batch-size", "8", "--seq-len", "64", "--eval-every", "0", "--data", names["root"] + "/train.txt"]
+    args = [
+        "compress",
+        names["missing"],
+        "--out",
+        str(out),
+        "--method",
+        "cli",
+        "--width",
+        "32",
+        "--protect",
+        "0,3",
+        "--steps",
+        "1",
+        "--batch-size",
+        "8",
+        "--seq-len",
+        "64",
+        "--eval-every",
+        "0",
+        "--data",
+        names["root"] + "/train.txt",
+    ]
     assert main(args) == 2  # fails after planning, while loading the teacher's weights
     assert not out.exists()
     args[1] = names["teacher"]
@@ -393,9 +589,26 @@ def test_a_failed_compress_leaves_nothing_that_blocks_the_rerun(world, tmp_path,
 
 
 def _compress_args(names: dict, out: Path, *extra: str, data: bool = True) -> list[str]:
-    return ["compress", names["teacher"], "--out", str(out), "--method", "cli", "--width", "32", "--protect", "0,3",
-            "--batch-size", "8", "--seq-len", "64", "--eval-every", "0",
-            *(["--data", names["root"] + "/train.txt"] if data else []), *extra]
+    return [
+        "compress",
+        names["teacher"],
+        "--out",
+        str(out),
+        "--method",
+        "cli",
+        "--width",
+        "32",
+        "--protect",
+        "0,3",
+        "--batch-size",
+        "8",
+        "--seq-len",
+        "64",
+        "--eval-every",
+        "0",
+        *(["--data", names["root"] + "/train.txt"] if data else []),
+        *extra,
+    ]
 
 
 def test_a_full_disk_is_named_before_compress_starts(world, tmp_path, capsys, monkeypatch):
@@ -412,8 +625,9 @@ def test_a_full_disk_is_named_before_compress_starts(world, tmp_path, capsys, mo
 
 
 @pytest.mark.parametrize("failure", ["torch", "safetensors"])
-def test_a_checkpoint_that_cannot_be_written_keeps_the_previous_one_for_resume(world, tmp_path, capsys, monkeypatch,
-                                                                              failure):
+def test_a_checkpoint_that_cannot_be_written_keeps_the_previous_one_for_resume(
+    world, tmp_path, capsys, monkeypatch, failure
+):
     """The disk fills while the second checkpoint is written (in the words torch's optimizer writer or
     safetensors' model writer uses for it, as seen on a full tmpfs): one line, the first checkpoint
     intact, and --resume finishes the run once space is back."""
@@ -487,8 +701,7 @@ def test_without_the_offline_folder_the_defaults_read_the_hub(world, tmp_path, c
     out, err = capsys.readouterr()
     assert json.loads(out)["data"] == "wikitext-test: wikitext-103 (hub Salesforce/wikitext, test split)"
     assert err.count("note: no offline data folder") == 1 and asked == [("wikitext-103", "test")]
-    assert main(_compress_args(names, tmp_path / "s", "--steps", "1", data=False)) == 0, \
-        capsys.readouterr().err[-2000:]
+    assert main(_compress_args(names, tmp_path / "s", "--steps", "1", data=False)) == 0, capsys.readouterr().err[-2000:]
     assert ("wikitext-103", "train") in asked and ("wikitext-103", "validation") in asked
     assert json.loads((tmp_path / "s" / "compress.json").read_text())["data"] == "wiki-en"
 
@@ -509,11 +722,21 @@ def test_eval_on_an_export_scores_the_graph_as_export_did(world):
     _, names = world
     manifest = json.loads((Path(names["onnx"]) / "manifest.json").read_text())
     proto = manifest["ppl_protocol"]
-    result = evaluate(names["onnx"], data="wikitext-test", max_tokens=proto["tokens"], context=proto["context"],
-                      stride=proto["stride"])
+    result = evaluate(
+        names["onnx"],
+        data="wikitext-test",
+        max_tokens=proto["tokens"],
+        context=proto["context"],
+        stride=proto["stride"],
+    )
     assert result.ppl == pytest.approx(manifest["variants"][0]["ppl"], rel=1e-6)
-    torch_result = evaluate(names["teacher"], data="wikitext-test", max_tokens=proto["tokens"], context=proto["context"],
-                            stride=proto["stride"])
+    torch_result = evaluate(
+        names["teacher"],
+        data="wikitext-test",
+        max_tokens=proto["tokens"],
+        context=proto["context"],
+        stride=proto["stride"],
+    )
     assert result.ppl == pytest.approx(torch_result.ppl, rel=1e-4)
 
 

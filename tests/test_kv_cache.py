@@ -37,14 +37,21 @@ def test_int8_cache_is_calibrated_gated_and_recorded(int8_cache, teacher_artifac
     fp32, int8, int4, half = manifest["variants"]
     for v in (int8, int4):
         kv = v["kv_cache"]
-        assert kv["precision"] == "int8" and kv["ppl_delta"] <= KV_PPL_GATE and kv["decode_agreement"] >= KV_AGREEMENT_GATE
+        assert (
+            kv["precision"] == "int8" and kv["ppl_delta"] <= KV_PPL_GATE and kv["decode_agreement"] >= KV_AGREEMENT_GATE
+        )
         assert v["ppl"] == pytest.approx(kv["fp32_cache_ppl"] * (1 + kv["ppl_delta"]))
-        assert kv["ppl_delta"] != 0, "the perplexity pass reads the quantised cache (ONNX Runtime's CPU prompt path does)"
+        assert kv["ppl_delta"] != 0, (
+            "the perplexity pass reads the quantised cache (ONNX Runtime's CPU prompt path does)"
+        )
         graph = onnx.load(str(out / v["file"])).graph
-        assert {i.type.tensor_type.elem_type for i in graph.input if i.name.startswith("past_key_values")} == {onnx.TensorProto.INT8}
+        assert {i.type.tensor_type.elem_type for i in graph.input if i.name.startswith("past_key_values")} == {
+            onnx.TensorProto.INT8
+        }
         attention = [n for n in graph.node if n.op_type == "GroupQueryAttention"]
-        assert len(attention) == 12 and all({a.name: a for a in n.attribute}["k_quant_type"].s == b"PER_CHANNEL"
-                                            for n in attention)
+        assert len(attention) == 12 and all(
+            {a.name: a for a in n.attribute}["k_quant_type"].s == b"PER_CHANNEL" for n in attention
+        )
         scales = {i.name: i for i in graph.initializer}["transformer.h.0.attn.k_scale"]
         assert list(scales.dims) == [4 * 64], "one scale per head and channel"
     assert half["kv_cache"] == {"precision": "fp16"} and fp32["kv_cache"] == {"precision": "fp32"}
@@ -64,8 +71,10 @@ def test_int8_cache_runs_in_the_runner_and_genai(int8_cache):
 
 def test_roofline_counts_the_cache_at_its_width(int8_cache):
     out, _ = int8_cache
-    int8, full = (kv_bytes({"facts": None, "file": out / name, "dir": out}, 500, onnx.load(str(out / name)))
-                  for name in ("model.int4.onnx", "model.onnx"))
+    int8, full = (
+        kv_bytes({"facts": None, "file": out / name, "dir": out}, 500, onnx.load(str(out / name)))
+        for name in ("model.int4.onnx", "model.onnx")
+    )
     assert full == 12 * 2 * 4 * 64 * 500 * 4 and int8 * 4 == full
 
 
@@ -75,7 +84,9 @@ def test_a_cache_that_misses_its_gate_fails_the_export(teacher_dir, tmp_path, mo
     calibrate = kv_cache.calibrate
     # Scales 100x too small: nearly every key and value saturates.
     monkeypatch.setattr(kv_cache, "calibrate", lambda *a: [(k / 100, v / 100) for k, v in calibrate(*a)])
-    with pytest.raises(ClidepError, match=r"model.int4.onnx with an int8 cache scores perplexity \+.*gates \+0.5%, 90%"):
+    with pytest.raises(
+        ClidepError, match=r"model.int4.onnx with an int8 cache scores perplexity \+.*gates \+0.5%, 90%"
+    ):
         export_artifact(teacher_dir, tmp_path / "out", int4=True, genai=False, **PPL)
     assert not (tmp_path / "out").exists()
 
@@ -91,13 +102,22 @@ def test_fp16_and_fp32_caches(kv, dtype, teacher_dir, tmp_path):
         assert manifest["kv_cache"]["precision"] == "fp16" and int4["kv_cache"]["decode_agreement"] >= KV_AGREEMENT_GATE
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--kv", "int8", "--plain-onnx"], "--kv int8 needs the ONNX Runtime graph"),
-    (["--kv", "fp16", "--kv-scales", "per-tensor"], "--kv-scales applies to the int8 KV cache only (this export's is fp16)"),
-    (["--plain-onnx", "--kv-calib-windows", "2"], "--kv-calib-windows applies to the int8 KV cache only (this export's is fp32)"),
-    (["--calib-samples", "4"], "--calib-samples applies to --static only"),
-    (["--kv", "int4"], "unknown --kv 'int4': choose fp32, fp16, int8"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--kv", "int8", "--plain-onnx"], "--kv int8 needs the ONNX Runtime graph"),
+        (
+            ["--kv", "fp16", "--kv-scales", "per-tensor"],
+            "--kv-scales applies to the int8 KV cache only (this export's is fp16)",
+        ),
+        (
+            ["--plain-onnx", "--kv-calib-windows", "2"],
+            "--kv-calib-windows applies to the int8 KV cache only (this export's is fp32)",
+        ),
+        (["--calib-samples", "4"], "--calib-samples applies to --static only"),
+        (["--kv", "int4"], "unknown --kv 'int4': choose fp32, fp16, int8"),
+    ],
+)
 def test_kv_bad_input(args, message, teacher_dir, tmp_path):
     proc = run("export", str(teacher_dir), "--out", str(tmp_path / "o"), *args)
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr

@@ -12,6 +12,7 @@ from clidep import CLIGPT2Config, CLIGPT2LMHeadModel, from_gpt2, param_count
 
 from .conftest import SCHEDULES, python_without_clidep, tiny_config, tiny_gpt2
 
+
 def left_padded_batch(vocab: int, T: int = 12, pad: int = 4):
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(1, vocab, (2, T), generator=g)
@@ -63,7 +64,9 @@ def test_param_count_gpt2_medium_shapes():
     # GPT-2 medium as the paper counts it: 354.8 M parameters.
     medium = CLIGPT2Config(vocab_size=50257, n_positions=1024, n_embd=1024, n_layer=24, n_head=16)
     assert round(param_count(medium) / 1e6, 1) == 354.8
-    untied = CLIGPT2Config(vocab_size=50257, n_positions=1024, n_embd=1024, n_layer=24, n_head=16, tie_word_embeddings=False)
+    untied = CLIGPT2Config(
+        vocab_size=50257, n_positions=1024, n_embd=1024, n_layer=24, n_head=16, tie_word_embeddings=False
+    )
     assert param_count(untied) - param_count(medium) == 50257 * 1024
 
 
@@ -169,10 +172,12 @@ def test_public_api_registers_the_family_on_first_use():
     import subprocess
     import sys
 
-    probe = ("import sys, clidep\nlight = 'torch' not in sys.modules\n"
-             "from transformers import AutoConfig\nconfig_class = clidep.CLIGPT2Config\n"
-             "print(light, AutoConfig.for_model('cli_gpt2').__class__ is config_class, callable(clidep.from_gpt2),"
-             " clidep.param_count(config_class(n_embd=64, n_layer=2, n_head=4, vocab_size=101, n_positions=64)))")
+    probe = (
+        "import sys, clidep\nlight = 'torch' not in sys.modules\n"
+        "from transformers import AutoConfig\nconfig_class = clidep.CLIGPT2Config\n"
+        "print(light, AutoConfig.for_model('cli_gpt2').__class__ is config_class, callable(clidep.from_gpt2),"
+        " clidep.param_count(config_class(n_embd=64, n_layer=2, n_head=4, vocab_size=101, n_positions=64)))"
+    )
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     expected = param_count(CLIGPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=101, n_positions=64))
     assert proc.stdout.split() == ["True", "True", "True", str(expected)], proc.stderr[-1000:]
@@ -195,13 +200,19 @@ def test_config_rejects_bad_schedules(kwargs, field):
 def test_head_dim_makes_small_widths_reachable():
     config = CLIGPT2Config(vocab_size=101, n_embd=64, n_layer=2, n_head=4, head_dim=8, layer_widths=[64, 24])
     assert config.kv_shapes == [(8, 8), (3, 8)]
-    mixed = CLIGPT2Config(vocab_size=101, n_embd=64, n_layer=3, n_head=4, layer_widths=[64, 36, 64], layer_head_dims=[16, 12, 16])
+    mixed = CLIGPT2Config(
+        vocab_size=101, n_embd=64, n_layer=3, n_head=4, layer_widths=[64, 36, 64], layer_head_dims=[16, 12, 16]
+    )
     assert mixed.kv_shapes == [(4, 16), (3, 12), (4, 16)]
     model = CLIGPT2LMHeadModel(mixed).eval()
     ids = torch.randint(0, 101, (1, 7))
     out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=5, do_sample=False, pad_token_id=0)
-    assert torch.equal(out, model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=5, do_sample=False,
-                                           pad_token_id=0, use_cache=False))
+    assert torch.equal(
+        out,
+        model.generate(
+            ids, attention_mask=torch.ones_like(ids), max_new_tokens=5, do_sample=False, pad_token_id=0, use_cache=False
+        ),
+    )
 
 
 def test_a_saved_model_opens_where_clidep_is_not_installed(tmp_path):
@@ -217,15 +228,20 @@ def test_a_saved_model_opens_where_clidep_is_not_installed(tmp_path):
     model = CLIGPT2LMHeadModel(tiny_config(SCHEDULES["ragged"])).eval()
     model.save_pretrained(tmp_path / "model")
     assert json.loads((tmp_path / "model" / "config.json").read_text())["auto_map"] == {
-        "AutoConfig": "config.CLIGPT2Config", "AutoModelForCausalLM": "modeling.CLIGPT2LMHeadModel"}
-    probe = ("import importlib.util, sys\n"
-             "assert importlib.util.find_spec('clidep') is None, 'clidep is importable here'\n"
-             "import torch\nfrom transformers import AutoModelForCausalLM\n"
-             f"m = AutoModelForCausalLM.from_pretrained({str(tmp_path / 'model')!r}, trust_remote_code=True)\n"
-             "print(type(m).__module__.split('.')[0], m.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=8, do_sample=False,"
-             " pad_token_id=0)[0].tolist())")
-    proc = subprocess.run([python_without_clidep(tmp_path), "-c", probe], capture_output=True, text=True, timeout=300,
-                          cwd=tmp_path)
+        "AutoConfig": "config.CLIGPT2Config",
+        "AutoModelForCausalLM": "modeling.CLIGPT2LMHeadModel",
+    }
+    probe = (
+        "import importlib.util, sys\n"
+        "assert importlib.util.find_spec('clidep') is None, 'clidep is importable here'\n"
+        "import torch\nfrom transformers import AutoModelForCausalLM\n"
+        f"m = AutoModelForCausalLM.from_pretrained({str(tmp_path / 'model')!r}, trust_remote_code=True)\n"
+        "print(type(m).__module__.split('.')[0], m.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=8, do_sample=False,"
+        " pad_token_id=0)[0].tolist())"
+    )
+    proc = subprocess.run(
+        [python_without_clidep(tmp_path), "-c", probe], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     module, tokens = proc.stdout.strip().splitlines()[-1].split(" ", 1)
     with torch.no_grad():

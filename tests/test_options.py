@@ -11,11 +11,11 @@ import pytest
 from clidep.bench.config import BenchConfig
 from clidep.compress.config import AnalyzeConfig, CompressConfig
 from clidep.demo import DemoConfig
+from clidep.errors import ClidepError
 from clidep.export.config import ExportConfig
+from clidep.options import flag
 from clidep.quality.config import EvalConfig
 from clidep.runtime.config import GenerateConfig
-from clidep.errors import ClidepError
-from clidep.options import flag
 
 
 def _flags_of(command: str) -> dict[str, object]:
@@ -58,7 +58,10 @@ def test_every_config_field_is_a_flag_with_its_default(command):
         (dict(alpha=2.0), "--alpha must be in [0, 1], got 2"),
         (dict(collapse_tol=1.5), "--collapse-tol must be in (0, 1], got 1.5"),
         (dict(ratio=float("nan")), "--ratio must be a finite number, got nan"),
-        (dict(method="pruning"), "unknown --method 'pruning': choose cli, uniform, auto, layercollapse, cli+layercollapse"),
+        (
+            dict(method="pruning"),
+            "unknown --method 'pruning': choose cli, uniform, auto, layercollapse, cli+layercollapse",
+        ),
         (dict(init="zeros"), "unknown --init 'zeros'"),
     ],
 )
@@ -89,8 +92,17 @@ def test_the_config_is_a_keyword_only_library_call(tiny_setup, tmp_path):
         compress(str(tiny_setup / "teacher"), tmp_path / "o", "cli")
     with pytest.raises(TypeError, match="unexpected keyword argument 'learning_rate'"):
         compress(str(tiny_setup / "teacher"), tmp_path / "o", learning_rate=0.1)
-    config = CompressConfig(method="cli", width=32, protect="0,3", steps=2, batch_size=8, seq_len=64, eval_every=0, warmup=1,
-                            data=str(tiny_setup / "train.txt"))
+    config = CompressConfig(
+        method="cli",
+        width=32,
+        protect="0,3",
+        steps=2,
+        batch_size=8,
+        seq_len=64,
+        eval_every=0,
+        warmup=1,
+        data=str(tiny_setup / "train.txt"),
+    )
     compress(str(tiny_setup / "teacher"), tmp_path / "s", config, log=lambda m: None)
     run = json.loads((tmp_path / "s" / "run.json").read_text())
     assert run["options"] == {"teacher": str(tiny_setup / "teacher"), **config.to_dict()}

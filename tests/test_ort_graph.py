@@ -44,7 +44,9 @@ def test_attention_is_one_contrib_op_per_block_with_its_own_heads(graphs):
     gqa = [n for n in nodes if n.op_type == "GroupQueryAttention"]
     heads = [next(a.i for a in n.attribute if a.name == "num_heads") for n in gqa]
     assert heads == [h for h, _ in model.config.kv_shapes] == [1, 4, 2, 3]
-    assert {n.op_type for n in nodes if any(i.startswith("past_key_values") for i in n.input)} == {"GroupQueryAttention"}
+    assert {n.op_type for n in nodes if any(i.startswith("past_key_values") for i in n.input)} == {
+        "GroupQueryAttention"
+    }
 
 
 @pytest.mark.parametrize("bits", [8, 4])
@@ -59,7 +61,9 @@ def test_quantised_graphs_read_one_embedding_table_in_place(bits, graphs):
     V, d = model.config.vocab_size, model.config.n_embd
     tables = [i for i in graph.initializer if i.dims and i.dims[0] == V and i.data_type == onnx.TensorProto.UINT8]
     assert len(tables) == 1 and np.prod(tables[0].dims) * 8 == V * d * bits, "one packed copy of the vocabulary"
-    assert not [i for i in graph.initializer if sorted(i.dims) == sorted([V, d]) and i.data_type == onnx.TensorProto.FLOAT]
+    assert not [
+        i for i in graph.initializer if sorted(i.dims) == sorted([V, d]) and i.data_type == onnx.TensorProto.FLOAT
+    ]
     levels = {a.i for n in graph.node if n.op_type == "MatMulNBits" for a in n.attribute if a.name == "accuracy_level"}
     assert levels == {4}, "int8 compute, as measured fastest"
 
@@ -97,7 +101,7 @@ def test_generation_matches_the_traced_graph_row_by_row_in_a_ragged_batch(graphs
     got = fused.generate(ids, mask, max_new_tokens=10)
     assert np.array_equal(got, plain.generate(ids, mask, max_new_tokens=10))
     for r, start in ((0, 3), (1, 0)):
-        alone = fused.generate(ids[r:r + 1, start:], max_new_tokens=10)
+        alone = fused.generate(ids[r : r + 1, start:], max_new_tokens=10)
         assert np.array_equal(got[r, -10:], alone[0, -10:]), f"row {r} decodes as it would alone"
 
 
@@ -128,7 +132,9 @@ def test_a_width_that_does_not_split_into_blocks_reads_one_padded_quantised_tabl
     assert nodes["wte"].op_type == "GatherBlockQuantized" and nodes["lm_head"].op_type == "MatMulNBits"
     assert nodes["lm_head"].input[1] == nodes["wte"].input[0] and "embed_unpad" in nodes
     V, d = model.config.vocab_size, model.config.n_embd
-    assert not [i for i in graph.initializer if sorted(i.dims) == sorted([V, d]) and i.data_type == onnx.TensorProto.FLOAT]
+    assert not [
+        i for i in graph.initializer if sorted(i.dims) == sorted([V, d]) and i.data_type == onnx.TensorProto.FLOAT
+    ]
     assert validate_export(model, tmp_path / "m.onnx", atol=None)["max_abs_logit_diff"] < bound
 
 

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from clidep.data import load_tokenizer, read_text, tokenize_text
 from clidep.model.convert import load_model
-from clidep.data import load_tokenizer, read_text
-from clidep.data import tokenize_text
 from clidep.quality.perplexity import perplexity, torch_logits_fn, windows
 
 

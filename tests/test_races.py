@@ -14,8 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from clidep.locks import clear_leftovers, lock_path, read_lock, write_lock
 from clidep.errors import ClidepError
+from clidep.locks import clear_leftovers, lock_path, read_lock, write_lock
 
 from .conftest import CLI, run
 
@@ -73,9 +73,16 @@ def test_an_export_being_read_is_not_replaced(teacher, tmp_path):
     out = tmp_path / "read"
     assert run(*_export_args(teacher, out)).returncode == 0
     before = (out / "manifest.json").read_bytes()
-    reader = subprocess.Popen([sys.executable, "-c", f"from clidep.locks import read_lock\nimport sys, time\n"
-                               f"with read_lock({str(out)!r}):\n    print('held', flush=True)\n    time.sleep(60)"],
-                              stdout=subprocess.PIPE, text=True)
+    reader = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"from clidep.locks import read_lock\nimport sys, time\n"
+            f"with read_lock({str(out)!r}):\n    print('held', flush=True)\n    time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert reader.stdout.readline().strip() == "held"
         refused = run(*_export_args(teacher, out, "--overwrite"))
@@ -110,9 +117,30 @@ def test_sigterm_after_a_checkpoint_then_resume_finishes_the_run(tiny_setup, tmp
     """compress --overwrite works in .OUT.partial; stopped there after a checkpoint, --resume continues it
     and replaces OUT at the end."""
     out = tmp_path / "st1"
-    args = ["compress", str(tiny_setup / "teacher"), "--out", str(out), "--method", "cli", "--width", "32",
-            "--protect", "0,3", "--data", str(tiny_setup / "train.txt"), "--batch-size", "4", "--seq-len", "32",
-            "--eval-every", "0", "--save-every", "5", "--steps", "150"]
+    args = [
+        "compress",
+        str(tiny_setup / "teacher"),
+        "--out",
+        str(out),
+        "--method",
+        "cli",
+        "--width",
+        "32",
+        "--protect",
+        "0,3",
+        "--data",
+        str(tiny_setup / "train.txt"),
+        "--batch-size",
+        "4",
+        "--seq-len",
+        "32",
+        "--eval-every",
+        "0",
+        "--save-every",
+        "5",
+        "--steps",
+        "150",
+    ]
     assert run(*args[:-1], "2").returncode == 0  # an earlier finished run in OUT
     old = (out / "compress.json").read_bytes()
     proc = _start(*args, "--overwrite")
@@ -132,9 +160,30 @@ def test_sigterm_after_a_checkpoint_then_resume_finishes_the_run(tiny_setup, tmp
 
 def test_sigterm_before_the_first_checkpoint_leaves_nothing(tiny_setup, tmp_path):
     out = tmp_path / "st2"
-    args = ["compress", str(tiny_setup / "teacher"), "--out", str(out), "--method", "cli", "--width", "32",
-            "--protect", "0,3", "--data", str(tiny_setup / "train.txt"), "--batch-size", "4", "--seq-len", "32",
-            "--eval-every", "0", "--save-every", "0", "--steps", "20"]
+    args = [
+        "compress",
+        str(tiny_setup / "teacher"),
+        "--out",
+        str(out),
+        "--method",
+        "cli",
+        "--width",
+        "32",
+        "--protect",
+        "0,3",
+        "--data",
+        str(tiny_setup / "train.txt"),
+        "--batch-size",
+        "4",
+        "--seq-len",
+        "32",
+        "--eval-every",
+        "0",
+        "--save-every",
+        "0",
+        "--steps",
+        "20",
+    ]
     proc = _start(*args)
     _wait_for(lambda: (out / "run.json").exists(), "run.json", proc=proc)
     proc.send_signal(signal.SIGHUP)
@@ -156,8 +205,11 @@ def test_resume_without_a_checkpoint_says_what_to_run(tiny_setup, tmp_path):
 
 def _runner_children(proc: subprocess.Popen) -> list[psutil.Process]:
     try:
-        return [c for c in psutil.Process(proc.pid).children(recursive=True)
-                if "clidep.runtime.benchrun" in " ".join(c.cmdline())]
+        return [
+            c
+            for c in psutil.Process(proc.pid).children(recursive=True)
+            if "clidep.runtime.benchrun" in " ".join(c.cmdline())
+        ]
     except psutil.Error:
         return []
 
@@ -172,8 +224,24 @@ def _gone(pid: int) -> bool:
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_a_stopped_bench_leaves_no_runner_behind(exported, tmp_path, sig):
     out = exported
-    proc = _start("bench", str(out), "--device", "host", "--out", str(tmp_path / "b"), "--reps", "1000",
-                  "--runtime", "clidep", "--prompt-lens", "8", "--depth", "8", "--gen", "64")
+    proc = _start(
+        "bench",
+        str(out),
+        "--device",
+        "host",
+        "--out",
+        str(tmp_path / "b"),
+        "--reps",
+        "1000",
+        "--runtime",
+        "clidep",
+        "--prompt-lens",
+        "8",
+        "--depth",
+        "8",
+        "--gen",
+        "64",
+    )
     _wait_for(lambda: _runner_children(proc), "the runner process", proc=proc)
     child = _runner_children(proc)[0].pid
     proc.send_signal(sig)
@@ -253,7 +321,9 @@ def test_the_cache_folder_follows_the_environment_and_is_refused_when_unusable(t
     home.mkdir()
     (home / ".cache").write_text("a file, not a folder")
     monkeypatch.setenv("HOME", str(home))
-    with pytest.raises(ClidepError, match=r"\.cache/clidep/digests cannot be made \(Not a directory\); set CLIDEP_CACHE"):
+    with pytest.raises(
+        ClidepError, match=r"\.cache/clidep/digests cannot be made \(Not a directory\); set CLIDEP_CACHE"
+    ):
         cache_dir("digests")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert cache_dir("tokens") == tmp_path / "xdg" / "clidep" / "tokens"
@@ -264,7 +334,12 @@ def test_the_cache_folder_follows_the_environment_and_is_refused_when_unusable(t
 def test_generate_with_an_unusable_cache_is_one_line(exported, tmp_path):
     out = exported
     env = {k: v for k, v in os.environ.items() if k not in ("CLIDEP_CACHE", "XDG_CACHE_HOME")}
-    got = subprocess.run([*CLI, "generate", str(out), "--prompt", "hi"], capture_output=True, text=True,
-                         env={**env, "HOME": str(tmp_path / "nowhere")}, timeout=120)
+    got = subprocess.run(
+        [*CLI, "generate", str(out), "--prompt", "hi"],
+        capture_output=True,
+        text=True,
+        env={**env, "HOME": str(tmp_path / "nowhere")},
+        timeout=120,
+    )
     assert got.returncode == 2 and got.stderr.count("error:") == 1 and "set CLIDEP_CACHE" in got.stderr
     assert "Traceback" not in got.stderr and not (tmp_path / "nowhere").exists()

@@ -32,12 +32,25 @@ def _free_port() -> int:
 def device(tmp_path_factory):
     """(ssh_config file, host alias, the device environment) of a loopback sshd."""
     if not Path(SSHD).is_file():
-        pytest.fail("sshd is not installed: scripts/setup.sh installs Debian's openssh-server where apt can", pytrace=False)
+        pytest.fail(
+            "sshd is not installed: scripts/setup.sh installs Debian's openssh-server where apt can", pytrace=False
+        )
     root = tmp_path_factory.mktemp("device")
     env = root / "env"  # the device: python with numpy and onnxruntime, pinned as the lock pins them
     subprocess.run([sys.executable, "-m", "venv", str(env)], check=True)
-    subprocess.run([str(env / "bin" / "pip"), "install", "-q", "-c", str(ROOT / "requirements" / "clidep.lock.txt"),
-                    "numpy", "onnxruntime"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            str(env / "bin" / "pip"),
+            "install",
+            "-q",
+            "-c",
+            str(ROOT / "requirements" / "clidep.lock.txt"),
+            "numpy",
+            "onnxruntime",
+        ],
+        check=True,
+        capture_output=True,
+    )
     for key in ("host", "client"):
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / key)], check=True)
     (root / "authorized_keys").write_text((root / "client.pub").read_text())
@@ -45,17 +58,24 @@ def device(tmp_path_factory):
     (root / "sshd_config").write_text(
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {root / 'host'}\nAuthorizedKeysFile {root / 'authorized_keys'}\n"
         f"PidFile {root / 'sshd.pid'}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
-        "StrictModes no\nSubsystem sftp internal-sftp\n")
+        "StrictModes no\nSubsystem sftp internal-sftp\n"
+    )
     if os.geteuid() == 0:
         Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation directory
     server = subprocess.Popen([SSHD, "-D", "-e", "-f", str(root / "sshd_config")], stderr=subprocess.PIPE, text=True)
     config = root / "ssh_config"
-    config.write_text(f"Host clidep-device\n  HostName 127.0.0.1\n  Port {port}\n  User {getpass.getuser()}\n"
-                      f"  IdentityFile {root / 'client'}\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n"
-                      "  LogLevel ERROR\n")
+    config.write_text(
+        f"Host clidep-device\n  HostName 127.0.0.1\n  Port {port}\n  User {getpass.getuser()}\n"
+        f"  IdentityFile {root / 'client'}\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n"
+        "  LogLevel ERROR\n"
+    )
     for _ in range(50):  # until it listens
-        if subprocess.run(["ssh", "-F", str(config), "-o", "BatchMode=yes", "clidep-device", "true"],
-                          capture_output=True).returncode == 0:
+        if (
+            subprocess.run(
+                ["ssh", "-F", str(config), "-o", "BatchMode=yes", "clidep-device", "true"], capture_output=True
+            ).returncode
+            == 0
+        ):
             break
         time.sleep(0.2)
     yield str(config), "clidep-device", env
@@ -68,8 +88,16 @@ def test_bench_runs_on_the_remote_device_with_the_local_fields(device, teacher_a
     out, _ = teacher_artifact
     model = str(out / "model.int4.onnx")
     local = bench([model], devices.load("host"), prompt_lens="16", gen=64, log=lambda m: None)
-    remote = bench([model], devices.load("raspberry-pi-5"), prompt_lens="16", gen=64, remote=host, ssh_config=config,
-                   remote_python=str(env / "bin" / "python"), log=lambda m: None)
+    remote = bench(
+        [model],
+        devices.load("raspberry-pi-5"),
+        prompt_lens="16",
+        gen=64,
+        remote=host,
+        ssh_config=config,
+        remote_python=str(env / "bin" / "python"),
+        log=lambda m: None,
+    )
     here, there = local["models"][0], remote["models"][0]
     assert "error" not in there, there.get("error")
     assert set(there) == set(here) and there["decode_ms_p50"] > 0 and not remote["projected"]
@@ -87,8 +115,13 @@ def test_an_unreachable_device_is_refused_in_one_line(device, teacher_artifact, 
     from clidep.errors import ClidepError
 
     with pytest.raises(ClidepError, match="cannot use remote host 'clidep-device'"):
-        bench([str(teacher_artifact[0] / "model.onnx")], devices.load("host"), remote="clidep-device",
-              ssh_config=str(bad), log=lambda m: None)
+        bench(
+            [str(teacher_artifact[0] / "model.onnx")],
+            devices.load("host"),
+            remote="clidep-device",
+            ssh_config=str(bad),
+            log=lambda m: None,
+        )
 
 
 def test_bench_on_an_emulated_aarch64_device_says_its_timings_are_not_speed_figures(device, teacher_artifact, tmp_path):
@@ -99,9 +132,18 @@ def test_bench_on_an_emulated_aarch64_device_says_its_timings_are_not_speed_figu
 
     config, host, _ = device
     out, _ = teacher_artifact
-    report = bench([str(out / "model.int4.onnx")], devices.load("raspberry-pi-5"), prompt_lens="8", depth="8", gen=64,
-                   reps=1, remote=host, ssh_config=config, remote_python=str(launchers()["cortex-a76"]),
-                   log=lambda m: None)
+    report = bench(
+        [str(out / "model.int4.onnx")],
+        devices.load("raspberry-pi-5"),
+        prompt_lens="8",
+        depth="8",
+        gen=64,
+        reps=1,
+        remote=host,
+        ssh_config=config,
+        remote_python=str(launchers()["cortex-a76"]),
+        log=lambda m: None,
+    )
     row = report["models"][0]
     assert "error" not in row, row.get("error")
     runner = row["runner"]
@@ -115,8 +157,18 @@ def test_bench_runs_the_gguf_files_with_the_devices_llama_bench(device, teacher_
     the same user's build, found by the runner there as on any device: CLIDEP_LLAMA_BENCH, the cache, PATH)."""
     config, host, env = device
     out, manifest = teacher_artifact
-    remote = bench([str(out)], devices.load("raspberry-pi-5"), prompt_lens="16", gen=64, reps=1, runtime="llamacpp",
-                   remote=host, ssh_config=config, remote_python=str(env / "bin" / "python"), log=lambda m: None)
+    remote = bench(
+        [str(out)],
+        devices.load("raspberry-pi-5"),
+        prompt_lens="16",
+        gen=64,
+        reps=1,
+        runtime="llamacpp",
+        remote=host,
+        ssh_config=config,
+        remote_python=str(env / "bin" / "python"),
+        log=lambda m: None,
+    )
     rows = remote["models"]
     assert [r["precision"] for r in rows] == [f["type"] for f in manifest["gguf"]["files"]]
     for r in rows:

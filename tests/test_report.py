@@ -8,11 +8,24 @@ import json
 
 from clidep.bench.report import Field, csv_text, jsonl, markdown
 
-FIELDS = [Field("name", "model"), Field("precision", "precision"), Field("prefill_ms.32", "prefill 32 ms", ".1f"),
-          Field("fits", "fits"), Field("speedup", "vs base", text=lambda r: f"{r['speedup']:.2f}x")]
-ROWS = [{"name": "cli", "precision": "int8", "prefill_ms": {"32": 12.345}, "fits": True, "speedup": 2.0,
-         "provenance": {"git_sha": "abc"}},
-        {"name": "teacher", "precision": "fp32", "error": "prompt too long", "provenance": {"git_sha": "abc"}}]
+FIELDS = [
+    Field("name", "model"),
+    Field("precision", "precision"),
+    Field("prefill_ms.32", "prefill 32 ms", ".1f"),
+    Field("fits", "fits"),
+    Field("speedup", "vs base", text=lambda r: f"{r['speedup']:.2f}x"),
+]
+ROWS = [
+    {
+        "name": "cli",
+        "precision": "int8",
+        "prefill_ms": {"32": 12.345},
+        "fits": True,
+        "speedup": 2.0,
+        "provenance": {"git_sha": "abc"},
+    },
+    {"name": "teacher", "precision": "fp32", "error": "prompt too long", "provenance": {"git_sha": "abc"}},
+]
 
 
 def test_markdown_formats_cells_and_reports_failures_in_place():

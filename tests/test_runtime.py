@@ -44,7 +44,7 @@ def test_generation_stops_at_eos_and_pads_finished_rows(runner):
     greedy = runner.generate(PROMPT, max_new_tokens=6)
     eos = int(greedy[0, PROMPT.shape[1] + 2])  # the third new token
     stopped = runner.generate(PROMPT, max_new_tokens=6, eos_token_id=eos)
-    first = int(np.argmax(greedy[0, PROMPT.shape[1]:] == eos))  # it may come earlier than the third
+    first = int(np.argmax(greedy[0, PROMPT.shape[1] :] == eos))  # it may come earlier than the third
     assert stopped.shape[1] == PROMPT.shape[1] + first + 1 and stopped[0, -1] == eos
     assert np.array_equal(stopped[0], greedy[0, : stopped.shape[1]])
 

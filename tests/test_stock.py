@@ -86,10 +86,14 @@ def test_slim_and_depth_start_near_the_teacher_far_from_random(reference):
         init_stock(student, teacher, kept, calib)
         ppl = _ppl(student, val)
         bound = 2.0 if width < 256 else 4.0  # depth 5 of 12 drops more than slicing to 152 of 256
-        assert ppl < bound * ref < random_ppl / 10, f"{len(kept)} x {width}: teacher {ref:.1f}, init {ppl:.1f}, random {random_ppl:.1f}"
+        assert ppl < bound * ref < random_ppl / 10, (
+            f"{len(kept)} x {width}: teacher {ref:.1f}, init {ppl:.1f}, random {random_ppl:.1f}"
+        )
         if width == 256:
             for j, i in enumerate(kept):
-                for a, b in zip(student.transformer.h[j].state_dict().values(), teacher.transformer.h[i].state_dict().values()):
+                for a, b in zip(
+                    student.transformer.h[j].state_dict().values(), teacher.transformer.h[i].state_dict().values()
+                ):
                     assert torch.equal(a, b), f"kept block {i} is not the teacher's"
 
 
@@ -102,25 +106,49 @@ def test_only_one_width_and_head_size_is_a_gpt2():
 @pytest.mark.parametrize("method, ratio", [("slim", "1.5"), ("depth", "1.2")])
 def test_a_stock_student_opens_in_plain_transformers_without_clidep(method, ratio, tiny_setup, tmp_path):
     out = tmp_path / method
-    proc = run("compress", str(tiny_setup / "teacher"), "--out", str(out), "--method", method, "--ratio", ratio,
-               "--data", str(tiny_setup / "train.txt"), "--batch-size", "8", "--seq-len", "64", "--eval-every", "0",
-               "--steps", "2", "--save-every", "0")
+    proc = run(
+        "compress",
+        str(tiny_setup / "teacher"),
+        "--out",
+        str(out),
+        "--method",
+        method,
+        "--ratio",
+        ratio,
+        "--data",
+        str(tiny_setup / "train.txt"),
+        "--batch-size",
+        "8",
+        "--seq-len",
+        "64",
+        "--eval-every",
+        "0",
+        "--steps",
+        "2",
+        "--save-every",
+        "0",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     config = json.loads((out / "config.json").read_text())
     assert config["model_type"] == "gpt2" and "auto_map" not in config and not list(out.glob("*.py"))
     record = json.loads((out / "compress.json").read_text())["stock"]
-    assert record["model_type"] == "gpt2" and record["width"] == config["n_embd"] == record["head_dim"] * config["n_head"]
+    assert (
+        record["model_type"] == "gpt2" and record["width"] == config["n_embd"] == record["head_dim"] * config["n_head"]
+    )
     assert len(record["kept_blocks"]) == config["n_layer"]
     if method == "depth":
         assert record["depth_scorer"] == "bi" and len(record["block_scores"]) == 4
         assert record["kept_blocks"] == sorted(np.argsort(record["block_scores"])[::-1][: config["n_layer"]].tolist())
-    probe = ("import importlib.util, json\n"
-             "assert importlib.util.find_spec('clidep') is None, 'clidep is importable here'\n"
-             "import torch\nfrom transformers import GPT2LMHeadModel\n"
-             f"m = GPT2LMHeadModel.from_pretrained({str(out)!r})\n"
-             "print(json.dumps(m.generate(torch.tensor([[5, 6, 7]]), max_new_tokens=8, do_sample=False, pad_token_id=0)[0].tolist()))")
-    alone = subprocess.run([python_without_clidep(tmp_path), "-c", probe], capture_output=True, text=True, timeout=300,
-                           cwd=tmp_path)
+    probe = (
+        "import importlib.util, json\n"
+        "assert importlib.util.find_spec('clidep') is None, 'clidep is importable here'\n"
+        "import torch\nfrom transformers import GPT2LMHeadModel\n"
+        f"m = GPT2LMHeadModel.from_pretrained({str(out)!r})\n"
+        "print(json.dumps(m.generate(torch.tensor([[5, 6, 7]]), max_new_tokens=8, do_sample=False, pad_token_id=0)[0].tolist()))"
+    )
+    alone = subprocess.run(
+        [python_without_clidep(tmp_path), "-c", probe], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
     assert alone.returncode == 0, alone.stderr[-2000:]
     with torch.no_grad():
         ours = load_model(out).generate(torch.tensor([[5, 6, 7]]), max_new_tokens=8, do_sample=False, pad_token_id=0)

@@ -30,10 +30,14 @@ def test_teacher_init_starts_close_to_the_teacher(teacher, teacher_dir):
         random_ppl = fn(student)
         init_from_teacher(student, teacher, calib)
         ppl = fn(student)
-        assert ppl < 2.5 * ref < random_ppl / 10, f"{method}: teacher {ref:.1f}, init {ppl:.1f}, random {random_ppl:.1f}"
+        assert ppl < 2.5 * ref < random_ppl / 10, (
+            f"{method}: teacher {ref:.1f}, init {ppl:.1f}, random {random_ppl:.1f}"
+        )
         if method == "cli":
             for i in protect:
-                for (n, a), b in zip(student.transformer.h[i].state_dict().items(), teacher.transformer.h[i].state_dict().values()):
+                for (n, a), b in zip(
+                    student.transformer.h[i].state_dict().items(), teacher.transformer.h[i].state_dict().values()
+                ):
                     assert torch.equal(a, b), f"protected block {i}: {n} differs"
             Q = student.transformer.proj[11].weight  # (d, r): back to full width
             assert torch.allclose(Q.T @ Q, torch.eye(84), atol=1e-4)
@@ -77,7 +81,9 @@ def test_the_stream_basis_is_orthonormal_and_keeps_most_of_the_stream(teacher, t
     assert Q.shape == (teacher.config.n_embd, 84)
     assert torch.allclose(Q.T @ Q, torch.eye(84), atol=1e-4)
     states = []
-    hook = teacher.transformer.h[5].register_forward_hook(lambda m, a, o: states.append(a[0].reshape(-1, a[0].shape[-1])))
+    hook = teacher.transformer.h[5].register_forward_hook(
+        lambda m, a, o: states.append(a[0].reshape(-1, a[0].shape[-1]))
+    )
     with torch.no_grad():
         teacher(ids, use_cache=False)
     hook.remove()

@@ -62,8 +62,12 @@ def test_a_streamed_graph_runs_as_one_file_and_past_the_limit_beside_its_weights
         monkeypatch.setattr(surgery, "PROTOBUF_LIMIT", limit)
     w = np.arange(15, dtype=np.float32).reshape(3, 5)
     nodes = [helper.make_node("MatMul", ["x", "w"], ["y0"]), helper.make_node("Add", ["y0", "b"], ["y"])]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     view = w.T.copy().T  # w's values, not C-contiguous: as the graph builder hands over transposed weights
     assert not view.flags.c_contiguous

@@ -24,7 +24,8 @@ def test_int8_keeps_one_int8_copy_of_the_tied_embedding(ragged, tmp_path):
     V, d = model.config.vocab_size, model.config.n_embd
     big = [i for i in graph.graph.initializer if sorted(i.dims) == sorted([V, d])]
     assert len(big) == 1 and big[0].data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8), (
-        "embedding and LM head share one 8-bit table")
+        "embedding and LM head share one 8-bit table"
+    )
 
 
 def test_int4_quantises_every_linear_layer_and_the_embeddings(ragged, tmp_path):
@@ -44,6 +45,8 @@ def test_int4_block_sizes_are_those_matmulnbits_takes(block_size):
 def test_fp16_keeps_fp32_inputs_and_outputs(ragged, tmp_path):
     _, path = ragged
     graph = onnx.load(str(fp16(path, tmp_path / "h.onnx")))
-    assert {i.type.tensor_type.elem_type for i in graph.graph.input if i.name.startswith("past")} == {onnx.TensorProto.FLOAT}
+    assert {i.type.tensor_type.elem_type for i in graph.graph.input if i.name.startswith("past")} == {
+        onnx.TensorProto.FLOAT
+    }
     assert graph.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in graph.graph.initializer)

@@ -5,8 +5,18 @@ from __future__ import annotations
 import pytest
 
 from clidep import CLIGPT2Config, param_count
-from clidep.compress.widths import (AUTO_STEP, allocate, schedule_head_dims, build, head_size, nearest_size, protected_blocks,
-                                    schedule, solve, student_config)
+from clidep.compress.widths import (
+    AUTO_STEP,
+    allocate,
+    build,
+    head_size,
+    nearest_size,
+    protected_blocks,
+    schedule,
+    schedule_head_dims,
+    solve,
+    student_config,
+)
 from clidep.errors import ClidepError
 
 MEDIUM = CLIGPT2Config(vocab_size=50257, n_positions=1024, n_embd=1024, n_layer=24, n_head=16)
@@ -56,8 +66,9 @@ def test_cli_protects_the_critical_blocks_and_the_last():
         schedule("cli", 4, 64, 16, [4])
 
 
-@pytest.mark.parametrize("width, preferred, expected", [(496, 64, 62), (560, 64, 70), (84, 64, 84), (96, 64, 48),
-                                                         (1024, 64, 64), (7, 64, 7)])
+@pytest.mark.parametrize(
+    "width, preferred, expected", [(496, 64, 62), (560, 64, 70), (84, 64, 84), (96, 64, 48), (1024, 64, 64), (7, 64, 7)]
+)
 def test_narrow_heads_take_the_divisor_nearest_the_teachers(width, preferred, expected):
     assert head_size(width, preferred) == expected and width % expected == 0
 
@@ -97,11 +108,14 @@ def test_auto_gamma_zero_is_uniform_and_a_large_gamma_approaches_cli():
     assert len(set(flat.widths)) == 1 and abs(flat.error) <= 0.02
     steep = allocate(MEDIUM, SCORES, 8.0, target)
     assert steep.widths[0] == steep.widths[23] == 1024 and steep.widths[1] == 128, (
-        "like CLI: the most important blocks at the teacher's width, the least at the floor")
+        "like CLI: the most important blocks at the teacher's width, the least at the floor"
+    )
     assert steep.widths[1:23] == sorted(steep.widths[1:23])
     assert "scores / max [1, 0.025" in steep.arithmetic and "^8" in steep.arithmetic
 
 
 def test_auto_refuses_a_size_below_every_block_at_the_floor():
-    with pytest.raises(ClidepError, match=r"an auto student cannot be as small as .* \(largest reachable ratio 6\.17\)"):
+    with pytest.raises(
+        ClidepError, match=r"an auto student cannot be as small as .* \(largest reachable ratio 6\.17\)"
+    ):
         allocate(MEDIUM, SCORES, 1.0, round(param_count(MEDIUM) / 20))

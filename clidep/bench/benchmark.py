@@ -25,22 +25,24 @@ from pathlib import Path
 
 import numpy as np
 
+from clidep.bench.config import BenchConfig
 from clidep.bench.devices import Profile
 from clidep.bench.host import measure_host
 from clidep.bench.projection import project
+from clidep.bench.provenance import provenance as run_provenance
 from clidep.bench.transport import check_remote, run_local, run_remote
-from clidep.bench.config import BenchConfig
-from clidep.options import resolve
+from clidep.errors import ClidepError
 from clidep.files import non_finite
+from clidep.options import resolve
+from clidep.runtime.onnx_io import positions_beside
 from clidep.runtime.record import check as check_record
 from clidep.runtime.verify import graph_bytes, reason
-from clidep.errors import ClidepError
-from clidep.bench.provenance import provenance as run_provenance
-from clidep.runtime.onnx_io import positions_beside
 
-PROJECTION = ("decode ms/token = host ms/token x host GB/s / device GB/s (the host's fraction of the bandwidth "
-              "roofline); prefill ms = host ms x host fp32 GFLOP/s / device fp32 GFLOP/s (the int8/int4 speed-ups "
-              "measured on the host assumed to carry over); fits = peak RSS <= the device's usable RAM")
+PROJECTION = (
+    "decode ms/token = host ms/token x host GB/s / device GB/s (the host's fraction of the bandwidth "
+    "roofline); prefill ms = host ms x host fp32 GFLOP/s / device fp32 GFLOP/s (the int8/int4 speed-ups "
+    "measured on the host assumed to carry over); fits = peak RSS <= the device's usable RAM"
+)
 
 
 def model_files(specs: list[str], log=print) -> list[dict]:
@@ -71,10 +73,20 @@ def model_files(specs: list[str], log=print) -> list[dict]:
             out += _gguf_files(path, manifest)
         elif path.is_file() or (path / "model.onnx").is_file():  # a graph, or a folder holding one, run as it is
             graph = path / "model.onnx" if path.is_dir() else path
-            out.append({"name": path.name if path.is_dir() else f"{path.parent.name}/{path.name}", "precision": "unknown",
-                        "file": graph, "dir": graph.parent, "genai": None, "facts": verify.checked_graph(graph, log)})
+            out.append(
+                {
+                    "name": path.name if path.is_dir() else f"{path.parent.name}/{path.name}",
+                    "precision": "unknown",
+                    "file": graph,
+                    "dir": graph.parent,
+                    "genai": None,
+                    "facts": verify.checked_graph(graph, log),
+                }
+            )
         elif path.is_dir():
-            raise ClidepError(f"'{spec}' is not a clidep export (no manifest.json, no model.onnx); run clidep export first")
+            raise ClidepError(
+                f"'{spec}' is not a clidep export (no manifest.json, no model.onnx); run clidep export first"
+            )
         else:
             raise ClidepError(f"no model at '{spec}': give an export directory or an .onnx file")
     return out
@@ -84,8 +96,10 @@ def _gguf_files(path: Path, manifest: dict) -> list[dict]:
     """The GGUF files of an export (export --gguf), each checked against its manifest entry like a graph:
     rows for the llamacpp runtime only."""
     gguf = manifest.get("gguf") or {}
-    return [_checked_row(path, {**g, "file": f"{gguf['folder']}/{g['file']}"}, g["type"], gguf=True)
-            for g in gguf.get("files", [])]
+    return [
+        _checked_row(path, {**g, "file": f"{gguf['folder']}/{g['file']}"}, g["type"], gguf=True)
+        for g in gguf.get("files", [])
+    ]
 
 
 def _checked_row(path: Path, entry: dict, precision: str, **extra) -> dict:
@@ -93,8 +107,15 @@ def _checked_row(path: Path, entry: dict, precision: str, **extra) -> dict:
     refused); a missing file becomes the row's "missing"."""
     from clidep.runtime import verify
 
-    row = {"name": path.name, "precision": precision, "file": path / entry["file"], "dir": path, "genai": None,
-           "facts": None, **extra}
+    row = {
+        "name": path.name,
+        "precision": precision,
+        "file": path / entry["file"],
+        "dir": path,
+        "genai": None,
+        "facts": None,
+        **extra,
+    }
     try:
         verify.check_variant(path, entry)
     except FileNotFoundError as exc:
@@ -147,8 +168,9 @@ def _ppl_ids_file(folder: Path, data: str, tokens: int, tmp: Path) -> Path:
     return path
 
 
-def bench(models: list[str], device: Profile, config: BenchConfig | None = None, *, timeout: int = 1800, log=print,
-          **options) -> dict:
+def bench(
+    models: list[str], device: Profile, config: BenchConfig | None = None, *, timeout: int = 1800, log=print, **options
+) -> dict:
     """Benchmark every variant of MODELS (and BASELINE) on DEVICE; returns the report (see write_report).
 
     Latencies come from the first runner process of each variant; peak memory is the median over
@@ -175,20 +197,35 @@ def _bench(files: list[dict], device: Profile, c: BenchConfig, timeout: int, log
         check_remote(remote, c.ssh_config, c.remote_python)
     host = measure_host()
     projected = not device.measured and not remote
-    sweep = c.thread_counts or [min(device.threads, host["cores"]) if projected else device.threads if remote else host["cores"]]
+    sweep = c.thread_counts or [
+        min(device.threads, host["cores"]) if projected else device.threads if remote else host["cores"]
+    ]
     _check_duration(files, c, sweep, host)
     provenance = {
-        **run_provenance(), "device": device.name, "device_file": device.path, "projected": projected,
-        "remote": remote, "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
-        "threads": ",".join(map(str, sweep)), "reps": c.reps, "llama_cpp": _llama_cpp_provenance(c),
+        **run_provenance(),
+        "device": device.name,
+        "device_file": device.path,
+        "projected": projected,
+        "remote": remote,
+        "onnxruntime": onnxruntime.__version__,
+        "numpy": np.__version__,
+        "threads": ",".join(map(str, sweep)),
+        "reps": c.reps,
+        "llama_cpp": _llama_cpp_provenance(c),
     }
     rows = []
     ids_files: dict[Path, Path] = {}  # one tokenisation per export directory, shared by its variants
     with tempfile.TemporaryDirectory() as tmp:
         for f, runtime, threads in [(v, rt, n) for v in files for rt in _runtimes(c, v, log) for n in sweep]:
-            row = {"name": f["name"], "precision": f["precision"], "runtime": runtime, "threads": threads,
-                   "file": str(f["file"]), "size_bytes": graph_bytes(f["file"]),
-                   "is_baseline": bool(baseline) and Path(baseline) in (f["dir"], f["file"])}
+            row = {
+                "name": f["name"],
+                "precision": f["precision"],
+                "runtime": runtime,
+                "threads": threads,
+                "file": str(f["file"]),
+                "size_bytes": graph_bytes(f["file"]),
+                "is_baseline": bool(baseline) and Path(baseline) in (f["dir"], f["file"]),
+            }
             try:
                 log(f"{f['name']} [{f['precision']}, {runtime}, {threads} threads] ...")
                 if "missing" in f:
@@ -199,17 +236,27 @@ def _bench(files: list[dict], device: Profile, c: BenchConfig, timeout: int, log
                 if bad:
                     raise ValueError(f"a figure is not finite ({bad}); the device profile or the runner is off")
             except (RuntimeError, subprocess.SubprocessError, OSError, ValueError) as exc:
-                row = {k: row[k] for k in ("name", "precision", "runtime", "threads", "file", "size_bytes", "is_baseline")}
+                row = {
+                    k: row[k] for k in ("name", "precision", "runtime", "threads", "file", "size_bytes", "is_baseline")
+                }
                 row["error"] = (exc.strerror if isinstance(exc, OSError) and exc.strerror else None) or reason(exc)
                 log(f"  failed: {row['error']}")
             row["provenance"] = provenance
             rows.append(row)
     _ratios(rows)
     # An emulated runner (qemu-user: an aarch64 Python on an x86 kernel) checks what runs, not how fast.
-    provenance["emulated"] = next((r["runner"]["emulated"] for r in rows if (r.get("runner") or {}).get("emulated")), None)
-    return {"device": device.name, "projected": projected, "projection": PROJECTION if projected else None,
-            "device_profile": {k: v for k, v in vars(device).items()}, "host_measured": host,
-            "provenance": provenance, "models": rows}
+    provenance["emulated"] = next(
+        (r["runner"]["emulated"] for r in rows if (r.get("runner") or {}).get("emulated")), None
+    )
+    return {
+        "device": device.name,
+        "projected": projected,
+        "projection": PROJECTION if projected else None,
+        "device_profile": {k: v for k, v in vars(device).items()},
+        "host_measured": host,
+        "provenance": provenance,
+        "models": rows,
+    }
 
 
 def _llama_cpp_provenance(c: BenchConfig) -> str | None:
@@ -243,8 +290,10 @@ def estimate_seconds(files: list[dict], c: BenchConfig, threads: list[int], host
 def _check_duration(files: list[dict], c: BenchConfig, threads: list[int], host: dict) -> None:
     seconds = estimate_seconds(files, c, threads, host)
     if seconds > MAX_ESTIMATE_S and not c.yes:
-        raise ClidepError(f"this run is estimated at about {seconds / 3600:,.1f} hours ({c.reps} repetitions, "
-                          f"{len(threads)} thread count(s), --gen {c.gen}, depths {c.depth}); pass --yes to run it anyway")
+        raise ClidepError(
+            f"this run is estimated at about {seconds / 3600:,.1f} hours ({c.reps} repetitions, "
+            f"{len(threads)} thread count(s), --gen {c.gen}, depths {c.depth}); pass --yes to run it anyway"
+        )
 
 
 def _runtimes(c: BenchConfig, f: dict, log) -> list[str]:
@@ -265,18 +314,34 @@ def _runtimes(c: BenchConfig, f: dict, log) -> list[str]:
     return out
 
 
-def _measure(f: dict, runtime: str, c: BenchConfig, threads: int, tmp: Path, ids_files: dict, timeout: int) -> list[dict]:
+def _measure(
+    f: dict, runtime: str, c: BenchConfig, threads: int, tmp: Path, ids_files: dict, timeout: int
+) -> list[dict]:
     """The runner records of F (the first with perplexity when --ppl), MEMORY_RUNS of them."""
     gen, prompt_lens = c.gen, c.lengths
     n_pos = (f["facts"] and f["facts"].positions) or positions_beside(f["dir"])
     if n_pos and max(prompt_lens) > n_pos:
         raise RuntimeError(f"prompt length {max(prompt_lens)} exceeds the model's {n_pos} positions")
     if n_pos and max(c.depths) + 8 + gen > n_pos:
-        raise RuntimeError(f"decode after {max(c.depths)} tokens plus 8 + {gen} generated exceeds "
-                           f"the model's {n_pos} positions")
+        raise RuntimeError(
+            f"decode after {max(c.depths)} tokens plus 8 + {gen} generated exceeds the model's {n_pos} positions"
+        )
     target = f["genai"] if runtime == "genai" else f["file"]
-    args = [str(target), "--runtime", runtime, "--prompt-lens", ",".join(map(str, prompt_lens)), "--gen", str(gen),
-            "--threads", str(threads), "--depth", ",".join(map(str, c.depths)), "--reps", str(c.reps)]
+    args = [
+        str(target),
+        "--runtime",
+        runtime,
+        "--prompt-lens",
+        ",".join(map(str, prompt_lens)),
+        "--gen",
+        str(gen),
+        "--threads",
+        str(threads),
+        "--depth",
+        ",".join(map(str, c.depths)),
+        "--reps",
+        str(c.reps),
+    ]
     send = [f["file"], *f["file"].parent.glob(f["file"].name + ".data"), f["dir"] / "config.json"]
     ppl_args = []
     if c.ppl and (runtime == "clidep" or (runtime == "llamacpp" and not c.remote)):
@@ -285,13 +350,18 @@ def _measure(f: dict, runtime: str, c: BenchConfig, threads: int, tmp: Path, ids
             ids_files[f["dir"]] = _ppl_ids_file(f["dir"], c.ppl_data, c.ppl_tokens, tmp)
         send.append(ids_files[f["dir"]])
         ppl_args = ["--ppl-ids", str(ids_files[f["dir"]]), "--context", str(context), "--stride", str(context // 2)]
-    run = (lambda a: run_remote(c.remote, a, send, timeout, c.ssh_config, c.remote_python)) if c.remote else \
-        (lambda a: run_local(a, timeout))
+    run = (
+        (lambda a: run_remote(c.remote, a, send, timeout, c.ssh_config, c.remote_python))
+        if c.remote
+        else (lambda a: run_local(a, timeout))
+    )
     # the others: no perplexity pass; every record checked against the one declared in runtime/record.py
     return [check_record(run(a)) for a in [args + ppl_args] + [args] * (c.memory_runs - 1)]
 
 
-def _fill(row: dict, runs: list[dict], f: dict, device: Profile, host: dict, measured_there: bool, projected: bool) -> None:
+def _fill(
+    row: dict, runs: list[dict], f: dict, device: Profile, host: dict, measured_there: bool, projected: bool
+) -> None:
     """ROW from its runner records: median peak memory, roofline fraction, fit, and the projection."""
     rec = {**runs[0], "peak_rss_mb": float(np.median([r["peak_rss_mb"] for r in runs]))}
     row.update(rec, peak_rss_mb_samples=[r["peak_rss_mb"] for r in runs])
@@ -337,8 +407,10 @@ def _ratios(rows: list[dict]) -> None:
         if "error" in r or not base:
             continue
         key = ("precision", "runtime", "threads")
-        b = next((x for x in base if all(x.get(k) == r.get(k) for k in key)),
-                 next((x for x in base if x["precision"] == r["precision"]), base[0]))
+        b = next(
+            (x for x in base if all(x.get(k) == r.get(k) for k in key)),
+            next((x for x in base if x["precision"] == r["precision"]), base[0]),
+        )
         r["vs_baseline"] = {
             "baseline": f"{b['name']} [{b['precision']}]",
             "decode_speedup": b["decode_ms_p50"] / r["decode_ms_p50"],

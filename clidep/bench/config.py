@@ -9,7 +9,6 @@ from pathlib import Path
 from clidep.errors import ClidepError
 from clidep.options import Options, option, refuse_duplicates
 
-
 #: clidep's ONNX Runtime runner, ONNX Runtime GenAI, llama.cpp (llama-bench).
 RUNTIMES = ("clidep", "genai", "llamacpp")
 
@@ -19,32 +18,53 @@ class BenchConfig(Options):
     """What each model is measured with, and against what."""
 
     baseline: str | None = option(None, "Export directory every model is compared with.")
-    runtime: str = option("clidep,genai", "Runtimes, comma-separated: clidep (its ONNX Runtime runner), genai (ONNX "
-                                          "Runtime GenAI's Generator, on an export's genai/ folders, where installed) and "
-                                          "llamacpp (llama.cpp's llama-bench, on an export's gguf/ files: export --gguf).")
+    runtime: str = option(
+        "clidep,genai",
+        "Runtimes, comma-separated: clidep (its ONNX Runtime runner), genai (ONNX "
+        "Runtime GenAI's Generator, on an export's genai/ folders, where installed) and "
+        "llamacpp (llama.cpp's llama-bench, on an export's gguf/ files: export --gguf).",
+    )
     prompt_lens: str = option("32,128,512", "Prompt lengths for prefill, comma-separated.")
-    depth: str = option("32", "Context depths: decode is timed after a prompt of each length, comma-separated; the "
-                              "first is the headline figure (decode slows as the cache grows: try 32,256,512,960).")
-    gen: int = option(128, "Decoded tokens timed after 8 warm-up tokens, per depth and repetition (tgGEN; 64 or more).",
-                      low=64)
+    depth: str = option(
+        "32",
+        "Context depths: decode is timed after a prompt of each length, comma-separated; the "
+        "first is the headline figure (decode slows as the cache grows: try 32,256,512,960).",
+    )
+    gen: int = option(
+        128, "Decoded tokens timed after 8 warm-up tokens, per depth and repetition (tgGEN; 64 or more).", low=64
+    )
     reps: int = option(5, "Repetitions of every test: tokens/s is reported as mean ± sd over them.", low=1)
-    threads: str | None = option(None, "ONNX Runtime threads, comma-separated for a sweep (one row each) "
-                                       "(default: the profile's, within this machine's cores).")
+    threads: str | None = option(
+        None,
+        "ONNX Runtime threads, comma-separated for a sweep (one row each) "
+        "(default: the profile's, within this machine's cores).",
+    )
     ppl: bool = option(False, "Also measure WikiText-test perplexity through ONNX Runtime.")
     ppl_tokens: int = option(32768, "Tokens for --ppl (0: the whole text).", low=0)
     ppl_data: str = option("wikitext-test", "Text for --ppl.")
     remote: str | None = option(None, "USER@HOST: run on the real device over ssh (measured, not projected).")
-    remote_python: str = option("python3", "The device's Python for --remote (e.g. a virtual environment's bin/python) with numpy and onnxruntime.")
-    ssh_config: str | None = option(None, "An ssh_config file for --remote (port, key, user, jump host), given to ssh and scp as -F.")
+    remote_python: str = option(
+        "python3",
+        "The device's Python for --remote (e.g. a virtual environment's bin/python) with numpy and onnxruntime.",
+    )
+    ssh_config: str | None = option(
+        None, "An ssh_config file for --remote (port, key, user, jump host), given to ssh and scp as -F."
+    )
     yes: bool = option(False, "Run even when the run's estimated duration exceeds 2 hours (it is printed).")
-    memory_runs: int = option(1, "Runner processes per model whose peak memory is taken: the median is reported, every sample kept (a single peak of a large model can move by hundreds of MB).", low=1)
+    memory_runs: int = option(
+        1,
+        "Runner processes per model whose peak memory is taken: the median is reported, every sample kept (a single peak of a large model can move by hundreds of MB).",
+        low=1,
+    )
 
     def check(self) -> None:
         self.lengths, self.depths, self.runtimes  # noqa: B018 - parses, and refuses, them now
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         if self.thread_counts and not self.remote and max(self.thread_counts) > cores:
-            raise ClidepError(f"--threads {max(self.thread_counts)} exceeds this machine's {cores} cores (more threads "
-                              "than cores only contend; a remote device's own count goes with --remote)")
+            raise ClidepError(
+                f"--threads {max(self.thread_counts)} exceeds this machine's {cores} cores (more threads "
+                "than cores only contend; a remote device's own count goes with --remote)"
+            )
         if self.ssh_config and not Path(self.ssh_config).is_file():
             raise ClidepError(f"--ssh-config '{self.ssh_config}' is not a file")
 
@@ -86,4 +106,3 @@ def _lengths(text: str, flag: str, what: str = "length") -> list[int]:
         raise ClidepError(f"{flag} takes positive {what}s only, got {', '.join(map(str, bad))}")
     refuse_duplicates(lens, flag)
     return lens
-

@@ -8,11 +8,11 @@ clidep itself at bench time. Every field is checked, and a bad one is named with
 from __future__ import annotations
 
 import math
-
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import tomllib
 
 from clidep.errors import ClidepError
 
@@ -24,8 +24,16 @@ _INTEGERS = ("cores", "threads")
 #: Upper bounds of physical sense, each well above today's largest machine (a profile past one is a
 #: typo, and would project infinite or zero latencies): a GPU's HBM3e reads ~5,000 GB/s and its
 #: fp32 units do ~70,000 GFLOP/s; one server holds a few TB of RAM and a few hundred cores.
-LIMITS = {"clock_ghz": 10, "ram_gb": 65536, "usable_ram_fraction": 1, "mem_bandwidth_gbs": 50000,
-          "fp32_gflops": 1e6, "int8_gops": 1e7, "cores": 4096, "threads": 4096}
+LIMITS = {
+    "clock_ghz": 10,
+    "ram_gb": 65536,
+    "usable_ram_fraction": 1,
+    "mem_bandwidth_gbs": 50000,
+    "fp32_gflops": 1e6,
+    "int8_gops": 1e7,
+    "cores": 4096,
+    "threads": 4096,
+}
 
 
 @dataclass
@@ -73,8 +81,10 @@ def load(name_or_path: str) -> Profile:
     if path.suffix != ".toml" or not path.is_file():
         profiles = known()
         if name_or_path not in profiles:
-            raise ClidepError(f"unknown device profile '{name_or_path}'; known: {', '.join(profiles) or 'none'} "
-                              "(or give a path to a .toml file)")
+            raise ClidepError(
+                f"unknown device profile '{name_or_path}'; known: {', '.join(profiles) or 'none'} "
+                "(or give a path to a .toml file)"
+            )
         path = profiles[name_or_path]
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -85,6 +95,7 @@ def load(name_or_path: str) -> Profile:
 
 def check(raw: dict, where: str) -> Profile:
     """A Profile from parsed TOML, or ``ClidepError`` naming the first bad field and why."""
+
     def fail(name: str, why: str):
         raise ClidepError(f"{where}: field '{name}' {why}")
 
@@ -100,8 +111,13 @@ def check(raw: dict, where: str) -> Profile:
             fail(name, f"must be a positive integer (got {v!r})")
     for name in _NUMBERS:
         v = raw.get(name)
-        if (not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0
-                or (v == 0 and not measured)):
+        if (
+            not isinstance(v, (int, float))
+            or isinstance(v, bool)
+            or not math.isfinite(v)
+            or v < 0
+            or (v == 0 and not measured)
+        ):
             fail(name, f"must be a finite {'non-negative' if measured else 'positive'} number (got {v!r})")
     for name, high in LIMITS.items():
         if raw[name] > high:
@@ -110,7 +126,7 @@ def check(raw: dict, where: str) -> Profile:
         fail("threads", f"({raw['threads']}) exceeds cores ({raw['cores']})")
     sources = raw.get("sources", {})
     if not isinstance(sources, dict):
-        fail("sources", "must be a table of field = \"where the value comes from\"")
+        fail("sources", 'must be a table of field = "where the value comes from"')
     if not measured:
         missing = [n for n in (*_INTEGERS, *_NUMBERS) if n not in sources]
         if missing:
@@ -119,10 +135,22 @@ def check(raw: dict, where: str) -> Profile:
         from clidep.export.arm import CORES
 
         if raw["arm_check"] not in CORES:
-            fail("arm_check", f"must be one of {', '.join(CORES)} (the cores export --check-arm emulates), got {raw['arm_check']!r}")
+            fail(
+                "arm_check",
+                f"must be one of {', '.join(CORES)} (the cores export --check-arm emulates), got {raw['arm_check']!r}",
+            )
         if "arm_check" not in sources:
             fail("sources.arm_check", "is missing: every fact of a device profile needs its source")
-    unknown = set(raw) - {"name", "description", "measured", "ort_provider", "arm_check", "sources", *_INTEGERS, *_NUMBERS}
+    unknown = set(raw) - {
+        "name",
+        "description",
+        "measured",
+        "ort_provider",
+        "arm_check",
+        "sources",
+        *_INTEGERS,
+        *_NUMBERS,
+    }
     if unknown:
         fail(sorted(unknown)[0], "is not a profile field")
     return Profile(**{k: raw[k] for k in raw if k != "sources"}, sources=dict(sources), path=where)

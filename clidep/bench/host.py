@@ -38,5 +38,9 @@ def measure_host(size_mb: int = 512) -> dict:
         t = time.perf_counter()
         m @ m
         times.append(time.perf_counter() - t)
-    return {"mem_bandwidth_gbs": bandwidth, "bandwidth_method": f"read, {cores} threads, {size_mb} MB",
-            "fp32_gflops": 2 * 1024**3 / np.median(times) / 1e9, "cores": cores}
+    return {
+        "mem_bandwidth_gbs": bandwidth,
+        "bandwidth_method": f"read, {cores} threads, {size_mb} MB",
+        "fp32_gflops": 2 * 1024**3 / np.median(times) / 1e9,
+        "cores": cores,
+    }

@@ -24,8 +24,10 @@ def project(record: dict, host: dict, device) -> dict:
     unknown = [k for k in record if k not in FIELDS]
     if unknown:
         raise ValueError(f"the projection knows no field {', '.join(unknown)}: declare it in clidep/runtime/record.py")
-    factor = {"bandwidth": host["mem_bandwidth_gbs"] / device.mem_bandwidth_gbs,
-              "compute": host["fp32_gflops"] / device.fp32_gflops}
+    factor = {
+        "bandwidth": host["mem_bandwidth_gbs"] / device.mem_bandwidth_gbs,
+        "compute": host["fp32_gflops"] / device.fp32_gflops,
+    }
     out = {}
     for key, (bound, kind) in _kinds().items():
         if key in record:

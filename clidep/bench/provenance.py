@@ -11,8 +11,9 @@ from pathlib import Path
 
 def git_sha() -> str:
     """The short commit of the clidep checkout ("unknown" outside a git checkout)."""
-    proc = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).resolve().parent,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True, text=True
+    )
     return proc.stdout.strip() or "unknown"
 
 

@@ -53,8 +53,12 @@ def markdown(fields: list[Field], records: list[dict], title: str = "", keep: in
     lines += ["| " + " | ".join(f.header for f in fields) + " |", "|" + "---|" * len(fields)]
     for r in records:
         if r.get("error"):
-            lines.append("| " + " | ".join(_cell(r, f) for f in fields[:keep]) + f" | failed: {r['error']} |"
-                         + " |" * (len(fields) - keep - 1))
+            lines.append(
+                "| "
+                + " | ".join(_cell(r, f) for f in fields[:keep])
+                + f" | failed: {r['error']} |"
+                + " |" * (len(fields) - keep - 1)
+            )
         else:
             lines.append("| " + " | ".join(_cell(r, f) for f in fields) + " |")
     return "\n".join(lines) + "\n"
@@ -79,13 +83,23 @@ def jsonl(records: list[dict]) -> str:
     return "".join(json.dumps(r, allow_nan=False) + "\n" for r in records)
 
 
-def write(out: Path, stem: str, fields: list[Field], records: list[dict], document: dict, title: str = "",
-          csv_extra: tuple[str, ...] = ("error",), keep: int = 2) -> list[Path]:
+def write(
+    out: Path,
+    stem: str,
+    fields: list[Field],
+    records: list[dict],
+    document: dict,
+    title: str = "",
+    csv_extra: tuple[str, ...] = ("error",),
+    keep: int = 2,
+) -> list[Path]:
     """STEM.json (DOCUMENT), STEM.md, STEM.csv and STEM.jsonl in OUT, each written atomically."""
     from clidep.files import atomic_write, write_json
 
     out = Path(out)
-    return [write_json(out / f"{stem}.json", document),
-            atomic_write(out / f"{stem}.md", lambda t: t.write_text(markdown(fields, records, title, keep))),
-            atomic_write(out / f"{stem}.csv", lambda t: t.write_text(csv_text(fields, records, csv_extra))),
-            atomic_write(out / f"{stem}.jsonl", lambda t: t.write_text(jsonl(records)))]
+    return [
+        write_json(out / f"{stem}.json", document),
+        atomic_write(out / f"{stem}.md", lambda t: t.write_text(markdown(fields, records, title, keep))),
+        atomic_write(out / f"{stem}.csv", lambda t: t.write_text(csv_text(fields, records, csv_extra))),
+        atomic_write(out / f"{stem}.jsonl", lambda t: t.write_text(jsonl(records))),
+    ]

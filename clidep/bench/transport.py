@@ -32,8 +32,14 @@ def die_with_parent() -> None:
 
 def run_local(args: list[str], timeout: int) -> dict:
     env = {**os.environ, "PYTHONPATH": str(PACKAGE.parent)}
-    proc = subprocess.run([sys.executable, "-m", "clidep.runtime.benchrun", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, preexec_fn=die_with_parent if sys.platform == "linux" else None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "clidep.runtime.benchrun", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        preexec_fn=die_with_parent if sys.platform == "linux" else None,
+    )
     if proc.returncode:
         lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
         raise RuntimeError(lines[-1] if lines else f"runner exited with {proc.returncode}")
@@ -46,21 +52,38 @@ def _ssh(ssh_config: str | None) -> list[str]:
 
 
 def check_remote(host: str, ssh_config: str | None = None, python: str = "python3") -> None:
-    proc = subprocess.run(["ssh", *_ssh(ssh_config), "-o", "ConnectTimeout=5", host,
-                           f"{shlex.quote(python)} -c 'import onnxruntime, numpy'"], capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(
+        [
+            "ssh",
+            *_ssh(ssh_config),
+            "-o",
+            "ConnectTimeout=5",
+            host,
+            f"{shlex.quote(python)} -c 'import onnxruntime, numpy'",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     if proc.returncode:
         why = (proc.stderr.strip().splitlines() or ["no answer"])[-1]
-        raise ClidepError(f"cannot use remote host '{host}' over ssh ({why}); it needs key-based ssh, and {python} "
-                          "with numpy and onnxruntime (--remote-python)")
+        raise ClidepError(
+            f"cannot use remote host '{host}' over ssh ({why}); it needs key-based ssh, and {python} "
+            "with numpy and onnxruntime (--remote-python)"
+        )
 
 
-def run_remote(host: str, args: list[str], files: list[Path], timeout: int, ssh_config: str | None = None,
-                python: str = "python3") -> dict:
+def run_remote(
+    host: str, args: list[str], files: list[Path], timeout: int, ssh_config: str | None = None, python: str = "python3"
+) -> dict:
     """Copy the runner and the files to HOST, run there, return its record."""
     ssh = ["ssh", *_ssh(ssh_config), host]
     work = subprocess.run([*ssh, "mktemp -d"], capture_output=True, text=True, check=True).stdout.strip()
-    subprocess.run(["scp", "-q", *_ssh(ssh_config), "-r", str(PACKAGE), *map(str, files), f"{host}:{work}/"], check=True,
-                   timeout=timeout)
+    subprocess.run(
+        ["scp", "-q", *_ssh(ssh_config), "-r", str(PACKAGE), *map(str, files), f"{host}:{work}/"],
+        check=True,
+        timeout=timeout,
+    )
     sent = {str(p) for p in files}
     remote_args = [f"{work}/{Path(a).name}" if a in sent else a for a in args]
     cmd = f"cd {work} && PYTHONPATH={work} {shlex.quote(python)} -m clidep.runtime.benchrun {shlex.join(remote_args)}"

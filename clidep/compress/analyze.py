@@ -7,8 +7,9 @@ import time
 from pathlib import Path
 
 from clidep.compress.config import IMPORTANCE_METHODS, AnalyzeConfig
-from clidep.options import resolve
 from clidep.errors import ClidepError
+from clidep.options import resolve
+
 
 # About a screen: the scorers run in a fixed order on one calibration batch and fill one report.
 def analyze(model_path: str | Path, config: AnalyzeConfig | None = None, **options) -> dict:
@@ -20,11 +21,19 @@ def analyze(model_path: str | Path, config: AnalyzeConfig | None = None, **optio
     import torch
 
     from clidep.compress import importance
-    from clidep.model.convert import load_model
     from clidep.data import calibration_batch, load_tokenizer
+    from clidep.model.convert import load_model
 
     c = resolve(AnalyzeConfig, config, options)
-    data, samples, seq_len, probes, method, seed, min_gap = c.data, c.samples, c.seq_len, c.probes, c.method, c.seed, c.min_gap
+    data, samples, seq_len, probes, method, seed, min_gap = (
+        c.data,
+        c.samples,
+        c.seq_len,
+        c.probes,
+        c.method,
+        c.seed,
+        c.min_gap,
+    )
     model = load_model(model_path)
     n_pos = model.config.n_positions
     if not 1 < seq_len <= n_pos:
@@ -41,17 +50,19 @@ def analyze(model_path: str | Path, config: AnalyzeConfig | None = None, **optio
     scores = []
     for i in range(n):
         est = ntk[str(i)] if ntk else None
-        scores.append({
-            "layer": i,
-            "width": model.config.layer_widths[i],
-            "params": sum(p.numel() for p in model.transformer.h[i].parameters()),
-            "ntk": est.trace if est else None,
-            "ntk_per_param": est.trace / est.params if est else None,
-            "ntk_rse": est.rse if est else None,
-            "grad": grad[i],
-            "bi": bi[i],
-            "ablation_dppl": dppl[i],
-        })
+        scores.append(
+            {
+                "layer": i,
+                "width": model.config.layer_widths[i],
+                "params": sum(p.numel() for p in model.transformer.h[i].parameters()),
+                "ntk": est.trace if est else None,
+                "ntk_per_param": est.trace / est.params if est else None,
+                "ntk_rse": est.rse if est else None,
+                "grad": grad[i],
+                "bi": bi[i],
+                "ablation_dppl": dppl[i],
+            }
+        )
     key = "ntk" if method == "all" else {"ablation": "ablation_dppl"}.get(method, method)
     selection = importance.select_critical([s[key] for s in scores], min_gap)
     others = [s["ntk"] for s in scores[1:]]
@@ -65,7 +76,8 @@ def analyze(model_path: str | Path, config: AnalyzeConfig | None = None, **optio
         "scores": scores,
         "embedding": (
             {"ntk": emb.trace, "ntk_per_param": emb.trace / emb.params, "ntk_rse": emb.rse, "params": emb.params}
-            if emb else None
+            if emb
+            else None
         ),
         "batch_ppl": base_ppl,
         "critical_layers": selection.critical,
@@ -117,8 +129,15 @@ def print_table(report: dict) -> None:
         table.add_column(col, justify="right")
     for s in report["scores"]:
         table.add_row(
-            str(s["layer"]), str(s["width"]), fmt(s["ntk"]), fmt(s["ntk_rse"], ".0%"), fmt(s["ntk_per_param"]),
-            fmt(s["grad"]), fmt(s["bi"]), fmt(s["ablation_dppl"]), "yes" if s["layer"] in report["critical_layers"] else "",
+            str(s["layer"]),
+            str(s["width"]),
+            fmt(s["ntk"]),
+            fmt(s["ntk_rse"], ".0%"),
+            fmt(s["ntk_per_param"]),
+            fmt(s["grad"]),
+            fmt(s["bi"]),
+            fmt(s["ablation_dppl"]),
+            "yes" if s["layer"] in report["critical_layers"] else "",
         )
     if report["embedding"]:
         e = report["embedding"]
@@ -127,4 +146,6 @@ def print_table(report: dict) -> None:
     console.print(table)
     console.print(f"rule: {report['rule']}")
     if report["layer0_ratio"] is not None:
-        console.print(f"layer-0 NTK / max of the other blocks: {report['layer0_ratio']:.2f}x (paper: 3.6 / 0.054 = 67x)")
+        console.print(
+            f"layer-0 NTK / max of the other blocks: {report['layer0_ratio']:.2f}x (paper: 3.6 / 0.054 = 67x)"
+        )

@@ -43,8 +43,17 @@ def plan(teacher: str, tconf, target: int, c, data: str, log=print) -> dict:
 
     cands = candidates(c.scorer, c.gamma)
     scorers = sorted({s for s, _ in cands if s != "-"})
-    report = analyze(teacher, samples=4, seq_len=min(64, tconf.n_positions), probes=8,
-                     method=scorers[0] if len(scorers) == 1 else "all") if scorers else None
+    report = (
+        analyze(
+            teacher,
+            samples=4,
+            seq_len=min(64, tconf.n_positions),
+            probes=8,
+            method=scorers[0] if len(scorers) == 1 else "all",
+        )
+        if scorers
+        else None
+    )
     scores = {s: [row[_SCORE_KEY[s]] for row in report["scores"]] for s in scorers}
     sols = {(s, g): allocate(tconf, scores.get(s, [1.0] * tconf.n_layer), g, target) for s, g in cands}
     trials = []
@@ -57,12 +66,25 @@ def plan(teacher: str, tconf, target: int, c, data: str, log=print) -> dict:
         key = cands[0]
     sol = sols[key]
     scorer, gamma = key
-    why = (f"chosen from {len(trials)} candidates by validation ppl after {c.search_steps} steps: "
-           + ", ".join(f"{t['scorer']}^{t['gamma']:g} {t['val_ppl']:.2f}" for t in trials)) if trials else "given"
-    return {"layer_widths": sol.widths, "layer_head_dims": schedule_head_dims(tconf, sol.widths), "scorer": scorer,
-            "gamma": gamma, "trials": trials, "search_steps": c.search_steps if trials else 0,
-            "arithmetic": f"{sol.arithmetic}\nauto: scorer {scorer}, gamma {gamma:g} ({why})", "params": sol.params,
-            "error": sol.error}
+    why = (
+        (
+            f"chosen from {len(trials)} candidates by validation ppl after {c.search_steps} steps: "
+            + ", ".join(f"{t['scorer']}^{t['gamma']:g} {t['val_ppl']:.2f}" for t in trials)
+        )
+        if trials
+        else "given"
+    )
+    return {
+        "layer_widths": sol.widths,
+        "layer_head_dims": schedule_head_dims(tconf, sol.widths),
+        "scorer": scorer,
+        "gamma": gamma,
+        "trials": trials,
+        "search_steps": c.search_steps if trials else 0,
+        "arithmetic": f"{sol.arithmetic}\nauto: scorer {scorer}, gamma {gamma:g} ({why})",
+        "params": sol.params,
+        "error": sol.error,
+    }
 
 
 #: Where each scorer's value lives in an importance report's rows.
@@ -83,8 +105,9 @@ def _search(teacher: str, tconf, sols: dict, c, data: str, log) -> list[dict]:
     trials = []
     for (scorer, gamma), sol in sols.items():
         ppl = proxy_ppl(teacher_model, tconf, sol.widths, tokens, val_ids, c)
-        trials.append({"scorer": scorer, "gamma": gamma, "layer_widths": sol.widths, "params": sol.params,
-                       "val_ppl": ppl})
+        trials.append(
+            {"scorer": scorer, "gamma": gamma, "layer_widths": sol.widths, "params": sol.params, "val_ppl": ppl}
+        )
         log(f"auto: {scorer}^{gamma:g} widths {sol.widths}: validation ppl {ppl:.2f}")
     return trials
 
@@ -99,8 +122,9 @@ def proxy_ppl(teacher_model, tconf, widths: list[int], tokens: np.ndarray, val_i
     """
     from clidep.compress.widths import schedule_head_dims, student_config
 
-    return distil_briefly(teacher_model, student_config(tconf, widths, schedule_head_dims(tconf, widths)), None,
-                          tokens, val_ids, c)
+    return distil_briefly(
+        teacher_model, student_config(tconf, widths, schedule_head_dims(tconf, widths)), None, tokens, val_ids, c
+    )
 
 
 def distil_briefly(teacher_model, config, init, tokens: np.ndarray, val_ids: np.ndarray, c) -> float:

@@ -62,15 +62,19 @@ def target(tconf, device: str | None, precision: str, max_decode_ms: float | Non
     limits, lines = [], []
     if max_mb is not None:
         limits.append(int(max_mb * 1e6 / bpp))
-        lines.append(f"--max-mb {max_mb:g}: {max_mb:g} MB / {bpp:.3f} bytes per parameter ({precision}) = "
-                     f"{limits[-1]:,} parameters")
+        lines.append(
+            f"--max-mb {max_mb:g}: {max_mb:g} MB / {bpp:.3f} bytes per parameter ({precision}) = "
+            f"{limits[-1]:,} parameters"
+        )
     if max_decode_ms is not None:
         profile, bw = _bandwidth(device)
         ms = lambda p: decode_ms(tconf, p, precision, bw)  # noqa: E731
         if ms(smallest) > max_decode_ms:
-            raise ClidepError(f"no student decodes within {max_decode_ms:g} ms on {profile} at {precision}: the smallest "
-                              f"reachable ({smallest:,} parameters, ratio {teacher_params / smallest:.1f}) takes "
-                              f"{ms(smallest):.2f} ms (model: {_model_line(bw)})")
+            raise ClidepError(
+                f"no student decodes within {max_decode_ms:g} ms on {profile} at {precision}: the smallest "
+                f"reachable ({smallest:,} parameters, ratio {teacher_params / smallest:.1f}) takes "
+                f"{ms(smallest):.2f} ms (model: {_model_line(bw)})"
+            )
         lo, hi = smallest, teacher_params  # ms(lo) <= budget; find the largest such count
         if ms(hi) <= max_decode_ms:
             lo = hi
@@ -78,19 +82,33 @@ def target(tconf, device: str | None, precision: str, max_decode_ms: float | Non
             mid = (lo + hi) // 2
             lo, hi = (mid, hi) if ms(mid) <= max_decode_ms else (lo, mid)
         limits.append(lo)
-        lines.append(f"--max-decode-ms {max_decode_ms:g} on {profile}: {_model_line(bw)}; the teacher "
-                     f"{ms(teacher_params):.2f} ms, a student of {lo:,} parameters {ms(lo):.2f} ms")
+        lines.append(
+            f"--max-decode-ms {max_decode_ms:g} on {profile}: {_model_line(bw)}; the teacher "
+            f"{ms(teacher_params):.2f} ms, a student of {lo:,} parameters {ms(lo):.2f} ms"
+        )
     chosen = min(limits)
     if chosen >= teacher_params:
-        raise ClidepError(f"the teacher ({teacher_params:,} parameters) already meets the budget: "
-                          + "; ".join(lines) + " - nothing to compress")
+        raise ClidepError(
+            f"the teacher ({teacher_params:,} parameters) already meets the budget: "
+            + "; ".join(lines)
+            + " - nothing to compress"
+        )
     if chosen < smallest * 0.97:
-        raise ClidepError(f"no student fits: {'; '.join(lines)}; the smallest reachable has {smallest:,} parameters "
-                          f"({smallest * bpp / 1e6:.1f} MB at {precision})")
-    return Budget(max(chosen, smallest), "\n".join(["budget: " + line for line in lines]
-                                                  + [f"budget: target {max(chosen, smallest):,} parameters "
-                                                     f"(ratio {teacher_params / max(chosen, smallest):.3f}; the width "
-                                                     "solver lands within 2% of it)"]))
+        raise ClidepError(
+            f"no student fits: {'; '.join(lines)}; the smallest reachable has {smallest:,} parameters "
+            f"({smallest * bpp / 1e6:.1f} MB at {precision})"
+        )
+    return Budget(
+        max(chosen, smallest),
+        "\n".join(
+            ["budget: " + line for line in lines]
+            + [
+                f"budget: target {max(chosen, smallest):,} parameters "
+                f"(ratio {teacher_params / max(chosen, smallest):.3f}; the width "
+                "solver lands within 2% of it)"
+            ]
+        ),
+    )
 
 
 def _smallest(tconf) -> int:
@@ -102,7 +120,7 @@ def _smallest(tconf) -> int:
 
 
 def _model_line(bw: float) -> str:
-    return (f"ms = (params x bytes + fp32 KV at {CONTEXT} tokens) / ({bw:.1f} GB/s x {ROOFLINE:.0%} of the roofline)")
+    return f"ms = (params x bytes + fp32 KV at {CONTEXT} tokens) / ({bw:.1f} GB/s x {ROOFLINE:.0%} of the roofline)"
 
 
 def _bandwidth(device: str | None) -> tuple[str, float]:

@@ -78,24 +78,39 @@ def collapse(model: CLIGPT2LMHeadModel, ids: torch.Tensor, tol: float = 0.05) ->
             diff = float((model(ids, use_cache=False).logits - reference).abs().max())
         w = model.config.layer_widths[i]
         ok = abs(1 - alpha) <= tol
-        saved = block_params(w, model.config.mlp_ratio, "linearizing") - block_params(w, model.config.mlp_ratio, "collapsed")
-        records.append({"layer": i, "alpha": alpha, "collapsed": ok, "params_saved": saved if ok else 0,
-                        "error_bound": float(bound), "max_logit_diff": diff,
-                        **({} if ok else {"reason": f"|1 - alpha| = {abs(1 - alpha):.3f} > {tol}"})})
+        saved = block_params(w, model.config.mlp_ratio, "linearizing") - block_params(
+            w, model.config.mlp_ratio, "collapsed"
+        )
+        records.append(
+            {
+                "layer": i,
+                "alpha": alpha,
+                "collapsed": ok,
+                "params_saved": saved if ok else 0,
+                "error_bound": float(bound),
+                "max_logit_diff": diff,
+                **({} if ok else {"reason": f"|1 - alpha| = {abs(1 - alpha):.3f} > {tol}"}),
+            }
+        )
     kinds = list(model.config.mlp_kinds)
     for r in records:
         if r["collapsed"]:
             kinds[r["layer"]] = "collapsed"
     config = student_config(model.config, model.config.layer_widths, model.config.layer_head_dims, kinds)
     out = CLIGPT2LMHeadModel(config).eval()
-    state = {k: v for k, v in model.state_dict().items() if not any(
-        k.startswith(f"transformer.h.{r['layer']}.mlp.") for r in records if r["collapsed"])}
+    state = {
+        k: v
+        for k, v in model.state_dict().items()
+        if not any(k.startswith(f"transformer.h.{r['layer']}.mlp.") for r in records if r["collapsed"])
+    }
     for r in records:
         if r["collapsed"]:
             W, b = collapsed_weights(model.transformer.h[r["layer"]].mlp)
             state[f"transformer.h.{r['layer']}.mlp.linear.weight"] = W
             state[f"transformer.h.{r['layer']}.mlp.linear.bias"] = b
     missing, unexpected = out.load_state_dict(state, strict=False)
-    assert set(missing) <= {"lm_head.weight"} and not unexpected, f"collapse mapping: missing {missing}, unexpected {unexpected}"
+    assert set(missing) <= {"lm_head.weight"} and not unexpected, (
+        f"collapse mapping: missing {missing}, unexpected {unexpected}"
+    )
     out.tie_weights()
     return out, records

@@ -24,23 +24,55 @@ class CompressConfig(Options):
     # slim by default: at ratio 2.47 on the reference teacher (3 seeds, benchmarks/results/paper_ablation.md)
     # it scores 201.46 ± 0.48 against uniform's 204.58 ± 0.18, auto's 204.14 ± 0.75 and CLI's 213.20 ± 0.29,
     # better than each in every seed, and it is a stock GPT-2 (transformers, optimum, llama.cpp take it).
-    method: str = option("slim", "slim (the default, see the ablation: one narrower residual width, embeddings included; a stock GPT-2), depth (fewer blocks; stock), depth+slim (stock), uniform (every block through one bottleneck), cli (protect critical blocks), auto (widths follow importance scores), layercollapse or cli+layercollapse.", choices=METHODS)
+    method: str = option(
+        "slim",
+        "slim (the default, see the ablation: one narrower residual width, embeddings included; a stock GPT-2), depth (fewer blocks; stock), depth+slim (stock), uniform (every block through one bottleneck), cli (protect critical blocks), auto (widths follow importance scores), layercollapse or cli+layercollapse.",
+        choices=METHODS,
+    )
     ratio: float | None = option(None, "Target teacher / student parameter ratio.", above=1)
     params: int | None = option(None, "Target student parameters.", low=1)
     width: int | None = option(None, "Explicit bottleneck width (--method slim: the one residual width).", low=1)
     match: str | None = option(None, "A clidep student whose size to match within 2%.")
-    max_decode_ms: float | None = option(None, "Size the student to decode within this many ms/token on --device at --precision (bandwidth model, printed).", above=0)
+    max_decode_ms: float | None = option(
+        None,
+        "Size the student to decode within this many ms/token on --device at --precision (bandwidth model, printed).",
+        above=0,
+    )
     max_mb: float | None = option(None, "Size the student so its weights at --precision fit in this many MB.", above=0)
-    device: str | None = option(None, "Device profile for --max-decode-ms: a name from `clidep devices` (host: measured now) or a .toml file.")
-    precision: str = option("int8", "The precision --max-decode-ms and --max-mb assume (what you will export).", choices=("fp32", "int8", "int4"))
+    device: str | None = option(
+        None, "Device profile for --max-decode-ms: a name from `clidep devices` (host: measured now) or a .toml file."
+    )
+    precision: str = option(
+        "int8",
+        "The precision --max-decode-ms and --max-mb assume (what you will export).",
+        choices=("fp32", "int8", "int4"),
+    )
     protect: str = option("auto", "auto (NTK analysis), an importance.json from clidep analyze, or blocks like 0,11.")
-    scorer: str = option("ntk,bi", "--method auto: importance scores the widths follow (ntk, grad, bi, ablation); several are candidates.")
-    gamma: str = option("0,0.25,0.5,1", "--method auto: exponents, width_i proportional to score_i^gamma (0: uniform); several are candidates.")
-    search_steps: int = option(16, "--method auto and depth+slim: distillation steps each candidate gets before its validation perplexity picks one.", low=1)
-    depth_scorer: str = option("bi", "--method depth and depth+slim: which blocks are kept: bi (highest block influence, ShortGPT), ntk (highest NTK trace) or every-other (evenly spaced, as distilGPT2).", choices=DEPTH_SCORERS)
-    init: str = option("teacher", "teacher (PCA of the teacher's stream, kept heads/neurons) or random.", choices=("teacher", "random"))
+    scorer: str = option(
+        "ntk,bi",
+        "--method auto: importance scores the widths follow (ntk, grad, bi, ablation); several are candidates.",
+    )
+    gamma: str = option(
+        "0,0.25,0.5,1",
+        "--method auto: exponents, width_i proportional to score_i^gamma (0: uniform); several are candidates.",
+    )
+    search_steps: int = option(
+        16,
+        "--method auto and depth+slim: distillation steps each candidate gets before its validation perplexity picks one.",
+        low=1,
+    )
+    depth_scorer: str = option(
+        "bi",
+        "--method depth and depth+slim: which blocks are kept: bi (highest block influence, ShortGPT), ntk (highest NTK trace) or every-other (evenly spaced, as distilGPT2).",
+        choices=DEPTH_SCORERS,
+    )
+    init: str = option(
+        "teacher", "teacher (PCA of the teacher's stream, kept heads/neurons) or random.", choices=("teacher", "random")
+    )
     # -- data
-    data: str | None = option(None, "Training text: a file, a directory of .txt, or wikitext-103 (default: offline wiki-en).")
+    data: str | None = option(
+        None, "Training text: a file, a directory of .txt, or wikitext-103 (default: offline wiki-en)."
+    )
     val_data: str = option("wiki-en-valid", "Validation text for the perplexity curve.")
     # -- distillation budget and optimiser
     tokens: int | None = option(None, "Distillation tokens.", low=1)
@@ -57,9 +89,14 @@ class CompressConfig(Options):
     eval_every: int = option(50, "Steps between validation perplexities (0: none).", low=0)
     save_every: int = option(50, "Steps between checkpoints (0: none).", low=0)
     # -- LayerCollapse
-    layers: str = option("auto", "LayerCollapse: blocks whose MLPs train towards linear (auto: least important by NTK first; the less important half, or for --method layercollapse with a size, as many as reach it).")
+    layers: str = option(
+        "auto",
+        "LayerCollapse: blocks whose MLPs train towards linear (auto: least important by NTK first; the less important half, or for --method layercollapse with a size, as many as reach it).",
+    )
     lc: float = option(1.0, "LayerCollapse: weight of the regulariser lc * (1 - alpha)^2.", above=0)
-    collapse_tol: float = option(0.05, "LayerCollapse: collapse an MLP when |1 - alpha| is at most this.", above=0, high=1)
+    collapse_tol: float = option(
+        0.05, "LayerCollapse: collapse an MLP when |1 - alpha| is at most this.", above=0, high=1
+    )
 
     def check_new_run(self) -> None:
         """What a new run needs beyond each field's range (a resumed run takes these from run.json)."""
@@ -69,42 +106,59 @@ class CompressConfig(Options):
             raise ClidepError("--device sizes a student with --max-decode-ms: give both")
         if self.method == "layercollapse":
             if self.width is not None or sizes > 1:
-                raise ClidepError("--method layercollapse keeps every width: size it with one of --ratio, --params, --match or a budget, or with --layers")
+                raise ClidepError(
+                    "--method layercollapse keeps every width: size it with one of --ratio, --params, --match or a budget, or with --layers"
+                )
             if sizes and self.layers != "auto":
-                raise ClidepError("--layers LIST fixes the size of a layercollapse student: leave --layers auto to size it by --ratio/--params/--match")
+                raise ClidepError(
+                    "--layers LIST fixes the size of a layercollapse student: leave --layers auto to size it by --ratio/--params/--match"
+                )
         elif sizes != 1:
-            raise ClidepError("give exactly one of --ratio, --params, --width, --match or a budget (--max-decode-ms and/or --max-mb)")
+            raise ClidepError(
+                "give exactly one of --ratio, --params, --width, --match or a budget (--max-decode-ms and/or --max-mb)"
+            )
         elif self.method in ("auto", "depth", "depth+slim") and self.width is not None:
             raise ClidepError(f"--method {self.method} chooses its widths: size it with --ratio, --params or --match")
         if self.protect != "auto" and self.method in ("uniform", "auto", *STOCK_METHODS):
-            raise ClidepError(f"--protect applies to --method cli, layercollapse or cli+layercollapse, not {self.method} "
-                              "(the default method is slim: add --method cli)")
+            raise ClidepError(
+                f"--protect applies to --method cli, layercollapse or cli+layercollapse, not {self.method} "
+                "(the default method is slim: add --method cli)"
+            )
         self._refuse_other_methods_options()
         if (self.tokens is None) == (self.steps is None):
             raise ClidepError("give exactly one of --tokens or --steps")
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
         steps = self.steps if self.steps is not None else -(-self.tokens // (self.batch_size * self.seq_len))
         if self.warmup != defaults["warmup"] and self.warmup > steps:
-            raise ClidepError(f"--warmup {self.warmup} exceeds the run's {steps} steps: the learning rate would never "
-                              f"reach its peak; give at most {steps}")
+            raise ClidepError(
+                f"--warmup {self.warmup} exceeds the run's {steps} steps: the learning rate would never "
+                f"reach its peak; give at most {steps}"
+            )
 
     def _refuse_other_methods_options(self) -> None:
         """An option of another method, given a value, is refused rather than ignored."""
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
-        owners = {"scorer": ("auto",), "gamma": ("auto",), "search_steps": ("auto", "depth+slim"),
-                  "depth_scorer": ("depth", "depth+slim"),
-                  **{f: ("layercollapse", "cli+layercollapse") for f in ("layers", "lc", "collapse_tol")}}
+        owners = {
+            "scorer": ("auto",),
+            "gamma": ("auto",),
+            "search_steps": ("auto", "depth+slim"),
+            "depth_scorer": ("depth", "depth+slim"),
+            **{f: ("layercollapse", "cli+layercollapse") for f in ("layers", "lc", "collapse_tol")},
+        }
         for name, methods in owners.items():
             if getattr(self, name) != defaults[name] and self.method not in methods:
-                raise ClidepError(f"--{name.replace('_', '-')} applies to --method {' and '.join(methods)} only, "
-                                  f"not {self.method}")
+                raise ClidepError(
+                    f"--{name.replace('_', '-')} applies to --method {' and '.join(methods)} only, not {self.method}"
+                )
 
 
 @dataclass(frozen=True)
 class AnalyzeConfig(Options):
     """How ``clidep analyze`` scores the blocks."""
 
-    data: str = option("wiki-en-valid", "Calibration text: wiki-en-valid (offline), wikitext-test, a hub name or a file.")
+    data: str = option(
+        "wiki-en-valid", "Calibration text: wiki-en-valid (offline), wikitext-test, a hub name or a file."
+    )
     samples: int = option(8, "Calibration sequences.", low=1)
     seq_len: int = option(128, "Tokens per calibration sequence (up to the model's positions).", low=2)
     probes: int = option(16, "Hutchinson probes for the NTK trace (one backward pass each).", low=1)

@@ -13,8 +13,8 @@ import json
 
 import numpy as np
 
-from clidep.files import atomic_write, cache_dir
 from clidep.data import read_corpus
+from clidep.files import atomic_write, cache_dir
 
 
 def token_file(tokenizer, spec: str) -> np.ndarray:

@@ -83,11 +83,15 @@ def write_failed(what: str, out: Path, exc: BaseException) -> ClidepError:
     whether a complete checkpoint survives for --resume."""
     why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0][:120]
     kept = latest_checkpoint(out)
-    then = (f"the checkpoint at step {json.loads((kept / 'trainer_state.json').read_text())['step']} in {kept} is "
-            "complete: free space, then run the same command with --resume" if kept else
-            "no earlier checkpoint exists: free space, then run the command again")
-    return ClidepError(f"writing {what} failed ({why}; {shutil.disk_usage(out).free / 1e6:,.0f} MB free on that disk); "
-                       f"{then}")
+    then = (
+        f"the checkpoint at step {json.loads((kept / 'trainer_state.json').read_text())['step']} in {kept} is "
+        "complete: free space, then run the same command with --resume"
+        if kept
+        else "no earlier checkpoint exists: free space, then run the command again"
+    )
+    return ClidepError(
+        f"writing {what} failed ({why}; {shutil.disk_usage(out).free / 1e6:,.0f} MB free on that disk); {then}"
+    )
 
 
 def latest_checkpoint(out: Path) -> Path | None:
@@ -98,8 +102,17 @@ def latest_checkpoint(out: Path) -> Path | None:
     return None
 
 
-def train(student, teacher, tokens: np.ndarray, val_ids: np.ndarray, cfg: TrainConfig, out: Path,
-          resume: bool = False, log=print, regulariser=None) -> TrainState:
+def train(
+    student,
+    teacher,
+    tokens: np.ndarray,
+    val_ids: np.ndarray,
+    cfg: TrainConfig,
+    out: Path,
+    resume: bool = False,
+    log=print,
+    regulariser=None,
+) -> TrainState:
     """Distil TEACHER into STUDENT on TOKENS; checkpoints under OUT/checkpoint; returns the final state.
 
     ``regulariser(model)``, when given, is added to the loss (LayerCollapse's lc * (1 - alpha)^2).
@@ -143,13 +156,18 @@ def train(student, teacher, tokens: np.ndarray, val_ids: np.ndarray, cfg: TrainC
             state.tokens += cfg.batch_size * cfg.seq_len
             state.seconds = time.perf_counter() - t_start
             state.loss_curve.append([state.step, loss])
-            advance(1, f"loss {loss:.3f}  ppl {math.exp(min(ce, 50)):.1f}  {state.tokens / max(state.seconds, 1e-9):,.0f} tok/s")
+            advance(
+                1,
+                f"loss {loss:.3f}  ppl {math.exp(min(ce, 50)):.1f}  {state.tokens / max(state.seconds, 1e-9):,.0f} tok/s",
+            )
             last = state.step == cfg.steps
             if cfg.eval_every and (state.step % cfg.eval_every == 0 or last):
                 ppl = _validate(acc, model, val_ids)
                 state.ppl_curve.append([state.tokens, ppl])
-                log(f"step {state.step}: {state.tokens:,} tokens, validation ppl {ppl:.2f}"
-                    + (f", regulariser {reg:.4g}" if reg is not None else ""))
+                log(
+                    f"step {state.step}: {state.tokens:,} tokens, validation ppl {ppl:.2f}"
+                    + (f", regulariser {reg:.4g}" if reg is not None else "")
+                )
             if cfg.save_every and (state.step % cfg.save_every == 0 or last):
                 _checkpoint(acc, out, state)
     acc.wait_for_everyone()
@@ -222,7 +240,11 @@ def _checkpoint(acc, out: Path, state: TrainState) -> None:
         acc.save_state(str(tmp))
         if acc.is_main_process:
             (tmp / "trainer_state.json").write_text(json.dumps(asdict(state)))
-    except (OSError, RuntimeError, SafetensorError) as exc:  # a full disk, as torch ("unexpected pos ...") or safetensors says it
+    except (
+        OSError,
+        RuntimeError,
+        SafetensorError,
+    ) as exc:  # a full disk, as torch ("unexpected pos ...") or safetensors says it
         shutil.rmtree(tmp, ignore_errors=True)
         raise write_failed(f"the checkpoint at step {state.step}", out, exc) from None
     if acc.is_main_process:

@@ -63,7 +63,9 @@ def ntk_traces(model, ids: torch.Tensor, probes: int, seed: int) -> dict[str, NT
         s = np.asarray(samples[name])
         mean = float(s.mean())
         std = float(s.std(ddof=1)) if probes > 1 else float("nan")
-        out[name] = NTKEstimate(mean, std / (mean * math.sqrt(probes)) if mean > 0 else float("nan"), sum(p.numel() for p in ps))
+        out[name] = NTKEstimate(
+            mean, std / (mean * math.sqrt(probes)) if mean > 0 else float("nan"), sum(p.numel() for p in ps)
+        )
     return out
 
 
@@ -132,6 +134,7 @@ def skipped(model, layer: int):
 @torch.no_grad()
 def ablation_dppl(model, ids: torch.Tensor) -> tuple[float, list[float]]:
     """(full-model ppl on the batch, ppl increase when each block is skipped)."""
+
     def ppl() -> float:
         return math.exp(float(model(ids, labels=ids, use_cache=False).loss))
 

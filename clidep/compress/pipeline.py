@@ -13,11 +13,11 @@ import shutil
 import time
 from pathlib import Path
 
-from clidep.files import check_output, make_temp_dir, read_json, swap_into_place, write_json
 from clidep.compress.config import STOCK_METHODS, CompressConfig
-from clidep.options import resolve
 from clidep.compress.widths import nearest_size, protected_blocks
 from clidep.errors import ClidepError
+from clidep.files import check_output, make_temp_dir, read_json, swap_into_place, write_json
+from clidep.options import resolve
 
 
 def ntk_report(teacher_path: str) -> dict:
@@ -49,7 +49,10 @@ def resolve_protect(protect: str, teacher_path: str, n_layer: int, report=None) 
     if protect == "auto":
         report = report or ntk_report(teacher_path)
         chosen = protected_blocks(report["critical_layers"], n_layer)
-        return chosen, f"auto: NTK critical layers {report['critical_layers']} ({report['rule']}) plus the last block {last}, which restores the width"
+        return (
+            chosen,
+            f"auto: NTK critical layers {report['critical_layers']} ({report['rule']}) plus the last block {last}, which restores the width",
+        )
     path = Path(protect)
     if path.is_dir():
         path = path / "importance.json"
@@ -57,13 +60,16 @@ def resolve_protect(protect: str, teacher_path: str, n_layer: int, report=None) 
         report = read_json(path, "importance report (--protect)")
         if not isinstance(report.get("critical_layers"), list):
             raise ClidepError(f"--protect: '{path}' holds no critical_layers; re-run clidep analyze")
-        return protected_blocks(report["critical_layers"], n_layer), f"from {path}: critical layers {report['critical_layers']} plus the last block {last}"
+        return protected_blocks(
+            report["critical_layers"], n_layer
+        ), f"from {path}: critical layers {report['critical_layers']} plus the last block {last}"
     chosen = parse_blocks(protect, n_layer, "--protect")
     return chosen, f"given: {chosen}"
 
 
-def resolve_collapse(layers: str, teacher_path: str, candidates: list[int], n_layer: int, report=None,
-                     size: tuple | None = None) -> tuple[list[int], str]:
+def resolve_collapse(
+    layers: str, teacher_path: str, candidates: list[int], n_layer: int, report=None, size: tuple | None = None
+) -> tuple[list[int], str]:
     """The blocks whose MLPs train towards linear, least important (NTK) first: with ``auto`` the
     less important half of CANDIDATES, or, when SIZE = (teacher config, target parameters) is given
     (--method layercollapse with --ratio/--params/--match), the fewest that bring the full-width
@@ -76,26 +82,45 @@ def resolve_collapse(layers: str, teacher_path: str, candidates: list[int], n_la
     if size is None:
         chosen = sorted(ranked[: max(1, len(ranked) // 2)])
         return chosen, f"auto: the {len(chosen)} least important of blocks {candidates} by NTK score"
-    from clidep.model.params import param_count
     from clidep.compress.widths import student_config
+    from clidep.model.params import param_count
 
     tconf, target = size
-    counts = [param_count(student_config(tconf, tconf.layer_widths, tconf.layer_head_dims,
-                                         ["collapsed" if i in ranked[:k] else "standard" for i in range(n_layer)]))
-              for k in range(len(ranked) + 1)]  # counts[k]: the k least important MLPs collapsed
+    counts = [
+        param_count(
+            student_config(
+                tconf,
+                tconf.layer_widths,
+                tconf.layer_head_dims,
+                ["collapsed" if i in ranked[:k] else "standard" for i in range(n_layer)],
+            )
+        )
+        for k in range(len(ranked) + 1)
+    ]  # counts[k]: the k least important MLPs collapsed
     best = nearest_size([(counts[k], k) for k in range(1, len(counts))], target)
     if best is None:
         raise ClidepError(
             f"layercollapse alone cannot reach {target:,} parameters: collapsing every unprotected MLP {ranked} leaves "
-            f"{counts[-1]:,} (largest reachable ratio {counts[0] / counts[-1]:.2f}); use --method cli+layercollapse")
+            f"{counts[-1]:,} (largest reachable ratio {counts[0] / counts[-1]:.2f}); use --method cli+layercollapse"
+        )
     k = best[1]
     chosen = sorted(ranked[:k])
-    return chosen, (f"auto: the {k} least important of blocks {candidates} by NTK score, the number whose collapse comes "
-                    f"nearest {target:,} parameters ({counts[k]:,}, ratio {counts[0] / counts[k]:.3f})")
+    return chosen, (
+        f"auto: the {k} least important of blocks {candidates} by NTK score, the number whose collapse comes "
+        f"nearest {target:,} parameters ({counts[k]:,}, ratio {counts[0] / counts[k]:.3f})"
+    )
 
 
-def compress(teacher: str, out: str | Path, config: CompressConfig | None = None, *, resume: bool = False,
-             overwrite: bool = False, log=print, **options) -> dict:
+def compress(
+    teacher: str,
+    out: str | Path,
+    config: CompressConfig | None = None,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    log=print,
+    **options,
+) -> dict:
     """Compress TEACHER into a student and distil it into OUT; returns compress.json's content.
 
     CONFIG (a ``CompressConfig``), or its fields given as keywords (``method="cli", width=32,
@@ -140,8 +165,11 @@ def _run(teacher: str, out: Path, config: CompressConfig, resume: bool, overwrit
             for path in {*created, *([work] if work else [])}:  # nothing worth resuming: nothing that blocks a rerun
                 shutil.rmtree(path, ignore_errors=True)
         elif ckpt is not None:
-            log(f"{work} keeps the checkpoint at step {_checkpoint_step(ckpt)}: run the same command with --resume "
-                + ("(instead of --overwrite) " if work != out else "") + "to continue from it")
+            log(
+                f"{work} keeps the checkpoint at step {_checkpoint_step(ckpt)}: run the same command with --resume "
+                + ("(instead of --overwrite) " if work != out else "")
+                + "to continue from it"
+            )
         raise
     if main and work != out:
         swap_into_place(work, out)
@@ -155,8 +183,9 @@ def _checkpoint_step(ckpt: Path) -> int | str:
         return "?"
 
 
-def _start(teacher: str, out: Path, partial: Path, config: CompressConfig, resume: bool, overwrite: bool,
-           log) -> tuple[dict, Path, bool]:
+def _start(
+    teacher: str, out: Path, partial: Path, config: CompressConfig, resume: bool, overwrite: bool, log
+) -> tuple[dict, Path, bool]:
     """(run settings, working directory, is-main-process) of a new or resumed run.
 
     The main process checks everything and writes run.json; the others (``accelerate launch``)
@@ -170,7 +199,10 @@ def _start(teacher: str, out: Path, partial: Path, config: CompressConfig, resum
         work = _resumable(out, partial)
         run = read_json(work / "run.json", "compress run (run.json)")
         _same_settings(run, teacher, config)
-        log(f"resuming the run in {work} (settings from run.json)" + (f"; it replaces {out} when done" if work != out else ""))
+        log(
+            f"resuming the run in {work} (settings from run.json)"
+            + (f"; it replaces {out} when done" if work != out else "")
+        )
         return run, work, state.is_main_process
     failure = None
     if state.is_main_process:
@@ -198,8 +230,10 @@ def _resumable(out: Path, partial: Path) -> Path:
         if (work / "run.json").is_file() and latest_checkpoint(work) is not None:
             return work
     if (out / "run.json").is_file() or (partial / "run.json").is_file():
-        raise ClidepError(f"--resume: the run in {out} stopped before its first checkpoint (one every --save-every "
-                          "steps), so there is nothing to continue: run the same command with --overwrite instead")
+        raise ClidepError(
+            f"--resume: the run in {out} stopped before its first checkpoint (one every --save-every "
+            "steps), so there is nothing to continue: run the same command with --overwrite instead"
+        )
     raise ClidepError(f"--resume: {out} holds no run to resume (no run.json)")
 
 
@@ -209,11 +243,15 @@ def _new_run(teacher: str, out: Path, partial: Path, config: CompressConfig, ove
     from clidep.data import read_text
 
     if not overwrite and latest_checkpoint(partial) is not None:
-        raise ClidepError(f"'{out}' has an interrupted run beside it ({partial}); pass --resume to continue it, or "
-                          "--overwrite to start again")
+        raise ClidepError(
+            f"'{out}' has an interrupted run beside it ({partial}); pass --resume to continue it, or "
+            "--overwrite to start again"
+        )
     if (out / "run.json").is_file() and not overwrite:
-        raise ClidepError(f"'{out}' holds a compress run; pass --resume to continue it or --overwrite to replace it "
-                          "once the new student is complete")
+        raise ClidepError(
+            f"'{out}' holds a compress run; pass --resume to continue it or --overwrite to replace it "
+            "once the new student is complete"
+        )
     config.check_new_run()
     check_output(out, [teacher, config.match, config.data], overwrite=overwrite)
     run = {**_plan(teacher, config), "val_data": config.val_data, "options": {"teacher": teacher, **config.to_dict()}}
@@ -235,8 +273,11 @@ def _check_space(run: dict, out: Path, config: CompressConfig) -> None:
 
     params = param_count(_student_config(run, _teacher_config(run["teacher"], config.seq_len)))
     checkpoints = 2 if config.save_every else 0
-    free_space_check(out.parent, 4 * params + checkpoints * 12 * params + 2_000_000,
-                     f"this compress run ({params:,} parameters, {checkpoints} checkpoints at a time)")
+    free_space_check(
+        out.parent,
+        4 * params + checkpoints * 12 * params + 2_000_000,
+        f"this compress run ({params:,} parameters, {checkpoints} checkpoints at a time)",
+    )
 
 
 def _student_config(run: dict, tconf):
@@ -270,8 +311,10 @@ def _same_settings(run: dict, teacher: str, config: CompressConfig) -> None:
         changed.insert(0, ("TEACHER", teacher, stored["teacher"]))
     if changed:
         said = ", ".join(f"{name} {value} (the run has {was})" for name, value, was in changed)
-        raise ClidepError(f"--resume continues the stored run, but this call changes {said}; "
-                          "drop those options, or start a new run with --overwrite")
+        raise ClidepError(
+            f"--resume continues the stored run, but this call changes {said}; "
+            "drop those options, or start a new run with --overwrite"
+        )
 
 
 # Over a screen because half of it is the compress.json record, written out field by field.
@@ -280,12 +323,12 @@ def _distil(run: dict, out: Path, resume: bool, log) -> dict:
     import torch
 
     from clidep.compress.collapse import regulariser
-    from clidep.model.convert import load_model
     from clidep.compress.corpus import batch as corpus_batch
     from clidep.compress.corpus import token_file
-    from clidep.data import load_tokenizer
     from clidep.compress.distill import TrainConfig, train, validation_ids
     from clidep.compress.student_init import start_student
+    from clidep.data import load_tokenizer
+    from clidep.model.convert import load_model
     from clidep.model.params import param_count
 
     val_data = run.get("val_data", "wiki-en-valid")
@@ -301,8 +344,9 @@ def _distil(run: dict, out: Path, resume: bool, log) -> dict:
         from clidep.compress.stock import init_stock
 
         init = lambda s, ids: init_stock(s, teacher_model, run["stock"]["kept_blocks"], ids)  # noqa: E731
-    student = start_student(config, teacher_model, tokens_arr, run["train"]["seed"], run["init"] == "teacher" and not resume,
-                            init)
+    student = start_student(
+        config, teacher_model, tokens_arr, run["train"]["seed"], run["init"] == "teacher" and not resume, init
+    )
     val_ids = validation_ids(tokenizer, val_data)
     cfg = TrainConfig(**run["train"])
     reg = (lambda m: regulariser(m, collapse_plan["lc"])) if collapse_plan else None
@@ -339,8 +383,16 @@ def _distil(run: dict, out: Path, resume: bool, log) -> dict:
         "ppl_curve": state.ppl_curve,
         "loss_curve": state.loss_curve,
         "seconds": round(state.seconds, 1),
-        **({"layercollapse": records, "layercollapse_rule": collapse_plan["rule"], "lc": collapse_plan["lc"],
-            "val_ppl_before_collapse": trained_ppl} if collapse_plan else {}),
+        **(
+            {
+                "layercollapse": records,
+                "layercollapse_rule": collapse_plan["rule"],
+                "lc": collapse_plan["lc"],
+                "val_ppl_before_collapse": trained_ppl,
+            }
+            if collapse_plan
+            else {}
+        ),
         "wall_seconds_this_invocation": round(time.perf_counter() - t0, 1),
     }
     write_json(out / "compress.json", result)
@@ -354,8 +406,14 @@ def _collapse(student, calib, tol: float, val_ids, trained_ppl: float | None, lo
 
     student, records = collapse(student, calib, tol)
     for r in records:
-        log(f"block {r['layer']}: alpha {r['alpha']:.3f}, " + (f"collapsed, max |logit diff| {r['max_logit_diff']:.3g} "
-            f"(bound {r['error_bound']:.3g})" if r["collapsed"] else f"left uncollapsed: {r['reason']}"))
+        log(
+            f"block {r['layer']}: alpha {r['alpha']:.3f}, "
+            + (
+                f"collapsed, max |logit diff| {r['max_logit_diff']:.3g} (bound {r['error_bound']:.3g})"
+                if r["collapsed"]
+                else f"left uncollapsed: {r['reason']}"
+            )
+        )
     # The per-layer figures above measure each collapse alone; together they compound, so the
     # collapsed model is scored again on the validation text with the loop's protocol.
     collapsed_ppl = validation_ppl(student, val_ids)
@@ -421,17 +479,24 @@ def _plan(teacher: str, c: CompressConfig) -> dict:
 
         found, widths["stock"] = stock.plan(c.method, teacher, tconf, target, c.width, c.depth_scorer, c, data)
         if c.match is not None and abs(found.params / target - 1) > 0.02:
-            raise ClidepError(f"no {c.method} student matches {c.match} within 2% ({found.params / target - 1:+.2%}); "
-                              f"{found.arithmetic}")
+            raise ClidepError(
+                f"no {c.method} student matches {c.match} within 2% ({found.params / target - 1:+.2%}); "
+                f"{found.arithmetic}"
+            )
         r, arithmetic = found.width, found.arithmetic
     elif schedule == "auto":
         from clidep.compress import auto as auto_widths
 
         found = auto_widths.plan(teacher, tconf, target, c, data)
         if c.match is not None and abs(found["error"]) > 0.02:
-            raise ClidepError(f"no auto schedule matches {c.match} within 2% ({found['error']:+.2%}); {found['arithmetic']}")
-        widths = {"layer_widths": found["layer_widths"], "layer_head_dims": found["layer_head_dims"],
-                  "auto": {k: found[k] for k in ("scorer", "gamma", "trials", "search_steps")}}
+            raise ClidepError(
+                f"no auto schedule matches {c.match} within 2% ({found['error']:+.2%}); {found['arithmetic']}"
+            )
+        widths = {
+            "layer_widths": found["layer_widths"],
+            "layer_head_dims": found["layer_head_dims"],
+            "auto": {k: found[k] for k in ("scorer", "gamma", "trials", "search_steps")},
+        }
         r, arithmetic = min(found["layer_widths"]), found["arithmetic"]
     else:
         r, arithmetic = _width(tconf, c, schedule, protected, target, collapse_plan)
@@ -440,9 +505,17 @@ def _plan(teacher: str, c: CompressConfig) -> dict:
     if budget:
         arithmetic = f"{budget.arithmetic}\n{arithmetic}"
     return {
-        "teacher": str(teacher), "method": c.method, "schedule": schedule, "collapse": collapse_plan,
-        "width": r, **widths, "protect": protected, "protect_rule": rule,
-        "init": c.init, "data": data, "arithmetic": f"protected blocks: {rule}\n{arithmetic}",
+        "teacher": str(teacher),
+        "method": c.method,
+        "schedule": schedule,
+        "collapse": collapse_plan,
+        "width": r,
+        **widths,
+        "protect": protected,
+        "protect_rule": rule,
+        "init": c.init,
+        "data": data,
+        "arithmetic": f"protected blocks: {rule}\n{arithmetic}",
         "train": {"steps": steps, **train},
     }
 
@@ -480,28 +553,35 @@ def _target(tconf, c: CompressConfig) -> int | None:
         mfile = Path(c.match) / "config.json"
         kind = json.loads(mfile.read_text()).get("model_type") if mfile.is_file() else None
         if kind not in ("cli_gpt2", "gpt2"):
-            raise ClidepError(f"--match {c.match} is not a clidep student or GPT-2 directory (no cli_gpt2 or gpt2 config.json)")
+            raise ClidepError(
+                f"--match {c.match} is not a clidep student or GPT-2 directory (no cli_gpt2 or gpt2 config.json)"
+            )
         mconf = AutoConfig.from_pretrained(c.match)
         target = param_count(config_from_gpt2(mconf) if kind == "gpt2" else mconf)
     elif c.ratio is not None or c.params is not None:
         target = int(c.params) if c.params is not None else round(teacher_params / c.ratio)
     if target is not None and target >= teacher_params:
-        raise ClidepError(f"the target of {target:,} parameters is not below the teacher's {teacher_params:,}: nothing to compress")
+        raise ClidepError(
+            f"the target of {target:,} parameters is not below the teacher's {teacher_params:,}: nothing to compress"
+        )
     if c.width is not None and c.width >= tconf.n_embd:
         raise ClidepError(f"--width {c.width} must be below the teacher's width {tconf.n_embd}")
     return target
 
 
-def _width(tconf, c: CompressConfig, schedule: str, protected: list[int], target: int | None,
-           collapse_plan: dict | None) -> tuple[int, str]:
+def _width(
+    tconf, c: CompressConfig, schedule: str, protected: list[int], target: int | None, collapse_plan: dict | None
+) -> tuple[int, str]:
     """The bottleneck width and the arithmetic line that explains it."""
     from clidep.compress.widths import build, solve
     from clidep.model.params import param_count
 
     teacher_params = param_count(tconf)
     if c.method == "layercollapse":
-        return tconf.n_embd, (f"layercollapse: full width; MLPs of blocks {collapse_plan['layers']} train towards linear "
-                              f"({collapse_plan['rule']})")
+        return tconf.n_embd, (
+            f"layercollapse: full width; MLPs of blocks {collapse_plan['layers']} train towards linear "
+            f"({collapse_plan['rule']})"
+        )
     if c.width is not None:
         size = param_count(build(tconf, schedule, c.width, protected))
         arithmetic = f"{c.method}: explicit width {c.width}: {size:,} parameters, ratio {teacher_params / size:.3f}"
@@ -512,5 +592,7 @@ def _width(tconf, c: CompressConfig, schedule: str, protected: list[int], target
             raise ClidepError(f"no {c.method} width matches {c.match} within 2% ({sol.error:+.2%}); {sol.arithmetic}")
         r, arithmetic = sol.width, sol.arithmetic
     if collapse_plan:
-        arithmetic += f"\nlayercollapse: MLPs of blocks {collapse_plan['layers']} train towards linear ({collapse_plan['rule']})"
+        arithmetic += (
+            f"\nlayercollapse: MLPs of blocks {collapse_plan['layers']} train towards linear ({collapse_plan['rule']})"
+        )
     return r, arithmetic

@@ -66,8 +66,10 @@ def slim_width(tconf, target: int, n_layer: int | None = None) -> int:
     sizes = [(size(tconf, w, n), w) for w in range(WIDTH_STEP, tconf.n_embd, WIDTH_STEP)]
     best = nearest_size(sizes, target)
     if best is None:
-        raise ClidepError(f"a slim student of {n} blocks cannot be as small as {target:,} parameters: width "
-                          f"{WIDTH_STEP} already needs {sizes[0][0]:,}")
+        raise ClidepError(
+            f"a slim student of {n} blocks cannot be as small as {target:,} parameters: width "
+            f"{WIDTH_STEP} already needs {sizes[0][0]:,}"
+        )
     return best[1]
 
 
@@ -78,8 +80,10 @@ def depth_blocks(tconf, target: int) -> int:
     sizes = [(size(tconf, tconf.n_embd, k), k) for k in range(1, tconf.n_layer)]
     best = nearest_size(sizes, target)
     if best is None:
-        raise ClidepError(f"a depth student cannot be as small as {target:,} parameters: the embeddings and one block "
-                          f"already need {sizes[0][0]:,}; use --method slim or depth+slim")
+        raise ClidepError(
+            f"a depth student cannot be as small as {target:,} parameters: the embeddings and one block "
+            f"already need {sizes[0][0]:,}; use --method slim or depth+slim"
+        )
     return best[1]
 
 
@@ -101,8 +105,9 @@ def block_scores(teacher: str, scorer: str, tconf) -> list[float] | None:
     return [row[scorer] for row in report["scores"]]
 
 
-def plan(method: str, teacher: str, tconf, target: int | None, width: int | None, scorer: str, c, data: str,
-         log=print) -> tuple[StockPlan, dict]:
+def plan(
+    method: str, teacher: str, tconf, target: int | None, width: int | None, scorer: str, c, data: str, log=print
+) -> tuple[StockPlan, dict]:
     """The stock student of METHOD for TEACHER (its config TCONF) at TARGET parameters (or an explicit slim
     WIDTH), with the record of how: (plan, record for run.json)."""
     d, n = tconf.n_embd, tconf.n_layer
@@ -126,10 +131,14 @@ def plan(method: str, teacher: str, tconf, target: int | None, width: int | None
     p = size(tconf, w, len(kept))
     cfg = stock_config(tconf, w, len(kept))
     aim = f"target {target:,} (ratio {tparams / target:.3f})" if target else f"explicit width {w}"
-    lines = [f"teacher: {n} blocks x {d}, {tparams:,} parameters; {aim}",
-             f"{method}: {len(kept)} blocks x {w} ({cfg.n_head} heads of {cfg.head_dim}), kept blocks {kept}"
-             + (f" by {scorer}" if method != "slim" else "") + f"; {p:,} parameters"
-             + (f" ({p / target - 1:+.2%})" if target else "") + f", ratio {tparams / p:.3f}; a stock GPT-2"]
+    lines = [
+        f"teacher: {n} blocks x {d}, {tparams:,} parameters; {aim}",
+        f"{method}: {len(kept)} blocks x {w} ({cfg.n_head} heads of {cfg.head_dim}), kept blocks {kept}"
+        + (f" by {scorer}" if method != "slim" else "")
+        + f"; {p:,} parameters"
+        + (f" ({p / target - 1:+.2%})" if target else "")
+        + f", ratio {tparams / p:.3f}; a stock GPT-2",
+    ]
     record["kept_blocks"], record["width"], record["head_dim"] = kept, w, cfg.head_dim
     return StockPlan(w, cfg.head_dim, kept, p, "\n".join(lines)), record
 
@@ -142,9 +151,9 @@ def _split(teacher: str, tconf, target: int, scores, scorer: str, c, data: str, 
     """(blocks, width, trials) of depth+slim: SPLITS block counts between depth alone and every block, each at the
     width that reaches TARGET, distilled for c.search_steps steps; the lowest validation perplexity wins."""
     from clidep.compress.auto import distil_briefly
-    from clidep.compress.widths import REACH
     from clidep.compress.corpus import token_file
     from clidep.compress.distill import validation_ids
+    from clidep.compress.widths import REACH
     from clidep.data import load_tokenizer
     from clidep.model.convert import load_model
 
@@ -164,8 +173,9 @@ def _split(teacher: str, tconf, target: int, scores, scorer: str, c, data: str, 
         w = tconf.n_embd if size(tconf, tconf.n_embd, k) <= target / REACH and k < n else slim_width(tconf, target, k)
         kept = keep_blocks(scores, k, n, scorer)
         config = stock_config(tconf, w, k)
-        ppl = distil_briefly(teacher_model, config, lambda s, ids: init_stock(s, teacher_model, kept, ids), tokens,
-                             val_ids, c)
+        ppl = distil_briefly(
+            teacher_model, config, lambda s, ids: init_stock(s, teacher_model, kept, ids), tokens, val_ids, c
+        )
         trials.append({"blocks": k, "width": w, "kept_blocks": kept, "params": size(tconf, w, k), "val_ppl": ppl})
         log(f"depth+slim: {k} blocks x {w}: validation ppl {ppl:.2f}")
     best = min(trials, key=lambda t: t["val_ppl"])
@@ -205,4 +215,3 @@ def init_stock(student, teacher, kept: list[int], ids) -> None:
             s.ln_f.weight.copy_(((Q * t.ln_f.weight[:, None]) * Q).sum(0) * math.sqrt(d / w))
             s.ln_f.bias.copy_(t.ln_f.bias @ Q)
     student.tie_weights()
-

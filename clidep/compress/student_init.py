@@ -48,8 +48,12 @@ def stream_basis(teacher: CLIGPT2LMHeadModel, ids: torch.Tensor, reads: list[int
     (n_layer: the final LayerNorm)."""
     states = []
     t = teacher.transformer
-    hooks = [(t.ln_f if i == len(t.h) else t.h[i]).register_forward_hook(
-        lambda m, a, o: states.append(a[0].reshape(-1, a[0].shape[-1]))) for i in reads]
+    hooks = [
+        (t.ln_f if i == len(t.h) else t.h[i]).register_forward_hook(
+            lambda m, a, o: states.append(a[0].reshape(-1, a[0].shape[-1]))
+        )
+        for i in reads
+    ]
     try:
         teacher(ids, use_cache=False)
     finally:
@@ -88,7 +92,9 @@ def init_narrow_block(src, dst, Q: torch.Tensor, d: int) -> None:
     Wq, Wk, Wv = w_qkv_in.split(d)  # (d, r) each, rows = nh_t heads x hs_t
     bq, bk, bv = b_qkv.split(d)
     Wo = ta.c_proj.weight  # (d, d): columns = nh_t heads x hs_t
-    head_score = torch.stack([Wv[h * hs_t:(h + 1) * hs_t].norm() * Wo[:, h * hs_t:(h + 1) * hs_t].norm() for h in range(nh_t)])
+    head_score = torch.stack(
+        [Wv[h * hs_t : (h + 1) * hs_t].norm() * Wo[:, h * hs_t : (h + 1) * hs_t].norm() for h in range(nh_t)]
+    )
     heads = _top(head_score, nh_s)
     q_rows, k_rows, v_rows, o_cols = [], [], [], []
     for h in heads.tolist():
@@ -122,14 +128,18 @@ def init_from_teacher(student: CLIGPT2LMHeadModel, teacher: CLIGPT2LMHeadModel, 
     """Initialise STUDENT from TEACHER (identity schedule) using calibration batch IDS (N, L)."""
     d = teacher.config.n_embd
     assert teacher.config.layer_widths == [d] * teacher.config.n_layer, "the teacher must be full width"
-    assert student.config.n_layer == teacher.config.n_layer and student.config.n_embd == d, "student and teacher shapes differ"
+    assert student.config.n_layer == teacher.config.n_layer and student.config.n_embd == d, (
+        "student and teacher shapes differ"
+    )
     s, t = student.transformer, teacher.transformer
     for name in ("wte", "wpe", "ln_f"):
         getattr(s, name).load_state_dict(getattr(t, name).state_dict())
     widths = student.config.layer_widths
     for i, w in enumerate(widths):
         if w == d:
-            assert student.config.layer_head_dims[i] == teacher.config.layer_head_dims[i], f"block {i}: head size differs"
+            assert student.config.layer_head_dims[i] == teacher.config.layer_head_dims[i], (
+                f"block {i}: head size differs"
+            )
             missing, unexpected = s.h[i].load_state_dict(t.h[i].state_dict(), strict=False)
             assert not unexpected and set(missing) <= {"mlp.act.alpha"}, f"block {i}: {missing} {unexpected}"
     bases = {}  # narrow block -> its run's basis Q (d, r)
@@ -149,8 +159,9 @@ def init_from_teacher(student: CLIGPT2LMHeadModel, teacher: CLIGPT2LMHeadModel, 
     student.tie_weights()
 
 
-def start_student(config, teacher: CLIGPT2LMHeadModel, tokens, seed: int, from_teacher: bool = True,
-                  init=None) -> CLIGPT2LMHeadModel:
+def start_student(
+    config, teacher: CLIGPT2LMHeadModel, tokens, seed: int, from_teacher: bool = True, init=None
+) -> CLIGPT2LMHeadModel:
     """The student a distillation starts from: CONFIG without dropout (a small budget; resumes stay
     bit-exact), built under SEED, and with FROM_TEACHER initialised from TEACHER on the calibration
     batch of SEED + 1 from TOKENS, by INIT(student, batch) (default ``init_from_teacher``; the stock

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from clidep.model.config import CLIGPT2Config
 from clidep.errors import ClidepError
+from clidep.model.config import CLIGPT2Config
 from clidep.model.params import param_count
 
 
@@ -54,14 +54,16 @@ def schedule(method: str, n_layer: int, d: int, r: int, protect: list[int]) -> l
     raise ClidepError(f"unknown --method '{method}': choose cli or uniform")
 
 
-def student_config(teacher: CLIGPT2Config, widths: list[int], head_dims: list[int],
-                   mlp_kinds: list[str] | None = None) -> CLIGPT2Config:
+def student_config(
+    teacher: CLIGPT2Config, widths: list[int], head_dims: list[int], mlp_kinds: list[str] | None = None
+) -> CLIGPT2Config:
     """The teacher's config with a new width schedule, head sizes and MLP kinds; everything else kept.
 
     The one way clidep derives a config from another (LayerCollapse's kinds go through it too).
     """
-    return CLIGPT2Config(**{**teacher.to_dict(), "layer_widths": widths, "layer_head_dims": head_dims,
-                            "mlp_kinds": mlp_kinds})
+    return CLIGPT2Config(
+        **{**teacher.to_dict(), "layer_widths": widths, "layer_head_dims": head_dims, "mlp_kinds": mlp_kinds}
+    )
 
 
 def head_size(width: int, preferred: int) -> int:
@@ -98,8 +100,10 @@ def solve(teacher: CLIGPT2Config, method: str, target: int, protect: list[int], 
     if target <= 0:
         raise ClidepError(f"the target size must be positive, got {target}")
     teacher_params = param_count(teacher)
-    sizes = [(param_count(student_config(teacher, schedule(method, n, d, r, protect), [1] * n, kinds)), r)
-             for r in range(4, d + 1, 4)]
+    sizes = [
+        (param_count(student_config(teacher, schedule(method, n, d, r, protect), [1] * n, kinds)), r)
+        for r in range(4, d + 1, 4)
+    ]
     best, smallest = nearest_size(sizes, target), sizes[0][0]
     if best is None:
         raise ClidepError(
@@ -110,12 +114,14 @@ def solve(teacher: CLIGPT2Config, method: str, target: int, protect: list[int], 
     params, r = best
     config = build(teacher, method, r, protect)
     hd = head_size(r, teacher.head_dim)
-    arithmetic = "\n".join([
-        f"teacher: {n} blocks x {d}, {teacher_params:,} parameters; target {target:,} (ratio {teacher_params / target:.3f})",
-        f"{method}: widths {_compact(config.layer_widths)}, narrow blocks {r // hd} heads of {hd}; "
-        f"{params:,} parameters ({params / target - 1:+.2%}), ratio {teacher_params / params:.3f}"
-        + (f", counting the MLPs of blocks {sorted(collapse)} as collapsed" if collapse else ""),
-    ])
+    arithmetic = "\n".join(
+        [
+            f"teacher: {n} blocks x {d}, {teacher_params:,} parameters; target {target:,} (ratio {teacher_params / target:.3f})",
+            f"{method}: widths {_compact(config.layer_widths)}, narrow blocks {r // hd} heads of {hd}; "
+            f"{params:,} parameters ({params / target - 1:+.2%}), ratio {teacher_params / params:.3f}"
+            + (f", counting the MLPs of blocks {sorted(collapse)} as collapsed" if collapse else ""),
+        ]
+    )
     return Solution(config.layer_widths, r, hd, params, target, arithmetic)
 
 
@@ -136,7 +142,7 @@ def allocate(teacher: CLIGPT2Config, scores: list[float], gamma: float, target: 
     step = auto_step(d)
     floor = max(step, d // 8 // step * step)
     norm = [max(s, top * 1e-6) / top if top > 0 else 1.0 for s in scores]  # (n,) in (0, 1]
-    shares = [x ** gamma for x in norm]
+    shares = [x**gamma for x in norm]
 
     def widths(c: float) -> list[int]:
         return [min(d, max(floor, round(c * d * x / step) * step)) for x in shares]
@@ -153,8 +159,10 @@ def allocate(teacher: CLIGPT2Config, scores: list[float], gamma: float, target: 
     if not below and ladder[0][2] < target / REACH:
         below = ladder[:1]
     if not below:
-        raise ClidepError(f"an auto student cannot be as small as {target:,} parameters: blocks of {floor} already need "
-                          f"{ladder[0][2]:,} (largest reachable ratio {param_count(teacher) / ladder[0][2]:.2f})")
+        raise ClidepError(
+            f"an auto student cannot be as small as {target:,} parameters: blocks of {floor} already need "
+            f"{ladder[0][2]:,} (largest reachable ratio {param_count(teacher) / ladder[0][2]:.2f})"
+        )
     c, w, p = below[-1]
     # Rounding moves blocks of equal score together; largest remainders first, one step at a time,
     # fill the gap to the next rung so the size lands within a step of one block of the target.
@@ -165,7 +173,7 @@ def allocate(teacher: CLIGPT2Config, scores: list[float], gamma: float, target: 
         if not open_:
             break
         i = max(open_, key=lambda j: rest[j])
-        w = [*w[:i], w[i] + step, *w[i + 1:]]
+        w = [*w[:i], w[i] + step, *w[i + 1 :]]
         rest[i] -= step
         p = size(w)
         steps.append((p, w))
@@ -173,20 +181,24 @@ def allocate(teacher: CLIGPT2Config, scores: list[float], gamma: float, target: 
     best = min(steps + above, key=lambda t: abs(t[0] - target))
     params, w = best
     teacher_params = param_count(teacher)
-    arithmetic = "\n".join([
-        f"teacher: {n} blocks x {d}, {teacher_params:,} parameters; target {target:,} (ratio {teacher_params / target:.3f})",
-        "auto: width_i = clip(c x " + f"{d} x (score_i / max)^{gamma:g}, {floor}, {d}) in steps of {step}; "
-        f"scores / max [{', '.join(f'{x:.3g}' for x in norm)}]",
-        f"auto: widths {_compact(list(w))}; {params:,} parameters ({params / target - 1:+.2%}), ratio {teacher_params / params:.3f}",
-    ])
+    arithmetic = "\n".join(
+        [
+            f"teacher: {n} blocks x {d}, {teacher_params:,} parameters; target {target:,} (ratio {teacher_params / target:.3f})",
+            "auto: width_i = clip(c x " + f"{d} x (score_i / max)^{gamma:g}, {floor}, {d}) in steps of {step}; "
+            f"scores / max [{', '.join(f'{x:.3g}' for x in norm)}]",
+            f"auto: widths {_compact(list(w))}; {params:,} parameters ({params / target - 1:+.2%}), ratio {teacher_params / params:.3f}",
+        ]
+    )
     return Solution(list(w), min(w), teacher.head_dim, params, target, arithmetic)
 
 
 def schedule_head_dims(teacher: CLIGPT2Config, widths) -> list[int]:
     """Head sizes of any schedule: full-width blocks keep the teacher's heads; a narrow block of width
     w takes the divisor of w nearest the teacher's head size."""
-    return [teacher.layer_head_dims[i] if w == teacher.n_embd else head_size(w, teacher.head_dim)
-            for i, w in enumerate(widths)]
+    return [
+        teacher.layer_head_dims[i] if w == teacher.n_embd else head_size(w, teacher.head_dim)
+        for i, w in enumerate(widths)
+    ]
 
 
 def _compact(widths: list[int]) -> str:

@@ -57,9 +57,11 @@ def launchers() -> dict[str, Path]:
     found = {core: env_dir() / "bin" / f"python-{core}" for core in CORES}
     missing = [core for core, path in found.items() if not os.access(path, os.X_OK)]
     if missing or not (env_dir() / "ready").is_file():
-        raise ClidepError(f"the emulated aarch64 environment is not built ({env_dir()} has no "
-                          f"{', '.join(missing) or 'finished build'}): run bash scripts/arm64-env.sh from clidep's "
-                          "checkout (Debian's apt and the package registries), or set CLIDEP_ARM64_ENV to where it is")
+        raise ClidepError(
+            f"the emulated aarch64 environment is not built ({env_dir()} has no "
+            f"{', '.join(missing) or 'finished build'}): run bash scripts/arm64-env.sh from clidep's "
+            "checkout (Debian's apt and the package registries), or set CLIDEP_ARM64_ENV to where it is"
+        )
     return found
 
 
@@ -71,8 +73,14 @@ def probe_inputs(ppl_ids: np.ndarray, vocab: int, seed: int = 0) -> dict:
     mask2 = np.ones((2, 12), np.int64)
     mask2[1, :3] = 0
     ppl_ids = np.asarray(ppl_ids, np.int64)
-    return {"ids1": rng.integers(1, vocab, (1, 12)), "ids2": rng.integers(1, vocab, (2, 12)), "mask2": mask2,
-            "split": np.array(8), "prompt": ppl_ids[None, :8], "ppl_ids": ppl_ids[: ARM_PPL_TOKENS + 1]}
+    return {
+        "ids1": rng.integers(1, vocab, (1, 12)),
+        "ids2": rng.integers(1, vocab, (2, 12)),
+        "mask2": mask2,
+        "split": np.array(8),
+        "prompt": ppl_ids[None, :8],
+        "ppl_ids": ppl_ids[: ARM_PPL_TOKENS + 1],
+    }
 
 
 def run_probes(jobs: list[dict], inputs: dict, context: int, stride: int, log=print) -> dict:
@@ -85,24 +93,39 @@ def run_probes(jobs: list[dict], inputs: dict, context: int, stride: int, log=pr
     with tempfile.TemporaryDirectory(prefix="clidep-arm-") as tmp:
         tmp = Path(tmp)
         np.savez(tmp / "inputs.npz", **inputs)
-        spec = {"inputs": str(tmp / "inputs.npz"), "context": context, "stride": stride,
-                "greedy_tokens": GREEDY_TOKENS, "jobs": jobs}
+        spec = {
+            "inputs": str(tmp / "inputs.npz"),
+            "context": context,
+            "stride": stride,
+            "greedy_tokens": GREEDY_TOKENS,
+            "jobs": jobs,
+        }
         (tmp / "spec.json").write_text(json.dumps(spec))
         (tmp / "path").mkdir()
         (tmp / "path" / "clidep").symlink_to(PACKAGE)  # the package alone: not the host's site-packages
         env = {**os.environ, "PYTHONPATH": str(tmp / "path")}
         log(f"aarch64 check: {len(jobs)} graph(s) on emulated {' and '.join(python)} ...")
-        procs = {core: subprocess.Popen([str(exe), "-m", "clidep.runtime.probe", str(tmp / "spec.json"),
-                                         str(tmp / f"{core}.npz")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        text=True, env=env, preexec_fn=die_with_parent) for core, exe in python.items()}
+        procs = {
+            core: subprocess.Popen(
+                [str(exe), "-m", "clidep.runtime.probe", str(tmp / "spec.json"), str(tmp / f"{core}.npz")],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+                preexec_fn=die_with_parent,
+            )
+            for core, exe in python.items()
+        }
         try:
             results = {"host": (probe.run(spec), where())}  # while the emulated cores run
             for core, proc in procs.items():
                 stdout, stderr = proc.communicate(timeout=TIMEOUT_S)
                 if proc.returncode:
                     lines = [line for line in stderr.splitlines() if line.strip()]
-                    raise ClidepError(f"the aarch64 check failed on the emulated {core}: "
-                                      f"{lines[-1] if lines else f'exit status {proc.returncode}'}")
+                    raise ClidepError(
+                        f"the aarch64 check failed on the emulated {core}: "
+                        f"{lines[-1] if lines else f'exit status {proc.returncode}'}"
+                    )
                 with np.load(tmp / f"{core}.npz") as f:
                     results[core] = ({k: f[k] for k in f.files}, json.loads(stdout))
         finally:
@@ -139,9 +162,16 @@ def compare(name: str, precision: str, host: dict, arm: dict, fp32: str) -> dict
         misses = [f"max |logit diff| {diff:.3g} > {FP32_ATOL:g}"] if diff > FP32_ATOL else []
         misses += [] if figures["greedy_match"] else ["its greedy continuation differs from x86's"]
     else:
-        misses = [f"ppl {figures['ppl_delta']:+.2%} against x86's fp32 (gate +{limit:.1%})"] if figures["ppl_delta"] > limit else []
-        misses += ([f"next-token agreement with x86's fp32 {figures['fp32_agreement']:.1%} (gate {agree:.0%})"]
-                   if agree is not None and figures["fp32_agreement"] < agree else [])
+        misses = (
+            [f"ppl {figures['ppl_delta']:+.2%} against x86's fp32 (gate +{limit:.1%})"]
+            if figures["ppl_delta"] > limit
+            else []
+        )
+        misses += (
+            [f"next-token agreement with x86's fp32 {figures['fp32_agreement']:.1%} (gate {agree:.0%})"]
+            if agree is not None and figures["fp32_agreement"] < agree
+            else []
+        )
     figures["gate_misses"] = misses
     return figures
 
@@ -154,10 +184,15 @@ def check_arm(folder: Path, variants: list[dict], genai: dict, ppl_ids: np.ndarr
     inputs = probe_inputs(ppl_ids, int(variants[0]["vocab_size"]))
     results = run_probes(jobs, inputs, context, context // 2, log)
     host, fp32 = results["host"][0], variants[0]["file"]
-    record = {"emulator": results[CORES[0]][1]["emulated"], "ppl_tokens": int(inputs["ppl_ids"].size - 1),
-              "host": {"machine": results["host"][1]["machine"], "ppl": {v["file"]: float(host[f"{v['file']}::ppl"])
-                                                                        for v in variants}},
-              "cores": {}}
+    record = {
+        "emulator": results[CORES[0]][1]["emulated"],
+        "ppl_tokens": int(inputs["ppl_ids"].size - 1),
+        "host": {
+            "machine": results["host"][1]["machine"],
+            "ppl": {v["file"]: float(host[f"{v['file']}::ppl"]) for v in variants},
+        },
+        "cores": {},
+    }
     for core in CORES:
         arm, machine = results[core]
         per = {v["file"]: compare(v["file"], v["precision"], host, arm, fp32) for v in variants}
@@ -171,5 +206,9 @@ def check_arm(folder: Path, variants: list[dict], genai: dict, ppl_ids: np.ndarr
 
 def refusals(record: dict) -> list[str]:
     """One line per variant and core that missed a gate on ARM."""
-    return [f"{file} on an emulated {core}: {'; '.join(f['gate_misses'])}"
-            for core, c in record["cores"].items() for file, f in c["variants"].items() if f["gate_misses"]]
+    return [
+        f"{file} on an emulated {core}: {'; '.join(f['gate_misses'])}"
+        for core, c in record["cores"].items()
+        for file, f in c["variants"].items()
+        if f["gate_misses"]
+    ]

@@ -27,8 +27,15 @@ from clidep.runtime.verify import file_sha256, graph_bytes
 INT8_PER_CHANNEL = False
 
 
-def export_artifact(model_path: str | Path, out: str | Path, config: ExportConfig | None = None, *,
-                    overwrite: bool = False, log=None, **options) -> dict:
+def export_artifact(
+    model_path: str | Path,
+    out: str | Path,
+    config: ExportConfig | None = None,
+    *,
+    overwrite: bool = False,
+    log=None,
+    **options,
+) -> dict:
     """Export MODEL to ONNX in OUT, validate it against PyTorch, and add the precisions asked for.
 
     CONFIG (an ``ExportConfig``), or its fields as keywords (``int8=True, ppl_tokens=4096, ...``),
@@ -69,7 +76,6 @@ def _export(model_path: str | Path, out: Path, c: ExportConfig, overwrite: bool,
     model = load_model(model_path)
     if c.gguf:
         from clidep.export.gguf import check_stock
-
         from clidep.runtime.llamacpp import bin_dir
 
         check_stock(model.config)  # a model llama.cpp cannot hold is refused as such, built or not
@@ -85,7 +91,9 @@ def _export(model_path: str | Path, out: Path, c: ExportConfig, overwrite: bool,
     batch = ppl_batch(context, model.config.vocab_size)
     n_agree = min(8, (ids.size - 1) // 128)
     agree_windows = ids[: n_agree * 128].reshape(n_agree, 128) if n_agree else ids[None, : ids.size]
-    windows = calibration_batch(tokenizer, c.data, c.calib_samples, min(128, context), 0)[0].numpy() if c.static else None
+    windows = (
+        calibration_batch(tokenizer, c.data, c.calib_samples, min(128, context), 0)[0].numpy() if c.static else None
+    )
 
     config = model.config
 
@@ -117,12 +125,20 @@ def _export(model_path: str | Path, out: Path, c: ExportConfig, overwrite: bool,
             picks = next_tokens(runner, agree_windows)
             if strict:
                 fp32_picks.append(picks)
-            return {"file": path.name, "precision": precision, "seconds": round(secs, 2), **measured, "ppl": v_ppl,
-                    "greedy_agreement": float((picks == fp32_picks[0]).mean()),
-                    "kv_layout": onnx_io.SHARED_BUFFER if runner.shared else "growing",
-                    "kv_cache": {"precision": runner.cache_precision},
-                    "graph_kv_shapes": [list(k) for k in runner.kv_shapes], "max_length": runner.max_length,
-                    "vocab_size": runner.session.get_outputs()[0].shape[-1], **extra}
+            return {
+                "file": path.name,
+                "precision": precision,
+                "seconds": round(secs, 2),
+                **measured,
+                "ppl": v_ppl,
+                "greedy_agreement": float((picks == fp32_picks[0]).mean()),
+                "kv_layout": onnx_io.SHARED_BUFFER if runner.shared else "growing",
+                "kv_cache": {"precision": runner.cache_precision},
+                "graph_kv_shapes": [list(k) for k in runner.kv_shapes],
+                "max_length": runner.max_length,
+                "vocab_size": runner.session.get_outputs()[0].shape[-1],
+                **extra,
+            }
 
         variants = [score(fp32, "fp32", seconds, True)]
         variants += [score(tmp / name, precision, secs, False, **extra) for name, precision, secs, extra, _ in written]
@@ -130,8 +146,9 @@ def _export(model_path: str | Path, out: Path, c: ExportConfig, overwrite: bool,
         kv_record = None
         if c.cache_precision != "fp32" and cached:
             calib, calib_label = _calibration_windows(tokenizer, c, context, text_ids, ids.size, label)
-            kv_record = _cache_precision(c, tmp, variants, cached, ids, context, reference, (calib, calib_label),
-                                         agree_windows[:4], log)
+            kv_record = _cache_precision(
+                c, tmp, variants, cached, ids, context, reference, (calib, calib_label), agree_windows[:4], log
+            )
         for v in variants:
             v["ppl_delta"] = v["ppl"] / variants[0]["ppl"] - 1
             data = tmp / f"{v['file']}.data"  # weights past 2 GB live beside the graph
@@ -140,11 +157,15 @@ def _export(model_path: str | Path, out: Path, c: ExportConfig, overwrite: bool,
             if data.exists():
                 v["external_data"] = {"file": data.name, "sha256": file_sha256(data)}
         manifest = {
-            "source": str(model_path), "model_type": config.model_type,
-            "layer_widths": config.layer_widths, "kv_shapes": [list(s) for s in config.kv_shapes],
-            "opset": c.opset if c.plain_onnx else ORT_GRAPH_OPSET, "optimize": optimized,
+            "source": str(model_path),
+            "model_type": config.model_type,
+            "layer_widths": config.layer_widths,
+            "kv_shapes": [list(s) for s in config.kv_shapes],
+            "opset": c.opset if c.plain_onnx else ORT_GRAPH_OPSET,
+            "optimize": optimized,
             "ppl_protocol": {"data": label, "tokens": int(ids.size - 1), "context": context, "stride": context // 2},
-            "variants": variants, "measured_on": where(),
+            "variants": variants,
+            "measured_on": where(),
         }
         if kv_record:
             manifest["kv_cache"] = kv_record
@@ -176,9 +197,14 @@ def _write_gguf(model, tmp: Path, c: ExportConfig, name: str, ids, reference, lo
         log(f"writing gguf/model.{kind}.gguf")
         t0 = time.perf_counter()
         dst = folder / f"model.{kind}.gguf"
-        record = write_gguf(model, tmp, dst, kind, name) if kind in WRITTEN else \
-            quantize_gguf(folder / "model.f32.gguf", dst, kind)
-        files.append({"file": f"model.{kind}.gguf", "type": kind, "seconds": round(time.perf_counter() - t0, 2), **record})
+        record = (
+            write_gguf(model, tmp, dst, kind, name)
+            if kind in WRITTEN
+            else quantize_gguf(folder / "model.f32.gguf", dst, kind)
+        )
+        files.append(
+            {"file": f"model.{kind}.gguf", "type": kind, "seconds": round(time.perf_counter() - t0, 2), **record}
+        )
     return files, gguf_reference(model, ids, reference)
 
 
@@ -197,13 +223,19 @@ def _gguf_checked(tmp: Path, files: list[dict], ref, tokenizer, sample: str, ids
     for f in files:
         f["size_bytes"] = (folder / f["file"]).stat().st_size
         f["sha256"] = file_sha256(folder / f["file"])
-    return {"folder": "gguf", "llama_cpp": {"version": VERSION, "build": build_commit()},
-            "gates": {"max_abs_logit_diff_f32": LOGIT_ATOL, "ppl_delta_vs_f32": GGUF_PPL_GATES,
-                      "greedy_match": ["f32", "f16"]},
-            "gelu_table_shift": ref.gelu_table_shift,
-            "tokenizer_check": "llama.cpp's ids equal transformers' on the check text's first 400 tokens and edge cases",
-            "writers": {"f32, f16": "the gguf package's GGUFWriter", "q8_0, q4_0": "llama-quantize, from the F32 file"},
-            "files": files}
+    return {
+        "folder": "gguf",
+        "llama_cpp": {"version": VERSION, "build": build_commit()},
+        "gates": {
+            "max_abs_logit_diff_f32": LOGIT_ATOL,
+            "ppl_delta_vs_f32": GGUF_PPL_GATES,
+            "greedy_match": ["f32", "f16"],
+        },
+        "gelu_table_shift": ref.gelu_table_shift,
+        "tokenizer_check": "llama.cpp's ids equal transformers' on the check text's first 400 tokens and edge cases",
+        "writers": {"f32, f16": "the gguf package's GGUFWriter", "q8_0, q4_0": "llama-quantize, from the F32 file"},
+        "files": files,
+    }
 
 
 def _arm_checked(tmp: Path, manifest: dict, ids, context: int, log) -> dict:
@@ -214,28 +246,50 @@ def _arm_checked(tmp: Path, manifest: dict, ids, context: int, log) -> dict:
     record = check_arm(tmp, manifest["variants"], manifest.get("genai", {}), ids, context, log)
     misses = refusals(record)
     if misses:
-        raise ClidepError("export failed its aarch64 check, so these files would not give on ARM what they give here: "
-                          + "; ".join(misses))
+        raise ClidepError(
+            "export failed its aarch64 check, so these files would not give on ARM what they give here: "
+            + "; ".join(misses)
+        )
     return record
 
 
-def _cache_precision(c: ExportConfig, tmp: Path, variants: list[dict], cached: list[str], ids, context: int, reference,
-                     calibration: tuple, windows, log) -> dict:
+def _cache_precision(
+    c: ExportConfig,
+    tmp: Path,
+    variants: list[dict],
+    cached: list[str],
+    ids,
+    context: int,
+    reference,
+    calibration: tuple,
+    windows,
+    log,
+) -> dict:
     """--kv: each quantised ONNX Runtime graph file (CACHED) rewritten with the cache C.cache_precision, held
     to the KV gates against the same file with its fp32 cache, and swapped in; its manifest entry updated
     in place. CALIBRATION: (windows (N, L), label) for int8 scales. Returns the manifest's ``kv_cache``
     record."""
     import os
 
-    from clidep.export.kv_cache import (KV_AGREEMENT_GATE, KV_PPL_GATE, CacheFormat, calibrate, decode_predictions,
-                                        int8_format, store_cache)
+    from clidep.export.kv_cache import (
+        KV_AGREEMENT_GATE,
+        KV_PPL_GATE,
+        CacheFormat,
+        calibrate,
+        decode_predictions,
+        int8_format,
+        store_cache,
+    )
     from clidep.export.validate import validate_export
     from clidep.quality.perplexity import perplexity, ppl_batch
     from clidep.runtime.runner import OnnxCausalLM
 
     precision = c.cache_precision
-    record = {"precision": precision, "files": sorted(cached),
-              "gates": {"ppl_delta": KV_PPL_GATE, "decode_agreement": KV_AGREEMENT_GATE}}
+    record = {
+        "precision": precision,
+        "files": sorted(cached),
+        "gates": {"ppl_delta": KV_PPL_GATE, "decode_agreement": KV_AGREEMENT_GATE},
+    }
     cache = CacheFormat(precision)
     if precision == "int8":
         calib, label = calibration
@@ -257,9 +311,11 @@ def _cache_precision(c: ExportConfig, tmp: Path, variants: list[dict], cached: l
         agree = float((decode_predictions(runner, windows, prompt) == before).mean())  # over before.size tokens
         delta = ppl / v["ppl"] - 1
         if delta > KV_PPL_GATE or agree < KV_AGREEMENT_GATE:
-            raise ClidepError(f"export failed its KV-cache check: {v['file']} with an {precision} cache scores perplexity "
-                              f"{delta:+.2%} and picks {agree:.1%} of {before.size} next tokens of its fp32 cache (gates "
-                              f"+{KV_PPL_GATE:.1%}, {KV_AGREEMENT_GATE:.0%}): export with --kv fp32 or fp16")
+            raise ClidepError(
+                f"export failed its KV-cache check: {v['file']} with an {precision} cache scores perplexity "
+                f"{delta:+.2%} and picks {agree:.1%} of {before.size} next tokens of its fp32 cache (gates "
+                f"+{KV_PPL_GATE:.1%}, {KV_AGREEMENT_GATE:.0%}): export with --kv fp32 or fp16"
+            )
         v.update(validate_export(reference, dst, atol=None, runner=runner))
         del runner
         v["kv_cache"] = {**cache.record(), "fp32_cache_ppl": v["ppl"], "ppl_delta": delta, "decode_agreement": agree}
@@ -295,7 +351,9 @@ def _calibration_windows(tokenizer, c: ExportConfig, context: int, text_ids, che
         calib, data_label = calibration_batch(tokenizer, c.data, n, context, 0)
         return calib.numpy(), data_label
     rest = text_ids[checked:]
-    source, where = (rest, "after the checked tokens") if rest.size > context else (text_ids, "overlapping the checked tokens")
+    source, where = (
+        (rest, "after the checked tokens") if rest.size > context else (text_ids, "overlapping the checked tokens")
+    )
     length = min(context, source.size)
     starts = np.random.default_rng(0).integers(0, source.size - length + 1, n)
     return np.stack([source[s : s + length] for s in np.sort(starts)]), f"{label}, {where}"
@@ -329,8 +387,12 @@ def _fp32_graph(model, reference, tmp: Path, c: ExportConfig) -> tuple[Path, dic
     t0 = time.perf_counter()
     if not c.plain_onnx:
         export_ort_graph(model, fp32)
-        return fp32, None, time.perf_counter() - t0, {"applied": False, "fusions": {},
-                                                      "reason": "the ONNX Runtime graph is written fused"}
+        return (
+            fp32,
+            None,
+            time.perf_counter() - t0,
+            {"applied": False, "fusions": {}, "reason": "the ONNX Runtime graph is written fused"},
+        )
     export_onnx(model, fp32, c.opset)
     check = _validated(reference, fp32)
     seconds = time.perf_counter() - t0
@@ -342,9 +404,19 @@ def _fp32_graph(model, reference, tmp: Path, c: ExportConfig) -> tuple[Path, dic
         check = _validated(reference, opt)
     except ClidepError as exc:
         opt.unlink()
-        return fp32, check, seconds, {"applied": False, "fusions": fusions, "reason": f"parity lost, kept unoptimised: {exc}"}
+        return (
+            fp32,
+            check,
+            seconds,
+            {"applied": False, "fusions": fusions, "reason": f"parity lost, kept unoptimised: {exc}"},
+        )
     opt.replace(fp32)
-    return fp32, check, seconds + time.perf_counter() - t0, {"applied": True, "fusions": fusions, "reason": "parity kept"}
+    return (
+        fp32,
+        check,
+        seconds + time.perf_counter() - t0,
+        {"applied": True, "fusions": fusions, "reason": "parity kept"},
+    )
 
 
 def _validated(reference, path: Path, runner=None) -> dict:
@@ -365,20 +437,55 @@ def _quantised_jobs(c: ExportConfig, fp32: Path, model, windows) -> list[tuple]:
 
     jobs = []
     if c.static:  # calibrated QDQ is for runtimes without contrib ops: it starts from the traced graph
-        jobs.append(("model.int8.onnx", "int8-static-qdq", lambda d: _static(model, d, windows),
-                     {"calibration": {"data": c.data, "samples": c.calib_samples}}, False))
+        jobs.append(
+            (
+                "model.int8.onnx",
+                "int8-static-qdq",
+                lambda d: _static(model, d, windows),
+                {"calibration": {"data": c.data, "samples": c.calib_samples}},
+                False,
+            )
+        )
     elif c.int8 and c.plain_onnx:
-        jobs.append(("model.int8.onnx", "int8-dynamic", lambda d: traced_quantize.int8_dynamic(fp32, d, INT8_PER_CHANNEL),
-                     {"per_channel": INT8_PER_CHANNEL, "embedding_and_lm_head": "int8, one shared copy"}, False))
+        jobs.append(
+            (
+                "model.int8.onnx",
+                "int8-dynamic",
+                lambda d: traced_quantize.int8_dynamic(fp32, d, INT8_PER_CHANNEL),
+                {"per_channel": INT8_PER_CHANNEL, "embedding_and_lm_head": "int8, one shared copy"},
+                False,
+            )
+        )
     elif c.int8:
-        jobs.append(("model.int8.onnx", "int8-weight-only", lambda d: write_quantised(model, d, 8, INT8_BLOCK),
-                     {"block_size": INT8_BLOCK, "embedding_and_lm_head": "one 8-bit table, read in place"}, True))
+        jobs.append(
+            (
+                "model.int8.onnx",
+                "int8-weight-only",
+                lambda d: write_quantised(model, d, 8, INT8_BLOCK),
+                {"block_size": INT8_BLOCK, "embedding_and_lm_head": "one 8-bit table, read in place"},
+                True,
+            )
+        )
     if c.int4 and c.plain_onnx:
-        jobs.append(("model.int4.onnx", "int4-weight-only",
-                     lambda d: traced_quantize.int4_weight_only(fp32, d, c.block_size), {"block_size": c.block_size}, False))
+        jobs.append(
+            (
+                "model.int4.onnx",
+                "int4-weight-only",
+                lambda d: traced_quantize.int4_weight_only(fp32, d, c.block_size),
+                {"block_size": c.block_size},
+                False,
+            )
+        )
     elif c.int4:
-        jobs.append(("model.int4.onnx", "int4-weight-only", lambda d: write_quantised(model, d, 4, c.block_size),
-                     {"block_size": c.block_size, "embedding_and_lm_head": "one 4-bit table, read in place"}, True))
+        jobs.append(
+            (
+                "model.int4.onnx",
+                "int4-weight-only",
+                lambda d: write_quantised(model, d, 4, c.block_size),
+                {"block_size": c.block_size, "embedding_and_lm_head": "one 4-bit table, read in place"},
+                True,
+            )
+        )
     if c.fp16:
         jobs.append(("model.fp16.onnx", "fp16", lambda d: traced_quantize.fp16(fp32, d), {}, False))
     return jobs

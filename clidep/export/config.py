@@ -9,7 +9,6 @@ from clidep.errors import ClidepError
 from clidep.export.kv_cache import KV_MODES, KV_PRECISIONS
 from clidep.options import Options, option
 
-
 # The block sizes, in one place (the graph builders, the quantisers and the device budget read them here).
 # int4, 128: at GPT-2-medium shapes int4 decodes in 8.2 ms after 32 tokens against 10.3 at 64 and 10.5
 # at 32, for teacher perplexity +1.05% / +0.92% / +1.30% (gate +5%): benchmarks/results/decode_kernels.md.
@@ -32,41 +31,67 @@ ORT_GRAPH_OPSET = 17
 class ExportConfig(Options):
     """Which variants to write, and how each is checked."""
 
-    int8: bool = option(False, "Add an int8 variant: 8-bit block-wise weights read in place (MatMulNBits); "
-                               "dynamic int8 with --plain-onnx, calibrated QDQ with --static.")
+    int8: bool = option(
+        False,
+        "Add an int8 variant: 8-bit block-wise weights read in place (MatMulNBits); "
+        "dynamic int8 with --plain-onnx, calibrated QDQ with --static.",
+    )
     static: bool = option(False, "Make the int8 variant calibrated QDQ (needs --data).")
     calib_samples: int = option(32, "Calibration windows for --static.", low=1)
-    data: str | None = option(None, "Calibration text for --static (wiki-en-valid, a file, a hub name) and for the "
-                                    "int8 KV cache (default: --ppl-data past the tokens its check scores).")
+    data: str | None = option(
+        None,
+        "Calibration text for --static (wiki-en-valid, a file, a hub name) and for the "
+        "int8 KV cache (default: --ppl-data past the tokens its check scores).",
+    )
     int4: bool = option(False, "Add a weight-only int4 variant (MatMulNBits) of every linear layer.")
     block_size: int = option(INT4_BLOCK, "int4 quantisation block size: 16, 32, 64, 128 or 256.")
     fp16: bool = option(False, "Add an fp16 variant (fp32 inputs/outputs).")
-    plain_onnx: bool = option(False, "Write plain ONNX (standard ops, any runtime, growing KV cache) instead of the "
-                                     "ONNX Runtime graph (GroupQueryAttention, MatMulNBits, shared KV buffers).")
-    genai: bool = option(True, "Also write an ONNX Runtime GenAI folder per precision (OUT/genai/<precision>/, "
-                               "hard links: no extra space) for apps on Android, iOS, C/C#/C++.")
+    plain_onnx: bool = option(
+        False,
+        "Write plain ONNX (standard ops, any runtime, growing KV cache) instead of the "
+        "ONNX Runtime graph (GroupQueryAttention, MatMulNBits, shared KV buffers).",
+    )
+    genai: bool = option(
+        True,
+        "Also write an ONNX Runtime GenAI folder per precision (OUT/genai/<precision>/, "
+        "hard links: no extra space) for apps on Android, iOS, C/C#/C++.",
+    )
     optimize: bool = option(True, "With --plain-onnx: apply ONNX Runtime's transformer fusions where parity holds.")
     # 17: LayerNormalization; 20: the last opset torch's TorchScript exporter writes.
     opset: int = option(17, "ONNX opset (17-20).", low=17, high=20)
-    check_arm: bool = option(False, "Also run every variant on emulated aarch64 cores (Cortex-A76 with dot product, "
-                                    "Cortex-A72 without; the environment of scripts/arm64-env.sh) and record its figures "
-                                    "there beside x86's; a variant that misses its gates on ARM fails the export.")
+    check_arm: bool = option(
+        False,
+        "Also run every variant on emulated aarch64 cores (Cortex-A76 with dot product, "
+        "Cortex-A72 without; the environment of scripts/arm64-env.sh) and record its figures "
+        "there beside x86's; a variant that misses its gates on ARM fails the export.",
+    )
     # int8 by default: at GPT-2-medium shapes it took decode at 952 tokens from 12.0 to 9.2 ms (int4 weights)
     # and 16.4 to 14.6 (int8) for +-0.01% teacher perplexity; per channel ties per tensor in speed and picks
     # the fp32 cache's next token more often (99.6% against 98.8-99.0%); fp16 was slower than fp32 on x86
     # (benchmarks/results/kv_cache.md).
-    kv: str | None = option(None, "KV-cache precision of the int8 and int4 files (ONNX Runtime graph): int8 (the "
-                                  "default; scales calibrated on --data), fp16 or fp32. Checked against the same file "
-                                  "with an fp32 cache (perplexity +0.5%, next-token agreement 90%); model.onnx, the "
-                                  "exact reference, keeps fp32, and the fp16 file its fp16 cache.", choices=KV_PRECISIONS)
-    kv_scales: str = option("per-channel", "int8 cache scales: per-channel (one per head and channel) or per-tensor.",
-                            choices=KV_MODES)
+    kv: str | None = option(
+        None,
+        "KV-cache precision of the int8 and int4 files (ONNX Runtime graph): int8 (the "
+        "default; scales calibrated on --data), fp16 or fp32. Checked against the same file "
+        "with an fp32 cache (perplexity +0.5%, next-token agreement 90%); model.onnx, the "
+        "exact reference, keeps fp32, and the fp16 file its fp16 cache.",
+        choices=KV_PRECISIONS,
+    )
+    kv_scales: str = option(
+        "per-channel", "int8 cache scales: per-channel (one per head and channel) or per-tensor.", choices=KV_MODES
+    )
     kv_calib_windows: int = option(8, "Windows of the model's context that calibrate the int8 cache's scales.", low=1)
-    gguf: bool = option(False, "Also write GGUF files for llama.cpp into OUT/gguf/ (a stock GPT-2 only: the teacher, "
-                               "--method slim, depth or depth+slim), each checked in llama.cpp itself (its build: "
-                               "scripts/llamacpp.sh).")
-    gguf_types: str = option("f16,q8_0,q4_0", "The GGUF types --gguf writes, comma-separated: f16, q8_0, q4_0 (f32, "
-                                              "the reference the others are checked against, is always written).")
+    gguf: bool = option(
+        False,
+        "Also write GGUF files for llama.cpp into OUT/gguf/ (a stock GPT-2 only: the teacher, "
+        "--method slim, depth or depth+slim), each checked in llama.cpp itself (its build: "
+        "scripts/llamacpp.sh).",
+    )
+    gguf_types: str = option(
+        "f16,q8_0,q4_0",
+        "The GGUF types --gguf writes, comma-separated: f16, q8_0, q4_0 (f32, "
+        "the reference the others are checked against, is always written).",
+    )
     ppl_data: str = option("wikitext-test", "Text for the perplexity check of every variant.")
     # 8,192: the check is paired (the same tokens through both files), and at 8,192 tokens the standard error
     # of the teacher's Δppl was 0.26% for int4 (+1.64%; gate 5%), 0.03% for int8 (gate 2%) and 0.04% for the
@@ -81,13 +106,19 @@ class ExportConfig(Options):
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
         ignored = [f for f in ("opset", "optimize") if getattr(self, f) != defaults[f]]
         if ignored and not self.plain_onnx:
-            raise ClidepError(f"--{'no-optimize' if ignored[0] == 'optimize' else 'opset'} applies to --plain-onnx only: "
-                              f"the ONNX Runtime graph is written fused, at opset {ORT_GRAPH_OPSET}")
+            raise ClidepError(
+                f"--{'no-optimize' if ignored[0] == 'optimize' else 'opset'} applies to --plain-onnx only: "
+                f"the ONNX Runtime graph is written fused, at opset {ORT_GRAPH_OPSET}"
+            )
         if self.kv not in (None, "fp32") and self.plain_onnx:
-            raise ClidepError(f"--kv {self.kv} needs the ONNX Runtime graph (its GroupQueryAttention stores the cache); "
-                              "the plain ONNX graph's cache is fp32: drop --plain-onnx or --kv")
+            raise ClidepError(
+                f"--kv {self.kv} needs the ONNX Runtime graph (its GroupQueryAttention stores the cache); "
+                "the plain ONNX graph's cache is fp32: drop --plain-onnx or --kv"
+            )
         if self.calib_samples != defaults["calib_samples"] and not self.static:
-            raise ClidepError("--calib-samples applies to --static only (the int8 KV cache's windows: --kv-calib-windows)")
+            raise ClidepError(
+                "--calib-samples applies to --static only (the int8 KV cache's windows: --kv-calib-windows)"
+            )
         from clidep.export.gguf import parse_types
 
         parse_types(self.gguf_types)
@@ -95,8 +126,10 @@ class ExportConfig(Options):
             raise ClidepError("--gguf-types applies to --gguf only: add --gguf")
         int8_options = [f for f in ("kv_scales", "kv_calib_windows") if getattr(self, f) != defaults[f]]
         if int8_options and self.cache_precision != "int8":
-            raise ClidepError(f"--{int8_options[0].replace('_', '-')} applies to the int8 KV cache only "
-                              f"(this export's is {self.cache_precision})")
+            raise ClidepError(
+                f"--{int8_options[0].replace('_', '-')} applies to the int8 KV cache only "
+                f"(this export's is {self.cache_precision})"
+            )
 
     @property
     def cache_precision(self) -> str:
@@ -111,5 +144,7 @@ BLOCK_SIZES = (16, 32, 64, 128, 256)
 def check_block_size(block_size: int) -> None:
     """MatMulNBits takes power-of-two blocks of 16 to 256 weights."""
     if block_size not in BLOCK_SIZES:
-        raise ClidepError(f"--block-size must be one of {', '.join(map(str, BLOCK_SIZES))} (what ONNX Runtime's "
-                          f"MatMulNBits takes), got {block_size}")
+        raise ClidepError(
+            f"--block-size must be one of {', '.join(map(str, BLOCK_SIZES))} (what ONNX Runtime's "
+            f"MatMulNBits takes), got {block_size}"
+        )

@@ -48,19 +48,41 @@ def genai_config(config, graph_file: str, kv_shapes: list[tuple[int, int]], shar
                 "filename": graph_file,
                 # Informative for a model whose blocks differ: ORT GenAI takes each layer's KV shape
                 # from the graph's inputs; these are the widest block's.
-                "head_size": head_size, "hidden_size": config.n_embd, "num_attention_heads": heads,
-                "num_key_value_heads": heads, "num_hidden_layers": config.n_layer,
-                "inputs": {"input_ids": "input_ids", "attention_mask": "attention_mask", "position_ids": "position_ids",
-                           "past_key_names": onnx_io.past_name(0, "key").replace(".0.", ".%d."),
-                           "past_value_names": onnx_io.past_name(0, "value").replace(".0.", ".%d.")},
-                "outputs": {"logits": "logits", "present_key_names": "present.%d.key",
-                            "present_value_names": "present.%d.value"},
+                "head_size": head_size,
+                "hidden_size": config.n_embd,
+                "num_attention_heads": heads,
+                "num_key_value_heads": heads,
+                "num_hidden_layers": config.n_layer,
+                "inputs": {
+                    "input_ids": "input_ids",
+                    "attention_mask": "attention_mask",
+                    "position_ids": "position_ids",
+                    "past_key_names": onnx_io.past_name(0, "key").replace(".0.", ".%d."),
+                    "past_value_names": onnx_io.past_name(0, "value").replace(".0.", ".%d."),
+                },
+                "outputs": {
+                    "logits": "logits",
+                    "present_key_names": "present.%d.key",
+                    "present_value_names": "present.%d.value",
+                },
             },
         },
-        "search": {"do_sample": False, "num_beams": 1, "num_return_sequences": 1, "max_length": config.n_positions,
-                   "min_length": 0, "temperature": 1.0, "top_k": 1, "top_p": 1.0, "repetition_penalty": 1.0,
-                   "length_penalty": 1.0, "no_repeat_ngram_size": 0, "diversity_penalty": 0.0, "early_stopping": True,
-                   "past_present_share_buffer": shared_buffers},
+        "search": {
+            "do_sample": False,
+            "num_beams": 1,
+            "num_return_sequences": 1,
+            "max_length": config.n_positions,
+            "min_length": 0,
+            "temperature": 1.0,
+            "top_k": 1,
+            "top_p": 1.0,
+            "repetition_penalty": 1.0,
+            "length_penalty": 1.0,
+            "no_repeat_ngram_size": 0,
+            "diversity_penalty": 0.0,
+            "early_stopping": True,
+            "past_present_share_buffer": shared_buffers,
+        },
     }
 
 
@@ -78,8 +100,9 @@ def write_folders(out: Path, config, variants: list[dict]) -> dict[str, str]:
             if (out / name).exists():
                 _link(out / name, folder / name)
         kv_shapes = [tuple(k) for k in v["graph_kv_shapes"]]
-        write_json(folder / CONFIG_FILE, genai_config(config, graph.name, kv_shapes,
-                                                      v["kv_layout"] == onnx_io.SHARED_BUFFER))
+        write_json(
+            folder / CONFIG_FILE, genai_config(config, graph.name, kv_shapes, v["kv_layout"] == onnx_io.SHARED_BUFFER)
+        )
         folders[v["precision"]] = str(folder.relative_to(out))
     return folders
 

@@ -39,12 +39,16 @@ def check_stock(config) -> None:
     from clidep.model.convert import is_stock
 
     if config.activation_function not in GGML_GELU:
-        raise ClidepError(f"--gguf: llama.cpp's GPT-2 computes GELU in its tanh form (gelu_new); this model's MLPs use "
-                          f"{config.activation_function}")
+        raise ClidepError(
+            f"--gguf: llama.cpp's GPT-2 computes GELU in its tanh form (gelu_new); this model's MLPs use "
+            f"{config.activation_function}"
+        )
     if not is_stock(config):
-        raise ClidepError(f"--gguf needs a stock GPT-2 (one residual width): this model's blocks have widths "
-                          f"{sorted(set(config.layer_widths))} and head sizes {sorted(set(config.layer_head_dims))}, which "
-                          f"llama.cpp's GPT-2 cannot hold; compress with {STOCK_METHODS_HINT}")
+        raise ClidepError(
+            f"--gguf needs a stock GPT-2 (one residual width): this model's blocks have widths "
+            f"{sorted(set(config.layer_widths))} and head sizes {sorted(set(config.layer_head_dims))}, which "
+            f"llama.cpp's GPT-2 cannot hold; compress with {STOCK_METHODS_HINT}"
+        )
 
 
 def parse_types(text: str) -> tuple[str, ...]:
@@ -60,11 +64,18 @@ def pre_tokenizer(tokenizer_json: dict) -> str:
     """llama.cpp's name for the pre-tokenizer of a tokenizer.json: 'gpt-2', or ClidepError saying what it is."""
     model = tokenizer_json.get("model", {}).get("type")
     pre = tokenizer_json.get("pre_tokenizer") or {}
-    gpt2 = (model == "BPE" and pre.get("type") == "ByteLevel" and pre.get("use_regex", True)
-            and not pre.get("add_prefix_space", False) and not tokenizer_json.get("normalizer"))
+    gpt2 = (
+        model == "BPE"
+        and pre.get("type") == "ByteLevel"
+        and pre.get("use_regex", True)
+        and not pre.get("add_prefix_space", False)
+        and not tokenizer_json.get("normalizer")
+    )
     if not gpt2:
-        raise ClidepError(f"--gguf: the tokenizer ({model}, pre-tokenizer {pre.get('type')}) is not GPT-2's byte-level BPE, "
-                          "the only one clidep names for llama.cpp")
+        raise ClidepError(
+            f"--gguf: the tokenizer ({model}, pre-tokenizer {pre.get('type')}) is not GPT-2's byte-level BPE, "
+            "the only one clidep names for llama.cpp"
+        )
     return "gpt-2"
 
 
@@ -156,12 +167,15 @@ def _add_vocab(writer, tokenizer_dir: Path, vocab_size: int) -> None:
     special = {t["id"]: t["content"] for t in spec.get("added_tokens", []) if t.get("special")}
     by_id.update(special)
     if max(by_id) >= vocab_size:
-        raise ClidepError(f"--gguf: the tokenizer has ids up to {max(by_id)}, past the model's vocabulary of {vocab_size}")
+        raise ClidepError(
+            f"--gguf: the tokenizer has ids up to {max(by_id)}, past the model's vocabulary of {vocab_size}"
+        )
     tokens, types = [], []
     for i in range(vocab_size):
         tokens.append(by_id.get(i, f"[PAD{i}]"))
-        types.append(gguf.TokenType.CONTROL if i in special else
-                     gguf.TokenType.NORMAL if i in by_id else gguf.TokenType.UNUSED)
+        types.append(
+            gguf.TokenType.CONTROL if i in special else gguf.TokenType.NORMAL if i in by_id else gguf.TokenType.UNUSED
+        )
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre(pre)
     writer.add_token_list(tokens)

@@ -28,8 +28,10 @@ LOGIT_ATOL = 2e-3
 #: Each GGUF type's perplexity gate against the F32 file: the ONNX gate of the same precision.
 GGUF_PPL_GATES = {"f16": PPL_GATES["fp16"], "q8_0": PPL_GATES["int8"], "q4_0": PPL_GATES["int4"]}
 #: Tokeniser edge cases beside the check text: contractions, digits, runs of spaces and newlines, non-ASCII.
-TOKENIZER_SAMPLE = ("It's 2026: they'll pay $1,024.50 -- or won't?\n\n  Indented\tline,  two  spaces; "
-                    "naïve café, Zürich, 東京, emoji 🙂.")
+TOKENIZER_SAMPLE = (
+    "It's 2026: they'll pay $1,024.50 -- or won't?\n\n  Indented\tline,  two  spaces; "
+    "naïve café, Zürich, 東京, emoji 🙂."
+)
 
 
 class TokenizerMismatch(ValidationError):
@@ -97,8 +99,9 @@ class _ggml_gelu:
             object.__setattr__(m, "act", act)
 
 
-def check_gguf(files: list[dict], folder: Path, ref: GGUFReference, tokenizer, sample: str, ids: np.ndarray,
-               context: int, log) -> None:
+def check_gguf(
+    files: list[dict], folder: Path, ref: GGUFReference, tokenizer, sample: str, ids: np.ndarray, context: int, log
+) -> None:
     """Run the checks on FILES (manifest entries with "file" and "type", F32 first) in FOLDER, adding each one's
     figures to its entry; raise a ValidationError at the first failure. IDS, CONTEXT: the export's perplexity
     check (stride CONTEXT // 2); SAMPLE: text for the tokeniser check."""
@@ -118,14 +121,22 @@ def check_gguf(files: list[dict], folder: Path, ref: GGUFReference, tokenizer, s
             plain = max(float(np.abs(g - logits).max()) for g, (_, _, logits) in zip(got, ref.prompts))
             got = model.generate(ref.greedy_prompt, ref.greedy.shape[1] - ref.greedy_prompt.shape[1])
             match = bool(np.array_equal(got, ref.greedy))
-            entry.update(max_abs_logit_diff=worst, max_abs_logit_diff_plain_gelu=plain, greedy_match=match,
-                         kv_cache="f32 (exact check)" if exact else "llama.cpp default (f16)")
+            entry.update(
+                max_abs_logit_diff=worst,
+                max_abs_logit_diff_plain_gelu=plain,
+                greedy_match=match,
+                kv_cache="f32 (exact check)" if exact else "llama.cpp default (f16)",
+            )
             if exact and worst > LOGIT_ATOL:
-                raise ValueMismatch(f"{entry['file']}: llama.cpp's logits differ from PyTorch's (GELU as ggml computes "
-                                    f"it) by up to {worst:.3g} (gate {LOGIT_ATOL:g})")
+                raise ValueMismatch(
+                    f"{entry['file']}: llama.cpp's logits differ from PyTorch's (GELU as ggml computes "
+                    f"it) by up to {worst:.3g} (gate {LOGIT_ATOL:g})"
+                )
             if kind in ("f32", "f16") and not match:
-                raise ValueMismatch(f"{entry['file']}: llama.cpp's greedy continuation {got[0].tolist()} differs from "
-                                    f"PyTorch's {ref.greedy[0].tolist()}")
+                raise ValueMismatch(
+                    f"{entry['file']}: llama.cpp's greedy continuation {got[0].tolist()} differs from "
+                    f"PyTorch's {ref.greedy[0].tolist()}"
+                )
             log(f"{entry['file']}: perplexity in llama.cpp on {ids.size - 1:,} tokens")
             entry["ppl"] = perplexity(model.logits, ids, context, context // 2, 1).ppl
         finally:
@@ -135,8 +146,10 @@ def check_gguf(files: list[dict], folder: Path, ref: GGUFReference, tokenizer, s
         if gate is not None:
             entry["ppl_gate"] = gate
             if entry["ppl_delta"] > gate:
-                raise ValueMismatch(f"{entry['file']}: perplexity {entry['ppl']:.3f} is {entry['ppl_delta']:+.2%} against "
-                                    f"the F32 file's (gate +{gate:.1%})")
+                raise ValueMismatch(
+                    f"{entry['file']}: perplexity {entry['ppl']:.3f} is {entry['ppl_delta']:+.2%} against "
+                    f"the F32 file's (gate +{gate:.1%})"
+                )
 
 
 def _check_tokenizer(model, tokenizer, text: str) -> None:
@@ -145,5 +158,7 @@ def _check_tokenizer(model, tokenizer, text: str) -> None:
     got = model.tokenize(text)
     if got != want:
         at = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
-        raise TokenizerMismatch(f"llama.cpp tokenises the check text differently from transformers from token {at}: "
-                                f"{got[at:at + 5]} vs {want[at:at + 5]}")
+        raise TokenizerMismatch(
+            f"llama.cpp tokenises the check text differently from transformers from token {at}: "
+            f"{got[at : at + 5]} vs {want[at : at + 5]}"
+        )

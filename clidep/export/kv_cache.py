@@ -62,8 +62,10 @@ class CacheFormat:
 
     def record(self) -> dict:
         """What the manifest says of it."""
-        return {"precision": self.precision, **({"mode": self.mode, "scale": f"absmax / {INT8_MAX}"}
-                                                if self.precision == "int8" else {})}
+        return {
+            "precision": self.precision,
+            **({"mode": self.mode, "scale": f"absmax / {INT8_MAX}"} if self.precision == "int8" else {}),
+        }
 
 
 def calibrate(graph, windows: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -107,7 +109,7 @@ def decode_predictions(runner, windows: np.ndarray, prompt: int) -> np.ndarray:
         logits, past = runner.forward(row[None, :prompt], mask, pos, runner.empty_past(1, length), last_only=True)
         picks[r, 0] = logits[0, -1].argmax()
         for t in range(prompt, length - 1):
-            logits, mask, pos, past = runner.decode_step(row[None, t:t + 1], mask, pos, past)
+            logits, mask, pos, past = runner.decode_step(row[None, t : t + 1], mask, pos, past)
             picks[r, t - prompt + 1] = logits[0, -1].argmax()
     return picks
 

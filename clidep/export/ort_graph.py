@@ -44,7 +44,9 @@ class _Builder:
         self.nodes, self.inits, self.inputs, self.outputs = [], [], [], []
         self._count = 0
 
-    def op(self, op_type: str, inputs: list[str], n_out: int = 1, domain: str = "", name: str = "", **attrs) -> list[str]:
+    def op(
+        self, op_type: str, inputs: list[str], n_out: int = 1, domain: str = "", name: str = "", **attrs
+    ) -> list[str]:
         from onnx import helper
 
         self._count += 1
@@ -89,14 +91,30 @@ class _Weights:
             y = self.b.op("Add", [y, self.b.const(f"{name}.bias", bias)], name=f"{name}.add")[0]
         return y
 
-    def nbits(self, x: str, name: str, packed: np.ndarray, scales: np.ndarray, k: int, packed_name: str = "",
-              scales_name: str = "") -> str:
+    def nbits(
+        self,
+        x: str,
+        name: str,
+        packed: np.ndarray,
+        scales: np.ndarray,
+        k: int,
+        packed_name: str = "",
+        scales_name: str = "",
+    ) -> str:
         """MatMulNBits over quantised weights; the tied head passes the names of the embedding's table and scales."""
         data = packed_name or self.b.const(f"{name}.weight_q{self.bits}", packed)
         scale = scales_name or self.b.const(f"{name}.scales", scales)
-        return self.b.op("MatMulNBits", [x, data, scale], domain="com.microsoft",
-                         name=name, K=k, N=packed.shape[0], bits=self.bits, block_size=self.block,
-                         accuracy_level=self.accuracy)[0]
+        return self.b.op(
+            "MatMulNBits",
+            [x, data, scale],
+            domain="com.microsoft",
+            name=name,
+            K=k,
+            N=packed.shape[0],
+            bits=self.bits,
+            block_size=self.block,
+            accuracy_level=self.accuracy,
+        )[0]
 
 
 class _Params:
@@ -159,16 +177,19 @@ def _compose(model, bits: int | None, block_size: int, accuracy_level: int | Non
 
     config = model.config
     if config.activation_function not in _ACTIVATIONS:
-        raise ClidepError(f"the ONNX Runtime graph has no op for activation '{config.activation_function}'; "
-                          "export with --plain-onnx")
+        raise ClidepError(
+            f"the ONNX Runtime graph has no op for activation '{config.activation_function}'; export with --plain-onnx"
+        )
     g = _Graph(model, bits, block_size, accuracy_level)
     b = g.b
     n = config.n_layer
     ids, mask, pos = "input_ids", "attention_mask", "position_ids"
     keep = onnx_io.LOGITS_TO_KEEP
-    b.inputs += [helper.make_tensor_value_info(ids, TensorProto.INT64, ["batch_size", "sequence_length"]),
-                 helper.make_tensor_value_info(mask, TensorProto.INT64, ["batch_size", "total_sequence_length"]),
-                 helper.make_tensor_value_info(pos, TensorProto.INT64, ["batch_size", "sequence_length"])]
+    b.inputs += [
+        helper.make_tensor_value_info(ids, TensorProto.INT64, ["batch_size", "sequence_length"]),
+        helper.make_tensor_value_info(mask, TensorProto.INT64, ["batch_size", "total_sequence_length"]),
+        helper.make_tensor_value_info(pos, TensorProto.INT64, ["batch_size", "sequence_length"]),
+    ]
     seqlens, total = _lengths(b, mask)
     x, head = _embeddings(g, ids, pos)
     for i in range(n):
@@ -176,10 +197,16 @@ def _compose(model, bits: int | None, block_size: int, accuracy_level: int | Non
         x = _projection(g, i, x)
         x = _block(g, i, x, (seqlens, total))
         for kv in ("key", "value"):
-            b.inputs.append(helper.make_tensor_value_info(onnx_io.past_name(i, kv), TensorProto.FLOAT,
-                                                          ["batch_size", heads, "max_length", hd]))
-            b.outputs.append(helper.make_tensor_value_info(f"present.{i}.{kv}", TensorProto.FLOAT,
-                                                           ["batch_size", heads, "max_length", hd]))
+            b.inputs.append(
+                helper.make_tensor_value_info(
+                    onnx_io.past_name(i, kv), TensorProto.FLOAT, ["batch_size", heads, "max_length", hd]
+                )
+            )
+            b.outputs.append(
+                helper.make_tensor_value_info(
+                    f"present.{i}.{kv}", TensorProto.FLOAT, ["batch_size", heads, "max_length", hd]
+                )
+            )
     x = _projection(g, n, x)
     x = _layer_norm(g, "transformer.ln_f", x)
     b.inputs.append(helper.make_tensor_value_info(keep, TensorProto.INT64, []))
@@ -187,13 +214,21 @@ def _compose(model, bits: int | None, block_size: int, accuracy_level: int | Non
     x = _last_positions(b, x, keep)
     logits = head(x)
     b.nodes.append(helper.make_node("Identity", [logits], ["logits"], name="logits"))
-    b.outputs.insert(0, helper.make_tensor_value_info("logits", TensorProto.FLOAT,
-                                                      ["batch_size", "logits_length", config.vocab_size]))
+    b.outputs.insert(
+        0,
+        helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch_size", "logits_length", config.vocab_size]),
+    )
     graph = helper.make_graph(b.nodes, "clidep-ort", b.inputs, b.outputs)
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ORT_GRAPH_OPSET), helper.make_opsetid("com.microsoft", 1)],
-                              producer_name="clidep")
-    for key, value in ((onnx_io.KV_SHAPES_KEY, onnx_io.encode_kv_shapes(graph_kv_shapes(config))),
-                       (onnx_io.KV_LAYOUT_KEY, onnx_io.SHARED_BUFFER), (onnx_io.MAX_LENGTH_KEY, str(config.n_positions))):
+    proto = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", ORT_GRAPH_OPSET), helper.make_opsetid("com.microsoft", 1)],
+        producer_name="clidep",
+    )
+    for key, value in (
+        (onnx_io.KV_SHAPES_KEY, onnx_io.encode_kv_shapes(graph_kv_shapes(config))),
+        (onnx_io.KV_LAYOUT_KEY, onnx_io.SHARED_BUFFER),
+        (onnx_io.MAX_LENGTH_KEY, str(config.n_positions)),
+    ):
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     return proto, b.inits
@@ -203,8 +238,9 @@ def _lengths(b: _Builder, mask: str) -> tuple[str, str]:
     """GroupQueryAttention's seqlens_k (B,) int32 = each row's length - 1, and total_sequence_length () int32."""
     ones = b.const("one_i64", np.array([1], np.int64))
     summed = b.op("ReduceSum", [mask, ones], keepdims=0, name="row_lengths")[0]  # (B,)
-    seqlens = b.op("Cast", [b.op("Sub", [summed, b.const("one_scalar", np.array(1, np.int64))])[0]],
-                   to=6, name="seqlens_k")[0]  # int32
+    seqlens = b.op(
+        "Cast", [b.op("Sub", [summed, b.const("one_scalar", np.array(1, np.int64))])[0]], to=6, name="seqlens_k"
+    )[0]  # int32
     width = b.op("Gather", [b.op("Shape", [mask])[0], b.const("axis1", np.array(1, np.int64))], axis=0)[0]
     total = b.op("Cast", [width], to=6, name="total_sequence_length")[0]
     return seqlens, total
@@ -222,24 +258,56 @@ def _embeddings(g: _Graph, ids: str, pos: str):
         def head(x):  # (B, S', d) -> (B, S', V): Gemm reads the embedding transposed, so it is stored once
             flat = b.op("Reshape", [x, b.const("flat_shape", np.array([-1, d], np.int64))])[0]
             logits = b.op("Gemm", [flat, table], transB=1, name="lm_head")[0]
-            shape = b.op("Concat", [b.op("Slice", [b.op("Shape", [x])[0], b.const("s0", np.array([0], np.int64)),
-                                                     b.const("s2", np.array([2], np.int64))])[0],
-                                    b.const("vocab", np.array([wte.shape[0]], np.int64))], axis=0)[0]
+            shape = b.op(
+                "Concat",
+                [
+                    b.op(
+                        "Slice",
+                        [
+                            b.op("Shape", [x])[0],
+                            b.const("s0", np.array([0], np.int64)),
+                            b.const("s2", np.array([2], np.int64)),
+                        ],
+                    )[0],
+                    b.const("vocab", np.array([wte.shape[0]], np.int64)),
+                ],
+                axis=0,
+            )[0]
             return b.op("Reshape", [logits, shape])[0]
 
         return tokens, head
     packed, scales = w.quantise(wte)  # (V, ceil(d/block), blob): one table for the lookup and the head
     table = b.const(f"transformer.wte.weight_q{w.bits}", packed)
-    scales_3d = b.op("Reshape", [b.const("transformer.wte.scales", scales),
-                                 b.const("scales_3d", np.array([scales.shape[0], scales.shape[1], 1], np.int64))])[0]
-    rows = b.op("GatherBlockQuantized", [table, ids, scales_3d], domain="com.microsoft", name="wte",
-                gather_axis=0, quantize_axis=2, block_size=w.block, bits=w.bits)[0]  # (B, S, ceil(d/block), block)
+    scales_3d = b.op(
+        "Reshape",
+        [
+            b.const("transformer.wte.scales", scales),
+            b.const("scales_3d", np.array([scales.shape[0], scales.shape[1], 1], np.int64)),
+        ],
+    )[0]
+    rows = b.op(
+        "GatherBlockQuantized",
+        [table, ids, scales_3d],
+        domain="com.microsoft",
+        name="wte",
+        gather_axis=0,
+        quantize_axis=2,
+        block_size=w.block,
+        bits=w.bits,
+    )[0]  # (B, S, ceil(d/block), block)
     padded = packed.shape[1] * w.block
     tokens = b.op("Reshape", [rows, b.const("embed_shape", np.array([0, 0, padded], np.int64))])[0]
     if padded != d:  # a width (a slim student's) that does not split into blocks: the last block's padding dropped
-        tokens = b.op("Slice", [tokens, b.const("embed_from", np.array([0], np.int64)),
-                                b.const("embed_to", np.array([d], np.int64)), b.const("embed_axis", np.array([2], np.int64))],
-                      name="embed_unpad")[0]
+        tokens = b.op(
+            "Slice",
+            [
+                tokens,
+                b.const("embed_from", np.array([0], np.int64)),
+                b.const("embed_to", np.array([d], np.int64)),
+                b.const("embed_axis", np.array([2], np.int64)),
+            ],
+            name="embed_unpad",
+        )[0]
 
     def head(x):
         return w.nbits(x, "lm_head", packed, scales, k=d, packed_name=table, scales_name="transformer.wte.scales")
@@ -255,8 +323,13 @@ def _projection(g: _Graph, i: int, x: str) -> str:
 
 def _layer_norm(g: _Graph, name: str, x: str) -> str:
     weight, bias = g.p.weight_and_bias(name)
-    return g.b.op("LayerNormalization", [x, g.b.const(f"{name}.weight", weight), g.b.const(f"{name}.bias", bias)],
-                  axis=-1, epsilon=g.config.layer_norm_epsilon, name=name)[0]
+    return g.b.op(
+        "LayerNormalization",
+        [x, g.b.const(f"{name}.weight", weight), g.b.const(f"{name}.bias", bias)],
+        axis=-1,
+        epsilon=g.config.layer_norm_epsilon,
+        name=name,
+    )[0]
 
 
 def graph_kv_shapes(config) -> list[tuple[int, int]]:
@@ -290,9 +363,16 @@ def _block(g: _Graph, i: int, x: str, lengths: tuple[str, str]) -> str:
     w_qkv, b_qkv, w_o = _padded_attention(g.p, p, heads, hd, hp)
     h = _layer_norm(g, f"{p}.ln_1", x)
     qkv = w.linear(h, f"{p}.attn.c_attn", w_qkv, b_qkv)  # (B, S, 3 * heads * hp): packed q, k, v
-    attn = b.op("GroupQueryAttention", [qkv, "", "", onnx_io.past_name(i, "key"), onnx_io.past_name(i, "value"),
-                                        *lengths], n_out=3, domain="com.microsoft", name=f"{p}.attn",
-                num_heads=heads, kv_num_heads=heads, scale=float(hd ** -0.5))
+    attn = b.op(
+        "GroupQueryAttention",
+        [qkv, "", "", onnx_io.past_name(i, "key"), onnx_io.past_name(i, "value"), *lengths],
+        n_out=3,
+        domain="com.microsoft",
+        name=f"{p}.attn",
+        num_heads=heads,
+        kv_num_heads=heads,
+        scale=float(hd**-0.5),
+    )
     b.nodes[-1].output[1:] = [f"present.{i}.key", f"present.{i}.value"]
     out = w.linear(attn[0], f"{p}.attn.c_proj", w_o, g.p.weight_and_bias(f"{p}.attn.c_proj")[1])
     x = b.op("Add", [x, out], name=f"{p}.residual_1")[0]
@@ -322,8 +402,9 @@ def _last_positions(b: _Builder, x: str, keep: str) -> str:
     return b.op("Slice", [x, start, end, b.const("seq_axis", np.array([1], np.int64))], name="logits_to_keep")[0]
 
 
-def export_ort_graph(model, path: str | Path, bits: int | None = None, block_size: int = INT4_BLOCK,
-                     accuracy_level: int | None = None) -> Path:
+def export_ort_graph(
+    model, path: str | Path, bits: int | None = None, block_size: int = INT4_BLOCK, accuracy_level: int | None = None
+) -> Path:
     """Write ``build_graph(model, bits, block_size, accuracy_level)`` at PATH, a weight at a time
     (surgery.stream_graph; external data past 2 GB)."""
     from clidep.export.surgery import stream_graph

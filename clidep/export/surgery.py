@@ -33,8 +33,13 @@ def save_graph(graph, dst: str | Path) -> Path:
     # Summed per weight: the whole message's ByteSize raises (EncodeError) past the limit.
     large = sum(t.ByteSize() for t in graph.graph.initializer) > PROTOBUF_LIMIT
     dst = Path(dst)
-    onnx.save(graph, str(dst), save_as_external_data=large, all_tensors_to_one_file=True,
-              location=dst.name + ".data" if large else None)
+    onnx.save(
+        graph,
+        str(dst),
+        save_as_external_data=large,
+        all_tensors_to_one_file=True,
+        location=dst.name + ".data" if large else None,
+    )
     if large:  # onnx creates it owner-only; readable as the graph beside it is
         os.chmod(f"{dst}.data", dst.stat().st_mode & 0o777)
     return dst
@@ -57,7 +62,7 @@ def stream_graph(graph, weights, dst: str | Path) -> Path:
     dst = Path(dst)
     large = sum(a.nbytes for _, a in weights) > PROTOBUF_LIMIT
     data = Path(f"{dst}.data")
-    with open(dst, "wb") as out, (open(data, "wb") if large else open(os.devnull, "wb")) as side:
+    with open(dst, "wb") as out, open(data, "wb") if large else open(os.devnull, "wb") as side:
         if large:
             for name, array in weights:
                 header = _tensor_header(name, array)

@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from clidep.runtime import onnx_io
 from clidep.export.surgery import save_graph, store_tied_head_once
+from clidep.runtime import onnx_io
 
 
 class _FlatCache:
@@ -73,9 +73,15 @@ def export_onnx(model, path: str | Path, opset: int = 17) -> Path:
     with tempfile.TemporaryDirectory(dir=path.parent) as scratch, torch.no_grad():
         traced = Path(scratch) / "model.onnx"
         torch.onnx.export(
-            decoder, (ids, mask, pos, *past), str(traced), dynamo=False, opset_version=opset,
-            input_names=onnx_io.input_names(n), output_names=onnx_io.output_names(n),
-            dynamic_axes=onnx_io.dynamic_axes(n), do_constant_folding=True,
+            decoder,
+            (ids, mask, pos, *past),
+            str(traced),
+            dynamo=False,
+            opset_version=opset,
+            input_names=onnx_io.input_names(n),
+            output_names=onnx_io.output_names(n),
+            dynamic_axes=onnx_io.dynamic_axes(n),
+            do_constant_folding=True,
         )
         graph = onnx.load(str(traced), load_external_data=True)
     model.train(was_training)

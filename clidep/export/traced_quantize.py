@@ -8,14 +8,20 @@ Every function reads an fp32 export and writes a new file; the caller validates 
 from __future__ import annotations
 
 import logging
-
 from pathlib import Path
 
 import numpy as np
 
 from clidep.export.config import INT4_BLOCK, check_block_size
+from clidep.export.surgery import (
+    is_large,
+    load_graph,
+    materialize_tied_head,
+    save_graph,
+    store_tied_head_once,
+    weight_matmuls,
+)
 from clidep.runtime import onnx_io
-from clidep.export.surgery import is_large, load_graph, materialize_tied_head, save_graph, store_tied_head_once, weight_matmuls
 
 
 def int8_dynamic(src: str | Path, dst: str | Path, per_channel: bool = False) -> Path:
@@ -26,15 +32,24 @@ def int8_dynamic(src: str | Path, dst: str | Path, per_channel: bool = False) ->
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     graph = load_graph(src)
-    head = [n.name for n in graph.graph.node if n.op_type == "MatMul" and any(
-        m.name == "tied_lm_head" and m.output[0] in n.input for m in graph.graph.node)]
+    head = [
+        n.name
+        for n in graph.graph.node
+        if n.op_type == "MatMul" and any(m.name == "tied_lm_head" and m.output[0] in n.input for m in graph.graph.node)
+    ]
     gather = [n.name for n in graph.graph.node if n.op_type == "Gather" and n.input[1] == "input_ids"]
     targets = weight_matmuls(graph) + head + gather + ["tied_lm_head"]
     # Shape inference cannot type the outputs of ORT's fused contrib ops (SkipLayerNormalization...);
     # every float tensor in these graphs is fp32.
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel,
-                     nodes_to_quantize=targets, use_external_data_format=is_large(src),
-                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    quantize_dynamic(
+        str(src),
+        str(dst),
+        weight_type=QuantType.QInt8,
+        per_channel=per_channel,
+        nodes_to_quantize=targets,
+        use_external_data_format=is_large(src),
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
     return Path(dst)
 
 
@@ -47,7 +62,9 @@ class _Calibration:
     @staticmethod
     def _feed(ids: np.ndarray, kv_shapes) -> dict:
         B, T = ids.shape
-        return onnx_io.feeds(ids, np.ones((B, T), np.int64), np.arange(T)[None].repeat(B, 0), onnx_io.empty_past(kv_shapes, B))
+        return onnx_io.feeds(
+            ids, np.ones((B, T), np.int64), np.arange(T)[None].repeat(B, 0), onnx_io.empty_past(kv_shapes, B)
+        )
 
     def get_next(self):
         return next(self._feeds, None)
@@ -59,9 +76,17 @@ def int8_static(src: str | Path, dst: str | Path, windows: np.ndarray, kv_shapes
 
     graph = load_graph(src)
     targets = [n for n in weight_matmuls(graph) if "lm_head" not in n]
-    quantize_static(str(src), str(dst), _Calibration(windows, kv_shapes), quant_format=QuantFormat.QDQ,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_quantize=targets,
-                    op_types_to_quantize=["MatMul"], use_external_data_format=is_large(src))
+    quantize_static(
+        str(src),
+        str(dst),
+        _Calibration(windows, kv_shapes),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+        nodes_to_quantize=targets,
+        op_types_to_quantize=["MatMul"],
+        use_external_data_format=is_large(src),
+    )
     return Path(dst)
 
 
@@ -81,8 +106,14 @@ def int4_weight_only(src: str | Path, dst: str | Path, block_size: int = INT4_BL
     if nbits_log.getEffectiveLevel() < logging.WARNING:
         nbits_log.setLevel(logging.WARNING)  # its INFO is a line per node
     linear = len(weight_matmuls(graph))
-    quantizer = MatMulNBitsQuantizer(graph, bits=4, block_size=block_size, is_symmetric=True,
-                                     op_types_to_quantize=("MatMul", "Gather"), quant_axes=(("MatMul", 0), ("Gather", 1)))
+    quantizer = MatMulNBitsQuantizer(
+        graph,
+        bits=4,
+        block_size=block_size,
+        is_symmetric=True,
+        op_types_to_quantize=("MatMul", "Gather"),
+        quant_axes=(("MatMul", 0), ("Gather", 1)),
+    )
     quantizer.process()
     out = quantizer.model.model
     done = sum(n.op_type == "MatMulNBits" for n in out.graph.node)
@@ -105,8 +136,7 @@ def optimize(src: str | Path, dst: str | Path) -> tuple[Path, dict[str, int]]:
     """ONNX Runtime's transformer optimizer (GPT-2 fusions, CPU); returns the fused-operator counts."""
     from onnxruntime.transformers.optimizer import optimize_model
 
-    opt = optimize_model(str(src), model_type="gpt2", num_heads=0, hidden_size=0, opt_level=1,
-                         only_onnxruntime=False)
+    opt = optimize_model(str(src), model_type="gpt2", num_heads=0, hidden_size=0, opt_level=1, only_onnxruntime=False)
     store_tied_head_once(opt.model)  # the optimizer folds the shared head's Transpose into a copy
     opt.save_model_to_file(str(dst))
     return Path(dst), {k: v for k, v in opt.get_fused_operator_statistics().items() if v}

@@ -59,20 +59,30 @@ def torch_reference(model, greedy_tokens: int = 32, seed: int = 0) -> Reference:
         mask[-1, :pad] = 0  # the last row is left-padded
         pos = onnx_io.left_pad_positions(mask)
         with torch.no_grad():
-            logits = model(torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
-                           position_ids=torch.from_numpy(pos), use_cache=False).logits.numpy()  # (B, 12, V)
+            logits = model(
+                torch.from_numpy(ids),
+                attention_mask=torch.from_numpy(mask),
+                position_ids=torch.from_numpy(pos),
+                use_cache=False,
+            ).logits.numpy()  # (B, 12, V)
         for split in (12, 8):  # past length 0, then 8 tokens of past and 4 new
             ref.cases.append((ids, mask, pos, split, logits))
     ref.prompt = rng.integers(1, model.config.vocab_size, (1, 8))
     with torch.no_grad():
-        ref.greedy = model.generate(torch.from_numpy(ref.prompt), attention_mask=torch.ones(1, 8, dtype=torch.long),
-                                    max_new_tokens=greedy_tokens, min_new_tokens=greedy_tokens, do_sample=False,
-                                    pad_token_id=0).numpy()
+        ref.greedy = model.generate(
+            torch.from_numpy(ref.prompt),
+            attention_mask=torch.ones(1, 8, dtype=torch.long),
+            max_new_tokens=greedy_tokens,
+            min_new_tokens=greedy_tokens,
+            do_sample=False,
+            pad_token_id=0,
+        ).numpy()
     return ref
 
 
-def validate_export(model, onnx_path: str | Path, atol: float | None = 1e-4, greedy_tokens: int = 32, seed: int = 0,
-                    runner=None) -> dict:
+def validate_export(
+    model, onnx_path: str | Path, atol: float | None = 1e-4, greedy_tokens: int = 32, seed: int = 0, runner=None
+) -> dict:
     """Compare ``onnx_path`` with ``model`` (fp32 torch, or its ``Reference``); return ``{"max_abs_logit_diff",
     "greedy_match"}``. RUNNER: that file's OnnxCausalLM where the caller has one open.
 
@@ -101,7 +111,9 @@ def validate_export(model, onnx_path: str | Path, atol: float | None = 1e-4, gre
         start = 0 if split == 12 else split
         logits, present = runner.forward(ids[:, start:], mask, pos[:, start:], past)
         if logits.shape != logits_ref[:, start:].shape:
-            raise ShapeMismatch(f"logits {logits.shape}, expected {logits_ref[:, start:].shape} (batch {batch}, past {start})")
+            raise ShapeMismatch(
+                f"logits {logits.shape}, expected {logits_ref[:, start:].shape} (batch {batch}, past {start})"
+            )
         for (h, d), k in zip(runner.kv_shapes, runner.present_shapes(present)[::2]):
             if k != (batch, h, 12, d):
                 raise ShapeMismatch(f"present key {k}, expected {(batch, h, 12, d)}")
@@ -113,7 +125,9 @@ def validate_export(model, onnx_path: str | Path, atol: float | None = 1e-4, gre
     got = runner.generate(ref.prompt, max_new_tokens=ref.greedy.shape[1] - ref.prompt.shape[1])
     match = bool(np.array_equal(got, ref.greedy))
     if atol is not None and not match:
-        raise ValueMismatch(f"greedy continuation differs from PyTorch: {got[0, 8:].tolist()} vs {ref.greedy[0, 8:].tolist()}")
+        raise ValueMismatch(
+            f"greedy continuation differs from PyTorch: {got[0, 8:].tolist()} vs {ref.greedy[0, 8:].tolist()}"
+        )
     return {"max_abs_logit_diff": worst, "greedy_match": match}
 
 
@@ -131,4 +145,6 @@ def greedy_agreement(reference: str | Path, candidate: str | Path, windows: np.n
     """
     from clidep.runtime.runner import OnnxCausalLM
 
-    return float((next_tokens(OnnxCausalLM(reference), windows) == next_tokens(OnnxCausalLM(candidate), windows)).mean())
+    return float(
+        (next_tokens(OnnxCausalLM(reference), windows) == next_tokens(OnnxCausalLM(candidate), windows)).mean()
+    )

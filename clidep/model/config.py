@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from transformers import PreTrainedConfig
 
-
 #: How a block's feed-forward branch is built (LayerCollapse, arXiv 2311.17943):
 #: ``standard`` GPT-2's w -> 4w -> w with its activation; ``linearizing`` the same with the
 #: activation a blend alpha * x + (1 - alpha) * act(x), alpha learned from 0 (for ReLU this is
@@ -49,7 +48,9 @@ class CLIGPT2Config(PreTrainedConfig):
     n_embd: int = 768  # base width: the embeddings, the final LayerNorm and the tied LM head
     n_layer: int = 12  # transformer blocks
     n_head: int = 12  # attention heads of a full-width block (sets head_dim's default)
-    head_dim: int | None = None  # head size of every block unless layer_head_dims says otherwise (None: n_embd // n_head)
+    head_dim: int | None = (
+        None  # head size of every block unless layer_head_dims says otherwise (None: n_embd // n_head)
+    )
     layer_widths: list[int] | None = None  # residual width of each block (None: n_embd for all, a plain GPT-2)
     layer_head_dims: list[int] | None = None  # head size of each block (None: head_dim for all)
     mlp_kinds: list[str] | None = None  # each block's MLP, one of MLP_KINDS (None: standard for all)
@@ -91,7 +92,9 @@ class CLIGPT2Config(PreTrainedConfig):
                 f"layer_widths has {len(self.layer_widths)} entries but n_layer={self.n_layer}: give one width per block"
             )
         if len(self.mlp_kinds) != self.n_layer:
-            raise ValueError(f"mlp_kinds has {len(self.mlp_kinds)} entries but n_layer={self.n_layer}: give one per block")
+            raise ValueError(
+                f"mlp_kinds has {len(self.mlp_kinds)} entries but n_layer={self.n_layer}: give one per block"
+            )
         bad_kinds = [(i, k) for i, k in enumerate(self.mlp_kinds) if k not in MLP_KINDS]
         if bad_kinds:
             raise ValueError(f"mlp_kinds[{bad_kinds[0][0]}]={bad_kinds[0][1]!r} is not one of {', '.join(MLP_KINDS)}")
@@ -99,7 +102,11 @@ class CLIGPT2Config(PreTrainedConfig):
             raise ValueError(
                 f"layer_head_dims has {len(self.layer_head_dims)} entries but n_layer={self.n_layer}: give one per block"
             )
-        bad = [(i, w, h) for i, (w, h) in enumerate(zip(self.layer_widths, self.layer_head_dims)) if h < 1 or w < h or w % h]
+        bad = [
+            (i, w, h)
+            for i, (w, h) in enumerate(zip(self.layer_widths, self.layer_head_dims))
+            if h < 1 or w < h or w % h
+        ]
         if bad:
             i, w, h = bad[0]
             raise ValueError(

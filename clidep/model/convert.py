@@ -72,7 +72,9 @@ def from_gpt2(gpt2: "GPT2LMHeadModel") -> "CLIGPT2LMHeadModel":
         if name.endswith(conv1d):
             # Conv1D keeps (in, out); nn.Linear wants (out, in).
             tensor = tensor.t()
-        assert tensor.shape == target.shape, f"{name}: GPT-2 gives {tuple(tensor.shape)}, clidep expects {tuple(target.shape)}"
+        assert tensor.shape == target.shape, (
+            f"{name}: GPT-2 gives {tuple(tensor.shape)}, clidep expects {tuple(target.shape)}"
+        )
         mapped[name] = tensor
     with torch.no_grad():
         missing, unexpected = model.load_state_dict(mapped, strict=False)
@@ -107,10 +109,15 @@ def load_model(name_or_path: str | Path) -> "CLIGPT2LMHeadModel":
         )
     try:
         model, info = AutoModelForCausalLM.from_pretrained(
-            name, use_safetensors=True, output_loading_info=True, ignore_mismatched_sizes=True  # refused below, by name
+            name,
+            use_safetensors=True,
+            output_loading_info=True,
+            ignore_mismatched_sizes=True,  # refused below, by name
         )
     except Exception as exc:  # safetensors, torch and transformers each raise their own kinds on bad files
-        raise ClidepError(f"cannot load weights of '{name}': {_first_line(exc)} (clidep reads safetensors only)") from exc
+        raise ClidepError(
+            f"cannot load weights of '{name}': {_first_line(exc)} (clidep reads safetensors only)"
+        ) from exc
     _refuse_partial_weights(name, info)
     if config.model_type == "gpt2":
         try:
@@ -128,13 +135,17 @@ def _refuse_partial_weights(name: str, info: dict) -> None:
     LM head may be absent: it is the token embedding.
     """
     missing = [k for k in info.get("missing_keys", []) if k != "lm_head.weight"]
-    problems = [(what, sorted(info.get(key, []))) for what, key in
-                (("unexpected", "unexpected_keys"), ("of the wrong shape", "mismatched_keys"))]
+    problems = [
+        (what, sorted(info.get(key, [])))
+        for what, key in (("unexpected", "unexpected_keys"), ("of the wrong shape", "mismatched_keys"))
+    ]
     problems.insert(0, ("missing", sorted(missing)))
     for what, keys in problems:
         if keys:
             shown = ", ".join(str(k) for k in keys[:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
-            raise ClidepError(f"'{name}' has weights {what} for its config.json: {shown}; the checkpoint and config do not match")
+            raise ClidepError(
+                f"'{name}' has weights {what} for its config.json: {shown}; the checkpoint and config do not match"
+            )
 
 
 def _first_line(exc: BaseException) -> str:
@@ -145,8 +156,12 @@ def _first_line(exc: BaseException) -> str:
 def is_stock(config) -> bool:
     """Whether a CLIGPT2Config is a plain GPT-2: one residual width, one head size dividing it, standard MLPs."""
     d = config.n_embd
-    return (config.layer_widths == [d] * config.n_layer and len(set(config.layer_head_dims)) == 1
-            and d % config.layer_head_dims[0] == 0 and set(config.mlp_kinds) == {"standard"})
+    return (
+        config.layer_widths == [d] * config.n_layer
+        and len(set(config.layer_head_dims)) == 1
+        and d % config.layer_head_dims[0] == 0
+        and set(config.mlp_kinds) == {"standard"}
+    )
 
 
 def to_gpt2(model: "CLIGPT2LMHeadModel") -> "GPT2LMHeadModel":
@@ -159,14 +174,29 @@ def to_gpt2(model: "CLIGPT2LMHeadModel") -> "GPT2LMHeadModel":
 
     c = model.config
     if not is_stock(c):
-        raise ValueError(f"a model of widths {c.layer_widths}, head sizes {c.layer_head_dims} and MLPs {c.mlp_kinds} "
-                         "is not a GPT-2: GPT-2 has one residual width, one head size and standard MLPs")
+        raise ValueError(
+            f"a model of widths {c.layer_widths}, head sizes {c.layer_head_dims} and MLPs {c.mlp_kinds} "
+            "is not a GPT-2: GPT-2 has one residual width, one head size and standard MLPs"
+        )
     d, hd = c.n_embd, c.layer_head_dims[0]
-    gconf = GPT2Config(vocab_size=c.vocab_size, n_positions=c.n_positions, n_embd=d, n_layer=c.n_layer, n_head=d // hd,
-                       n_inner=c.mlp_ratio * d, activation_function=c.activation_function, resid_pdrop=c.resid_pdrop,
-                       embd_pdrop=c.embd_pdrop, attn_pdrop=c.attn_pdrop, layer_norm_epsilon=c.layer_norm_epsilon,
-                       initializer_range=c.initializer_range, bos_token_id=c.bos_token_id, eos_token_id=c.eos_token_id,
-                       pad_token_id=c.pad_token_id, tie_word_embeddings=c.tie_word_embeddings)
+    gconf = GPT2Config(
+        vocab_size=c.vocab_size,
+        n_positions=c.n_positions,
+        n_embd=d,
+        n_layer=c.n_layer,
+        n_head=d // hd,
+        n_inner=c.mlp_ratio * d,
+        activation_function=c.activation_function,
+        resid_pdrop=c.resid_pdrop,
+        embd_pdrop=c.embd_pdrop,
+        attn_pdrop=c.attn_pdrop,
+        layer_norm_epsilon=c.layer_norm_epsilon,
+        initializer_range=c.initializer_range,
+        bos_token_id=c.bos_token_id,
+        eos_token_id=c.eos_token_id,
+        pad_token_id=c.pad_token_id,
+        tie_word_embeddings=c.tie_word_embeddings,
+    )
     gpt2 = GPT2LMHeadModel(gconf)
     conv1d = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
     src = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}

@@ -131,7 +131,9 @@ class Block(nn.Module):
         self.ln_1 = nn.LayerNorm(w, eps=config.layer_norm_epsilon)
         self.attn = Attention(config, layer_idx)
         self.ln_2 = nn.LayerNorm(w, eps=config.layer_norm_epsilon)
-        self.mlp = CollapsedMLP(config, layer_idx) if config.mlp_kinds[layer_idx] == "collapsed" else MLP(config, layer_idx)
+        self.mlp = (
+            CollapsedMLP(config, layer_idx) if config.mlp_kinds[layer_idx] == "collapsed" else MLP(config, layer_idx)
+        )
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, cache: Cache | None) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), mask, cache)  # (B, T, w)
@@ -253,8 +255,9 @@ class CLIGPT2LMHeadModel(CLIGPT2PreTrainedModel, GenerationMixin):
         and are not supported raise ``TypeError``: there is no ``**kwargs`` to swallow them.
         """
         cache = _one_cache(cache, past_key_values)
-        _refuse_unsupported(return_dict=return_dict, output_attentions=output_attentions,
-                            output_hidden_states=output_hidden_states)
+        _refuse_unsupported(
+            return_dict=return_dict, output_attentions=output_attentions, output_hidden_states=output_hidden_states
+        )
         use_cache = self.config.use_cache if use_cache is None else use_cache
         if use_cache and cache is None:
             cache = DynamicCache()

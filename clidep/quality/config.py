@@ -11,7 +11,9 @@ from clidep.options import Options, option
 class EvalConfig(Options):
     """The sliding-window protocol and the text it scores."""
 
-    data: str = option("wikitext-test", "wikitext-test (offline), wikitext-test-raw, wikitext-103 (hub) or a text file.")
+    data: str = option(
+        "wikitext-test", "wikitext-test (offline), wikitext-test-raw, wikitext-103 (hub) or a text file."
+    )
     context: int | None = option(None, "Window length in tokens (default: the model's positions).", low=2)
     stride: int | None = option(None, "Tokens between window starts (default: context / 2).", low=1)
     batch_size: int = option(4, "Windows per forward pass.", low=1)

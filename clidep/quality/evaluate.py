@@ -5,12 +5,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from clidep.errors import ClidepError
 from clidep.data import load_tokenizer, read_text, tokenize_text
-from clidep.quality.perplexity import PerplexityResult, perplexity, torch_logits_fn
+from clidep.errors import ClidepError
 from clidep.options import resolve
 from clidep.progress import progress_bar
 from clidep.quality.config import EvalConfig
+from clidep.quality.perplexity import PerplexityResult, perplexity, torch_logits_fn
 
 
 def evaluate(model_path: str | Path, config: EvalConfig | None = None, **options) -> PerplexityResult:
@@ -43,7 +43,9 @@ def _evaluate_onnx(graph: Path, c: EvalConfig) -> PerplexityResult:
         raise ClidepError(f"no ONNX model at '{graph}'; give a directory made by clidep export")
     with checked_runner(graph, lambda m: print(m, file=sys.stderr)) as (runner, positions):
         if positions is None:
-            raise ClidepError(f"cannot tell the positions of '{graph}': no clidep metadata and no config.json beside it")
+            raise ClidepError(
+                f"cannot tell the positions of '{graph}': no clidep metadata and no config.json beside it"
+            )
         return _score(runner.logits, positions, load_tokenizer(graph.parent), c)
 
 

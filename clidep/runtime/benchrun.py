@@ -50,9 +50,18 @@ def peak_rss_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
-def measure(path: str, prompt_lens: list[int], gen: int, threads: int | None, ppl_ids: np.ndarray | None = None,
-            context: int = 256, stride: int = 128, seed: int = 0, depths: list[int] = (DECODE_PROMPT,),
-            reps: int = REPS) -> dict:
+def measure(
+    path: str,
+    prompt_lens: list[int],
+    gen: int,
+    threads: int | None,
+    ppl_ids: np.ndarray | None = None,
+    context: int = 256,
+    stride: int = 128,
+    seed: int = 0,
+    depths: list[int] = (DECODE_PROMPT,),
+    reps: int = REPS,
+) -> dict:
     """One model's record through clidep's runner: load time, prompt processing per prompt length,
     generation after each of DEPTHS (the first is the headline), REPS times each; peak memory;
     perplexity given PPL_IDS."""
@@ -61,8 +70,16 @@ def measure(path: str, prompt_lens: list[int], gen: int, threads: int | None, pp
     load_s = time.perf_counter() - t0
     vocab = runner.session.get_outputs()[0].shape[-1]
     vocab = vocab if isinstance(vocab, int) else 1000
-    record = _protocol(lambda ids: _prefill_ms(runner, ids), lambda ids: _decode_ms(runner, ids, gen),
-                       vocab, prompt_lens, depths, gen, reps, seed)
+    record = _protocol(
+        lambda ids: _prefill_ms(runner, ids),
+        lambda ids: _decode_ms(runner, ids, gen),
+        vocab,
+        prompt_lens,
+        depths,
+        gen,
+        reps,
+        seed,
+    )
     record.update(load_s=load_s, threads=threads, runner=where())
     if ppl_ids is not None:
         from clidep.quality.perplexity import perplexity, ppl_batch
@@ -71,8 +88,15 @@ def measure(path: str, prompt_lens: list[int], gen: int, threads: int | None, pp
     return record
 
 
-def measure_genai(folder: str, prompt_lens: list[int], gen: int, threads: int | None, seed: int = 0,
-                  depths: list[int] = (DECODE_PROMPT,), reps: int = REPS) -> dict:
+def measure_genai(
+    folder: str,
+    prompt_lens: list[int],
+    gen: int,
+    threads: int | None,
+    seed: int = 0,
+    depths: list[int] = (DECODE_PROMPT,),
+    reps: int = REPS,
+) -> dict:
     """The same record through ONNX Runtime GenAI's Generator, from an export's genai/<precision>/ folder."""
     import onnxruntime_genai as og
 
@@ -84,14 +108,31 @@ def measure_genai(folder: str, prompt_lens: list[int], gen: int, threads: int | 
     load_s = time.perf_counter() - t0
     described = json.loads((Path(folder) / "genai_config.json").read_text())["model"]
     vocab, context = described["vocab_size"], described["context_length"]
-    record = _protocol(lambda ids: _genai_prefill_ms(og, model, ids, context),
-                       lambda ids: _genai_decode_ms(og, model, ids, gen), vocab, prompt_lens, depths, gen, reps, seed)
+    record = _protocol(
+        lambda ids: _genai_prefill_ms(og, model, ids, context),
+        lambda ids: _genai_decode_ms(og, model, ids, gen),
+        vocab,
+        prompt_lens,
+        depths,
+        gen,
+        reps,
+        seed,
+    )
     record.update(load_s=load_s, threads=threads, runner={**where(), "onnxruntime_genai": og.__version__})
     return record
 
 
-def measure_llamacpp(gguf: str, prompt_lens: list[int], gen: int, threads: int | None, ppl_ids: np.ndarray | None = None,
-                     context: int = 256, stride: int = 128, depths: list[int] = (DECODE_PROMPT,), reps: int = REPS) -> dict:
+def measure_llamacpp(
+    gguf: str,
+    prompt_lens: list[int],
+    gen: int,
+    threads: int | None,
+    ppl_ids: np.ndarray | None = None,
+    context: int = 256,
+    stride: int = 128,
+    depths: list[int] = (DECODE_PROMPT,),
+    reps: int = REPS,
+) -> dict:
     """The same record of a GGUF file through llama.cpp's llama-bench (runtime/llamacpp.py: its tests, its
     repetitions, its samples); perplexity given PPL_IDS, through llama.cpp's bindings (this machine only)."""
     import os
@@ -109,8 +150,9 @@ def measure_llamacpp(gguf: str, prompt_lens: list[int], gen: int, threads: int |
     return record
 
 
-def _protocol(prefill, decode, vocab: int, prompt_lens: list[int], depths: list[int], gen: int, reps: int,
-              seed: int) -> dict:
+def _protocol(
+    prefill, decode, vocab: int, prompt_lens: list[int], depths: list[int], gen: int, reps: int, seed: int
+) -> dict:
     """REPS repetitions of llama-bench's tests: ppN (one prompt pass of N tokens, after one untimed pass
     per length) and tgGEN after each depth P (GEN greedy tokens after a P-token prompt and
     WARMUP_TOKENS untimed steps). PREFILL(ids) returns ms; DECODE(ids) (step ms, first-token ms)."""
@@ -228,9 +270,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--stride", type=int, default=128)
     ap.add_argument("--depth", default=str(DECODE_PROMPT))
     ap.add_argument("--reps", type=int, default=REPS)
-    ap.add_argument("--runtime", choices=("clidep", "genai", "llamacpp"), default="clidep",
-                    help="clidep's runner on MODEL (.onnx), ONNX Runtime GenAI on MODEL (a genai/<precision> folder), "
-                         "or llama.cpp's llama-bench on MODEL (.gguf)")
+    ap.add_argument(
+        "--runtime",
+        choices=("clidep", "genai", "llamacpp"),
+        default="clidep",
+        help="clidep's runner on MODEL (.onnx), ONNX Runtime GenAI on MODEL (a genai/<precision> folder), "
+        "or llama.cpp's llama-bench on MODEL (.gguf)",
+    )
     a = ap.parse_args(argv)
     ids = np.load(a.ppl_ids) if a.ppl_ids else None
     lens = [int(x) for x in a.prompt_lens.split(",") if x]

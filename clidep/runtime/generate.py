@@ -9,8 +9,9 @@ from clidep.options import resolve
 from clidep.runtime.config import GenerateConfig
 
 
-def generate_text(artifact: str | Path, prompt: str, config: GenerateConfig | None = None, *, log=None,
-                  **options) -> str:
+def generate_text(
+    artifact: str | Path, prompt: str, config: GenerateConfig | None = None, *, log=None, **options
+) -> str:
     """Continue PROMPT with the ONNX model at ARTIFACT (a directory's model.onnx, or an .onnx file in one).
 
     The graph is checked against the export's manifest first (a folder without one runs as a
@@ -33,7 +34,9 @@ def generate_text(artifact: str | Path, prompt: str, config: GenerateConfig | No
     try:
         prompt.encode("utf-8")
     except UnicodeEncodeError as exc:  # bytes that are not UTF-8 reach Python's argv as lone surrogates
-        raise ClidepError(f"--prompt is not valid UTF-8 text (a byte that cannot be decoded at character {exc.start})") from None
+        raise ClidepError(
+            f"--prompt is not valid UTF-8 text (a byte that cannot be decoded at character {exc.start})"
+        ) from None
     c = resolve(GenerateConfig, config, options)
     max_new_tokens = c.max_new_tokens
     with checked_runner(onnx_file, log) as (runner, positions):
@@ -43,12 +46,17 @@ def generate_text(artifact: str | Path, prompt: str, config: GenerateConfig | No
             raise ClidepError("--prompt is empty")
         if positions is not None:
             if len(ids) >= positions:
-                raise ClidepError(f"the prompt is {len(ids)} tokens; the model has {positions} positions, so it can add none")
+                raise ClidepError(
+                    f"the prompt is {len(ids)} tokens; the model has {positions} positions, so it can add none"
+                )
             if len(ids) + max_new_tokens > positions:
                 if log is not None:
-                    log(f"warning: stopped after {positions - len(ids)} of {max_new_tokens} new tokens at the model's "
-                        f"{positions} positions")
+                    log(
+                        f"warning: stopped after {positions - len(ids)} of {max_new_tokens} new tokens at the model's "
+                        f"{positions} positions"
+                    )
                 max_new_tokens = positions - len(ids)
-        out = runner.generate(np.array([ids]), max_new_tokens=max_new_tokens, temperature=c.temperature,
-                              top_k=c.top_k, seed=c.seed)
-    return prompt + tokenizer.decode(out[0, len(ids):].tolist())
+        out = runner.generate(
+            np.array([ids]), max_new_tokens=max_new_tokens, temperature=c.temperature, top_k=c.top_k, seed=c.seed
+        )
+    return prompt + tokenizer.decode(out[0, len(ids) :].tolist())

@@ -70,10 +70,19 @@ def build(log=print) -> Path:
     root = cache_dir()
     src = _source(root, log)
     log(f"building libllama, llama-bench and llama-quantize in {root / 'build'} (~6 min on 2 cores) ...")
-    flags = ["-DGGML_NATIVE=ON", "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
-             "-DLLAMA_BUILD_SERVER=OFF", "-DBUILD_SHARED_LIBS=ON", "-DCMAKE_BUILD_TYPE=Release"]
+    flags = [
+        "-DGGML_NATIVE=ON",
+        "-DLLAMA_CURL=OFF",
+        "-DLLAMA_BUILD_TESTS=OFF",
+        "-DLLAMA_BUILD_EXAMPLES=OFF",
+        "-DLLAMA_BUILD_SERVER=OFF",
+        "-DBUILD_SHARED_LIBS=ON",
+        "-DCMAKE_BUILD_TYPE=Release",
+    ]
     run_tool(["cmake", "-S", str(src / "vendor" / "llama.cpp"), "-B", str(root / "build"), *flags], "cmake configure")
-    run_tool(["cmake", "--build", str(root / "build"), "--target", "llama", *TOOLS, "-j", str(os.cpu_count())], "cmake build")
+    run_tool(
+        ["cmake", "--build", str(root / "build"), "--target", "llama", *TOOLS, "-j", str(os.cpu_count())], "cmake build"
+    )
     return bin_dir()
 
 
@@ -84,8 +93,21 @@ def _source(root: Path, log) -> Path:
         return src
     root.mkdir(parents=True, exist_ok=True)
     log(f"downloading the llama-cpp-python {VERSION} sdist (llama.cpp source) ...")
-    run_tool([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", f"llama-cpp-python=={VERSION}",
-          "-d", str(root)], "pip download")
+    run_tool(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            f"llama-cpp-python=={VERSION}",
+            "-d",
+            str(root),
+        ],
+        "pip download",
+    )
     with tarfile.open(root / f"llama_cpp_python-{VERSION}.tar.gz") as tar:
         tar.extractall(root, filter="data")
     return src
@@ -116,8 +138,16 @@ class LlamaCppModel:
         llama_cpp = bindings()
         extra = {"type_k": 0, "type_v": 0, "flash_attn": False} if exact_cache else {}  # 0: GGML_TYPE_F32
         try:
-            self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx,
-                                       n_threads=threads or os.cpu_count(), logits_all=True, verbose=False, **extra)
+            self.llm = llama_cpp.Llama(
+                model_path=str(path),
+                n_ctx=n_ctx,
+                n_batch=n_ctx,
+                n_ubatch=n_ctx,
+                n_threads=threads or os.cpu_count(),
+                logits_all=True,
+                verbose=False,
+                **extra,
+            )
         except ValueError as exc:  # the bindings' "Failed to load model from file"
             raise Unavailable(f"llama.cpp cannot load {path.name}: {exc}") from exc
         self.n_ctx = n_ctx
@@ -180,10 +210,14 @@ def llama_bench() -> Path:
     found = shutil.which("llama-bench")
     if found:
         return Path(found)
-    raise Unavailable(f"no llama-bench here (CLIDEP_LLAMA_BENCH unset, no build in {built.parent}, none on PATH): {BUILD_HINT}")
+    raise Unavailable(
+        f"no llama-bench here (CLIDEP_LLAMA_BENCH unset, no build in {built.parent}, none on PATH): {BUILD_HINT}"
+    )
 
 
-def run_bench(gguf: Path, threads: int, reps: int, tests: list[list[str]], cache: str | None = None) -> tuple[list, dict]:
+def run_bench(
+    gguf: Path, threads: int, reps: int, tests: list[list[str]], cache: str | None = None
+) -> tuple[list, dict]:
     """llama-bench's JSON records of TESTS (each a list of its -p/-n/-d arguments) on GGUF, REPS repetitions, and
     {"repack", "peak_rss_mb" (the largest llama-bench process), "flags"}: repacked weights first (the kernels
     GGML_NATIVE builds for this CPU), plain ones where repacking fails. CACHE: None for llama.cpp's default
@@ -220,8 +254,9 @@ def _run_measured(cmd: list[str]) -> tuple[int, str, str, float]:
         return proc.returncode, out.read(), err.read(), kb / 1024
 
 
-def record(gguf: Path, prompt_lens: list[int], gen: int, threads: int, depths: list[int], reps: int,
-           cache: str | None = None) -> dict:
+def record(
+    gguf: Path, prompt_lens: list[int], gen: int, threads: int, depths: list[int], reps: int, cache: str | None = None
+) -> dict:
     """clidep bench's record (runtime/record.py) of GGUF through llama-bench: ppN for each of PROMPT_LENS and
     for the first depth (the time to the first token there), tgGEN after each of DEPTHS, with CACHE as
     run_bench takes it. llama-bench times a whole test, not a step, so the decode samples are each
@@ -230,8 +265,13 @@ def record(gguf: Path, prompt_lens: list[int], gen: int, threads: int, depths: l
     import numpy as np
 
     lens = list(dict.fromkeys([*prompt_lens, depths[0]]))
-    runs, how = run_bench(gguf, threads, reps, [["-p", ",".join(map(str, lens)), "-n", "0"],
-                                               ["-p", "0", "-n", str(gen), "-d", ",".join(map(str, depths))]], cache)
+    runs, how = run_bench(
+        gguf,
+        threads,
+        reps,
+        [["-p", ",".join(map(str, lens)), "-n", "0"], ["-p", "0", "-n", str(gen), "-d", ",".join(map(str, depths))]],
+        cache,
+    )
     pp = {r["n_prompt"]: r for r in runs if r["n_prompt"] and not r["n_gen"]}
     tg = {r.get("n_depth", 0): r for r in runs if r["n_gen"]}
     pp_ms = {n: [ns / 1e6 for ns in r["samples_ns"]] for n, r in pp.items()}
@@ -239,22 +279,38 @@ def record(gguf: Path, prompt_lens: list[int], gen: int, threads: int, depths: l
     head = tg_ms[depths[0]]
     first = runs[0]
     return {
-        "reps": reps, "gen": gen, "threads": threads, "load_s": None,
+        "reps": reps,
+        "gen": gen,
+        "threads": threads,
+        "load_s": None,
         "prefill_ms": {str(n): float(np.median(pp_ms[n])) for n in prompt_lens},
         "prefill_ms_samples": {str(n): pp_ms[n] for n in prompt_lens},
         "pp_tps": {str(n): _spread(pp[n]) for n in prompt_lens},
-        "ttft_ms": float(np.median(pp_ms[depths[0]])), "ttft_ms_samples": pp_ms[depths[0]],
-        "decode_ms_p50": float(np.percentile(head, 50)), "decode_ms_p90": float(np.percentile(head, 90)),
+        "ttft_ms": float(np.median(pp_ms[depths[0]])),
+        "ttft_ms_samples": pp_ms[depths[0]],
+        "decode_ms_p50": float(np.percentile(head, 50)),
+        "decode_ms_p90": float(np.percentile(head, 90)),
         "decode_ms_samples": head,
         "decode_ms_at": {str(d): float(np.median(tg_ms[d])) for d in depths},
         "tg_tps": {str(d): _spread(tg[d]) for d in depths},
         "tokens_per_s": 1e3 / float(np.percentile(head, 50)),
         "decode_context": depths[0] + gen // 2,
-        "ppl": None, "peak_rss_mb": how["peak_rss_mb"],
-        "runner": {"llama_cpp": {"version": VERSION, "build": first.get("build_commit"), "bench": str(llama_bench()),
-                                 "repack": how["repack"], "flags": how["flags"], "type_k": first.get("type_k"),
-                                 "type_v": first.get("type_v"), "flash_attn": first.get("flash_attn"),
-                                 "cpu": first.get("cpu_info"), "decode_samples": "each repetition's mean ms/token"}},
+        "ppl": None,
+        "peak_rss_mb": how["peak_rss_mb"],
+        "runner": {
+            "llama_cpp": {
+                "version": VERSION,
+                "build": first.get("build_commit"),
+                "bench": str(llama_bench()),
+                "repack": how["repack"],
+                "flags": how["flags"],
+                "type_k": first.get("type_k"),
+                "type_v": first.get("type_v"),
+                "flash_attn": first.get("flash_attn"),
+                "cpu": first.get("cpu_info"),
+                "decode_samples": "each repetition's mean ms/token",
+            }
+        },
     }
 
 

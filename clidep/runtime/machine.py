@@ -11,10 +11,24 @@ import platform
 
 # ARM's part numbers (/proc/cpuinfo's "CPU part" under implementer 0x41) of the cores clidep's
 # device profiles name, and of their neighbours on phones and boards.
-ARM_PARTS = {"0xd03": "cortex-a53", "0xd04": "cortex-a35", "0xd05": "cortex-a55", "0xd08": "cortex-a72",
-             "0xd09": "cortex-a73", "0xd0a": "cortex-a75", "0xd0b": "cortex-a76", "0xd0c": "neoverse-n1",
-             "0xd0d": "cortex-a77", "0xd41": "cortex-a78", "0xd44": "cortex-x1", "0xd46": "cortex-a510",
-             "0xd47": "cortex-a710", "0xd48": "cortex-x2", "0xd4d": "cortex-a715", "0xd4e": "cortex-x3"}
+ARM_PARTS = {
+    "0xd03": "cortex-a53",
+    "0xd04": "cortex-a35",
+    "0xd05": "cortex-a55",
+    "0xd08": "cortex-a72",
+    "0xd09": "cortex-a73",
+    "0xd0a": "cortex-a75",
+    "0xd0b": "cortex-a76",
+    "0xd0c": "neoverse-n1",
+    "0xd0d": "cortex-a77",
+    "0xd41": "cortex-a78",
+    "0xd44": "cortex-x1",
+    "0xd46": "cortex-a510",
+    "0xd47": "cortex-a710",
+    "0xd48": "cortex-x2",
+    "0xd4d": "cortex-a715",
+    "0xd4e": "cortex-x3",
+}
 
 
 def kernel_machine() -> str | None:
@@ -55,6 +69,14 @@ def where() -> dict:
     import numpy as np
     import onnxruntime
 
-    return {"host": platform.node(), "machine": platform.machine(), "system": platform.system(),
-            "cores": os.cpu_count(), "cpu": arm_core(), "emulated": emulated(), "python": platform.python_version(),
-            "onnxruntime": onnxruntime.__version__, "numpy": np.__version__}
+    return {
+        "host": platform.node(),
+        "machine": platform.machine(),
+        "system": platform.system(),
+        "cores": os.cpu_count(),
+        "cpu": arm_core(),
+        "emulated": emulated(),
+        "python": platform.python_version(),
+        "onnxruntime": onnxruntime.__version__,
+        "numpy": np.__version__,
+    }

@@ -70,8 +70,11 @@ def feeds(input_ids, attention_mask, position_ids, past: list) -> dict:
     """The graph's inputs for one pass; PAST lists each block's key then value (B, heads_i, P, head_dim_i)."""
     import numpy as np
 
-    out = {"input_ids": np.asarray(input_ids, np.int64), "attention_mask": np.asarray(attention_mask, np.int64),
-           "position_ids": np.asarray(position_ids, np.int64)}
+    out = {
+        "input_ids": np.asarray(input_ids, np.int64),
+        "attention_mask": np.asarray(attention_mask, np.int64),
+        "position_ids": np.asarray(position_ids, np.int64),
+    }
     for i in range(len(past) // 2):
         out[past_name(i, "key")], out[past_name(i, "value")] = past[2 * i], past[2 * i + 1]
     return out

@@ -49,7 +49,10 @@ def run_graph(path: str, inputs: dict, context: int, stride: int, greedy_tokens:
     runner = OnnxCausalLM(path)
     out = {}
     split = int(inputs["split"])
-    for batch, ids, mask in (("b1", inputs["ids1"], np.ones_like(inputs["ids1"])), ("b2", inputs["ids2"], inputs["mask2"])):
+    for batch, ids, mask in (
+        ("b1", inputs["ids1"], np.ones_like(inputs["ids1"])),
+        ("b2", inputs["ids2"], inputs["mask2"]),
+    ):
         for past, logits in _logits(runner, ids, mask, split).items():
             out[f"logits-{batch}-{past}"] = logits
     out["greedy"] = runner.generate(inputs["prompt"], max_new_tokens=greedy_tokens)[0]

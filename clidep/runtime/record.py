@@ -32,7 +32,9 @@ RUNNER = (
     Field("ttft_ms_samples", "ms", "compute", "each repetition's ms to the first token"),
     Field("decode_ms_p50", "ms", "bandwidth", "median ms of a decode step at the first depth, every repetition pooled"),
     Field("decode_ms_p90", "ms", "bandwidth", "90th percentile of the same steps"),
-    Field("decode_ms_samples", "ms", "bandwidth", "every timed decode step at the first depth, repetition by repetition"),
+    Field(
+        "decode_ms_samples", "ms", "bandwidth", "every timed decode step at the first depth, repetition by repetition"
+    ),
     Field("decode_ms_at", "ms", "bandwidth", "per depth: median ms of a decode step"),
     Field("tg_tps", "tokens/s", "bandwidth", "per depth: {mean, sd, samples} of generated tokens/s"),
     Field("tokens_per_s", "tokens/s", "bandwidth", "1000 / decode_ms_p50"),
@@ -49,7 +51,15 @@ def check(record: dict) -> dict:
     missing = [k for k in FIELDS if k not in record]
     extra = [k for k in record if k not in FIELDS]
     if missing or extra:
-        raise ValueError("the runner's record does not match clidep's (a runner of another version?): "
-                         + "; ".join(x for x in (f"missing {', '.join(missing)}" if missing else "",
-                                                 f"undeclared {', '.join(extra)}" if extra else "") if x))
+        raise ValueError(
+            "the runner's record does not match clidep's (a runner of another version?): "
+            + "; ".join(
+                x
+                for x in (
+                    f"missing {', '.join(missing)}" if missing else "",
+                    f"undeclared {', '.join(extra)}" if extra else "",
+                )
+                if x
+            )
+        )
     return record

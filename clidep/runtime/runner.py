@@ -13,10 +13,12 @@ import numpy as np
 from clidep.runtime import onnx_io
 from clidep.runtime.onnx_io import decode_kv_shapes, kv_shapes_from_config
 
-
 #: The cache element types a graph may declare (export/kv_cache.py): (precision's name, numpy type).
-_CACHE_TYPES = {"tensor(float)": ("fp32", np.float32), "tensor(float16)": ("fp16", np.float16),
-                "tensor(int8)": ("int8", np.int8)}
+_CACHE_TYPES = {
+    "tensor(float)": ("fp32", np.float32),
+    "tensor(float16)": ("fp16", np.float16),
+    "tensor(int8)": ("int8", np.int8),
+}
 
 
 def cache_precision_of(dtype) -> str:
@@ -59,8 +61,12 @@ class SharedKV:
 
         if self.step is None:
             B = len(self.lengths)
-            arrays = (np.zeros((B, 1), np.int64), np.zeros((B, 1), np.int64), np.zeros((B, 1, vocab), logits_dtype),
-                      np.array(1, np.int64))
+            arrays = (
+                np.zeros((B, 1), np.int64),
+                np.zeros((B, 1), np.int64),
+                np.zeros((B, 1, vocab), logits_dtype),
+                np.array(1, np.int64),
+            )
             self.step = arrays, [ort.OrtValue.ortvalue_from_numpy(a) for a in arrays]
         return self.step
 
@@ -118,8 +124,9 @@ class OnnxCausalLM:
             return SharedKV(self.kv_shapes, batch, capacity or self.max_length, self.past_type)
         return onnx_io.empty_past(self.kv_shapes, batch, self.past_type)
 
-    def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray,
-                past, last_only: bool = False):
+    def forward(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray, past, last_only: bool = False
+    ):
         """One pass: logits (B, T, V), or (B, 1, V) with LAST_ONLY, and the cache after it.
 
         ATTENTION_MASK covers past and new tokens (B, P + T); padding may only precede a row's
@@ -127,8 +134,9 @@ class OnnxCausalLM:
         shared-buffer graph advances PAST in place and returns it.
         """
         if self.shared:
-            return self._forward_shared(np.asarray(input_ids, np.int64), np.asarray(attention_mask, np.int64),
-                                        past, last_only)
+            return self._forward_shared(
+                np.asarray(input_ids, np.int64), np.asarray(attention_mask, np.int64), past, last_only
+            )
         out = self.session.run(self.output_names, onnx_io.feeds(input_ids, attention_mask, position_ids, past))
         return (out[0][:, -1:] if last_only else out[0]), out[1:]
 
@@ -146,8 +154,10 @@ class OnnxCausalLM:
         elif not mask[:, -T:].all():
             raise ValueError("after the prompt every row must add the same number of real tokens")
         elif B > 1 and T > 1:  # GroupQueryAttention takes several new tokens after a past for batch 1 only
-            steps = [self._forward_shared(ids[:, t:t + 1], mask[:, :mask.shape[1] - T + t + 1], kv, False)[0]
-                     for t in range(T)]
+            steps = [
+                self._forward_shared(ids[:, t : t + 1], mask[:, : mask.shape[1] - T + t + 1], kv, False)[0]
+                for t in range(T)
+            ]
             return (steps[-1] if last_only else np.concatenate(steps, axis=1)), kv
         else:
             positions, shift, new = kv.lengths[:, None] + np.arange(T), np.zeros(B, np.int64), np.full(B, T)
@@ -158,11 +168,15 @@ class OnnxCausalLM:
         keep = 1 if last_only and uniform else 0
         graph_mask = (np.arange(int(lengths.max()))[None] < lengths[:, None]).astype(np.int64)
         binding = kv.bind(self.session, self.n_layer)
-        small = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v, np.int64))
-                 for v in (ids, graph_mask, positions, np.array(keep))]  # kept alive until the run ends
+        small = [
+            ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v, np.int64))
+            for v in (ids, graph_mask, positions, np.array(keep))
+        ]  # kept alive until the run ends
         for name, value in zip(("input_ids", "attention_mask", "position_ids", onnx_io.LOGITS_TO_KEEP), small):
             binding.bind_ortvalue_input(name, value)  # (bind_cpu_input cannot find an input that has a default)
-        if self.vocab:  # written in place: ORT's own output and its numpy copy held 2 x 206 MB at GPT-2's 1,024 x 50,257
+        if (
+            self.vocab
+        ):  # written in place: ORT's own output and its numpy copy held 2 x 206 MB at GPT-2's 1,024 x 50,257
             logits = np.empty((B, keep or T, self.vocab), self.logits_type)
             out = ort.OrtValue.ortvalue_from_numpy(logits)
             binding.bind_ortvalue_output("logits", out)
@@ -218,8 +232,9 @@ class OnnxCausalLM:
         """(B, heads_i, tokens so far, head_dim_i) of each cached key and value, for either layout."""
         return past.shapes if self.shared else [p.shape for p in past]
 
-    def decode_step(self, next_ids: np.ndarray, mask: np.ndarray, pos: np.ndarray,
-                    past) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
+    def decode_step(
+        self, next_ids: np.ndarray, mask: np.ndarray, pos: np.ndarray, past
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
         """Feed one new token per row (B, 1) after PAST: (logits, mask, positions, cache) for the next step."""
         mask = np.concatenate([mask, np.ones((mask.shape[0], 1), dtype=np.int64)], axis=1)  # (B, S + 1)
         pos = pos[:, -1:] + 1  # (B, 1)
@@ -233,9 +248,16 @@ class OnnxCausalLM:
         pos = np.broadcast_to(np.arange(T, dtype=np.int64), (B, T))
         return self.forward(input_ids, mask, pos, self.empty_past(B, T))[0].astype(np.float32, copy=False)
 
-    def generate(self, input_ids: np.ndarray, attention_mask: np.ndarray | None = None, max_new_tokens: int = 32,
-                 temperature: float = 0.0, top_k: int = 0, eos_token_id: int | None = None,
-                 seed: int = 0) -> np.ndarray:
+    def generate(
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray | None = None,
+        max_new_tokens: int = 32,
+        temperature: float = 0.0,
+        top_k: int = 0,
+        eos_token_id: int | None = None,
+        seed: int = 0,
+    ) -> np.ndarray:
         """Prefill then decode with the KV cache; greedy when ``temperature`` is 0. Returns prompt + new tokens."""
         rng = np.random.default_rng(seed)
         ids = np.asarray(input_ids, dtype=np.int64)

@@ -74,8 +74,11 @@ def load_manifest(folder: Path) -> dict | None:
         return None
     manifest = read_json(path, "clidep export manifest")
     variants = manifest.get("variants")
-    if not isinstance(variants, list) or not variants or not all(
-            isinstance(v, dict) and {"precision", "file"} <= v.keys() for v in variants):
+    if (
+        not isinstance(variants, list)
+        or not variants
+        or not all(isinstance(v, dict) and {"precision", "file"} <= v.keys() for v in variants)
+    ):
         raise ClidepError(f"'{path}' lists no variants (each with precision and file); re-run clidep export")
     return manifest
 
@@ -107,8 +110,10 @@ def check_variant(folder: Path, variant: dict, graph: Path | None = None) -> Non
 
 
 def _changed(path: Path, how: str) -> ClidepError:
-    return ClidepError(f"'{path}' is not the file clidep export wrote ({how}); re-run clidep export, "
-                       "or copy the graph out of the export folder to run it as a foreign model")
+    return ClidepError(
+        f"'{path}' is not the file clidep export wrote ({how}); re-run clidep export, "
+        "or copy the graph out of the export folder to run it as a foreign model"
+    )
 
 
 def graph_facts(path: Path, variant: dict | None = None, manifest: dict | None = None) -> GraphFacts:
@@ -127,8 +132,12 @@ def graph_facts(path: Path, variant: dict | None = None, manifest: dict | None =
     logits = next((o for o in model.graph.output if o.name == "logits"), None)
     dims = logits.type.tensor_type.shape.dim if logits is not None else []
     vocab = dims[-1].dim_value if dims and dims[-1].HasField("dim_value") else None
-    return GraphFacts(int(meta[onnx_io.MAX_LENGTH_KEY]) if onnx_io.MAX_LENGTH_KEY in meta else None, vocab,
-                      onnx_io.decode_kv_shapes(meta), model_kv)
+    return GraphFacts(
+        int(meta[onnx_io.MAX_LENGTH_KEY]) if onnx_io.MAX_LENGTH_KEY in meta else None,
+        vocab,
+        onnx_io.decode_kv_shapes(meta),
+        model_kv,
+    )
 
 
 def check_config(folder: Path, facts: GraphFacts) -> None:
@@ -137,20 +146,25 @@ def check_config(folder: Path, facts: GraphFacts) -> None:
     if not path.is_file():
         return
     config = read_json(path, "model config (config.json)")
-    said = {"n_positions": (config.get("n_positions"), facts.positions, "the graph's cache holds"),
-            "vocab_size": (config.get("vocab_size"), facts.vocab_size, "the graph's logits have")}
+    said = {
+        "n_positions": (config.get("n_positions"), facts.positions, "the graph's cache holds"),
+        "vocab_size": (config.get("vocab_size"), facts.vocab_size, "the graph's logits have"),
+    }
     for key, (value, truth, what) in said.items():
         if truth is not None and value is not None and value != truth:
-            raise ClidepError(f"'{path}' says {key} {value}, but {what} {truth}; it was changed after export: "
-                              "re-run clidep export")
+            raise ClidepError(
+                f"'{path}' says {key} {value}, but {what} {truth}; it was changed after export: re-run clidep export"
+            )
     if facts.model_kv_shapes is not None:  # the model's own (a graph's head sizes may be padded)
         try:
             shapes = onnx_io.kv_shapes_from_config(config)
         except (KeyError, TypeError, ValueError, ZeroDivisionError):
             shapes = None
         if shapes != facts.model_kv_shapes:
-            raise ClidepError(f"'{path}' describes KV shapes {shapes}, but the exported model's are "
-                              f"{facts.model_kv_shapes}; it was changed after export: re-run clidep export")
+            raise ClidepError(
+                f"'{path}' describes KV shapes {shapes}, but the exported model's are "
+                f"{facts.model_kv_shapes}; it was changed after export: re-run clidep export"
+            )
 
 
 def _first_line(exc: BaseException) -> str:
@@ -170,8 +184,10 @@ def reason(exc: BaseException) -> str:
 
 
 def foreign_note(folder: Path) -> str:
-    return (f"note: '{folder}' has no {MANIFEST}: running its graph as a foreign model (optimum's or another "
-            "exporter's); its files are not checked against an export record")
+    return (
+        f"note: '{folder}' has no {MANIFEST}: running its graph as a foreign model (optimum's or another "
+        "exporter's); its files are not checked against an export record"
+    )
 
 
 def checked_graph(graph: Path, log=None) -> GraphFacts:
@@ -186,8 +202,10 @@ def checked_graph(graph: Path, log=None) -> GraphFacts:
         if variant is not None:
             check_variant(folder, variant)
         elif log is not None:
-            log(f"note: '{graph}' is not one of the variants {folder / MANIFEST} lists: running it as a foreign "
-                "graph, not checked against an export record")
+            log(
+                f"note: '{graph}' is not one of the variants {folder / MANIFEST} lists: running it as a foreign "
+                "graph, not checked against an export record"
+            )
     elif log is not None:
         log(foreign_note(folder))
     facts = graph_facts(graph, variant, manifest)
