@@ -19,8 +19,6 @@ from clidep.errors import ClidepError
 from clidep.model.convert import load_model
 from clidep.quality.perplexity import perplexity, torch_logits_fn
 
-from .conftest import run
-
 
 def test_every_shipped_profile_loads_with_sources():
     names = devices.known()
@@ -341,26 +339,6 @@ def test_repetitions_and_a_thread_sweep_in_llama_bench_terms(teacher_artifact, t
     assert [int(t["threads"]) for t in table] == [1, 2]
     assert float(table[0]["tg_tps_16_sd"]) == pytest.approx(rows[0]["tg_tps"]["16"]["sd"])
     assert float(table[1]["pp_tps_64_mean"]) == pytest.approx(rows[1]["pp_tps"]["64"]["mean"])
-
-
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["--device", "nokia-3310"], "unknown device profile 'nokia-3310'; known:"),
-        (["--device", "host", "--remote", "nobody@127.0.0.1"], "cannot use remote host 'nobody@127.0.0.1'"),
-        (["--device", "host", "--gen", "8"], "--gen must be at least 64"),
-    ],
-)
-def test_bench_bad_input(args, message, teacher_artifact, tmp_path):
-    out, _ = teacher_artifact
-    proc = run("bench", str(out / "model.int8.onnx"), "--out", str(tmp_path / "b"), *args)
-    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-400:]
-
-
-def test_bench_refuses_a_directory_without_manifest(tmp_path):
-    (tmp_path / "m").mkdir()
-    proc = run("bench", str(tmp_path / "m"), "--device", "host", "--out", str(tmp_path / "b"))
-    assert proc.returncode == 2 and "no manifest.json" in proc.stderr
 
 
 def test_peak_memory_is_the_median_of_several_runner_processes(teacher_artifact):

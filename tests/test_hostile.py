@@ -320,6 +320,32 @@ CASES = [
     ("unclear", "export {teacher} --out ..", "names no directory of its own"),
     ("unclear", "analyze {teacher} --out ''", "names no directory of its own"),
     ("unclear", "compress {teacher} --out '' --width 32 --steps 1", "names no directory of its own"),
+    # -- option and input errors each command's own tests once ran in a process of their own
+    ("wrong", "export {teacher} --out {fresh} --static", "--static needs calibration text"),
+    (
+        "bounds",
+        "export {teacher} --out {fresh} --int4 --block-size 24",
+        "--block-size must be one of 16, 32, 64, 128, 256",
+    ),
+    ("unclear", "bench {onnx} --device nokia-3310 --out {fresh}", "unknown device profile 'nokia-3310'; known:"),
+    (
+        "unclear",
+        "bench {onnx} --device host --remote nobody@127.0.0.1 --out {fresh}",
+        "cannot use remote host 'nobody@",
+    ),
+    ("wrong", "bench {onnx} --device host --gen 8 --out {fresh}", "--gen must be at least 64"),
+    ("crash", "bench {root}/texts --device host --out {fresh}", "no manifest.json"),
+    ("crash", "generate {root}/texts --prompt hi", "no ONNX model"),
+    ("crash", "eval /no/such/model", "no model directory at '/no/such/model'"),
+    ("unclear", "eval {teacher} --data no-such-text", "no text 'no-such-text'"),
+    ("wrong", "eval {teacher} --context 4096", "exceeds the model's 128 positions"),
+    ("wrong", "eval {teacher} --max-tokens 100", "--max-tokens 100 is below the context 128"),
+    (
+        "wrong",
+        "compress {teacher} --out {fresh} --method layercollapse --layers 1,2 --ratio 1.2 --steps 1",
+        "--layers LIST fixes the size of a layercollapse student",
+    ),
+    ("crash", "eval {root}/texts", "cannot load model"),
 ]
 
 
