@@ -346,6 +346,90 @@ CASES = [
         "--layers LIST fixes the size of a layercollapse student",
     ),
     ("crash", "eval {root}/texts", "cannot load model"),
+    ("wrong", "compress {teacher} --out {fresh} --method cli --ratio 0.8 --steps 1", "--ratio must be above 1"),
+    ("wrong", "compress {teacher} --out {fresh} --method cli --ratio 60 --steps 1", "largest reachable ratio"),
+    (
+        "wrong",
+        "compress {teacher} --out {fresh} --method cli --match {teacher} --steps 1",
+        "is not below the teacher's",
+    ),
+    (
+        "wrong",
+        "compress {teacher} --out {fresh} --method cli --match {teacher}/tokenizer.json --steps 1",
+        "is not a clidep student or GPT-2 directory",
+    ),
+    (
+        "unclear",
+        "compress {teacher} --out {fresh} --method cli --ratio 2 --tokens 10 --steps 2",
+        "exactly one of --tokens or --steps",
+    ),
+    (
+        "unclear",
+        "compress {teacher} --out {fresh} --method cli --ratio 2 --width 32 --steps 1",
+        "exactly one of --ratio, --params, --width, --match or a budget",
+    ),
+    (
+        "unclear",
+        "compress {teacher} --out {fresh} --method auto --width 32 --steps 1",
+        "--method auto chooses its widths: size it with --ratio",
+    ),
+    (
+        "unclear",
+        "compress {teacher} --out {fresh} --method depth --width 32 --steps 1",
+        "--method depth chooses its widths: size it with --ratio",
+    ),
+    (
+        "unclear",
+        "compress {teacher} --out {fresh} --method slim --ratio 2 --protect 0 --steps 1",
+        "--protect applies to --method cli",
+    ),
+    (
+        "unclear",
+        "compress {teacher} --out {fresh} --method slim --ratio 2 --depth-scorer ntk --steps 1",
+        "--depth-scorer applies to --method depth and depth+slim only",
+    ),
+    (
+        "unclear",
+        "compress {teacher} --out {fresh} --method depth --ratio 2 --search-steps 3 --steps 1",
+        "--search-steps applies to --method auto and depth+slim only",
+    ),
+    (
+        "unclear",
+        "compress {teacher} --out {fresh} --method depth --ratio 2 --lc 3 --steps 1",
+        "--lc applies to --method layercollapse",
+    ),
+    (
+        "unclear",
+        "compress {teacher} --out {fresh} --method depth --ratio 2 --depth-scorer magic --steps 1",
+        "--depth-scorer",
+    ),
+    (
+        "wrong",
+        "compress {teacher} --out {fresh} --method depth --ratio 60 --steps 1",
+        "use --method slim or depth+slim",
+    ),
+    (
+        "unclear",
+        "compress {teacher} --out {fresh} --method auto --ratio 1.1 --scorer ntk,magic --steps 1",
+        "--scorer takes ntk, grad, bi, ablation",
+    ),
+    (
+        "unclear",
+        "compress {teacher} --out {fresh} --method auto --ratio 1.1 --gamma 0,x --steps 1",
+        "--gamma must be comma-separated numbers",
+    ),
+    (
+        "bounds",
+        "compress {teacher} --out {fresh} --method auto --ratio 1.1 --gamma -1 --steps 1",
+        "--gamma needs exponents in [0, 16]",
+    ),
+    ("unclear", "analyze {teacher} --out {fresh} --method fisher", "unknown --method 'fisher'"),
+    ("bounds", "analyze {teacher} --out {fresh} --probes 0", "--probes must be at least 1"),
+    (
+        "bounds",
+        "analyze {teacher} --out {fresh} --seq-len 4096",
+        "--seq-len 4096 must be between 2 and the model's 128 positions",
+    ),
 ]
 
 
@@ -519,7 +603,8 @@ def test_hostile_input(kind, command, message, world, tmp_path, capsys):
     fresh = tmp_path / "fresh"
     argv = [a.format(**names, fresh=fresh) for a in shlex.split(command)]
     if argv[0] == "compress" and "--resume" not in argv:  # the tiny teacher's sizes; no NTK analysis needed
-        cli = "--method" in argv and argv[argv.index("--method") + 1] not in ("uniform", "auto")
+        stock_or_sized = ("uniform", "auto", "slim", "depth", "depth+slim")
+        cli = "--method" in argv and argv[argv.index("--method") + 1] not in stock_or_sized
         argv += [
             *(["--seq-len", "64"] if "--seq-len" not in argv else []),
             *(["--protect", "0,3"] if cli and "--protect" not in argv else []),
