@@ -135,8 +135,15 @@ def test_projection_is_labelled_and_follows_the_stated_model(teacher_artifact, t
     out, _ = teacher_artifact
     base = tmp_path / "base"
     shutil.copytree(out, base)
+    # the mechanism, on the fp32 graph through clidep's runner (every variant and runtime: the host bench above)
     report = bench(
-        [str(out)], devices.load("raspberry-pi-4"), baseline=str(base), prompt_lens="16", gen=64, log=lambda m: None
+        [str(out / "model.onnx")],
+        devices.load("raspberry-pi-4"),
+        baseline=str(base / "model.onnx"),
+        runtime="clidep",
+        prompt_lens="16",
+        gen=64,
+        log=lambda m: None,
     )
     assert report["projected"] and "bandwidth" in report["projection"]
     for r in report["models"]:

@@ -11,8 +11,6 @@ from clidep.bench import devices
 from clidep.compress import budget
 from clidep.errors import ClidepError
 
-from .conftest import run
-
 MEDIUM = CLIGPT2Config(vocab_size=50257, n_positions=1024, n_embd=1024, n_layer=24, n_head=16)
 
 
@@ -66,32 +64,37 @@ def test_unreachable_and_loose_budgets_say_why():
         budget.target(MEDIUM, None, "int4", 10.0, None)
 
 
-def test_compress_sizes_a_student_from_a_file_budget(tiny_setup, tmp_path):
+def test_compress_sizes_a_student_from_a_file_budget(tiny_setup, tmp_path, capsys):
+    from clidep.cli import main
+
     root = tiny_setup
-    proc = run(
-        "compress",
-        str(root / "teacher"),
-        "--out",
-        str(tmp_path / "s"),
-        "--data",
-        str(root / "train.txt"),
-        "--method",
-        "uniform",
-        "--max-mb",
-        "2.6",
-        "--precision",
-        "fp32",
-        "--steps",
-        "1",
-        "--batch-size",
-        "2",
-        "--seq-len",
-        "32",
-        "--eval-every",
-        "0",
+    code = main(
+        [
+            "compress",
+            str(root / "teacher"),
+            "--out",
+            str(tmp_path / "s"),
+            "--data",
+            str(root / "train.txt"),
+            "--method",
+            "uniform",
+            "--max-mb",
+            "2.6",
+            "--precision",
+            "fp32",
+            "--steps",
+            "1",
+            "--batch-size",
+            "2",
+            "--seq-len",
+            "32",
+            "--eval-every",
+            "0",
+        ]
     )
-    assert proc.returncode == 0, proc.stderr[-800:]
-    assert "budget: --max-mb 2.6: 2.6 MB / 4.000 bytes per parameter (fp32) = 650,000 parameters" in proc.stderr
+    err = capsys.readouterr().err
+    assert code == 0, err[-800:]
+    assert "budget: --max-mb 2.6: 2.6 MB / 4.000 bytes per parameter (fp32) = 650,000 parameters" in err
     import json
 
     result = json.loads((tmp_path / "s" / "compress.json").read_text())

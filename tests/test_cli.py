@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from .conftest import run
+from clidep.cli import main
 
 
 def test_help_lists_every_command_without_loading_torch():
@@ -35,27 +35,14 @@ def test_runtime_imports_no_torch_without_any_setting():
     assert proc.stdout.strip() == "[]"
 
 
-def test_eval_json_on_a_small_file(teacher_dir, tmp_path):
+def test_eval_json_on_a_small_file(teacher_dir, tmp_path, capsys):
     text = tmp_path / "t.txt"
     text.write_text("The tower is 324 metres tall, about the same height as an 81-storey building. " * 20)
-    proc = run("eval", str(teacher_dir), "--data", str(text), "--context", "64", "--stride", "32", "--json")
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout)
+    common = ["eval", str(teacher_dir), "--data", str(text), "--context", "64", "--stride", "32", "--json"]
+    assert main(common) == 0  # in-process: what `clidep eval ... --json` prints on stdout
+    result = json.loads(capsys.readouterr().out)
     assert result["context"] == 64 and result["stride"] == 32 and result["tokens"] > 100
     assert 1.0 < result["ppl"] < 8192 / 10  # far better than a uniform guess over the 8k vocabulary
-    head = json.loads(
-        run(
-            "eval",
-            str(teacher_dir),
-            "--data",
-            str(text),
-            "--context",
-            "64",
-            "--stride",
-            "32",
-            "--max-tokens",
-            "100",
-            "--json",
-        ).stdout
-    )
+    assert main([*common, "--max-tokens", "100"]) == 0
+    head = json.loads(capsys.readouterr().out)
     assert head["tokens"] == 100 and head["ppl"] != result["ppl"]  # only the start of the text is scored

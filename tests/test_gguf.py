@@ -163,14 +163,16 @@ def test_the_check_fails_a_tokeniser_llama_cpp_would_split_otherwise(tmp_path, t
         )
 
 
-def test_gguf_of_a_model_llama_cpp_cannot_hold_is_refused_in_one_line(tmp_path):
+def test_gguf_of_a_model_llama_cpp_cannot_hold_is_refused_in_one_line(tmp_path, capsys):
     from clidep import CLIGPT2LMHeadModel
+    from clidep.cli import main
 
     torch.manual_seed(0)
     CLIGPT2LMHeadModel(tiny_config([64, 32, 64])).save_pretrained(tmp_path / "cli")
-    r = run("export", str(tmp_path / "cli"), "--out", str(tmp_path / "o"), "--gguf")
-    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
-    assert "stock GPT-2" in r.stderr and "--method slim, depth or depth+slim" in r.stderr and "[32, 64]" in r.stderr
+    assert main(["export", str(tmp_path / "cli"), "--out", str(tmp_path / "o"), "--gguf"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "stock GPT-2" in err and "--method slim, depth or depth+slim" in err and "[32, 64]" in err
     assert not (tmp_path / "o").exists()
 
 

@@ -430,6 +430,19 @@ CASES = [
         "analyze {teacher} --out {fresh} --seq-len 4096",
         "--seq-len 4096 must be between 2 and the model's 128 positions",
     ),
+    ("unclear", "export {teacher} --out {fresh} --kv int8 --plain-onnx", "--kv int8 needs the ONNX Runtime graph"),
+    (
+        "unclear",
+        "export {teacher} --out {fresh} --kv fp16 --kv-scales per-tensor",
+        "--kv-scales applies to the int8 KV cache only (this export's is fp16)",
+    ),
+    (
+        "unclear",
+        "export {teacher} --out {fresh} --plain-onnx --kv-calib-windows 2",
+        "--kv-calib-windows applies to the int8 KV cache only (this export's is fp32)",
+    ),
+    ("unclear", "export {teacher} --out {fresh} --calib-samples 4", "--calib-samples applies to --static only"),
+    ("unclear", "export {teacher} --out {fresh} --kv int4", "unknown --kv 'int4': choose fp32, fp16, int8"),
 ]
 
 

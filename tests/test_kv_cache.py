@@ -16,7 +16,6 @@ from clidep.export.artifact import export_artifact
 from clidep.export.kv_cache import KV_AGREEMENT_GATE, KV_PPL_GATE
 from clidep.runtime.runner import OnnxCausalLM
 
-from .conftest import run
 from .test_genai import _genai_greedy
 
 PPL = {"ppl_tokens": 2048, "kv_calib_windows": 4}
@@ -100,24 +99,3 @@ def test_fp16_and_fp32_caches(kv, dtype, teacher_dir, tmp_path):
         assert "kv_cache" not in manifest and int4["kv_cache"] == {"precision": "fp32"}
     else:
         assert manifest["kv_cache"]["precision"] == "fp16" and int4["kv_cache"]["decode_agreement"] >= KV_AGREEMENT_GATE
-
-
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["--kv", "int8", "--plain-onnx"], "--kv int8 needs the ONNX Runtime graph"),
-        (
-            ["--kv", "fp16", "--kv-scales", "per-tensor"],
-            "--kv-scales applies to the int8 KV cache only (this export's is fp16)",
-        ),
-        (
-            ["--plain-onnx", "--kv-calib-windows", "2"],
-            "--kv-calib-windows applies to the int8 KV cache only (this export's is fp32)",
-        ),
-        (["--calib-samples", "4"], "--calib-samples applies to --static only"),
-        (["--kv", "int4"], "unknown --kv 'int4': choose fp32, fp16, int8"),
-    ],
-)
-def test_kv_bad_input(args, message, teacher_dir, tmp_path):
-    proc = run("export", str(teacher_dir), "--out", str(tmp_path / "o"), *args)
-    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr

@@ -14,10 +14,11 @@ from pathlib import Path
 import psutil
 import pytest
 
+from clidep.cli import main
 from clidep.errors import ClidepError
 from clidep.locks import clear_leftovers, lock_path, read_lock, write_lock
 
-from .conftest import CLI, run
+from .conftest import CLI
 
 
 def _start(*args: str) -> subprocess.Popen:
@@ -51,27 +52,28 @@ def _export_args(teacher: Path, out: Path, *extra: str) -> list[str]:
 def exported(teacher, tmp_path_factory):
     """One export of the tiny teacher, for the tests that only read it."""
     out = tmp_path_factory.mktemp("exported") / "onnx"
-    assert run(*_export_args(teacher, out)).returncode == 0
+    assert main(_export_args(teacher, out)) == 0
     return out
 
 
-def test_two_exports_to_one_new_out_the_second_is_refused_naming_the_first(teacher, tmp_path):
+def test_two_exports_to_one_new_out_the_second_is_refused_naming_the_first(teacher, tmp_path, capsys):
     out = tmp_path / "cc1"
     first = _start(*_export_args(teacher, out, "--int8"))
     _wait_for(lambda: lock_path(out).exists(), "the first export's lock", proc=first)
-    second = run(*_export_args(teacher, out, "--int4"))
-    assert second.returncode == 2, second.stderr[-2000:]
-    assert f"'{out}' is being written or read by another clidep run (pid {first.pid})" in second.stderr
+    assert main(_export_args(teacher, out, "--int4")) == 2  # in-process: the first run is the other process
+    second = capsys.readouterr().err
+    assert f"'{out}' is being written or read by another clidep run (pid {first.pid})" in second, second[-2000:]
     assert first.wait(300) == 0, first.stderr.read()[-2000:]
     precisions = [v["precision"] for v in json.loads((out / "manifest.json").read_text())["variants"]]
     assert precisions == ["fp32", "int8-weight-only"], "the first export's result is whole and the only one"
     assert _siblings(out) == [], "no lock or temporary left beside OUT"
 
 
-def test_an_export_being_read_is_not_replaced(teacher, tmp_path):
+def test_an_export_being_read_is_not_replaced(teacher, tmp_path, capsys):
     """A reader (bench, generate, eval) holds a shared lock: --overwrite is refused while it reads, naming it."""
     out = tmp_path / "read"
-    assert run(*_export_args(teacher, out)).returncode == 0
+    assert main(_export_args(teacher, out)) == 0
+    capsys.readouterr()
     before = (out / "manifest.json").read_bytes()
     reader = subprocess.Popen(
         [
@@ -85,12 +87,13 @@ def test_an_export_being_read_is_not_replaced(teacher, tmp_path):
     )
     try:
         assert reader.stdout.readline().strip() == "held"
-        refused = run(*_export_args(teacher, out, "--overwrite"))
-        assert refused.returncode == 2 and f"(pid {reader.pid})" in refused.stderr, refused.stderr[-2000:]
+        assert main(_export_args(teacher, out, "--overwrite")) == 2
+        refused = capsys.readouterr().err
+        assert f"(pid {reader.pid})" in refused, refused[-2000:]
         assert (out / "manifest.json").read_bytes() == before
         # generate reads beside the reader (both shared), then the lock file goes with the last of them
-        shown = run("generate", str(out), "--prompt", "the city", "--max-new-tokens", "4")
-        assert shown.returncode == 0, shown.stderr[-2000:]
+        assert main(["generate", str(out), "--prompt", "the city", "--max-new-tokens", "4"]) == 0
+        assert capsys.readouterr().out.startswith("the city")
         assert lock_path(out).exists(), "the first reader still holds it"
     finally:
         reader.kill()
@@ -113,7 +116,7 @@ def test_a_writer_is_refused_by_a_reader_and_the_reverse_in_process(tmp_path):
     assert not lock_path(out).exists(), "the last holder removes the lock file"
 
 
-def test_sigterm_after_a_checkpoint_then_resume_finishes_the_run(tiny_setup, tmp_path):
+def test_sigterm_after_a_checkpoint_then_resume_finishes_the_run(tiny_setup, tmp_path, capsys):
     """compress --overwrite works in .OUT.partial; stopped there after a checkpoint, --resume continues it
     and replaces OUT at the end."""
     out = tmp_path / "st1"
@@ -139,9 +142,10 @@ def test_sigterm_after_a_checkpoint_then_resume_finishes_the_run(tiny_setup, tmp
         "--save-every",
         "5",
         "--steps",
-        "150",
+        "60",
     ]
-    assert run(*args[:-1], "2").returncode == 0  # an earlier finished run in OUT
+    assert main(args[:-1] + ["2"]) == 0  # an earlier finished run in OUT (in-process: no signal needed yet)
+    capsys.readouterr()
     old = (out / "compress.json").read_bytes()
     proc = _start(*args, "--overwrite")
     partial = out.parent / ".st1.partial"
@@ -151,10 +155,10 @@ def test_sigterm_after_a_checkpoint_then_resume_finishes_the_run(tiny_setup, tmp
     assert proc.returncode == 143, err[-2000:]
     assert "error: stopped by SIGTERM" in err and "keeps the checkpoint at step" in err and "--resume" in err
     assert (out / "compress.json").read_bytes() == old, "OUT is untouched until the new student is complete"
-    again = run(*args, "--resume")
-    assert again.returncode == 0, again.stderr[-2000:]
-    assert f"resuming the run in {partial}" in again.stderr and "resumed from" in again.stderr
-    assert json.loads((out / "compress.json").read_text())["steps"] == 150
+    assert main([*args, "--resume"]) == 0
+    again = capsys.readouterr().err
+    assert f"resuming the run in {partial}" in again and "resumed from" in again, again[-2000:]
+    assert json.loads((out / "compress.json").read_text())["steps"] == 60
     assert not partial.exists() and _siblings(out) == []
 
 
@@ -190,17 +194,16 @@ def test_sigterm_before_the_first_checkpoint_leaves_nothing(tiny_setup, tmp_path
     err = proc.communicate(timeout=120)[1]
     assert proc.returncode == 129 and "error: stopped by SIGHUP" in err, err[-2000:]
     assert not out.exists() and _siblings(out) == [], "nothing that blocks the same command"
-    again = run(*args)
-    assert again.returncode == 0, again.stderr[-2000:]
+    assert main(args) == 0, "the same command runs again, in-process"
 
 
-def test_resume_without_a_checkpoint_says_what_to_run(tiny_setup, tmp_path):
+def test_resume_without_a_checkpoint_says_what_to_run(tiny_setup, tmp_path, capsys):
     out = tmp_path / "st3"
     out.mkdir()
     (out / "run.json").write_text(json.dumps({"teacher": "x"}))
-    got = run("compress", str(tiny_setup / "teacher"), "--out", str(out), "--resume")
-    assert got.returncode == 2
-    assert "stopped before its first checkpoint" in got.stderr and "with --overwrite instead" in got.stderr
+    assert main(["compress", str(tiny_setup / "teacher"), "--out", str(out), "--resume"]) == 2
+    got = capsys.readouterr().err
+    assert "stopped before its first checkpoint" in got and "with --overwrite instead" in got
 
 
 def _runner_children(proc: subprocess.Popen) -> list[psutil.Process]:
@@ -253,13 +256,13 @@ def test_a_stopped_bench_leaves_no_runner_behind(exported, tmp_path, sig):
         assert _siblings(out) == [] and _siblings(tmp_path / "b") == []
 
 
-def test_kill_9_during_export_overwrite_then_a_clean_rerun(teacher, tmp_path):
+def test_kill_9_during_export_overwrite_then_a_clean_rerun(teacher, tmp_path, capsys):
     """kill -9 at several moments of `export --overwrite` (the last while the swap runs, where it lands):
     OUT is always a whole export, and the next run removes what the dead ones left, saying so."""
     from clidep.runtime.verify import check_variant, load_manifest
 
     out = tmp_path / "k9"
-    assert run(*_export_args(teacher, out)).returncode == 0
+    assert main(_export_args(teacher, out)) == 0
 
     def whole() -> None:
         manifest = load_manifest(out)
@@ -279,9 +282,10 @@ def test_kill_9_during_export_overwrite_then_a_clean_rerun(teacher, tmp_path):
     (dead / "sub").mkdir(parents=True)
     (dead / "sub" / "half.onnx").write_bytes(b"x" * 1000)
     (out.parent / ".k9.partial").mkdir()  # not ours to remove: a compress run's resumable work
-    again = run(*_export_args(teacher, out, "--overwrite"))
-    assert again.returncode == 0, again.stderr[-2000:]
-    assert "leftover(s) of an interrupted run beside" in again.stderr and ".k9.ab12cd34.old" in again.stderr
+    capsys.readouterr()
+    assert main(_export_args(teacher, out, "--overwrite")) == 0
+    again = capsys.readouterr().err
+    assert "leftover(s) of an interrupted run beside" in again and ".k9.ab12cd34.old" in again, again[-2000:]
     whole()
     assert _siblings(out) == [".k9.partial"]
 

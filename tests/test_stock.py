@@ -12,6 +12,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from clidep import CLIGPT2LMHeadModel
+from clidep.cli import main
 from clidep.compress.stock import SPLITS, depth_blocks, init_stock, keep_blocks, size, slim_width, stock_config
 from clidep.data import load_tokenizer, read_text, tokenize_text
 from clidep.model.convert import config_from_gpt2, load_model, to_gpt2
@@ -19,7 +20,7 @@ from clidep.model.params import param_count
 from clidep.quality.evaluate import torch_logits_fn
 from clidep.quality.perplexity import perplexity
 
-from .conftest import SCHEDULES, python_without_clidep, run, tiny_config
+from .conftest import SCHEDULES, python_without_clidep, tiny_config
 
 MEDIUM = config_from_gpt2(GPT2Config(n_embd=1024, n_layer=24, n_head=16, vocab_size=50257, n_positions=1024))
 
@@ -106,29 +107,31 @@ def test_only_one_width_and_head_size_is_a_gpt2():
 @pytest.mark.parametrize("method, ratio", [("slim", "1.5"), ("depth", "1.2")])
 def test_a_stock_student_opens_in_plain_transformers_without_clidep(method, ratio, tiny_setup, tmp_path):
     out = tmp_path / method
-    proc = run(
-        "compress",
-        str(tiny_setup / "teacher"),
-        "--out",
-        str(out),
-        "--method",
-        method,
-        "--ratio",
-        ratio,
-        "--data",
-        str(tiny_setup / "train.txt"),
-        "--batch-size",
-        "8",
-        "--seq-len",
-        "64",
-        "--eval-every",
-        "0",
-        "--steps",
-        "2",
-        "--save-every",
-        "0",
+    code = main(  # in-process; the check that matters runs in a Python without clidep below
+        [
+            "compress",
+            str(tiny_setup / "teacher"),
+            "--out",
+            str(out),
+            "--method",
+            method,
+            "--ratio",
+            ratio,
+            "--data",
+            str(tiny_setup / "train.txt"),
+            "--batch-size",
+            "8",
+            "--seq-len",
+            "64",
+            "--eval-every",
+            "0",
+            "--steps",
+            "2",
+            "--save-every",
+            "0",
+        ]
     )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert code == 0
     config = json.loads((out / "config.json").read_text())
     assert config["model_type"] == "gpt2" and "auto_map" not in config and not list(out.glob("*.py"))
     record = json.loads((out / "compress.json").read_text())["stock"]
