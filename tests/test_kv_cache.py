@@ -22,12 +22,13 @@ PPL = {"ppl_tokens": 2048, "kv_calib_windows": 4}
 
 
 @pytest.fixture(scope="module")
-def int8_cache(teacher_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("kv") / "onnx"
-    return out, export_artifact(teacher_dir, out, int8=True, int4=True, fp16=True, ppl_tokens=2048)  # the default cache
+def int8_cache(teacher_artifact):
+    """The session's export of the reference teacher (int8, int4, fp16): its quantised files carry the default
+    cache, int8."""
+    return teacher_artifact
 
 
-def test_int8_cache_is_calibrated_gated_and_recorded(int8_cache, teacher_artifact):
+def test_int8_cache_is_calibrated_gated_and_recorded(int8_cache):
     out, manifest = int8_cache
     assert manifest["kv_cache"]["precision"] == "int8" and manifest["kv_cache"]["mode"] == "per-channel"
     calibration = manifest["kv_cache"]["calibration"]
