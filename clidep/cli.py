@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import sys
 import threading
@@ -19,7 +20,7 @@ import typer
 from clidep.bench.config import BenchConfig
 from clidep.compress.config import AnalyzeConfig, CompressConfig
 from clidep.demo import DemoConfig
-from clidep.errors import ClidepError, Stopped
+from clidep.errors import ClidepError, OutputClosed, Stopped
 from clidep.export.config import ExportConfig
 from clidep.options import command_parameters, typer_command
 from clidep.quality.config import EvalConfig
@@ -268,11 +269,12 @@ def bench(
     with write_lock(out, log=_log):
         check_output(out, [*models, options.baseline], overwrite=overwrite)
         report = run(models, profiles.load(device), options, log=_log)
-        print(markdown(report))
         if all("error" in r for r in report["models"]):
+            print(markdown(report))
             raise ClidepError(f"every model failed (see the table above); {out} was left as it was")
         names = [p.name for p in write_dir(out, lambda tmp: write_report(report, tmp))]
     print("wrote " + ", ".join(str(out / n) for n in names), file=sys.stderr)
+    print(markdown(report))  # after the files: a reader that quits early (`| head`) costs no result
 
 
 typer_command(app, "bench", BenchConfig, command_parameters(bench), bench)
@@ -435,12 +437,22 @@ def main(argv: list[str] | None = None) -> int:
     ``error:`` line on stderr and exit status 2, never a traceback. Returns the exit status."""
     _set_quiet(True)
     command = typer.main.get_command(app)
+    stdout, sys.stdout = sys.stdout, _GuardedStdout(sys.stdout)
     try:
         with _signals_as_interrupts() as received:
             code = command.main(args=argv, prog_name="clidep", standalone_mode=False) or 0
+            sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's flush at exit
         if code == 130 or received:  # typer answers an interrupt with exit status 130, whatever ended the run
             return _stopped(received[-1] if received else signal.SIGINT)
         return code
+    except OutputClosed:
+        _discard(stdout)
+        print(
+            "error: standard output was closed before clidep finished printing (its reader quit); "
+            "every file the command writes was written first",
+            file=sys.stderr,
+        )
+        return 128 + signal.SIGPIPE
     except typer.Exit as exc:
         return exc.exit_code
     except (typer.Abort, KeyboardInterrupt) as exc:
@@ -459,6 +471,39 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         where = f" (see: {exc.ctx.command_path} --help)" if getattr(exc, "ctx", None) is not None else ""
         return _fail(exc.format_message() + where)
+    finally:
+        sys.stdout = stdout
+
+
+class _GuardedStdout:
+    """sys.stdout while a command runs: a write or flush into a pipe whose reader quit raises OutputClosed."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            raise OutputClosed from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise OutputClosed from None
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+def _discard(stream) -> None:
+    """Point STREAM's descriptor at /dev/null, so that the interpreter's last flush of what is still
+    buffered for the closed pipe fails quietly instead of printing a traceback."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
 
 
 def _stopped(signum: int) -> int:

@@ -15,3 +15,10 @@ class Stopped(KeyboardInterrupt):
     def __init__(self, signum: int):
         super().__init__(f"stopped by signal {signum}")
         self.signum = signum
+
+
+class OutputClosed(Exception):
+    """Standard output's reader went away (``| head``, ``| true``) before clidep finished printing.
+
+    Not an OSError, so that click's own broken-pipe handling (a silent exit 1) never sees it; the CLI
+    says so in one line on stderr and exits as a process killed by SIGPIPE would (141)."""

@@ -16,12 +16,21 @@ from pathlib import Path
 
 from clidep.errors import ClidepError
 
+#: Every temporary name clidep makes beside a path carries this token (``.NAME.clidep-XXXXXXXX.tmp``), so
+#: that the leftover sweep (locks.clear_leftovers) removes only what clidep made, never a user's look-alike.
+TEMP_TOKEN = "clidep-"
+
+
+def temp_prefix(path: Path) -> str:
+    """The prefix of PATH's temporary siblings: ``.NAME.clidep-``, followed by mkstemp's random letters."""
+    return f".{path.name}.{TEMP_TOKEN}"
+
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp)`` on a temporary path beside ``path``, then rename it to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + path.suffix)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path), suffix=".tmp" + path.suffix)
     os.close(fd)
     try:
         write(Path(tmp))
@@ -78,7 +87,7 @@ def read_json(path: str | Path, what: str) -> dict:
 def make_temp_dir(final: Path) -> Path:
     """An empty directory beside ``final`` (same filesystem, so it can be renamed into place), mode as mkdir's."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=temp_prefix(final), suffix=".tmp"))
     os.chmod(tmp, 0o777 & ~_umask())
     return tmp
 
@@ -99,6 +108,10 @@ def check_output(
     and a location that cannot be written are refused too. Returns OUT.
     """
     out = Path(out).expanduser()
+    if out.is_symlink():  # --overwrite would replace the link with a directory and leave the old one aside
+        raise ClidepError(
+            f"{option} '{out}' is a symbolic link (to '{os.readlink(out)}'); give the directory it points to, or a new name"
+        )
     here = out.resolve()
     for given in inputs:
         if given is None or not Path(given).expanduser().exists():
@@ -120,7 +133,7 @@ def _check_writable(out: Path, option: str) -> None:
     try:
         for p in missing:
             p.mkdir()
-        os.rmdir(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".probe"))
+        os.rmdir(tempfile.mkdtemp(dir=out.parent, prefix=temp_prefix(out), suffix=".probe"))
     except OSError as exc:
         raise ClidepError(f"{option} '{out}' cannot be written: {exc.strerror or exc}") from None
     finally:
@@ -138,7 +151,7 @@ def swap_into_place(new: Path, out: Path) -> Path:
     """
     old = None
     if out.exists():
-        old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".old"))
+        old = Path(tempfile.mkdtemp(dir=out.parent, prefix=temp_prefix(out), suffix=".old"))
         os.rmdir(old)
         out.rename(old)
     new.rename(out)

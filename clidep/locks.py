@@ -18,19 +18,19 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from clidep.errors import ClidepError
-
-#: The siblings a write leaves while it runs (files.make_temp_dir, swap_into_place, check_output's probe).
-LEFTOVER_SUFFIXES = (".tmp", ".old", ".probe")
+from clidep.files import temp_prefix
 
 
 def lock_path(target: Path) -> Path:
-    """The lock file of TARGET: a hidden sibling, so that replacing TARGET never touches it."""
-    target = Path(target).expanduser().absolute()
+    """The lock file of TARGET: a hidden sibling of its real path, so that replacing TARGET never touches it
+    and a reader through a symbolic link and a writer through the real path take the same lock."""
+    target = Path(target).expanduser().resolve()
     return target.parent / f".{target.name}.lock"
 
 
@@ -55,7 +55,14 @@ def holders(path: Path) -> list[int]:
 def _acquire(path: Path, shared: bool) -> int | None:
     """An open descriptor of PATH locked (shared or exclusive) without waiting; None when it is taken."""
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:  # never through a link: a planted .NAME.lock -> victim would have the victim truncated
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise ClidepError(
+                    f"the lock file '{path}' is a symbolic link; clidep will not write through it"
+                ) from None
+            raise
         try:
             fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -138,17 +145,19 @@ def read_lock(target: str | Path) -> Iterator[Path]:
 
 
 def clear_leftovers(target: Path, log: Callable[[str], None] | None = None) -> list[Path]:
-    """Remove ``.NAME.*.tmp`` / ``.old`` / ``.probe`` siblings of TARGET; call with TARGET's write lock held.
+    """Remove ``.NAME.clidep-XXXXXXXX.tmp`` / ``.old`` / ``.probe`` siblings of TARGET; call with TARGET's write
+    lock held.
 
-    Only a run holding that lock makes them, so with the lock ours they belong to runs that died.
-    Nothing else is touched (a compress run's ``.NAME.partial`` can be resumed). Returns what was removed.
+    Only a run holding that lock makes them (files.temp_prefix), so with the lock ours they belong to runs
+    that died. Nothing else is touched: not a compress run's ``.NAME.partial`` (it can be resumed), not a
+    user's ``.NAME.2024.old`` that merely looks like ours. Returns what was removed.
     """
-    parent, prefix = target.absolute().parent, f".{target.name}."
+    parent = target.absolute().parent
+    ours = re.compile(re.escape(temp_prefix(target)) + r"[a-z0-9_]{8}(\.tmp|\.old|\.probe)")
     gone = []
-    for p in sorted(parent.glob(f"{prefix}*")) if parent.is_dir() else []:
-        middle = p.name[len(prefix) :]
-        if not (p.name.endswith(LEFTOVER_SUFFIXES) and middle.count(".") == 1):
-            continue  # not one of ours: .NAME.lock, .NAME.partial, or a name we never make
+    for p in sorted(parent.iterdir()) if parent.is_dir() else []:
+        if not ours.fullmatch(p.name):
+            continue
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
         gone.append(p)
     if gone and log is not None:

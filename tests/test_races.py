@@ -278,22 +278,23 @@ def test_kill_9_during_export_overwrite_then_a_clean_rerun(teacher, tmp_path, ca
         proc.kill()
         proc.wait()
         whole()
-    dead = out.parent / ".k9.ab12cd34.old"  # as a kill inside swap_into_place's delete leaves it
+    dead = out.parent / ".k9.clidep-ab12cd34.old"  # as a kill inside swap_into_place's delete leaves it
     (dead / "sub").mkdir(parents=True)
     (dead / "sub" / "half.onnx").write_bytes(b"x" * 1000)
     (out.parent / ".k9.partial").mkdir()  # not ours to remove: a compress run's resumable work
     capsys.readouterr()
     assert main(_export_args(teacher, out, "--overwrite")) == 0
     again = capsys.readouterr().err
-    assert "leftover(s) of an interrupted run beside" in again and ".k9.ab12cd34.old" in again, again[-2000:]
+    assert "leftover(s) of an interrupted run beside" in again and ".k9.clidep-ab12cd34.old" in again, again[-2000:]
     whole()
     assert _siblings(out) == [".k9.partial"]
 
 
 def test_leftovers_are_only_the_temporaries_of_dead_runs(tmp_path):
     out = tmp_path / "m.v1"
-    keep = [".m.v1.partial", ".m.v1.lock", ".m.v1.notes.txt.bak", ".m.v1x.abc.tmp", "m.v1.abc.tmp"]
-    gone = [".m.v1.abc_12.tmp", ".m.v1.zz9.old", ".m.v1.k.probe"]
+    keep = [".m.v1.partial", ".m.v1.lock", ".m.v1.notes.txt.bak", ".m.v1x.clidep-abc_1234.tmp", "m.v1.abc.tmp"]
+    keep += [".m.v1.2024.old", ".m.v1.draft.tmp", ".m.v1.abc_1234.tmp", ".m.v1.clidep-abc.tmp"]  # look-alikes: a user's
+    gone = [".m.v1.clidep-abc_1234.tmp", ".m.v1.clidep-zz9zz9zz.old", ".m.v1.clidep-kkkkkkkk.probe"]
     for name in keep + gone:
         (tmp_path / name).mkdir()
     said = []
@@ -347,3 +348,66 @@ def test_generate_with_an_unusable_cache_is_one_line(exported, tmp_path):
     )
     assert got.returncode == 2 and got.stderr.count("error:") == 1 and "set CLIDEP_CACHE" in got.stderr
     assert "Traceback" not in got.stderr and not (tmp_path / "nowhere").exists()
+
+
+def test_a_lock_file_planted_as_a_link_is_refused_and_its_target_untouched(teacher, tmp_path):
+    """The symlink attack on a shared folder: `.OUT.lock -> a victim's file`. A real export run refuses
+    it in one line and never opens the victim for writing."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("a user's notes\n")
+    out = tmp_path / "shared" / "onnx"
+    out.parent.mkdir()
+    lock_path(out).symlink_to(victim)
+    proc = subprocess.run([*CLI, *_export_args(teacher, out)], capture_output=True, text=True, timeout=300)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1 and "is a symbolic link" in errors[0], proc.stderr[-2000:]
+    assert victim.read_text() == "a user's notes\n" and lock_path(out).is_symlink() and not out.exists()
+
+
+def test_a_reader_through_a_link_and_a_writer_through_the_real_path_take_one_lock(exported, tmp_path):
+    link = tmp_path / "via-link"
+    link.symlink_to(exported)
+    assert lock_path(link) == lock_path(exported)
+    with read_lock(link):
+        with pytest.raises(ClidepError, match="is being written or read by another clidep run"):
+            with write_lock(exported):
+                pass
+
+
+def test_a_symlinked_out_is_refused_and_the_link_kept(exported, tmp_path, capsys):
+    link = tmp_path / "out-link"
+    link.symlink_to(exported)
+    before = sorted(p.name for p in exported.iterdir())
+    assert main(["bench", str(exported), "--device", "host", "--out", str(link), "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert "is a symbolic link" in err and link.is_symlink() and sorted(p.name for p in exported.iterdir()) == before
+
+
+def test_a_closed_stdout_is_one_line_and_exit_141_not_a_silent_exit(tmp_path):
+    """`clidep devices | true`, in real processes: the reader is gone before clidep prints."""
+    proc = subprocess.Popen([*CLI, "devices"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(120) == 141, err[-2000:]
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "standard output was closed" in lines[0] and "Traceback" not in err
+
+
+def test_bench_into_a_closed_pipe_keeps_its_report(exported, tmp_path, monkeypatch, capsys):
+    """The report's files are written before its table is printed, so `bench ... | head` loses nothing."""
+
+    class Closed:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            pass
+
+        def isatty(self):
+            return False
+
+    monkeypatch.setattr("sys.stdout", Closed())
+    args = ["bench", str(exported), "--device", "host", "--runtime", "clidep", "--reps", "1", "--gen", "64"]
+    assert main([*args, "--prompt-lens", "16", "--depth", "16", "--out", str(tmp_path / "b")]) == 141
+    assert {"bench.json", "bench.md", "bench.csv"} <= {p.name for p in (tmp_path / "b").iterdir()}
+    assert "standard output was closed" in capsys.readouterr().err
