@@ -159,8 +159,14 @@ def load_tokenizer(name_or_path: str | Path = "gpt2"):
         raise ClidepError(
             f"cannot load a tokenizer from '{name}': it holds no tokenizer.json (or vocab.json and merges.txt)"
         )
+    from transformers import AutoConfig
+
+    from clidep.model.config import CLIGPT2Config
+
+    # clidep's own config class (no torch): a cli_gpt2 folder's auto_map and config.py are never consulted
+    AutoConfig.register(CLIGPT2Config.model_type, CLIGPT2Config, exist_ok=True)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name)
+        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=False)
     except (OSError, ValueError) as exc:
         raise ClidepError(
             f"cannot load a tokenizer from '{name}': give a model directory with tokenizer files"

@@ -864,8 +864,9 @@ def test_eval_on_an_export_scores_the_graph_as_export_did(world):
     assert result.ppl == pytest.approx(torch_result.ppl, rel=1e-4)
 
 
-def test_digests_are_cached_by_size_and_mtime(world, tmp_path, monkeypatch):
-    """A graph is hashed once; a file rewritten in place (new mtime) is hashed again and caught."""
+def test_digests_are_cached_by_inode_size_and_times(world, tmp_path, monkeypatch):
+    """A graph is hashed once; a file rewritten in place is hashed again and caught, with a new modification
+    time or with the old one restored (os.utime), since the change time cannot be set back."""
     import os
 
     from clidep.runtime import verify
@@ -887,6 +888,15 @@ def test_digests_are_cached_by_size_and_mtime(world, tmp_path, monkeypatch):
     with pytest.raises(verify.ClidepError, match="its sha256 differs from the manifest's"):
         verify.checked_graph(export / "model.onnx")
     assert hashed == ["model.onnx", "model.onnx"]
+    # rewritten again with its modification time restored to the nanosecond: the change time gives it away
+    shutil.copy(names["onnx"] + "/model.onnx", export / "model.onnx")
+    verify.checked_graph(export / "model.onnx")
+    st = (export / "model.onnx").stat()
+    (export / "model.onnx").write_bytes(bytes(graph))
+    os.utime(export / "model.onnx", ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (export / "model.onnx").stat().st_mtime_ns == st.st_mtime_ns
+    with pytest.raises(verify.ClidepError, match="its sha256 differs from the manifest's"):
+        verify.checked_graph(export / "model.onnx")
 
 
 def test_no_record_with_a_non_finite_figure_is_written(tmp_path):
@@ -914,3 +924,28 @@ def test_a_long_run_needs_yes_and_starts_with_it(world):
     with pytest.raises(ClidepError, match="estimated at about .* hours"):
         _check_duration(files, BenchConfig(reps=100_000), [1], host)
     _check_duration(files, BenchConfig(reps=100_000, yes=True), [1], host)
+
+
+def test_no_code_from_a_folder_clidep_reads_is_ever_run(world, tmp_path):
+    """A cli_gpt2 export carries config.py and modeling code (for transformers users without clidep). clidep
+    has its own classes: `eval` of that export, in a real process with a user ready to answer `y` to
+    transformers' remote-code question, neither asks it nor runs the folder's code, and --json stays JSON."""
+    import subprocess
+    import sys
+
+    from clidep.export.artifact import export_artifact
+
+    _, names = world
+    export = tmp_path / "student-onnx"
+    export_artifact(names["student"], export, ppl_tokens=256, genai=False)
+    marker = tmp_path / "ran"
+    code = f"open({str(marker)!r}, 'w').write('the folder ran')\n"
+    planted = [p for p in export.glob("*.py")]
+    assert planted, "a cli_gpt2 export carries its code for transformers users"
+    for p in planted:
+        p.write_text(p.read_text() + code)
+    args = [sys.executable, "-m", "clidep", "eval", str(export), "--data", "python-docs-valid", "--max-tokens", "300"]
+    proc = subprocess.run([*args, "--json"], input="y\ny\n", capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not marker.exists(), "code from the folder ran"
+    assert json.loads(proc.stdout)["tokens"] == 300 and "remote code" not in proc.stdout + proc.stderr

@@ -528,7 +528,7 @@ def _teacher_config(teacher: str, seq_len: int):
     from clidep.model.convert import config_from_gpt2
 
     try:
-        tconf = AutoConfig.from_pretrained(teacher)
+        tconf = AutoConfig.from_pretrained(teacher, trust_remote_code=False)
     except (OSError, ValueError) as exc:
         raise ClidepError(f"cannot load teacher '{teacher}': not a model directory or reachable hub id") from exc
     if tconf.model_type == "gpt2":
@@ -556,7 +556,7 @@ def _target(tconf, c: CompressConfig) -> int | None:
             raise ClidepError(
                 f"--match {c.match} is not a clidep student or GPT-2 directory (no cli_gpt2 or gpt2 config.json)"
             )
-        mconf = AutoConfig.from_pretrained(c.match)
+        mconf = AutoConfig.from_pretrained(c.match, trust_remote_code=False)
         target = param_count(config_from_gpt2(mconf) if kind == "gpt2" else mconf)
     elif c.ratio is not None or c.params is not None:
         target = int(c.params) if c.params is not None else round(teacher_params / c.ratio)

@@ -107,7 +107,7 @@ def _export(model_path: str | Path, out: Path, c: ExportConfig, overwrite: bool,
         gc.collect()
         # The source's own config (GPT-2's for a plain GPT-2) lets the ecosystem's clients, such as
         # optimum's ORTModelForCausalLM, open the directory as they would their own export.
-        AutoConfig.from_pretrained(model_path).save_pretrained(tmp)
+        AutoConfig.from_pretrained(model_path, trust_remote_code=False).save_pretrained(tmp)
 
         fp32_picks = []
 

@@ -98,7 +98,7 @@ def load_model(name_or_path: str | Path) -> "CLIGPT2LMHeadModel":
     if not Path(name).exists() and (name.startswith((".", "/", "~")) or name.count("/") > 1):
         raise ClidepError(f"no model directory at '{name}'")
     try:
-        config = AutoConfig.from_pretrained(name)
+        config = AutoConfig.from_pretrained(name, trust_remote_code=False)  # never code from a folder read
     except (OSError, ValueError) as exc:
         raise ClidepError(
             f"cannot load model '{name}': not a model directory or reachable hub id ({_first_line(exc)})"
@@ -110,6 +110,7 @@ def load_model(name_or_path: str | Path) -> "CLIGPT2LMHeadModel":
     try:
         model, info = AutoModelForCausalLM.from_pretrained(
             name,
+            trust_remote_code=False,
             use_safetensors=True,
             output_loading_info=True,
             ignore_mismatched_sizes=True,  # refused below, by name

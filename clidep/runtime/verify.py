@@ -50,7 +50,9 @@ def file_sha256(path: Path) -> str:
 
 
 def sha256(path: Path) -> str:
-    """The file's sha256, from the cache when its size and modification time are those last hashed."""
+    """The file's sha256, from the cache when the file is the one last hashed: same inode, size, modification
+    time and change time. The change time cannot be set back (os.utime restores a modification time, and
+    moves the change time forward), so a file rewritten in place is hashed again."""
     st = path.stat()
     key = str(path.resolve())
     store = cache_dir("digests") / "sha256.json"
@@ -59,10 +61,11 @@ def sha256(path: Path) -> str:
     except (OSError, ValueError):
         known = {}
     hit = known.get(key)
-    if hit and hit[:2] == [st.st_size, st.st_mtime_ns]:
-        return hit[2]
+    stamp = [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+    if hit and hit[:-1] == stamp:
+        return hit[-1]
     digest = file_sha256(path)
-    known[key] = [st.st_size, st.st_mtime_ns, digest]
+    known[key] = [*stamp, digest]
     atomic_write(store, lambda tmp: tmp.write_text(json.dumps(known)))
     return digest
 
