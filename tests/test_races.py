@@ -116,34 +116,19 @@ def test_a_writer_is_refused_by_a_reader_and_the_reverse_in_process(tmp_path):
     assert not lock_path(out).exists(), "the last holder removes the lock file"
 
 
+def _compress_args(root: Path, out: Path, save_every: int, steps: int) -> list[str]:
+    """A small CLI compress of the tiny teacher into OUT, checkpointed every SAVE_EVERY steps (0: never)."""
+    data = ["--data", str(root / "train.txt"), "--batch-size", "4", "--seq-len", "32", "--eval-every", "0"]
+    shape = ["--method", "cli", "--width", "32", "--protect", "0,3"]
+    return ["compress", str(root / "teacher"), "--out", str(out), *shape, *data,
+            "--save-every", str(save_every), "--steps", str(steps)]  # fmt: skip
+
+
 def test_sigterm_after_a_checkpoint_then_resume_finishes_the_run(tiny_setup, tmp_path, capsys):
     """compress --overwrite works in .OUT.partial; stopped there after a checkpoint, --resume continues it
     and replaces OUT at the end."""
     out = tmp_path / "st1"
-    args = [
-        "compress",
-        str(tiny_setup / "teacher"),
-        "--out",
-        str(out),
-        "--method",
-        "cli",
-        "--width",
-        "32",
-        "--protect",
-        "0,3",
-        "--data",
-        str(tiny_setup / "train.txt"),
-        "--batch-size",
-        "4",
-        "--seq-len",
-        "32",
-        "--eval-every",
-        "0",
-        "--save-every",
-        "5",
-        "--steps",
-        "60",
-    ]
+    args = _compress_args(tiny_setup, out, save_every=5, steps=60)
     assert main(args[:-1] + ["2"]) == 0  # an earlier finished run in OUT (in-process: no signal needed yet)
     capsys.readouterr()
     old = (out / "compress.json").read_bytes()
@@ -164,30 +149,7 @@ def test_sigterm_after_a_checkpoint_then_resume_finishes_the_run(tiny_setup, tmp
 
 def test_sigterm_before_the_first_checkpoint_leaves_nothing(tiny_setup, tmp_path):
     out = tmp_path / "st2"
-    args = [
-        "compress",
-        str(tiny_setup / "teacher"),
-        "--out",
-        str(out),
-        "--method",
-        "cli",
-        "--width",
-        "32",
-        "--protect",
-        "0,3",
-        "--data",
-        str(tiny_setup / "train.txt"),
-        "--batch-size",
-        "4",
-        "--seq-len",
-        "32",
-        "--eval-every",
-        "0",
-        "--save-every",
-        "0",
-        "--steps",
-        "20",
-    ]
+    args = _compress_args(tiny_setup, out, save_every=0, steps=20)
     proc = _start(*args)
     _wait_for(lambda: (out / "run.json").exists(), "run.json", proc=proc)
     proc.send_signal(signal.SIGHUP)
