@@ -443,6 +443,12 @@ CASES = [
     ),
     ("unclear", "export {teacher} --out {fresh} --calib-samples 4", "--calib-samples applies to --static only"),
     ("unclear", "export {teacher} --out {fresh} --kv int4", "unknown --kv 'int4': choose fp32, fp16, int8"),
+    # -- checkpoints as the hub has them: what cannot work is one line naming the cause
+    ("wrong", "eval {nan_weights}", "non-finite weights (NaN or inf) in transformer.h.2.attn.c_proj.bias"),
+    ("wrong", "export {nan_weights} --out {fresh}", "non-finite weights (NaN or inf)"),
+    ("crash", "eval {untied}", "has an LM head of its own"),
+    ("crash", "compress {untied} --out {fresh} --method slim --ratio 1.5 --steps 1", "has an LM head of its own"),
+    ("wrong", "eval {untied_missing}", "holds no lm_head.weight"),
 ]
 
 
@@ -470,6 +476,22 @@ def _swap_graph(d: Path) -> None:
     onnx.helper.set_model_props(graph, {**{p.key: p.value for p in graph.metadata_props}, "swapped": "yes"})
     (d / "model.onnx").unlink()  # the genai folder's copy may be a hard link: break it, as a swap does
     onnx.save(graph, str(d / "model.onnx"))
+
+
+def _edit_weights(nan: str | None = None, untie: bool = False):
+    """An edit of a copied checkpoint: one tensor made NaN, or an LM head of its own (untied, differing)."""
+
+    def edit(d: Path) -> None:
+        weights = load_file(d / "model.safetensors")
+        if nan:
+            weights[nan] = weights[nan].clone().fill_(float("nan"))
+        if untie:
+            weights["lm_head.weight"] = weights["transformer.wte.weight"].clone() * 0.5
+            config = json.loads((d / "config.json").read_text())
+            (d / "config.json").write_text(json.dumps({**config, "tie_word_embeddings": False}))
+        save_file(weights, d / "model.safetensors", metadata={"format": "pt"})
+
+    return edit
 
 
 def _broken_copy(src: Path, dst: Path, edit) -> Path:
@@ -567,6 +589,11 @@ def world(tmp_path_factory, tiny_setup):
             root / "truncated_manifest",
             lambda d: (d / "manifest.json").write_text((d / "manifest.json").read_text()[:200]),
         ),
+        "nan_weights": _broken_copy(
+            teacher, root / "nan_weights", _edit_weights(nan="transformer.h.2.attn.c_proj.bias")
+        ),
+        "untied": _broken_copy(teacher, root / "untied", _edit_weights(untie=True)),
+        "untied_missing": _broken_copy(teacher, root / "untied_missing", edit_config(tie_word_embeddings=False)),
     }
     texts = root / "texts"
     texts.mkdir()
@@ -949,3 +976,35 @@ def test_no_code_from_a_folder_clidep_reads_is_ever_run(world, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert not marker.exists(), "code from the folder ran"
     assert json.loads(proc.stdout)["tokens"] == 300 and "remote code" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("weights, label", [("float16", "float16"), ("bfloat16", "bfloat16"), ("float32", "float16")])
+def test_half_precision_teachers_are_computed_in_fp32(weights, label, world, tmp_path):
+    """fp16 and bf16 checkpoints, and fp32 weights whose config says float16 (common on the hub), load as fp32
+    models whose logits are the checkpoint's; a slim student distils from one and exports."""
+    import torch
+
+    from clidep.model.convert import load_model
+
+    _, names = world
+    teacher = Path(shutil.copytree(names["teacher"], tmp_path / "t"))
+    weights_in = {k: v.to(getattr(torch, weights)) for k, v in load_file(teacher / "model.safetensors").items()}
+    save_file(weights_in, teacher / "model.safetensors", metadata={"format": "pt"})
+    config = json.loads((teacher / "config.json").read_text())
+    (teacher / "config.json").write_text(json.dumps({**config, "torch_dtype": label, "dtype": label}))
+    model = load_model(teacher)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    reference = load_model(names["teacher"])
+    ids = torch.arange(1, 33)[None]
+    with torch.no_grad():
+        got, want = model(ids).logits, reference(ids).logits
+    assert torch.allclose(got, want, atol=0.1 if weights != "float32" else 1e-6)
+    if weights == "bfloat16":
+        common = ["--data", names["root"] + "/train.txt", "--seq-len", "64", "--eval-every", "0", "--steps", "1"]
+        assert (
+            main(
+                ["compress", str(teacher), "--out", str(tmp_path / "s"), "--method", "slim", "--ratio", "1.5", *common]
+            )
+            == 0
+        )
+        assert main(["export", str(tmp_path / "s"), "--out", str(tmp_path / "o"), "--int8", "--ppl-tokens", "256"]) == 0

@@ -90,6 +90,7 @@ def load_model(name_or_path: str | Path) -> "CLIGPT2LMHeadModel":
     Weights come from safetensors only and no remote code runs. Raises ``ClidepError`` when the
     checkpoint cannot be found or is not GPT-2-like.
     """
+    import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from clidep.model import modeling  # noqa: F401 - registers cli_gpt2 with the Auto classes
@@ -111,6 +112,7 @@ def load_model(name_or_path: str | Path) -> "CLIGPT2LMHeadModel":
         model, info = AutoModelForCausalLM.from_pretrained(
             name,
             trust_remote_code=False,
+            dtype=torch.float32,  # fp16 / bf16 checkpoints (and configs that say so) computed in fp32
             use_safetensors=True,
             output_loading_info=True,
             ignore_mismatched_sizes=True,  # refused below, by name
@@ -120,7 +122,9 @@ def load_model(name_or_path: str | Path) -> "CLIGPT2LMHeadModel":
             f"cannot load weights of '{name}': {_first_line(exc)} (clidep reads safetensors only)"
         ) from exc
     _refuse_partial_weights(name, info)
+    _refuse_non_finite(name, model)
     if config.model_type == "gpt2":
+        _tie_or_refuse(name, model, "lm_head.weight" in info.get("missing_keys", []))
         try:
             model = from_gpt2(model)
         except ValueError as exc:
@@ -147,6 +151,36 @@ def _refuse_partial_weights(name: str, info: dict) -> None:
             raise ClidepError(
                 f"'{name}' has weights {what} for its config.json: {shown}; the checkpoint and config do not match"
             )
+
+
+def _refuse_non_finite(name: str, model) -> None:
+    """A NaN or an infinity in any weight makes every figure measured on the model meaningless: refused, named."""
+    import torch
+
+    for key, tensor in model.state_dict().items():
+        if not torch.isfinite(tensor).all():
+            raise ClidepError(f"'{name}' has non-finite weights (NaN or inf) in {key}; the checkpoint is broken")
+
+
+def _tie_or_refuse(name: str, gpt2, head_missing: bool) -> None:
+    """clidep's model family ties the LM head to the token embedding. A GPT-2 saved untied whose head equals
+    its embedding is tied; one whose head differs cannot be held, and is refused in one line."""
+    import torch
+
+    head, embedding = gpt2.lm_head.weight, gpt2.transformer.wte.weight
+    if head.data_ptr() == embedding.data_ptr():
+        return
+    if head_missing:
+        raise ClidepError(
+            f"'{name}' unties its LM head (tie_word_embeddings false) but holds no lm_head.weight; "
+            "transformers would fill it randomly"
+        )
+    if head.shape != embedding.shape or not torch.equal(head, embedding):
+        raise ClidepError(
+            f"'{name}' has an LM head of its own (tie_word_embeddings false, lm_head.weight differs from the token "
+            "embedding); clidep's models tie the two, so it cannot convert this checkpoint"
+        )
+    gpt2.config.tie_word_embeddings = True
 
 
 def _first_line(exc: BaseException) -> str:
