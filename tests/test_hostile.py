@@ -449,6 +449,16 @@ CASES = [
     ("crash", "eval {untied}", "has an LM head of its own"),
     ("crash", "compress {untied} --out {fresh} --method slim --ratio 1.5 --steps 1", "has an LM head of its own"),
     ("wrong", "eval {untied_missing}", "holds no lm_head.weight"),
+    (
+        "crash",
+        "compress {teacher} --out {fresh} --method slim --ratio 1.5 --steps 1 --data {one_token}",
+        "holds 2 tokens, fewer than one window of",
+    ),
+    (
+        "crash",
+        "compress {teacher} --out {fresh} --method cli --width 32 --steps 1 --data {one_token}",
+        "fewer than one window",
+    ),
 ]
 
 

@@ -14,6 +14,7 @@ import json
 import numpy as np
 
 from clidep.data import read_corpus
+from clidep.errors import ClidepError
 from clidep.files import atomic_write, cache_dir
 
 
@@ -36,6 +37,11 @@ def token_file(tokenizer, spec: str) -> np.ndarray:
 
 def batch(tokens: np.ndarray, seed: int, step: int, size: int, seq_len: int) -> np.ndarray:
     """The global batch of step STEP: SIZE windows of SEQ_LEN tokens at offsets drawn from (seed, step)."""
+    if tokens.size <= seq_len:
+        raise ClidepError(
+            f"the training text holds {tokens.size:,} tokens, fewer than one window of {seq_len} "
+            "(the distillation windows of --seq-len, the calibration windows of up to 256); give a longer --data"
+        )
     rng = np.random.default_rng([seed, step])
     starts = rng.integers(0, tokens.size - seq_len, size=size)
     return np.stack([np.asarray(tokens[s : s + seq_len], dtype=np.int64) for s in starts])  # (SIZE, SEQ_LEN)
