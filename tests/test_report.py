@@ -45,3 +45,11 @@ def test_csv_keeps_raw_values_and_the_provenance_columns():
 
 def test_jsonl_is_one_whole_record_per_line():
     assert [json.loads(line) for line in jsonl(ROWS).splitlines()] == ROWS
+
+
+def test_a_name_with_a_newline_or_a_pipe_stays_one_row():
+    """A path may hold a newline (and a name a pipe): each record is still exactly one table row."""
+    rows = [{"name": "runs/a\nb|c", "precision": "fp32"}, {"name": "x", "precision": "int8", "error": "bad\nfile"}]
+    md = markdown(FIELDS[:2], rows).splitlines()
+    assert len(md) == 2 + len(rows)
+    assert md[2] == "| runs/a\\nb\\|c | fp32 |" and md[3] == "| x | int8 | failed: bad\\nfile |"

@@ -34,7 +34,16 @@ def value(record: dict, key: str):
     return record
 
 
+def _one_line(text: str) -> str:
+    """A table cell's text: a newline (a path may hold one) shown as \\n, a pipe escaped, so one record stays one row."""
+    return text.replace("\\", "\\\\").replace("\r", "\\r").replace("\n", "\\n").replace("|", "\\|")
+
+
 def _cell(record: dict, f: Field) -> str:
+    return _one_line(_raw_cell(record, f))
+
+
+def _raw_cell(record: dict, f: Field) -> str:
     if f.text is not None:
         return f.text(record)
     v = value(record, f.key)
@@ -56,7 +65,7 @@ def markdown(fields: list[Field], records: list[dict], title: str = "", keep: in
             lines.append(
                 "| "
                 + " | ".join(_cell(r, f) for f in fields[:keep])
-                + f" | failed: {r['error']} |"
+                + f" | failed: {_one_line(str(r['error']))} |"
                 + " |" * (len(fields) - keep - 1)
             )
         else:
