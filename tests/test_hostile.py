@@ -459,6 +459,20 @@ CASES = [
         "compress {teacher} --out {fresh} --method cli --width 32 --steps 1 --data {one_token}",
         "fewer than one window",
     ),
+    # -- every file an export holds is the one export wrote, not only its graphs
+    ("tampered", "eval {edited_config}", "config.json' is not the file clidep export wrote"),
+    ("tampered", "eval {other_tokenizer}", "tokenizer.json' is not the file clidep export wrote"),
+    ("tampered", "generate {other_tokenizer} --prompt hi", "tokenizer.json' is not the file clidep export wrote"),
+    (
+        "tampered",
+        "bench {other_tokenizer} --device host --out {fresh}",
+        "tokenizer.json' is not the file clidep export wrote",
+    ),
+    (
+        "tampered",
+        "bench {genai_repointed} --device host --out {fresh}",
+        "genai_config.json' is not the file clidep export wrote",
+    ),
 ]
 
 
@@ -502,6 +516,19 @@ def _edit_weights(nan: str | None = None, untie: bool = False):
         save_file(weights, d / "model.safetensors", metadata={"format": "pt"})
 
     return edit
+
+
+def _without_file_records(edit):
+    """EDIT, on an export whose manifest predates the record of its other files (its config is then checked
+    against the graph instead)."""
+
+    def older(d: Path) -> None:
+        edit(d)
+        manifest = json.loads((d / "manifest.json").read_text())
+        del manifest["files"]
+        (d / "manifest.json").write_text(json.dumps(manifest))
+
+    return older
 
 
 def _broken_copy(src: Path, dst: Path, edit) -> Path:
@@ -591,13 +618,34 @@ def world(tmp_path_factory, tiny_setup):
         "genai_swapped": _broken_copy(
             root / "onnx", root / "genai_swapped", lambda d: _swap_graph(d / "genai" / "fp32")
         ),
-        "edited_positions": _broken_copy(root / "onnx", root / "edited_positions", edit_config(n_positions=4096)),
-        "edited_vocab": _broken_copy(root / "onnx", root / "edited_vocab", edit_config(vocab_size=9000)),
-        "edited_heads": _broken_copy(root / "onnx", root / "edited_heads", edit_config(n_head=4)),
+        "edited_positions": _broken_copy(
+            root / "onnx", root / "edited_positions", _without_file_records(edit_config(n_positions=4096))
+        ),
+        "edited_vocab": _broken_copy(
+            root / "onnx", root / "edited_vocab", _without_file_records(edit_config(vocab_size=9000))
+        ),
+        "edited_heads": _broken_copy(
+            root / "onnx", root / "edited_heads", _without_file_records(edit_config(n_head=4))
+        ),
         "truncated_manifest": _broken_copy(
             root / "onnx",
             root / "truncated_manifest",
             lambda d: (d / "manifest.json").write_text((d / "manifest.json").read_text()[:200]),
+        ),
+        "edited_config": _broken_copy(root / "onnx", root / "edited_config", edit_config(n_positions=4096)),
+        "other_tokenizer": _broken_copy(
+            root / "onnx",
+            root / "other_tokenizer",
+            lambda d: (d / "tokenizer.json").write_text(
+                (d / "tokenizer.json").read_text().replace('"the"', '"teh"', 1)
+            ),
+        ),
+        "genai_repointed": _broken_copy(
+            root / "onnx",
+            root / "genai_repointed",
+            lambda d: (d / "genai" / "fp32" / "genai_config.json").write_text(
+                (d / "genai" / "fp32" / "genai_config.json").read_text().replace('"model.onnx"', '"../../model.onnx"')
+            ),
         ),
         "nan_weights": _broken_copy(
             teacher, root / "nan_weights", _edit_weights(nan="transformer.h.2.attn.c_proj.bias")
@@ -913,7 +961,8 @@ def test_digests_are_cached_by_inode_size_and_times(world, tmp_path, monkeypatch
     export = Path(shutil.copytree(names["onnx"], tmp_path / "e"))
     hashed = []
     real = verify.file_sha256
-    monkeypatch.setattr(verify, "file_sha256", lambda p: hashed.append(Path(p).name) or real(p))
+    graphs = lambda p: hashed.append(Path(p).name) if Path(p).suffix == ".onnx" else None  # noqa: E731
+    monkeypatch.setattr(verify, "file_sha256", lambda p: graphs(p) or real(p))
     verify.checked_graph(export / "model.onnx")
     verify.checked_graph(export / "model.onnx")
     assert hashed == ["model.onnx"]
@@ -971,6 +1020,7 @@ def test_no_code_from_a_folder_clidep_reads_is_ever_run(world, tmp_path):
     import sys
 
     from clidep.export.artifact import export_artifact
+    from clidep.runtime.verify import file_records
 
     _, names = world
     export = tmp_path / "student-onnx"
@@ -981,6 +1031,10 @@ def test_no_code_from_a_folder_clidep_reads_is_ever_run(world, tmp_path):
     assert planted, "a cli_gpt2 export carries its code for transformers users"
     for p in planted:
         p.write_text(p.read_text() + code)
+    # and the manifest rewritten to match, as a careful attacker would: the check of its files passes
+    manifest = json.loads((export / "manifest.json").read_text())
+    manifest["files"] = file_records(export)
+    (export / "manifest.json").write_text(json.dumps(manifest))
     args = [sys.executable, "-m", "clidep", "eval", str(export), "--data", "python-docs-valid", "--max-tokens", "300"]
     proc = subprocess.run([*args, "--json"], input="y\ny\n", capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]

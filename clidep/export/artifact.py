@@ -17,7 +17,7 @@ from clidep.errors import ClidepError
 from clidep.export.config import INT8_BLOCK, ORT_GRAPH_OPSET, ExportConfig
 from clidep.options import resolve
 from clidep.runtime import onnx_io
-from clidep.runtime.verify import file_sha256, graph_bytes
+from clidep.runtime.verify import file_records, file_sha256, graph_bytes
 
 # Measured on the reference teacher (32,768 WikiText-test tokens, context 512 / stride 256, fp32
 # 46.9 MB): blocks int8 with embedding and head fp32 18.7 MB, +0.12% ppl; blocks, embedding and
@@ -178,6 +178,7 @@ def _export(model_path: str | Path, out: Path, c: ExportConfig, overwrite: bool,
             manifest["aarch64"] = _arm_checked(tmp, manifest, ids, context, log)
         if gguf:
             manifest["gguf"] = _gguf_checked(tmp, *gguf, tokenizer, tokenizer.decode(text_ids[:400]), ids, context, log)
+        manifest["files"] = file_records(tmp)  # the tokenizer, the configs, the GenAI folders' configs
         write_json(tmp / "manifest.json", manifest)
         return manifest
 
