@@ -268,3 +268,9 @@ def test_the_runtime_race_times_llama_cpp_files_with_either_cache(teacher_gguf, 
         # llama-bench's flash attention: on (1) where the V cache is quantised, else its default, auto (-1)
         assert r["llama_cpp"]["flash_attn"] == (1 if r["kv_cache"] == "q8_0" else -1), r["llama_cpp"]
         assert len(r["tg_tps"]["8"]["samples"]) == 3
+
+
+def test_a_failing_tool_that_prints_nothing_is_still_named_with_its_status():
+    """A corrupt llama.cpp cache gave 'llama-quantize failed:' and nothing after the colon."""
+    with pytest.raises(llamacpp.Unavailable, match=r"^llama-quantize failed with exit status 1: it printed nothing$"):
+        llamacpp.run_tool(["false"], "llama-quantize")

@@ -1072,3 +1072,22 @@ def test_half_precision_teachers_are_computed_in_fp32(weights, label, world, tmp
             == 0
         )
         assert main(["export", str(tmp_path / "s"), "--out", str(tmp_path / "o"), "--int8", "--ppl-tokens", "256"]) == 0
+
+
+def test_a_batch_past_memory_is_scored_in_smaller_batches_with_the_same_figure(world, monkeypatch, capsys):
+    """eval --batch-size 100000 on an export asked for all its windows' logits at once; it scores as many as
+    a quarter of the available memory holds, says so, and gives the figure --batch-size 1 gives."""
+    import collections
+
+    import psutil
+
+    _, names = world
+    args = ["eval", names["onnx"], "--data", "python-docs-valid", "--max-tokens", "1024", "--json"]
+    assert main([*args, "--batch-size", "1"]) == 0
+    one = json.loads(capsys.readouterr().out)
+    memory = collections.namedtuple("memory", "available")
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: memory(3 * 4 * 4 * 128 * 8192))  # 3 windows' logits, x4
+    assert main([*args, "--batch-size", "100000"]) == 0
+    out, err = capsys.readouterr()
+    assert "note: --batch-size 100000 would hold" in err and "scoring 3 windows at a time" in err
+    assert json.loads(out)["ppl"] == pytest.approx(one["ppl"], rel=1e-5)

@@ -65,5 +65,24 @@ def _score(logits_fn, n_positions: int, tokenizer, c: EvalConfig) -> PerplexityR
         ids = ids[: c.max_tokens + 1]  # + 1: the first token is context only, never scored
     if ids.size < 2:
         raise ClidepError(f"{label} gives {ids.size} token(s): a perplexity needs at least 2")
+    batch = _batch_within_memory(c.batch_size, context, len(tokenizer))
     with progress_bar("perplexity", total=len(ids) - 1) as advance:
-        return perplexity(logits_fn, ids, context, stride, c.batch_size, label, advance)
+        return perplexity(logits_fn, ids, context, stride, batch, label, advance)
+
+
+def _batch_within_memory(asked: int, context: int, vocab: int) -> int:
+    """--batch-size, or fewer windows where their fp32 logits would pass a quarter of the memory available
+    now (--batch-size 100000 asked for 4 GB at once and crashed); the figure does not depend on it, and
+    a smaller batch is said on stderr."""
+    import psutil
+
+    window = 4 * context * vocab
+    most = max(1, psutil.virtual_memory().available // 4 // window)
+    if asked <= most:
+        return asked
+    print(
+        f"note: --batch-size {asked} would hold {asked * window / 1e9:,.1f} GB of logits; scoring {most} windows "
+        "at a time (the perplexity does not depend on it)",
+        file=sys.stderr,
+    )
+    return most

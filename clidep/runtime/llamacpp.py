@@ -324,7 +324,8 @@ def run_tool(cmd: list[str], what: str) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         tail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-3:]
-        raise Unavailable(f"{what} failed: {' | '.join(tail)}")
+        said = " | ".join(tail) or "it printed nothing"
+        raise Unavailable(f"{what} failed with exit status {proc.returncode}: {said}")
 
 
 if __name__ == "__main__":
