@@ -105,7 +105,7 @@ def test_the_installed_wheel_lists_devices_and_exports_its_demo_model(installed)
 def test_demo_of_the_installed_wheel_runs_the_whole_pipeline_without_shared_data(installed, tmp_path):
     python, env, cwd = installed
     proc = subprocess.run(
-        [python, "-m", "clidep", "demo", "--out", str(tmp_path / "d"), "--steps", "12"],
+        [python, "-m", "clidep", "demo", "--out", str(tmp_path / "d"), "--steps", "2"],
         capture_output=True,
         text=True,
         timeout=900,
