@@ -11,6 +11,7 @@ import onnx
 import pytest
 
 from clidep.bench.benchmark import kv_bytes
+from clidep.demo import EMBEDDED
 from clidep.errors import ClidepError
 from clidep.export.artifact import export_artifact
 from clidep.export.kv_cache import KV_AGREEMENT_GATE, KV_PPL_GATE
@@ -18,7 +19,7 @@ from clidep.runtime.runner import OnnxCausalLM
 
 from .test_genai import _genai_greedy
 
-PPL = {"ppl_tokens": 2048, "kv_calib_windows": 4}
+DEMO_PPL = {"ppl_data": "python-docs-valid", "ppl_tokens": 2048}  # the packaged demo model's own text
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +79,8 @@ def test_roofline_counts_the_cache_at_its_width(int8_cache):
     assert full == 12 * 2 * 4 * 64 * 500 * 4 and int8 * 4 == full
 
 
-def test_a_cache_that_misses_its_gate_fails_the_export(teacher_dir, tmp_path, monkeypatch):
+def test_a_cache_that_misses_its_gate_fails_the_export(tmp_path, monkeypatch):
+    """The mechanism, on the packaged demo model (8 x 96): a cache that misses its gate fails the export."""
     from clidep.export import kv_cache
 
     calibrate = kv_cache.calibrate
@@ -87,13 +89,14 @@ def test_a_cache_that_misses_its_gate_fails_the_export(teacher_dir, tmp_path, mo
     with pytest.raises(
         ClidepError, match=r"model.int4.onnx with an int8 cache scores perplexity \+.*gates \+0.5%, 90%"
     ):
-        export_artifact(teacher_dir, tmp_path / "out", int4=True, genai=False, **PPL)
+        export_artifact(EMBEDDED, tmp_path / "out", int4=True, genai=False, kv_calib_windows=4, **DEMO_PPL)
     assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("kv, dtype", [("fp16", np.float16), ("fp32", np.float32)])
-def test_fp16_and_fp32_caches(kv, dtype, teacher_dir, tmp_path):
-    manifest = export_artifact(teacher_dir, tmp_path / "out", int4=True, kv=kv, genai=False, ppl_tokens=2048)
+def test_fp16_and_fp32_caches(kv, dtype, tmp_path):
+    """Which cache each --kv writes, and the fp16 cache's gate, on the packaged demo model (8 x 96)."""
+    manifest = export_artifact(EMBEDDED, tmp_path / "out", int4=True, kv=kv, genai=False, **DEMO_PPL)
     assert OnnxCausalLM(tmp_path / "out" / "model.int4.onnx").empty_past(1, 8).buffers[0].dtype == dtype
     int4 = json.loads((tmp_path / "out" / "manifest.json").read_text())["variants"][1]
     if kv == "fp32":
