@@ -104,55 +104,44 @@ def test_only_one_width_and_head_size_is_a_gpt2():
         to_gpt2(model)
 
 
-@pytest.mark.parametrize("method, ratio", [("slim", "1.5"), ("depth", "1.2")])
-def test_a_stock_student_opens_in_plain_transformers_without_clidep(method, ratio, tiny_setup, tmp_path):
-    out = tmp_path / method
-    code = main(  # in-process; the check that matters runs in a Python without clidep below
-        [
-            "compress",
-            str(tiny_setup / "teacher"),
-            "--out",
-            str(out),
-            "--method",
-            method,
-            "--ratio",
-            ratio,
-            "--data",
-            str(tiny_setup / "train.txt"),
-            "--batch-size",
-            "8",
-            "--seq-len",
-            "64",
-            "--eval-every",
-            "0",
-            "--steps",
-            "2",
-            "--save-every",
-            "0",
-        ]
-    )
-    assert code == 0
-    config = json.loads((out / "config.json").read_text())
-    assert config["model_type"] == "gpt2" and "auto_map" not in config and not list(out.glob("*.py"))
-    record = json.loads((out / "compress.json").read_text())["stock"]
-    assert (
-        record["model_type"] == "gpt2" and record["width"] == config["n_embd"] == record["head_dim"] * config["n_head"]
-    )
-    assert len(record["kept_blocks"]) == config["n_layer"]
-    if method == "depth":
-        assert record["depth_scorer"] == "bi" and len(record["block_scores"]) == 4
-        assert record["kept_blocks"] == sorted(np.argsort(record["block_scores"])[::-1][: config["n_layer"]].tolist())
+def test_stock_students_open_in_plain_transformers_without_clidep(tiny_setup, tmp_path):
+    """A slim and a depth student: model_type gpt2, no remote code, and the same greedy continuation from
+    transformers in a Python that cannot import clidep (one such process for both students)."""
+    ours = {}
+    for method, ratio in (("slim", "1.5"), ("depth", "1.2")):
+        out = tmp_path / method
+        data = ["--data", str(tiny_setup / "train.txt"), "--batch-size", "8", "--seq-len", "64", "--eval-every", "0"]
+        args = ["compress", str(tiny_setup / "teacher"), "--out", str(out), "--method", method, "--ratio", ratio]
+        assert main([*args, *data, "--steps", "2", "--save-every", "0"]) == 0  # in-process; the check is below
+        config = json.loads((out / "config.json").read_text())
+        assert config["model_type"] == "gpt2" and "auto_map" not in config and not list(out.glob("*.py"))
+        record = json.loads((out / "compress.json").read_text())["stock"]
+        assert record["model_type"] == "gpt2"
+        assert record["width"] == config["n_embd"] == record["head_dim"] * config["n_head"]
+        assert len(record["kept_blocks"]) == config["n_layer"]
+        if method == "depth":
+            assert record["depth_scorer"] == "bi" and len(record["block_scores"]) == 4
+            kept = sorted(np.argsort(record["block_scores"])[::-1][: config["n_layer"]].tolist())
+            assert record["kept_blocks"] == kept
+        with torch.no_grad():
+            ids = torch.tensor([[5, 6, 7]])
+            ours[method] = load_model(out).generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=0)[0].tolist()
     probe = (
-        "import importlib.util, json\n"
+        "import importlib.util, json, sys\n"
         "assert importlib.util.find_spec('clidep') is None, 'clidep is importable here'\n"
         "import torch\nfrom transformers import GPT2LMHeadModel\n"
-        f"m = GPT2LMHeadModel.from_pretrained({str(out)!r})\n"
-        "print(json.dumps(m.generate(torch.tensor([[5, 6, 7]]), max_new_tokens=8, do_sample=False, pad_token_id=0)[0].tolist()))"
+        "for folder in sys.argv[1:]:\n"
+        "    m = GPT2LMHeadModel.from_pretrained(folder)\n"
+        "    ids = torch.tensor([[5, 6, 7]])\n"
+        "    print(json.dumps(m.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=0)[0].tolist()))"
     )
+    folders = [str(tmp_path / method) for method in ours]
     alone = subprocess.run(
-        [python_without_clidep(tmp_path), "-c", probe], capture_output=True, text=True, timeout=300, cwd=tmp_path
+        [python_without_clidep(tmp_path), "-c", probe, *folders],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
     )
     assert alone.returncode == 0, alone.stderr[-2000:]
-    with torch.no_grad():
-        ours = load_model(out).generate(torch.tensor([[5, 6, 7]]), max_new_tokens=8, do_sample=False, pad_token_id=0)
-    assert json.loads(alone.stdout.strip().splitlines()[-1]) == ours[0].tolist()
+    assert [json.loads(line) for line in alone.stdout.strip().splitlines()[-2:]] == list(ours.values())
