@@ -143,8 +143,10 @@ def shared_path(relative: str) -> Path:
     return path
 
 
-def load_tokenizer(name_or_path: str | Path = "gpt2"):
-    """A GPT-2 byte-level BPE tokenizer: ``gpt2`` resolves to the offline copy when present."""
+def load_tokenizer(name_or_path: str | Path = "gpt2", vocab_size: int | None = None):
+    """A GPT-2 byte-level BPE tokenizer: ``gpt2`` resolves to the offline copy when present. With VOCAB_SIZE
+    (the model's embedding rows), a tokenizer with more tokens is refused: its ids past the last row would
+    index outside the embedding (ONNX Runtime crashed on one)."""
     from transformers import AutoTokenizer
 
     name = str(name_or_path)
@@ -173,6 +175,11 @@ def load_tokenizer(name_or_path: str | Path = "gpt2"):
         ) from exc
     if len(tokenizer) < 2:
         raise ClidepError(f"cannot load a tokenizer from '{name}': its vocabulary is empty")
+    if vocab_size is not None and len(tokenizer) > vocab_size:
+        raise ClidepError(
+            f"the tokenizer in '{name}' has {len(tokenizer):,} tokens but the model's embedding {vocab_size:,} rows; "
+            "give the model its own tokenizer"
+        )
     return tokenizer
 
 

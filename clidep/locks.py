@@ -108,6 +108,7 @@ def write_lock(target: str | Path, log: Callable[[str], None] | None = None) -> 
     if target.name in ("", ".", ".."):
         raise ClidepError(f"--out '{target}' names no directory of its own; give a new directory's name")
     path = lock_path(target)
+    made = [p for p in [path.parent, *path.parent.parents] if not p.exists()]  # deepest first
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = _acquire(path, shared=False)
@@ -122,6 +123,9 @@ def write_lock(target: str | Path, log: Callable[[str], None] | None = None) -> 
         yield target
     finally:
         _release(path, fd)
+        for folder in made:  # the folders this run made for OUT, where it failed to leave anything in them
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 @contextlib.contextmanager

@@ -1102,3 +1102,38 @@ def test_a_batch_past_memory_is_scored_in_smaller_batches_with_the_same_figure(w
     out, err = capsys.readouterr()
     assert "note: --batch-size 100000 would hold" in err and "scoring 3 windows at a time" in err
     assert json.loads(out)["ppl"] == pytest.approx(one["ppl"], rel=1e-5)
+
+
+def test_a_tokenizer_larger_than_the_embedding_is_refused_by_every_command(world, tmp_path, capsys):
+    """An 8,192-token tokenizer beside a 4,000-row embedding: ids past row 3,999 crashed ONNX Runtime."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from clidep.data import load_tokenizer
+
+    _, names = world
+    small = tmp_path / "small-vocab"
+    config = GPT2Config(
+        vocab_size=4000, n_positions=128, n_embd=32, n_layer=2, n_head=2, bos_token_id=0, eos_token_id=0
+    )
+    GPT2LMHeadModel(config).save_pretrained(small)
+    load_tokenizer(names["teacher"]).save_pretrained(small)
+    common = ["--data", names["root"] + "/train.txt", "--seq-len", "64", "--steps", "1"]
+    for argv in (
+        ["eval", str(small)],
+        ["export", str(small), "--out", str(tmp_path / "o")],
+        ["compress", str(small), "--out", str(tmp_path / "s"), "--method", "slim", "--ratio", "1.2", *common],
+    ):
+        assert main(argv) == 2, argv
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "has 8,192 tokens but the model's embedding 4,000 rows" in errors[0], argv
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["small-vocab"]
+
+
+def test_a_failed_export_leaves_no_folder_it_made(world, tmp_path, capsys):
+    """--out under folders that do not exist yet: a run that fails removes the ones it made, and only those."""
+    _, names = world
+    (tmp_path / "kept").mkdir()
+    out = tmp_path / "kept" / "new" / "deeper" / "onnx"
+    assert main(["export", names["missing"], "--out", str(out)]) == 2
+    assert "weights missing" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir()] == ["kept"] and list((tmp_path / "kept").iterdir()) == []

@@ -335,7 +335,7 @@ def _distil(run: dict, out: Path, resume: bool, log) -> dict:
     log(run["arithmetic"])
     t0 = time.perf_counter()
     teacher_model = load_model(run["teacher"])
-    tokenizer = load_tokenizer(run["teacher"])
+    tokenizer = load_tokenizer(run["teacher"], teacher_model.config.vocab_size)
     config = _student_config(run, teacher_model.config)
     collapse_plan = run.get("collapse")
     tokens_arr = token_file(tokenizer, run["data"])

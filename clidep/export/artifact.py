@@ -85,7 +85,7 @@ def _export(model_path: str | Path, out: Path, c: ExportConfig, overwrite: bool,
     # the variants, the optimiser's temporary graph, and --gguf's F32, F16, Q8_0 and Q4_0 files at most
     copies = 1 + 0.3 * (c.int8 or c.static) + 0.25 * c.int4 + 0.5 * c.fp16 + 1 + 1.95 * c.gguf
     free_space_check(out.parent, int(fp32_bytes * copies), "this export")
-    tokenizer = load_tokenizer(model_path)
+    tokenizer = load_tokenizer(model_path, model.config.vocab_size)
     context = min(model.config.n_positions, 1024)
     ids, label, text_ids = _ppl_ids(tokenizer, c)
     batch = ppl_batch(context, model.config.vocab_size)

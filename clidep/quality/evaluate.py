@@ -31,7 +31,9 @@ def evaluate(model_path: str | Path, config: EvalConfig | None = None, **options
 
     model = load_model(model_path)
     torch.manual_seed(0)
-    return _score(torch_logits_fn(model), model.config.n_positions, load_tokenizer(model_path), c)
+    return _score(
+        torch_logits_fn(model), model.config.n_positions, load_tokenizer(model_path, model.config.vocab_size), c
+    )
 
 
 def _evaluate_onnx(graph: Path, c: EvalConfig) -> PerplexityResult:
