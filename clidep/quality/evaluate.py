@@ -10,7 +10,7 @@ from clidep.errors import ClidepError
 from clidep.options import resolve
 from clidep.progress import progress_bar
 from clidep.quality.config import EvalConfig
-from clidep.quality.perplexity import PerplexityResult, perplexity, torch_logits_fn
+from clidep.quality.perplexity import PerplexityResult, perplexity, ppl_batch, torch_logits_fn
 
 
 def evaluate(model_path: str | Path, config: EvalConfig | None = None, **options) -> PerplexityResult:
@@ -78,12 +78,11 @@ def _batch_within_memory(asked: int, context: int, vocab: int) -> int:
     a smaller batch is said on stderr."""
     import psutil
 
-    window = 4 * context * vocab
-    most = max(1, psutil.virtual_memory().available // 4 // window)
-    if asked <= most:
+    most = ppl_batch(context, vocab, most=asked, budget=psutil.virtual_memory().available // 4)
+    if most == asked:
         return asked
     print(
-        f"note: --batch-size {asked} would hold {asked * window / 1e9:,.1f} GB of logits; scoring {most} windows "
+        f"note: --batch-size {asked} would hold {asked * 4 * context * vocab / 1e9:,.1f} GB of logits; scoring {most} windows "
         "at a time (the perplexity does not depend on it)",
         file=sys.stderr,
     )

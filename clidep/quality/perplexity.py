@@ -54,10 +54,10 @@ _CHUNK = 128
 LOGITS_BUDGET = 256 * 2**20
 
 
-def ppl_batch(context: int, vocab: int, most: int = 4) -> int:
+def ppl_batch(context: int, vocab: int, most: int = 4, budget: int = LOGITS_BUDGET) -> int:
     """How many windows of CONTEXT tokens to score at once: MOST, fewer where their fp32 logits over a
-    VOCAB-sized vocabulary would pass LOGITS_BUDGET (never fewer than one)."""
-    return max(1, min(most, LOGITS_BUDGET // (4 * context * vocab)))
+    VOCAB-sized vocabulary would pass BUDGET bytes (never fewer than one)."""
+    return max(1, min(most, budget // (4 * context * vocab)))
 
 
 def perplexity(
