@@ -16,9 +16,11 @@ from clidep.demo import EMBEDDED
 from clidep.errors import ClidepError
 from clidep.export import arm
 from clidep.export.arm import CORES, FP32_ATOL
-from clidep.export.config import AGREEMENT_GATES, PPL_GATES
+from clidep.export.config import AGREEMENT_GATES, MIN_GATE_TOKENS, PPL_GATES
 
-PPL = dict(ppl_data="python-docs-valid", ppl_tokens=128)  # 128 tokens: fp16 runs emulated at ~35 ms a token
+PPL = dict(
+    ppl_data="python-docs-valid", ppl_tokens=MIN_GATE_TOKENS
+)  # the fewest a gate takes: fp16 runs emulated at ~35 ms a token
 
 
 @pytest.fixture(scope="module")

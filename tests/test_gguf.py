@@ -120,6 +120,9 @@ def test_a_width_off_the_32_block_grid_keeps_f16_rows_and_passes(tmp_path, teach
     # rows of 72 do not split into blocks of 32: llama-quantize's fallback, F16, for every matrix (the tied
     # table's Q6_K and Q8_0 too) but the MLP's down projections (rows of 4 x 72 = 288 = 9 blocks)
     assert files[1]["tensor_types"] == {"F16": 2 * 3 + 1, "F32": 2 * 8 + 3, "Q4_0": 2}
+    # the manifest says so per file: the fallback cannot hide behind the file's name
+    assert (files[1]["matrices"], files[1]["matrices_of_type"], files[1]["float_matrices"]) == (9, 2, 7)
+    assert files[0]["float_matrices"] == 0 and files[0]["matrices_of_type"] == 9
     ids = np.asarray(tok(" ".join(["the river and the city"] * 40))["input_ids"])[:129]
     check_gguf(files, tmp_path, _reference(model), tok, "the river and the city", ids, 64, lambda m: None)
     assert files[0]["max_abs_logit_diff"] <= LOGIT_ATOL and files[0]["greedy_match"]

@@ -443,6 +443,13 @@ CASES = [
     ),
     ("unclear", "export {teacher} --out {fresh} --calib-samples 4", "--calib-samples applies to --static only"),
     ("unclear", "export {teacher} --out {fresh} --kv int4", "unknown --kv 'int4': choose fp32, fp16, int8"),
+    # -- labels that lie and gates that prove nothing
+    ("wrong", "export {narrow} --out {fresh} --gguf --gguf-types q4_0", "would hold no Q4_0 tensor"),
+    ("wrong", "export {narrow} --out {fresh} --gguf --gguf-types f16,q8_0", "would hold no Q8_0 tensor"),
+    ("wrong", "export {teacher} --out {fresh} --int8 --ppl-tokens 1", "--ppl-tokens 1 scores 1 token(s)"),
+    ("wrong", "export {teacher} --out {fresh} --int4 --ppl-tokens 255", "the quality gates score at least 256"),
+    ("wrong", "export {teacher} --out {fresh} --fp16 --ppl-data {short}", "gives 7 token(s): the quality gates"),
+    ("wrong", "export {teacher} --out {fresh} --gguf --ppl-data {short}", "the quality gates score at least 256"),
     # -- checkpoints as the hub has them: what cannot work is one line naming the cause
     ("wrong", "eval {nan_weights}", "non-finite weights (NaN or inf) in transformer.h.2.attn.c_proj.bias"),
     ("wrong", "export {nan_weights} --out {fresh}", "non-finite weights (NaN or inf)"),
@@ -540,6 +547,22 @@ def _without_file_records(edit):
         (d / "manifest.json").write_text(json.dumps(manifest))
 
     return older
+
+
+def _narrow_stock(teacher: Path, dst: Path) -> Path:
+    """A stock GPT-2 of width 36 with the teacher's tokenizer: no row (36, 4 x 36 = 144) splits into llama.cpp's
+    32-weight blocks, so llama-quantize keeps every matrix in F16 whatever type it is asked for."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = json.loads((teacher / "config.json").read_text())
+    torch.manual_seed(0)
+    fields = {k: config[k] for k in ("vocab_size", "n_positions", "n_layer", "bos_token_id", "eos_token_id")}
+    GPT2LMHeadModel(GPT2Config(**fields, n_embd=36, n_head=4)).save_pretrained(dst)
+    for f in teacher.iterdir():
+        if f.name.startswith(("tokenizer", "vocab", "merges", "special")):
+            shutil.copy(f, dst / f.name)
+    return dst
 
 
 def _broken_copy(src: Path, dst: Path, edit) -> Path:
@@ -663,6 +686,7 @@ def world(tmp_path_factory, tiny_setup):
         ),
         "untied": _broken_copy(teacher, root / "untied", _edit_weights(untie=True)),
         "untied_missing": _broken_copy(teacher, root / "untied_missing", edit_config(tie_word_embeddings=False)),
+        "narrow": _narrow_stock(teacher, root / "narrow"),
     }
     texts = root / "texts"
     texts.mkdir()
@@ -670,6 +694,7 @@ def world(tmp_path_factory, tiny_setup):
     (texts / "binary.bin").write_bytes(b"\x00\x01\x02text\x00" * 50)
     (texts / "latin1.txt").write_bytes("caf\xe9 cr\xe8me".encode("latin-1"))
     (texts / "one.txt").write_text("the")
+    (texts / "short.txt").write_text("the river and the city of the north")
     (texts / "importance.json").write_text("{")
     profile = (Path(__file__).resolve().parents[1] / "clidep" / "devices" / "raspberry-pi-5.toml").read_text()
     (texts / "nan.toml").write_text(profile.replace("mem_bandwidth_gbs = 10.0", "mem_bandwidth_gbs = nan"))
@@ -697,6 +722,7 @@ def world(tmp_path_factory, tiny_setup):
         "binary": texts / "binary.bin",
         "latin1": texts / "latin1.txt",
         "one_token": texts / "one.txt",
+        "short": texts / "short.txt",
         "bad_json": texts / "importance.json",
         "nan_profile": texts / "nan.toml",
         **files,

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from clidep.errors import ClidepError
-from clidep.export.config import INT8_BLOCK, ORT_GRAPH_OPSET, ExportConfig
+from clidep.export.config import INT8_BLOCK, MIN_GATE_TOKENS, ORT_GRAPH_OPSET, PPL_GATES, ExportConfig
 from clidep.options import resolve
 from clidep.runtime import onnx_io
 from clidep.runtime.verify import file_records, file_sha256, graph_bytes
@@ -203,6 +203,11 @@ def _write_gguf(model, tmp: Path, c: ExportConfig, name: str, ids, reference, lo
             if kind in WRITTEN
             else quantize_gguf(folder / "model.f32.gguf", dst, kind)
         )
+        if record["float_matrices"]:
+            log(
+                f"gguf/model.{kind}.gguf: {record['float_matrices']} of {record['matrices']} weight matrices stay "
+                f"{'/'.join(record['float_types'])} (rows off llama-quantize's blocks); the manifest records each type"
+            )
         files.append(
             {"file": f"model.{kind}.gguf", "type": kind, "seconds": round(time.perf_counter() - t0, 2), **record}
         )
@@ -338,6 +343,13 @@ def _ppl_ids(tokenizer, c: ExportConfig):
     ids = every[: c.ppl_tokens + 1] if c.ppl_tokens else every
     if ids.size < 2:
         raise ClidepError(f"--ppl-data {c.ppl_data} gives {ids.size} token(s): the perplexity check needs at least 2")
+    if (c.int8 or c.int4 or c.fp16 or c.gguf) and ids.size - 1 < MIN_GATE_TOKENS:
+        given = f"--ppl-tokens {c.ppl_tokens} scores" if c.ppl_tokens and every.size > ids.size else "gives"
+        raise ClidepError(
+            f"--ppl-data {c.ppl_data} {given} {ids.size - 1} token(s): the quality gates score at least "
+            f"{MIN_GATE_TOKENS} (at fewer, int4's +{PPL_GATES['int4']:.0%} gate is inside a few standard errors "
+            "of its own noise); give a longer text or more --ppl-tokens"
+        )
     return ids, label, every
 
 

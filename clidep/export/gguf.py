@@ -29,6 +29,8 @@ from clidep.errors import ClidepError
 #: that the others are checked against, as model.onnx is for the ONNX files, and what llama-quantize reads.
 TYPES = ("f32", "f16", "q8_0", "q4_0")
 WRITTEN = ("f32", "f16")  # by the gguf package's writer; the others by llama-quantize
+#: Weights per block of each quantised type (ggml's QK8_0, QK4_0): a row splits into these or stays F16.
+BLOCK = {"q8_0": 32, "q4_0": 32}
 #: transformers' names of the GELU llama.cpp's GPT-2 computes (the tanh form).
 GGML_GELU = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
 STOCK_METHODS_HINT = "--method slim, depth or depth+slim (or the teacher itself)"
@@ -129,18 +131,40 @@ def quantize_gguf(f32: Path, dst: Path, kind: str) -> dict:
     from clidep.runtime import llamacpp
 
     llamacpp.quantize(f32, dst, kind.upper())
-    return describe(dst)
+    record = describe(dst)
+    if not record["matrices_of_type"]:
+        dst.unlink()
+        raise ClidepError(
+            f"gguf/model.{kind}.gguf would hold no {kind.upper()} tensor: llama-quantize kept all "
+            f"{record['matrices']} weight matrices in {'/'.join(record['float_types'])} (their rows do not split "
+            f"into its {BLOCK[kind]}-weight blocks); drop {kind} from --gguf-types or use a student whose widths "
+            f"are multiples of {BLOCK[kind]}"
+        )
+    return record
 
 
 def describe(path: Path) -> dict:
-    """{"tensor_types": {GGML type: count}, "embedding_and_head": the tied table's type} of a GGUF file, as the
-    gguf package reads it."""
+    """A GGUF file's types as the gguf package reads them: {"tensor_types": {GGML type: count},
+    "embedding_and_head": the tied table's type, "matrices": its weight matrices (2-D, but the position
+    embeddings, which llama.cpp keeps F32), "matrices_of_type": how many hold the file's own type (its name's),
+    "float_matrices": how many a quantised file left in F16/F32 (llama-quantize's fallback for rows that do not
+    split into blocks)}."""
     import gguf
 
     tensors = gguf.GGUFReader(str(path)).tensors
     counts = Counter(t.tensor_type.name for t in tensors)
     table = next(t.tensor_type.name for t in tensors if t.name == "token_embd.weight")
-    return {"tensor_types": dict(sorted(counts.items())), "embedding_and_head": table}
+    kind = path.name.split(".")[-2].upper()
+    matrices = [t.tensor_type.name for t in tensors if len(t.shape) >= 2 and t.name != "position_embd.weight"]
+    floats = [] if kind in ("F16", "F32") else sorted({m for m in matrices if m in ("F16", "F32")})
+    return {
+        "tensor_types": dict(sorted(counts.items())),
+        "embedding_and_head": table,
+        "matrices": len(matrices),
+        "matrices_of_type": sum(m == kind for m in matrices),
+        "float_matrices": sum(m in floats for m in matrices),
+        "float_types": floats,
+    }
 
 
 def _qt(name: str):
