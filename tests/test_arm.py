@@ -194,8 +194,39 @@ def test_export_prints_the_arm_figures_beside_the_x86_table(students):
     console = Console(file=io.StringIO(), width=200)
     console.print(_arm_table(manifest["aarch64"]))
     text = console.file.getvalue()
-    assert "on emulated aarch64 (qemu-user on x86_64; 128 tokens): what the kernels compute there, not how fast" in text
+    assert (
+        f"on emulated aarch64 (qemu-user on x86_64; {MIN_GATE_TOKENS} tokens): what the kernels compute there" in text
+    )
     rows = [line for line in text.splitlines() if "model." in line]
     assert len(rows) == 8 and sum("cortex-a72" in r for r in rows) == 4  # 4 files x 2 cores
     fp32 = manifest["aarch64"]["cores"]["cortex-a76"]["variants"]["model.onnx"]
     assert f"{fp32['ppl']:.2f}" in rows[0] and "100.0%" in rows[0]
+
+
+def test_a_hung_emulated_core_is_named_within_its_stall_limit_and_never_silent(tmp_path, monkeypatch):
+    """An emulated Python that stops making progress: the wait says where each core is while it waits,
+    then fails naming the core and the file, kills the processes, and takes the stall limit, not 30 minutes."""
+    import subprocess
+    import time
+
+    from clidep.runtime import probe
+
+    hung = tmp_path / "python-hung"
+    hung.write_text(f"#!/bin/sh\necho '{probe.DONE}model.onnx' >&2\nexec sleep 600\n")
+    hung.chmod(0o755)
+    monkeypatch.setattr(arm, "launchers", lambda: dict.fromkeys(CORES, hung))
+    monkeypatch.setattr(probe, "run", lambda spec, done: [done(j["name"], 0.001) for j in spec["jobs"]] and {})
+    monkeypatch.setattr(arm, "STALL_FLOOR_S", 3.0)
+    monkeypatch.setattr(arm, "HEARTBEAT_S", 1.0)
+    spawned = []
+    popen = subprocess.Popen
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: spawned.append(popen(*a, **k)) or spawned[-1])
+    said = []
+    jobs = [{"name": n, "path": n, "kind": "graph"} for n in ("model.onnx", "model.int4.onnx")]
+    t0 = time.monotonic()
+    with pytest.raises(ClidepError) as err:
+        arm.run_probes(jobs, {"ids1": np.zeros(1)}, 64, 32, log=said.append)
+    assert time.monotonic() - t0 < 20
+    assert "stuck: the emulated cortex-a7" in str(err.value) and "has run model.int4.onnx" in str(err.value)
+    assert any("cortex-a72 on model.int4.onnx (2/2)" in line for line in said), said
+    assert len(spawned) == 2 and all(p.poll() is not None for p in spawned), "the hung processes were left running"

@@ -22,8 +22,11 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import subprocess
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +42,13 @@ FP32_ATOL = 1e-4
 #: 5x slower than fp32 there (qemu computes the A76's half-precision arithmetic in software).
 ARM_PPL_TOKENS = 1024
 GREEDY_TOKENS = 16
-TIMEOUT_S = 1800
+#: How long an emulated core may take over one file before it is called stuck: EMULATION_FACTOR times the
+#: host's time for the same file, at least STALL_FLOOR_S. Emulation runs 50-100x the host's time, fp16 5x
+#: more again (above); 1,000x is twice the slowest of those. The wait says where each core is every
+#: HEARTBEAT_S, so a long check is never silent.
+EMULATION_FACTOR = 1000
+STALL_FLOOR_S = 300.0
+HEARTBEAT_S = 60.0
 PACKAGE = Path(__file__).resolve().parents[1]
 
 
@@ -117,22 +126,70 @@ def run_probes(jobs: list[dict], inputs: dict, context: int, stride: int, log=pr
             for core, exe in python.items()
         }
         try:
-            results = {"host": (probe.run(spec), where())}  # while the emulated cores run
+            host_s = {}
+            results = {"host": (probe.run(spec, host_s.__setitem__), where())}  # while the emulated cores run
+            stderr = _wait(procs, [j["name"] for j in jobs], host_s, log)
             for core, proc in procs.items():
-                stdout, stderr = proc.communicate(timeout=TIMEOUT_S)
                 if proc.returncode:
-                    lines = [line for line in stderr.splitlines() if line.strip()]
+                    lines = [line for line in stderr[core] if line.strip()]
                     raise ClidepError(
                         f"the aarch64 check failed on the emulated {core}: "
                         f"{lines[-1] if lines else f'exit status {proc.returncode}'}"
                     )
                 with np.load(tmp / f"{core}.npz") as f:
-                    results[core] = ({k: f[k] for k in f.files}, json.loads(stdout))
+                    results[core] = ({k: f[k] for k in f.files}, json.loads(proc.stdout.read()))
         finally:
             for proc in procs.values():
                 proc.kill()
                 proc.wait()
     return results
+
+
+def _wait(procs: dict, names: list[str], host_s: dict, log) -> dict[str, list[str]]:
+    """Wait for every emulated core's probe (PROCS, running the files NAMES in order), saying every
+    HEARTBEAT_S which file each is on; ClidepError where one spends longer on a file than its stall limit.
+    Returns each core's stderr lines, the progress lines aside."""
+    from clidep.runtime.probe import DONE
+
+    lines: queue.Queue = queue.Queue()
+    for core, proc in procs.items():
+        threading.Thread(target=_read_lines, args=(core, proc.stderr, lines), daemon=True).start()
+    stderr = {core: [] for core in procs}
+    done = dict.fromkeys(procs, 0)  # files each core has finished
+    since = dict.fromkeys(procs, time.monotonic())  # when it started the one it is on
+    running, beat = set(procs), time.monotonic()
+    while running:
+        try:
+            core, line = lines.get(timeout=min(5.0, HEARTBEAT_S))
+        except queue.Empty:
+            core = None
+        if core is not None and line is None:
+            running.discard(core)
+            procs[core].wait()
+        elif core is not None and line.startswith(DONE):
+            done[core], since[core] = done[core] + 1, time.monotonic()
+        elif core is not None:
+            stderr[core].append(line)
+        now = time.monotonic()
+        for c in running:
+            name = names[min(done[c], len(names) - 1)]
+            limit = max(STALL_FLOOR_S, EMULATION_FACTOR * host_s.get(name, 0.0))
+            if now - since[c] > limit:
+                raise ClidepError(
+                    f"the aarch64 check is stuck: the emulated {c} has run {name} for {now - since[c]:.0f} s "
+                    f"(the host took {host_s.get(name, 0.0):.2f} s; the limit is {limit:.0f} s); nothing was written"
+                )
+        if running and now - beat >= HEARTBEAT_S:
+            beat = now
+            on = [f"{c} on {names[min(done[c], len(names) - 1)]} ({done[c] + 1}/{len(names)})" for c in sorted(running)]
+            log(f"aarch64 check: {', '.join(on)}")
+    return stderr
+
+
+def _read_lines(core: str, stream, lines: queue.Queue) -> None:
+    for line in stream:
+        lines.put((core, line.rstrip("\n")))
+    lines.put((core, None))
 
 
 def gate(gates: dict, precision: str) -> float | None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 
 import numpy as np
 
@@ -85,17 +86,24 @@ def run_genai(folder: str, inputs: dict, greedy_tokens: int) -> dict:
     return {"greedy": np.asarray(generator.get_sequence(0), np.int64)}
 
 
-def run(spec: dict) -> dict:
-    """Every job of SPEC: {"NAME::KEY": array}."""
+#: The line a probe process writes on stderr as each job ends, so that its caller can tell progress from a hang.
+DONE = "clidep-probe-done "
+
+
+def run(spec: dict, done=None) -> dict:
+    """Every job of SPEC: {"NAME::KEY": array}; DONE(name, seconds) is called as each job ends."""
     with np.load(spec["inputs"]) as f:
         inputs = {k: f[k] for k in f.files}
     out = {}
     for job in spec["jobs"]:
+        t0 = time.perf_counter()
         if job["kind"] == "genai":
             figures = run_genai(job["path"], inputs, spec["greedy_tokens"])
         else:
             figures = run_graph(job["path"], inputs, spec["context"], spec["stride"], spec["greedy_tokens"])
         out.update({f"{job['name']}::{k}": v for k, v in figures.items()})
+        if done is not None:
+            done(job["name"], time.perf_counter() - t0)
     return out
 
 
@@ -103,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     spec_path, out_path = argv if argv is not None else sys.argv[1:]
     with open(spec_path) as f:
         spec = json.load(f)
-    np.savez(out_path, **run(spec))
+    np.savez(out_path, **run(spec, lambda name, _: print(DONE + name, file=sys.stderr, flush=True)))
     json.dump(where(), sys.stdout)
 
 
