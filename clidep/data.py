@@ -175,12 +175,18 @@ def load_tokenizer(name_or_path: str | Path = "gpt2", vocab_size: int | None = N
         ) from exc
     if len(tokenizer) < 2:
         raise ClidepError(f"cannot load a tokenizer from '{name}': its vocabulary is empty")
-    if vocab_size is not None and len(tokenizer) > vocab_size:
+    check_vocab(name, len(tokenizer), vocab_size)
+    return tokenizer
+
+
+def check_vocab(name, tokens: int, rows: int | None) -> None:
+    """ClidepError where the tokenizer in NAME has more TOKENS than the model's embedding ROWS (None: unknown):
+    ids past the last row crash a runtime or read another token's row."""
+    if rows is not None and tokens > rows:
         raise ClidepError(
-            f"the tokenizer in '{name}' has {len(tokenizer):,} tokens but the model's embedding {vocab_size:,} rows; "
+            f"the tokenizer in '{name}' has {tokens:,} tokens but the model's embedding {rows:,} rows; "
             "give the model its own tokenizer"
         )
-    return tokenizer
 
 
 def tokenize_text(tokenizer, text: str):

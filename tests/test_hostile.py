@@ -424,7 +424,8 @@ CASES = [
         "--gamma needs exponents in [0, 16]",
     ),
     ("unclear", "analyze {teacher} --out {fresh} --method fisher", "unknown --method 'fisher'"),
-    ("bounds", "analyze {teacher} --out {fresh} --probes 0", "--probes must be at least 1"),
+    ("bounds", "analyze {teacher} --out {fresh} --probes 0", "--probes must be at least 2"),
+    ("unclear", "analyze {teacher} --out {fresh} --probes 1", "--probes must be at least 2"),
     (
         "bounds",
         "analyze {teacher} --out {fresh} --seq-len 4096",
@@ -722,6 +723,7 @@ def world(tmp_path_factory, tiny_setup):
         "binary": texts / "binary.bin",
         "latin1": texts / "latin1.txt",
         "one_token": texts / "one.txt",
+        "train": train,
         "short": texts / "short.txt",
         "bad_json": texts / "importance.json",
         "nan_profile": texts / "nan.toml",
@@ -1155,6 +1157,29 @@ def test_a_tokenizer_larger_than_the_embedding_is_refused_by_every_command(world
     assert sorted(p.name for p in tmp_path.iterdir()) == ["small-vocab"]
 
 
+def test_a_foreign_graph_with_a_larger_tokenizer_is_refused_by_every_reader(world, tmp_path, capsys):
+    """An export without a manifest (nothing vouches for its files) whose tokenizer gained ten tokens past the
+    graph's 8,192 rows: eval, generate and bench --ppl refuse it by the graph's own vocabulary."""
+    from clidep.data import load_tokenizer
+
+    _, names = world
+    foreign = Path(shutil.copytree(names["onnx"], tmp_path / "foreign", symlinks=True))
+    (foreign / "manifest.json").unlink()
+    tokenizer = load_tokenizer(names["teacher"])
+    tokenizer.add_tokens([f"zzword{i}" for i in range(10)])
+    tokenizer.save_pretrained(foreign)
+    for argv in (
+        ["eval", str(foreign)],
+        ["generate", str(foreign), "--prompt", "the river"],
+        ["bench", str(foreign), "--device", "host", "--ppl", "--reps", "1", "--out", str(tmp_path / "b")]
+        + ["--prompt-lens", "16", "--depth", "16", "--gen", "64"],
+    ):
+        assert main(argv) == 2, argv
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "has 8,202 tokens but the model's embedding 8,192 rows" in errors[0], argv
+    assert not (tmp_path / "b").exists()
+
+
 def test_a_failed_export_leaves_no_folder_it_made(world, tmp_path, capsys):
     """--out under folders that do not exist yet: a run that fails removes the ones it made, and only those."""
     _, names = world
@@ -1163,3 +1188,48 @@ def test_a_failed_export_leaves_no_folder_it_made(world, tmp_path, capsys):
     assert main(["export", names["missing"], "--out", str(out)]) == 2
     assert "weights missing" in capsys.readouterr().err
     assert [p.name for p in tmp_path.iterdir()] == ["kept"] and list((tmp_path / "kept").iterdir()) == []
+
+
+class _ClosedPipe:
+    """A standard output whose reader has quit (`clidep ... | head`, `| true`)."""
+
+    def write(self, text):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return False
+
+
+@pytest.mark.parametrize(
+    "command, written",
+    [
+        ("eval {teacher} --json", []),
+        ("eval {onnx}", []),
+        ("generate {onnx} --prompt 'the river' --max-new-tokens 4", []),
+        ("devices --show raspberry-pi-5", []),
+        ("analyze {teacher} --out {fresh} --samples 1 --probes 2", ["importance.json", "importance.png"]),
+        ("export {teacher} --out {fresh} --int8 --ppl-tokens 256 --no-genai", ["manifest.json", "model.int8.onnx"]),
+        (
+            "compress {teacher} --out {fresh} --method slim --ratio 1.5 --steps 1 --seq-len 64 --data {train}",
+            ["model.safetensors", "run.json"],
+        ),
+    ],
+)
+def test_every_command_into_a_closed_pipe_keeps_its_outputs_and_says_so(
+    command, written, world, tmp_path, monkeypatch, capsys
+):
+    """Every command that prints: its files are complete before it prints, and a closed stdout is one error
+    line and exit 141 (a shell's status for SIGPIPE), never a silent exit 1 or a lost result."""
+    import shlex
+
+    _, names = world
+    fresh = tmp_path / "fresh"
+    monkeypatch.setattr("sys.stdout", _ClosedPipe())
+    assert main([a.format(**names, fresh=fresh) for a in shlex.split(command)]) == 141
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "standard output was closed" in errors[0] and "Traceback" not in err, err[-2000:]
+    assert all((fresh / name).is_file() for name in written), sorted(p.name for p in fresh.iterdir())

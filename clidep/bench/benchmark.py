@@ -160,9 +160,16 @@ def _ppl_ids_file(folder: Path, data: str, tokens: int, tmp: Path) -> Path:
     """A .npy in TMP of the first TOKENS + 1 tokens of DATA (0: all) in FOLDER's tokenizer: what the runner scores."""
     from tokenizers import Tokenizer
 
-    from clidep.data import read_text
+    from clidep.data import check_vocab, read_text
 
-    ids = np.asarray(Tokenizer.from_file(str(folder / "tokenizer.json")).encode(read_text(data)[0]).ids, np.int64)
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    config = folder / "config.json"
+    check_vocab(
+        folder,
+        tokenizer.get_vocab_size(),
+        json.loads(config.read_text()).get("vocab_size") if config.is_file() else None,
+    )
+    ids = np.asarray(tokenizer.encode(read_text(data)[0]).ids, np.int64)
     path = tmp / f"{abs(hash(str(folder)))}.npy"
     np.save(path, ids[: tokens + 1] if tokens else ids)
     return path

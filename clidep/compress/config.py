@@ -161,7 +161,9 @@ class AnalyzeConfig(Options):
     )
     samples: int = option(8, "Calibration sequences.", low=1)
     seq_len: int = option(128, "Tokens per calibration sequence (up to the model's positions).", low=2)
-    probes: int = option(16, "Hutchinson probes for the NTK trace (one backward pass each).", low=1)
+    probes: int = option(
+        16, "Hutchinson probes for the NTK trace (one backward pass each; two at least, for its standard error).", low=2
+    )
     method: str = option("all", "ntk, grad, bi, ablation or all.", choices=(*IMPORTANCE_METHODS, "all"))
     seed: int = option(0, "Seed for the calibration offsets and the probes.", low=0, high=MAX_SEED)
     min_gap: float = option(2.0, "Score ratio that separates critical blocks from the rest.", above=1)

@@ -48,7 +48,7 @@ def _evaluate_onnx(graph: Path, c: EvalConfig) -> PerplexityResult:
             raise ClidepError(
                 f"cannot tell the positions of '{graph}': no clidep metadata and no config.json beside it"
             )
-        return _score(runner.logits, positions, load_tokenizer(graph.parent), c)
+        return _score(runner.logits, positions, load_tokenizer(graph.parent, runner.vocab), c)
 
 
 def _score(logits_fn, n_positions: int, tokenizer, c: EvalConfig) -> PerplexityResult:

@@ -22,6 +22,7 @@ def generate_text(
     import numpy as np
     from tokenizers import Tokenizer
 
+    from clidep.data import check_vocab
     from clidep.runtime.verify import checked_runner
 
     path = Path(artifact)
@@ -41,6 +42,7 @@ def generate_text(
     max_new_tokens = c.max_new_tokens
     with checked_runner(onnx_file, log) as (runner, positions):
         tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        check_vocab(folder, tokenizer.get_vocab_size(), runner.vocab)
         ids = tokenizer.encode(prompt).ids
         if not ids:
             raise ClidepError("--prompt is empty")
