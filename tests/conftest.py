@@ -157,3 +157,16 @@ def python_without_clidep(tmp_path) -> str:
     site = next((env / "lib").glob("python3*/site-packages"))
     (site / "peers.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     return str(env / "bin" / "python")
+
+
+class ClosedPipe:
+    """A standard output whose reader has quit (`clidep ... | head`, `| true`)."""
+
+    def write(self, text):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return False

@@ -19,6 +19,8 @@ from safetensors.torch import load_file, save_file
 
 from clidep.cli import main
 
+from .conftest import ClosedPipe
+
 LONG_PROMPT = "the history of the city " * 40  # more tokens than the tiny teacher's 128 positions
 
 CASES = [
@@ -1190,19 +1192,6 @@ def test_a_failed_export_leaves_no_folder_it_made(world, tmp_path, capsys):
     assert [p.name for p in tmp_path.iterdir()] == ["kept"] and list((tmp_path / "kept").iterdir()) == []
 
 
-class _ClosedPipe:
-    """A standard output whose reader has quit (`clidep ... | head`, `| true`)."""
-
-    def write(self, text):
-        raise BrokenPipeError(32, "Broken pipe")
-
-    def flush(self):
-        pass
-
-    def isatty(self):
-        return False
-
-
 @pytest.mark.parametrize(
     "command, written",
     [
@@ -1227,7 +1216,7 @@ def test_every_command_into_a_closed_pipe_keeps_its_outputs_and_says_so(
 
     _, names = world
     fresh = tmp_path / "fresh"
-    monkeypatch.setattr("sys.stdout", _ClosedPipe())
+    monkeypatch.setattr("sys.stdout", ClosedPipe())
     assert main([a.format(**names, fresh=fresh) for a in shlex.split(command)]) == 141
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("error:")]

@@ -18,7 +18,7 @@ from clidep.cli import main
 from clidep.errors import ClidepError
 from clidep.locks import clear_leftovers, lock_path, read_lock, write_lock
 
-from .conftest import CLI
+from .conftest import CLI, ClosedPipe
 
 
 def _start(*args: str) -> subprocess.Popen:
@@ -357,18 +357,7 @@ def test_a_closed_stdout_is_one_line_and_exit_141_not_a_silent_exit(tmp_path):
 
 def test_bench_into_a_closed_pipe_keeps_its_report(exported, tmp_path, monkeypatch, capsys):
     """The report's files are written before its table is printed, so `bench ... | head` loses nothing."""
-
-    class Closed:
-        def write(self, text):
-            raise BrokenPipeError(32, "Broken pipe")
-
-        def flush(self):
-            pass
-
-        def isatty(self):
-            return False
-
-    monkeypatch.setattr("sys.stdout", Closed())
+    monkeypatch.setattr("sys.stdout", ClosedPipe())
     args = ["bench", str(exported), "--device", "host", "--runtime", "clidep", "--reps", "1", "--gen", "64"]
     assert main([*args, "--prompt-lens", "16", "--depth", "16", "--out", str(tmp_path / "b")]) == 141
     assert {"bench.json", "bench.md", "bench.csv"} <= {p.name for p in (tmp_path / "b").iterdir()}
