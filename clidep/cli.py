@@ -439,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     stdout, sys.stdout = sys.stdout, _GuardedStdout(sys.stdout)
     try:
+        _check_address_space(sys.argv[1:] if argv is None else argv)
         with _signals_as_interrupts() as received:
             code = command.main(args=argv, prog_name="clidep", standalone_mode=False) or 0
             sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's flush at exit
@@ -459,6 +460,8 @@ def main(argv: list[str] | None = None) -> int:
         return _stopped(exc.signum if isinstance(exc, Stopped) else signal.SIGINT)
     except ClidepError as exc:
         return _fail(str(exc))
+    except MemoryError:
+        return _fail(f"out of memory{_address_space_note()}; nothing was written")
     except OSError as exc:
         # Full disks, unwritable places, files that vanish: the system's own words, on one line.
         where = f" ({exc.filename})" if exc.filename else ""
@@ -545,6 +548,38 @@ def _is_usage_error(exc: Exception) -> bool:
     depending on the release; both carry ``format_message()`` and exit code 2.
     """
     return getattr(exc, "exit_code", None) == 2 and hasattr(exc, "format_message")
+
+
+#: The address space (ulimit -v) below which a command is refused before it starts: clidep's libraries
+#: (PyTorch, ONNX Runtime, tokenizers) map ~1.3 GB before any model, and the packaged demo model's
+#: `export --int8 --int4` needed 1.2-1.35 GB (1.2 aborted in tokenizers' native code, exit 134, no message).
+ADDRESS_SPACE_FLOOR = 2 << 30
+#: The commands that load models (and so those libraries); devices and --help need neither.
+LOADING_COMMANDS = ("compress", "export", "eval", "analyze", "bench", "generate", "demo")
+
+
+def _check_address_space(argv: list[str]) -> None:
+    """ClidepError where ulimit -v leaves a loading command less than ADDRESS_SPACE_FLOOR: native code that
+    cannot map memory aborts without a word (and a dead run's lock file stays until the next run)."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if argv and argv[0] in LOADING_COMMANDS and "--help" not in argv and soft != resource.RLIM_INFINITY:
+        if soft < ADDRESS_SPACE_FLOOR:
+            raise ClidepError(
+                f"the address-space limit (ulimit -v) is {soft / 2**20:,.0f} MiB; clidep's libraries map ~1.3 GB "
+                f"before any model and abort without a message where a mapping fails: allow at least "
+                f"{ADDRESS_SPACE_FLOOR >> 20:,} MiB (ulimit -v unlimited)"
+            )
+
+
+def _address_space_note() -> str:
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    return (
+        "" if soft == resource.RLIM_INFINITY else f" (the address-space limit, ulimit -v, is {soft / 2**20:,.0f} MiB)"
+    )
 
 
 def _fail(message: str) -> int:

@@ -362,3 +362,30 @@ def test_bench_into_a_closed_pipe_keeps_its_report(exported, tmp_path, monkeypat
     assert main([*args, "--prompt-lens", "16", "--depth", "16", "--out", str(tmp_path / "b")]) == 141
     assert {"bench.json", "bench.md", "bench.csv"} <= {p.name for p in (tmp_path / "b").iterdir()}
     assert "standard output was closed" in capsys.readouterr().err
+
+
+def test_a_tight_address_space_limit_is_one_line_before_anything_starts(tmp_path):
+    """`ulimit -v 1000000; clidep export ...`: native code that cannot map memory aborts without a word and
+    leaves its lock file; clidep refuses such a limit first, in a real process, touching nothing."""
+    import resource
+
+    from clidep.demo import EMBEDDED
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, resource.getrlimit(resource.RLIMIT_AS)[1]))
+
+    out = tmp_path / "o"
+    proc = subprocess.run(
+        [*CLI, "export", str(EMBEDDED), "--out", str(out), "--int8"],
+        capture_output=True,
+        text=True,
+        preexec_fn=limit,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert (
+        proc.stderr.count("\n") == 1
+        and "(ulimit -v) is 1,024 MiB" in proc.stderr
+        and "at least 2,048 MiB" in proc.stderr
+    )
+    assert list(tmp_path.iterdir()) == []
