@@ -127,7 +127,7 @@ CASES = [
         "bench {onnx} --device host --out {fresh} --remote a@b --ssh-config /nonexistent",
         "--ssh-config '/nonexistent' is not a file",
     ),
-    ("wrong", "analyze {teacher} --out {fresh} --probes 0", "--probes must be at least 1"),
+    ("wrong", "analyze {teacher} --out {fresh} --probes 0", "--probes must be at least 2"),
     (
         "wrong",
         "compress {teacher} --out {fresh} --steps 1 --device pixel-7",
@@ -446,6 +446,15 @@ CASES = [
     ),
     ("unclear", "export {teacher} --out {fresh} --calib-samples 4", "--calib-samples applies to --static only"),
     ("unclear", "export {teacher} --out {fresh} --kv int4", "unknown --kv 'int4': choose fp32, fp16, int8"),
+    # -- every other file an export holds
+    ("tampered", "eval {edited_tokenizer_config}", "tokenizer_config.json' is not the file clidep export wrote"),
+    ("tampered", "generate {edited_tokenizer_config} --prompt hi", "tokenizer_config.json' is not the file"),
+    ("tampered", "generate {genai_tokenizer} --prompt hi", "genai/fp32/tokenizer.json' is not the file"),
+    ("tampered", "bench {genai_tokenizer} --device host --out {fresh}", "genai/fp32/tokenizer.json' is not"),
+    ("tampered", "eval {export_no_tokenizer}", "tokenizer.json' is not the file clidep export wrote (it is missing)"),
+    ("tampered", "generate {export_no_tokenizer} --prompt hi", "no tokenizer.json beside"),
+    ("tampered", "bench {genai_no_config} --device host --out {fresh}", "genai_config.json' is not the file"),
+    ("tampered", "eval {genai_no_config}", "genai/fp32/genai_config.json' is not the file clidep export wrote"),
     # -- labels that lie and gates that prove nothing
     ("wrong", "export {narrow} --out {fresh} --gguf --gguf-types q4_0", "would hold no Q4_0 tensor"),
     ("wrong", "export {narrow} --out {fresh} --gguf --gguf-types f16,q8_0", "would hold no Q8_0 tensor"),
@@ -690,6 +699,26 @@ def world(tmp_path_factory, tiny_setup):
         "untied": _broken_copy(teacher, root / "untied", _edit_weights(untie=True)),
         "untied_missing": _broken_copy(teacher, root / "untied_missing", edit_config(tie_word_embeddings=False)),
         "narrow": _narrow_stock(teacher, root / "narrow"),
+        "edited_tokenizer_config": _broken_copy(
+            root / "onnx",
+            root / "edited_tokenizer_config",
+            lambda d: (d / "tokenizer_config.json").write_text(
+                json.dumps({**json.loads((d / "tokenizer_config.json").read_text()), "model_max_length": 64})
+            ),
+        ),
+        "genai_tokenizer": _broken_copy(
+            root / "onnx",
+            root / "genai_tokenizer",
+            lambda d: (d / "genai" / "fp32" / "tokenizer.json").write_text(
+                (d / "tokenizer.json").read_text().replace('"the"', '"teh"', 1)
+            ),
+        ),
+        "export_no_tokenizer": _broken_copy(
+            root / "onnx", root / "export_no_tokenizer", lambda d: (d / "tokenizer.json").unlink()
+        ),
+        "genai_no_config": _broken_copy(
+            root / "onnx", root / "genai_no_config", lambda d: (d / "genai" / "fp32" / "genai_config.json").unlink()
+        ),
     }
     texts = root / "texts"
     texts.mkdir()
@@ -1083,8 +1112,11 @@ def test_no_code_from_a_folder_clidep_reads_is_ever_run(world, tmp_path):
     assert json.loads(proc.stdout)["tokens"] == 300 and "remote code" not in proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("weights, label", [("float16", "float16"), ("bfloat16", "bfloat16"), ("float32", "float16")])
-def test_half_precision_teachers_are_computed_in_fp32(weights, label, world, tmp_path):
+@pytest.mark.parametrize(
+    "weights, label",
+    [("float16", "float16"), ("bfloat16", "bfloat16"), ("float32", "float16"), ("mixed", "bfloat16")],
+)
+def test_half_precision_teachers_are_computed_in_fp32(weights, label, world, tmp_path, capsys):
     """fp16 and bf16 checkpoints, and fp32 weights whose config says float16 (common on the hub), load as fp32
     models whose logits are the checkpoint's; a slim student distils from one and exports."""
     import torch
@@ -1093,7 +1125,10 @@ def test_half_precision_teachers_are_computed_in_fp32(weights, label, world, tmp
 
     _, names = world
     teacher = Path(shutil.copytree(names["teacher"], tmp_path / "t"))
-    weights_in = {k: v.to(getattr(torch, weights)) for k, v in load_file(teacher / "model.safetensors").items()}
+    weights_in = {  # "mixed": every other tensor fp16, the rest fp32, as a partial conversion leaves them
+        k: v.to(torch.float16 if weights == "mixed" and i % 2 else getattr(torch, weights, torch.float32))
+        for i, (k, v) in enumerate(sorted(load_file(teacher / "model.safetensors").items()))
+    }
     save_file(weights_in, teacher / "model.safetensors", metadata={"format": "pt"})
     config = json.loads((teacher / "config.json").read_text())
     (teacher / "config.json").write_text(json.dumps({**config, "torch_dtype": label, "dtype": label}))
@@ -1113,6 +1148,18 @@ def test_half_precision_teachers_are_computed_in_fp32(weights, label, world, tmp
             == 0
         )
         assert main(["export", str(tmp_path / "s"), "--out", str(tmp_path / "o"), "--int8", "--ppl-tokens", "256"]) == 0
+    if (
+        weights == "float16"
+    ):  # the bottleneck method and eval too: eval's figure is the fp32 teacher's, to fp16 rounding
+        common = ["--data", names["root"] + "/train.txt", "--seq-len", "64", "--eval-every", "0", "--steps", "1"]
+        uniform = ["compress", str(teacher), "--out", str(tmp_path / "u"), "--method", "uniform", "--ratio", "1.2"]
+        assert main([*uniform, *common]) == 0
+        capsys.readouterr()
+        figures = []
+        for folder in (teacher, names["teacher"]):
+            assert main(["eval", str(folder), "--data", "python-docs-valid", "--max-tokens", "256", "--json"]) == 0
+            figures.append(json.loads(capsys.readouterr().out)["ppl"])
+        assert abs(figures[0] / figures[1] - 1) < 1e-3, figures
 
 
 def test_a_batch_past_memory_is_scored_in_smaller_batches_with_the_same_figure(world, monkeypatch, capsys):
