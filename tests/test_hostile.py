@@ -455,6 +455,10 @@ CASES = [
     ("tampered", "generate {export_no_tokenizer} --prompt hi", "no tokenizer.json beside"),
     ("tampered", "bench {genai_no_config} --device host --out {fresh}", "genai_config.json' is not the file"),
     ("tampered", "eval {genai_no_config}", "genai/fp32/genai_config.json' is not the file clidep export wrote"),
+    # -- every writer, not only bench: an --out that is a link is refused, the link and its target kept
+    ("loss", "export {teacher} --out {onnx_link} --overwrite", "is a symbolic link (to '"),
+    ("loss", "analyze {teacher} --out {onnx_link} --overwrite", "is a symbolic link (to '"),
+    ("loss", "compress {teacher} --out {onnx_link} --overwrite --width 32 --steps 1", "is a symbolic link (to '"),
     # -- labels that lie and gates that prove nothing
     ("wrong", "export {narrow} --out {fresh} --gguf --gguf-types q4_0", "would hold no Q4_0 tensor"),
     ("wrong", "export {narrow} --out {fresh} --gguf --gguf-types f16,q8_0", "would hold no Q8_0 tensor"),
@@ -744,7 +748,9 @@ def world(tmp_path_factory, tiny_setup):
         assert old in profile, old
         (texts / f"{name}.toml").write_text(profile.replace(old, new, 1))
         files[f"{name}_profile"] = texts / f"{name}.toml"
+    (root / "onnx_link").symlink_to(root / "onnx", target_is_directory=True)
     names = {
+        "onnx_link": root / "onnx_link",
         "root": root,
         "teacher": teacher,
         "student": root / "student",
