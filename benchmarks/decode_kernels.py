@@ -149,7 +149,7 @@ def _teacher_ppl(a) -> dict:
     from clidep.export import traced_quantize
     from clidep.export.traced_graph import export_onnx
     from clidep.model.convert import load_model
-    from clidep.quality.perplexity import perplexity
+    from clidep.perplexity import perplexity
     from clidep.runtime.runner import OnnxCausalLM
 
     teacher = load_model(a.teacher)

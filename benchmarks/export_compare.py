@@ -87,7 +87,7 @@ def main() -> None:
     from clidep.data import load_tokenizer, read_text, tokenize_text
     from clidep.export.artifact import export_artifact
     from clidep.model.convert import load_model
-    from clidep.quality.perplexity import perplexity
+    from clidep.perplexity import perplexity
     from clidep.runtime.runner import OnnxCausalLM
 
     rows = []

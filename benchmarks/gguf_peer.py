@@ -211,7 +211,7 @@ def _types(path: Path) -> dict:
 
 
 def _ppl(path: Path, ids, context: int) -> float:
-    from clidep.quality.perplexity import perplexity
+    from clidep.perplexity import perplexity
     from clidep.runtime.llamacpp import LlamaCppModel
 
     model = LlamaCppModel(path, context)

@@ -46,7 +46,7 @@ def main() -> None:
     import onnxruntime
 
     from clidep.bench.provenance import provenance
-    from clidep.export.config import INT4_BLOCK
+    from clidep.hardware.kernels import INT4_BLOCK
 
     depths = tuple(int(d) for d in a.depth.split(","))
     quality = _teacher(a)
@@ -115,10 +115,10 @@ def _random_calibration(model, tmp: Path, positions: int):
 def _teacher(a) -> dict:
     """{(weights, cache, mode): Δppl and next-token agreement against the same weights with an fp32 cache}."""
     from clidep.data import calibration_batch, load_tokenizer, read_text, tokenize_text
-    from clidep.export.config import INT4_BLOCK
     from clidep.export.kv_cache import calibrate, decode_predictions
+    from clidep.hardware.kernels import INT4_BLOCK
     from clidep.model.convert import load_model
-    from clidep.quality.perplexity import perplexity
+    from clidep.perplexity import perplexity
     from clidep.runtime.runner import OnnxCausalLM
 
     teacher, tokenizer = load_model(a.teacher), load_tokenizer(a.teacher)

@@ -35,11 +35,11 @@ def main() -> None:
 
     from clidep.bench.provenance import provenance
     from clidep.data import calibration_batch, load_tokenizer, read_text, tokenize_text
-    from clidep.export.config import INT4_BLOCK, INT8_BLOCK
     from clidep.export.kv_cache import calibrate, int8_format, store_cache
     from clidep.export.ort_graph import export_ort_graph
+    from clidep.hardware.kernels import INT4_BLOCK, INT8_BLOCK
     from clidep.model.convert import load_model
-    from clidep.quality.perplexity import perplexity
+    from clidep.perplexity import perplexity
     from clidep.runtime.runner import OnnxCausalLM
 
     teacher, tokenizer = load_model(a.teacher), load_tokenizer(a.teacher)

@@ -37,10 +37,10 @@ def main() -> None:
 
     from clidep.bench.provenance import provenance
     from clidep.export import traced_quantize
-    from clidep.export.artifact import INT8_BLOCK
     from clidep.export.config import ExportConfig
     from clidep.export.ort_graph import export_ort_graph
     from clidep.export.traced_graph import export_onnx
+    from clidep.hardware.kernels import INT8_BLOCK
 
     model = gpt2_shapes.random_model(a)
     prov = {k: v for k, v in provenance().items() if k in ("host", "time", "git_sha")}

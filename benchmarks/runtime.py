@@ -56,9 +56,9 @@ def main() -> None:
 
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from clidep.bench import devices
     from clidep.bench.benchmark import bench
     from clidep.export.artifact import export_artifact
+    from clidep.hardware import devices
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)

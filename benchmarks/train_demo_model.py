@@ -33,7 +33,7 @@ def main() -> None:
     from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
 
     from clidep.data import python_docs, tokenize_text
-    from clidep.quality.perplexity import perplexity, torch_logits_fn
+    from clidep.perplexity import perplexity, torch_logits_fn
 
     torch.manual_seed(a.seed)
     out = Path(a.out)

@@ -260,10 +260,10 @@ def bench(
     generation after each context depth (tgGEN) in tokens/s, mean ± sd over --reps, per --threads;
     time to first token, per-token decode p50/p90, load time, peak memory and perplexity. On a
     profile other than host, latencies are projected (and labelled so)."""
-    from clidep.bench import devices as profiles
     from clidep.bench.benchmark import bench as run
     from clidep.bench.outputs import markdown, write_report
     from clidep.files import check_output, write_dir
+    from clidep.hardware import devices as profiles
     from clidep.locks import write_lock
 
     with write_lock(out, log=_log):
@@ -288,7 +288,7 @@ def devices(
     from rich.console import Console
     from rich.table import Table
 
-    from clidep.bench import devices as profiles
+    from clidep.hardware import devices as profiles
 
     console = Console(width=max(Console().width, 110))
     if show:

@@ -37,12 +37,12 @@ def demo(out: str | Path = "clidep-demo", config: DemoConfig | None = None, *, l
     CONFIG (a ``DemoConfig``) or its fields as keywords. Without MODEL the embedded tiny GPT-2 and
     the ``python-docs`` corpus are used. OUT's sub-directories are replaced on every run.
     """
-    from clidep.bench import devices
     from clidep.bench.benchmark import bench
     from clidep.bench.outputs import write_report as write_bench
     from clidep.compress.analyze import analyze, write_report
     from clidep.compress.pipeline import compress
     from clidep.export.artifact import export_artifact
+    from clidep.hardware import devices
     from clidep.quality.evaluate import evaluate
 
     c = resolve(DemoConfig, config, options)

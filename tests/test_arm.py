@@ -164,7 +164,7 @@ def test_check_arm_without_the_environment_is_one_line_before_any_work(tmp_path,
 
 
 def test_every_arm_profile_names_the_core_it_is_checked_on(tmp_path):
-    from clidep.bench import devices
+    from clidep.hardware import devices
 
     checked = {name: devices.load(name).arm_check for name in devices.known()}
     assert checked == {

@@ -11,13 +11,13 @@ import shutil
 
 import pytest
 
-from clidep.bench import devices
 from clidep.bench.benchmark import _fill, bench
 from clidep.bench.outputs import markdown, write_report
 from clidep.data import load_tokenizer, read_text, tokenize_text
 from clidep.errors import ClidepError
+from clidep.hardware import devices
 from clidep.model.convert import load_model
-from clidep.quality.perplexity import perplexity, torch_logits_fn
+from clidep.perplexity import perplexity, torch_logits_fn
 
 
 def test_every_shipped_profile_loads_with_sources():

@@ -7,9 +7,9 @@ import dataclasses
 import pytest
 
 from clidep import CLIGPT2Config, param_count
-from clidep.bench import devices
 from clidep.compress import budget
 from clidep.errors import ClidepError
+from clidep.hardware import devices
 
 MEDIUM = CLIGPT2Config(vocab_size=50257, n_positions=1024, n_embd=1024, n_layer=24, n_head=16)
 

@@ -82,9 +82,9 @@ def test_every_precision_has_a_self_contained_folder(student_export):
 
 
 def test_bench_measures_genai_beside_clideps_runner(student_export):
-    from clidep.bench import devices
     from clidep.bench.benchmark import bench
     from clidep.bench.outputs import markdown
+    from clidep.hardware import devices
 
     root, _ = student_export
     report = bench(

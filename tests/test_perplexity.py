@@ -10,7 +10,7 @@ import torch
 
 from clidep.data import load_tokenizer, read_text, tokenize_text
 from clidep.model.convert import load_model
-from clidep.quality.perplexity import perplexity, torch_logits_fn, windows
+from clidep.perplexity import perplexity, torch_logits_fn, windows
 
 
 @pytest.mark.parametrize("n, context, stride", [(2, 4, 2), (10, 4, 2), (11, 4, 3), (100, 16, 15), (5, 8, 4), (7, 2, 1)])

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from clidep.bench import devices
 from clidep.bench.benchmark import bench
+from clidep.hardware import devices
 
 ROOT = Path(__file__).resolve().parents[1]
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"

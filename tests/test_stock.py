@@ -17,8 +17,8 @@ from clidep.compress.stock import SPLITS, depth_blocks, init_stock, keep_blocks,
 from clidep.data import load_tokenizer, read_text, tokenize_text
 from clidep.model.convert import config_from_gpt2, load_model, to_gpt2
 from clidep.model.params import param_count
+from clidep.perplexity import perplexity
 from clidep.quality.evaluate import torch_logits_fn
-from clidep.quality.perplexity import perplexity
 
 from .conftest import SCHEDULES, python_without_clidep, tiny_config
 

@@ -10,7 +10,7 @@ from clidep.compress.student_init import init_from_teacher, runs, stream_basis
 from clidep.compress.widths import build
 from clidep.data import load_tokenizer, read_text, tokenize_text
 from clidep.model.convert import load_model
-from clidep.quality.perplexity import perplexity, torch_logits_fn
+from clidep.perplexity import perplexity, torch_logits_fn
 
 
 @pytest.fixture(scope="module")

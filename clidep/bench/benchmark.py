@@ -26,13 +26,13 @@ from pathlib import Path
 import numpy as np
 
 from clidep.bench.config import BenchConfig
-from clidep.bench.devices import Profile
-from clidep.bench.host import measure_host
 from clidep.bench.projection import project
 from clidep.bench.provenance import provenance as run_provenance
-from clidep.bench.transport import check_remote, run_local, run_remote
 from clidep.errors import ClidepError
 from clidep.files import non_finite
+from clidep.hardware.devices import Profile
+from clidep.hardware.host import measure_host
+from clidep.hardware.transport import check_remote, run_local, run_remote
 from clidep.options import resolve
 from clidep.runtime.onnx_io import positions_beside
 from clidep.runtime.record import check as check_record

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from clidep.errors import ClidepError
-from clidep.export.config import INT4_BLOCK, INT8_BLOCK
+from clidep.hardware.kernels import INT4_BLOCK, INT8_BLOCK
 
 #: Bytes read per parameter: fp32; 8-bit and 4-bit MatMulNBits blocks (export's block sizes) with an
 #: fp32 scale per block and no zero point (the quantiser is symmetric).
@@ -125,13 +125,13 @@ def _model_line(bw: float) -> str:
 
 def _bandwidth(device: str | None) -> tuple[str, float]:
     """(profile name, memory bandwidth GB/s): the profile's, or measured now for ``host``."""
-    from clidep.bench import devices
+    from clidep.hardware import devices
 
     if device is None:
         raise ClidepError("--max-decode-ms needs --device (a profile from `clidep devices`, or host)")
     profile = devices.load(device)
     if profile.measured:
-        from clidep.bench.host import measure_host
+        from clidep.hardware.host import measure_host
 
         bw = measure_host()["mem_bandwidth_gbs"]
         return f"{profile.name} (measured now)", bw

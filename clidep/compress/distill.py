@@ -25,8 +25,8 @@ from safetensors import SafetensorError
 
 from clidep.compress import corpus
 from clidep.errors import ClidepError
+from clidep.perplexity import perplexity, torch_logits_fn
 from clidep.progress import progress_bar
-from clidep.quality.perplexity import perplexity, torch_logits_fn
 
 COMPLETE = "COMPLETE"
 ALPHA_LR_SCALE = 20.0

@@ -33,8 +33,8 @@ import numpy as np
 
 from clidep.errors import ClidepError
 from clidep.export.config import AGREEMENT_GATES, PPL_GATES
+from clidep.hardware.devices import CORES
 
-CORES = ("cortex-a76", "cortex-a72")
 FP32_ATOL = 1e-4
 #: Tokens of the export's perplexity text scored on ARM (and again on the host, for the same tokens,
 #: with the export's context and stride). Emulated, the demo's CLI student scores 2,048 tokens in
@@ -94,7 +94,7 @@ def probe_inputs(ppl_ids: np.ndarray, vocab: int, seed: int = 0) -> dict:
 
 def run_probes(jobs: list[dict], inputs: dict, context: int, stride: int, log=print) -> dict:
     """{"host" and each core: ({NAME::KEY: array}, machine)} for JOBS ({"name", "path", "kind"})."""
-    from clidep.bench.transport import die_with_parent
+    from clidep.hardware.transport import die_with_parent
     from clidep.runtime import probe
     from clidep.runtime.machine import where
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from clidep.errors import ClidepError
-from clidep.export.config import INT8_BLOCK, MIN_GATE_TOKENS, ORT_GRAPH_OPSET, PPL_GATES, ExportConfig
+from clidep.export.config import MIN_GATE_TOKENS, ORT_GRAPH_OPSET, PPL_GATES, ExportConfig
+from clidep.hardware.kernels import INT8_BLOCK
 from clidep.options import resolve
 from clidep.runtime import onnx_io
 from clidep.runtime.verify import file_records, file_sha256, graph_bytes
@@ -68,7 +69,7 @@ def _export(model_path: str | Path, out: Path, c: ExportConfig, overwrite: bool,
     from clidep.export.validate import next_tokens, torch_reference, validate_export
     from clidep.files import check_output, free_space_check, write_dir, write_json
     from clidep.model.convert import load_model
-    from clidep.quality.perplexity import perplexity, ppl_batch
+    from clidep.perplexity import perplexity, ppl_batch
     from clidep.runtime.machine import where
     from clidep.runtime.runner import OnnxCausalLM
 
@@ -287,7 +288,7 @@ def _cache_precision(
         store_cache,
     )
     from clidep.export.validate import validate_export
-    from clidep.quality.perplexity import perplexity, ppl_batch
+    from clidep.perplexity import perplexity, ppl_batch
     from clidep.runtime.runner import OnnxCausalLM
 
     precision = c.cache_precision

@@ -7,16 +7,9 @@ from dataclasses import dataclass
 
 from clidep.errors import ClidepError
 from clidep.export.kv_cache import KV_MODES, KV_PRECISIONS
+from clidep.hardware.kernels import INT4_BLOCK
 from clidep.options import Options, option
 
-# The block sizes, in one place (the graph builders, the quantisers and the device budget read them here).
-# int4, 128: at GPT-2-medium shapes int4 decodes in 8.2 ms after 32 tokens against 10.3 at 64 and 10.5
-# at 32, for teacher perplexity +1.05% / +0.92% / +1.30% (gate +5%): benchmarks/results/decode_kernels.md.
-INT4_BLOCK = 128
-# int8, 128 (8-bit block-wise weights, MatMulNBits with int8 compute; not a flag): decode after 32 tokens
-# 13.4 ms at blocks of 128, 15.8 at 64, 16.1 at 32, against 45.8 for fp32 and 32.1 for the dynamic int8
-# written before; teacher perplexity +0.03% / +0.06% / +0.04% (gate +2%), same file.
-INT8_BLOCK = 128
 # The quality gates of the quantised variants, against the fp32 graph on the export's perplexity text: the
 # targets the reference teacher's export is held to (tests/test_export.py) and that export --check-arm holds
 # every file to on ARM. Perplexity, by precision:

@@ -105,7 +105,7 @@ def check_gguf(
     """Run the checks on FILES (manifest entries with "file" and "type", F32 first) in FOLDER, adding each one's
     figures to its entry; raise a ValidationError at the first failure. IDS, CONTEXT: the export's perplexity
     check (stride CONTEXT // 2); SAMPLE: text for the tokeniser check."""
-    from clidep.quality.perplexity import perplexity
+    from clidep.perplexity import perplexity
     from clidep.runtime.llamacpp import LlamaCppModel
 
     n_ctx = max(context, ref.greedy.shape[1], max(p.size for p, *_ in ref.prompts))

@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from clidep.errors import ClidepError
-from clidep.export.config import INT4_BLOCK, ORT_GRAPH_OPSET
+from clidep.export.config import ORT_GRAPH_OPSET
+from clidep.hardware.kernels import INT4_BLOCK
 from clidep.runtime import onnx_io
 
 #: MatMulNBits compute type per weight width: 4 = int8 activations (AVX-512 VNNI / AVX2 / ARM

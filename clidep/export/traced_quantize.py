@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clidep.export.config import INT4_BLOCK, check_block_size
+from clidep.export.config import check_block_size
 from clidep.export.surgery import (
     is_large,
     load_graph,
@@ -21,6 +21,7 @@ from clidep.export.surgery import (
     store_tied_head_once,
     weight_matmuls,
 )
+from clidep.hardware.kernels import INT4_BLOCK
 from clidep.runtime import onnx_io
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 from clidep.data import load_tokenizer, read_text, tokenize_text
 from clidep.errors import ClidepError
 from clidep.options import resolve
+from clidep.perplexity import PerplexityResult, perplexity, ppl_batch, torch_logits_fn
 from clidep.progress import progress_bar
 from clidep.quality.config import EvalConfig
-from clidep.quality.perplexity import PerplexityResult, perplexity, ppl_batch, torch_logits_fn
 
 
 def evaluate(model_path: str | Path, config: EvalConfig | None = None, **options) -> PerplexityResult:

@@ -82,7 +82,7 @@ def measure(
     )
     record.update(load_s=load_s, threads=threads, runner=where())
     if ppl_ids is not None:
-        from clidep.quality.perplexity import perplexity, ppl_batch
+        from clidep.perplexity import perplexity, ppl_batch
 
         record["ppl"] = perplexity(runner.logits, ppl_ids, context, stride, ppl_batch(context, vocab)).ppl
     return record
@@ -142,7 +142,7 @@ def measure_llamacpp(
     record = llamacpp.record(Path(gguf), prompt_lens, gen, threads or os.cpu_count(), list(depths), reps)
     record["runner"] = {**where(), **record["runner"]}
     if ppl_ids is not None:
-        from clidep.quality.perplexity import perplexity
+        from clidep.perplexity import perplexity
 
         model = llamacpp.LlamaCppModel(Path(gguf), context, threads)
         record["ppl"] = perplexity(model.logits, ppl_ids, context, stride, 1).ppl

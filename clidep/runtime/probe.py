@@ -45,7 +45,7 @@ def _logits(runner: OnnxCausalLM, ids: np.ndarray, mask: np.ndarray, split: int)
 
 def run_graph(path: str, inputs: dict, context: int, stride: int, greedy_tokens: int) -> dict:
     """The figures of one graph through clidep's runner (the keys of OUT above, without NAME)."""
-    from clidep.quality.perplexity import perplexity
+    from clidep.perplexity import perplexity
 
     runner = OnnxCausalLM(path)
     out = {}

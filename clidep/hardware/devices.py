@@ -17,6 +17,8 @@ import tomllib
 from clidep.errors import ClidepError
 
 ENV_VAR = "CLIDEP_DEVICES"
+#: The ARM cores export --check-arm emulates, which a profile's arm_check names.
+CORES = ("cortex-a76", "cortex-a72")
 _BUILTIN = Path(__file__).resolve().parents[1] / "devices"  # package data: a wheel carries them
 
 _NUMBERS = ("clock_ghz", "ram_gb", "usable_ram_fraction", "mem_bandwidth_gbs", "fp32_gflops", "int8_gops")
@@ -132,8 +134,6 @@ def check(raw: dict, where: str) -> Profile:
         if missing:
             fail(f"sources.{missing[0]}", "is missing: every fact of a device profile needs its source")
     if "arm_check" in raw:
-        from clidep.export.arm import CORES
-
         if raw["arm_check"] not in CORES:
             fail(
                 "arm_check",
