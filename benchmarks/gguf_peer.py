@@ -29,6 +29,7 @@ import gpt2_shapes
 import llama_peer
 
 from clidep.bench import report
+from clidep.errors import Unavailable
 from clidep.runtime.benchrun import spread
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,7 +111,6 @@ def llamacpp_record(path: Path, a) -> dict:
 
 def _converter_attempt(teacher: Path, tmp: Path) -> str:
     """What convert_hf_to_gguf.py says of the teacher (with the n_ctx key it reads added)."""
-    from clidep.runtime import llamacpp
 
     hf = tmp / "teacher-hf"
     hf.mkdir()
@@ -121,7 +121,7 @@ def _converter_attempt(teacher: Path, tmp: Path) -> str:
     (hf / "config.json").write_text(json.dumps({**config, "n_ctx": config["n_positions"]}))
     try:
         llama_peer.convert(hf, tmp / "teacher-by-converter.gguf", "f32")
-    except llamacpp.Unavailable as exc:
+    except Unavailable as exc:
         return str(exc)
     return "converted"
 

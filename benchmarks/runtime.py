@@ -29,6 +29,7 @@ from pathlib import Path
 import gpt2_shapes
 
 from clidep.bench import report as report_writer
+from clidep.errors import Unavailable
 
 ROOT = Path(__file__).resolve().parents[1]
 STOCK = ("slim", "depth")  # stock GPT-2 students (compress --method slim / depth) at CLI's size
@@ -253,7 +254,7 @@ def _llama_rows(a, hf_dir: Path, threads: int, params: int, log) -> list[dict]:
                     }
                 )
             gguf.unlink()
-    except llamacpp.Unavailable as exc:
+    except Unavailable as exc:
         log(f"llama.cpp left out: {exc}")
         rows.append(
             {

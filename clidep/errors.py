@@ -1,4 +1,5 @@
-"""The one exception type the command line turns into a one-line message."""
+"""Every error type clidep raises, in one place. Each that a user can cause is a ``ClidepError``: the command
+line prints it on one line and exits with status 2."""
 
 
 class ClidepError(Exception):
@@ -22,3 +23,28 @@ class OutputClosed(Exception):
 
     Not an OSError, so that click's own broken-pipe handling (a silent exit 1) never sees it; the CLI
     says so in one line on stderr and exits as a process killed by SIGPIPE would (141)."""
+
+
+class Unavailable(ClidepError):
+    """A tool clidep drives (llama.cpp) cannot be built or run here; the message says why and what to do."""
+
+
+class ValidationError(ClidepError):
+    """An exported file does not behave like the model it came from (export's checks, optimum's
+    ``validate_model_outputs`` in spirit): the subclasses say which check failed, cheapest first."""
+
+
+class NamesMismatch(ValidationError):
+    """The graph's inputs or outputs are not the ones the model's export declares."""
+
+
+class ShapeMismatch(ValidationError):
+    """An output has another shape than PyTorch's."""
+
+
+class ValueMismatch(ValidationError):
+    """Logits, greedy tokens or perplexity beyond their gate."""
+
+
+class TokenizerMismatch(ValidationError):
+    """A runtime's tokenizer (llama.cpp's) does not split text as transformers' does."""

@@ -38,7 +38,8 @@ def teacher_dir():
 
 def llama_cpp_missing() -> str | None:
     """Why llama.cpp cannot be used here (scripts/setup.sh builds it), or None where it is built."""
-    from clidep.runtime.llamacpp import Unavailable, bin_dir
+    from clidep.errors import Unavailable
+    from clidep.runtime.llamacpp import bin_dir
 
     try:
         bin_dir()

@@ -14,8 +14,8 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from clidep.export.gguf_check import GGUF_PPL_GATES, LOGIT_ATOL, GGUFReference, TokenizerMismatch, check_gguf
-from clidep.export.validate import ValueMismatch
+from clidep.errors import TokenizerMismatch, Unavailable, ValueMismatch
+from clidep.export.gguf_check import GGUF_PPL_GATES, LOGIT_ATOL, GGUFReference, check_gguf
 from clidep.model.convert import load_model
 from clidep.runtime import llamacpp, verify
 
@@ -172,6 +172,7 @@ def test_gguf_of_a_model_llama_cpp_cannot_hold_is_refused_in_one_line(tmp_path, 
 
     torch.manual_seed(0)
     CLIGPT2LMHeadModel(tiny_config([64, 32, 64])).save_pretrained(tmp_path / "cli")
+    capsys.readouterr()  # transformers' own progress bar, when no command has quieted it yet
     assert main(["export", str(tmp_path / "cli"), "--out", str(tmp_path / "o"), "--gguf"]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1, err
@@ -275,5 +276,5 @@ def test_the_runtime_race_times_llama_cpp_files_with_either_cache(teacher_gguf, 
 
 def test_a_failing_tool_that_prints_nothing_is_still_named_with_its_status():
     """A corrupt llama.cpp cache gave 'llama-quantize failed:' and nothing after the colon."""
-    with pytest.raises(llamacpp.Unavailable, match=r"^llama-quantize failed with exit status 1: it printed nothing$"):
+    with pytest.raises(Unavailable, match=r"^llama-quantize failed with exit status 1: it printed nothing$"):
         llamacpp.run_tool(["false"], "llama-quantize")

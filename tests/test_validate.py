@@ -7,8 +7,9 @@ import onnx
 import pytest
 
 from clidep import CLIGPT2LMHeadModel
+from clidep.errors import NamesMismatch, ValueMismatch
 from clidep.export.traced_quantize import int8_dynamic
-from clidep.export.validate import NamesMismatch, ValueMismatch, greedy_agreement, validate_export
+from clidep.export.validate import greedy_agreement, validate_export
 
 from .conftest import SCHEDULES, tiny_config
 

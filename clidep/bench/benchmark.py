@@ -28,7 +28,7 @@ import numpy as np
 from clidep.bench.config import BenchConfig
 from clidep.bench.projection import project
 from clidep.bench.provenance import provenance as run_provenance
-from clidep.errors import ClidepError
+from clidep.errors import ClidepError, Unavailable
 from clidep.files import non_finite
 from clidep.hardware.devices import Profile
 from clidep.hardware.host import measure_host
@@ -275,7 +275,7 @@ def _llama_cpp_provenance(c: BenchConfig) -> str | None:
 
     try:
         return f"{llamacpp.VERSION} ({llamacpp.build_commit()})"
-    except llamacpp.Unavailable:
+    except Unavailable:
         return None
 
 

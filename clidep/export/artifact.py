@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clidep.errors import ClidepError
+from clidep.errors import ClidepError, ValidationError
 from clidep.export.config import MIN_GATE_TOKENS, ORT_GRAPH_OPSET, PPL_GATES, ExportConfig
 from clidep.hardware.kernels import INT8_BLOCK
 from clidep.options import resolve
@@ -219,7 +219,6 @@ def _gguf_checked(tmp: Path, files: list[dict], ref, tokenizer, sample: str, ids
     """The manifest's gguf record: every file checked in llama.cpp (gguf_check), with its size and sha256;
     ClidepError where one fails."""
     from clidep.export.gguf_check import GGUF_PPL_GATES, LOGIT_ATOL, check_gguf
-    from clidep.export.validate import ValidationError
     from clidep.runtime.llamacpp import VERSION, build_commit
 
     folder = tmp / "gguf"
@@ -435,7 +434,7 @@ def _fp32_graph(model, reference, tmp: Path, c: ExportConfig) -> tuple[Path, dic
 
 def _validated(reference, path: Path, runner=None) -> dict:
     """validate_export's record; its typed failure as a ClidepError (export stops)."""
-    from clidep.export.validate import ValidationError, validate_export
+    from clidep.export.validate import validate_export
 
     try:
         return validate_export(reference, path, runner=runner)

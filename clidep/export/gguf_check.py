@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from clidep.errors import TokenizerMismatch, ValueMismatch
 from clidep.export.config import PPL_GATES
-from clidep.export.validate import ValidationError, ValueMismatch
 
 #: llama.cpp's F32 logits against PyTorch's with GELU as llama.cpp computes it: ggml evaluates GELU from a
 #: table of fp16 values at fp16-rounded inputs, which alone moves the reference teacher's logits by ~1.3e-3;
@@ -32,10 +32,6 @@ TOKENIZER_SAMPLE = (
     "It's 2026: they'll pay $1,024.50 -- or won't?\n\n  Indented\tline,  two  spaces; "
     "naïve café, Zürich, 東京, emoji 🙂."
 )
-
-
-class TokenizerMismatch(ValidationError):
-    """llama.cpp's tokeniser does not split text as transformers' does."""
 
 
 @dataclass

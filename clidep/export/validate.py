@@ -12,23 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from clidep.errors import NamesMismatch, ShapeMismatch, ValueMismatch
 from clidep.runtime import onnx_io
-
-
-class ValidationError(Exception):
-    """The exported graph does not behave like the model it came from."""
-
-
-class NamesMismatch(ValidationError):
-    pass
-
-
-class ShapeMismatch(ValidationError):
-    pass
-
-
-class ValueMismatch(ValidationError):
-    pass
 
 
 @dataclass

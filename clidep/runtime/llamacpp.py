@@ -22,7 +22,7 @@ import tarfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from clidep.errors import ClidepError
+from clidep.errors import Unavailable
 
 if TYPE_CHECKING:
     import numpy as np
@@ -30,10 +30,6 @@ if TYPE_CHECKING:
 VERSION = "0.3.36"  # llama-cpp-python, whose sdist pins the llama.cpp source (and bindings) used here
 TOOLS = ("llama-bench", "llama-quantize")
 BUILD_HINT = "run `bash scripts/llamacpp.sh` once (builds llama.cpp from the registry's llama-cpp-python sdist, ~6 min)"
-
-
-class Unavailable(ClidepError):
-    """llama.cpp cannot be built or run here; the message says why and what to do."""
 
 
 def cache_dir() -> Path:
