@@ -32,9 +32,9 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     a = ap.parse_args()
 
-    from clidep.compress.pipeline import compress
-    from clidep.demo import EMBEDDED
-    from clidep.export.artifact import export_artifact
+    from clidep.commands.compress import compress
+    from clidep.commands.demo import EMBEDDED
+    from clidep.commands.export import export_artifact
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -88,7 +88,7 @@ def teacher_line(result: dict) -> str:
 
 
 def score(a, path: str) -> dict:
-    from clidep.quality.evaluate import evaluate
+    from clidep.commands.eval import evaluate
 
     res = evaluate(
         path, data=a.eval_data, context=a.context, stride=a.stride, batch_size=8, max_tokens=a.eval_tokens or None

@@ -84,8 +84,8 @@ def main() -> None:
     import torch
 
     from clidep.bench.provenance import provenance
+    from clidep.commands.export import export_artifact
     from clidep.data import load_tokenizer, read_text, tokenize_text
-    from clidep.export.artifact import export_artifact
     from clidep.model.convert import load_model
     from clidep.perplexity import perplexity
     from clidep.runtime.runner import OnnxCausalLM

@@ -77,8 +77,8 @@ def title(d: dict) -> str:
 
 def _teacher_rows(a, tmp: Path) -> tuple[list[dict], str]:
     """The teacher's exported GGUF files, timed and scored in llama.cpp; and the converter's refusal."""
+    from clidep.commands.export import export_artifact
     from clidep.data import load_tokenizer, read_text, tokenize_text
-    from clidep.export.artifact import export_artifact
 
     export = tmp / "teacher-export"
     manifest = export_artifact(a.teacher, export, gguf=True, gguf_types="f16,q8_0,q4_0", genai=False, log=print)

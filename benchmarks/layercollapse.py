@@ -77,7 +77,7 @@ def main() -> None:
 
 def _arm(a, name: str, method: str, out: Path, sizing: dict, common: dict, teacher: dict, seed: int) -> dict:
     """One arm at one seed: compress, score, and its row."""
-    from clidep.compress.pipeline import compress
+    from clidep.commands.compress import compress
 
     started = time.perf_counter()
     r = compress(a.teacher, out, method=method, **sizing, **common)

@@ -50,7 +50,7 @@ def main() -> None:
     ap.add_argument("--stem", default="paper_ablation")
     a = ap.parse_args()
 
-    from clidep.compress.pipeline import compress
+    from clidep.commands.compress import compress
     from clidep.compress.widths import solve
 
     # Each table its own folder of students: runs/STEM unless --work is given.

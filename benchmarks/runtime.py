@@ -57,8 +57,8 @@ def main() -> None:
 
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from clidep.bench.benchmark import bench
-    from clidep.export.artifact import export_artifact
+    from clidep.commands.bench import bench
+    from clidep.commands.export import export_artifact
     from clidep.hardware import devices
 
     def log(msg: str) -> None:

@@ -1,4 +1,5 @@
-"""The ``clidep`` command line: a thin Typer map onto the library functions.
+"""The ``clidep`` command line: a thin Typer map onto the commands in clidep/commands/, and the process
+around them (quiet libraries, signals, a closed stdout, the address-space check).
 
 Heavy imports (torch, transformers, onnxruntime) happen inside command bodies so that
 ``clidep --help`` stays instant. Every ``ClidepError`` becomes one line on stderr and exit 2.
@@ -7,19 +8,18 @@ Heavy imports (torch, transformers, onnxruntime) happen inside command bodies so
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import sys
 import threading
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from clidep.bench.config import BenchConfig
+from clidep.commands import analyze, bench, compress, demo, devices, export, generate
+from clidep.commands import eval as eval_
 from clidep.compress.config import AnalyzeConfig, CompressConfig
-from clidep.demo import DemoConfig
 from clidep.errors import ClidepError, OutputClosed, Stopped
 from clidep.export.config import ExportConfig
 from clidep.options import command_parameters, typer_command
@@ -34,366 +34,22 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-
-def _log(message: str) -> None:
-    """Progress and notices: stderr, so that stdout holds only the result."""
-    print(message, file=sys.stderr)
-
-
-ModelArg = Annotated[str, typer.Argument(help="Model directory or hub id (GPT-2 or clidep).")]
-
-
-def eval_(
-    model: ModelArg,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
-    *,
-    options,
-) -> None:
-    """Perplexity of MODEL (a model directory, or an export scored through ONNX Runtime) on a text with a sliding
-    window: exp(mean NLL), every token after the first scored once."""
-    from clidep.quality.evaluate import evaluate
-
-    result = evaluate(model, options)
-    if as_json:
-        print(json.dumps(result.to_dict()))
+# Each command's options come from its typed config; its arguments, docstring (the --help) and printing from
+# its module in clidep/commands/.
+for name, config, module in (
+    ("eval", EvalConfig, eval_),
+    ("analyze", AnalyzeConfig, analyze),
+    ("compress", CompressConfig, compress),
+    ("export", ExportConfig, export),
+    ("generate", GenerateConfig, generate),
+    ("bench", BenchConfig, bench),
+    ("devices", None, devices),  # no options of its own: one flag, declared on its function
+    ("demo", demo.DemoConfig, demo),
+):
+    if config is None:
+        app.command(name=name)(module.command)
     else:
-        print(
-            f"ppl {result.ppl:.2f} over {result.tokens:,} tokens (context {result.context}, stride {result.stride}) on {result.data}"
-        )
-
-
-typer_command(app, "eval", EvalConfig, command_parameters(eval_), eval_)
-
-
-def analyze(
-    model: ModelArg,
-    out: Annotated[Path, typer.Option(help="Directory for importance.json and importance.png.")],
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace OUT (once the new report is complete).")
-    ] = False,
-    *,
-    options,
-) -> None:
-    """Score every block's importance (NTK trace, gradient norm, block influence, ablation) and pick the critical layers.
-
-    The NTK score of block l is tr(J_l J_l^T) per token, J_l the Jacobian of the log-probabilities
-    with respect to the block's parameters, estimated with Hutchinson probes.
-    """
-    from clidep.compress.analyze import analyze as run
-    from clidep.compress.analyze import print_table, write_report
-    from clidep.files import check_output, write_dir
-    from clidep.locks import write_lock
-
-    with write_lock(out, log=_log):
-        check_output(out, [model, options.data], overwrite=overwrite)
-        report = run(model, options)
-        names = [p.name for p in write_dir(out, lambda tmp: write_report(report, tmp))]
-    json_path, png_path = (out / n for n in names)
-    print_table(report)
-    print(f"wrote {json_path} and {png_path}", file=sys.stderr)
-
-
-typer_command(app, "analyze", AnalyzeConfig, command_parameters(analyze), analyze)
-
-
-def compress(
-    teacher: Annotated[str, typer.Argument(help="Teacher: a GPT-2 directory or hub id (full width).")],
-    out: Annotated[Path, typer.Option(help="Output: a from_pretrained directory plus compress.json.")],
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in OUT from its last checkpoint.")] = False,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace OUT once the new student is complete.")
-    ] = False,
-    *,
-    options,
-) -> None:
-    """Build a CLI or uniform-bottleneck student of TEACHER, initialise it, and distil it (Accelerate);
-    with layercollapse, MLPs trained towards linear are collapsed into one matrix each.
-
-    Runs on CPU, one GPU or several processes: `accelerate launch -m clidep compress ...`.
-    """
-    from clidep.compress.pipeline import compress as run
-
-    result = run(teacher, out, options, resume=resume, overwrite=overwrite, log=_log)
-    summary = {
-        k: result[k]
-        for k in (
-            "method",
-            "student_params",
-            "ratio",
-            "layer_widths",
-            "protected",
-            "init",
-            "tokens_trained",
-            "val_ppl",
-            "seconds",
-        )
-    }
-    print(json.dumps(summary))
-
-
-typer_command(app, "compress", CompressConfig, command_parameters(compress), compress)
-
-
-def export(
-    model: ModelArg,
-    out: Annotated[Path, typer.Option(help="Artifact directory (ONNX files, tokenizer, manifest.json).")],
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace OUT once the new artifact is complete.")
-    ] = False,
-    *,
-    options,
-) -> None:
-    """Export MODEL to one ONNX graph with KV cache, validate it against PyTorch, and optionally quantise it.
-
-    Validation: max |logit diff| <= 1e-4 on batch 1 and a left-padded batch 2 at past length 0
-    and > 0, and identical 32-token greedy continuations. The manifest records size, sha256,
-    parity and perplexity of every variant.
-    """
-    from rich.console import Console
-    from rich.table import Table
-
-    from clidep.export.artifact import export_artifact
-
-    manifest = export_artifact(model, out, options, overwrite=overwrite, log=_log)
-    table = Table(title=f"{out} ({manifest['ppl_protocol']['tokens']:,} tokens of {manifest['ppl_protocol']['data']})")
-    for col in ("file", "precision", "MB", "max |Δlogit| vs torch", "ppl", "Δppl", "greedy agreement"):
-        table.add_column(col, justify="right")
-    for v in manifest["variants"]:
-        table.add_row(
-            v["file"],
-            v["precision"],
-            f"{v['size_bytes'] / 1e6:.1f}",
-            f"{v['max_abs_logit_diff']:.2e}",
-            f"{v['ppl']:.2f}",
-            f"{v['ppl_delta']:+.2%}",
-            f"{v['greedy_agreement']:.0%}",
-        )
-    console = Console(width=max(Console().width, 110))
-    console.print(table)
-    opt = manifest["optimize"]
-    console.print(
-        f"graph optimisation: {'applied' if opt['applied'] else 'not applied'} ({opt['reason']}); fusions {opt['fusions']}"
-    )
-    if "kv_cache" in manifest:
-        kv = manifest["kv_cache"]
-        checked = [
-            f"{v['file']} Δppl {v['kv_cache']['ppl_delta']:+.3%}, next token {v['kv_cache']['decode_agreement']:.1%}"
-            for v in manifest["variants"]
-            if "ppl_delta" in v["kv_cache"]
-        ]
-        console.print(
-            f"KV cache {kv['precision']}{' ' + kv['mode'] if 'mode' in kv else ''} against the same file with an "
-            f"fp32 cache: {'; '.join(checked)}"
-        )
-    if "aarch64" in manifest:
-        console.print(_arm_table(manifest["aarch64"]))
-
-
-def _arm_table(arm: dict):
-    """export --check-arm's figures: each variant on each emulated core against x86's run of the same file."""
-    from rich.table import Table
-
-    table = Table(
-        title=f"on emulated aarch64 ({arm['emulator']}; {arm['ppl_tokens']:,} tokens): what the kernels "
-        "compute there, not how fast"
-    )
-    for col in (
-        "file",
-        "core",
-        "max |Δlogit| vs x86",
-        "next token = x86",
-        "= x86 fp32",
-        "greedy = x86",
-        "ppl",
-        "Δppl vs x86 fp32",
-        "GenAI greedy = x86",
-    ):
-        table.add_column(col, justify="right")
-    for core, c in arm["cores"].items():
-        for file, f in c["variants"].items():
-            genai = f.get("genai_greedy_match")
-            table.add_row(
-                file,
-                core,
-                f"{f['max_abs_logit_diff']:.2e}",
-                f"{f['argmax_agreement']:.1%}",
-                f"{f['fp32_agreement']:.1%}",
-                "yes" if f["greedy_match"] else "no",
-                f"{f['ppl']:.2f}",
-                f"{f['ppl_delta']:+.2%}",
-                "-" if genai is None else "yes" if genai else "no",
-            )
-    return table
-
-
-typer_command(app, "export", ExportConfig, command_parameters(export), export)
-
-
-def generate(
-    model: Annotated[Path, typer.Argument(help="Artifact directory from clidep export, or an .onnx file inside one.")],
-    prompt: Annotated[str, typer.Option(help="Text to continue.")],
-    *,
-    options,
-) -> None:
-    """Continue PROMPT with an exported model through ONNX Runtime (no torch involved)."""
-    from clidep.runtime.generate import generate_text
-
-    print(generate_text(model, prompt, options, log=_log))
-
-
-typer_command(app, "generate", GenerateConfig, command_parameters(generate), generate)
-
-
-def bench(
-    models: Annotated[list[str], typer.Argument(help="Export directories (every variant) or .onnx files.")],
-    device: Annotated[str, typer.Option(help="Device profile: a name from `clidep devices` or a .toml file.")],
-    out: Annotated[
-        Path, typer.Option(help="Directory for bench.json, bench.md, bench.csv, bench.jsonl and the plots.")
-    ],
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace OUT (once the new report is complete).")
-    ] = False,
-    *,
-    options,
-) -> None:
-    """Measure each model as llama-bench does, each in its own process: prompt processing (ppN) and
-    generation after each context depth (tgGEN) in tokens/s, mean ± sd over --reps, per --threads;
-    time to first token, per-token decode p50/p90, load time, peak memory and perplexity. On a
-    profile other than host, latencies are projected (and labelled so)."""
-    from clidep.bench.benchmark import bench as run
-    from clidep.bench.outputs import markdown, write_report
-    from clidep.files import check_output, write_dir
-    from clidep.hardware import devices as profiles
-    from clidep.locks import write_lock
-
-    with write_lock(out, log=_log):
-        check_output(out, [*models, options.baseline], overwrite=overwrite)
-        report = run(models, profiles.load(device), options, log=_log)
-        if all("error" in r for r in report["models"]):
-            print(markdown(report))
-            raise ClidepError(f"every model failed (see the table above); {out} was left as it was")
-        names = [p.name for p in write_dir(out, lambda tmp: write_report(report, tmp))]
-    print("wrote " + ", ".join(str(out / n) for n in names), file=sys.stderr)
-    print(markdown(report))  # after the files: a reader that quits early (`| head`) costs no result
-
-
-typer_command(app, "bench", BenchConfig, command_parameters(bench), bench)
-
-
-@app.command()
-def devices(
-    show: Annotated[str | None, typer.Option(help="Print one profile in full, with the source of every fact.")] = None,
-) -> None:
-    """List the device profiles (clidep/devices/*.toml, and $CLIDEP_DEVICES), or show one with its sources."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from clidep.hardware import devices as profiles
-
-    console = Console(width=max(Console().width, 110))
-    if show:
-        p = profiles.load(show)
-        table = Table(title=f"{p.name}: {p.description} ({p.path})")
-        for col in ("field", "value", "source"):
-            table.add_column(col)
-        for k in (
-            "cores",
-            "threads",
-            "clock_ghz",
-            "ram_gb",
-            "usable_ram_fraction",
-            "mem_bandwidth_gbs",
-            "fp32_gflops",
-            "int8_gops",
-            "ort_provider",
-        ):
-            table.add_row(k, str(getattr(p, k)), p.sources.get(k, "measured at bench time" if p.measured else ""))
-        if p.arm_check:
-            table.add_row("arm_check", p.arm_check, p.sources["arm_check"])
-        console.print(table)
-        if p.arm_check:
-            console.print(
-                f"checked on aarch64: what every export computes there (logits, next tokens, perplexity, "
-                f"ONNX Runtime GenAI), on an emulated {p.arm_check} with clidep export --check-arm; "
-                "projected: every speed figure (bench without --remote), never measured on the device"
-            )
-        return
-    table = Table(title="device profiles")
-    for col in ("name", "description", "threads", "RAM GB", "GB/s", "fp32 GFLOP/s", "int8 GOPS"):
-        table.add_column(col)
-    for name, path in profiles.known().items():
-        p = profiles.load(str(path))
-        m = p.measured
-        table.add_row(
-            name,
-            p.description,
-            str(p.threads),
-            f"{p.ram_gb:g}",
-            "measured" if m else f"{p.mem_bandwidth_gbs:g}",
-            "measured" if m else f"{p.fp32_gflops:g}",
-            "-" if m else f"{p.int8_gops:g}",
-        )
-    console.print(table)
-
-
-def demo(
-    out: Annotated[
-        Path, typer.Option(help="Working directory for every artifact (its sub-directories are replaced).")
-    ] = Path("clidep-demo"),
-    *,
-    options,
-) -> None:
-    """Run the whole job offline: analyze, compress (CLI and uniform), export --int8 and bench on this machine.
-
-    By default on the tiny GPT-2 that ships with clidep (trained on the standard library's
-    documentation strings); --model and --data run it on a real checkpoint.
-    """
-    from rich.console import Console
-    from rich.table import Table
-
-    from clidep.demo import demo as run
-
-    result = run(out, options, log=_log)
-    ev = result["eval"]
-    table = Table(
-        title=f"clidep demo: ppl on {ev['data']} ({ev['tokens']:,} tokens, context {ev['context']}, stride {ev['stride']}); "
-        f"int8 decode measured on this machine"
-    )
-    for col in (
-        "model",
-        "params",
-        "ratio",
-        "ppl (torch fp32)",
-        "int8 MB",
-        "int8 ppl (ONNX)",
-        "int8 decode ms/token",
-        "int8 peak RSS MB",
-    ):
-        table.add_column(col, justify="right")
-    fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
-    for r in result["rows"]:
-        table.add_row(
-            r["model"],
-            f"{r['params']:,}",
-            f"{r['ratio']:.2f}",
-            f"{r['ppl']:.2f}",
-            f"{r['int8_mb']:.2f}",
-            fmt(r["int8_ppl"], ".2f"),
-            fmt(r["int8_decode_ms"], ".2f"),
-            fmt(r["int8_peak_rss_mb"], ".0f"),
-        )
-    console = Console(width=max(Console().width, 110))
-    console.print(table)
-    console.print(
-        f"protected blocks {result['protected']}; widths cli {result['layer_widths']['cli']}, "
-        f"uniform {result['layer_widths']['uniform']}; {result['distillation_tokens']:,} distillation tokens each"
-    )
-    for name, path in result["artifacts"].items():
-        console.print(f"  {name:<12} {path}")
-    console.print(f"done in {result['seconds']:.0f} s: {result['timings_s']}")
-
-
-typer_command(app, "demo", DemoConfig, command_parameters(demo), demo)
+        typer_command(app, name, config, command_parameters(module.command), module.command)
 
 
 @app.callback()

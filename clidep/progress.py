@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -41,3 +42,8 @@ def progress_bar(label: str, total: int, completed: int = 0, show: bool = True) 
             bar.update(task, advance=n, **({"info": info} if info is not None else {}))
 
         yield advance
+
+
+def say(message: str) -> None:
+    """Progress and notices: stderr, so that stdout holds only the result."""
+    print(message, file=sys.stderr)

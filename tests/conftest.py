@@ -53,7 +53,7 @@ def teacher_artifact(teacher_dir, tmp_path_factory):
     """The reference teacher exported once for the session: fp32, int8, int4 and fp16 variants, and, where
     llama.cpp is built, its GGUF files (F32, F16, Q8_0, Q4_0), which only the teacher_gguf tests read: without
     llama.cpp they fail, saying so, and nothing else does."""
-    from clidep.export.artifact import export_artifact
+    from clidep.commands.export import export_artifact
 
     out = tmp_path_factory.mktemp("artifacts") / "teacher-onnx"
     gguf = llama_cpp_missing() is None
@@ -119,7 +119,7 @@ def tiny_config(widths: list[int], **kw) -> CLIGPT2Config:
 
 def tiny_compress(root, out, **kw):
     """``compress`` on the tiny_setup teacher: CLI at width 32 protecting blocks 0 and 3, unless KW says otherwise."""
-    from clidep.compress.pipeline import compress
+    from clidep.commands.compress import compress
 
     args = dict(
         method="cli",

@@ -12,7 +12,7 @@ import json
 import numpy as np
 import pytest
 
-from clidep.demo import EMBEDDED
+from clidep.commands.demo import EMBEDDED
 from clidep.errors import ClidepError
 from clidep.export import arm
 from clidep.export.arm import CORES, FP32_ATOL
@@ -28,8 +28,8 @@ def students(tmp_path_factory):
     """{name: (folder, manifest)}: the ONNX Runtime graph (fp32, int8, int4, fp16) and the plain graph (fp32,
     int8) of a CLI student (per-block heads of 36, padded to 40 in the graph) and of a uniform one of its
     size, each exported with --check-arm."""
-    from clidep.compress.pipeline import compress
-    from clidep.export.artifact import export_artifact
+    from clidep.commands.compress import compress
+    from clidep.commands.export import export_artifact
 
     root = tmp_path_factory.mktemp("arm")
     common = dict(data="python-docs", steps=2, batch_size=8, seq_len=64, eval_every=0, log=lambda m: None)
@@ -133,7 +133,7 @@ def test_a_variant_that_misses_its_gate_on_arm_is_refused_naming_file_core_and_f
 
 
 def test_an_export_whose_fp32_graph_differs_on_arm_beyond_1e4_fails_and_writes_nothing(students, monkeypatch, tmp_path):
-    from clidep.export.artifact import export_artifact
+    from clidep.commands.export import export_artifact
 
     folder, _ = students["uniform-plain"]
 
@@ -153,7 +153,7 @@ def test_an_export_whose_fp32_graph_differs_on_arm_beyond_1e4_fails_and_writes_n
 
 
 def test_check_arm_without_the_environment_is_one_line_before_any_work(tmp_path, monkeypatch):
-    from clidep.export.artifact import export_artifact
+    from clidep.commands.export import export_artifact
 
     monkeypatch.setenv("CLIDEP_ARM64_ENV", str(tmp_path / "nowhere"))
     with pytest.raises(
@@ -188,7 +188,7 @@ def test_export_prints_the_arm_figures_beside_the_x86_table(students):
 
     from rich.console import Console
 
-    from clidep.cli import _arm_table
+    from clidep.commands.export import _arm_table
 
     _, manifest = students["cli-ort"]
     console = Console(file=io.StringIO(), width=200)

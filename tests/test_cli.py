@@ -26,7 +26,7 @@ def test_help_lists_every_command_without_loading_torch():
 def test_runtime_imports_no_torch_without_any_setting():
     """The device runs numpy + ONNX Runtime only: the runtime package must not pull the training stack."""
     probe = (
-        "import sys\nimport clidep, clidep.runtime.runner, clidep.runtime.generate, clidep.runtime.benchrun\n"
+        "import sys\nimport clidep, clidep.runtime.runner, clidep.commands.generate, clidep.runtime.benchrun\n"
         "print(sorted(m for m in ('torch', 'transformers', 'accelerate') if m in sys.modules))"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLIDEP_")}

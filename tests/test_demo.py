@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from clidep.commands.demo import EMBEDDED
 from clidep.data import ENV_VAR, python_docs
-from clidep.demo import EMBEDDED
 
 from .conftest import python_without_clidep
 

@@ -17,8 +17,8 @@ import pytest
 import torch
 from transformers import GPT2LMHeadModel
 
+from clidep.commands.export import export_artifact
 from clidep.errors import ClidepError
-from clidep.export.artifact import export_artifact
 from clidep.export.config import AGREEMENT_GATES, PPL_GATES
 from clidep.model.convert import load_model
 
@@ -101,7 +101,7 @@ def test_generate_matches_transformers_and_needs_no_torch(teacher_artifact, teac
     out, _ = teacher_artifact
     probe = (
         "import sys\n"
-        "from clidep.runtime.generate import generate_text\n"
+        "from clidep.commands.generate import generate_text\n"
         f"print(generate_text({str(out)!r}, 'The history of the city', max_new_tokens=24))\n"
         "print('torch' in sys.modules)\n"
     )

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from clidep import CLIGPT2LMHeadModel
+from clidep.commands.export import export_artifact
 from clidep.compress.widths import build
 from clidep.data import load_tokenizer
-from clidep.export.artifact import export_artifact
 from clidep.export.genai import CONFIG_FILE
 from clidep.model.convert import load_model
 
@@ -82,8 +82,8 @@ def test_every_precision_has_a_self_contained_folder(student_export):
 
 
 def test_bench_measures_genai_beside_clideps_runner(student_export):
-    from clidep.bench.benchmark import bench
     from clidep.bench.outputs import markdown
+    from clidep.commands.bench import bench
     from clidep.hardware import devices
 
     root, _ = student_export

@@ -590,9 +590,9 @@ def _broken_copy(src: Path, dst: Path, edit) -> Path:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, tiny_setup):
     """A tiny teacher, a finished student with its run, an export, an analysis, and broken copies of each."""
+    from clidep.commands.compress import compress
+    from clidep.commands.export import export_artifact
     from clidep.compress.analyze import write_report
-    from clidep.compress.pipeline import compress
-    from clidep.export.artifact import export_artifact
 
     root = tmp_path_factory.mktemp("world")
     teacher = Path(shutil.copytree(tiny_setup / "teacher", root / "teacher"))
@@ -821,8 +821,8 @@ def test_a_full_disk_is_named_before_export_starts(world, tmp_path, capsys, monk
 
 def test_overwrite_replaces_only_after_the_new_result_is_complete(world, tmp_path, monkeypatch):
     """An export that fails half-way through --overwrite leaves the old artifact as it was."""
+    from clidep.commands import export as artifact
     from clidep.errors import ClidepError
-    from clidep.export import artifact
 
     _, names = world
     old = tmp_path / "old"
@@ -1002,7 +1002,7 @@ def test_an_export_without_a_manifest_runs_as_a_foreign_graph_said_once(world, t
 
 def test_eval_on_an_export_scores_the_graph_as_export_did(world):
     """eval of an export directory runs its graph through ONNX Runtime, with the protocol export used."""
-    from clidep.quality.evaluate import evaluate
+    from clidep.commands.eval import evaluate
 
     _, names = world
     manifest = json.loads((Path(names["onnx"]) / "manifest.json").read_text())
@@ -1075,8 +1075,8 @@ def test_no_record_with_a_non_finite_figure_is_written(tmp_path):
 
 def test_a_long_run_needs_yes_and_starts_with_it(world):
     """--yes lifts exactly the duration check (the run itself is not started here)."""
-    from clidep.bench.benchmark import _check_duration, model_files
     from clidep.bench.config import BenchConfig
+    from clidep.commands.bench import _check_duration, model_files
     from clidep.errors import ClidepError
 
     _, names = world
@@ -1095,7 +1095,7 @@ def test_no_code_from_a_folder_clidep_reads_is_ever_run(world, tmp_path):
     import subprocess
     import sys
 
-    from clidep.export.artifact import export_artifact
+    from clidep.commands.export import export_artifact
     from clidep.runtime.verify import file_records
 
     _, names = world

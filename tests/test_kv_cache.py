@@ -10,10 +10,10 @@ import numpy as np
 import onnx
 import pytest
 
-from clidep.bench.benchmark import kv_bytes
-from clidep.demo import EMBEDDED
+from clidep.commands.bench import kv_bytes
+from clidep.commands.demo import EMBEDDED
+from clidep.commands.export import export_artifact
 from clidep.errors import ClidepError
-from clidep.export.artifact import export_artifact
 from clidep.export.kv_cache import KV_AGREEMENT_GATE, KV_PPL_GATE
 from clidep.runtime.runner import OnnxCausalLM
 

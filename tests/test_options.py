@@ -9,8 +9,8 @@ import re
 import pytest
 
 from clidep.bench.config import BenchConfig
+from clidep.commands.demo import DemoConfig
 from clidep.compress.config import AnalyzeConfig, CompressConfig
-from clidep.demo import DemoConfig
 from clidep.errors import ClidepError
 from clidep.export.config import ExportConfig
 from clidep.options import flag
@@ -86,7 +86,7 @@ def test_changed_names_only_options_given_away_from_their_defaults():
 
 
 def test_the_config_is_a_keyword_only_library_call(tiny_setup, tmp_path):
-    from clidep.compress.pipeline import compress
+    from clidep.commands.compress import compress
 
     with pytest.raises(TypeError, match="give a CompressConfig, or its fields as keywords, not both"):
         compress(str(tiny_setup / "teacher"), tmp_path / "o", "cli")

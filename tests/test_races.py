@@ -369,7 +369,7 @@ def test_a_tight_address_space_limit_is_one_line_before_anything_starts(tmp_path
     leaves its lock file; clidep refuses such a limit first, in a real process, touching nothing."""
     import resource
 
-    from clidep.demo import EMBEDDED
+    from clidep.commands.demo import EMBEDDED
 
     def limit():
         resource.setrlimit(resource.RLIMIT_AS, (1 << 30, resource.getrlimit(resource.RLIMIT_AS)[1]))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from clidep.bench.benchmark import bench
+from clidep.commands.bench import bench
 from clidep.hardware import devices
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,12 +13,12 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from clidep import CLIGPT2LMHeadModel
 from clidep.cli import main
+from clidep.commands.eval import torch_logits_fn
 from clidep.compress.stock import SPLITS, depth_blocks, init_stock, keep_blocks, size, slim_width, stock_config
 from clidep.data import load_tokenizer, read_text, tokenize_text
 from clidep.model.convert import config_from_gpt2, load_model, to_gpt2
 from clidep.model.params import param_count
 from clidep.perplexity import perplexity
-from clidep.quality.evaluate import torch_logits_fn
 
 from .conftest import SCHEDULES, python_without_clidep, tiny_config
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
@@ -114,38 +113,3 @@ def write_report(report: dict, out: str | Path) -> tuple[Path, Path]:
     png_path = atomic_write(out / "importance.png", lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
     return json_path, png_path
-
-
-def print_table(report: dict) -> None:
-    """The per-block scores as a rich table on stdout, then the rule and the layer-0 ratio."""
-    from rich.console import Console
-    from rich.table import Table
-
-    def fmt(v, spec=".3g"):
-        return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
-
-    table = Table(title=f"block importance of {report['model']} ({report['calibration']['data']})")
-    for col in ("block", "width", "ntk", "rse", "ntk/param", "grad", "BI", "Δppl skipped", "critical"):
-        table.add_column(col, justify="right")
-    for s in report["scores"]:
-        table.add_row(
-            str(s["layer"]),
-            str(s["width"]),
-            fmt(s["ntk"]),
-            fmt(s["ntk_rse"], ".0%"),
-            fmt(s["ntk_per_param"]),
-            fmt(s["grad"]),
-            fmt(s["bi"]),
-            fmt(s["ablation_dppl"]),
-            "yes" if s["layer"] in report["critical_layers"] else "",
-        )
-    if report["embedding"]:
-        e = report["embedding"]
-        table.add_row("emb", "", fmt(e["ntk"]), fmt(e["ntk_rse"], ".0%"), fmt(e["ntk_per_param"]), "", "", "", "")
-    console = Console(width=max(Console().width, 110))  # piped output defaults to 80 columns and would truncate
-    console.print(table)
-    console.print(f"rule: {report['rule']}")
-    if report["layer0_ratio"] is not None:
-        console.print(
-            f"layer-0 NTK / max of the other blocks: {report['layer0_ratio']:.2f}x (paper: 3.6 / 0.054 = 67x)"
-        )

@@ -10,13 +10,17 @@ from __future__ import annotations
 import gc
 import time
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
+import typer
 
+from clidep.commands.arguments import ModelArg
 from clidep.errors import ClidepError, ValidationError
 from clidep.export.config import MIN_GATE_TOKENS, ORT_GRAPH_OPSET, PPL_GATES, ExportConfig
 from clidep.hardware.kernels import INT8_BLOCK
 from clidep.options import resolve
+from clidep.progress import say
 from clidep.runtime import onnx_io
 from clidep.runtime.verify import file_records, file_sha256, graph_bytes
 
@@ -514,3 +518,93 @@ def _static(model, dst: Path, windows) -> Path:
     with tempfile.TemporaryDirectory(dir=dst.parent) as scratch:
         traced = export_onnx(model, Path(scratch) / "model.onnx")
         return traced_quantize.int8_static(traced, dst, windows, model.config.kv_shapes)
+
+
+def command(
+    model: ModelArg,
+    out: Annotated[Path, typer.Option(help="Artifact directory (ONNX files, tokenizer, manifest.json).")],
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace OUT once the new artifact is complete.")
+    ] = False,
+    *,
+    options,
+) -> None:
+    """Export MODEL to one ONNX graph with KV cache, validate it against PyTorch, and optionally quantise it.
+
+    Validation: max |logit diff| <= 1e-4 on batch 1 and a left-padded batch 2 at past length 0
+    and > 0, and identical 32-token greedy continuations. The manifest records size, sha256,
+    parity and perplexity of every variant.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    manifest = export_artifact(model, out, options, overwrite=overwrite, log=say)
+    table = Table(title=f"{out} ({manifest['ppl_protocol']['tokens']:,} tokens of {manifest['ppl_protocol']['data']})")
+    for col in ("file", "precision", "MB", "max |Δlogit| vs torch", "ppl", "Δppl", "greedy agreement"):
+        table.add_column(col, justify="right")
+    for v in manifest["variants"]:
+        table.add_row(
+            v["file"],
+            v["precision"],
+            f"{v['size_bytes'] / 1e6:.1f}",
+            f"{v['max_abs_logit_diff']:.2e}",
+            f"{v['ppl']:.2f}",
+            f"{v['ppl_delta']:+.2%}",
+            f"{v['greedy_agreement']:.0%}",
+        )
+    console = Console(width=max(Console().width, 110))
+    console.print(table)
+    opt = manifest["optimize"]
+    console.print(
+        f"graph optimisation: {'applied' if opt['applied'] else 'not applied'} ({opt['reason']}); fusions {opt['fusions']}"
+    )
+    if "kv_cache" in manifest:
+        kv = manifest["kv_cache"]
+        checked = [
+            f"{v['file']} Δppl {v['kv_cache']['ppl_delta']:+.3%}, next token {v['kv_cache']['decode_agreement']:.1%}"
+            for v in manifest["variants"]
+            if "ppl_delta" in v["kv_cache"]
+        ]
+        console.print(
+            f"KV cache {kv['precision']}{' ' + kv['mode'] if 'mode' in kv else ''} against the same file with an "
+            f"fp32 cache: {'; '.join(checked)}"
+        )
+    if "aarch64" in manifest:
+        console.print(_arm_table(manifest["aarch64"]))
+
+
+def _arm_table(arm: dict):
+    """export --check-arm's figures: each variant on each emulated core against x86's run of the same file."""
+    from rich.table import Table
+
+    table = Table(
+        title=f"on emulated aarch64 ({arm['emulator']}; {arm['ppl_tokens']:,} tokens): what the kernels "
+        "compute there, not how fast"
+    )
+    for col in (
+        "file",
+        "core",
+        "max |Δlogit| vs x86",
+        "next token = x86",
+        "= x86 fp32",
+        "greedy = x86",
+        "ppl",
+        "Δppl vs x86 fp32",
+        "GenAI greedy = x86",
+    ):
+        table.add_column(col, justify="right")
+    for core, c in arm["cores"].items():
+        for file, f in c["variants"].items():
+            genai = f.get("genai_greedy_match")
+            table.add_row(
+                file,
+                core,
+                f"{f['max_abs_logit_diff']:.2e}",
+                f"{f['argmax_agreement']:.1%}",
+                f"{f['fp32_agreement']:.1%}",
+                "yes" if f["greedy_match"] else "no",
+                f"{f['ppl']:.2f}",
+                f"{f['ppl_delta']:+.2%}",
+                "-" if genai is None else "yes" if genai else "no",
+            )
+    return table

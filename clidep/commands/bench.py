@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
+import typer
 
 from clidep.bench.config import BenchConfig
 from clidep.bench.projection import project
@@ -34,6 +37,7 @@ from clidep.hardware.devices import Profile
 from clidep.hardware.host import measure_host
 from clidep.hardware.transport import check_remote, run_local, run_remote
 from clidep.options import resolve
+from clidep.progress import say
 from clidep.runtime.onnx_io import positions_beside
 from clidep.runtime.record import check as check_record
 from clidep.runtime.verify import graph_bytes, reason
@@ -425,3 +429,35 @@ def _ratios(rows: list[dict]) -> None:
             "memory_ratio": r["peak_rss_mb"] / b["peak_rss_mb"],
             "ppl_ratio": r["ppl"] / b["ppl"] if r.get("ppl") and b.get("ppl") else None,
         }
+
+
+def command(
+    models: Annotated[list[str], typer.Argument(help="Export directories (every variant) or .onnx files.")],
+    device: Annotated[str, typer.Option(help="Device profile: a name from `clidep devices` or a .toml file.")],
+    out: Annotated[
+        Path, typer.Option(help="Directory for bench.json, bench.md, bench.csv, bench.jsonl and the plots.")
+    ],
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace OUT (once the new report is complete).")
+    ] = False,
+    *,
+    options,
+) -> None:
+    """Measure each model as llama-bench does, each in its own process: prompt processing (ppN) and
+    generation after each context depth (tgGEN) in tokens/s, mean ± sd over --reps, per --threads;
+    time to first token, per-token decode p50/p90, load time, peak memory and perplexity. On a
+    profile other than host, latencies are projected (and labelled so)."""
+    from clidep.bench.outputs import markdown, write_report
+    from clidep.files import check_output, write_dir
+    from clidep.hardware import devices as profiles
+    from clidep.locks import write_lock
+
+    with write_lock(out, log=say):
+        check_output(out, [*models, options.baseline], overwrite=overwrite)
+        report = bench(models, profiles.load(device), options, log=say)
+        if all("error" in r for r in report["models"]):
+            print(markdown(report))
+            raise ClidepError(f"every model failed (see the table above); {out} was left as it was")
+        names = [p.name for p in write_dir(out, lambda tmp: write_report(report, tmp))]
+    print("wrote " + ", ".join(str(out / n) for n in names), file=sys.stderr)
+    print(markdown(report))  # after the files: a reader that quits early (`| head`) costs no result

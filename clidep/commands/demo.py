@@ -12,10 +12,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
+
+import typer
 
 from clidep.options import Options, option, resolve
+from clidep.progress import say
 
-EMBEDDED = Path(__file__).resolve().parent / "demo_model"
+EMBEDDED = Path(__file__).resolve().parents[1] / "demo_model"  # package data, beside the commands
 
 
 @dataclass(frozen=True)
@@ -37,13 +41,13 @@ def demo(out: str | Path = "clidep-demo", config: DemoConfig | None = None, *, l
     CONFIG (a ``DemoConfig``) or its fields as keywords. Without MODEL the embedded tiny GPT-2 and
     the ``python-docs`` corpus are used. OUT's sub-directories are replaced on every run.
     """
-    from clidep.bench.benchmark import bench
     from clidep.bench.outputs import write_report as write_bench
+    from clidep.commands.bench import bench
+    from clidep.commands.compress import compress
+    from clidep.commands.eval import evaluate
+    from clidep.commands.export import export_artifact
     from clidep.compress.analyze import analyze, write_report
-    from clidep.compress.pipeline import compress
-    from clidep.export.artifact import export_artifact
     from clidep.hardware import devices
-    from clidep.quality.evaluate import evaluate
 
     c = resolve(DemoConfig, config, options)
     out, ratio, steps = Path(out), c.ratio, c.steps
@@ -155,3 +159,58 @@ def demo(out: str | Path = "clidep-demo", config: DemoConfig | None = None, *, l
             "bench": str(out / "bench"),
         },
     }
+
+
+def command(
+    out: Annotated[
+        Path, typer.Option(help="Working directory for every artifact (its sub-directories are replaced).")
+    ] = Path("clidep-demo"),
+    *,
+    options,
+) -> None:
+    """Run the whole job offline: analyze, compress (CLI and uniform), export --int8 and bench on this machine.
+
+    By default on the tiny GPT-2 that ships with clidep (trained on the standard library's
+    documentation strings); --model and --data run it on a real checkpoint.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    result = demo(out, options, log=say)
+    ev = result["eval"]
+    table = Table(
+        title=f"clidep demo: ppl on {ev['data']} ({ev['tokens']:,} tokens, context {ev['context']}, stride {ev['stride']}); "
+        f"int8 decode measured on this machine"
+    )
+    for col in (
+        "model",
+        "params",
+        "ratio",
+        "ppl (torch fp32)",
+        "int8 MB",
+        "int8 ppl (ONNX)",
+        "int8 decode ms/token",
+        "int8 peak RSS MB",
+    ):
+        table.add_column(col, justify="right")
+    fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+    for r in result["rows"]:
+        table.add_row(
+            r["model"],
+            f"{r['params']:,}",
+            f"{r['ratio']:.2f}",
+            f"{r['ppl']:.2f}",
+            f"{r['int8_mb']:.2f}",
+            fmt(r["int8_ppl"], ".2f"),
+            fmt(r["int8_decode_ms"], ".2f"),
+            fmt(r["int8_peak_rss_mb"], ".0f"),
+        )
+    console = Console(width=max(Console().width, 110))
+    console.print(table)
+    console.print(
+        f"protected blocks {result['protected']}; widths cli {result['layer_widths']['cli']}, "
+        f"uniform {result['layer_widths']['uniform']}; {result['distillation_tokens']:,} distillation tokens each"
+    )
+    for name, path in result["artifacts"].items():
+        console.print(f"  {name:<12} {path}")
+    console.print(f"done in {result['seconds']:.0f} s: {result['timings_s']}")

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
+
+import typer
 
 from clidep.errors import ClidepError
 from clidep.options import resolve
+from clidep.progress import say
 from clidep.runtime.config import GenerateConfig
 
 
@@ -62,3 +66,13 @@ def generate_text(
             np.array([ids]), max_new_tokens=max_new_tokens, temperature=c.temperature, top_k=c.top_k, seed=c.seed
         )
     return prompt + tokenizer.decode(out[0, len(ids) :].tolist())
+
+
+def command(
+    model: Annotated[Path, typer.Argument(help="Artifact directory from clidep export, or an .onnx file inside one.")],
+    prompt: Annotated[str, typer.Option(help="Text to continue.")],
+    *,
+    options,
+) -> None:
+    """Continue PROMPT with an exported model through ONNX Runtime (no torch involved)."""
+    print(generate_text(model, prompt, options, log=say))

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
+from typing import Annotated
 
+import typer
+
+from clidep.commands.arguments import ModelArg
 from clidep.data import load_tokenizer, read_text, tokenize_text
 from clidep.errors import ClidepError
 from clidep.options import resolve
@@ -87,3 +92,20 @@ def _batch_within_memory(asked: int, context: int, vocab: int) -> int:
         file=sys.stderr,
     )
     return most
+
+
+def command(
+    model: ModelArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+    *,
+    options,
+) -> None:
+    """Perplexity of MODEL (a model directory, or an export scored through ONNX Runtime) on a text with a sliding
+    window: exp(mean NLL), every token after the first scored once."""
+    result = evaluate(model, options)
+    if as_json:
+        print(json.dumps(result.to_dict()))
+    else:
+        print(
+            f"ppl {result.ppl:.2f} over {result.tokens:,} tokens (context {result.context}, stride {result.stride}) on {result.data}"
+        )

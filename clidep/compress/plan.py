@@ -1,0 +1,280 @@
+"""Planning a compress run: every choice of a new run (the method's schedule, protected blocks, the blocks
+LayerCollapse merges, the size target, the widths) resolved from the teacher and the settings into plain
+data, the run plan that run.json holds and --resume reads back."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from clidep.compress.config import STOCK_METHODS, CompressConfig
+from clidep.compress.widths import nearest_size, protected_blocks
+from clidep.errors import ClidepError
+from clidep.files import read_json
+
+
+def ntk_report(teacher_path: str) -> dict:
+    """A quick NTK analysis of the teacher (4 x 64 tokens, 8 probes) for the automatic choices."""
+    from clidep.compress.analyze import analyze
+
+    return analyze(teacher_path, samples=4, seq_len=64, probes=8, method="ntk")
+
+
+def parse_blocks(text: str, n_layer: int, option: str) -> list[int]:
+    from clidep.options import refuse_duplicates
+
+    try:
+        given = [int(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise ClidepError(f"{option} must be auto or block numbers like 0,{n_layer - 1}; got '{text}'") from None
+    refuse_duplicates(given, option)
+    chosen = sorted(given)
+    bad = [p for p in chosen if not 0 <= p < n_layer]
+    if bad:
+        raise ClidepError(f"{option} names block {bad[0]}, but the teacher has blocks 0..{n_layer - 1}")
+    return chosen
+
+
+def resolve_protect(protect: str, teacher_path: str, n_layer: int, report=None) -> tuple[list[int], str]:
+    """The protected blocks for CLI: ``auto`` (NTK analysis + the last block), an importance.json
+    (file or directory from clidep analyze, + the last block), or an explicit comma list."""
+    last = n_layer - 1
+    if protect == "auto":
+        report = report or ntk_report(teacher_path)
+        chosen = protected_blocks(report["critical_layers"], n_layer)
+        return (
+            chosen,
+            f"auto: NTK critical layers {report['critical_layers']} ({report['rule']}) plus the last block {last}, which restores the width",
+        )
+    path = Path(protect)
+    if path.is_dir():
+        path = path / "importance.json"
+    if path.suffix == ".json":
+        report = read_json(path, "importance report (--protect)")
+        if not isinstance(report.get("critical_layers"), list):
+            raise ClidepError(f"--protect: '{path}' holds no critical_layers; re-run clidep analyze")
+        return protected_blocks(
+            report["critical_layers"], n_layer
+        ), f"from {path}: critical layers {report['critical_layers']} plus the last block {last}"
+    chosen = parse_blocks(protect, n_layer, "--protect")
+    return chosen, f"given: {chosen}"
+
+
+def resolve_collapse(
+    layers: str, teacher_path: str, candidates: list[int], n_layer: int, report=None, size: tuple | None = None
+) -> tuple[list[int], str]:
+    """The blocks whose MLPs train towards linear, least important (NTK) first: with ``auto`` the
+    less important half of CANDIDATES, or, when SIZE = (teacher config, target parameters) is given
+    (--method layercollapse with --ratio/--params/--match), the fewest that bring the full-width
+    student to the target once collapsed. Otherwise an explicit comma list."""
+    if layers != "auto":
+        return parse_blocks(layers, n_layer, "--layers"), "given"
+    report = report or ntk_report(teacher_path)
+    ntk = {s["layer"]: s["ntk"] for s in report["scores"]}
+    ranked = sorted(candidates, key=lambda i: ntk[i])
+    if size is None:
+        chosen = sorted(ranked[: max(1, len(ranked) // 2)])
+        return chosen, f"auto: the {len(chosen)} least important of blocks {candidates} by NTK score"
+    from clidep.compress.widths import student_config
+    from clidep.model.params import param_count
+
+    tconf, target = size
+    counts = [
+        param_count(
+            student_config(
+                tconf,
+                tconf.layer_widths,
+                tconf.layer_head_dims,
+                ["collapsed" if i in ranked[:k] else "standard" for i in range(n_layer)],
+            )
+        )
+        for k in range(len(ranked) + 1)
+    ]  # counts[k]: the k least important MLPs collapsed
+    best = nearest_size([(counts[k], k) for k in range(1, len(counts))], target)
+    if best is None:
+        raise ClidepError(
+            f"layercollapse alone cannot reach {target:,} parameters: collapsing every unprotected MLP {ranked} leaves "
+            f"{counts[-1]:,} (largest reachable ratio {counts[0] / counts[-1]:.2f}); use --method cli+layercollapse"
+        )
+    k = best[1]
+    chosen = sorted(ranked[:k])
+    return chosen, (
+        f"auto: the {k} least important of blocks {candidates} by NTK score, the number whose collapse comes "
+        f"nearest {target:,} parameters ({counts[k]:,}, ratio {counts[0] / counts[k]:.3f})"
+    )
+
+
+def student_config_of(run: dict, tconf):
+    """The student RUN describes, as a config of the teacher's family (widths, heads, MLP kinds)."""
+    from clidep.compress.widths import build, student_config
+
+    if run["schedule"] == "stock":
+        from clidep.compress.stock import stock_config
+
+        return stock_config(tconf, run["stock"]["width"], len(run["stock"]["kept_blocks"]))
+    if run["schedule"] == "auto":
+        config = student_config(tconf, run["layer_widths"], run["layer_head_dims"])
+    else:
+        config = build(tconf, run["schedule"], run["width"], run["protect"])
+    plan = run.get("collapse")
+    if plan:
+        config.mlp_kinds = ["linearizing" if i in plan["layers"] else k for i, k in enumerate(config.mlp_kinds)]
+    return config
+
+
+def plan(teacher: str, c: CompressConfig) -> dict:
+    """Resolve every choice of a new run into plain data (run.json)."""
+    from dataclasses import fields
+
+    from clidep.compress.distill import TrainConfig
+    from clidep.data import HUB_TEXTS, hub_fallback, read_corpus, shared_path
+
+    tconf = teacher_config(teacher, c.seq_len)
+    n = tconf.n_layer
+    data = c.data
+    if data is None:  # the offline Wikipedia text, or where this machine has no offline folder the hub's WikiText-103
+        data = "wiki-en" if hub_fallback("wiki-en") else str(shared_path("wiki-en"))
+    if data not in HUB_TEXTS:
+        read_corpus(data)  # an empty, binary or missing --data fails now, before run.json exists
+    schedule = c.method if c.method in ("uniform", "auto") else "stock" if c.method in STOCK_METHODS else "cli"
+    auto = (c.protect if schedule == "cli" else "", c.layers if "layercollapse" in c.method else "")
+    report = ntk_report(teacher) if "auto" in auto else None
+    if schedule != "cli":
+        protected, rule = [], f"{c.method}: no block is protected"
+    else:
+        protected, rule = resolve_protect(c.protect, teacher, n, report)
+    budget = None
+    if c.max_decode_ms is not None or c.max_mb is not None:
+        from clidep.compress.budget import target as budget_target
+
+        budget = budget_target(tconf, c.device, c.precision, c.max_decode_ms, c.max_mb)
+    target = budget.target if budget else target_params(tconf, c)
+    collapse_plan, widths = None, {}
+    if "layercollapse" in c.method:
+        candidates = [i for i in range(n) if i not in protected]
+        fit = (tconf, target) if c.method == "layercollapse" and target is not None else None
+        chosen, why = resolve_collapse(c.layers, teacher, candidates, n, report, fit)
+        collapse_plan = {"layers": chosen, "rule": why, "lc": c.lc, "tol": c.collapse_tol}
+    if schedule == "stock":
+        from clidep.compress import stock
+
+        found, widths["stock"] = stock.plan(c.method, teacher, tconf, target, c.width, c.depth_scorer, c, data)
+        if c.match is not None and abs(found.params / target - 1) > 0.02:
+            raise ClidepError(
+                f"no {c.method} student matches {c.match} within 2% ({found.params / target - 1:+.2%}); "
+                f"{found.arithmetic}"
+            )
+        r, arithmetic = found.width, found.arithmetic
+    elif schedule == "auto":
+        from clidep.compress import auto as auto_widths
+
+        found = auto_widths.plan(teacher, tconf, target, c, data)
+        if c.match is not None and abs(found["error"]) > 0.02:
+            raise ClidepError(
+                f"no auto schedule matches {c.match} within 2% ({found['error']:+.2%}); {found['arithmetic']}"
+            )
+        widths = {
+            "layer_widths": found["layer_widths"],
+            "layer_head_dims": found["layer_head_dims"],
+            "auto": {k: found[k] for k in ("scorer", "gamma", "trials", "search_steps")},
+        }
+        r, arithmetic = min(found["layer_widths"]), found["arithmetic"]
+    else:
+        r, arithmetic = width_for(tconf, c, schedule, protected, target, collapse_plan)
+    steps = c.steps if c.steps is not None else max(1, math.ceil(c.tokens / (c.batch_size * c.seq_len)))
+    train = {f.name: getattr(c, f.name) for f in fields(TrainConfig) if f.name != "steps"}
+    if budget:
+        arithmetic = f"{budget.arithmetic}\n{arithmetic}"
+    return {
+        "teacher": str(teacher),
+        "method": c.method,
+        "schedule": schedule,
+        "collapse": collapse_plan,
+        "width": r,
+        **widths,
+        "protect": protected,
+        "protect_rule": rule,
+        "init": c.init,
+        "data": data,
+        "arithmetic": f"protected blocks: {rule}\n{arithmetic}",
+        "train": {"steps": steps, **train},
+    }
+
+
+def teacher_config(teacher: str, seq_len: int):
+    """The teacher's config as a full-width clidep config; refuses anything else."""
+    from transformers import AutoConfig
+
+    from clidep.model import modeling  # noqa: F401 - registers cli_gpt2
+    from clidep.model.convert import config_from_gpt2
+
+    try:
+        tconf = AutoConfig.from_pretrained(teacher, trust_remote_code=False)
+    except (OSError, ValueError) as exc:
+        raise ClidepError(f"cannot load teacher '{teacher}': not a model directory or reachable hub id") from exc
+    if tconf.model_type == "gpt2":
+        tconf = config_from_gpt2(tconf)
+    elif tconf.model_type != "cli_gpt2" or tconf.layer_widths != [tconf.n_embd] * tconf.n_layer:
+        raise ClidepError(f"teacher '{teacher}' must be a full-width GPT-2 (or an identity-schedule clidep model)")
+    if seq_len > tconf.n_positions:
+        raise ClidepError(f"--seq-len {seq_len} exceeds the teacher's {tconf.n_positions} positions")
+    return tconf
+
+
+def target_params(tconf, c: CompressConfig) -> int | None:
+    """The student's parameter target from --match, --ratio or --params (None for --width or none)."""
+    from transformers import AutoConfig
+
+    from clidep.model.params import param_count
+
+    teacher_params, target = param_count(tconf), None
+    if c.match is not None:
+        from clidep.model.convert import config_from_gpt2
+
+        mfile = Path(c.match) / "config.json"
+        kind = json.loads(mfile.read_text()).get("model_type") if mfile.is_file() else None
+        if kind not in ("cli_gpt2", "gpt2"):
+            raise ClidepError(
+                f"--match {c.match} is not a clidep student or GPT-2 directory (no cli_gpt2 or gpt2 config.json)"
+            )
+        mconf = AutoConfig.from_pretrained(c.match, trust_remote_code=False)
+        target = param_count(config_from_gpt2(mconf) if kind == "gpt2" else mconf)
+    elif c.ratio is not None or c.params is not None:
+        target = int(c.params) if c.params is not None else round(teacher_params / c.ratio)
+    if target is not None and target >= teacher_params:
+        raise ClidepError(
+            f"the target of {target:,} parameters is not below the teacher's {teacher_params:,}: nothing to compress"
+        )
+    if c.width is not None and c.width >= tconf.n_embd:
+        raise ClidepError(f"--width {c.width} must be below the teacher's width {tconf.n_embd}")
+    return target
+
+
+def width_for(
+    tconf, c: CompressConfig, schedule: str, protected: list[int], target: int | None, collapse_plan: dict | None
+) -> tuple[int, str]:
+    """The bottleneck width and the arithmetic line that explains it."""
+    from clidep.compress.widths import build, solve
+    from clidep.model.params import param_count
+
+    teacher_params = param_count(tconf)
+    if c.method == "layercollapse":
+        return tconf.n_embd, (
+            f"layercollapse: full width; MLPs of blocks {collapse_plan['layers']} train towards linear "
+            f"({collapse_plan['rule']})"
+        )
+    if c.width is not None:
+        size = param_count(build(tconf, schedule, c.width, protected))
+        arithmetic = f"{c.method}: explicit width {c.width}: {size:,} parameters, ratio {teacher_params / size:.3f}"
+        r = c.width
+    else:
+        sol = solve(tconf, schedule, target, protected, collapse_plan["layers"] if collapse_plan else ())
+        if c.match is not None and abs(sol.error) > 0.02:
+            raise ClidepError(f"no {c.method} width matches {c.match} within 2% ({sol.error:+.2%}); {sol.arithmetic}")
+        r, arithmetic = sol.width, sol.arithmetic
+    if collapse_plan:
+        arithmetic += (
+            f"\nlayercollapse: MLPs of blocks {collapse_plan['layers']} train towards linear ({collapse_plan['rule']})"
+        )
+    return r, arithmetic
