@@ -69,7 +69,7 @@ def main() -> None:
                                 "machine": c["machine"],
                             }
                         )
-    F = report.Field
+    F = report.Column
     fields = [
         F("student", "student"),
         F("graph", "graph"),

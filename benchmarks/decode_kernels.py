@@ -191,17 +191,17 @@ def title(result: dict) -> str:
 
 
 FIELDS = [
-    report.Field("graph", "graph"),
-    report.Field("weights", "weights"),
-    report.Field("block", "block"),
-    report.Field("accuracy_level", "accuracy_level"),
-    report.Field("size_bytes", "MB", text=lambda r: f"{r['size_bytes'] / 1e6:.0f}"),
-    report.Field("decode_ms_32", "decode @32", text=lambda r: f"{r['decode_ms_32']:.1f} ± {r['decode_ms_32_sd']:.1f}"),
-    report.Field(
+    report.Column("graph", "graph"),
+    report.Column("weights", "weights"),
+    report.Column("block", "block"),
+    report.Column("accuracy_level", "accuracy_level"),
+    report.Column("size_bytes", "MB", text=lambda r: f"{r['size_bytes'] / 1e6:.0f}"),
+    report.Column("decode_ms_32", "decode @32", text=lambda r: f"{r['decode_ms_32']:.1f} ± {r['decode_ms_32_sd']:.1f}"),
+    report.Column(
         "decode_ms_512", "decode @512", text=lambda r: f"{r['decode_ms_512']:.1f} ± {r['decode_ms_512_sd']:.1f}"
     ),
-    report.Field("prefill_ms_512", "prefill 512", ".0f"),
-    report.Field("teacher_ppl_delta", "teacher Δppl", "+.2%"),
+    report.Column("prefill_ms_512", "prefill 512", ".0f"),
+    report.Column("teacher_ppl_delta", "teacher Δppl", "+.2%"),
 ]
 
 

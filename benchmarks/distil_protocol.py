@@ -127,15 +127,15 @@ def summarise(rows: list[dict], keys: tuple[str, ...]) -> list[dict]:
 
 def ppl_fields() -> list:
     """The perplexity columns of a seeded table: mean ± sd, then every seed's value."""
-    from clidep.bench.report import Field
+    from clidep.bench.report import Column
 
     def mean_sd(r: dict) -> str:
         n = len(r["ppl_seeds"])
         return f"{r['ppl_mean']:.2f} ± {r['ppl_sd']:.2f}" if n > 1 else f"{r['ppl_mean']:.2f} (1 seed)"
 
     return [
-        Field("ppl_mean", "ppl mean ± sd", text=mean_sd),
-        Field("ppl_seeds", "ppl per seed", text=lambda r: " / ".join(f"{x:.2f}" for x in r["ppl_seeds"])),
+        Column("ppl_mean", "ppl mean ± sd", text=mean_sd),
+        Column("ppl_seeds", "ppl per seed", text=lambda r: " / ".join(f"{x:.2f}" for x in r["ppl_seeds"])),
     ]
 
 

@@ -172,17 +172,17 @@ def main() -> None:
 
 
 FIELDS = [
-    report.Field("model", "model"),
-    report.Field("pipeline", "pipeline"),
-    report.Field("precision", "precision"),
-    report.Field("size_bytes", "MB", text=lambda r: f"{r['size_bytes'] / 1e6:.1f}"),
-    report.Field("max_abs_logit_diff_vs_torch", "max abs logit diff vs torch", ".2g"),
-    report.Field("ppl", "ppl", ".2f"),
-    report.Field("ppl_delta", "Δppl vs fp32", "+.2%"),
-    report.Field(
+    report.Column("model", "model"),
+    report.Column("pipeline", "pipeline"),
+    report.Column("precision", "precision"),
+    report.Column("size_bytes", "MB", text=lambda r: f"{r['size_bytes'] / 1e6:.1f}"),
+    report.Column("max_abs_logit_diff_vs_torch", "max abs logit diff vs torch", ".2g"),
+    report.Column("ppl", "ppl", ".2f"),
+    report.Column("ppl_delta", "Δppl vs fp32", "+.2%"),
+    report.Column(
         "linear_layers_quantized", "linear layers quantised", text=lambda r: str(r.get("linear_layers_quantized", ""))
     ),
-    report.Field("seconds", "seconds"),
+    report.Column("seconds", "seconds"),
 ]
 
 

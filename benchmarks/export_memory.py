@@ -128,11 +128,11 @@ def _run(cmd: list[str]) -> tuple[list, list, int, float]:
 
 
 FIELDS = [
-    report.Field("phase", "phase (the export's progress line)"),
-    report.Field("start_s", "at s", ".1f"),
-    report.Field("seconds", "seconds", ".1f"),
-    report.Field("peak_rss_mb", "peak RSS MB", ".0f"),
-    report.Field("vs_fp32_graph", "x fp32 graph", ".2f"),
+    report.Column("phase", "phase (the export's progress line)"),
+    report.Column("start_s", "at s", ".1f"),
+    report.Column("seconds", "seconds", ".1f"),
+    report.Column("peak_rss_mb", "peak RSS MB", ".0f"),
+    report.Column("vs_fp32_graph", "x fp32 graph", ".2f"),
 ]
 
 

@@ -221,7 +221,7 @@ def _ppl(path: Path, ids, context: int) -> float:
         model.close()
 
 
-F = report.Field
+F = report.Column
 FIELDS = [
     F("model", "model"),
     F("type", "type"),

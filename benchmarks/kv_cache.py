@@ -157,20 +157,20 @@ def title(result: dict) -> str:
 
 def fields(depths: tuple[int, ...]) -> list:
     def ms(d):
-        return report.Field(
+        return report.Column(
             f"decode_ms_{d}",
             f"decode @{d}",
             text=lambda r, d=d: f"{r[f'decode_ms_{d}']:.1f} ± {r[f'decode_ms_{d}_sd']:.1f}",
         )
 
     return [
-        report.Field("weights", "weights"),
-        report.Field("cache", "cache"),
-        report.Field("mode", "scales"),
+        report.Column("weights", "weights"),
+        report.Column("cache", "cache"),
+        report.Column("mode", "scales"),
         *[ms(d) for d in depths],
-        report.Field("slowdown", f"@{depths[-1]} / @{depths[0]}", text=lambda r: f"{r['slowdown']:.2f}x"),
-        report.Field("teacher_ppl_delta", "teacher Δppl", "+.3%"),
-        report.Field("decode_agreement", "next token = fp32 cache", ".1%"),
+        report.Column("slowdown", f"@{depths[-1]} / @{depths[0]}", text=lambda r: f"{r['slowdown']:.2f}x"),
+        report.Column("teacher_ppl_delta", "teacher Δppl", "+.3%"),
+        report.Column("decode_agreement", "next token = fp32 cache", ".1%"),
     ]
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import distil_protocol
 
-from clidep.bench.report import Field
+from clidep.bench.report import Column
 
 
 def main() -> None:
@@ -120,12 +120,12 @@ def _collapsed(r: dict) -> str:
 
 
 FIELDS = [
-    Field("method", "method"),
-    Field("size", "size"),
-    Field("params", "params", text=lambda r: f"{r['params'] / 1e6:.2f} M"),
-    Field("ratio", "ratio", ".2f"),
-    Field("layer_widths", "widths", text=lambda r: "/".join(map(str, sorted(set(r["layer_widths"]), reverse=True)))),
-    Field("collapsed", "collapsed MLPs", text=_collapsed),
+    Column("method", "method"),
+    Column("size", "size"),
+    Column("params", "params", text=lambda r: f"{r['params'] / 1e6:.2f} M"),
+    Column("ratio", "ratio", ".2f"),
+    Column("layer_widths", "widths", text=lambda r: "/".join(map(str, sorted(set(r["layer_widths"]), reverse=True)))),
+    Column("collapsed", "collapsed MLPs", text=_collapsed),
     *distil_protocol.ppl_fields(),
 ]
 

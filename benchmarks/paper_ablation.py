@@ -32,7 +32,7 @@ from pathlib import Path
 
 import distil_protocol
 
-from clidep.bench.report import Field
+from clidep.bench.report import Column
 from clidep.errors import ClidepError
 
 
@@ -244,13 +244,13 @@ def _widths(r: dict) -> str:
 
 
 FIELDS = [
-    Field("method", "method"),
-    Field("init", "init"),
-    Field("params", "params", text=lambda r: f"{r['params'] / 1e6:.2f} M"),
-    Field("ratio", "ratio", ".2f"),
-    Field("layer_widths", "widths", text=_widths),
+    Column("method", "method"),
+    Column("init", "init"),
+    Column("params", "params", text=lambda r: f"{r['params'] / 1e6:.2f} M"),
+    Column("ratio", "ratio", ".2f"),
+    Column("layer_widths", "widths", text=_widths),
     *distil_protocol.ppl_fields(),
-    Field("vs_best", "mean / best", ".3f"),
+    Column("vs_best", "mean / best", ".3f"),
 ]
 PAPER_ROW = "| paper: CLI-GPT2 / uniform (GPT-2 medium) | ? | 143.8 M | 2.47 | 1024/496 vs 560 | | 204.5 / 571.8 | 1.000 / 2.796 |"
 

@@ -91,12 +91,12 @@ def main() -> None:
 
 
 FIELDS = [
-    report.Field("file", "file"),
-    report.Field("against", "against"),
-    report.Field("tokens", "tokens"),
-    report.Field("ppl", "ppl", ".2f"),
-    report.Field("ppl_delta", "Δppl", "+.3%"),
-    report.Field("se", "standard error", ".3%"),
+    report.Column("file", "file"),
+    report.Column("against", "against"),
+    report.Column("tokens", "tokens"),
+    report.Column("ppl", "ppl", ".2f"),
+    report.Column("ppl_delta", "Δppl", "+.3%"),
+    report.Column("se", "standard error", ".3%"),
 ]
 
 

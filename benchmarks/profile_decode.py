@@ -121,12 +121,12 @@ def _profile(path: Path, a, tmp: Path) -> tuple[dict, float, float]:
 
 
 FIELDS = [
-    report.Field("graph", "graph"),
-    report.Field("weights", "weights"),
-    report.Field("op", "op type"),
-    report.Field("share", "share of node time", ".1%"),
-    report.Field("ms_per_step", "ms / step", ".2f"),
-    report.Field("step_ms", "wall ms / step", ".1f"),
+    report.Column("graph", "graph"),
+    report.Column("weights", "weights"),
+    report.Column("op", "op type"),
+    report.Column("share", "share of node time", ".1%"),
+    report.Column("ms_per_step", "ms / step", ".2f"),
+    report.Column("step_ms", "wall ms / step", ".1f"),
 ]
 
 

@@ -346,7 +346,7 @@ def _vs_peer(r: dict) -> str:
 
 
 def table_fields(lens: list[int], depths: list[int]) -> list:
-    F = report_writer.Field
+    F = report_writer.Column
     return [
         F("model", "model"),
         F("pipeline", "pipeline"),

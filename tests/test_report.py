@@ -6,14 +6,14 @@ import csv
 import io
 import json
 
-from clidep.bench.report import Field, csv_text, jsonl, markdown
+from clidep.bench.report import Column, csv_text, jsonl, markdown
 
 FIELDS = [
-    Field("name", "model"),
-    Field("precision", "precision"),
-    Field("prefill_ms.32", "prefill 32 ms", ".1f"),
-    Field("fits", "fits"),
-    Field("speedup", "vs base", text=lambda r: f"{r['speedup']:.2f}x"),
+    Column("name", "model"),
+    Column("precision", "precision"),
+    Column("prefill_ms.32", "prefill 32 ms", ".1f"),
+    Column("fits", "fits"),
+    Column("speedup", "vs base", text=lambda r: f"{r['speedup']:.2f}x"),
 ]
 ROWS = [
     {

@@ -12,9 +12,9 @@ from clidep.bench import report as report_writer
 PROVENANCE = ("device", "projected", "emulated", "git_sha", "onnxruntime", "llama_cpp", "reps", "time")
 
 
-def fields(report: dict) -> list[report_writer.Field]:
+def fields(report: dict) -> list[report_writer.Column]:
     """The one field list of a bench record; projected figures say so in their headers."""
-    F = report_writer.Field
+    F = report_writer.Column
     p = "projected " if report["projected"] else ""
     lens = sorted({k for r in report["models"] for k in r.get("prefill_ms", {})}, key=int)
     depths = sorted({k for r in report["models"] for k in r.get("decode_ms_at", {})}, key=int)

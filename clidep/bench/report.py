@@ -1,6 +1,6 @@
 """One report writer: one field list per record, a printer per format (Markdown, CSV, JSON, JSONL).
 
-As llama-bench does it: every row is a record (a dict) carrying its own provenance; a ``Field``
+As llama-bench does it: every row is a record (a dict) carrying its own provenance; a ``Column``
 names where a value lives in the record (dotted keys reach nested dicts), its Markdown header
 and format; the CSV and JSONL printers write the raw values, so nothing is rounded away. A
 record with an ``error`` prints as a failed row.
@@ -17,7 +17,7 @@ from pathlib import Path
 
 
 @dataclass(frozen=True)
-class Field:
+class Column:
     key: str  # where the value lives: "decode_ms_p50", "prefill_ms.32", "provenance.git_sha"
     header: str  # the Markdown column
     fmt: str = ""  # format spec for Markdown ("", ".2f", ".0%", ",")
@@ -39,11 +39,11 @@ def _one_line(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\r", "\\r").replace("\n", "\\n").replace("|", "\\|")
 
 
-def _cell(record: dict, f: Field) -> str:
+def _cell(record: dict, f: Column) -> str:
     return _one_line(_raw_cell(record, f))
 
 
-def _raw_cell(record: dict, f: Field) -> str:
+def _raw_cell(record: dict, f: Column) -> str:
     if f.text is not None:
         return f.text(record)
     v = value(record, f.key)
@@ -54,7 +54,7 @@ def _raw_cell(record: dict, f: Field) -> str:
     return format(v, f.fmt) if f.fmt else str(v)
 
 
-def markdown(fields: list[Field], records: list[dict], title: str = "", keep: int = 2) -> str:
+def markdown(fields: list[Column], records: list[dict], title: str = "", keep: int = 2) -> str:
     """A Markdown table (TITLE above it); a record with an ``error`` keeps its first KEEP cells (what
     names it) and says why in the next."""
     fields = [f for f in fields if f.table]
@@ -73,7 +73,7 @@ def markdown(fields: list[Field], records: list[dict], title: str = "", keep: in
     return "\n".join(lines) + "\n"
 
 
-def csv_text(fields: list[Field], records: list[dict], extra: tuple[str, ...] = ("error",)) -> str:
+def csv_text(fields: list[Column], records: list[dict], extra: tuple[str, ...] = ("error",)) -> str:
     """One row per record: the fields' raw values, then EXTRA keys (the error, the provenance).
 
     Columns are named by key, dots as underscores, ``provenance.`` dropped (``prefill_ms_32``, ``git_sha``).
@@ -95,7 +95,7 @@ def jsonl(records: list[dict]) -> str:
 def write(
     out: Path,
     stem: str,
-    fields: list[Field],
+    fields: list[Column],
     records: list[dict],
     document: dict,
     title: str = "",

@@ -46,7 +46,7 @@ def demo(out: str | Path = "clidep-demo", config: DemoConfig | None = None, *, l
     from clidep.commands.compress import compress
     from clidep.commands.eval import evaluate
     from clidep.commands.export import export_artifact
-    from clidep.compress.analyze import analyze, write_report
+    from clidep.compress.analyze import quick_analysis, write_report
     from clidep.hardware import devices
 
     c = resolve(DemoConfig, config, options)
@@ -65,7 +65,7 @@ def demo(out: str | Path = "clidep-demo", config: DemoConfig | None = None, *, l
         timings[name] = round(time.perf_counter() - t, 1)
         return result
 
-    report = step("analyze", lambda: analyze(model, data=eval_data, samples=4, seq_len=64, probes=8, method="all"))
+    report = step("analyze", lambda: quick_analysis(model, "all", data=eval_data))
     write_report(report, out / "analyze")
     common = dict(
         data=data,

@@ -9,8 +9,18 @@ from clidep.compress.config import IMPORTANCE_METHODS, AnalyzeConfig
 from clidep.errors import ClidepError
 from clidep.options import resolve
 
-
 # About a screen: the scorers run in a fixed order on one calibration batch and fill one report.
+#: The quick analysis behind compress's automatic choices (--protect auto, --layers auto, the stock and auto
+#: searches' scorers) and the demo: 4 samples of 64 tokens, 8 probes, seconds on a CPU.
+QUICK = {"samples": 4, "seq_len": 64, "probes": 8}
+
+
+def quick_analysis(model_path: str | Path, method: str, n_positions: int | None = None, **options) -> dict:
+    """analyze() at the QUICK settings (windows no longer than N_POSITIONS, where given)."""
+    seq_len = QUICK["seq_len"] if n_positions is None else min(QUICK["seq_len"], n_positions)
+    return analyze(model_path, **{**QUICK, "seq_len": seq_len}, method=method, **options)
+
+
 def analyze(model_path: str | Path, config: AnalyzeConfig | None = None, **options) -> dict:
     """Score every block of MODEL on a calibration batch of SAMPLES x SEQ_LEN tokens from DATA.
 

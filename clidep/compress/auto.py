@@ -38,22 +38,12 @@ def candidates(scorers: str, gammas: str) -> list[tuple[str, float]]:
 def plan(teacher: str, tconf, target: int, c, data: str, log=print) -> dict:
     """The auto schedule for TEACHER at TARGET parameters under the settings C (a CompressConfig):
     widths, head sizes, the chosen scorer and gamma, every trial, and the arithmetic."""
-    from clidep.compress.analyze import analyze
+    from clidep.compress.analyze import quick_analysis
     from clidep.compress.widths import allocate, schedule_head_dims
 
     cands = candidates(c.scorer, c.gamma)
     scorers = sorted({s for s, _ in cands if s != "-"})
-    report = (
-        analyze(
-            teacher,
-            samples=4,
-            seq_len=min(64, tconf.n_positions),
-            probes=8,
-            method=scorers[0] if len(scorers) == 1 else "all",
-        )
-        if scorers
-        else None
-    )
+    report = quick_analysis(teacher, scorers[0] if len(scorers) == 1 else "all", tconf.n_positions) if scorers else None
     scores = {s: [row[_SCORE_KEY[s]] for row in report["scores"]] for s in scorers}
     sols = {(s, g): allocate(tconf, scores.get(s, [1.0] * tconf.n_layer), g, target) for s, g in cands}
     trials = []

@@ -15,7 +15,7 @@ import json
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, make_dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from safetensors import SafetensorError
 
 from clidep.compress import corpus
+from clidep.compress.config import CompressConfig
 from clidep.errors import ClidepError
 from clidep.perplexity import perplexity, torch_logits_fn
 from clidep.progress import progress_bar
@@ -32,20 +33,26 @@ COMPLETE = "COMPLETE"
 ALPHA_LR_SCALE = 20.0
 
 
-@dataclass
-class TrainConfig:
-    steps: int
-    batch_size: int = 16
-    seq_len: int = 256
-    lr: float = 1e-3
-    warmup: int = 20
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    alpha: float = 0.9
-    temperature: float = 1.0
-    seed: int = 0
-    eval_every: int = 50
-    save_every: int = 50
+#: The settings the loop reads, derived from CompressConfig's declarations (their defaults, ranges and help
+#: live there once), plus the resolved step count.
+TRAIN_FIELDS = (
+    "batch_size",
+    "seq_len",
+    "lr",
+    "warmup",
+    "weight_decay",
+    "grad_clip",
+    "alpha",
+    "temperature",
+    "seed",
+    "eval_every",
+    "save_every",
+)
+TrainConfig = make_dataclass(
+    "TrainConfig",
+    [("steps", int)]
+    + [(f.name, f.type, field(default=f.default)) for f in fields(CompressConfig) if f.name in TRAIN_FIELDS],
+)
 
 
 @dataclass

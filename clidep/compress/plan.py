@@ -15,10 +15,10 @@ from clidep.files import read_json
 
 
 def ntk_report(teacher_path: str) -> dict:
-    """A quick NTK analysis of the teacher (4 x 64 tokens, 8 probes) for the automatic choices."""
-    from clidep.compress.analyze import analyze
+    """A quick NTK analysis of the teacher (analyze.QUICK) for the automatic choices."""
+    from clidep.compress.analyze import quick_analysis
 
-    return analyze(teacher_path, samples=4, seq_len=64, probes=8, method="ntk")
+    return quick_analysis(teacher_path, "ntk")
 
 
 def parse_blocks(text: str, n_layer: int, option: str) -> list[int]:

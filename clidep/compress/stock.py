@@ -99,9 +99,9 @@ def block_scores(teacher: str, scorer: str, tconf) -> list[float] | None:
     """Per-block importance of TEACHER by SCORER (None for every-other, which needs none)."""
     if scorer == "every-other":
         return None
-    from clidep.compress.analyze import analyze
+    from clidep.compress.analyze import quick_analysis
 
-    report = analyze(teacher, samples=4, seq_len=min(64, tconf.n_positions), probes=8, method=scorer)
+    report = quick_analysis(teacher, scorer, tconf.n_positions)
     return [row[scorer] for row in report["scores"]]
 
 

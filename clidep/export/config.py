@@ -21,7 +21,7 @@ PPL_GATES = {"int8": 0.02, "int4": 0.05, "fp16": 0.001}
 MIN_GATE_TOKENS = 256
 # and the share of teacher-forced positions where the variant picks the fp32 graph's next token (int8 only).
 AGREEMENT_GATES = {"int8": 0.90}
-#: The opset the ONNX Runtime graph is written at (fused.py; --opset is the traced graph's).
+#: The opset the ONNX Runtime graph is written at (ort_graph.py; --opset is the traced graph's).
 ORT_GRAPH_OPSET = 17
 
 

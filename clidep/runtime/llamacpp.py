@@ -32,13 +32,14 @@ TOOLS = ("llama-bench", "llama-quantize")
 BUILD_HINT = "run `bash scripts/llamacpp.sh` once (builds llama.cpp from the registry's llama-cpp-python sdist, ~6 min)"
 
 
-def cache_dir() -> Path:
+def build_root() -> Path:
+    """Where llama.cpp's sdist is unpacked and built, by version ($CLIDEP_LLAMA_CACHE, else the cache's llama.cpp)."""
     return Path(os.environ.get("CLIDEP_LLAMA_CACHE", Path.home() / ".cache" / "clidep" / "llama.cpp")) / VERSION
 
 
 def source_dir() -> Path:
     """The sdist's root (its `llama_cpp/` bindings, `vendor/llama.cpp/` source)."""
-    return cache_dir() / f"llama_cpp_python-{VERSION}"
+    return build_root() / f"llama_cpp_python-{VERSION}"
 
 
 def _lib_name() -> str:
@@ -47,7 +48,7 @@ def _lib_name() -> str:
 
 def bin_dir() -> Path:
     """The folder with the built tools and libllama; Unavailable (saying how to build) where it is incomplete."""
-    bins = cache_dir() / "build" / "bin"
+    bins = build_root() / "build" / "bin"
     missing = [t for t in (*TOOLS, _lib_name()) if not (bins / t).is_file()]
     if missing:
         raise Unavailable(f"llama.cpp is not built here ({', '.join(missing)} missing in {bins}): {BUILD_HINT}")
@@ -63,7 +64,7 @@ def build(log=print) -> Path:
     missing = [tool for tool in ("cmake", "c++") if shutil.which(tool) is None]
     if missing:
         raise Unavailable(f"cannot build llama.cpp: {', '.join(missing)} not found")
-    root = cache_dir()
+    root = build_root()
     src = _source(root, log)
     log(f"building libllama, llama-bench and llama-quantize in {root / 'build'} (~6 min on 2 cores) ...")
     flags = [
@@ -200,7 +201,7 @@ def llama_bench() -> Path:
     given = os.environ.get("CLIDEP_LLAMA_BENCH")
     if given:
         return Path(given)
-    built = cache_dir() / "build" / "bin" / "llama-bench"
+    built = build_root() / "build" / "bin" / "llama-bench"
     if built.is_file():
         return built
     found = shutil.which("llama-bench")
