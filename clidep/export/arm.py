@@ -269,3 +269,18 @@ def refusals(record: dict) -> list[str]:
         for file, f in c["variants"].items()
         if f["gate_misses"]
     ]
+
+
+def checked_record(tmp: Path, manifest: dict, ids, context: int, log) -> dict:
+    """The manifest's aarch64 record (export/arm.py); ClidepError listing every variant and core that
+    missed a gate there."""
+    from clidep.export.arm import check_arm, refusals
+
+    record = check_arm(tmp, manifest["variants"], manifest.get("genai", {}), ids, context, log)
+    misses = refusals(record)
+    if misses:
+        raise ClidepError(
+            "export failed its aarch64 check, so these files would not give on ARM what they give here: "
+            + "; ".join(misses)
+        )
+    return record

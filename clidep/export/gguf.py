@@ -18,12 +18,14 @@ GPT-2-medium's 50,257 x 1,024, read by every decoded token: benchmarks/results/g
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from clidep.errors import ClidepError
+from clidep.export.config import ExportConfig
 
 #: The GGUF types clidep writes, by --gguf-types name. F32 is always written: it is the exact reference
 #: that the others are checked against, as model.onnx is for the ONNX files, and what llama-quantize reads.
@@ -205,3 +207,32 @@ def _add_vocab(writer, tokenizer_dir: Path, vocab_size: int) -> None:
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     gguf.SpecialVocab(tokenizer_dir, load_merges=True).add_to_gguf(writer)
+
+
+def write_files(model, tmp: Path, c: ExportConfig, name: str, ids, reference, log) -> tuple[list[dict], object]:
+    """--gguf: the GGUF files in TMP/gguf/ (F32 first) and PyTorch's answers for their checks:
+    (manifest entries, GGUFReference)."""
+    from clidep.export.gguf import WRITTEN, parse_types, quantize_gguf, write_gguf
+    from clidep.export.gguf_check import gguf_reference
+
+    folder = tmp / "gguf"
+    folder.mkdir()
+    files = []
+    for kind in parse_types(c.gguf_types):
+        log(f"writing gguf/model.{kind}.gguf")
+        t0 = time.perf_counter()
+        dst = folder / f"model.{kind}.gguf"
+        record = (
+            write_gguf(model, tmp, dst, kind, name)
+            if kind in WRITTEN
+            else quantize_gguf(folder / "model.f32.gguf", dst, kind)
+        )
+        if record["float_matrices"]:
+            log(
+                f"gguf/model.{kind}.gguf: {record['float_matrices']} of {record['matrices']} weight matrices stay "
+                f"{'/'.join(record['float_types'])} (rows off llama-quantize's blocks); the manifest records each type"
+            )
+        files.append(
+            {"file": f"model.{kind}.gguf", "type": kind, "seconds": round(time.perf_counter() - t0, 2), **record}
+        )
+    return files, gguf_reference(model, ids, reference)

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from clidep.errors import TokenizerMismatch, ValueMismatch
+from clidep.errors import ClidepError, TokenizerMismatch, ValidationError, ValueMismatch
 from clidep.export.config import PPL_GATES
+from clidep.runtime.verify import file_sha256
 
 #: llama.cpp's F32 logits against PyTorch's with GELU as llama.cpp computes it: ggml evaluates GELU from a
 #: table of fp16 values at fp16-rounded inputs, which alone moves the reference teacher's logits by ~1.3e-3;
@@ -158,3 +159,32 @@ def _check_tokenizer(model, tokenizer, text: str) -> None:
             f"llama.cpp tokenises the check text differently from transformers from token {at}: "
             f"{got[at : at + 5]} vs {want[at : at + 5]}"
         )
+
+
+def checked_record(tmp: Path, files: list[dict], ref, tokenizer, sample: str, ids, context: int, log) -> dict:
+    """The manifest's gguf record: every file checked in llama.cpp (gguf_check), with its size and sha256;
+    ClidepError where one fails."""
+    from clidep.export.gguf_check import GGUF_PPL_GATES, LOGIT_ATOL, check_gguf
+    from clidep.runtime.llamacpp import VERSION, build_commit
+
+    folder = tmp / "gguf"
+    try:
+        check_gguf(files, folder, ref, tokenizer, sample, ids, context, log)
+    except ValidationError as exc:
+        raise ClidepError(f"export failed its GGUF check in llama.cpp: {exc}") from exc
+    for f in files:
+        f["size_bytes"] = (folder / f["file"]).stat().st_size
+        f["sha256"] = file_sha256(folder / f["file"])
+    return {
+        "folder": "gguf",
+        "llama_cpp": {"version": VERSION, "build": build_commit()},
+        "gates": {
+            "max_abs_logit_diff_f32": LOGIT_ATOL,
+            "ppl_delta_vs_f32": GGUF_PPL_GATES,
+            "greedy_match": ["f32", "f16"],
+        },
+        "gelu_table_shift": ref.gelu_table_shift,
+        "tokenizer_check": "llama.cpp's ids equal transformers' on the check text's first 400 tokens and edge cases",
+        "writers": {"f32, f16": "the gguf package's GGUFWriter", "q8_0, q4_0": "llama-quantize, from the F32 file"},
+        "files": files,
+    }

@@ -20,8 +20,15 @@ ONNX Runtime GenAI reads the cache type from the graph's inputs.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from clidep.errors import ClidepError
+
+if TYPE_CHECKING:
+    from clidep.export.config import ExportConfig
 
 #: The precisions ``clidep export --kv`` takes.
 KV_PRECISIONS = ("fp32", "fp16", "int8")
@@ -138,3 +145,77 @@ def store_cache(src, dst, cache: CacheFormat):
             node.input.extend([""] * (12 - len(node.input)) + names)
             graph.initializer.extend(numpy_helper.from_array(s, n) for s, n in zip(cache.scales[block], names))
     return save_graph(model, dst)
+
+
+def apply(
+    c: ExportConfig,
+    tmp: Path,
+    variants: list[dict],
+    cached: list[str],
+    ids,
+    context: int,
+    reference,
+    calibration: tuple,
+    windows,
+    log,
+) -> dict:
+    """--kv: each quantised ONNX Runtime graph file (CACHED) rewritten with the cache C.cache_precision, held
+    to the KV gates against the same file with its fp32 cache, and swapped in; its manifest entry updated
+    in place. CALIBRATION: (windows (N, L), label) for int8 scales. Returns the manifest's ``kv_cache``
+    record."""
+    import os
+
+    from clidep.export.kv_cache import (
+        KV_AGREEMENT_GATE,
+        KV_PPL_GATE,
+        CacheFormat,
+        calibrate,
+        decode_predictions,
+        int8_format,
+        store_cache,
+    )
+    from clidep.export.validate import validate_export
+    from clidep.perplexity import perplexity, ppl_batch
+    from clidep.runtime.runner import OnnxCausalLM
+
+    precision = c.cache_precision
+    record = {
+        "precision": precision,
+        "files": sorted(cached),
+        "gates": {"ppl_delta": KV_PPL_GATE, "decode_agreement": KV_AGREEMENT_GATE},
+    }
+    cache = CacheFormat(precision)
+    if precision == "int8":
+        calib, label = calibration
+        cache = int8_format(calibrate(tmp / variants[0]["file"], calib), c.kv_scales)
+        record["calibration"] = {"data": label, "windows": len(calib), "tokens": calib.shape[1]}
+    record.update(cache.record())
+    prompt = min(16, windows.shape[1] // 2)
+    scratch = tmp / "kv-cache"
+    scratch.mkdir()
+    for v in variants:
+        if v["file"] not in cached:
+            continue
+        log(f"{v['file']}: writing its {precision} KV cache")
+        src, dst = tmp / v["file"], scratch / v["file"]
+        store_cache(src, dst, cache)
+        before = decode_predictions(OnnxCausalLM(src), windows, prompt)
+        runner = OnnxCausalLM(dst)
+        ppl = perplexity(runner.logits, ids, context, context // 2, ppl_batch(context, variants[0]["vocab_size"])).ppl
+        agree = float((decode_predictions(runner, windows, prompt) == before).mean())  # over before.size tokens
+        delta = ppl / v["ppl"] - 1
+        if delta > KV_PPL_GATE or agree < KV_AGREEMENT_GATE:
+            raise ClidepError(
+                f"export failed its KV-cache check: {v['file']} with an {precision} cache scores perplexity "
+                f"{delta:+.2%} and picks {agree:.1%} of {before.size} next tokens of its fp32 cache (gates "
+                f"+{KV_PPL_GATE:.1%}, {KV_AGREEMENT_GATE:.0%}): export with --kv fp32 or fp16"
+            )
+        v.update(validate_export(reference, dst, atol=None, runner=runner))
+        del runner
+        v["kv_cache"] = {**cache.record(), "fp32_cache_ppl": v["ppl"], "ppl_delta": delta, "decode_agreement": agree}
+        v["ppl"] = ppl
+        for name in (v["file"], f"{v['file']}.data"):
+            if (scratch / name).exists():
+                os.replace(scratch / name, tmp / name)
+    scratch.rmdir()
+    return record
