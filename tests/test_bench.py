@@ -11,8 +11,9 @@ import shutil
 
 import pytest
 
+from clidep.bench.measure import fill as _fill
 from clidep.bench.outputs import markdown, write_report
-from clidep.commands.bench import _fill, bench
+from clidep.commands.bench import bench
 from clidep.data import load_tokenizer, read_text, tokenize_text
 from clidep.errors import ClidepError
 from clidep.hardware import devices

@@ -1076,7 +1076,8 @@ def test_no_record_with_a_non_finite_figure_is_written(tmp_path):
 def test_a_long_run_needs_yes_and_starts_with_it(world):
     """--yes lifts exactly the duration check (the run itself is not started here)."""
     from clidep.bench.config import BenchConfig
-    from clidep.commands.bench import _check_duration, model_files
+    from clidep.bench.measure import check_duration as _check_duration
+    from clidep.bench.models import model_files
     from clidep.errors import ClidepError
 
     _, names = world

@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 
-from clidep.commands.bench import kv_bytes
+from clidep.bench.models import kv_bytes
 from clidep.commands.demo import EMBEDDED
 from clidep.commands.export import export_artifact
 from clidep.errors import ClidepError
