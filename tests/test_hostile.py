@@ -1249,8 +1249,8 @@ def test_a_failed_export_leaves_no_folder_it_made(world, tmp_path, capsys):
 @pytest.mark.parametrize(
     "command, written",
     [
-        ("eval {teacher} --json", []),
-        ("eval {onnx}", []),
+        ("eval {teacher} --json --data {train} --max-tokens 256", []),
+        ("eval {onnx} --data {train} --max-tokens 256", []),
         ("generate {onnx} --prompt 'the river' --max-new-tokens 4", []),
         ("devices --show raspberry-pi-5", []),
         ("analyze {teacher} --out {fresh} --samples 1 --probes 2", ["importance.json", "importance.png"]),
