@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -17,7 +16,7 @@ import typer
 
 from clidep.compress.config import CompressConfig
 from clidep.errors import ClidepError
-from clidep.files import check_output, make_temp_dir, read_json, swap_into_place, write_json
+from clidep.files import check_output, read_json, swap_into_place, write_json
 from clidep.options import resolve
 from clidep.progress import say
 
@@ -61,6 +60,7 @@ def _run(teacher: str, out: Path, config: CompressConfig, resume: bool, overwrit
     from accelerate import PartialState
 
     from clidep.compress.distill import latest_checkpoint
+    from clidep.compress.student import distil_run
 
     partial = out.parent / f".{out.name}.partial"
     # What a new run creates, so that a signal while it starts (run.json written, training not begun) removes
@@ -69,7 +69,7 @@ def _run(teacher: str, out: Path, config: CompressConfig, resume: bool, overwrit
     work, main = None, PartialState().is_main_process
     try:
         run, work, main = _start(teacher, out, partial, config, resume, overwrite, log)
-        result = _distil(run, work, resume, log)
+        result = distil_run(run, work, resume, log)
     except BaseException:
         ckpt = latest_checkpoint(work) if main and work else None
         if main and not resume and ckpt is None:
@@ -214,131 +214,6 @@ def _same_settings(run: dict, teacher: str, config: CompressConfig) -> None:
             f"--resume continues the stored run, but this call changes {said}; "
             "drop those options, or start a new run with --overwrite"
         )
-
-
-# Over a screen because half of it is the compress.json record, written out field by field.
-def _distil(run: dict, out: Path, resume: bool, log) -> dict:
-    """Build, initialise, distil (and collapse) the student that RUN describes, writing it into OUT."""
-    import torch
-
-    from clidep.compress import plan
-    from clidep.compress.collapse import regulariser
-    from clidep.compress.corpus import batch as corpus_batch
-    from clidep.compress.corpus import token_file
-    from clidep.compress.distill import TrainConfig, train, validation_ids
-    from clidep.compress.student_init import start_student
-    from clidep.data import load_tokenizer
-    from clidep.model.convert import load_model
-    from clidep.model.params import param_count
-
-    val_data = run.get("val_data", "wiki-en-valid")
-    log(run["arithmetic"])
-    t0 = time.perf_counter()
-    teacher_model = load_model(run["teacher"])
-    tokenizer = load_tokenizer(run["teacher"], teacher_model.config.vocab_size)
-    config = plan.student_config_of(run, teacher_model.config)
-    collapse_plan = run.get("collapse")
-    tokens_arr = token_file(tokenizer, run["data"])
-    init = None
-    if run["schedule"] == "stock":
-        from clidep.compress.stock import init_stock
-
-        init = lambda s, ids: init_stock(s, teacher_model, run["stock"]["kept_blocks"], ids)  # noqa: E731
-    student = start_student(
-        config, teacher_model, tokens_arr, run["train"]["seed"], run["init"] == "teacher" and not resume, init
-    )
-    val_ids = validation_ids(tokenizer, val_data)
-    cfg = TrainConfig(**run["train"])
-    reg = (lambda m: regulariser(m, collapse_plan["lc"])) if collapse_plan else None
-    state = train(student, teacher_model, tokens_arr, val_ids, cfg, out, resume, log, reg)
-    records, trained_ppl = None, state.ppl_curve[-1][1] if state.ppl_curve else None
-    if collapse_plan:
-        calib = torch.from_numpy(corpus_batch(tokens_arr, run["train"]["seed"] + 2, 0, 8, min(256, config.n_positions)))
-        student, records, collapsed_ppl = _collapse(student, calib, collapse_plan["tol"], val_ids, trained_ppl, log)
-        config = student.config
-    _save_student(student, tokenizer, out, stock=run["schedule"] == "stock")
-    teacher_params = param_count(teacher_model.config)
-    student_params = param_count(config)
-    result = {
-        "method": run["method"],
-        "teacher": run["teacher"],
-        "teacher_params": teacher_params,
-        "student_params": student_params,
-        "ratio": teacher_params / student_params,
-        "layer_widths": config.layer_widths,
-        "layer_head_dims": config.layer_head_dims,
-        "mlp_kinds": config.mlp_kinds,
-        "protected": run["protect"],
-        "protect_rule": run["protect_rule"],
-        "arithmetic": run["arithmetic"],
-        **({"auto": run["auto"]} if "auto" in run else {}),
-        **({"stock": {**run["stock"], "model_type": "gpt2"}} if "stock" in run else {}),
-        "init": run["init"],
-        "data": run["data"],
-        "tokens_trained": state.tokens,
-        "steps": state.step,
-        "train": run["train"],
-        "val_data": val_data,
-        "val_ppl": collapsed_ppl if collapse_plan else trained_ppl,
-        "ppl_curve": state.ppl_curve,
-        "loss_curve": state.loss_curve,
-        "seconds": round(state.seconds, 1),
-        **(
-            {
-                "layercollapse": records,
-                "layercollapse_rule": collapse_plan["rule"],
-                "lc": collapse_plan["lc"],
-                "val_ppl_before_collapse": trained_ppl,
-            }
-            if collapse_plan
-            else {}
-        ),
-        "wall_seconds_this_invocation": round(time.perf_counter() - t0, 1),
-    }
-    write_json(out / "compress.json", result)
-    return result
-
-
-def _collapse(student, calib, tol: float, val_ids, trained_ppl: float | None, log):
-    """LayerCollapse after training: (collapsed student, per-layer records, its validation perplexity)."""
-    from clidep.compress.collapse import collapse
-    from clidep.compress.distill import validation_ppl
-
-    student, records = collapse(student, calib, tol)
-    for r in records:
-        log(
-            f"block {r['layer']}: alpha {r['alpha']:.3f}, "
-            + (
-                f"collapsed, max |logit diff| {r['max_logit_diff']:.3g} (bound {r['error_bound']:.3g})"
-                if r["collapsed"]
-                else f"left uncollapsed: {r['reason']}"
-            )
-        )
-    # The per-layer figures above measure each collapse alone; together they compound, so the
-    # collapsed model is scored again on the validation text with the loop's protocol.
-    collapsed_ppl = validation_ppl(student, val_ids)
-    log(f"validation ppl {trained_ppl or float('nan'):.2f} before the collapse, {collapsed_ppl:.2f} after")
-    return student, records, collapsed_ppl
-
-
-def _save_student(student, tokenizer, out: Path, stock: bool = False) -> None:
-    """Model files into a temporary sibling, then renamed into OUT (compress.json is written last); a STOCK
-    student as a GPT2LMHeadModel (config.json of model_type gpt2, no clidep code)."""
-    from safetensors import SafetensorError
-
-    from clidep.compress.distill import write_failed
-    from clidep.model.convert import to_gpt2
-
-    tmp = make_temp_dir(out / "final")
-    try:
-        (to_gpt2(student) if stock else student).save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        for f in tmp.iterdir():
-            f.replace(out / f.name)
-    except (OSError, RuntimeError, SafetensorError) as exc:
-        raise write_failed(f"the student into {out}", out, exc) from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def command(
