@@ -198,3 +198,24 @@ def test_the_teacher_export_is_byte_for_byte_what_it_was(teacher_artifact):
     )
     assert not moved, f"files whose bytes moved: {moved}"
     assert record["manifest"] == golden["manifest"]
+
+
+def test_a_file_that_misses_its_gate_fails_the_export_unless_allowed(tmp_path, monkeypatch, capsys):
+    """The gates are enforced, not only tested: a quantised file over its gate is not written (one line
+    naming the file, its figure and the gate), and --allow-gate-miss writes it with the miss in its entry."""
+    from clidep.cli import main
+    from clidep.commands.demo import EMBEDDED
+
+    monkeypatch.setitem(PPL_GATES, "int4", -1.0)  # no int4 file can meet a gate of -100%
+    out = tmp_path / "o"
+    args = ["export", str(EMBEDDED), "--out", str(out), "--int8", "--int4", "--no-genai", "--ppl-data"]
+    args += ["python-docs-valid", "--ppl-tokens", "512"]
+    assert main(args) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "model.int4.onnx misses its quality gate: perplexity" in errors[0], errors
+    assert "(gate +-100.0%)" in errors[0] and not out.exists() and list(tmp_path.iterdir()) == []
+    assert main([*args, "--allow-gate-miss"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    entries = {v["file"]: v for v in manifest["variants"]}
+    assert "gate_misses" in entries["model.int4.onnx"] and "gate_misses" not in entries["model.int8.onnx"]
+    assert manifest["gates"]["enforced"] is False and "misses its quality gate" in capsys.readouterr().err

@@ -278,3 +278,46 @@ def test_a_failing_tool_that_prints_nothing_is_still_named_with_its_status():
     """A corrupt llama.cpp cache gave 'llama-quantize failed:' and nothing after the colon."""
     with pytest.raises(Unavailable, match=r"^llama-quantize failed with exit status 1: it printed nothing$"):
         llamacpp.run_tool(["false"], "llama-quantize")
+
+
+def test_k_quants_hold_their_types_in_every_matrix_and_keep_the_gates(teacher_gguf, tmp_path):
+    """q6_k, q5_k_m and q4_k_m (llama-quantize's own mixes) of the teacher: every weight matrix in the type's
+    family (no F16 and no legacy fallback), sizes between Q8_0's and Q4_0's, perplexity in llama.cpp within
+    its gate of the F32 file's on the same tokens."""
+    from clidep.data import load_tokenizer, read_text, tokenize_text
+    from clidep.export.gguf import quantize_gguf
+    from clidep.perplexity import perplexity
+
+    out, manifest = teacher_gguf
+    f32 = out / "gguf" / "model.f32.gguf"
+    sizes = {f["type"]: f["size_bytes"] for f in manifest["gguf"]["files"]}
+    ids = tokenize_text(load_tokenizer(out), read_text("wikitext-test")[0])[:1025]
+
+    def ppl(path):
+        model = llamacpp.LlamaCppModel(path, 512)
+        try:
+            return perplexity(model.logits, ids, 512, 256, 1).ppl
+        finally:
+            model.close()
+
+    reference = ppl(f32)
+    for kind in ("q6_k", "q5_k_m", "q4_k_m"):
+        dst = tmp_path / f"model.{kind}.gguf"
+        record = quantize_gguf(f32, dst, kind)
+        assert record["matrices_of_type"] == record["matrices"] == 12 * 4 + 1, (kind, record)
+        assert record["float_matrices"] == record["fallback_matrices"] == 0, (kind, record)
+        assert sizes["q4_0"] < dst.stat().st_size < sizes["q8_0"], kind
+        assert ppl(dst) / reference - 1 <= GGUF_PPL_GATES[kind], kind
+
+
+def test_a_k_quant_whose_rows_do_not_split_into_256_is_refused(tmp_path, teacher_dir):
+    """Rows of 72 (and 288) fall back to F16, Q5_0 and Q8_0 in every matrix: a file named q4_k_m would hold no
+    Q4_K, so it is refused, naming what llama-quantize used instead and the block it needs."""
+    from clidep.errors import ClidepError
+    from clidep.export.gguf import quantize_gguf, write_gguf
+
+    folder = _slim_gpt2(tmp_path, teacher_dir)
+    write_gguf(load_model(folder), folder, tmp_path / "m.f32.gguf", "f32", "slim")
+    with pytest.raises(ClidepError, match=r"would hold no Q4_K_M tensor: .* in F16/Q5_0/Q8_0 .*multiples of 256"):
+        quantize_gguf(tmp_path / "m.f32.gguf", tmp_path / "m.q4_k_m.gguf", "q4_k_m")
+    assert not (tmp_path / "m.q4_k_m.gguf").exists()

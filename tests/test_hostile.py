@@ -48,7 +48,7 @@ CASES = [
     ("wrong", "eval {reshaped}", "weights of the wrong shape"),
     ("wrong", "export {missing} --out {fresh}", "weights missing"),
     ("wrong", "export {student} --out {fresh} --gguf", "--gguf needs a stock GPT-2 (one residual width)"),
-    ("wrong", "export {teacher} --out {fresh} --gguf --gguf-types q4_k_m", "--gguf-types takes a comma-separated list"),
+    ("wrong", "export {teacher} --out {fresh} --gguf --gguf-types q3_k_s", "--gguf-types takes a comma-separated list"),
     ("wrong", "export {teacher} --out {fresh} --gguf-types q8_0", "--gguf-types applies to --gguf only"),
     ("wrong", "analyze {missing} --out {fresh}", "weights missing"),
     ("wrong", "compress {missing} --out {fresh} --method cli --width 32 --protect 0,3 --steps 1", "weights missing"),

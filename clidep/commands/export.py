@@ -14,10 +14,11 @@ from typing import Annotated
 import typer
 
 from clidep.commands.arguments import ModelArg
+from clidep.errors import ClidepError
 from clidep.export import arm, check_text, gguf_check, kv_cache
 from clidep.export import gguf as gguf_files
 from clidep.export import variants as variant_files
-from clidep.export.config import ORT_GRAPH_OPSET, ExportConfig
+from clidep.export.config import AGREEMENT_GATES, ORT_GRAPH_OPSET, PPL_GATES, ExportConfig
 from clidep.options import resolve
 from clidep.progress import say
 from clidep.runtime.verify import file_records, file_sha256, graph_bytes
@@ -116,6 +117,7 @@ def _export(model_path: str | Path, out: Path, c: ExportConfig, overwrite: bool,
                 c, tmp, variants, cached, ids, context, reference, (calib, calib_label), agree_windows[:4], log
             )
         manifest = _manifest(tmp, model_path, config, c, optimized, variants, (label, ids, context))
+        _enforce_gates(variants, c, log)
         if kv_record:
             manifest["kv_cache"] = kv_record
         if c.genai:
@@ -134,6 +136,24 @@ def _export(model_path: str | Path, out: Path, c: ExportConfig, overwrite: bool,
         return manifest
 
     return write_dir(out, build)
+
+
+def _enforce_gates(variants: list[dict], c: ExportConfig, log) -> None:
+    """A quantised file that misses its gate fails the export (ClidepError, nothing written), unless
+    --allow-gate-miss, which writes it with its misses in its manifest entry and says so."""
+    missed = {v["file"]: variant_files.gate_misses(v) for v in variants}
+    missed = {f: m for f, m in missed.items() if m}
+    if missed and not c.allow_gate_miss:
+        first, misses = next(iter(missed.items()))
+        others = f" (and {', '.join(list(missed)[1:])})" if len(missed) > 1 else ""
+        raise ClidepError(
+            f"{first}{others} misses its quality gate: {'; '.join(misses)}; nothing was written (a wider or "
+            "longer-trained student, another --block-size, or --allow-gate-miss to write it marked as such)"
+        )
+    for v in variants:
+        if v["file"] in missed:
+            v["gate_misses"] = missed[v["file"]]
+            log(f"warning: {v['file']} misses its quality gate ({'; '.join(missed[v['file']])}); written, as asked")
 
 
 def _manifest(tmp: Path, model_path, config, c: ExportConfig, optimized: dict, variants: list[dict], text) -> dict:
@@ -157,6 +177,7 @@ def _manifest(tmp: Path, model_path, config, c: ExportConfig, optimized: dict, v
         "opset": c.opset if c.plain_onnx else ORT_GRAPH_OPSET,
         "optimize": optimized,
         "ppl_protocol": {"data": label, "tokens": int(ids.size - 1), "context": context, "stride": context // 2},
+        "gates": {"ppl_delta": PPL_GATES, "greedy_agreement": AGREEMENT_GATES, "enforced": not c.allow_gate_miss},
         "variants": variants,
         "measured_on": where(),
     }

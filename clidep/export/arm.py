@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from clidep.errors import ClidepError
-from clidep.export.config import AGREEMENT_GATES, PPL_GATES
+from clidep.export.config import AGREEMENT_GATES, PPL_GATES, gate_of
 from clidep.hardware.devices import CORES
 
 FP32_ATOL = 1e-4
@@ -192,11 +192,6 @@ def _read_lines(core: str, stream, lines: queue.Queue) -> None:
     lines.put((core, None))
 
 
-def gate(gates: dict, precision: str) -> float | None:
-    """PRECISION's entry of GATES (a manifest precision such as 'int4-weight-only'); None if it has none."""
-    return next((g for kind, g in gates.items() if precision.startswith(kind)), None)
-
-
 def compare(name: str, precision: str, host: dict, arm: dict, fp32: str) -> dict:
     """One graph's figures on one core against the host's run of the same file and of the fp32 graph
     FP32, and the gates it misses."""
@@ -214,7 +209,7 @@ def compare(name: str, precision: str, host: dict, arm: dict, fp32: str) -> dict
         "ppl_vs_host": ppl / float(host[f"{name}::ppl"]) - 1,  # the same file on x86
         "ppl_delta": ppl / float(host[f"{fp32}::ppl"]) - 1,  # against x86's fp32 graph, as the manifest's ppl_delta
     }
-    limit, agree = gate(PPL_GATES, precision), gate(AGREEMENT_GATES, precision)
+    limit, agree = gate_of(PPL_GATES, precision), gate_of(AGREEMENT_GATES, precision)
     if limit is None:
         misses = [f"max |logit diff| {diff:.3g} > {FP32_ATOL:g}"] if diff > FP32_ATOL else []
         misses += [] if figures["greedy_match"] else ["its greedy continuation differs from x86's"]

