@@ -30,8 +30,8 @@ from clidep.export.config import ExportConfig
 #: The GGUF types clidep writes, by --gguf-types name. F32 is always written: it is the exact reference
 #: that the others are checked against, as model.onnx is for the ONNX files, and what llama-quantize reads.
 #: The k-quants are llama-quantize's own mixes, the types llama.cpp's users mostly pick (Q4_K_M above all); on
-#: the reference teacher (8,192 WikiText tokens, llama.cpp's default cache) against its F32 file: Q8_0 -0.01%,
-#: Q6_K -0.08%, Q5_K_M +0.07%, Q4_K_M +0.01%, Q4_0 +0.17%, at 13.2, 10.4, 9.5, 8.7 and 8.0 MB of 47.1.
+#: the reference teacher against its F32 file in llama.cpp: Q8_0 -0.00%, Q6_K -0.08%, Q5_K_M +0.06%, Q4_K_M
+#: +0.01%, Q4_0 +0.17%, at 13.2, 10.4, 9.5, 8.7 and 8.0 MB of 47.1 (benchmarks/results/gguf_types.md).
 TYPES = ("f32", "f16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0")
 WRITTEN = ("f32", "f16")  # by the gguf package's writer; the others by llama-quantize
 #: Weights per block of each quantised type (ggml's QK8_0, QK4_0, QK_K): a row that does not split into these
