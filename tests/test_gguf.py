@@ -321,3 +321,27 @@ def test_a_k_quant_whose_rows_do_not_split_into_256_is_refused(tmp_path, teacher
     with pytest.raises(ClidepError, match=r"would hold no Q4_K_M tensor: .* in F16/Q5_0/Q8_0 .*multiples of 256"):
         quantize_gguf(tmp_path / "m.f32.gguf", tmp_path / "m.q4_k_m.gguf", "q4_k_m")
     assert not (tmp_path / "m.q4_k_m.gguf").exists()
+
+
+def test_a_gpt2_of_any_n_inner_exports_and_llama_cpp_reads_its_mlp_width(tmp_path, teacher_dir):
+    """n_inner 320 beside n_embd 128 (not 4x): the export's graphs keep PyTorch's logits and the GGUF file
+    states the MLP width (feed_forward_length; llama.cpp's own converter writes 4 x n_embd), so llama.cpp's
+    F32 logits are PyTorch's within the gate."""
+    from clidep.commands.export import export_artifact
+    from clidep.data import load_tokenizer
+
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=8192, n_positions=256, n_embd=128, n_layer=2, n_head=2, n_inner=320)
+    GPT2LMHeadModel(config).save_pretrained(tmp_path / "g")
+    load_tokenizer(teacher_dir).save_pretrained(tmp_path / "g")
+    manifest = export_artifact(
+        tmp_path / "g", tmp_path / "o", int4=True, gguf=True, gguf_types="q4_0", ppl_tokens=512, log=lambda m: None
+    )
+    assert manifest["variants"][0]["max_abs_logit_diff"] <= 1e-4
+    files = {f["type"]: f for f in manifest["gguf"]["files"]}
+    assert files["f32"]["max_abs_logit_diff"] <= LOGIT_ATOL and files["f32"]["greedy_match"]
+    assert files["q4_0"]["tensor_types"]["Q4_0"] == 2 * 4  # every block matrix, the 320-wide ones included
+    import gguf
+
+    fields = gguf.GGUFReader(str(tmp_path / "o" / "gguf" / "model.f32.gguf")).fields
+    assert int(fields["gpt2.feed_forward_length"].parts[-1][0]) == 320

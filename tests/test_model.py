@@ -9,6 +9,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
 from clidep import CLIGPT2Config, CLIGPT2LMHeadModel, from_gpt2, param_count
+from clidep.model.convert import to_gpt2
 
 from .conftest import SCHEDULES, python_without_clidep, tiny_config, tiny_gpt2
 
@@ -51,6 +52,21 @@ def test_from_gpt2_refuses_unsupported_options():
     config = GPT2Config(n_embd=32, n_layer=1, n_head=2, vocab_size=50, scale_attn_by_inverse_layer_idx=True)
     with pytest.raises(ValueError, match="scale_attn_by_inverse_layer_idx"):
         from_gpt2(GPT2LMHeadModel(config))
+
+
+def test_a_gpt2_of_any_n_inner_keeps_its_logits_and_its_mlp_width_both_ways():
+    """The MLP axis: a GPT-2 whose n_inner is no multiple of n_embd (72 x 4.4 = 317) converts with the same
+    logits, counts its parameters exactly, and converts back to the same n_inner."""
+    torch.manual_seed(0)
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_embd=72, n_layer=2, n_head=2, n_inner=317, vocab_size=101)).eval()
+    model = from_gpt2(gpt2).eval()
+    assert model.config.mlp_inner == 317 and model.transformer.h[0].mlp.c_fc.out_features == 317
+    assert param_count(model.config) == sum(p.numel() for p in model.parameters())
+    ids = torch.arange(1, 30)[None]
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, gpt2(ids).logits)
+        back = to_gpt2(model)
+        assert back.config.n_inner == 317 and torch.equal(back(ids).logits, gpt2(ids).logits)
 
 
 @pytest.mark.parametrize("name", SCHEDULES)

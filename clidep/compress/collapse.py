@@ -78,8 +78,9 @@ def collapse(model: CLIGPT2LMHeadModel, ids: torch.Tensor, tol: float = 0.05) ->
             diff = float((model(ids, use_cache=False).logits - reference).abs().max())
         w = model.config.layer_widths[i]
         ok = abs(1 - alpha) <= tol
-        saved = block_params(w, model.config.mlp_ratio, "linearizing") - block_params(
-            w, model.config.mlp_ratio, "collapsed"
+        inner = model.config.inner(i)
+        saved = block_params(w, inner=inner, mlp_kind="linearizing") - block_params(
+            w, inner=inner, mlp_kind="collapsed"
         )
         records.append(
             {

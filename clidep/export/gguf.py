@@ -113,7 +113,7 @@ def write_gguf(model, tokenizer_dir: Path, dst: Path, kind: str, name: str) -> d
     writer.add_block_count(c.n_layer)
     writer.add_context_length(c.n_positions)
     writer.add_embedding_length(c.n_embd)
-    writer.add_feed_forward_length(c.mlp_ratio * c.n_embd)
+    writer.add_feed_forward_length(c.inner(0))  # n_inner where it is not 4 x n_embd, which llama.cpp reads here
     writer.add_head_count(c.n_embd // c.layer_head_dims[0])
     writer.add_layer_norm_eps(c.layer_norm_epsilon)
     writer.add_file_type(gguf.LlamaFileType.ALL_F32 if kind == "f32" else gguf.LlamaFileType.MOSTLY_F16)

@@ -29,7 +29,8 @@ class CLIGPT2Config(PreTrainedConfig):
     ``layer_widths[i]`` is block i's residual width; block i has heads of size
     ``layer_head_dims[i]`` (default: ``head_dim`` for every block, itself defaulting to
     ``n_embd // n_head``, GPT-2's own head size), so ``layer_widths[i] // layer_head_dims[i]``
-    heads, and an MLP of inner size ``mlp_ratio * layer_widths[i]`` built as ``mlp_kinds[i]``
+    heads, and an MLP of inner size ``mlp_ratio * layer_widths[i]`` (or ``mlp_inner`` for every block, the MLP
+    axis of a stock GPT-2, ``n_inner``) built as ``mlp_kinds[i]``
     (see ``MLP_KINDS``). A per-block head size lets protected blocks keep the teacher's heads
     while narrow blocks use smaller ones.
     """
@@ -55,6 +56,7 @@ class CLIGPT2Config(PreTrainedConfig):
     layer_head_dims: list[int] | None = None  # head size of each block (None: head_dim for all)
     mlp_kinds: list[str] | None = None  # each block's MLP, one of MLP_KINDS (None: standard for all)
     mlp_ratio: int = 4  # MLP inner size as a multiple of the block's width
+    mlp_inner: int | None = None  # MLP inner size of every block, a stock GPT-2's n_inner (None: mlp_ratio x width)
     activation_function: str = "gelu_new"  # the MLP's activation, by transformers' name
     resid_pdrop: float = 0.1  # dropout on each block's residual branches (training only)
     embd_pdrop: float = 0.1  # dropout on the summed embeddings (training only)
@@ -81,6 +83,10 @@ class CLIGPT2Config(PreTrainedConfig):
         super().__post_init__(**kwargs)
         self.check()
 
+    def inner(self, i: int) -> int:
+        """Block I's MLP inner size."""
+        return self.mlp_inner if self.mlp_inner is not None else self.mlp_ratio * self.layer_widths[i]
+
     def check(self) -> None:
         """Raise ``ValueError`` naming the field when the schedule cannot be built."""
         if self.n_layer < 1:
@@ -91,6 +97,8 @@ class CLIGPT2Config(PreTrainedConfig):
             raise ValueError(
                 f"layer_widths has {len(self.layer_widths)} entries but n_layer={self.n_layer}: give one width per block"
             )
+        if self.mlp_inner is not None and self.mlp_inner < 1:
+            raise ValueError(f"mlp_inner must be >= 1, got {self.mlp_inner}")
         if len(self.mlp_kinds) != self.n_layer:
             raise ValueError(
                 f"mlp_kinds has {len(self.mlp_kinds)} entries but n_layer={self.n_layer}: give one per block"

@@ -30,15 +30,14 @@ def config_from_gpt2(gpt2_config) -> "CLIGPT2Config":  # noqa: F821 - imported l
             raise ValueError(f"GPT-2 config sets {field}={bad}, which clidep does not support")
     d = gpt2_config.n_embd
     inner = gpt2_config.n_inner or 4 * d
-    if inner % d:
-        raise ValueError(f"GPT-2 config n_inner={inner} is not a multiple of n_embd={d}")
     return CLIGPT2Config(
         vocab_size=gpt2_config.vocab_size,
         n_positions=gpt2_config.n_positions,
         n_embd=d,
         n_layer=gpt2_config.n_layer,
         n_head=gpt2_config.n_head,
-        mlp_ratio=inner // d,
+        mlp_ratio=inner // d if inner % d == 0 else 4,
+        mlp_inner=None if inner % d == 0 else inner,  # the MLP axis: any n_inner, kept as it is
         activation_function=gpt2_config.activation_function,
         resid_pdrop=gpt2_config.resid_pdrop,
         embd_pdrop=gpt2_config.embd_pdrop,
@@ -220,7 +219,7 @@ def to_gpt2(model: "CLIGPT2LMHeadModel") -> "GPT2LMHeadModel":
         n_embd=d,
         n_layer=c.n_layer,
         n_head=d // hd,
-        n_inner=c.mlp_ratio * d,
+        n_inner=c.inner(0),
         activation_function=c.activation_function,
         resid_pdrop=c.resid_pdrop,
         embd_pdrop=c.embd_pdrop,

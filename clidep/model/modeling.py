@@ -93,19 +93,19 @@ class Linearizing(nn.Module):
 
 
 class MLP(nn.Module):
-    """GPT-2's feed-forward branch: w -> mlp_ratio * w -> w (``standard`` or ``linearizing``)."""
+    """GPT-2's feed-forward branch: w -> inner (mlp_ratio w, or mlp_inner) -> w (standard or linearizing)."""
 
     def __init__(self, config: CLIGPT2Config, layer_idx: int):
         super().__init__()
         w = config.layer_widths[layer_idx]
-        self.c_fc = nn.Linear(w, config.mlp_ratio * w)
+        self.c_fc = nn.Linear(w, config.inner(layer_idx))
         act = ACT2FN[config.activation_function]
         self.act = Linearizing(act) if config.mlp_kinds[layer_idx] == "linearizing" else act
-        self.c_proj = nn.Linear(config.mlp_ratio * w, w)
+        self.c_proj = nn.Linear(config.inner(layer_idx), w)
         self.dropout = nn.Dropout(config.resid_pdrop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.act(self.c_fc(x))  # (B, T, 4w)
+        h = self.act(self.c_fc(x))  # (B, T, inner)
         return self.dropout(self.c_proj(h))  # (B, T, w)
 
 

@@ -9,14 +9,15 @@ from __future__ import annotations
 from clidep.model.config import CLIGPT2Config
 
 
-def block_params(width: int, mlp_ratio: int = 4, mlp_kind: str = "standard") -> int:
-    """Parameters of one block of width w: attention 4w^2+4w, two LayerNorms 4w, and the MLP:
-    2m w^2+(m+1)w (standard), the same plus alpha (linearizing), or w^2+w (collapsed)."""
+def block_params(width: int, mlp_ratio: int = 4, mlp_kind: str = "standard", inner: int | None = None) -> int:
+    """Parameters of one block of width w: attention 4w^2+4w, two LayerNorms 4w, and the MLP of inner size
+    i (INNER, else m w): 2 i w + i + w (standard), the same plus alpha (linearizing), or w^2+w (collapsed)."""
     attention = 4 * width * width + 4 * width
+    i = mlp_ratio * width if inner is None else inner
     if mlp_kind == "collapsed":
         mlp = width * width + width
     else:
-        mlp = 2 * mlp_ratio * width * width + (mlp_ratio + 1) * width + (mlp_kind == "linearizing")
+        mlp = 2 * i * width + i + width + (mlp_kind == "linearizing")
     return attention + mlp + 4 * width
 
 
@@ -31,5 +32,8 @@ def param_count(config: CLIGPT2Config) -> int:
     d = config.n_embd
     embeddings = (config.vocab_size + config.n_positions) * d
     head = 0 if config.tie_word_embeddings else config.vocab_size * d
-    blocks = sum(block_params(w, config.mlp_ratio, k) for w, k in zip(config.layer_widths, config.mlp_kinds))
+    blocks = sum(
+        block_params(w, config.mlp_ratio, k, config.inner(i))
+        for i, (w, k) in enumerate(zip(config.layer_widths, config.mlp_kinds))
+    )
     return embeddings + head + blocks + projection_params(d, config.layer_widths) + 2 * d  # + ln_f
