@@ -176,7 +176,7 @@ def test_gguf_of_a_model_llama_cpp_cannot_hold_is_refused_in_one_line(tmp_path, 
     assert main(["export", str(tmp_path / "cli"), "--out", str(tmp_path / "o"), "--gguf"]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1, err
-    assert "stock GPT-2" in err and "--method slim, depth or depth+slim" in err and "[32, 64]" in err
+    assert "stock GPT-2" in err and "--method slim, depth, depth+slim or grid" in err and "[32, 64]" in err
     assert not (tmp_path / "o").exists()
 
 

@@ -388,12 +388,12 @@ CASES = [
     (
         "unclear",
         "compress {teacher} --out {fresh} --method slim --ratio 2 --depth-scorer ntk --steps 1",
-        "--depth-scorer applies to --method depth and depth+slim only",
+        "--depth-scorer applies to --method depth, depth+slim and grid only",
     ),
     (
         "unclear",
         "compress {teacher} --out {fresh} --method depth --ratio 2 --search-steps 3 --steps 1",
-        "--search-steps applies to --method auto and depth+slim only",
+        "--search-steps applies to --method auto, depth+slim and grid only",
     ),
     (
         "unclear",

@@ -1,4 +1,4 @@
-"""Stock GPT-2 students (--method slim, depth, depth+slim): sizes, initialisation, and a folder that
+"""Stock GPT-2 students (--method slim, depth, depth+slim, grid): sizes, initialisation, and a folder that
 plain transformers opens without clidep."""
 
 from __future__ import annotations
@@ -14,7 +14,16 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from clidep import CLIGPT2LMHeadModel
 from clidep.cli import main
 from clidep.commands.eval import torch_logits_fn
-from clidep.compress.stock import SPLITS, depth_blocks, init_stock, keep_blocks, size, slim_width, stock_config
+from clidep.compress.stock import (
+    SPLITS,
+    depth_blocks,
+    grid_candidates,
+    init_stock,
+    keep_blocks,
+    size,
+    slim_width,
+    stock_config,
+)
 from clidep.data import load_tokenizer, read_text, tokenize_text
 from clidep.model.convert import config_from_gpt2, load_model, to_gpt2
 from clidep.model.params import param_count
@@ -22,6 +31,7 @@ from clidep.perplexity import perplexity
 
 from .conftest import SCHEDULES, python_without_clidep, tiny_config
 
+SHAPE = ("width", "blocks", "head_dim", "mlp_inner")
 MEDIUM = config_from_gpt2(GPT2Config(n_embd=1024, n_layer=24, n_head=16, vocab_size=50257, n_positions=1024))
 
 
@@ -39,6 +49,12 @@ def test_each_stock_method_lands_near_its_target_at_gpt2_medium_shapes(ratio):
     for name, (width, blocks) in shapes.items():
         assert abs(size(MEDIUM, width, blocks) / target - 1) <= 0.02, f"{name}: {blocks} x {width}"
     assert shapes["slim"][0] % stock_config(MEDIUM, shapes["slim"][0], 24).head_dim == 0
+    # grid: whole heads of 64 and MLP widths on the 128 grid, every shape within 2%, of several widths
+    grid = grid_candidates(MEDIUM, target)
+    assert len({g["width"] for g in grid}) >= 2
+    for g in grid:
+        assert g["width"] % 64 == 0 and g["head_dim"] == 64 and g["mlp_inner"] % 128 == 0
+        assert abs(g["params"] / target - 1) <= 0.02 and g["params"] == size(MEDIUM, *[g[k] for k in SHAPE])
 
 
 def test_a_stock_config_counts_what_the_model_holds():
@@ -105,13 +121,16 @@ def test_only_one_width_and_head_size_is_a_gpt2():
 
 
 def test_stock_students_open_in_plain_transformers_without_clidep(tiny_setup, tmp_path):
-    """A slim and a depth student: model_type gpt2, no remote code, and the same greedy continuation from
-    transformers in a Python that cannot import clidep (one such process for both students)."""
+    """A slim, a depth and a grid student: model_type gpt2, no remote code, and the same greedy continuation
+    from transformers in a Python that cannot import clidep (one such process for all three). The grid
+    student keeps the teacher's heads of 32 and an MLP of 128 (n_inner, not 4 x 32), chosen of two shapes by
+    a short distillation that run.json records."""
     ours = {}
-    for method, ratio in (("slim", "1.5"), ("depth", "1.2")):
+    for method, ratio in (("slim", "1.5"), ("depth", "1.2"), ("grid", "2.4")):
         out = tmp_path / method
         data = ["--data", str(tiny_setup / "train.txt"), "--batch-size", "8", "--seq-len", "64", "--eval-every", "0"]
         args = ["compress", str(tiny_setup / "teacher"), "--out", str(out), "--method", method, "--ratio", ratio]
+        args += ["--search-steps", "2"] if method == "grid" else []
         assert main([*args, *data, "--steps", "2", "--save-every", "0"]) == 0  # in-process; the check is below
         config = json.loads((out / "config.json").read_text())
         assert config["model_type"] == "gpt2" and "auto_map" not in config and not list(out.glob("*.py"))
@@ -119,6 +138,10 @@ def test_stock_students_open_in_plain_transformers_without_clidep(tiny_setup, tm
         assert record["model_type"] == "gpt2"
         assert record["width"] == config["n_embd"] == record["head_dim"] * config["n_head"]
         assert len(record["kept_blocks"]) == config["n_layer"]
+        if method == "grid":
+            assert record["head_dim"] == 32 and config["n_inner"] == record["mlp_inner"] in (128, 256)
+            assert [(t["blocks"], t["mlp_inner"]) for t in record["trials"]] == [(3, 128), (2, 256)]
+            assert all(t["val_ppl"] > 0 for t in record["trials"])
         if method == "depth":
             assert record["depth_scorer"] == "bi" and len(record["block_scores"]) == 4
             kept = sorted(np.argsort(record["block_scores"])[::-1][: config["n_layer"]].tolist())
@@ -144,4 +167,4 @@ def test_stock_students_open_in_plain_transformers_without_clidep(tiny_setup, tm
         cwd=tmp_path,
     )
     assert alone.returncode == 0, alone.stderr[-2000:]
-    assert [json.loads(line) for line in alone.stdout.strip().splitlines()[-2:]] == list(ours.values())
+    assert [json.loads(line) for line in alone.stdout.strip().splitlines()[-3:]] == list(ours.values())

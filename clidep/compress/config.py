@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from clidep.errors import ClidepError
 from clidep.options import MAX_SEED, Options, option
 
-METHODS = ("cli", "uniform", "auto", "layercollapse", "cli+layercollapse", "slim", "depth", "depth+slim")
+METHODS = ("cli", "uniform", "auto", "layercollapse", "cli+layercollapse", "slim", "depth", "depth+slim", "grid")
 #: The methods whose students are stock GPT-2s (compress/stock.py), and how depth picks its blocks.
-STOCK_METHODS = ("slim", "depth", "depth+slim")
+STOCK_METHODS = ("slim", "depth", "depth+slim", "grid")
 DEPTH_SCORERS = ("bi", "ntk", "every-other")
 #: The block-importance scorers of compress/importance.py.
 IMPORTANCE_METHODS = ("ntk", "grad", "bi", "ablation")
@@ -26,7 +26,7 @@ class CompressConfig(Options):
     # better than each in every seed, and it is a stock GPT-2 (transformers, optimum, llama.cpp take it).
     method: str = option(
         "slim",
-        "slim (the default, see the ablation: one narrower residual width, embeddings included; a stock GPT-2), depth (fewer blocks; stock), depth+slim (stock), uniform (every block through one bottleneck), cli (protect critical blocks), auto (widths follow importance scores), layercollapse or cli+layercollapse.",
+        "slim (the default, see the ablation: one narrower residual width, embeddings included; a stock GPT-2), depth (fewer blocks; stock), depth+slim (stock), grid (width in whole heads of the teacher's size, MLP width and depth each on the grid quantisers take whole, ranked by a short distillation; stock), uniform (every block through one bottleneck), cli (protect critical blocks), auto (widths follow importance scores), layercollapse or cli+layercollapse.",
         choices=METHODS,
     )
     ratio: float | None = option(None, "Target teacher / student parameter ratio.", above=1)
@@ -58,12 +58,12 @@ class CompressConfig(Options):
     )
     search_steps: int = option(
         16,
-        "--method auto and depth+slim: distillation steps each candidate gets before its validation perplexity picks one.",
+        "--method auto, depth+slim and grid: distillation steps each candidate gets before its validation perplexity picks one.",
         low=1,
     )
     depth_scorer: str = option(
         "bi",
-        "--method depth and depth+slim: which blocks are kept: bi (highest block influence, ShortGPT), ntk (highest NTK trace) or every-other (evenly spaced, as distilGPT2).",
+        "--method depth, depth+slim and grid: which blocks are kept: bi (highest block influence, ShortGPT), ntk (highest NTK trace) or every-other (evenly spaced, as distilGPT2).",
         choices=DEPTH_SCORERS,
     )
     init: str = option(
@@ -117,7 +117,7 @@ class CompressConfig(Options):
             raise ClidepError(
                 "give exactly one of --ratio, --params, --width, --match or a budget (--max-decode-ms and/or --max-mb)"
             )
-        elif self.method in ("auto", "depth", "depth+slim") and self.width is not None:
+        elif self.method in ("auto", "depth", "depth+slim", "grid") and self.width is not None:
             raise ClidepError(f"--method {self.method} chooses its widths: size it with --ratio, --params or --match")
         if self.protect != "auto" and self.method in ("uniform", "auto", *STOCK_METHODS):
             raise ClidepError(
@@ -141,14 +141,14 @@ class CompressConfig(Options):
         owners = {
             "scorer": ("auto",),
             "gamma": ("auto",),
-            "search_steps": ("auto", "depth+slim"),
-            "depth_scorer": ("depth", "depth+slim"),
+            "search_steps": ("auto", "depth+slim", "grid"),
+            "depth_scorer": ("depth", "depth+slim", "grid"),
             **{f: ("layercollapse", "cli+layercollapse") for f in ("layers", "lc", "collapse_tol")},
         }
         for name, methods in owners.items():
             if getattr(self, name) != defaults[name] and self.method not in methods:
                 raise ClidepError(
-                    f"--{name.replace('_', '-')} applies to --method {' and '.join(methods)} only, not {self.method}"
+                    f"--{name.replace('_', '-')} applies to --method {', '.join(methods[:-1])}{' and ' if len(methods) > 1 else ''}{methods[-1]} only, not {self.method}"
                 )
 
 

@@ -112,7 +112,10 @@ def student_config_of(run: dict, tconf):
     if run["schedule"] == "stock":
         from clidep.compress.stock import stock_config
 
-        return stock_config(tconf, run["stock"]["width"], len(run["stock"]["kept_blocks"]))
+        shape = run["stock"]
+        return stock_config(
+            tconf, shape["width"], len(shape["kept_blocks"]), shape.get("head_dim"), shape.get("mlp_inner")
+        )
     if run["schedule"] == "auto":
         config = student_config(tconf, run["layer_widths"], run["layer_head_dims"])
     else:

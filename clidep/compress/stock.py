@@ -9,6 +9,10 @@
   (distilGPT2 kept 6 of 12).
 * depth+slim: k blocks at width w, the split between the two chosen by the short distillation
   that ``--method auto`` uses (``auto.proxy_ppl``'s loop), every trial recorded.
+* grid (Minitron's axes, on the grid quantisers and kernels take whole): the residual width in whole heads
+  of the teacher's head size (64 for GPT-2 and the reference teacher), the MLP width (``n_inner``) on
+  MLP_GRID, and the depth, each chosen separately; the candidate shapes within 2% of the target are
+  ranked by the same short distillation, every trial recorded.
 
 Each is a ``CLIGPT2Config`` of the identity schedule (one width, one head size), so it trains as
 every clidep student does and is saved as a ``GPT2LMHeadModel`` (``convert.to_gpt2``): plain
@@ -25,6 +29,12 @@ from clidep.errors import ClidepError
 
 #: slim's residual width moves in steps of this (as the bottleneck solver's r does).
 WIDTH_STEP = 4
+#: grid's MLP width moves in steps of this: ONNX Runtime's int4 MatMulNBits blocks (INT4_BLOCK, 128) and
+#: llama.cpp's 32-weight Q4_0/Q8_0 blocks split it whole (a row of the MLP's down projection is this long);
+#: the k-quants' 256 also wherever it is a multiple of 256. Its residual width moves in whole heads.
+MLP_GRID = 128
+#: grid ranks at most this many candidate shapes by a short distillation.
+GRID_TRIALS = 4
 
 
 @dataclass
@@ -33,29 +43,53 @@ class StockPlan:
 
     width: int  # the one residual width (the teacher's d: depth only)
     head_dim: int  # the one head size (heads = width / head_dim)
+    mlp_inner: int | None  # the MLP width where it is not 4 x width (grid), else None
     kept: list[int]  # the teacher's blocks kept, in order (all of them: slim only)
     params: int
     arithmetic: str
 
     def record(self) -> dict:
-        return {"width": self.width, "head_dim": self.head_dim, "kept_blocks": self.kept, "params": self.params}
+        inner = {} if self.mlp_inner is None else {"mlp_inner": self.mlp_inner}
+        return {
+            "width": self.width,
+            "head_dim": self.head_dim,
+            "kept_blocks": self.kept,
+            "params": self.params,
+            **inner,
+        }
 
 
-def stock_config(tconf, width: int, n_layer: int):
-    """TCONF (a full-width clidep config) at one residual WIDTH and N_LAYER blocks; heads of the divisor of
-    WIDTH nearest the teacher's head size; everything else kept."""
+def stock_config(tconf, width: int, n_layer: int, head_dim: int | None = None, mlp_inner: int | None = None):
+    """TCONF (a full-width clidep config) at one residual WIDTH and N_LAYER blocks; heads of HEAD_DIM, else of
+    the divisor of WIDTH nearest the teacher's head size; an MLP of MLP_INNER (else 4 x WIDTH); the rest kept."""
     from clidep.compress.widths import head_size
     from clidep.model.config import CLIGPT2Config
 
-    hd = tconf.head_dim if width == tconf.n_embd else head_size(width, tconf.head_dim)
-    keep = {k: v for k, v in tconf.to_dict().items() if k not in ("layer_widths", "layer_head_dims", "mlp_kinds")}
-    return CLIGPT2Config(**{**keep, "n_embd": width, "n_layer": n_layer, "n_head": width // hd, "head_dim": hd})
+    hd = head_dim or (tconf.head_dim if width == tconf.n_embd else head_size(width, tconf.head_dim))
+    drop = ("layer_widths", "layer_head_dims", "mlp_kinds", "mlp_inner")
+    keep = {k: v for k, v in tconf.to_dict().items() if k not in drop}
+    shape = {"n_embd": width, "n_layer": n_layer, "n_head": width // hd, "head_dim": hd, "mlp_inner": mlp_inner}
+    return CLIGPT2Config(**{**keep, **shape})
 
 
-def size(tconf, width: int, n_layer: int) -> int:
+def size(tconf, width: int, n_layer: int, head_dim: int | None = None, mlp_inner: int | None = None) -> int:
     from clidep.model.params import param_count
 
-    return param_count(stock_config(tconf, width, n_layer))
+    return param_count(stock_config(tconf, width, n_layer, head_dim, mlp_inner))
+
+
+def grid_candidates(tconf, target: int) -> list[dict]:
+    """Every grid shape within 2% of TARGET: a width of whole teacher-sized heads below the teacher's, a depth,
+    and the MLP width on MLP_GRID (at most the teacher's) nearest TARGET for them; nearest first."""
+    hd, d, n = tconf.head_dim, tconf.n_embd, tconf.n_layer
+    found = []
+    for w in range(hd, d, hd):
+        for k in range(1, n + 1):
+            inners = range(MLP_GRID, tconf.inner(0) + 1, MLP_GRID)
+            params, inner = min(((size(tconf, w, k, hd, i), i) for i in inners), key=lambda x: abs(x[0] - target))
+            if abs(params / target - 1) <= 0.02:
+                found.append({"width": w, "blocks": k, "head_dim": hd, "mlp_inner": inner, "params": params})
+    return sorted(found, key=lambda f: abs(f["params"] / target - 1))
 
 
 def slim_width(tconf, target: int, n_layer: int | None = None) -> int:
@@ -120,6 +154,11 @@ def plan(
     elif method == "depth":
         w, k = d, depth_blocks(tconf, target)
         kept = keep_blocks(scores, k, n, scorer)
+    elif method == "grid":
+        shape, trials = _grid(teacher, tconf, target, scores, scorer, c, data, log)
+        w, hd, inner = shape["width"], shape["head_dim"], shape["mlp_inner"]
+        kept = keep_blocks(scores, shape["blocks"], n, scorer)
+        record["trials"] = trials
     else:
         k, w, trials = _split(teacher, tconf, target, scores, scorer, c, data, log)
         kept = keep_blocks(scores, k, n, scorer)
@@ -128,19 +167,23 @@ def plan(
         record.update(depth_scorer=scorer, block_scores=scores)
     elif method != "slim":
         record["depth_scorer"] = scorer
-    p = size(tconf, w, len(kept))
-    cfg = stock_config(tconf, w, len(kept))
+    if method != "grid":
+        hd, inner = None, None
+    p = size(tconf, w, len(kept), hd, inner)
+    cfg = stock_config(tconf, w, len(kept), hd, inner)
     aim = f"target {target:,} (ratio {tparams / target:.3f})" if target else f"explicit width {w}"
     lines = [
         f"teacher: {n} blocks x {d}, {tparams:,} parameters; {aim}",
-        f"{method}: {len(kept)} blocks x {w} ({cfg.n_head} heads of {cfg.head_dim}), kept blocks {kept}"
+        f"{method}: {len(kept)} blocks x {w} ({cfg.n_head} heads of {cfg.head_dim}, MLP {cfg.inner(0)}), kept blocks {kept}"
         + (f" by {scorer}" if method != "slim" else "")
         + f"; {p:,} parameters"
         + (f" ({p / target - 1:+.2%})" if target else "")
         + f", ratio {tparams / p:.3f}; a stock GPT-2",
     ]
     record["kept_blocks"], record["width"], record["head_dim"] = kept, w, cfg.head_dim
-    return StockPlan(w, cfg.head_dim, kept, p, "\n".join(lines)), record
+    if inner is not None:
+        record["mlp_inner"] = inner
+    return StockPlan(w, cfg.head_dim, inner, kept, p, "\n".join(lines)), record
 
 
 #: depth+slim tries this many splits, from depth alone (widest) to width alone (every block).
@@ -150,12 +193,7 @@ SPLITS = 4
 def _split(teacher: str, tconf, target: int, scores, scorer: str, c, data: str, log) -> tuple[int, int, list[dict]]:
     """(blocks, width, trials) of depth+slim: SPLITS block counts between depth alone and every block, each at the
     width that reaches TARGET, distilled for c.search_steps steps; the lowest validation perplexity wins."""
-    from clidep.compress.auto import distil_briefly
-    from clidep.compress.corpus import token_file
-    from clidep.compress.distill import validation_ids
     from clidep.compress.widths import REACH
-    from clidep.data import load_tokenizer
-    from clidep.model.convert import load_model
 
     n = tconf.n_layer
     try:
@@ -163,23 +201,65 @@ def _split(teacher: str, tconf, target: int, scores, scorer: str, c, data: str, 
     except ClidepError:  # depth alone cannot get there: every split narrows too
         k_min = 1
     counts = sorted({int(round(x)) for x in np.linspace(k_min, n, SPLITS)})
-    teacher_model = load_model(teacher).eval()
-    tokenizer = load_tokenizer(teacher)
-    tokens = token_file(tokenizer, data)
-    val_ids = validation_ids(tokenizer, c.val_data)
+    trial = _brief_distillation(teacher, c, data)
     log(f"depth+slim: {len(counts)} splits, {c.search_steps} distillation steps each, scored on {c.val_data}")
     trials = []
     for k in counts:
         w = tconf.n_embd if size(tconf, tconf.n_embd, k) <= target / REACH and k < n else slim_width(tconf, target, k)
         kept = keep_blocks(scores, k, n, scorer)
-        config = stock_config(tconf, w, k)
-        ppl = distil_briefly(
-            teacher_model, config, lambda s, ids: init_stock(s, teacher_model, kept, ids), tokens, val_ids, c
-        )
+        ppl = trial(stock_config(tconf, w, k), kept)
         trials.append({"blocks": k, "width": w, "kept_blocks": kept, "params": size(tconf, w, k), "val_ppl": ppl})
         log(f"depth+slim: {k} blocks x {w}: validation ppl {ppl:.2f}")
     best = min(trials, key=lambda t: t["val_ppl"])
     return best["blocks"], best["width"], trials
+
+
+def _grid(teacher: str, tconf, target: int, scores, scorer: str, c, data: str, log) -> tuple[dict, list[dict]]:
+    """(shape, trials) of grid: among the grid shapes within 2% of TARGET, the nearest of each width first,
+    up to GRID_TRIALS, each distilled for c.search_steps steps; the lowest validation perplexity wins."""
+    found = grid_candidates(tconf, target)
+    if not found:
+        raise ClidepError(
+            f"no grid student (widths in whole heads of {tconf.head_dim}, MLP widths in steps of {MLP_GRID}, 1 to "
+            f"{tconf.n_layer} blocks) is within 2% of {target:,} parameters; use --method slim"
+        )
+    nearest = {}
+    for f in found:  # nearest first: the first of each width is its nearest
+        nearest.setdefault(f["width"], f)
+    picks = [*nearest.values(), *(f for f in found if f not in nearest.values())][:GRID_TRIALS]
+    if len(picks) == 1:
+        return picks[0], picks
+    trial = _brief_distillation(teacher, c, data)
+    log(f"grid: {len(picks)} shapes, {c.search_steps} distillation steps each, scored on {c.val_data}")
+    for shape in picks:
+        kept = keep_blocks(scores, shape["blocks"], tconf.n_layer, scorer)
+        config = stock_config(tconf, shape["width"], shape["blocks"], shape["head_dim"], shape["mlp_inner"])
+        shape.update(kept_blocks=kept, val_ppl=trial(config, kept))
+        log(
+            f"grid: {shape['blocks']} blocks x {shape['width']}, MLP {shape['mlp_inner']}: "
+            f"validation ppl {shape['val_ppl']:.2f}"
+        )
+    return min(picks, key=lambda t: t["val_ppl"]), picks
+
+
+def _brief_distillation(teacher: str, c, data: str):
+    """trial(config, kept) -> the validation perplexity of a stock student of CONFIG (keeping the teacher's
+    blocks KEPT) after c.search_steps distillation steps, as --method auto ranks its candidates."""
+    from clidep.compress.auto import distil_briefly
+    from clidep.compress.corpus import token_file
+    from clidep.compress.distill import validation_ids
+    from clidep.data import load_tokenizer
+    from clidep.model.convert import load_model
+
+    teacher_model = load_model(teacher).eval()
+    tokenizer = load_tokenizer(teacher)
+    tokens, val_ids = token_file(tokenizer, data), validation_ids(tokenizer, c.val_data)
+
+    def trial(config, kept: list[int]) -> float:
+        init = lambda s, ids: init_stock(s, teacher_model, kept, ids)  # noqa: E731
+        return distil_briefly(teacher_model, config, init, tokens, val_ids, c)
+
+    return trial
 
 
 def init_stock(student, teacher, kept: list[int], ids) -> None:

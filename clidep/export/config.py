@@ -95,7 +95,7 @@ class ExportConfig(Options):
     gguf: bool = option(
         False,
         "Also write GGUF files for llama.cpp into OUT/gguf/ (a stock GPT-2 only: the teacher, "
-        "--method slim, depth or depth+slim), each checked in llama.cpp itself (its build: "
+        "--method slim, depth, depth+slim or grid), each checked in llama.cpp itself (its build: "
         "scripts/llamacpp.sh).",
     )
     gguf_types: str = option(

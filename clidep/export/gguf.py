@@ -50,7 +50,7 @@ FAMILY = {
 }
 #: transformers' names of the GELU llama.cpp's GPT-2 computes (the tanh form).
 GGML_GELU = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
-STOCK_METHODS_HINT = "--method slim, depth or depth+slim (or the teacher itself)"
+STOCK_METHODS_HINT = "--method slim, depth, depth+slim or grid (or the teacher itself)"
 
 
 def check_stock(config) -> None:
