@@ -48,12 +48,12 @@ def main() -> None:
     a = ap.parse_args()
 
     from clidep.bench.provenance import provenance
-    from clidep.runtime import llamacpp
+    from clidep.runtime import llama_bench, llamacpp
 
     llamacpp.build(print)
     prov = {
         **provenance(),
-        "llama_cpp": f"{llamacpp.VERSION} ({llamacpp.build_commit()})",
+        "llama_cpp": f"{llamacpp.VERSION} ({llama_bench.build_commit()})",
         "threads": a.threads,
         "reps": a.reps,
     }
@@ -104,9 +104,9 @@ def _teacher_rows(a, tmp: Path) -> tuple[list[dict], str]:
 
 def llamacpp_record(path: Path, a) -> dict:
     """One repetition of pp512 and tg128 after 32 tokens."""
-    from clidep.runtime import llamacpp
+    from clidep.runtime import llama_bench
 
-    return llamacpp.record(path, [512], 128, a.threads, [32], 1)
+    return llama_bench.record(path, [512], 128, a.threads, [32], 1)
 
 
 def _converter_attempt(teacher: Path, tmp: Path) -> str:

@@ -210,7 +210,7 @@ def _llama_rows(a, hf_dir: Path, threads: int, params: int, log) -> list[dict]:
 
     import llama_peer
 
-    from clidep.runtime import llamacpp
+    from clidep.runtime import llama_bench, llamacpp
 
     if a.no_llama:
         return []
@@ -227,7 +227,7 @@ def _llama_rows(a, hf_dir: Path, threads: int, params: int, log) -> list[dict]:
             gguf = llama_peer.convert(hf_dir, hf_dir.parent / f"original.{kind}.gguf", kind)
             for cache in (None, "q8_0") if kind != "f32" else (None,):
                 log(f"llama.cpp {kind}, {cache or 'f16'} cache, {threads} threads ...")
-                r = llamacpp.record(gguf, [prompt], a.gen, threads, depths, 3, cache)
+                r = llama_bench.record(gguf, [prompt], a.gen, threads, depths, 3, cache)
                 how = r["runner"]["llama_cpp"]
                 rows.append(
                     {

@@ -46,10 +46,10 @@ def llama_cpp_provenance(c: BenchConfig) -> str | None:
     in each of its rows' runner record)."""
     if "llamacpp" not in c.runtimes or c.remote:
         return None
-    from clidep.runtime import llamacpp
+    from clidep.runtime import llama_bench, llamacpp
 
     try:
-        return f"{llamacpp.VERSION} ({llamacpp.build_commit()})"
+        return f"{llamacpp.VERSION} ({llama_bench.build_commit()})"
     except Unavailable:
         return None
 

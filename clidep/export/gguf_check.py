@@ -171,8 +171,8 @@ def _check_tokenizer(model, tokenizer, text: str) -> None:
 def checked_record(tmp: Path, files: list[dict], ref, tokenizer, sample: str, ids, context: int, log) -> dict:
     """The manifest's gguf record: every file checked in llama.cpp (gguf_check), with its size and sha256;
     ClidepError where one fails."""
-    from clidep.export.gguf_check import GGUF_PPL_GATES, LOGIT_ATOL, check_gguf
-    from clidep.runtime.llamacpp import VERSION, build_commit
+    from clidep.runtime.llama_bench import build_commit
+    from clidep.runtime.llamacpp import VERSION
 
     folder = tmp / "gguf"
     try:

@@ -137,9 +137,9 @@ def measure_llamacpp(
     repetitions, its samples); perplexity given PPL_IDS, through llama.cpp's bindings (this machine only)."""
     import os
 
-    from clidep.runtime import llamacpp
+    from clidep.runtime import llama_bench, llamacpp
 
-    record = llamacpp.record(Path(gguf), prompt_lens, gen, threads or os.cpu_count(), list(depths), reps)
+    record = llama_bench.record(Path(gguf), prompt_lens, gen, threads or os.cpu_count(), list(depths), reps)
     record["runner"] = {**where(), **record["runner"]}
     if ppl_ids is not None:
         from clidep.perplexity import perplexity
