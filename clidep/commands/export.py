@@ -147,8 +147,9 @@ def _enforce_gates(variants: list[dict], c: ExportConfig, log) -> None:
         first, misses = next(iter(missed.items()))
         others = f" (and {', '.join(list(missed)[1:])})" if len(missed) > 1 else ""
         raise ClidepError(
-            f"{first}{others} misses its quality gate: {'; '.join(misses)}; nothing was written (a wider or "
-            "longer-trained student, another --block-size, or --allow-gate-miss to write it marked as such)"
+            f"{first}{others} misses its quality gate: {'; '.join(misses)}; nothing was written (for int4, "
+            "--int4-table-bits 8 keeps the embedding/head table at 8 bits; else a wider or longer-trained "
+            "student, or --allow-gate-miss to write it marked as such)"
         )
     for v in variants:
         if v["file"] in missed:

@@ -153,9 +153,11 @@ class _Params:
 class _Graph:
     """What every part of the graph is written with: the builder, the weight writer and the weights."""
 
-    def __init__(self, model, bits: int | None, block_size: int, accuracy_level: int | None):
+    def __init__(self, model, bits: int | None, block_size: int, accuracy_level: int | None, table_bits=None):
         self.b = _Builder()
         self.w = _Weights(self.b, bits, block_size, accuracy_level)
+        # the tied embedding/head table: the linear layers' bits unless TABLE_BITS says otherwise
+        self.tw = self.w if table_bits in (None, bits) else _Weights(self.b, table_bits, block_size, None)
         self.p = _Params(model)
         self.config = model.config
 
@@ -172,8 +174,9 @@ def build_graph(model, bits: int | None = None, block_size: int = INT4_BLOCK, ac
     return graph
 
 
-def _compose(model, bits: int | None, block_size: int, accuracy_level: int | None) -> tuple:
-    """build_graph's graph without its weights, and the weights as (name, array) pairs."""
+def _compose(model, bits: int | None, block_size: int, accuracy_level: int | None, table_bits=None) -> tuple:
+    """build_graph's graph without its weights, and the weights as (name, array) pairs; TABLE_BITS: the tied
+    embedding/head table's bits where they differ from the linear layers'."""
     from onnx import TensorProto, helper
 
     config = model.config
@@ -181,7 +184,7 @@ def _compose(model, bits: int | None, block_size: int, accuracy_level: int | Non
         raise ClidepError(
             f"the ONNX Runtime graph has no op for activation '{config.activation_function}'; export with --plain-onnx"
         )
-    g = _Graph(model, bits, block_size, accuracy_level)
+    g = _Graph(model, bits, block_size, accuracy_level, table_bits)
     b = g.b
     n = config.n_layer
     ids, mask, pos = "input_ids", "attention_mask", "position_ids"
@@ -249,7 +252,7 @@ def _lengths(b: _Builder, mask: str) -> tuple[str, str]:
 
 def _embeddings(g: _Graph, ids: str, pos: str):
     """Token plus position embeddings (B, S, d), and the tied head as a function of the final hidden states."""
-    b, w, d = g.b, g.w, g.config.n_embd
+    b, w, d = g.b, g.tw, g.config.n_embd
     wte, wpe = g.p.embeddings()
     positions = b.op("Gather", [b.const("transformer.wpe.weight", wpe), pos], axis=0, name="wpe")[0]
     if w.bits is None:
@@ -418,13 +421,15 @@ def export_ort_graph(
         model.train(was_training)
 
 
-def write_quantised(model, dst: Path, bits: int, block_size: int) -> tuple[Path, int, int]:
+def write_quantised(
+    model, dst: Path, bits: int, block_size: int, table_bits: int | None = None
+) -> tuple[Path, int, int]:
     """The block-quantised ONNX Runtime graph at DST: (path, linear layers quantised, linear layers),
     counted on the graph as built: MatMulNBits nodes against those plus the float MatMuls left (the
     graph's attention is one GroupQueryAttention per block, so every MatMul is a linear layer)."""
     from clidep.export.surgery import stream_graph
 
-    graph, weights = _compose(model, bits, block_size, None)
+    graph, weights = _compose(model, bits, block_size, None, table_bits)
     done = sum(n.op_type == "MatMulNBits" for n in graph.graph.node)
     left = sum(n.op_type in ("MatMul", "Gemm") for n in graph.graph.node)
     return stream_graph(graph, weights, dst), done, done + left

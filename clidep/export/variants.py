@@ -140,8 +140,11 @@ def quantised_jobs(c: ExportConfig, fp32: Path, model, windows) -> list[tuple]:
             (
                 "model.int4.onnx",
                 "int4-weight-only",
-                lambda d: write_quantised(model, d, 4, c.block_size),
-                {"block_size": c.block_size, "embedding_and_lm_head": "one 4-bit table, read in place"},
+                lambda d: write_quantised(model, d, 4, c.block_size, c.int4_table_bits),
+                {
+                    "block_size": c.block_size,
+                    "embedding_and_lm_head": f"one {c.int4_table_bits}-bit table, read in place",
+                },
                 True,
             )
         )
