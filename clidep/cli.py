@@ -217,10 +217,8 @@ LOADING_COMMANDS = ("compress", "export", "eval", "analyze", "bench", "generate"
 def _check_address_space(argv: list[str]) -> None:
     """ClidepError where ulimit -v leaves a loading command less than ADDRESS_SPACE_FLOOR: native code that
     cannot map memory aborts without a word (and a dead run's lock file stays until the next run)."""
-    import resource
-
-    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
-    if argv and argv[0] in LOADING_COMMANDS and "--help" not in argv and soft != resource.RLIM_INFINITY:
+    soft = _address_space()
+    if argv and argv[0] in LOADING_COMMANDS and "--help" not in argv and soft is not None:
         if soft < ADDRESS_SPACE_FLOOR:
             raise ClidepError(
                 f"the address-space limit (ulimit -v) is {soft / 2**20:,.0f} MiB; clidep's libraries map ~1.3 GB "
@@ -229,13 +227,17 @@ def _check_address_space(argv: list[str]) -> None:
             )
 
 
-def _address_space_note() -> str:
+def _address_space() -> int | None:
+    """The process's address-space limit (ulimit -v) in bytes; None where there is none."""
     import resource
 
     soft, _ = resource.getrlimit(resource.RLIMIT_AS)
-    return (
-        "" if soft == resource.RLIM_INFINITY else f" (the address-space limit, ulimit -v, is {soft / 2**20:,.0f} MiB)"
-    )
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def _address_space_note() -> str:
+    soft = _address_space()
+    return "" if soft is None else f" (the address-space limit, ulimit -v, is {soft / 2**20:,.0f} MiB)"
 
 
 def _fail(message: str) -> int:

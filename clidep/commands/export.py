@@ -18,7 +18,7 @@ from clidep.errors import ClidepError
 from clidep.export import arm, check_text, gguf_check, kv_cache
 from clidep.export import gguf as gguf_files
 from clidep.export import variants as variant_files
-from clidep.export.config import AGREEMENT_GATES, ORT_GRAPH_OPSET, PPL_GATES, ExportConfig
+from clidep.export.config import AGREEMENT_GATES, ORT_GRAPH_OPSET, PPL_GATES, ExportConfig, gate_misses
 from clidep.options import resolve
 from clidep.progress import say
 from clidep.runtime.verify import file_records, file_sha256, graph_bytes
@@ -141,7 +141,10 @@ def _export(model_path: str | Path, out: Path, c: ExportConfig, overwrite: bool,
 def _enforce_gates(variants: list[dict], c: ExportConfig, log) -> None:
     """A quantised file that misses its gate fails the export (ClidepError, nothing written), unless
     --allow-gate-miss, which writes it with its misses in its manifest entry and says so."""
-    missed = {v["file"]: variant_files.gate_misses(v) for v in variants}
+    missed = {
+        v["file"]: gate_misses(v["precision"], v["ppl_delta"], v["greedy_agreement"], "the fp32 graph")
+        for v in variants
+    }
     missed = {f: m for f, m in missed.items() if m}
     if missed and not c.allow_gate_miss:
         first, misses = next(iter(missed.items()))

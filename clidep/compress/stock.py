@@ -82,11 +82,15 @@ def grid_candidates(tconf, target: int) -> list[dict]:
     """Every grid shape within 2% of TARGET: a width of whole teacher-sized heads below the teacher's, a depth,
     and the MLP width on MLP_GRID (at most the teacher's) nearest TARGET for them; nearest first."""
     hd, d, n = tconf.head_dim, tconf.n_embd, tconf.n_layer
+    steps = tconf.inner(0) // MLP_GRID  # MLP widths MLP_GRID, 2 MLP_GRID, ... up to the teacher's
     found = []
     for w in range(hd, d, hd):
         for k in range(1, n + 1):
-            inners = range(MLP_GRID, tconf.inner(0) + 1, MLP_GRID)
-            params, inner = min(((size(tconf, w, k, hd, i), i) for i in inners), key=lambda x: abs(x[0] - target))
+            # parameters are affine in the MLP width: two counts give every grid step's, and the nearest step
+            low = size(tconf, w, k, hd, MLP_GRID)
+            per_step = size(tconf, w, k, hd, 2 * MLP_GRID) - low
+            step = min(max(round((target - low) / per_step), 0), steps - 1)
+            params, inner = low + step * per_step, (step + 1) * MLP_GRID
             if abs(params / target - 1) <= 0.02:
                 found.append({"width": w, "blocks": k, "head_dim": hd, "mlp_inner": inner, "params": params})
     return sorted(found, key=lambda f: abs(f["params"] / target - 1))

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from clidep.errors import ClidepError
-from clidep.export.config import AGREEMENT_GATES, PPL_GATES, gate_of
+from clidep.export.config import PPL_GATES, gate_misses, gate_of
 from clidep.hardware.devices import CORES
 
 FP32_ATOL = 1e-4
@@ -209,21 +209,11 @@ def compare(name: str, precision: str, host: dict, arm: dict, fp32: str) -> dict
         "ppl_vs_host": ppl / float(host[f"{name}::ppl"]) - 1,  # the same file on x86
         "ppl_delta": ppl / float(host[f"{fp32}::ppl"]) - 1,  # against x86's fp32 graph, as the manifest's ppl_delta
     }
-    limit, agree = gate_of(PPL_GATES, precision), gate_of(AGREEMENT_GATES, precision)
-    if limit is None:
+    if gate_of(PPL_GATES, precision) is None:
         misses = [f"max |logit diff| {diff:.3g} > {FP32_ATOL:g}"] if diff > FP32_ATOL else []
         misses += [] if figures["greedy_match"] else ["its greedy continuation differs from x86's"]
     else:
-        misses = (
-            [f"ppl {figures['ppl_delta']:+.2%} against x86's fp32 (gate +{limit:.1%})"]
-            if figures["ppl_delta"] > limit
-            else []
-        )
-        misses += (
-            [f"next-token agreement with x86's fp32 {figures['fp32_agreement']:.1%} (gate {agree:.0%})"]
-            if agree is not None and figures["fp32_agreement"] < agree
-            else []
-        )
+        misses = gate_misses(precision, figures["ppl_delta"], figures["fp32_agreement"], "x86's fp32")
     figures["gate_misses"] = misses
     return figures
 

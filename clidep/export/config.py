@@ -28,6 +28,20 @@ def gate_of(gates: dict, precision: str) -> float | None:
     return next((g for kind, g in gates.items() if precision.startswith(kind)), None)
 
 
+def gate_misses(precision: str, ppl_delta: float, agreement: float, against: str) -> list[str]:
+    """What a file of PRECISION misses of its gates (PPL_GATES, AGREEMENT_GATES) with PPL_DELTA and next-token
+    AGREEMENT measured against AGAINST (the fp32 graph, or x86's on ARM), in words; empty where it meets them."""
+    limit, agree = gate_of(PPL_GATES, precision), gate_of(AGREEMENT_GATES, precision)
+    misses = (
+        [f"ppl {ppl_delta:+.2%} against {against} (gate +{limit:.1%})"]
+        if limit is not None and ppl_delta > limit
+        else []
+    )
+    if agree is not None and agreement < agree:
+        misses.append(f"next-token agreement with {against} {agreement:.1%} (gate {agree:.0%})")
+    return misses
+
+
 #: The opset the ONNX Runtime graph is written at (ort_graph.py; --opset is the traced graph's).
 ORT_GRAPH_OPSET = 17
 

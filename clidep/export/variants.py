@@ -208,17 +208,3 @@ class Scorer:
             "vocab_size": runner.session.get_outputs()[0].shape[-1],
             **extra,
         }
-
-
-def gate_misses(variant: dict) -> list[str]:
-    """What a scored quantised VARIANT misses of its precision's gates against the fp32 graph (the manifest's
-    ppl_delta and greedy_agreement), in words; empty where it meets them or has none (fp32)."""
-    from clidep.export.config import AGREEMENT_GATES, PPL_GATES, gate_of
-
-    limit, agree = gate_of(PPL_GATES, variant["precision"]), gate_of(AGREEMENT_GATES, variant["precision"])
-    misses = []
-    if limit is not None and variant["ppl_delta"] > limit:
-        misses.append(f"perplexity {variant['ppl_delta']:+.2%} against the fp32 graph's (gate +{limit:.1%})")
-    if agree is not None and variant["greedy_agreement"] < agree:
-        misses.append(f"next-token agreement with the fp32 graph {variant['greedy_agreement']:.1%} (gate {agree:.0%})")
-    return misses
