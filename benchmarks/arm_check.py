@@ -52,7 +52,7 @@ def main() -> None:
                     ppl_data="python-docs-valid",
                     ppl_tokens=a.tokens,
                     **options,
-                )
+                ).to_dict()
                 precision = {v["file"]: v["precision"] for v in manifest["variants"]}
                 x86 = {v["file"]: v for v in manifest["variants"]}
                 for core, c in manifest["aarch64"]["cores"].items():

@@ -102,7 +102,7 @@ def main() -> None:
                 ref = model(torch.from_numpy(probe), use_cache=False).logits.numpy()
             context = min(model.config.n_positions, 1024)
             t0 = time.perf_counter()
-            manifest = export_artifact(src, work / name, int8=True, int4=True, ppl_tokens=16)
+            manifest = export_artifact(src, work / name, int8=True, int4=True, ppl_tokens=16).to_dict()
             total = time.perf_counter() - t0
             files = [
                 {

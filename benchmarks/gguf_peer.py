@@ -81,7 +81,9 @@ def _teacher_rows(a, tmp: Path) -> tuple[list[dict], str]:
     from clidep.data import load_tokenizer, read_text, tokenize_text
 
     export = tmp / "teacher-export"
-    manifest = export_artifact(a.teacher, export, gguf=True, gguf_types="f16,q8_0,q4_0", genai=False, log=print)
+    manifest = export_artifact(
+        a.teacher, export, gguf=True, gguf_types="f16,q8_0,q4_0", genai=False, log=print
+    ).to_dict()
     folder = export / manifest["gguf"]["folder"]
     refused = _converter_attempt(Path(a.teacher), tmp)
     tok = load_tokenizer(a.teacher)

@@ -57,7 +57,7 @@ def teacher_artifact(teacher_dir, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("artifacts") / "teacher-onnx"
     gguf = llama_cpp_missing() is None
-    return out, export_artifact(teacher_dir, out, int8=True, int4=True, fp16=True, gguf=gguf, ppl_tokens=4096)
+    return out, export_artifact(teacher_dir, out, int8=True, int4=True, fp16=True, gguf=gguf, ppl_tokens=4096).to_dict()
 
 
 @pytest.fixture(scope="session")

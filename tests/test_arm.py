@@ -17,6 +17,7 @@ from clidep.errors import ClidepError
 from clidep.export import arm
 from clidep.export.arm import CORES, FP32_ATOL
 from clidep.export.config import AGREEMENT_GATES, MIN_GATE_TOKENS, PPL_GATES
+from clidep.runtime.manifest import Manifest
 
 PPL = dict(
     ppl_data="python-docs-valid", ppl_tokens=MIN_GATE_TOKENS
@@ -42,7 +43,10 @@ def students(tmp_path_factory):
             ("plain", dict(plain_onnx=True, int8=True)),
         ):
             folder = root / f"{student}-{kind}"
-            out[f"{student}-{kind}"] = folder, export_artifact(root / student, folder, check_arm=True, **options, **PPL)
+            out[f"{student}-{kind}"] = (
+                folder,
+                export_artifact(root / student, folder, check_arm=True, **options, **PPL).to_dict(),
+            )
     return out
 
 
@@ -114,7 +118,7 @@ def test_a_variant_that_misses_its_gate_on_arm_is_refused_naming_file_core_and_f
 
     fake, ids = _probe_results(folder, worse_int8)
     monkeypatch.setattr(arm, "run_probes", fake)
-    record = arm.check_arm(folder, manifest["variants"], {}, ids, 128, log=lambda m: None)
+    record = arm.check_arm(folder, Manifest.from_dict(manifest).variants, {}, ids, 128, log=lambda m: None)
     assert arm.refusals(record) == [
         f"model.int8.onnx on an emulated {core}: ppl +10.00% against x86's fp32 (gate +2.0%)" for core in CORES
     ]
@@ -128,7 +132,9 @@ def test_a_variant_that_misses_its_gate_on_arm_is_refused_naming_file_core_and_f
 
     fake, ids = _probe_results(folder, disagreeing_int8)
     monkeypatch.setattr(arm, "run_probes", fake)
-    misses = arm.refusals(arm.check_arm(folder, manifest["variants"], {}, ids, 128, log=lambda m: None))
+    misses = arm.refusals(
+        arm.check_arm(folder, Manifest.from_dict(manifest).variants, {}, ids, 128, log=lambda m: None)
+    )
     assert len(misses) == 2 and all("next-token agreement with x86's fp32 7" in m and "(gate 90%)" in m for m in misses)
 
 

@@ -12,6 +12,7 @@ import shutil
 import pytest
 
 from clidep.bench.measure import fill as _fill
+from clidep.bench.models import ModelFile
 from clidep.bench.outputs import markdown, write_report
 from clidep.commands.bench import bench
 from clidep.data import load_tokenizer, read_text, tokenize_text
@@ -202,7 +203,7 @@ def test_projection_scales_decode_by_bandwidth_and_prefill_by_compute(teacher_ar
     _fill(
         row,
         [{**record, "peak_rss_mb": m} for m in (600.0, 400.0, 500.0)],
-        {"file": out / "model.onnx", "dir": out},
+        ModelFile("teacher", "fp32", out / "model.onnx", out),
         device,
         host,
         measured_there=False,

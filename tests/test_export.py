@@ -60,7 +60,7 @@ def test_artifact_directory_is_complete(teacher_artifact):
 
 
 def test_plain_onnx_keeps_the_traced_graph_for_other_runtimes(teacher_dir, tmp_path):
-    manifest = export_artifact(teacher_dir, tmp_path / "p", int8=True, plain_onnx=True, ppl_tokens=2048)
+    manifest = export_artifact(teacher_dir, tmp_path / "p", int8=True, plain_onnx=True, ppl_tokens=2048).to_dict()
     assert [v["precision"] for v in manifest["variants"]] == ["fp32", "int8-dynamic"]
     ops = {n.op_type for n in onnx.load(str(tmp_path / "p" / "model.onnx")).graph.node}
     assert not ops & {"GroupQueryAttention", "MatMulNBits"} and manifest["optimize"]["applied"]
@@ -70,7 +70,7 @@ def test_plain_onnx_keeps_the_traced_graph_for_other_runtimes(teacher_dir, tmp_p
 def test_static_int8_is_calibrated_qdq(teacher_dir, tmp_path):
     manifest = export_artifact(
         teacher_dir, tmp_path / "s", int8=True, static=True, data="wiki-en-valid", calib_samples=4, ppl_tokens=2048
-    )
+    ).to_dict()
     q = manifest["variants"][1]
     assert q["precision"] == "int8-static-qdq" and q["calibration"] == {"data": "wiki-en-valid", "samples": 4}
     graph = onnx.load(str(tmp_path / "s" / q["file"]))
@@ -228,7 +228,7 @@ def test_int4_can_keep_its_embedding_and_head_table_at_8_bits(tmp_path):
 
     manifest = export_artifact(
         EMBEDDED, tmp_path / "o", int4=True, int4_table_bits=8, genai=False, ppl_data="python-docs-valid"
-    )
+    ).to_dict()
     int4 = manifest["variants"][1]
     assert int4["embedding_and_lm_head"] == "one 8-bit table, read in place" and int4["ppl_delta"] <= PPL_GATES["int4"]
     graph = onnx.load(tmp_path / "o" / "model.int4.onnx", load_external_data=False)

@@ -27,7 +27,7 @@ def student_export(teacher_dir, tmp_path_factory):
     config = build(load_model(teacher_dir).config, "cli", 84, [0, 11])
     CLIGPT2LMHeadModel(config).eval().save_pretrained(root / "student")
     load_tokenizer(teacher_dir).save_pretrained(root / "student")
-    manifest = export_artifact(root / "student", root / "onnx", int4=True, ppl_tokens=512)
+    manifest = export_artifact(root / "student", root / "onnx", int4=True, ppl_tokens=512).to_dict()
     return root, manifest
 
 

@@ -336,7 +336,7 @@ def test_a_gpt2_of_any_n_inner_exports_and_llama_cpp_reads_its_mlp_width(tmp_pat
     load_tokenizer(teacher_dir).save_pretrained(tmp_path / "g")
     manifest = export_artifact(
         tmp_path / "g", tmp_path / "o", int4=True, gguf=True, gguf_types="q4_0", ppl_tokens=512, log=lambda m: None
-    )
+    ).to_dict()
     assert manifest["variants"][0]["max_abs_logit_diff"] <= 1e-4
     files = {f["type"]: f for f in manifest["gguf"]["files"]}
     assert files["f32"]["max_abs_logit_diff"] <= LOGIT_ATOL and files["f32"]["greedy_match"]

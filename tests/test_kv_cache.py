@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 
-from clidep.bench.models import kv_bytes
+from clidep.bench.models import ModelFile, kv_bytes
 from clidep.commands.demo import EMBEDDED
 from clidep.commands.export import export_artifact
 from clidep.errors import ClidepError
@@ -73,7 +73,7 @@ def test_int8_cache_runs_in_the_runner_and_genai(int8_cache):
 def test_roofline_counts_the_cache_at_its_width(int8_cache):
     out, _ = int8_cache
     int8, full = (
-        kv_bytes({"facts": None, "file": out / name, "dir": out}, 500, onnx.load(str(out / name)))
+        kv_bytes(ModelFile("out", name, out / name, out), 500, onnx.load(str(out / name)))
         for name in ("model.int4.onnx", "model.onnx")
     )
     assert full == 12 * 2 * 4 * 64 * 500 * 4 and int8 * 4 == full
@@ -96,7 +96,7 @@ def test_a_cache_that_misses_its_gate_fails_the_export(tmp_path, monkeypatch):
 @pytest.mark.parametrize("kv, dtype", [("fp16", np.float16), ("fp32", np.float32)])
 def test_fp16_and_fp32_caches(kv, dtype, tmp_path):
     """Which cache each --kv writes, and the fp16 cache's gate, on the packaged demo model (8 x 96)."""
-    manifest = export_artifact(EMBEDDED, tmp_path / "out", int4=True, kv=kv, genai=False, **DEMO_PPL)
+    manifest = export_artifact(EMBEDDED, tmp_path / "out", int4=True, kv=kv, genai=False, **DEMO_PPL).to_dict()
     assert OnnxCausalLM(tmp_path / "out" / "model.int4.onnx").empty_past(1, 8).buffers[0].dtype == dtype
     int4 = json.loads((tmp_path / "out" / "manifest.json").read_text())["variants"][1]
     if kv == "fp32":

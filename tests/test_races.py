@@ -227,8 +227,7 @@ def test_kill_9_during_export_overwrite_then_a_clean_rerun(teacher, tmp_path, ca
     assert main(_export_args(teacher, out)) == 0
 
     def whole() -> None:
-        manifest = load_manifest(out)
-        for v in manifest["variants"]:
+        for v in load_manifest(out).variants:
             check_variant(out, v)
 
     for delay in (2.5, None):  # an export takes about 6 s here; None: at the swap itself

@@ -10,6 +10,7 @@ import numpy as np
 
 from clidep.bench import models
 from clidep.bench.config import BenchConfig
+from clidep.bench.models import ModelFile
 from clidep.bench.projection import project
 from clidep.errors import ClidepError, Unavailable
 from clidep.hardware.devices import Profile
@@ -54,18 +55,18 @@ def llama_cpp_provenance(c: BenchConfig) -> str | None:
         return None
 
 
-def estimate_seconds(files: list[dict], c: BenchConfig, threads: list[int], host: dict) -> float:
+def estimate_seconds(files: list[ModelFile], c: BenchConfig, threads: list[int], host: dict) -> float:
     """A rough duration of the run: per runner process, every decoded token reads the graph's bytes
     at half the host's bandwidth, and a prompt token costs an eighth of that (prompts run as one
     batch); times the processes (variants x runtimes x thread counts x memory runs)."""
-    per = [graph_bytes(f["file"]) / (host["mem_bandwidth_gbs"] * 1e9 * 0.5) for f in files if "missing" not in f]
+    per = [graph_bytes(f.file) / (host["mem_bandwidth_gbs"] * 1e9 * 0.5) for f in files if not f.missing]
     decoded = len(c.depths) * (c.gen + 8)
     prompted = sum(c.lengths) * 2 + sum(c.depths)  # each length once untimed, then per repetition
     per_process = sum(t * c.reps * (decoded + prompted / 8) for t in per)
     return per_process * len(threads) * len(c.runtimes) * c.memory_runs
 
 
-def check_duration(files: list[dict], c: BenchConfig, threads: list[int], host: dict) -> None:
+def check_duration(files: list[ModelFile], c: BenchConfig, threads: list[int], host: dict) -> None:
     seconds = estimate_seconds(files, c, threads, host)
     if seconds > MAX_ESTIMATE_S and not c.yes:
         raise ClidepError(
@@ -74,17 +75,17 @@ def check_duration(files: list[dict], c: BenchConfig, threads: list[int], host: 
         )
 
 
-def runtimes(c: BenchConfig, f: dict, log) -> list[str]:
+def runtimes(c: BenchConfig, f: ModelFile, log) -> list[str]:
     """The runtimes F is measured with: clidep's runner, and ONNX Runtime GenAI where the export has
     a genai/ folder for it and onnxruntime-genai is installed (locally: --remote runs clidep's runner only)."""
     import importlib.util
 
-    if f.get("gguf"):
+    if f.gguf:
         return ["llamacpp"] if "llamacpp" in c.runtimes else []
     out = [r for r in c.runtimes if r == "clidep"]
-    if "genai" in c.runtimes and f.get("genai"):
+    if "genai" in c.runtimes and f.genai:
         if c.remote:
-            log(f"{f['name']} [{f['precision']}]: ONNX Runtime GenAI is measured locally only; clidep's runner only")
+            log(f"{f.name} [{f.precision}]: ONNX Runtime GenAI is measured locally only; clidep's runner only")
         elif importlib.util.find_spec("onnxruntime_genai") is None:
             log("onnxruntime-genai is not installed (pip install 'clidep[genai]'): clidep's runner only")
         else:
@@ -93,18 +94,18 @@ def runtimes(c: BenchConfig, f: dict, log) -> list[str]:
 
 
 def measure_file(
-    f: dict, runtime: str, c: BenchConfig, threads: int, tmp: Path, ids_files: dict, timeout: int
+    f: ModelFile, runtime: str, c: BenchConfig, threads: int, tmp: Path, ids_files: dict, timeout: int
 ) -> list[dict]:
     """The runner records of F (the first with perplexity when --ppl), MEMORY_RUNS of them."""
     gen, prompt_lens = c.gen, c.lengths
-    n_pos = (f["facts"] and f["facts"].positions) or positions_beside(f["dir"])
+    n_pos = (f.facts and f.facts.positions) or positions_beside(f.dir)
     if n_pos and max(prompt_lens) > n_pos:
         raise RuntimeError(f"prompt length {max(prompt_lens)} exceeds the model's {n_pos} positions")
     if n_pos and max(c.depths) + 8 + gen > n_pos:
         raise RuntimeError(
             f"decode after {max(c.depths)} tokens plus 8 + {gen} generated exceeds the model's {n_pos} positions"
         )
-    target = f["genai"] if runtime == "genai" else f["file"]
+    target = f.genai if runtime == "genai" else f.file
     args = [
         str(target),
         "--runtime",
@@ -120,14 +121,14 @@ def measure_file(
         "--reps",
         str(c.reps),
     ]
-    send = [f["file"], *f["file"].parent.glob(f["file"].name + ".data"), f["dir"] / "config.json"]
+    send = [f.file, *f.file.parent.glob(f.file.name + ".data"), f.dir / "config.json"]
     ppl_args = []
     if c.ppl and (runtime == "clidep" or (runtime == "llamacpp" and not c.remote)):
         context = min(n_pos or 1024, 1024)
-        if f["dir"] not in ids_files:
-            ids_files[f["dir"]] = _ppl_ids_file(f["dir"], c.ppl_data, c.ppl_tokens, tmp)
-        send.append(ids_files[f["dir"]])
-        ppl_args = ["--ppl-ids", str(ids_files[f["dir"]]), "--context", str(context), "--stride", str(context // 2)]
+        if f.dir not in ids_files:
+            ids_files[f.dir] = _ppl_ids_file(f.dir, c.ppl_data, c.ppl_tokens, tmp)
+        send.append(ids_files[f.dir])
+        ppl_args = ["--ppl-ids", str(ids_files[f.dir]), "--context", str(context), "--stride", str(context // 2)]
     run = (
         (lambda a: run_remote(c.remote, a, send, timeout, c.ssh_config, c.remote_python))
         if c.remote
@@ -138,19 +139,19 @@ def measure_file(
 
 
 def fill(
-    row: dict, runs: list[dict], f: dict, device: Profile, host: dict, measured_there: bool, projected: bool
+    row: dict, runs: list[dict], f: ModelFile, device: Profile, host: dict, measured_there: bool, projected: bool
 ) -> None:
     """ROW from its runner records: median peak memory, roofline fraction, fit, and the projection."""
     rec = {**runs[0], "peak_rss_mb": float(np.median([r["peak_rss_mb"] for r in runs]))}
     row.update(rec, peak_rss_mb_samples=[r["peak_rss_mb"] for r in runs])
-    if f.get("gguf"):
+    if f.gguf:
         per_token, row["kv_cache"] = _gguf_bytes_per_token(f, rec)
     else:
         import onnx
 
         from clidep.runtime.runner import cache_precision_of
 
-        graph = onnx.load(str(f["file"]), load_external_data=False)  # the weights' sizes and the cache's type
+        graph = onnx.load(str(f.file), load_external_data=False)  # the weights' sizes and the cache's type
         per_token = models.weight_bytes(graph) + models.kv_bytes(f, rec["decode_context"], graph)
         row["kv_cache"] = cache_precision_of(models._cache_type(graph))
         del graph
@@ -166,7 +167,7 @@ def fill(
         row.update(projected_figures)
 
 
-def _gguf_bytes_per_token(f: dict, rec: dict) -> tuple[int, str]:
+def _gguf_bytes_per_token(f: ModelFile, rec: dict) -> tuple[int, str]:
     """(bytes a decoded token reads, the cache's type) of a GGUF row: the file (its header is a few hundred KB of
     vocabulary against MBs of weights) and llama.cpp's cache of the type llama-bench reports, at the export's
     KV shapes (config.json)."""
@@ -174,8 +175,8 @@ def _gguf_bytes_per_token(f: dict, rec: dict) -> tuple[int, str]:
 
     cache = rec["runner"]["llama_cpp"].get("type_k") or "f16"
     itemsize = {"f32": 4, "f16": 2, "bf16": 2, "q8_0": 34 / 32, "q4_0": 18 / 32}.get(cache, 2)
-    shapes = kv_shapes_from_config(json.loads((f["dir"] / "config.json").read_text()))
-    return graph_bytes(f["file"]) + int(kv_cache_bytes(shapes, rec["decode_context"], 1) * itemsize), cache
+    shapes = kv_shapes_from_config(json.loads((f.dir / "config.json").read_text()))
+    return graph_bytes(f.file) + int(kv_cache_bytes(shapes, rec["decode_context"], 1) * itemsize), cache
 
 
 def ratios(rows: list[dict]) -> None:

@@ -4,49 +4,56 @@ foreign .onnx, each checked against the export's manifest, with the bytes a deco
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from clidep.errors import ClidepError
+from clidep.runtime import verify
+from clidep.runtime.manifest import Manifest, Variant
 
 
-def model_files(specs: list[str], log=print) -> list[dict]:
-    """(name, precision, file, folder, genai folder, graph facts) of every variant: an export directory
+@dataclass
+class ModelFile:
+    """One file bench measures: a variant of an export, one of its GGUF files, or a foreign graph."""
+
+    name: str  # the export folder's name (a foreign graph: its folder/file)
+    precision: str  # the manifest's precision, the GGUF type, or "unknown" for a foreign graph
+    file: Path  # the graph or GGUF file
+    dir: Path  # the folder holding its config.json and tokenizer
+    genai: Path | None = None  # its ONNX Runtime GenAI folder, where the export wrote one
+    facts: verify.GraphFacts | None = None  # what the graph records of itself (None for a GGUF file)
+    missing: str | None = None  # why it cannot run (its file is missing from the export); its row fails
+    gguf: bool = False  # a llama.cpp file, measured with the llamacpp runtime only
+
+
+def model_files(specs: list[str], log=print) -> list[ModelFile]:
+    """Every file to measure: an export directory
     gives all its variants, each checked against its manifest first (a changed file is refused; a
     missing one becomes that variant's failed row); an .onnx file or a folder without a manifest runs
     as a foreign graph, said once."""
-    from clidep.runtime import verify
-
     out = []
     for spec in specs:
         path = Path(spec)
         if path.is_dir() and (path / verify.MANIFEST).exists():
             manifest = verify.load_manifest(path)
-            genai = manifest.get("genai") or {}
-            for v in manifest["variants"]:
-                row = _checked_row(path, v, v["precision"])
-                if "missing" in row:
+            genai = manifest.genai or {}
+            for v in manifest.variants:
+                row = _checked_row(path, v, v.precision)
+                if row.missing:
                     out.append(row)
                     continue
-                folder = path / genai[v["precision"]] if v["precision"] in genai else None
-                if folder is not None and (folder / v["file"]).is_file():
-                    verify.check_variant(path, v, graph=folder / v["file"])  # its own copy, or a hard link
-                    row["genai"] = folder
-                row["facts"] = verify.graph_facts(row["file"], v, manifest)
-                verify.check_config(path, row["facts"])
+                folder = path / genai[v.precision] if v.precision in genai else None
+                if folder is not None and (folder / v.file).is_file():
+                    verify.check_variant(path, v, graph=folder / v.file)  # its own copy, or a hard link
+                    row.genai = folder
+                row.facts = verify.graph_facts(row.file, v, manifest)
+                verify.check_config(path, row.facts)
                 out.append(row)
             out += _gguf_files(path, manifest)
         elif path.is_file() or (path / "model.onnx").is_file():  # a graph, or a folder holding one, run as it is
             graph = path / "model.onnx" if path.is_dir() else path
-            out.append(
-                {
-                    "name": path.name if path.is_dir() else f"{path.parent.name}/{path.name}",
-                    "precision": "unknown",
-                    "file": graph,
-                    "dir": graph.parent,
-                    "genai": None,
-                    "facts": verify.checked_graph(graph, log),
-                }
-            )
+            name = path.name if path.is_dir() else f"{path.parent.name}/{path.name}"
+            out.append(ModelFile(name, "unknown", graph, graph.parent, facts=verify.checked_graph(graph, log)))
         elif path.is_dir():
             raise ClidepError(
                 f"'{spec}' is not a clidep export (no manifest.json, no model.onnx); run clidep export first"
@@ -56,34 +63,28 @@ def model_files(specs: list[str], log=print) -> list[dict]:
     return out
 
 
-def _gguf_files(path: Path, manifest: dict) -> list[dict]:
+def _gguf_files(path: Path, manifest: Manifest) -> list[ModelFile]:
     """The GGUF files of an export (export --gguf), each checked against its manifest entry like a graph:
     rows for the llamacpp runtime only."""
-    gguf = manifest.get("gguf") or {}
-    return [
-        _checked_row(path, {**g, "file": f"{gguf['folder']}/{g['file']}"}, g["type"], gguf=True)
-        for g in gguf.get("files", [])
-    ]
+    gguf = manifest.gguf or {}
+    return [_checked_row(path, _gguf_entry(gguf["folder"], g), g["type"], gguf=True) for g in gguf.get("files", [])]
 
 
-def _checked_row(path: Path, entry: dict, precision: str, **extra) -> dict:
+def _gguf_entry(folder: str, g: dict) -> Variant:
+    """A GGUF file's record (export/gguf_check.py) as the variant check_variant holds it against."""
+    return Variant(
+        file=f"{folder}/{g['file']}", precision=g["type"], size_bytes=g.get("size_bytes"), sha256=g.get("sha256")
+    )
+
+
+def _checked_row(path: Path, entry: Variant, precision: str, gguf: bool = False) -> ModelFile:
     """The row of the export PATH's file ENTRY (a manifest record), checked against it (a changed file is
-    refused); a missing file becomes the row's "missing"."""
-    from clidep.runtime import verify
-
-    row = {
-        "name": path.name,
-        "precision": precision,
-        "file": path / entry["file"],
-        "dir": path,
-        "genai": None,
-        "facts": None,
-        **extra,
-    }
+    refused); a missing file becomes the row's ``missing``."""
+    row = ModelFile(path.name, precision, path / entry.file, path, gguf=gguf)
     try:
         verify.check_variant(path, entry)
     except FileNotFoundError as exc:
-        row["missing"] = f"{exc.filename} is missing from the export"
+        row.missing = f"{exc.filename} is missing from the export"
     return row
 
 
@@ -101,14 +102,13 @@ def weight_bytes(graph) -> int:
     return total
 
 
-def kv_bytes(f: dict, context: int, graph) -> int:
+def kv_bytes(f: ModelFile, context: int, graph) -> int:
     """Bytes of KV cache read per decoded token at CONTEXT tokens of past, at the cache precision of GRAPH
     (F's file, loaded once for this and weight_bytes; its past inputs' type: export --kv): the graph's own
     KV shapes, else (a foreign graph) config.json's."""
     from clidep.runtime.onnx_io import kv_cache_bytes, kv_shapes_from_config
 
-    facts = f.get("facts")
-    shapes = (facts and facts.kv_shapes) or kv_shapes_from_config(json.loads((f["dir"] / "config.json").read_text()))
+    shapes = (f.facts and f.facts.kv_shapes) or kv_shapes_from_config(json.loads((f.dir / "config.json").read_text()))
     return kv_cache_bytes(shapes, context, _cache_type(graph).itemsize)
 
 

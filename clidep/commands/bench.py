@@ -97,18 +97,18 @@ def _bench(files: list[dict], device: Profile, c: BenchConfig, timeout: int, log
     with tempfile.TemporaryDirectory() as tmp:
         for f, runtime, threads in [(v, rt, n) for v in files for rt in measure.runtimes(c, v, log) for n in sweep]:
             row = {
-                "name": f["name"],
-                "precision": f["precision"],
+                "name": f.name,
+                "precision": f.precision,
                 "runtime": runtime,
                 "threads": threads,
-                "file": str(f["file"]),
-                "size_bytes": graph_bytes(f["file"]),
-                "is_baseline": bool(baseline) and Path(baseline) in (f["dir"], f["file"]),
+                "file": str(f.file),
+                "size_bytes": graph_bytes(f.file),
+                "is_baseline": bool(baseline) and Path(baseline) in (f.dir, f.file),
             }
             try:
-                log(f"{f['name']} [{f['precision']}, {runtime}, {threads} threads] ...")
-                if "missing" in f:
-                    raise FileNotFoundError(2, f["missing"])
+                log(f"{f.name} [{f.precision}, {runtime}, {threads} threads] ...")
+                if f.missing:
+                    raise FileNotFoundError(2, f.missing)
                 runs = measure.measure_file(f, runtime, c, threads, Path(tmp), ids_files, timeout)
                 measure.fill(row, runs, f, device, host, measured_there=bool(remote), projected=projected)
                 bad = non_finite(row)

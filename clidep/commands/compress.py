@@ -10,15 +10,18 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from clidep.compress.config import CompressConfig
 from clidep.errors import ClidepError
-from clidep.files import check_output, read_json, swap_into_place, write_json
+from clidep.files import check_output, swap_into_place, write_json
 from clidep.options import resolve
 from clidep.progress import say
+
+if TYPE_CHECKING:
+    from clidep.compress.plan import RunPlan
 
 
 def compress(
@@ -96,7 +99,7 @@ def _checkpoint_step(ckpt: Path) -> int | str:
 
 def _start(
     teacher: str, out: Path, partial: Path, config: CompressConfig, resume: bool, overwrite: bool, log
-) -> tuple[dict, Path, bool]:
+) -> tuple[RunPlan, Path, bool]:
     """(run settings, working directory, is-main-process) of a new or resumed run.
 
     The main process checks everything and writes run.json; the others (``accelerate launch``)
@@ -105,10 +108,12 @@ def _start(
     """
     from accelerate import PartialState
 
+    from clidep.compress import plan
+
     state = PartialState()
     if resume:
         work = _resumable(out, partial)
-        run = read_json(work / "run.json", "compress run (run.json)")
+        run = plan.read_run(work / "run.json")
         _same_settings(run, teacher, config)
         log(
             f"resuming the run in {work} (settings from run.json)"
@@ -128,7 +133,7 @@ def _start(
         work = partial if (partial / "run.json").is_file() else out
         if not (work / "run.json").is_file():
             raise ClidepError("the main process refused these settings; see its error")
-        run = read_json(work / "run.json", "compress run (run.json)")
+        run = plan.read_run(work / "run.json")
     return run, work, state.is_main_process
 
 
@@ -148,7 +153,7 @@ def _resumable(out: Path, partial: Path) -> Path:
     raise ClidepError(f"--resume: {out} holds no run to resume (no run.json)")
 
 
-def _new_run(teacher: str, out: Path, partial: Path, config: CompressConfig, overwrite: bool) -> tuple[dict, Path]:
+def _new_run(teacher: str, out: Path, partial: Path, config: CompressConfig, overwrite: bool) -> tuple[RunPlan, Path]:
     """Check OUT and the inputs, resolve the plan, and write run.json into the working directory."""
     from clidep.compress import plan
     from clidep.compress.distill import latest_checkpoint
@@ -166,21 +171,18 @@ def _new_run(teacher: str, out: Path, partial: Path, config: CompressConfig, ove
         )
     config.check_new_run()
     check_output(out, [teacher, config.match, config.data], overwrite=overwrite)
-    run = {
-        **plan.plan(teacher, config),
-        "val_data": config.val_data,
-        "options": {"teacher": teacher, **config.to_dict()},
-    }
+    run = plan.plan(teacher, config)
+    run.val_data, run.options = config.val_data, {"teacher": teacher, **config.to_dict()}
     read_text(config.val_data)  # fails now, not after training, when the validation text is unusable
     _check_space(run, out, config)
     shutil.rmtree(partial, ignore_errors=True)  # left by an interrupted --overwrite: ours to remove
     work = partial if out.is_dir() and any(out.iterdir()) else out
     work.mkdir(parents=True, exist_ok=True)
-    write_json(work / "run.json", run)
+    write_json(work / "run.json", run.to_dict())
     return run, work
 
 
-def _check_space(run: dict, out: Path, config: CompressConfig) -> None:
+def _check_space(run: RunPlan, out: Path, config: CompressConfig) -> None:
     """Refuse a run whose files cannot fit beside OUT: the student (4 bytes a parameter) and, while one
     checkpoint replaces another, two checkpoints of the model and AdamW's two moments (12 bytes a
     parameter each), plus 2 MB of tokenizer and records."""
@@ -188,7 +190,7 @@ def _check_space(run: dict, out: Path, config: CompressConfig) -> None:
     from clidep.files import free_space_check
     from clidep.model.params import param_count
 
-    params = param_count(plan.student_config_of(run, plan.teacher_config(run["teacher"], config.seq_len)))
+    params = param_count(plan.student_config_of(run, plan.teacher_config(run.teacher, config.seq_len)))
     checkpoints = 2 if config.save_every else 0
     free_space_check(
         out.parent,
@@ -197,12 +199,12 @@ def _check_space(run: dict, out: Path, config: CompressConfig) -> None:
     )
 
 
-def _same_settings(run: dict, teacher: str, config: CompressConfig) -> None:
+def _same_settings(run: RunPlan, teacher: str, config: CompressConfig) -> None:
     """``--resume`` continues the stored run: an option given with another value than it had is refused.
 
     Options left at their defaults are not compared (the stored run's values apply).
     """
-    stored = run.get("options")
+    stored = run.options
     if stored is None:
         return  # a run.json written before options were recorded: nothing to compare
     changed = config.changed(stored)

@@ -21,7 +21,8 @@ from clidep.export import variants as variant_files
 from clidep.export.config import AGREEMENT_GATES, ORT_GRAPH_OPSET, PPL_GATES, ExportConfig, gate_misses
 from clidep.options import resolve
 from clidep.progress import say
-from clidep.runtime.verify import file_records, file_sha256, graph_bytes
+from clidep.runtime.manifest import ExternalData, Manifest, PplProtocol, Variant
+from clidep.runtime.verify import MANIFEST, file_records, file_sha256, graph_bytes
 
 
 def export_artifact(
@@ -32,7 +33,7 @@ def export_artifact(
     overwrite: bool = False,
     log=None,
     **options,
-) -> dict:
+) -> Manifest:
     """Export MODEL to ONNX in OUT, validate it against PyTorch, and add the precisions asked for.
 
     CONFIG (an ``ExportConfig``), or its fields as keywords (``int8=True, ppl_tokens=4096, ...``),
@@ -57,7 +58,7 @@ def export_artifact(
 
 # About a screen: the export's sequence (check, load, graph, variants, manifest) written once, into a
 # directory that write_dir swaps in whole; each step is a helper below.
-def _export(model_path: str | Path, out: Path, c: ExportConfig, overwrite: bool, log) -> dict:
+def _export(model_path: str | Path, out: Path, c: ExportConfig, overwrite: bool, log) -> Manifest:
     """export_artifact's work, with OUT's lock held."""
     from transformers import AutoConfig
 
@@ -92,10 +93,10 @@ def _export(model_path: str | Path, out: Path, c: ExportConfig, overwrite: bool,
 
     config = model.config
 
-    def build(tmp: Path) -> dict:
+    def build(tmp: Path) -> Manifest:
         nonlocal model
         reference = torch_reference(model)
-        fp32, check, seconds, optimized, written = variant_files.write_files(model, reference, tmp, c, windows, log)
+        fp32, jobs = variant_files.write_files(model, reference, tmp, c, windows, log)
         tokenizer.save_pretrained(tmp)
         gguf = (
             gguf_files.write_files(model, tmp, c, Path(str(model_path)).name, ids, reference, log) if c.gguf else None
@@ -106,45 +107,41 @@ def _export(model_path: str | Path, out: Path, c: ExportConfig, overwrite: bool,
         # optimum's ORTModelForCausalLM, open the directory as they would their own export.
         AutoConfig.from_pretrained(model_path, trust_remote_code=False).save_pretrained(tmp)
 
-        score = variant_files.Scorer(reference, check, ids, context, batch, agree_windows, log)
-        variants = [score(fp32, "fp32", seconds, True)]
-        variants += [score(tmp / name, precision, secs, False, **extra) for name, precision, secs, extra, _ in written]
-        cached = [name for name, *_, takes_cache in written if takes_cache]  # the files that take --kv's cache
+        score = variant_files.Scorer(reference, fp32.check, ids, context, batch, agree_windows, log)
+        variants = [score(fp32.path, "fp32", fp32.seconds, True, {})]
+        variants += [score(tmp / j.file, j.precision, j.seconds, False, j.details) for j in jobs]
+        cached = [j.file for j in jobs if j.takes_cache]  # the files that take --kv's cache
         kv_record = None
         if c.cache_precision != "fp32" and cached:
             calib, calib_label = check_text.calibration_windows(tokenizer, c, context, text_ids, ids.size, label)
             kv_record = kv_cache.apply(
                 c, tmp, variants, cached, ids, context, reference, (calib, calib_label), agree_windows[:4], log
             )
-        manifest = _manifest(tmp, model_path, config, c, optimized, variants, (label, ids, context))
+        manifest = _manifest(tmp, model_path, config, c, fp32.optimize, variants, (label, ids, context))
         _enforce_gates(variants, c, log)
-        if kv_record:
-            manifest["kv_cache"] = kv_record
+        manifest.kv_cache = kv_record
         if c.genai:
             from clidep.export.genai import write_folders
 
             log("writing the ONNX Runtime GenAI folders")
-            manifest["genai"] = write_folders(tmp, config, variants)
+            manifest.genai = write_folders(tmp, config, variants)
         if c.check_arm:
-            manifest["aarch64"] = arm.checked_record(tmp, manifest, ids, context, log)
+            manifest.aarch64 = arm.checked_record(tmp, manifest, ids, context, log)
         if gguf:
-            manifest["gguf"] = gguf_check.checked_record(
+            manifest.gguf = gguf_check.checked_record(
                 tmp, *gguf, tokenizer, tokenizer.decode(text_ids[:400]), ids, context, log
             )
-        manifest["files"] = file_records(tmp)  # the tokenizer, the configs, the GenAI folders' configs
-        write_json(tmp / "manifest.json", manifest)
+        manifest.files = file_records(tmp)  # the tokenizer, the configs, the GenAI folders' configs
+        write_json(tmp / MANIFEST, manifest.to_dict())
         return manifest
 
     return write_dir(out, build)
 
 
-def _enforce_gates(variants: list[dict], c: ExportConfig, log) -> None:
+def _enforce_gates(variants: list[Variant], c: ExportConfig, log) -> None:
     """A quantised file that misses its gate fails the export (ClidepError, nothing written), unless
     --allow-gate-miss, which writes it with its misses in its manifest entry and says so."""
-    missed = {
-        v["file"]: gate_misses(v["precision"], v["ppl_delta"], v["greedy_agreement"], "the fp32 graph")
-        for v in variants
-    }
+    missed = {v.file: gate_misses(v.precision, v.ppl_delta, v.greedy_agreement, "the fp32 graph") for v in variants}
     missed = {f: m for f, m in missed.items() if m}
     if missed and not c.allow_gate_miss:
         first, misses = next(iter(missed.items()))
@@ -155,36 +152,38 @@ def _enforce_gates(variants: list[dict], c: ExportConfig, log) -> None:
             "student, or --allow-gate-miss to write it marked as such)"
         )
     for v in variants:
-        if v["file"] in missed:
-            v["gate_misses"] = missed[v["file"]]
-            log(f"warning: {v['file']} misses its quality gate ({'; '.join(missed[v['file']])}); written, as asked")
+        if v.file in missed:
+            v.gate_misses = missed[v.file]
+            log(f"warning: {v.file} misses its quality gate ({'; '.join(v.gate_misses)}); written, as asked")
 
 
-def _manifest(tmp: Path, model_path, config, c: ExportConfig, optimized: dict, variants: list[dict], text) -> dict:
+def _manifest(
+    tmp: Path, model_path, config, c: ExportConfig, optimized: dict, variants: list[Variant], text
+) -> Manifest:
     """The manifest's core: the source and its shapes, the check text's protocol (TEXT: label, ids,
     context), and every variant in TMP with its Δppl against the fp32 graph, size and sha256."""
     from clidep.runtime.machine import where
 
     label, ids, context = text
     for v in variants:
-        v["ppl_delta"] = v["ppl"] / variants[0]["ppl"] - 1
-        data = tmp / f"{v['file']}.data"  # weights past 2 GB live beside the graph
-        v["size_bytes"] = graph_bytes(tmp / v["file"])
-        v["sha256"] = file_sha256(tmp / v["file"])
+        v.ppl_delta = v.ppl / variants[0].ppl - 1
+        data = tmp / f"{v.file}.data"  # weights past 2 GB live beside the graph
+        v.size_bytes = graph_bytes(tmp / v.file)
+        v.sha256 = file_sha256(tmp / v.file)
         if data.exists():
-            v["external_data"] = {"file": data.name, "sha256": file_sha256(data)}
-    return {
-        "source": str(model_path),
-        "model_type": config.model_type,
-        "layer_widths": config.layer_widths,
-        "kv_shapes": [list(s) for s in config.kv_shapes],
-        "opset": c.opset if c.plain_onnx else ORT_GRAPH_OPSET,
-        "optimize": optimized,
-        "ppl_protocol": {"data": label, "tokens": int(ids.size - 1), "context": context, "stride": context // 2},
-        "gates": {"ppl_delta": PPL_GATES, "greedy_agreement": AGREEMENT_GATES, "enforced": not c.allow_gate_miss},
-        "variants": variants,
-        "measured_on": where(),
-    }
+            v.external_data = ExternalData(data.name, file_sha256(data))
+    return Manifest(
+        variants=variants,
+        source=str(model_path),
+        model_type=config.model_type,
+        layer_widths=config.layer_widths,
+        kv_shapes=[list(s) for s in config.kv_shapes],
+        opset=c.opset if c.plain_onnx else ORT_GRAPH_OPSET,
+        optimize=optimized,
+        ppl_protocol=PplProtocol(label, int(ids.size - 1), context, context // 2),
+        gates={"ppl_delta": PPL_GATES, "greedy_agreement": AGREEMENT_GATES, "enforced": not c.allow_gate_miss},
+        measured_on=where(),
+    )
 
 
 def command(
@@ -206,38 +205,39 @@ def command(
     from rich.table import Table
 
     manifest = export_artifact(model, out, options, overwrite=overwrite, log=say)
-    table = Table(title=f"{out} ({manifest['ppl_protocol']['tokens']:,} tokens of {manifest['ppl_protocol']['data']})")
+    protocol = manifest.ppl_protocol
+    table = Table(title=f"{out} ({protocol.tokens:,} tokens of {protocol.data})")
     for col in ("file", "precision", "MB", "max |Δlogit| vs torch", "ppl", "Δppl", "greedy agreement"):
         table.add_column(col, justify="right")
-    for v in manifest["variants"]:
+    for v in manifest.variants:
         table.add_row(
-            v["file"],
-            v["precision"],
-            f"{v['size_bytes'] / 1e6:.1f}",
-            f"{v['max_abs_logit_diff']:.2e}",
-            f"{v['ppl']:.2f}",
-            f"{v['ppl_delta']:+.2%}",
-            f"{v['greedy_agreement']:.0%}",
+            v.file,
+            v.precision,
+            f"{v.size_bytes / 1e6:.1f}",
+            f"{v.max_abs_logit_diff:.2e}",
+            f"{v.ppl:.2f}",
+            f"{v.ppl_delta:+.2%}",
+            f"{v.greedy_agreement:.0%}",
         )
     console = Console(width=max(Console().width, 110))
     console.print(table)
-    opt = manifest["optimize"]
+    opt = manifest.optimize
     console.print(
         f"graph optimisation: {'applied' if opt['applied'] else 'not applied'} ({opt['reason']}); fusions {opt['fusions']}"
     )
-    if "kv_cache" in manifest:
-        kv = manifest["kv_cache"]
+    if manifest.kv_cache:
+        kv = manifest.kv_cache
         checked = [
-            f"{v['file']} Δppl {v['kv_cache']['ppl_delta']:+.3%}, next token {v['kv_cache']['decode_agreement']:.1%}"
-            for v in manifest["variants"]
-            if "ppl_delta" in v["kv_cache"]
+            f"{v.file} Δppl {v.kv_cache['ppl_delta']:+.3%}, next token {v.kv_cache['decode_agreement']:.1%}"
+            for v in manifest.variants
+            if "ppl_delta" in v.kv_cache
         ]
         console.print(
             f"KV cache {kv['precision']}{' ' + kv['mode'] if 'mode' in kv else ''} against the same file with an "
             f"fp32 cache: {'; '.join(checked)}"
         )
-    if "aarch64" in manifest:
-        console.print(_arm_table(manifest["aarch64"]))
+    if manifest.aarch64:
+        console.print(_arm_table(manifest.aarch64))
 
 
 def _arm_table(arm: dict):

@@ -6,12 +6,48 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from clidep.compress.config import STOCK_METHODS, CompressConfig
 from clidep.compress.widths import nearest_size, protected_blocks
 from clidep.errors import ClidepError
 from clidep.files import read_json
+from clidep.records import Record
+
+
+@dataclass
+class RunPlan(Record):
+    """A compress run with every choice resolved: what run.json holds and ``--resume`` reads back."""
+
+    teacher: str  # the teacher's path or hub id
+    method: str  # --method as asked (cli, uniform, auto, slim, depth, grid, layercollapse, ...)
+    schedule: str  # how the widths are laid out: cli, uniform, auto, or stock (a GPT2LMHeadModel)
+    width: int  # the bottleneck width (cli, uniform), the narrowest block's (auto), the stock student's
+    protect: list[int]  # blocks kept at full width (cli; empty otherwise)
+    protect_rule: str  # why those blocks
+    init: str  # "teacher" (weights taken from the teacher) or "random"
+    data: str  # the distillation text: a file, a shared text's name, or a hub text
+    arithmetic: str  # how the size was reached, said in the log and kept in compress.json
+    train: dict  # distill.TrainConfig's fields, steps included
+    collapse: dict | None = None  # LayerCollapse: {layers, rule, lc, tol}
+    stock: dict | None = None  # a stock student: width, kept_blocks, head_dim, mlp_inner and how they were chosen
+    layer_widths: list[int] | None = None  # auto: per block width
+    layer_head_dims: list[int] | None = None  # auto: per block head size
+    auto: dict | None = None  # auto's search: scorer, gamma, trials, search_steps
+    val_data: str | None = None  # the validation text (None in runs written before it was recorded: wiki-en-valid)
+    options: dict | None = None  # the call: {teacher, **CompressConfig.to_dict()}, which --resume compares
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def read_run(path: Path) -> RunPlan:
+    """The run plan at PATH (run.json); ``ClidepError`` when it is not one."""
+    record = read_json(path, "compress run (run.json)")
+    try:
+        return RunPlan.from_dict(record)
+    except TypeError:  # a required field is missing
+        raise ClidepError(f"'{path}' is not a valid compress run (it lacks fields a run plan holds)") from None
 
 
 def ntk_report(teacher_path: str) -> dict:
@@ -105,28 +141,28 @@ def resolve_collapse(
     )
 
 
-def student_config_of(run: dict, tconf):
+def student_config_of(run: RunPlan, tconf):
     """The student RUN describes, as a config of the teacher's family (widths, heads, MLP kinds)."""
     from clidep.compress.widths import build, student_config
 
-    if run["schedule"] == "stock":
+    if run.schedule == "stock":
         from clidep.compress.stock import stock_config
 
-        shape = run["stock"]
+        shape = run.stock
         return stock_config(
             tconf, shape["width"], len(shape["kept_blocks"]), shape.get("head_dim"), shape.get("mlp_inner")
         )
-    if run["schedule"] == "auto":
-        config = student_config(tconf, run["layer_widths"], run["layer_head_dims"])
+    if run.schedule == "auto":
+        config = student_config(tconf, run.layer_widths, run.layer_head_dims)
     else:
-        config = build(tconf, run["schedule"], run["width"], run["protect"])
-    plan = run.get("collapse")
+        config = build(tconf, run.schedule, run.width, run.protect)
+    plan = run.collapse
     if plan:
         config.mlp_kinds = ["linearizing" if i in plan["layers"] else k for i, k in enumerate(config.mlp_kinds)]
     return config
 
 
-def plan(teacher: str, c: CompressConfig) -> dict:
+def plan(teacher: str, c: CompressConfig) -> RunPlan:
     """Resolve every choice of a new run into plain data (run.json)."""
     from dataclasses import fields
 
@@ -189,20 +225,20 @@ def plan(teacher: str, c: CompressConfig) -> dict:
     train = {f.name: getattr(c, f.name) for f in fields(TrainConfig) if f.name != "steps"}
     if budget:
         arithmetic = f"{budget.arithmetic}\n{arithmetic}"
-    return {
-        "teacher": str(teacher),
-        "method": c.method,
-        "schedule": schedule,
-        "collapse": collapse_plan,
-        "width": r,
+    return RunPlan(
+        teacher=str(teacher),
+        method=c.method,
+        schedule=schedule,
+        width=r,
+        protect=protected,
+        protect_rule=rule,
+        init=c.init,
+        data=data,
+        arithmetic=f"protected blocks: {rule}\n{arithmetic}",
+        train={"steps": steps, **train},
+        collapse=collapse_plan,
         **widths,
-        "protect": protected,
-        "protect_rule": rule,
-        "init": c.init,
-        "data": data,
-        "arithmetic": f"protected blocks: {rule}\n{arithmetic}",
-        "train": {"steps": steps, **train},
-    }
+    )
 
 
 def teacher_config(teacher: str, seq_len: int):

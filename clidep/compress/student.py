@@ -7,15 +7,15 @@ import shutil
 import time
 from pathlib import Path
 
+from clidep.compress.plan import RunPlan, student_config_of
 from clidep.files import make_temp_dir, write_json
 
 
 # Over a screen because half of it is the compress.json record, written out field by field.
-def distil_run(run: dict, out: Path, resume: bool, log) -> dict:
+def distil_run(run: RunPlan, out: Path, resume: bool, log) -> dict:
     """Build, initialise, distil (and collapse) the student that RUN describes, writing it into OUT."""
     import torch
 
-    from clidep.compress import plan
     from clidep.compress.collapse import regulariser
     from clidep.compress.corpus import batch as corpus_batch
     from clidep.compress.corpus import token_file
@@ -25,53 +25,51 @@ def distil_run(run: dict, out: Path, resume: bool, log) -> dict:
     from clidep.model.convert import load_model
     from clidep.model.params import param_count
 
-    val_data = run.get("val_data", "wiki-en-valid")
-    log(run["arithmetic"])
+    val_data = run.val_data or "wiki-en-valid"
+    log(run.arithmetic)
     t0 = time.perf_counter()
-    teacher_model = load_model(run["teacher"])
-    tokenizer = load_tokenizer(run["teacher"], teacher_model.config.vocab_size)
-    config = plan.student_config_of(run, teacher_model.config)
-    collapse_plan = run.get("collapse")
-    tokens_arr = token_file(tokenizer, run["data"])
+    teacher_model = load_model(run.teacher)
+    tokenizer = load_tokenizer(run.teacher, teacher_model.config.vocab_size)
+    config = student_config_of(run, teacher_model.config)
+    collapse_plan = run.collapse
+    tokens_arr = token_file(tokenizer, run.data)
     init = None
-    if run["schedule"] == "stock":
+    if run.schedule == "stock":
         from clidep.compress.stock import init_stock
 
-        init = lambda s, ids: init_stock(s, teacher_model, run["stock"]["kept_blocks"], ids)  # noqa: E731
-    student = start_student(
-        config, teacher_model, tokens_arr, run["train"]["seed"], run["init"] == "teacher" and not resume, init
-    )
+        init = lambda s, ids: init_stock(s, teacher_model, run.stock["kept_blocks"], ids)  # noqa: E731
+    cfg = TrainConfig(**run.train)
+    student = start_student(config, teacher_model, tokens_arr, cfg.seed, run.init == "teacher" and not resume, init)
     val_ids = validation_ids(tokenizer, val_data)
-    cfg = TrainConfig(**run["train"])
     reg = (lambda m: regulariser(m, collapse_plan["lc"])) if collapse_plan else None
     state = train(student, teacher_model, tokens_arr, val_ids, cfg, out, resume, log, reg)
     records, trained_ppl = None, state.ppl_curve[-1][1] if state.ppl_curve else None
     if collapse_plan:
-        calib = torch.from_numpy(corpus_batch(tokens_arr, run["train"]["seed"] + 2, 0, 8, min(256, config.n_positions)))
+        calib = torch.from_numpy(corpus_batch(tokens_arr, cfg.seed + 2, 0, 8, min(256, config.n_positions)))
         student, records, collapsed_ppl = _collapse(student, calib, collapse_plan["tol"], val_ids, trained_ppl, log)
         config = student.config
-    _save_student(student, tokenizer, out, stock=run["schedule"] == "stock")
+    _save_student(student, tokenizer, out, stock=run.schedule == "stock")
     teacher_params = param_count(teacher_model.config)
     student_params = param_count(config)
     result = {
-        "method": run["method"],
-        "teacher": run["teacher"],
+        "method": run.method,
+        "teacher": run.teacher,
         "teacher_params": teacher_params,
         "student_params": student_params,
         "ratio": teacher_params / student_params,
         "layer_widths": config.layer_widths,
         "layer_head_dims": config.layer_head_dims,
         "mlp_kinds": config.mlp_kinds,
-        "protected": run["protect"],
-        "protect_rule": run["protect_rule"],
-        "arithmetic": run["arithmetic"],
-        **({"auto": run["auto"]} if "auto" in run else {}),
-        **({"stock": {**run["stock"], "model_type": "gpt2"}} if "stock" in run else {}),
-        "init": run["init"],
-        "data": run["data"],
+        "protected": run.protect,
+        "protect_rule": run.protect_rule,
+        "arithmetic": run.arithmetic,
+        **({"auto": run.auto} if run.auto is not None else {}),
+        **({"stock": {**run.stock, "model_type": "gpt2"}} if run.stock is not None else {}),
+        "init": run.init,
+        "data": run.data,
         "tokens_trained": state.tokens,
         "steps": state.step,
-        "train": run["train"],
+        "train": run.train,
         "val_data": val_data,
         "val_ppl": collapsed_ppl if collapse_plan else trained_ppl,
         "ppl_curve": state.ppl_curve,

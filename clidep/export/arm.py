@@ -34,6 +34,7 @@ import numpy as np
 from clidep.errors import ClidepError
 from clidep.export.config import PPL_GATES, gate_misses, gate_of
 from clidep.hardware.devices import CORES
+from clidep.runtime.manifest import Manifest, Variant
 
 FP32_ATOL = 1e-4
 #: Tokens of the export's perplexity text scored on ARM (and again on the host, for the same tokens,
@@ -218,28 +219,28 @@ def compare(name: str, precision: str, host: dict, arm: dict, fp32: str) -> dict
     return figures
 
 
-def check_arm(folder: Path, variants: list[dict], genai: dict, ppl_ids: np.ndarray, context: int, log=print) -> dict:
+def check_arm(folder: Path, variants: list[Variant], genai: dict, ppl_ids: np.ndarray, context: int, log=print) -> dict:
     """Run every variant of the export in FOLDER (and its GenAI folders) on each emulated core and on this
     host; the manifest's ``aarch64`` record. ClidepError naming the variant, core and figure when a gate is missed."""
-    jobs = [{"name": v["file"], "path": str(folder / v["file"]), "kind": "runner"} for v in variants]
+    jobs = [{"name": v.file, "path": str(folder / v.file), "kind": "runner"} for v in variants]
     jobs += [{"name": f"genai:{p}", "path": str(folder / sub), "kind": "genai"} for p, sub in genai.items()]
-    inputs = probe_inputs(ppl_ids, int(variants[0]["vocab_size"]))
+    inputs = probe_inputs(ppl_ids, int(variants[0].vocab_size))
     results = run_probes(jobs, inputs, context, context // 2, log)
-    host, fp32 = results["host"][0], variants[0]["file"]
+    host, fp32 = results["host"][0], variants[0].file
     record = {
         "emulator": results[CORES[0]][1]["emulated"],
         "ppl_tokens": int(inputs["ppl_ids"].size - 1),
         "host": {
             "machine": results["host"][1]["machine"],
-            "ppl": {v["file"]: float(host[f"{v['file']}::ppl"]) for v in variants},
+            "ppl": {v.file: float(host[f"{v.file}::ppl"]) for v in variants},
         },
         "cores": {},
     }
     for core in CORES:
         arm, machine = results[core]
-        per = {v["file"]: compare(v["file"], v["precision"], host, arm, fp32) for v in variants}
+        per = {v.file: compare(v.file, v.precision, host, arm, fp32) for v in variants}
         for p in genai:  # ONNX Runtime GenAI: as x86's GenAI, and as clidep's runner on this core
-            file, key = next(v["file"] for v in variants if v["precision"] == p), f"genai:{p}::greedy"
+            file, key = next(v.file for v in variants if v.precision == p), f"genai:{p}::greedy"
             per[file]["genai_greedy_match"] = bool(np.array_equal(arm[key], host[key]))
             per[file]["genai_matches_runner"] = bool(np.array_equal(arm[key], arm[f"{file}::greedy"]))
         record["cores"][core] = {"machine": machine, "variants": per}
@@ -256,12 +257,12 @@ def refusals(record: dict) -> list[str]:
     ]
 
 
-def checked_record(tmp: Path, manifest: dict, ids, context: int, log) -> dict:
+def checked_record(tmp: Path, manifest: Manifest, ids, context: int, log) -> dict:
     """The manifest's aarch64 record (export/arm.py); ClidepError listing every variant and core that
     missed a gate there."""
     from clidep.export.arm import check_arm, refusals
 
-    record = check_arm(tmp, manifest["variants"], manifest.get("genai", {}), ids, context, log)
+    record = check_arm(tmp, manifest.variants, manifest.genai or {}, ids, context, log)
     misses = refusals(record)
     if misses:
         raise ClidepError(

@@ -19,6 +19,7 @@ import shutil
 from pathlib import Path
 
 from clidep.runtime import onnx_io
+from clidep.runtime.manifest import Variant
 
 GENAI_DIR = "genai"
 CONFIG_FILE = "genai_config.json"
@@ -86,24 +87,24 @@ def genai_config(config, graph_file: str, kv_shapes: list[tuple[int, int]], shar
     }
 
 
-def write_folders(out: Path, config, variants: list[dict]) -> dict[str, str]:
-    """OUT/genai/<precision>/ for each variant (manifest entries: ``file``, ``precision``, ``kv_layout``,
+def write_folders(out: Path, config, variants: list[Variant]) -> dict[str, str]:
+    """OUT/genai/<precision>/ for each variant (its ``file``, ``precision``, ``kv_layout`` and
     ``graph_kv_shapes``), beside the tokenizer files in OUT; returns {precision: folder relative to OUT}."""
     from clidep.files import write_json
 
     folders = {}
     for v in variants:
-        graph = out / v["file"]
-        folder = out / GENAI_DIR / v["precision"]
+        graph = out / v.file
+        folder = out / GENAI_DIR / v.precision
         folder.mkdir(parents=True, exist_ok=True)
-        for name in [v["file"], f"{v['file']}.data", *TOKENIZER_FILES]:
+        for name in [v.file, f"{v.file}.data", *TOKENIZER_FILES]:
             if (out / name).exists():
                 _link(out / name, folder / name)
-        kv_shapes = [tuple(k) for k in v["graph_kv_shapes"]]
+        kv_shapes = [tuple(k) for k in v.graph_kv_shapes]
         write_json(
-            folder / CONFIG_FILE, genai_config(config, graph.name, kv_shapes, v["kv_layout"] == onnx_io.SHARED_BUFFER)
+            folder / CONFIG_FILE, genai_config(config, graph.name, kv_shapes, v.kv_layout == onnx_io.SHARED_BUFFER)
         )
-        folders[v["precision"]] = str(folder.relative_to(out))
+        folders[v.precision] = str(folder.relative_to(out))
     return folders
 
 

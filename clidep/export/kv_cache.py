@@ -187,34 +187,35 @@ def apply(
     cache = CacheFormat(precision)
     if precision == "int8":
         calib, label = calibration
-        cache = int8_format(calibrate(tmp / variants[0]["file"], calib), c.kv_scales)
+        cache = int8_format(calibrate(tmp / variants[0].file, calib), c.kv_scales)
         record["calibration"] = {"data": label, "windows": len(calib), "tokens": calib.shape[1]}
     record.update(cache.record())
     prompt = min(16, windows.shape[1] // 2)
     scratch = tmp / "kv-cache"
     scratch.mkdir()
     for v in variants:
-        if v["file"] not in cached:
+        if v.file not in cached:
             continue
-        log(f"{v['file']}: writing its {precision} KV cache")
-        src, dst = tmp / v["file"], scratch / v["file"]
+        log(f"{v.file}: writing its {precision} KV cache")
+        src, dst = tmp / v.file, scratch / v.file
         store_cache(src, dst, cache)
         before = decode_predictions(OnnxCausalLM(src), windows, prompt)
         runner = OnnxCausalLM(dst)
-        ppl = perplexity(runner.logits, ids, context, context // 2, ppl_batch(context, variants[0]["vocab_size"])).ppl
+        ppl = perplexity(runner.logits, ids, context, context // 2, ppl_batch(context, variants[0].vocab_size)).ppl
         agree = float((decode_predictions(runner, windows, prompt) == before).mean())  # over before.size tokens
-        delta = ppl / v["ppl"] - 1
+        delta = ppl / v.ppl - 1
         if delta > KV_PPL_GATE or agree < KV_AGREEMENT_GATE:
             raise ClidepError(
-                f"export failed its KV-cache check: {v['file']} with an {precision} cache scores perplexity "
+                f"export failed its KV-cache check: {v.file} with an {precision} cache scores perplexity "
                 f"{delta:+.2%} and picks {agree:.1%} of {before.size} next tokens of its fp32 cache (gates "
                 f"+{KV_PPL_GATE:.1%}, {KV_AGREEMENT_GATE:.0%}): export with --kv fp32 or fp16"
             )
-        v.update(validate_export(reference, dst, atol=None, runner=runner))
+        measured = validate_export(reference, dst, atol=None, runner=runner)
+        v.max_abs_logit_diff, v.greedy_match = measured["max_abs_logit_diff"], measured["greedy_match"]
         del runner
-        v["kv_cache"] = {**cache.record(), "fp32_cache_ppl": v["ppl"], "ppl_delta": delta, "decode_agreement": agree}
-        v["ppl"] = ppl
-        for name in (v["file"], f"{v['file']}.data"):
+        v.kv_cache = {**cache.record(), "fp32_cache_ppl": v.ppl, "ppl_delta": delta, "decode_agreement": agree}
+        v.ppl = ppl
+        for name in (v.file, f"{v.file}.data"):
             if (scratch / name).exists():
                 os.replace(scratch / name, tmp / name)
     scratch.rmdir()

@@ -4,11 +4,14 @@ against PyTorch, and the quantised variants made from it (int8, int4, fp16, stat
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from clidep.errors import ClidepError, ValidationError
 from clidep.export.config import ExportConfig
 from clidep.hardware.kernels import INT8_BLOCK
+from clidep.runtime.manifest import Variant
 
 # Measured on the reference teacher (32,768 WikiText-test tokens, context 512 / stride 256, fp32
 # 46.9 MB): blocks int8 with embedding and head fp32 18.7 MB, +0.12% ppl; blocks, embedding and
@@ -18,26 +21,47 @@ from clidep.hardware.kernels import INT8_BLOCK
 INT8_PER_CHANNEL = False
 
 
-def write_files(model, reference, tmp: Path, c: ExportConfig, windows, log) -> tuple:
-    """Every file that needs the torch model: the fp32 graph and each variant asked for. Returns _fp32_graph's
-    (path, parity, seconds, optimize record) and per variant (file, precision, seconds, manifest extras,
-    takes --kv's cache)."""
-    fp32, check, seconds, optimized = fp32_graph(model, reference, tmp, c)
-    written = []
-    for name, precision, make, extra, takes_cache in quantised_jobs(c, fp32, model, windows):
-        log(f"writing {name}")
+@dataclass
+class Fp32Graph:
+    """The export's fp32 graph as written: where, its parity with PyTorch, and the optimiser's record."""
+
+    path: Path  # the graph file
+    check: dict | None  # validate_export's record; None: checked by the Scorer once the torch model is freed
+    seconds: float  # wall time to write (and optimise) it
+    optimize: dict  # {applied, fusions, reason}: the manifest's optimize record
+
+
+@dataclass
+class Job:
+    """One quantised file an export writes beside the fp32 graph."""
+
+    file: str  # its name in the export folder
+    precision: str  # the manifest's precision label
+    make: Callable[[Path], object]  # writes it at the path given (int4: returns (path, quantised, linear layers))
+    details: dict  # its own settings, recorded in its manifest entry (block size, calibration, ...)
+    takes_cache: bool  # the ONNX Runtime graph's files take --kv's cache format; the others keep their own
+    seconds: float | None = None  # wall time to write it, once written
+
+
+def write_files(model, reference, tmp: Path, c: ExportConfig, windows, log) -> tuple[Fp32Graph, list[Job]]:
+    """Every file that needs the torch model: the fp32 graph and each variant asked for, each job with the
+    time it took and (int4) its coverage."""
+    fp32 = fp32_graph(model, reference, tmp, c)
+    jobs = quantised_jobs(c, fp32.path, model, windows)
+    for job in jobs:
+        log(f"writing {job.file}")
         t0 = time.perf_counter()
-        result = make(tmp / name)
+        result = job.make(tmp / job.file)
         if isinstance(result, tuple):  # int4 also reports its coverage
-            extra = {**extra, "linear_layers_quantized": f"{result[1]}/{result[2]}"}
-        written.append((name, precision, time.perf_counter() - t0, extra, takes_cache))
-    return fp32, check, seconds, optimized, written
+            job.details = {**job.details, "linear_layers_quantized": f"{result[1]}/{result[2]}"}
+        job.seconds = time.perf_counter() - t0
+    return fp32, jobs
 
 
-def fp32_graph(model, reference, tmp: Path, c: ExportConfig) -> tuple[Path, dict | None, float, dict]:
+def fp32_graph(model, reference, tmp: Path, c: ExportConfig) -> Fp32Graph:
     """Write the fp32 graph (the ONNX Runtime graph, or with --plain-onnx the traced one, fused by
-    --optimize where parity holds against REFERENCE, fatal): (path, parity, seconds, optimize record).
-    The ONNX Runtime graph's parity (None here) is checked once the torch model is freed."""
+    --optimize where parity holds against REFERENCE, fatal). The ONNX Runtime graph's parity is checked
+    once the torch model is freed."""
     from clidep.export import traced_quantize
     from clidep.export.ort_graph import export_ort_graph
     from clidep.export.traced_graph import export_onnx
@@ -46,36 +70,24 @@ def fp32_graph(model, reference, tmp: Path, c: ExportConfig) -> tuple[Path, dict
     t0 = time.perf_counter()
     if not c.plain_onnx:
         export_ort_graph(model, fp32)
-        return (
-            fp32,
-            None,
-            time.perf_counter() - t0,
-            {"applied": False, "fusions": {}, "reason": "the ONNX Runtime graph is written fused"},
-        )
+        fused = {"applied": False, "fusions": {}, "reason": "the ONNX Runtime graph is written fused"}
+        return Fp32Graph(fp32, None, time.perf_counter() - t0, fused)
     export_onnx(model, fp32, c.opset)
     check = validated(reference, fp32)
     seconds = time.perf_counter() - t0
     if not c.optimize:
-        return fp32, check, seconds, {"applied": False, "fusions": {}, "reason": "--no-optimize"}
+        return Fp32Graph(fp32, check, seconds, {"applied": False, "fusions": {}, "reason": "--no-optimize"})
     t0 = time.perf_counter()
     opt, fusions = traced_quantize.optimize(fp32, tmp / "model.opt.onnx")
     try:
         check = validated(reference, opt)
     except ClidepError as exc:
         opt.unlink()
-        return (
-            fp32,
-            check,
-            seconds,
-            {"applied": False, "fusions": fusions, "reason": f"parity lost, kept unoptimised: {exc}"},
-        )
+        lost = {"applied": False, "fusions": fusions, "reason": f"parity lost, kept unoptimised: {exc}"}
+        return Fp32Graph(fp32, check, seconds, lost)
     opt.replace(fp32)
-    return (
-        fp32,
-        check,
-        seconds + time.perf_counter() - t0,
-        {"applied": True, "fusions": fusions, "reason": "parity kept"},
-    )
+    kept = {"applied": True, "fusions": fusions, "reason": "parity kept"}
+    return Fp32Graph(fp32, check, seconds + time.perf_counter() - t0, kept)
 
 
 def validated(reference, path: Path, runner=None) -> dict:
@@ -88,26 +100,20 @@ def validated(reference, path: Path, runner=None) -> dict:
         raise ClidepError(f"export failed validation: {exc}") from exc
 
 
-def quantised_jobs(c: ExportConfig, fp32: Path, model, windows) -> list[tuple]:
-    """(file, precision, make(dst), manifest extras, takes the KV-cache format) of each variant asked for
-    beside fp32: the ONNX Runtime graph's quantised files take --kv's cache; the others keep their own."""
+def quantised_jobs(c: ExportConfig, fp32: Path, model, windows) -> list[Job]:
+    """The quantised files asked for beside fp32, in the order they are written and scored."""
     from clidep.export import traced_quantize
     from clidep.export.ort_graph import write_quantised
 
     jobs = []
     if c.static:  # calibrated QDQ is for runtimes without contrib ops: it starts from the traced graph
+        calibration = {"calibration": {"data": c.data, "samples": c.calib_samples}}
         jobs.append(
-            (
-                "model.int8.onnx",
-                "int8-static-qdq",
-                lambda d: static_int8(model, d, windows),
-                {"calibration": {"data": c.data, "samples": c.calib_samples}},
-                False,
-            )
+            Job("model.int8.onnx", "int8-static-qdq", lambda d: static_int8(model, d, windows), calibration, False)
         )
     elif c.int8 and c.plain_onnx:
         jobs.append(
-            (
+            Job(
                 "model.int8.onnx",
                 "int8-dynamic",
                 lambda d: traced_quantize.int8_dynamic(fp32, d, INT8_PER_CHANNEL),
@@ -117,7 +123,7 @@ def quantised_jobs(c: ExportConfig, fp32: Path, model, windows) -> list[tuple]:
         )
     elif c.int8:
         jobs.append(
-            (
+            Job(
                 "model.int8.onnx",
                 "int8-weight-only",
                 lambda d: write_quantised(model, d, 8, INT8_BLOCK),
@@ -126,18 +132,11 @@ def quantised_jobs(c: ExportConfig, fp32: Path, model, windows) -> list[tuple]:
             )
         )
     if c.int4 and c.plain_onnx:
-        jobs.append(
-            (
-                "model.int4.onnx",
-                "int4-weight-only",
-                lambda d: traced_quantize.int4_weight_only(fp32, d, c.block_size),
-                {"block_size": c.block_size},
-                False,
-            )
-        )
+        int4 = lambda d: traced_quantize.int4_weight_only(fp32, d, c.block_size)  # noqa: E731
+        jobs.append(Job("model.int4.onnx", "int4-weight-only", int4, {"block_size": c.block_size}, False))
     elif c.int4:
         jobs.append(
-            (
+            Job(
                 "model.int4.onnx",
                 "int4-weight-only",
                 lambda d: write_quantised(model, d, 4, c.block_size, c.int4_table_bits),
@@ -149,7 +148,7 @@ def quantised_jobs(c: ExportConfig, fp32: Path, model, windows) -> list[tuple]:
             )
         )
     if c.fp16:
-        jobs.append(("model.fp16.onnx", "fp16", lambda d: traced_quantize.fp16(fp32, d), {}, False))
+        jobs.append(Job("model.fp16.onnx", "fp16", lambda d: traced_quantize.fp16(fp32, d), {}, False))
     return jobs
 
 
@@ -176,7 +175,7 @@ class Scorer:
         self.agree_windows, self.log = agree_windows, log
         self.fp32_picks = None
 
-    def __call__(self, path: Path, precision: str, secs: float, strict: bool, **extra) -> dict:
+    def __call__(self, path: Path, precision: str, secs: float, strict: bool, details: dict) -> Variant:
         from clidep.export.validate import next_tokens, validate_export
         from clidep.perplexity import perplexity
         from clidep.runtime import onnx_io
@@ -194,17 +193,18 @@ class Scorer:
         picks = next_tokens(runner, self.agree_windows)
         if strict:
             self.fp32_picks = picks
-        return {
-            "file": path.name,
-            "precision": precision,
-            "seconds": round(secs, 2),
-            **measured,
-            "ppl": ppl,
-            "greedy_agreement": float((picks == self.fp32_picks).mean()),
-            "kv_layout": onnx_io.SHARED_BUFFER if runner.shared else "growing",
-            "kv_cache": {"precision": runner.cache_precision},
-            "graph_kv_shapes": [list(k) for k in runner.kv_shapes],
-            "max_length": runner.max_length,
-            "vocab_size": runner.session.get_outputs()[0].shape[-1],
-            **extra,
-        }
+        return Variant(
+            file=path.name,
+            precision=precision,
+            seconds=round(secs, 2),
+            max_abs_logit_diff=measured["max_abs_logit_diff"],
+            greedy_match=measured["greedy_match"],
+            ppl=ppl,
+            greedy_agreement=float((picks == self.fp32_picks).mean()),
+            kv_layout=onnx_io.SHARED_BUFFER if runner.shared else "growing",
+            kv_cache={"precision": runner.cache_precision},
+            graph_kv_shapes=[list(k) for k in runner.kv_shapes],
+            max_length=runner.max_length,
+            vocab_size=runner.session.get_outputs()[0].shape[-1],
+            extra=details,
+        )

@@ -24,6 +24,7 @@ from pathlib import Path
 from clidep.errors import ClidepError
 from clidep.files import atomic_write, cache_dir, read_json
 from clidep.runtime import onnx_io
+from clidep.runtime.manifest import Manifest, Variant
 
 MANIFEST = "manifest.json"
 
@@ -84,10 +85,10 @@ def file_records(folder: Path) -> dict[str, dict]:
     }
 
 
-def check_files(folder: Path, manifest: dict) -> None:
+def check_files(folder: Path, manifest: Manifest) -> None:
     """Every file of the manifest's ``files`` record as export wrote it: ``ClidepError`` naming the first that is
     missing or differs (a tokenizer copied over the export's scored ppl 5,607 for 196)."""
-    for name, record in manifest.get("files", {}).items():
+    for name, record in (manifest.files or {}).items():
         path = folder / name
         if not path.is_file():
             raise _changed(path, "it is missing")
@@ -95,7 +96,7 @@ def check_files(folder: Path, manifest: dict) -> None:
             raise _changed(path, "its sha256 differs from the manifest's")
 
 
-def load_manifest(folder: Path) -> dict | None:
+def load_manifest(folder: Path) -> Manifest | None:
     """FOLDER's manifest (checked to list its variants, and every file of its ``files`` record checked), or
     None for a folder without one."""
     path = folder / MANIFEST
@@ -109,6 +110,7 @@ def load_manifest(folder: Path) -> dict | None:
         or not all(isinstance(v, dict) and {"precision", "file"} <= v.keys() for v in variants)
     ):
         raise ClidepError(f"'{path}' lists no variants (each with precision and file); re-run clidep export")
+    manifest = Manifest.from_dict(manifest)
     check_files(folder, manifest)
     return manifest
 
@@ -119,23 +121,23 @@ def graph_bytes(graph: Path) -> int:
     return sum(p.stat().st_size for p in (graph, graph.parent / f"{graph.name}.data") if p.is_file())
 
 
-def check_variant(folder: Path, variant: dict, graph: Path | None = None) -> None:
+def check_variant(folder: Path, variant: Variant, graph: Path | None = None) -> None:
     """VARIANT's graph (at GRAPH, default FOLDER/file) and external data against the manifest's record.
 
     ``FileNotFoundError`` when the graph is missing; ``ClidepError`` naming the file on any
     difference in size or sha256.
     """
-    graph = graph or folder / variant["file"]
+    graph = graph or folder / variant.file
     data = graph.parent / f"{graph.name}.data"
     if not graph.is_file():
         raise FileNotFoundError(2, "missing from the export", str(graph))
     size = graph_bytes(graph)
-    if "size_bytes" in variant and size != variant["size_bytes"]:
-        raise _changed(graph, f"{size:,} bytes where the manifest records {variant['size_bytes']:,}")
-    if "sha256" in variant and sha256(graph) != variant["sha256"]:
+    if variant.size_bytes is not None and size != variant.size_bytes:
+        raise _changed(graph, f"{size:,} bytes where the manifest records {variant.size_bytes:,}")
+    if variant.sha256 is not None and sha256(graph) != variant.sha256:
         raise _changed(graph, "its sha256 differs from the manifest's")
-    recorded = variant.get("external_data")
-    if recorded and (not data.is_file() or sha256(data) != recorded["sha256"]):
+    recorded = variant.external_data
+    if recorded and (not data.is_file() or sha256(data) != recorded.sha256):
         raise _changed(data, "its sha256 differs from the manifest's" if data.is_file() else "it is missing")
 
 
@@ -146,12 +148,12 @@ def _changed(path: Path, how: str) -> ClidepError:
     )
 
 
-def graph_facts(path: Path, variant: dict | None = None, manifest: dict | None = None) -> GraphFacts:
+def graph_facts(path: Path, variant: Variant | None = None, manifest: Manifest | None = None) -> GraphFacts:
     """The graph's own figures: from its (verified) manifest entry where recorded, else read from the file."""
-    model_kv = [tuple(s) for s in manifest["kv_shapes"]] if manifest and "kv_shapes" in manifest else None
-    if variant and "graph_kv_shapes" in variant and "vocab_size" in variant:
-        vocab = variant["vocab_size"] if isinstance(variant["vocab_size"], int) else None
-        return GraphFacts(variant.get("max_length"), vocab, [tuple(s) for s in variant["graph_kv_shapes"]], model_kv)
+    model_kv = [tuple(s) for s in manifest.kv_shapes] if manifest and manifest.kv_shapes is not None else None
+    if variant and variant.graph_kv_shapes is not None and variant.vocab_size is not None:
+        vocab = variant.vocab_size if isinstance(variant.vocab_size, int) else None
+        return GraphFacts(variant.max_length, vocab, [tuple(s) for s in variant.graph_kv_shapes], model_kv)
     import onnx
 
     try:
@@ -228,10 +230,10 @@ def checked_graph(graph: Path, log=None) -> GraphFacts:
     manifest = load_manifest(folder)
     variant = None
     if manifest is not None:
-        variant = next((v for v in manifest["variants"] if (folder / v["file"]).resolve() == graph.resolve()), None)
+        variant = next((v for v in manifest.variants if (folder / v.file).resolve() == graph.resolve()), None)
         if variant is not None:
             check_variant(folder, variant)
-            if "files" not in manifest and log is not None:
+            if manifest.files is None and log is not None:
                 log(
                     f"note: {folder / MANIFEST} predates checksums of an export's other files: its tokenizer and "
                     "configs are not verified (re-run clidep export to record them)"
