@@ -5,7 +5,9 @@ A command's settings are a dataclass deriving from ``Options``; each field is ma
 one line naming the flag), so the library and the command line refuse the same things in the
 same words; ``typer_command`` turns the same fields into the Typer command's flags, so nothing
 is restated there; ``to_dict`` is what a run records (compress's run.json) and ``changed`` what
-``--resume`` compares.
+``--resume`` compares. A list option (``option(..., items=int)``) is a tuple in the dataclass and
+comma-separated text on the command line (``--depth 32,512``), parsed and checked entry by entry once,
+here; a library call may give either.
 """
 
 from __future__ import annotations
@@ -27,15 +29,17 @@ def option(
     above: float | None = None,
     high: float | None = None,
     choices: tuple[str, ...] | None = None,
+    items: Callable[[str], Any] | None = None,
 ) -> Any:
     """A dataclass field that is also a command-line flag: ``--name-with-hyphens``.
 
     LOW: smallest allowed value; ABOVE: the value must be greater; HIGH: largest allowed;
     CHOICES: the allowed strings. ``None`` (an optional flag not given) is always allowed.
+    ITEMS makes it a list option: a tuple of entries, each converted from its text by ITEMS (int,
+    float, str) and checked against the bounds; at least one, none twice.
     """
-    return dataclasses.field(
-        default=default, metadata={"help": help, "low": low, "above": above, "high": high, "choices": choices}
-    )
+    meta = {"help": help, "low": low, "above": above, "high": high, "choices": choices, "items": items}
+    return dataclasses.field(default=default, metadata=meta)
 
 
 def flag(name: str) -> str:
@@ -48,22 +52,33 @@ class Options:
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
-            _check(flag(f.name), getattr(self, f.name), f.metadata)
+            value = getattr(self, f.name)
+            if f.metadata.get("items") and value is not None:
+                value = entries(flag(f.name), value, f.metadata)
+                object.__setattr__(self, f.name, value)  # frozen: set once, here
+                for item in value:
+                    _check(flag(f.name), item, f.metadata)
+            else:
+                _check(flag(f.name), value, f.metadata)
         self.check()
 
     def check(self) -> None:
         """Checks across fields (exactly one of two flags, ...); subclasses override."""
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The settings as JSON holds them (a list option as a list)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
     def changed(self, stored: dict) -> list[tuple[str, Any, Any]]:
-        """(flag, this value, stored value) for each field set away from its default that differs from STORED."""
+        """(flag, this value, stored value) for each field set away from its default that differs from STORED
+        (a list option compared entry by entry: a run.json holds a list, or the text an older clidep kept)."""
         out = []
         for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.name in stored and value != f.default and value != stored[f.name]:
-                out.append((flag(f.name), value, stored[f.name]))
+            value, default, was = getattr(self, f.name), f.default, stored.get(f.name)
+            if f.metadata.get("items") and was is not None:
+                default, was = entries(flag(f.name), default, f.metadata), entries(flag(f.name), was, f.metadata)
+            if f.name in stored and value != default and value != was:
+                out.append((flag(f.name), _text(value), _text(was)))
         return out
 
 
@@ -75,6 +90,29 @@ def resolve(cls: type[Options], config: Options | None, options: dict) -> Option
     if config is not None and (options or not isinstance(config, cls)):
         raise TypeError(f"give a {cls.__name__}, or its fields as keywords, not both")
     return config if config is not None else cls(**options)
+
+
+def entries(name: str, value: Any, meta: dict) -> tuple:
+    """A list option's VALUE (comma-separated text, or a sequence) as a tuple of entries converted by its
+    ``items``; ``ClidepError`` for an entry that does not convert, no entry, or one given twice."""
+    convert = meta["items"]
+    given = [x.strip() for x in value.split(",") if x.strip()] if isinstance(value, str) else list(value)
+    try:
+        out = tuple(convert(x) if isinstance(x, str) else x for x in given)
+    except ValueError:
+        what = {int: "integers", float: "numbers"}.get(convert, "names")
+        raise ClidepError(f"{name} must be comma-separated {what}, got '{_text(value)}'") from None
+    if not out:
+        raise ClidepError(f"{name} needs at least one entry, got '{_text(value)}'")
+    refuse_duplicates(list(out), name)
+    return out
+
+
+def _text(value: Any) -> Any:
+    """A list option's value as it is written on the command line."""
+    if not isinstance(value, (tuple, list)):
+        return value
+    return ",".join(f"{x:g}" if isinstance(x, float) else str(x) for x in value)
 
 
 def _check(name: str, value: Any, meta: dict) -> None:
@@ -122,6 +160,13 @@ def _names(f: dataclasses.Field) -> tuple[str, ...]:
     return ()
 
 
+def _cli_type(f: dataclasses.Field, hint: Any) -> Any:
+    """The flag's type on the command line: a list option is its comma-separated text."""
+    if not f.metadata.get("items"):
+        return hint
+    return str | None if f.default is None else str
+
+
 def command_parameters(body: Callable[..., None]) -> list[inspect.Parameter]:
     """BODY's own parameters (its arguments and call-level flags), without the ``options`` it receives."""
     return [p for p in inspect.signature(body, eval_str=True).parameters.values() if p.name != "options"]
@@ -141,8 +186,8 @@ def typer_command(
         inspect.Parameter(
             f.name,
             inspect.Parameter.KEYWORD_ONLY,
-            default=f.default,
-            annotation=Annotated[hints[f.name], typer.Option(*_names(f), help=f.metadata["help"])],
+            default=_text(f.default),
+            annotation=Annotated[_cli_type(f, hints[f.name]), typer.Option(*_names(f), help=f.metadata["help"])],
         )
         for f in fields
     ]

@@ -48,7 +48,11 @@ CASES = [
     ("wrong", "eval {reshaped}", "weights of the wrong shape"),
     ("wrong", "export {missing} --out {fresh}", "weights missing"),
     ("wrong", "export {student} --out {fresh} --gguf", "--gguf needs a stock GPT-2 (one residual width)"),
-    ("wrong", "export {teacher} --out {fresh} --gguf --gguf-types q3_k_s", "--gguf-types takes a comma-separated list"),
+    (
+        "wrong",
+        "export {teacher} --out {fresh} --gguf --gguf-types q3_k_s",
+        "unknown --gguf-types 'q3_k_s': choose f32, f16, q8_0",
+    ),
     ("wrong", "export {teacher} --out {fresh} --gguf-types q8_0", "--gguf-types applies to --gguf only"),
     ("wrong", "analyze {missing} --out {fresh}", "weights missing"),
     ("wrong", "compress {missing} --out {fresh} --method cli --width 32 --protect 0,3 --steps 1", "weights missing"),
@@ -110,17 +114,17 @@ CASES = [
     ("wrong", "generate {onnx} --prompt hi --max-new-tokens 0", "--max-new-tokens must be at least 1"),
     ("wrong", "generate {onnx} --prompt '" + LONG_PROMPT + "'", "so it can add none"),
     ("wrong", "bench {onnx} --device {nan_profile} --out {fresh}", "must be a finite positive number (got nan)"),
-    ("wrong", "bench {onnx} --device host --out {fresh} --threads 0", "--threads takes positive counts only, got 0"),
+    ("wrong", "bench {onnx} --device host --out {fresh} --threads 0", "--threads must be at least 1, got 0"),
     ("wrong", "bench {onnx} --device host --out {fresh} --threads 1,two", "--threads must be comma-separated integers"),
     ("wrong", "bench {onnx} --device host --out {fresh} --reps 0", "--reps must be at least 1"),
     ("wrong", "bench {onnx} --device host --out {fresh} --memory-runs 0", "--memory-runs must be at least 1"),
     ("wrong", "bench {onnx} --device host --out {fresh} --ppl-tokens -1", "--ppl-tokens must be at least 0"),
     ("wrong", "bench {onnx} --device host --out {fresh} --depth 32,x", "--depth must be comma-separated integers"),
-    ("wrong", "bench {onnx} --device host --out {fresh} --depth 0", "--depth takes positive lengths only, got 0"),
+    ("wrong", "bench {onnx} --device host --out {fresh} --depth 0", "--depth must be at least 1, got 0"),
     (
         "wrong",
         "bench {onnx} --device host --out {fresh} --runtime tflite",
-        "--runtime takes clidep, genai, llamacpp (comma-separated)",
+        "unknown --runtime 'tflite': choose clidep, genai, llamacpp",
     ),
     (
         "wrong",
@@ -285,7 +289,7 @@ CASES = [
     (
         "bounds",
         "bench {onnx} --device host --out {fresh} --threads 1,0,-2",
-        "--threads takes positive counts only, got 0, -2",
+        "--threads must be at least 1, got 0",
     ),
     (
         "bounds",
@@ -413,7 +417,7 @@ CASES = [
     (
         "unclear",
         "compress {teacher} --out {fresh} --method auto --ratio 1.1 --scorer ntk,magic --steps 1",
-        "--scorer takes ntk, grad, bi, ablation",
+        "unknown --scorer 'magic': choose ntk, grad, bi, ablation",
     ),
     (
         "unclear",
@@ -423,7 +427,7 @@ CASES = [
     (
         "bounds",
         "compress {teacher} --out {fresh} --method auto --ratio 1.1 --gamma -1 --steps 1",
-        "--gamma needs exponents in [0, 16]",
+        "--gamma must be in [0, 16], got -1",
     ),
     ("unclear", "analyze {teacher} --out {fresh} --method fisher", "unknown --method 'fisher'"),
     ("bounds", "analyze {teacher} --out {fresh} --probes 0", "--probes must be at least 2"),

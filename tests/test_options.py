@@ -13,7 +13,7 @@ from clidep.commands.demo import DemoConfig
 from clidep.compress.config import AnalyzeConfig, CompressConfig
 from clidep.errors import ClidepError
 from clidep.export.config import ExportConfig
-from clidep.options import flag
+from clidep.options import entries, flag
 from clidep.quality.config import EvalConfig
 from clidep.runtime.config import GenerateConfig
 
@@ -46,7 +46,10 @@ def test_every_config_field_is_a_flag_with_its_default(command):
     flags = _flags_of(command)
     for f in dataclasses.fields(config):
         assert flag(f.name) in flags, f"{f.name} has no flag"
-        assert flags[flag(f.name)] == f.default, f"{flag(f.name)}: the flag's default differs from the config's"
+        given = flags[flag(f.name)]
+        if f.metadata.get("items") and given is not None:  # a list option: its text parses to the config's tuple
+            given = entries(flag(f.name), given, f.metadata)
+        assert given == f.default, f"{flag(f.name)}: the flag's default differs from the config's"
     assert set(flags) - {flag(f.name) for f in dataclasses.fields(config)} == call_level
 
 
@@ -107,3 +110,17 @@ def test_the_config_is_a_keyword_only_library_call(tiny_setup, tmp_path):
     run = json.loads((tmp_path / "s" / "run.json").read_text())
     assert run["options"] == {"teacher": str(tiny_setup / "teacher"), **config.to_dict()}
     assert run["train"]["warmup"] == 1 and run["train"]["steps"] == 2  # every training setting is recorded
+
+
+def test_a_list_option_is_a_tuple_from_text_or_a_list_and_resume_compares_it_with_either_form():
+    """--depth 32,512 on the command line and depth=[32, 512] in a library call are the same setting; a
+    run.json holds it as a list, and one an older clidep wrote holds the text: --resume compares entries."""
+    from clidep.bench.config import BenchConfig
+
+    assert BenchConfig(depth="32, 512").depth == BenchConfig(depth=[32, 512]).depth == (32, 512)
+    auto = CompressConfig(method="auto", ratio=2.0, gamma="0.5,1")
+    assert auto.gamma == (0.5, 1.0) and auto.to_dict()["gamma"] == [0.5, 1.0]
+    assert auto.changed({"gamma": "0.5,1"}) == [] and auto.changed({"gamma": [0.5, 1]}) == []
+    assert auto.changed({"gamma": "0.25"}) == [("--gamma", "0.5,1", "0.25")]
+    with pytest.raises(ClidepError, match="--gamma must be in \\[0, 16\\], got 17"):
+        CompressConfig(method="auto", ratio=2.0, gamma=[0.5, 17])

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clidep.errors import ClidepError
-from clidep.options import Options, option, refuse_duplicates
+from clidep.options import Options, option
 
 #: clidep's ONNX Runtime runner, ONNX Runtime GenAI, llama.cpp (llama-bench).
 RUNTIMES = ("clidep", "genai", "llamacpp")
@@ -18,26 +18,34 @@ class BenchConfig(Options):
     """What each model is measured with, and against what."""
 
     baseline: str | None = option(None, "Export directory every model is compared with.")
-    runtime: str = option(
-        "clidep,genai",
+    runtime: tuple[str, ...] = option(
+        ("clidep", "genai"),
         "Runtimes, comma-separated: clidep (its ONNX Runtime runner), genai (ONNX "
         "Runtime GenAI's Generator, on an export's genai/ folders, where installed) and "
         "llamacpp (llama.cpp's llama-bench, on an export's gguf/ files: export --gguf).",
+        choices=RUNTIMES,
+        items=str,
     )
-    prompt_lens: str = option("32,128,512", "Prompt lengths for prefill, comma-separated.")
-    depth: str = option(
-        "32",
+    prompt_lens: tuple[int, ...] = option(
+        (32, 128, 512), "Prompt lengths for prefill, comma-separated.", low=1, items=int
+    )
+    depth: tuple[int, ...] = option(
+        (32,),
         "Context depths: decode is timed after a prompt of each length, comma-separated; the "
         "first is the headline figure (decode slows as the cache grows: try 32,256,512,960).",
+        low=1,
+        items=int,
     )
     gen: int = option(
         128, "Decoded tokens timed after 8 warm-up tokens, per depth and repetition (tgGEN; 64 or more).", low=64
     )
     reps: int = option(5, "Repetitions of every test: tokens/s is reported as mean ± sd over them.", low=1)
-    threads: str | None = option(
+    threads: tuple[int, ...] | None = option(
         None,
         "ONNX Runtime threads, comma-separated for a sweep (one row each) "
         "(default: the profile's, within this machine's cores).",
+        low=1,
+        items=int,
     )
     ppl: bool = option(False, "Also measure WikiText-test perplexity through ONNX Runtime.")
     ppl_tokens: int = option(32768, "Tokens for --ppl (0: the whole text).", low=0)
@@ -58,51 +66,11 @@ class BenchConfig(Options):
     )
 
     def check(self) -> None:
-        self.lengths, self.depths, self.runtimes  # noqa: B018 - parses, and refuses, them now
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        if self.thread_counts and not self.remote and max(self.thread_counts) > cores:
+        if self.threads and not self.remote and max(self.threads) > cores:
             raise ClidepError(
-                f"--threads {max(self.thread_counts)} exceeds this machine's {cores} cores (more threads "
+                f"--threads {max(self.threads)} exceeds this machine's {cores} cores (more threads "
                 "than cores only contend; a remote device's own count goes with --remote)"
             )
         if self.ssh_config and not Path(self.ssh_config).is_file():
             raise ClidepError(f"--ssh-config '{self.ssh_config}' is not a file")
-
-    @property
-    def lengths(self) -> list[int]:
-        """--prompt-lens as integers."""
-        return _lengths(self.prompt_lens, "--prompt-lens")
-
-    @property
-    def runtimes(self) -> list[str]:
-        """--runtime as a list of known runtimes."""
-        names = [x.strip() for x in self.runtime.split(",") if x.strip()]
-        unknown = [n for n in names if n not in RUNTIMES]
-        if unknown or not names:
-            raise ClidepError(f"--runtime takes {', '.join(RUNTIMES)} (comma-separated), got '{self.runtime}'")
-        refuse_duplicates(names, "--runtime")
-        return names
-
-    @property
-    def depths(self) -> list[int]:
-        """--depth as integers."""
-        return _lengths(self.depth, "--depth")
-
-    @property
-    def thread_counts(self) -> list[int] | None:
-        """--threads as integers (None: the default for the device)."""
-        return _lengths(str(self.threads), "--threads", "count") if self.threads is not None else None
-
-
-def _lengths(text: str, flag: str, what: str = "length") -> list[int]:
-    try:
-        lens = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise ClidepError(f"{flag} must be comma-separated integers, got '{text}'") from None
-    if not lens:
-        raise ClidepError(f"{flag} needs at least one positive {what}")
-    bad = [n for n in lens if n < 1]
-    if bad:
-        raise ClidepError(f"{flag} takes positive {what}s only, got {', '.join(map(str, bad))}")
-    refuse_duplicates(lens, flag)
-    return lens

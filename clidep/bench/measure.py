@@ -45,7 +45,7 @@ def _ppl_ids_file(folder: Path, data: str, tokens: int, tmp: Path) -> Path:
 def llama_cpp_provenance(c: BenchConfig) -> str | None:
     """llama.cpp's version and build commit where --runtime llamacpp runs here (a remote device's own build is
     in each of its rows' runner record)."""
-    if "llamacpp" not in c.runtimes or c.remote:
+    if "llamacpp" not in c.runtime or c.remote:
         return None
     from clidep.runtime import llama_bench, llamacpp
 
@@ -60,10 +60,10 @@ def estimate_seconds(files: list[ModelFile], c: BenchConfig, threads: list[int],
     at half the host's bandwidth, and a prompt token costs an eighth of that (prompts run as one
     batch); times the processes (variants x runtimes x thread counts x memory runs)."""
     per = [graph_bytes(f.file) / (host["mem_bandwidth_gbs"] * 1e9 * 0.5) for f in files if not f.missing]
-    decoded = len(c.depths) * (c.gen + 8)
-    prompted = sum(c.lengths) * 2 + sum(c.depths)  # each length once untimed, then per repetition
+    decoded = len(c.depth) * (c.gen + 8)
+    prompted = sum(c.prompt_lens) * 2 + sum(c.depth)  # each length once untimed, then per repetition
     per_process = sum(t * c.reps * (decoded + prompted / 8) for t in per)
-    return per_process * len(threads) * len(c.runtimes) * c.memory_runs
+    return per_process * len(threads) * len(c.runtime) * c.memory_runs
 
 
 def check_duration(files: list[ModelFile], c: BenchConfig, threads: list[int], host: dict) -> None:
@@ -71,7 +71,7 @@ def check_duration(files: list[ModelFile], c: BenchConfig, threads: list[int], h
     if seconds > MAX_ESTIMATE_S and not c.yes:
         raise ClidepError(
             f"this run is estimated at about {seconds / 3600:,.1f} hours ({c.reps} repetitions, "
-            f"{len(threads)} thread count(s), --gen {c.gen}, depths {c.depth}); pass --yes to run it anyway"
+            f"{len(threads)} thread count(s), --gen {c.gen}, depths {','.join(map(str, c.depth))}); pass --yes to run it anyway"
         )
 
 
@@ -81,9 +81,9 @@ def runtimes(c: BenchConfig, f: ModelFile, log) -> list[str]:
     import importlib.util
 
     if f.gguf:
-        return ["llamacpp"] if "llamacpp" in c.runtimes else []
-    out = [r for r in c.runtimes if r == "clidep"]
-    if "genai" in c.runtimes and f.genai:
+        return ["llamacpp"] if "llamacpp" in c.runtime else []
+    out = [r for r in c.runtime if r == "clidep"]
+    if "genai" in c.runtime and f.genai:
         if c.remote:
             log(f"{f.name} [{f.precision}]: ONNX Runtime GenAI is measured locally only; clidep's runner only")
         elif importlib.util.find_spec("onnxruntime_genai") is None:
@@ -97,13 +97,13 @@ def measure_file(
     f: ModelFile, runtime: str, c: BenchConfig, threads: int, tmp: Path, ids_files: dict, timeout: int
 ) -> list[dict]:
     """The runner records of F (the first with perplexity when --ppl), MEMORY_RUNS of them."""
-    gen, prompt_lens = c.gen, c.lengths
+    gen, prompt_lens = c.gen, c.prompt_lens
     n_pos = (f.facts and f.facts.positions) or positions_beside(f.dir)
     if n_pos and max(prompt_lens) > n_pos:
         raise RuntimeError(f"prompt length {max(prompt_lens)} exceeds the model's {n_pos} positions")
-    if n_pos and max(c.depths) + 8 + gen > n_pos:
+    if n_pos and max(c.depth) + 8 + gen > n_pos:
         raise RuntimeError(
-            f"decode after {max(c.depths)} tokens plus 8 + {gen} generated exceeds the model's {n_pos} positions"
+            f"decode after {max(c.depth)} tokens plus 8 + {gen} generated exceeds the model's {n_pos} positions"
         )
     target = f.genai if runtime == "genai" else f.file
     args = [
@@ -117,7 +117,7 @@ def measure_file(
         "--threads",
         str(threads),
         "--depth",
-        ",".join(map(str, c.depths)),
+        ",".join(map(str, c.depth)),
         "--reps",
         str(c.reps),
     ]

@@ -76,7 +76,7 @@ def _bench(files: list[dict], device: Profile, c: BenchConfig, timeout: int, log
         check_remote(remote, c.ssh_config, c.remote_python)
     host = measure_host()
     projected = not device.measured and not remote
-    sweep = c.thread_counts or [
+    sweep = c.threads or [
         min(device.threads, host["cores"]) if projected else device.threads if remote else host["cores"]
     ]
     measure.check_duration(files, c, sweep, host)

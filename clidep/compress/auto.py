@@ -11,28 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from clidep.errors import ClidepError
 
-
-def candidates(scorers: str, gammas: str) -> list[tuple[str, float]]:
-    """(scorer, gamma) pairs from the comma-separated options; gamma 0 once, scorer '-' (it ignores them)."""
-    from clidep.compress.config import IMPORTANCE_METHODS
-    from clidep.options import refuse_duplicates
-
-    names = [s.strip() for s in scorers.split(",") if s.strip()]
-    bad = [s for s in names if s not in IMPORTANCE_METHODS]
-    if bad or not names:
-        raise ClidepError(f"--scorer takes {', '.join(IMPORTANCE_METHODS)} (comma-separated), got '{scorers}'")
-    refuse_duplicates(names, "--scorer")
-    try:
-        given = [float(g) for g in gammas.split(",") if g.strip()]
-    except ValueError:
-        raise ClidepError(f"--gamma must be comma-separated numbers, got '{gammas}'") from None
-    refuse_duplicates(given, "--gamma")
-    exps = sorted(given)
-    if not exps or exps[0] < 0 or exps[-1] > 16:
-        raise ClidepError(f"--gamma needs exponents in [0, 16], got '{gammas}'")
-    return [("-", 0.0)] * (0.0 in exps) + [(s, g) for g in exps if g > 0 for s in names]
+def candidates(scorers: tuple[str, ...], gammas: tuple[float, ...]) -> list[tuple[str, float]]:
+    """(scorer, gamma) pairs of --scorer and --gamma (checked by CompressConfig); gamma 0 once, scorer '-'
+    (it ignores them)."""
+    exps = sorted(gammas)
+    return [("-", 0.0)] * (0.0 in exps) + [(s, g) for g in exps if g > 0 for s in scorers]
 
 
 def plan(teacher: str, tconf, target: int, c, data: str, log=print) -> dict:

@@ -48,13 +48,18 @@ class CompressConfig(Options):
         choices=("fp32", "int8", "int4"),
     )
     protect: str = option("auto", "auto (NTK analysis), an importance.json from clidep analyze, or blocks like 0,11.")
-    scorer: str = option(
-        "ntk,bi",
+    scorer: tuple[str, ...] = option(
+        ("ntk", "bi"),
         "--method auto: importance scores the widths follow (ntk, grad, bi, ablation); several are candidates.",
+        choices=IMPORTANCE_METHODS,
+        items=str,
     )
-    gamma: str = option(
-        "0,0.25,0.5,1",
+    gamma: tuple[float, ...] = option(
+        (0.0, 0.25, 0.5, 1.0),
         "--method auto: exponents, width_i proportional to score_i^gamma (0: uniform); several are candidates.",
+        low=0,
+        high=16,
+        items=float,
     )
     search_steps: int = option(
         16,

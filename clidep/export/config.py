@@ -46,6 +46,11 @@ def gate_misses(precision: str, ppl_delta: float, agreement: float, against: str
 ORT_GRAPH_OPSET = 17
 
 
+#: The GGUF types export --gguf writes (llama.cpp's names): f32 and f16 by the gguf package's writer, the
+#: quantised ones by llama-quantize (export/gguf.py).
+GGUF_TYPES = ("f32", "f16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0")
+
+
 @dataclass(frozen=True)
 class ExportConfig(Options):
     """Which variants to write, and how each is checked."""
@@ -123,10 +128,12 @@ class ExportConfig(Options):
         "--method slim, depth, depth+slim or grid), each checked in llama.cpp itself (its build: "
         "scripts/llamacpp.sh).",
     )
-    gguf_types: str = option(
-        "f16,q8_0,q4_0",
+    gguf_types: tuple[str, ...] = option(
+        ("f16", "q8_0", "q4_0"),
         "The GGUF types --gguf writes, comma-separated: f16, q8_0, q6_k, q5_k_m, q4_k_m, q4_0 (f32, "
         "the reference the others are checked against, is always written).",
+        choices=GGUF_TYPES,
+        items=str.lower,
     )
     ppl_data: str = option("wikitext-test", "Text for the perplexity check of every variant.")
     # 8,192: the check is paired (the same tokens through both files), and at 8,192 tokens the standard error
@@ -159,9 +166,6 @@ class ExportConfig(Options):
             raise ClidepError(
                 "--calib-samples applies to --static only (the int8 KV cache's windows: --kv-calib-windows)"
             )
-        from clidep.export.gguf import parse_types
-
-        parse_types(self.gguf_types)
         if self.gguf_types != defaults["gguf_types"] and not self.gguf:
             raise ClidepError("--gguf-types applies to --gguf only: add --gguf")
         int8_options = [f for f in ("kv_scales", "kv_calib_windows") if getattr(self, f) != defaults[f]]

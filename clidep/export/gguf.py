@@ -25,14 +25,14 @@ from pathlib import Path
 import numpy as np
 
 from clidep.errors import ClidepError
-from clidep.export.config import ExportConfig
+from clidep.export.config import GGUF_TYPES, ExportConfig
 
 #: The GGUF types clidep writes, by --gguf-types name. F32 is always written: it is the exact reference
 #: that the others are checked against, as model.onnx is for the ONNX files, and what llama-quantize reads.
 #: The k-quants are llama-quantize's own mixes, the types llama.cpp's users mostly pick (Q4_K_M above all); on
 #: the reference teacher against its F32 file in llama.cpp: Q8_0 -0.00%, Q6_K -0.08%, Q5_K_M +0.06%, Q4_K_M
 #: +0.01%, Q4_0 +0.17%, at 13.2, 10.4, 9.5, 8.7 and 8.0 MB of 47.1 (benchmarks/results/gguf_types.md).
-TYPES = ("f32", "f16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0")
+TYPES = GGUF_TYPES
 WRITTEN = ("f32", "f16")  # by the gguf package's writer; the others by llama-quantize
 #: Weights per block of each quantised type (ggml's QK8_0, QK4_0, QK_K): a row that does not split into these
 #: falls back to another type (F16 for the 32-weight types; for the k-quants llama-quantize's legacy fallbacks).
@@ -70,12 +70,9 @@ def check_stock(config) -> None:
         )
 
 
-def parse_types(text: str) -> tuple[str, ...]:
-    """--gguf-types as a tuple in TYPES order, f32 first (always written); ClidepError naming what is unknown."""
-    asked = [t.strip().lower() for t in text.split(",") if t.strip()]
-    unknown = [t for t in asked if t not in TYPES]
-    if unknown or not asked:
-        raise ClidepError(f"--gguf-types takes a comma-separated list of {', '.join(TYPES)}; got {text!r}")
+def types_written(asked: tuple[str, ...]) -> tuple[str, ...]:
+    """The types --gguf writes for --gguf-types ASKED: in TYPES order, f32 first (always written, the
+    reference the others are checked against)."""
     return tuple(t for t in TYPES if t in asked or t == "f32")
 
 
@@ -232,13 +229,13 @@ def _add_vocab(writer, tokenizer_dir: Path, vocab_size: int) -> None:
 def write_files(model, tmp: Path, c: ExportConfig, name: str, ids, reference, log) -> tuple[list[dict], object]:
     """--gguf: the GGUF files in TMP/gguf/ (F32 first) and PyTorch's answers for their checks:
     (manifest entries, GGUFReference)."""
-    from clidep.export.gguf import WRITTEN, parse_types, quantize_gguf, write_gguf
+    from clidep.export.gguf import WRITTEN, quantize_gguf, types_written, write_gguf
     from clidep.export.gguf_check import gguf_reference
 
     folder = tmp / "gguf"
     folder.mkdir()
     files = []
-    for kind in parse_types(c.gguf_types):
+    for kind in types_written(c.gguf_types):
         log(f"writing gguf/model.{kind}.gguf")
         t0 = time.perf_counter()
         dst = folder / f"model.{kind}.gguf"
