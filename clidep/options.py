@@ -30,15 +30,22 @@ def option(
     high: float | None = None,
     choices: tuple[str, ...] | None = None,
     items: Callable[[str], Any] | None = None,
+    group: str | None = None,
+    methods: tuple[str, ...] | None = None,
 ) -> Any:
     """A dataclass field that is also a command-line flag: ``--name-with-hyphens``.
 
     LOW: smallest allowed value; ABOVE: the value must be greater; HIGH: largest allowed;
     CHOICES: the allowed strings. ``None`` (an optional flag not given) is always allowed.
     ITEMS makes it a list option: a tuple of entries, each converted from its text by ITEMS (int,
-    float, str) and checked against the bounds; at least one, none twice.
+    float, str) and checked against the bounds; at least one, none twice. GROUP: the heading it is listed
+    under in --help and the docs. METHODS: the --method values it applies to (said in its help; a value
+    given with another method is refused: ``Options.refuse_other_methods``).
     """
+    if methods:
+        help = f"{method_list(methods)}: {help}"
     meta = {"help": help, "low": low, "above": above, "high": high, "choices": choices, "items": items}
+    meta.update(group=group, methods=methods)
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -69,6 +76,16 @@ class Options:
         """The settings as JSON holds them (a list option as a list)."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
+    def refuse_other_methods(self, method: str) -> None:
+        """An option that applies to other methods than METHOD, given a value, is refused rather than ignored
+        (with a hint where METHOD is the default, which the user may not know they chose)."""
+        default = next((f.default for f in dataclasses.fields(self) if f.name == "method"), None)
+        for f in dataclasses.fields(self):
+            methods = f.metadata.get("methods")
+            if methods and method not in methods and getattr(self, f.name) != f.default:
+                hint = f" (the default method is {default}: add --method {methods[0]})" if method == default else ""
+                raise ClidepError(f"{flag(f.name)} applies to {method_list(methods)} only, not {method}{hint}")
+
     def changed(self, stored: dict) -> list[tuple[str, Any, Any]]:
         """(flag, this value, stored value) for each field set away from its default that differs from STORED
         (a list option compared entry by entry: a run.json holds a list, or the text an older clidep kept)."""
@@ -90,6 +107,12 @@ def resolve(cls: type[Options], config: Options | None, options: dict) -> Option
     if config is not None and (options or not isinstance(config, cls)):
         raise TypeError(f"give a {cls.__name__}, or its fields as keywords, not both")
     return config if config is not None else cls(**options)
+
+
+def method_list(methods: tuple[str, ...]) -> str:
+    """("auto", "grid") -> "--method auto and grid"."""
+    head = ", ".join(methods[:-1])
+    return f"--method {head}{' and ' if head else ''}{methods[-1]}"
 
 
 def entries(name: str, value: Any, meta: dict) -> tuple:
@@ -187,7 +210,10 @@ def typer_command(
             f.name,
             inspect.Parameter.KEYWORD_ONLY,
             default=_text(f.default),
-            annotation=Annotated[_cli_type(f, hints[f.name]), typer.Option(*_names(f), help=f.metadata["help"])],
+            annotation=Annotated[
+                _cli_type(f, hints[f.name]),
+                typer.Option(*_names(f), help=f.metadata["help"], rich_help_panel=f.metadata.get("group")),
+            ],
         )
         for f in fields
     ]

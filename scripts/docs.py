@@ -41,15 +41,18 @@ def options_block(name: str) -> str:
     """``clidep NAME``'s usage line and one row per argument and option, each as --help prints it."""
     command = _click_commands()[name]
     ctx = command.context_class(command, info_name=f"clidep {name}")
-    rows = []
+    rows, panel = [], None
     for param in command.params:
         if param.param_type_name == "argument":
-            rows.append((param.name.upper(), param.help or ""))
+            rows.append(f"| `{param.name.upper()}` | {_cell(param.help or '')} |")
             continue
         record = param.get_help_record(ctx)
+        if getattr(param, "rich_help_panel", None) not in (None, panel):  # the headings --help shows
+            panel = param.rich_help_panel
+            rows.append(f"| **{panel}** | |")
         if record and param.name != "help":
-            rows.append(record)
-    table = ["| option | what it does |", "|---|---|"] + [f"| `{n}` | {_cell(h)} |" for n, h in rows]
+            rows.append(f"| `{record[0]}` | {_cell(record[1])} |")
+    table = ["| option | what it does |", "|---|---|", *rows]
     arguments = [
         p.name.upper() + ("..." if p.nargs == -1 else "") for p in command.params if p.param_type_name == "argument"
     ]

@@ -140,7 +140,7 @@ CASES = [
     (
         "wrong",
         "compress {teacher} --out {fresh} --ratio 1.1 --steps 1 --protect 0,3 --method uniform",
-        "--protect applies to --method cli, layercollapse or cli+layercollapse, not uniform",
+        "--protect applies to --method cli, layercollapse and cli+layercollapse only, not uniform",
     ),
     (
         "wrong",
@@ -387,7 +387,7 @@ CASES = [
     (
         "unclear",
         "compress {teacher} --out {fresh} --method slim --ratio 2 --protect 0 --steps 1",
-        "--protect applies to --method cli",
+        "--protect applies to --method cli, layercollapse and cli+layercollapse only, not slim (the default method is slim: add --method cli)",
     ),
     (
         "unclear",

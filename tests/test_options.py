@@ -124,3 +124,29 @@ def test_a_list_option_is_a_tuple_from_text_or_a_list_and_resume_compares_it_wit
     assert auto.changed({"gamma": "0.25"}) == [("--gamma", "0.5,1", "0.25")]
     with pytest.raises(ClidepError, match="--gamma must be in \\[0, 16\\], got 17"):
         CompressConfig(method="auto", ratio=2.0, gamma=[0.5, 17])
+
+
+def test_every_compress_option_has_a_heading_and_a_method_option_is_refused_under_any_other_method():
+    """The option's own declaration (group, methods) is what --help lists it under and what refuses it."""
+    from clidep.compress.config import METHODS
+    from clidep.options import method_list
+
+    fields = dataclasses.fields(CompressConfig)
+    assert all(f.metadata["group"] for f in fields)
+    given = {
+        "protect": "0",
+        "scorer": ["grad"],
+        "gamma": [2.0],
+        "search_steps": 3,
+        "depth_scorer": "ntk",
+        "layers": "0",
+        "lc": 2.0,
+        "collapse_tol": 0.1,
+    }
+    owned = {f.name: f.metadata["methods"] for f in fields if f.metadata["methods"]}
+    assert owned.keys() == given.keys()
+    for name, methods in owned.items():
+        CompressConfig(method=methods[0], ratio=2.0, steps=1, **{name: given[name]}).refuse_other_methods(methods[0])
+        for other in (m for m in METHODS if m not in methods):
+            with pytest.raises(ClidepError, match=re.escape(f"{flag(name)} applies to {method_list(methods)} only")):
+                CompressConfig(method=other, ratio=2.0, steps=1, **{name: given[name]}).check_new_run()

@@ -14,13 +14,19 @@ STOCK_METHODS = ("slim", "depth", "depth+slim", "grid")
 DEPTH_SCORERS = ("bi", "ntk", "every-other")
 #: The block-importance scorers of compress/importance.py.
 IMPORTANCE_METHODS = ("ntk", "grad", "bi", "ablation")
+COLLAPSE_METHODS = ("layercollapse", "cli+layercollapse")
+
+# The headings compress's options are listed under (--help, docs/commands/compress.md), as a user meets them:
+# which student, how big (one of four, or a device budget), the chosen method's own settings, the texts, and
+# the distillation.
+STUDENT, SIZE, BUDGET = "Student", "Size (give one)", "Size from a device budget (instead)"
+METHOD, DATA, TRAIN = "Settings of one method", "Texts", "Distillation"
 
 
 @dataclass(frozen=True)
 class CompressConfig(Options):
     """How to build and distil a student. run.json records it; ``--resume`` compares a new call with it."""
 
-    # -- what student
     # slim by default: at ratio 2.47 on the reference teacher (3 seeds, benchmarks/results/paper_ablation.md)
     # it scores 201.46 ± 0.48 against uniform's 204.58 ± 0.18, auto's 204.14 ± 0.75 and CLI's 213.20 ± 0.29,
     # better than each in every seed, and it is a stock GPT-2 (transformers, optimum, llama.cpp take it).
@@ -28,80 +34,113 @@ class CompressConfig(Options):
         "slim",
         "slim (the default, see the ablation: one narrower residual width, embeddings included; a stock GPT-2), depth (fewer blocks; stock), depth+slim (stock), grid (width in whole heads of the teacher's size, MLP width and depth each on the grid quantisers take whole, ranked by a short distillation; stock), uniform (every block through one bottleneck), cli (protect critical blocks), auto (widths follow importance scores), layercollapse or cli+layercollapse.",
         choices=METHODS,
+        group=STUDENT,
     )
-    ratio: float | None = option(None, "Target teacher / student parameter ratio.", above=1)
-    params: int | None = option(None, "Target student parameters.", low=1)
-    width: int | None = option(None, "Explicit bottleneck width (--method slim: the one residual width).", low=1)
-    match: str | None = option(None, "A clidep student whose size to match within 2%.")
+    init: str = option(
+        "teacher",
+        "teacher (PCA of the teacher's stream, kept heads/neurons) or random.",
+        choices=("teacher", "random"),
+        group=STUDENT,
+    )
+    ratio: float | None = option(None, "Target teacher / student parameter ratio.", above=1, group=SIZE)
+    params: int | None = option(None, "Target student parameters.", low=1, group=SIZE)
+    width: int | None = option(
+        None, "Explicit bottleneck width (--method slim: the one residual width).", low=1, group=SIZE
+    )
+    match: str | None = option(None, "A clidep student whose size to match within 2%.", group=SIZE)
     max_decode_ms: float | None = option(
         None,
         "Size the student to decode within this many ms/token on --device at --precision (bandwidth model, printed).",
         above=0,
+        group=BUDGET,
     )
-    max_mb: float | None = option(None, "Size the student so its weights at --precision fit in this many MB.", above=0)
+    max_mb: float | None = option(
+        None, "Size the student so its weights at --precision fit in this many MB.", above=0, group=BUDGET
+    )
     device: str | None = option(
-        None, "Device profile for --max-decode-ms: a name from `clidep devices` (host: measured now) or a .toml file."
+        None,
+        "Device profile for --max-decode-ms: a name from `clidep devices` (host: measured now) or a .toml file.",
+        group=BUDGET,
     )
     precision: str = option(
         "int8",
         "The precision --max-decode-ms and --max-mb assume (what you will export).",
         choices=("fp32", "int8", "int4"),
+        group=BUDGET,
     )
-    protect: str = option("auto", "auto (NTK analysis), an importance.json from clidep analyze, or blocks like 0,11.")
+    protect: str = option(
+        "auto",
+        "auto (NTK analysis), an importance.json from clidep analyze, or blocks like 0,11.",
+        group=METHOD,
+        methods=("cli", "layercollapse", "cli+layercollapse"),
+    )
     scorer: tuple[str, ...] = option(
         ("ntk", "bi"),
-        "--method auto: importance scores the widths follow (ntk, grad, bi, ablation); several are candidates.",
+        "importance scores the widths follow (ntk, grad, bi, ablation); several are candidates.",
         choices=IMPORTANCE_METHODS,
         items=str,
+        group=METHOD,
+        methods=("auto",),
     )
     gamma: tuple[float, ...] = option(
         (0.0, 0.25, 0.5, 1.0),
-        "--method auto: exponents, width_i proportional to score_i^gamma (0: uniform); several are candidates.",
+        "exponents, width_i proportional to score_i^gamma (0: uniform); several are candidates.",
         low=0,
         high=16,
         items=float,
+        group=METHOD,
+        methods=("auto",),
     )
     search_steps: int = option(
         16,
-        "--method auto, depth+slim and grid: distillation steps each candidate gets before its validation perplexity picks one.",
+        "distillation steps each candidate gets before its validation perplexity picks one.",
         low=1,
+        group=METHOD,
+        methods=("auto", "depth+slim", "grid"),
     )
     depth_scorer: str = option(
         "bi",
-        "--method depth, depth+slim and grid: which blocks are kept: bi (highest block influence, ShortGPT), ntk (highest NTK trace) or every-other (evenly spaced, as distilGPT2).",
+        "which blocks are kept: bi (highest block influence, ShortGPT), ntk (highest NTK trace) or every-other (evenly spaced, as distilGPT2).",
         choices=DEPTH_SCORERS,
+        group=METHOD,
+        methods=("depth", "depth+slim", "grid"),
     )
-    init: str = option(
-        "teacher", "teacher (PCA of the teacher's stream, kept heads/neurons) or random.", choices=("teacher", "random")
-    )
-    # -- data
-    data: str | None = option(
-        None, "Training text: a file, a directory of .txt, or wikitext-103 (default: offline wiki-en)."
-    )
-    val_data: str = option("wiki-en-valid", "Validation text for the perplexity curve.")
-    # -- distillation budget and optimiser
-    tokens: int | None = option(None, "Distillation tokens.", low=1)
-    steps: int | None = option(None, "Distillation steps (instead of --tokens).", low=1)
-    batch_size: int = option(16, "Sequences per step (global, over all processes).", low=1)
-    seq_len: int = option(256, "Tokens per sequence.", low=2)
-    lr: float = option(1e-3, "Peak learning rate (AdamW, warm-up then cosine to 10%).", above=0)
-    warmup: int = option(20, "Linear warm-up steps of the learning rate.", low=0)
-    weight_decay: float = option(0.01, "AdamW weight decay of the matrices (biases, norms and slopes get none).", low=0)
-    grad_clip: float = option(1.0, "Gradient norm clip.", above=0)
-    alpha: float = option(0.9, "Weight of the KL term; 1 - alpha weighs the cross-entropy.", low=0, high=1)
-    temperature: float = option(1.0, "Distillation temperature.", above=0)
-    seed: int = option(0, "Seed for data order, init and training.", low=0, high=MAX_SEED)
-    eval_every: int = option(50, "Steps between validation perplexities (0: none).", low=0)
-    save_every: int = option(50, "Steps between checkpoints (0: none).", low=0)
-    # -- LayerCollapse
     layers: str = option(
         "auto",
-        "LayerCollapse: blocks whose MLPs train towards linear (auto: least important by NTK first; the less important half, or for --method layercollapse with a size, as many as reach it).",
+        "blocks whose MLPs train towards linear (auto: least important by NTK first; the less important half, or for --method layercollapse with a size, as many as reach it).",
+        group=METHOD,
+        methods=COLLAPSE_METHODS,
     )
-    lc: float = option(1.0, "LayerCollapse: weight of the regulariser lc * (1 - alpha)^2.", above=0)
+    lc: float = option(
+        1.0, "weight of the regulariser lc * (1 - alpha)^2.", above=0, group=METHOD, methods=COLLAPSE_METHODS
+    )
     collapse_tol: float = option(
-        0.05, "LayerCollapse: collapse an MLP when |1 - alpha| is at most this.", above=0, high=1
+        0.05,
+        "collapse an MLP when |1 - alpha| is at most this.",
+        above=0,
+        high=1,
+        group=METHOD,
+        methods=COLLAPSE_METHODS,
     )
+    data: str | None = option(
+        None, "Training text: a file, a directory of .txt, or wikitext-103 (default: offline wiki-en).", group=DATA
+    )
+    val_data: str = option("wiki-en-valid", "Validation text for the perplexity curve.", group=DATA)
+    tokens: int | None = option(None, "Distillation tokens.", low=1, group=TRAIN)
+    steps: int | None = option(None, "Distillation steps (instead of --tokens).", low=1, group=TRAIN)
+    batch_size: int = option(16, "Sequences per step (global, over all processes).", low=1, group=TRAIN)
+    seq_len: int = option(256, "Tokens per sequence.", low=2, group=TRAIN)
+    lr: float = option(1e-3, "Peak learning rate (AdamW, warm-up then cosine to 10%).", above=0, group=TRAIN)
+    warmup: int = option(20, "Linear warm-up steps of the learning rate.", low=0, group=TRAIN)
+    weight_decay: float = option(
+        0.01, "AdamW weight decay of the matrices (biases, norms and slopes get none).", low=0, group=TRAIN
+    )
+    grad_clip: float = option(1.0, "Gradient norm clip.", above=0, group=TRAIN)
+    alpha: float = option(0.9, "Weight of the KL term; 1 - alpha weighs the cross-entropy.", low=0, high=1, group=TRAIN)
+    temperature: float = option(1.0, "Distillation temperature.", above=0, group=TRAIN)
+    seed: int = option(0, "Seed for data order, init and training.", low=0, high=MAX_SEED, group=TRAIN)
+    eval_every: int = option(50, "Steps between validation perplexities (0: none).", low=0, group=TRAIN)
+    save_every: int = option(50, "Steps between checkpoints (0: none).", low=0, group=TRAIN)
 
     def check_new_run(self) -> None:
         """What a new run needs beyond each field's range (a resumed run takes these from run.json)."""
@@ -124,12 +163,7 @@ class CompressConfig(Options):
             )
         elif self.method in ("auto", "depth", "depth+slim", "grid") and self.width is not None:
             raise ClidepError(f"--method {self.method} chooses its widths: size it with --ratio, --params or --match")
-        if self.protect != "auto" and self.method in ("uniform", "auto", *STOCK_METHODS):
-            raise ClidepError(
-                f"--protect applies to --method cli, layercollapse or cli+layercollapse, not {self.method} "
-                "(the default method is slim: add --method cli)"
-            )
-        self._refuse_other_methods_options()
+        self.refuse_other_methods(self.method)
         if (self.tokens is None) == (self.steps is None):
             raise ClidepError("give exactly one of --tokens or --steps")
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
@@ -139,22 +173,6 @@ class CompressConfig(Options):
                 f"--warmup {self.warmup} exceeds the run's {steps} steps: the learning rate would never "
                 f"reach its peak; give at most {steps}"
             )
-
-    def _refuse_other_methods_options(self) -> None:
-        """An option of another method, given a value, is refused rather than ignored."""
-        defaults = {f.name: f.default for f in dataclasses.fields(self)}
-        owners = {
-            "scorer": ("auto",),
-            "gamma": ("auto",),
-            "search_steps": ("auto", "depth+slim", "grid"),
-            "depth_scorer": ("depth", "depth+slim", "grid"),
-            **{f: ("layercollapse", "cli+layercollapse") for f in ("layers", "lc", "collapse_tol")},
-        }
-        for name, methods in owners.items():
-            if getattr(self, name) != defaults[name] and self.method not in methods:
-                raise ClidepError(
-                    f"--{name.replace('_', '-')} applies to --method {', '.join(methods[:-1])}{' and ' if len(methods) > 1 else ''}{methods[-1]} only, not {self.method}"
-                )
 
 
 @dataclass(frozen=True)
