@@ -25,6 +25,7 @@ def _table(name: str) -> str:
     import decode_kernels
     import export_compare
     import gguf_peer
+    import int4_table
     import layercollapse
     import paper_ablation
     import profile_decode
@@ -42,8 +43,8 @@ def _table(name: str) -> str:
         lens = sorted({int(k) for r in result["rows"] for k in (r.get("prefill_ms") or {})})
         depths = sorted({int(k) for r in result["rows"] for k in (r.get("decode_ms_at") or {})})
         return report.markdown(runtime.table_fields(lens, depths), result["rows"], runtime.title(result), keep=3)
-    if name in ("decode_kernels", "profile_decode"):
-        module = decode_kernels if name == "decode_kernels" else profile_decode
+    if name in ("decode_kernels", "profile_decode", "int4_table"):
+        module = {"decode_kernels": decode_kernels, "profile_decode": profile_decode, "int4_table": int4_table}[name]
         return report.markdown(module.FIELDS, result["rows"], module.title(result))
     return report.markdown(export_compare.FIELDS, [r for r in result["rows"] if "ppl" in r])
 
@@ -59,6 +60,7 @@ def _table(name: str) -> str:
         "decode_kernels",
         "profile_decode",
         "gguf_peer",
+        "int4_table",
     ],
 )
 def test_published_table_is_what_the_writer_prints(name):

@@ -345,3 +345,44 @@ def test_a_gpt2_of_any_n_inner_exports_and_llama_cpp_reads_its_mlp_width(tmp_pat
 
     fields = gguf.GGUFReader(str(tmp_path / "o" / "gguf" / "model.f32.gguf")).fields
     assert int(fields["gpt2.feed_forward_length"].parts[-1][0]) == 320
+
+
+@pytest.mark.parametrize("teacher", [(768, 12, 12), (1024, 16, 24)], ids=["gpt2-small", "gpt2-medium"])
+def test_grid_students_at_gpt2_shapes_quantise_every_matrix_where_slims_do_not(teacher, tmp_path, teacher_dir):
+    """Every grid shape compress ranks at ratio 2.47 of GPT-2 small and medium (width, heads, MLP width: one
+    block of each, the reference tokenizer's vocabulary; the splits into blocks depend on the row lengths alone)
+    writes a Q4_0 file with no matrix left in F16 and an int4 ONNX file with every linear layer in 4 bits.
+    Slim's 24 x 624 (12 heads of 52) at GPT-2 medium leaves matrices in F16: the check can tell them apart."""
+    from clidep import CLIGPT2Config, CLIGPT2LMHeadModel
+    from clidep.compress.stock import GRID_TRIALS, grid_candidates, size, slim_width
+    from clidep.compress.widths import head_size
+    from clidep.data import load_tokenizer
+    from clidep.export.gguf import quantize_gguf, write_gguf
+    from clidep.export.ort_graph import write_quantised
+    from clidep.hardware.kernels import INT4_BLOCK
+    from clidep.model.convert import config_from_gpt2
+
+    width, heads, depth = teacher
+    tconf = config_from_gpt2(GPT2Config(n_embd=width, n_head=heads, n_layer=depth))
+    target = round(size(tconf, width, depth) / 2.47)
+    shapes = [(c["width"], c["head_dim"], c["mlp_inner"]) for c in grid_candidates(tconf, target)[:GRID_TRIALS]]
+    slim = slim_width(tconf, target)
+    folder = tmp_path / "tok"
+    load_tokenizer(teacher_dir).save_pretrained(folder)
+
+    def float_matrices(w: int, head_dim: int, inner: int) -> tuple[int, int]:
+        torch.manual_seed(0)
+        config = CLIGPT2Config(
+            vocab_size=8192, n_positions=64, n_embd=w, n_layer=1, n_head=w // head_dim, mlp_inner=inner
+        )
+        model = CLIGPT2LMHeadModel(config).eval()
+        write_gguf(model, folder, tmp_path / "m.f32.gguf", "f32", "grid")
+        q4 = quantize_gguf(tmp_path / "m.f32.gguf", tmp_path / "m.q4_0.gguf", "q4_0")
+        _, done, linear = write_quantised(model, tmp_path / "m.int4.onnx", 4, INT4_BLOCK)
+        return q4["float_matrices"], linear - done
+
+    assert shapes
+    for shape in shapes:
+        assert float_matrices(*shape) == (0, 0), shape
+    if width == 1024:
+        assert slim == 624 and float_matrices(slim, head_size(slim, 64), 4 * slim)[0] > 0

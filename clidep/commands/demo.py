@@ -33,8 +33,7 @@ class DemoConfig(Options):
     steps: int = option(150, "Distillation steps per student (16 x 128 tokens each).", low=1)
 
 
-# Over a screen on purpose: the demo is the pipeline read top to bottom, one line per step, each
-# calling a command's own library function; splitting it would hide the order it shows.
+# The pipeline read top to bottom, one line per step, each calling a command's own library function.
 def demo(out: str | Path = "clidep-demo", config: DemoConfig | None = None, *, log=print, **options) -> dict:
     """Run analyze, compress (CLI and uniform), export --int8 and bench (host) into OUT; return the summary.
 
@@ -113,6 +112,15 @@ def demo(out: str | Path = "clidep-demo", config: DemoConfig | None = None, *, l
         ),
     )
     write_bench(bench_report, out / "bench")
+    summary = _summary(out, cli, uni, (eval_data, evals), bench_report, exports)
+    return {**summary, "timings_s": timings, "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def _summary(out: Path, cli: dict, uni: dict, scored: tuple, bench_report: dict, exports: dict) -> dict:
+    """The demo's table (one row per model: size, fp32 perplexity, the int8 file's figures in clidep's
+    runner), the students' shapes, the evaluation protocol (SCORED: the text, and each model's eval) and
+    where each artifact is."""
+    eval_data, evals = scored
     rows = []
     for name, params in (
         ("teacher", cli["teacher_params"]),
@@ -149,8 +157,6 @@ def demo(out: str | Path = "clidep-demo", config: DemoConfig | None = None, *, l
             "tokens": evals["teacher"].tokens,
         },
         "distillation_tokens": cli["tokens_trained"],
-        "timings_s": timings,
-        "seconds": round(time.perf_counter() - t0, 1),
         "artifacts": {
             "analysis": str(out / "analyze"),
             "cli": str(out / "cli"),

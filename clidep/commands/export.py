@@ -146,10 +146,14 @@ def _enforce_gates(variants: list[Variant], c: ExportConfig, log) -> None:
     if missed and not c.allow_gate_miss:
         first, misses = next(iter(missed.items()))
         others = f" (and {', '.join(list(missed)[1:])})" if len(missed) > 1 else ""
+        table = (
+            "for int4, --int4-table-bits 8 keeps the embedding/head table at 8 bits; else "
+            if c.int4_table_bits == 4
+            else ""
+        )
         raise ClidepError(
-            f"{first}{others} misses its quality gate: {'; '.join(misses)}; nothing was written (for int4, "
-            "--int4-table-bits 8 keeps the embedding/head table at 8 bits; else a wider or longer-trained "
-            "student, or --allow-gate-miss to write it marked as such)"
+            f"{first}{others} misses its quality gate: {'; '.join(misses)}; nothing was written ({table}a wider or "
+            "longer-trained student, or --allow-gate-miss to write it marked as such)"
         )
     for v in variants:
         if v.file in missed:

@@ -69,14 +69,17 @@ class ExportConfig(Options):
     )
     int4: bool = option(False, "Add a weight-only int4 variant (MatMulNBits) of every linear layer.")
     block_size: int = option(INT4_BLOCK, "int4 quantisation block size: 16, 32, 64, 128 or 256.")
-    # 4 by default (the smallest file). At 8 the int4 file kept its gate where it missed it: one seed, 150 steps,
-    # 4,096 WikiText tokens, ratio 2.47 students of the reference teacher: slim 12 x 152 +6.15% -> +1.36%
-    # (4.2 -> 5.3 MB), grid 12 x 128 +6.43% -> +1.69% (2.8 -> 3.4 MB); the teacher +2.37% -> -0.16%. Its decode
-    # cost at GPT-2-medium shapes (a 50,257 x 1,024 table read every token) is not measured yet.
+    # 8 by default, as llama.cpp keeps the output table of its Q4_0 and Q4_K_M files in Q6_K: at 4 bits the
+    # table is what cost the students their gate (ratio 2.47 students of the reference teacher, int4 Δppl
+    # against their fp32 graph, 4 -> 8 bits: slim +6.4% -> +1.4%, grid +4.5% -> +1.6%, the teacher +1.05% ->
+    # -0.03%; benchmarks/results/shipped_student.md, int4_table.md). What it costs at GPT-2-medium shapes
+    # (a 50,257-row table read every token; benchmarks/results/int4_table.md): decode after 32 tokens
+    # +17% for the teacher's 24 x 1024 (8.43 -> 9.87 ms), +23% for slim's 24 x 624, +8% for grid's 24 x 640,
+    # and 16-26 MB. 4 stays for the smallest file where it keeps the gate.
     int4_table_bits: int = option(
-        4,
-        "Bits of the tied embedding/head table in the int4 file: 4 (the smallest file) or 8 (a narrow student's "
-        "int4 file within its gate where 4 bits miss it).",
+        8,
+        "Bits of the tied embedding/head table in the int4 file: 8 (a narrow student's int4 file keeps its gate; "
+        "as llama.cpp's Q4 files keep theirs in 6 bits) or 4 (the smallest, fastest file, where it keeps the gate).",
         low=4,
         high=8,
     )
@@ -146,11 +149,11 @@ class ExportConfig(Options):
         check_block_size(self.block_size)
         if self.int4_table_bits not in (4, 8):
             raise ClidepError(f"--int4-table-bits takes 4 or 8, got {self.int4_table_bits}")
-        if self.int4_table_bits != 4 and (not self.int4 or self.plain_onnx):
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        if self.int4_table_bits != defaults["int4_table_bits"] and (not self.int4 or self.plain_onnx):
             raise ClidepError("--int4-table-bits applies to --int4 in the ONNX Runtime graph only")
         if self.static and not self.data:
             raise ClidepError("--static needs calibration text: add --data wiki-en-valid (or a text file)")
-        defaults = {f.name: f.default for f in dataclasses.fields(self)}
         ignored = [f for f in ("opset", "optimize") if getattr(self, f) != defaults[f]]
         if ignored and not self.plain_onnx:
             raise ClidepError(

@@ -1,0 +1,183 @@
+"""The student users ship, judged by its shipped files: slim against grid at one size, with seeds.
+
+Each arm is distilled from the reference teacher as paper_ablation.py does (same data, budget and schedule,
+sized to --ratio), then exported as a user would: the int4 ONNX file with its embedding/head table at 4 bits
+and at 8 (export --int4 [--int4-table-bits 8]) and llama.cpp's Q4_0 and Q4_K_M files (export --gguf), each
+scored by the export itself against its fp32 graph (or f32 GGUF) on the same WikiText-test tokens. A GGUF type
+that would hold none of its own tensors is refused by export; the table says so. One run, one machine.
+
+    python benchmarks/shipped_student.py                       # 2 methods x 3 seeds, 500k tokens each (~40 min, 2 cores)
+    python benchmarks/shipped_student.py --seeds 0 --tokens 20000 --eval-tokens 4096 --search-steps 2 --out /tmp/ss   # smoke
+
+Writes RESULTS/shipped_student.json, .md, .csv and .jsonl after every arm (RESULTS defaults to benchmarks/results).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import distil_protocol
+from paper_ablation import _finished
+
+from clidep.bench.report import Column
+from clidep.errors import ClidepError
+
+
+def main() -> None:
+    ap = distil_protocol.parser(__doc__.splitlines()[0], "shipped_student")
+    ap.add_argument("--ratio", type=float, default=2.47)
+    ap.add_argument("--methods", default="slim,grid")
+    ap.add_argument("--search-steps", type=int, default=16, help="grid: distillation steps per candidate")
+    ap.add_argument("--check-tokens", type=int, default=8192, help="tokens each export scores its files on")
+    a = ap.parse_args()
+
+    from clidep.commands.compress import compress
+
+    setup = distil_protocol.start(a)
+    target = round(setup["teacher"]["params"] / a.ratio)
+    rows = []
+    for method, seed in [(m, s) for m in a.methods.split(",") for s in distil_protocol.seeds(a)]:
+        out = Path(a.work) / f"{method}-s{seed}"
+        started = time.perf_counter()
+        sizing = dict(params=target, **({"search_steps": a.search_steps} if method == "grid" else {}))
+        r = _finished(out, method, seed, a.tokens, a.ratio) or compress(
+            a.teacher, out, method=method, **sizing, **distil_protocol.train_settings(a, seed)
+        )
+        rows.append(
+            {
+                "method": method,
+                "seed": seed,
+                "params": r["student_params"],
+                "shape": _shape(out),
+                "ppl": distil_protocol.score(a, str(out))["ppl"],
+                **_shipped(out, a.check_tokens),
+                "wall_s": round(time.perf_counter() - started, 1),
+            }
+        )
+        distil_protocol.log(f"{method}/seed {seed}: {rows[-1]}")
+        _write(a, setup, rows)
+
+
+def _shape(student: Path) -> str:
+    """A stock student's shape as config.json says it: blocks x width (heads x head size), MLP width."""
+    import json
+
+    c = json.loads((student / "config.json").read_text())
+    inner = c.get("n_inner") or 4 * c["n_embd"]
+    return f"{c['n_layer']} x {c['n_embd']} ({c['n_head']} x {c['n_embd'] // c['n_head']}), MLP {inner}"
+
+
+def _shipped(student: Path, tokens: int) -> dict:
+    """The shipped files' figures: int4 ONNX at both table widths, Q4_0 and Q4_K_M (or why export refused it)."""
+    from clidep.commands.export import export_artifact
+
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for table_bits, gguf_type in ((4, "q4_0"), (8, "q4_k_m")):
+            common = dict(int4=True, int4_table_bits=table_bits, allow_gate_miss=True, genai=False, ppl_tokens=tokens)
+            dst = Path(tmp) / f"t{table_bits}"
+            try:
+                manifest = export_artifact(student, dst, gguf=True, gguf_types=gguf_type, overwrite=True, **common)
+                g = next(f for f in manifest.gguf["files"] if f["type"] == gguf_type)
+                out[gguf_type] = {
+                    k: g[k] for k in ("size_bytes", "ppl_delta", "matrices", "matrices_of_type", "float_matrices")
+                }
+            except ClidepError as exc:  # a type that would hold none of its own tensors
+                out[gguf_type] = {"refused": str(exc)}
+                manifest = export_artifact(student, dst, overwrite=True, **common)
+            fp32, int4 = manifest.variants
+            out["fp32_onnx_ppl"] = fp32.ppl
+            out[f"int4_table{table_bits}"] = {
+                "size_bytes": int4.size_bytes,
+                "ppl_delta": int4.ppl_delta,
+                "greedy_agreement": int4.greedy_agreement,
+                "linear_layers_quantized": int4.extra.get("linear_layers_quantized"),
+            }
+    return out
+
+
+def _write(a, setup: dict, rows: list[dict]) -> None:
+    import numpy as np
+
+    arms = []
+    for method in dict.fromkeys(r["method"] for r in rows):
+        runs = [r for r in rows if r["method"] == method]
+
+        def stat(get, runs=runs):
+            vals = [get(r) for r in runs]
+            vals = [v for v in vals if v is not None]
+            if not vals:
+                return None
+            return [float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0]
+
+        arms.append(
+            {
+                "method": method,
+                "shape": runs[0]["shape"],
+                "params": runs[0]["params"],
+                "seeds": [r["seed"] for r in runs],
+                "ppl": stat(lambda r: r["ppl"]),
+                "int4_table4": stat(lambda r: r["int4_table4"]["ppl_delta"]),
+                "int4_table8": stat(lambda r: r["int4_table8"]["ppl_delta"]),
+                "int4_table4_mb": runs[0]["int4_table4"]["size_bytes"] / 1e6,
+                "int4_table8_mb": runs[0]["int4_table8"]["size_bytes"] / 1e6,
+                "int4_quantized": runs[0]["int4_table4"]["linear_layers_quantized"],
+                "q4_0": stat(lambda r: r["q4_0"].get("ppl_delta")),
+                "q4_0_mb": runs[0]["q4_0"].get("size_bytes", 0) / 1e6,
+                "q4_0_float": f"{runs[0]['q4_0'].get('float_matrices', '-')}/{runs[0]['q4_0'].get('matrices', '-')}",
+                "q4_k_m": stat(lambda r: r["q4_k_m"].get("ppl_delta")),
+                "q4_k_m_refused": runs[0]["q4_k_m"].get("refused"),
+                "runs": runs,
+            }
+        )
+    result = {
+        "teacher": {"path": a.teacher, **setup["teacher"]},
+        "arms": arms,
+        "protocol": {**distil_protocol.protocol(a, setup["teacher"]), "ratio": a.ratio, "check_tokens": a.check_tokens},
+    }
+    distil_protocol.write(a, "shipped_student", setup, result, title(result), FIELDS)
+
+
+def _pm(x, pct: bool = False) -> str:
+    if x is None:
+        return "-"
+    return f"{x[0]:+.2%} ± {x[1]:.2%}" if pct else f"{x[0]:.2f} ± {x[1]:.2f}"
+
+
+def title(result: dict) -> str:
+    p = result["protocol"]
+    return (
+        f"{distil_protocol.teacher_line(result)} Students at ratio {p['ratio']}, {p['tokens_per_arm']:,} distillation "
+        f"tokens, seeds {p['seeds']}; each shipped file's Δppl against its own fp32 graph (GGUF: f32 file) on "
+        f"{p['check_tokens']:,} WikiText-test tokens, as export scores it (mean ± sd over seeds)."
+    )
+
+
+FIELDS = [
+    Column("method", "method"),
+    Column("shape", "shape"),
+    Column("params", "params", text=lambda r: f"{r['params'] / 1e6:.2f} M"),
+    Column("ppl", "fp32 ppl", text=lambda r: _pm(r["ppl"])),
+    Column("int4_table4", "int4 Δppl (4-bit table)", text=lambda r: f"{_pm(r['int4_table4'], True)}"),
+    Column("int4_table8", "int4 Δppl (8-bit table)", text=lambda r: f"{_pm(r['int4_table8'], True)}"),
+    Column(
+        "int4_table4_mb",
+        "int4 MB (4 / 8-bit table)",
+        text=lambda r: f"{r['int4_table4_mb']:.1f} / {r['int4_table8_mb']:.1f}",
+    ),
+    Column("int4_quantized", "int4 linear layers in 4 bits"),
+    Column("q4_0", "Q4_0 Δppl", text=lambda r: _pm(r["q4_0"], True)),
+    Column("q4_0_mb", "Q4_0 MB", text=lambda r: f"{r['q4_0_mb']:.1f}"),
+    Column("q4_0_float", "Q4_0 matrices left F16"),
+    Column(
+        "q4_k_m",
+        "Q4_K_M Δppl",
+        text=lambda r: _pm(r["q4_k_m"], True) if not r["q4_k_m_refused"] else "refused: no row of 256",
+    ),
+]
+
+
+if __name__ == "__main__":
+    main()
