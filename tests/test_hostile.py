@@ -25,14 +25,26 @@ LONG_PROMPT = "the history of the city " * 40  # more tokens than the tiny teach
 
 CASES = [
     # -- data loss: an output location that is an input, or an existing result
-    ("loss", "compress {teacher} --out {teacher} --overwrite --width 32 --steps 1", "overlaps the input"),
-    ("loss", "compress {teacher} --out {teacher}/student --overwrite --width 32 --steps 1", "overlaps the input"),
-    ("loss", "compress {teacher} --out {root} --overwrite --width 32 --steps 1", "overlaps the input"),
-    ("loss", "compress {teacher} --out {student} --overwrite --width 0 --steps 1", "--width must be at least 1"),
-    ("loss", "compress {teacher} --out {student} --width 32 --steps 1", "pass --resume to continue it"),
-    ("loss", "compress {teacher} --out {onnx} --width 32 --steps 1", "pass --overwrite"),
-    ("loss", "compress {teacher} --out {fresh} --width 32 --steps 1 --data {teacher}/model.safetensors", "not UTF-8"),
-    ("loss", "compress {teacher} --out {fresh} --width 32 --steps 1 --data {fresh}", "no training data"),
+    ("loss", "compress {teacher} --method slim --out {teacher} --overwrite --width 32 --steps 1", "overlaps the input"),
+    (
+        "loss",
+        "compress {teacher} --method slim --out {teacher}/student --overwrite --width 32 --steps 1",
+        "overlaps the input",
+    ),
+    ("loss", "compress {teacher} --method slim --out {root} --overwrite --width 32 --steps 1", "overlaps the input"),
+    (
+        "loss",
+        "compress {teacher} --method slim --out {student} --overwrite --width 0 --steps 1",
+        "--width must be at least 1",
+    ),
+    ("loss", "compress {teacher} --method slim --out {student} --width 32 --steps 1", "pass --resume to continue it"),
+    ("loss", "compress {teacher} --method slim --out {onnx} --width 32 --steps 1", "pass --overwrite"),
+    (
+        "loss",
+        "compress {teacher} --method slim --out {fresh} --width 32 --steps 1 --data {teacher}/model.safetensors",
+        "not UTF-8",
+    ),
+    ("loss", "compress {teacher} --method slim --out {fresh} --width 32 --steps 1 --data {fresh}", "no training data"),
     ("loss", "export {teacher} --out {teacher} --overwrite", "overlaps the input"),
     ("loss", "export {student} --out {onnx}", "pass --overwrite"),
     ("loss", "export {teacher} --out {onnx} --overwrite --ppl-tokens -5", "--ppl-tokens must be at least 0"),
@@ -58,34 +70,50 @@ CASES = [
     ("wrong", "compress {missing} --out {fresh} --method cli --width 32 --protect 0,3 --steps 1", "weights missing"),
     ("wrong", "compress {teacher} --out {student} --resume --lr 0.5", "changes --lr 0.5 (the run has 0.001)"),
     ("wrong", "compress {teacher} --out {student} --resume --steps 9 --seed 3", "--steps 9 (the run has 1), --seed 3"),
-    ("wrong", "compress {teacher} --out {fresh} --width 32 --steps 0", "--steps must be at least 1"),
-    ("wrong", "compress {teacher} --out {fresh} --width 32 --tokens -100", "--tokens must be at least 1"),
-    ("wrong", "compress {teacher} --out {fresh} --width 32 --steps 1 --seq-len 0", "--seq-len must be at least 2"),
+    ("wrong", "compress {teacher} --method slim --out {fresh} --width 32 --steps 0", "--steps must be at least 1"),
+    ("wrong", "compress {teacher} --method slim --out {fresh} --width 32 --tokens -100", "--tokens must be at least 1"),
+    (
+        "wrong",
+        "compress {teacher} --method slim --out {fresh} --width 32 --steps 1 --seq-len 0",
+        "--seq-len must be at least 2",
+    ),
     ("wrong", "compress {teacher} --out {fresh} --params 99999999 --steps 1", "is not below the teacher's"),
     ("wrong", "compress {teacher} --out {fresh} --ratio nan --steps 1", "--ratio must be a finite number, got nan"),
     ("wrong", "compress {teacher} --out {fresh} --ratio inf --steps 1", "--ratio must be a finite number, got inf"),
     ("wrong", "compress {teacher} --out {fresh} --ratio 0.8 --steps 1", "--ratio must be above 1, got 0.8"),
     (
         "wrong",
-        "compress {teacher} --out {fresh} --width 64 --steps 1",
+        "compress {teacher} --method slim --out {fresh} --width 64 --steps 1",
         "--width 64 must be below the teacher's width 64",
     ),
     (
         "wrong",
-        "compress {teacher} --out {fresh} --width 32 --steps 1 --batch-size 0",
+        "compress {teacher} --method slim --out {fresh} --width 32 --steps 1 --batch-size 0",
         "--batch-size must be at least 1",
     ),
-    ("wrong", "compress {teacher} --out {fresh} --width 32 --steps 1 --lr 0", "--lr must be above 0, got 0.0"),
     (
         "wrong",
-        "compress {teacher} --out {fresh} --width 32 --steps 1 --lr nan",
+        "compress {teacher} --method slim --out {fresh} --width 32 --steps 1 --lr 0",
+        "--lr must be above 0, got 0.0",
+    ),
+    (
+        "wrong",
+        "compress {teacher} --method slim --out {fresh} --width 32 --steps 1 --lr nan",
         "--lr must be a finite number, got nan",
     ),
-    ("wrong", "compress {teacher} --out {fresh} --width 32 --steps 1 --alpha 1.5", "--alpha must be in [0, 1]"),
-    ("wrong", "compress {teacher} --out {fresh} --width 32 --steps 1 --temperature 0", "--temperature must be above 0"),
     (
         "wrong",
-        "compress {teacher} --out {fresh} --width 32 --steps 1 --eval-every -1",
+        "compress {teacher} --method slim --out {fresh} --width 32 --steps 1 --alpha 1.5",
+        "--alpha must be in [0, 1]",
+    ),
+    (
+        "wrong",
+        "compress {teacher} --method slim --out {fresh} --width 32 --steps 1 --temperature 0",
+        "--temperature must be above 0",
+    ),
+    (
+        "wrong",
+        "compress {teacher} --method slim --out {fresh} --width 32 --steps 1 --eval-every -1",
         "--eval-every must be at least 0",
     ),
     (
@@ -98,7 +126,11 @@ CASES = [
         "compress {teacher} --out {fresh} --method layercollapse --layers 1 --steps 1 --collapse-tol 2",
         "--collapse-tol must be in (0, 1], got 2",
     ),
-    ("wrong", "compress {teacher} --out {fresh} --width 32 --steps 1 --grad-clip 0", "--grad-clip must be above 0"),
+    (
+        "wrong",
+        "compress {teacher} --method slim --out {fresh} --width 32 --steps 1 --grad-clip 0",
+        "--grad-clip must be above 0",
+    ),
     ("wrong", "compress {teacher} --out {fresh} --width 32 --steps 1 --method nope", "unknown --method 'nope'"),
     ("wrong", "compress {teacher} --out {fresh} --method layercollapse --layers 1 --steps 1 --lc -1", "--lc must be"),
     ("wrong", "eval {teacher} --context 0", "--context must be at least 2"),
@@ -186,8 +218,12 @@ CASES = [
     ("crash", "eval {teacher} --data {binary}", "is a binary file"),
     ("crash", "eval {teacher} --data {latin1}", "is not UTF-8 text"),
     ("crash", "analyze {teacher} --out {fresh} --data {empty}", "is empty"),
-    ("crash", "compress {teacher} --out {fresh} --width 32 --steps 1 --data {binary}", "is a binary file"),
-    ("crash", "compress {teacher} --out {fresh} --width 32 --steps 1 --val-data {empty}", "is empty"),
+    (
+        "crash",
+        "compress {teacher} --method slim --out {fresh} --width 32 --steps 1 --data {binary}",
+        "is a binary file",
+    ),
+    ("crash", "compress {teacher} --method slim --out {fresh} --width 32 --steps 1 --val-data {empty}", "is empty"),
     (
         "crash",
         "compress {teacher} --out {fresh} --method cli --width 32 --steps 1 --protect {bad_json}",
@@ -196,19 +232,19 @@ CASES = [
     ("crash", "compress {teacher} --out {bad_run} --resume", "not a valid compress run"),
     ("crash", "export {teacher} --out {fresh} --ppl-data {binary}", "is a binary file"),
     ("crash", "export {teacher} --out /proc/clidep-out", "cannot be written"),
-    ("crash", "compress {teacher} --out {empty}/sub --width 32 --steps 1", "cannot be written"),
-    ("crash", "compress {teacher} --out {empty} --width 32 --steps 1", "is a file"),
+    ("crash", "compress {teacher} --method slim --out {empty}/sub --width 32 --steps 1", "cannot be written"),
+    ("crash", "compress {teacher} --method slim --out {empty} --width 32 --steps 1", "is a file"),
     ("crash", "analyze {teacher} --out {empty}", "is a file"),
     ("crash", "bench {onnx} --device host --out /proc/clidep-out", "cannot be written"),
     ("crash", "bench {bad_manifest} --device host --out {fresh}", "not a valid clidep export manifest"),
     ("crash", "bench {no_variants} --device host --out {fresh}", "lists no variants"),
     ("crash", "eval {teacher} --context abc", "Invalid value for '--context'"),
-    ("crash", "compress {teacher} --width 32", "Missing option '--out'"),
+    ("crash", "compress {teacher} --method slim --width 32", "Missing option '--out'"),
     ("crash", "eval {teacher} --bogus", "No such option"),
     ("crash", "frobnicate", "No such command 'frobnicate'"),
     (
         "crash",
-        "compress {teacher} --out {fresh} --width 32 --steps 1 --seed " + str(2**70),
+        "compress {teacher} --method slim --out {fresh} --width 32 --steps 1 --seed " + str(2**70),
         "--seed must be in [0, 4294967295]",
     ),
     ("crash", "generate {edited_positions} --prompt hi", "says n_positions 4096, but the graph's cache holds 128"),
@@ -257,7 +293,7 @@ CASES = [
     # -- numbers past reason: beyond what the libraries take, the machine has, or a run can finish
     (
         "bounds",
-        "compress {teacher} --out {fresh} --width 32 --steps 1 --seed -1",
+        "compress {teacher} --method slim --out {fresh} --width 32 --steps 1 --seed -1",
         "--seed must be in [0, 4294967295], got -1",
     ),
     ("bounds", "analyze {teacher} --out {fresh} --seed " + str(2**40), "--seed must be in [0, 4294967295]"),
@@ -307,12 +343,12 @@ CASES = [
     ("unclear", "export {teacher} --out {fresh} --no-optimize", "--no-optimize applies to --plain-onnx only"),
     (
         "bounds",
-        "compress {teacher} --out {fresh} --width 32 --steps 2 --warmup 1000000",
+        "compress {teacher} --method slim --out {fresh} --width 32 --steps 2 --warmup 1000000",
         "--warmup 1000000 exceeds the run's 2 steps",
     ),
     (
         "bounds",
-        "compress {teacher} --out {fresh} --width 32 --steps 2 --warmup 3",
+        "compress {teacher} --method slim --out {fresh} --width 32 --steps 2 --warmup 3",
         "--warmup 3 exceeds the run's 2 steps",
     ),
     # -- hangs before: a run of days, or more threads than the machine has
@@ -325,7 +361,7 @@ CASES = [
     ("unclear", "bench {onnx} --device host --out .", "names no directory of its own"),
     ("unclear", "export {teacher} --out ..", "names no directory of its own"),
     ("unclear", "analyze {teacher} --out ''", "names no directory of its own"),
-    ("unclear", "compress {teacher} --out '' --width 32 --steps 1", "names no directory of its own"),
+    ("unclear", "compress {teacher} --method slim --out '' --width 32 --steps 1", "names no directory of its own"),
     # -- option and input errors each command's own tests once ran in a process of their own
     ("wrong", "export {teacher} --out {fresh} --static", "--static needs calibration text"),
     (
@@ -387,7 +423,7 @@ CASES = [
     (
         "unclear",
         "compress {teacher} --out {fresh} --method slim --ratio 2 --protect 0 --steps 1",
-        "--protect applies to --method cli, layercollapse and cli+layercollapse only, not slim (the default method is slim: add --method cli)",
+        "--protect applies to --method cli, layercollapse and cli+layercollapse only, not slim",
     ),
     (
         "unclear",
@@ -462,7 +498,11 @@ CASES = [
     # -- every writer, not only bench: an --out that is a link is refused, the link and its target kept
     ("loss", "export {teacher} --out {onnx_link} --overwrite", "is a symbolic link (to '"),
     ("loss", "analyze {teacher} --out {onnx_link} --overwrite", "is a symbolic link (to '"),
-    ("loss", "compress {teacher} --out {onnx_link} --overwrite --width 32 --steps 1", "is a symbolic link (to '"),
+    (
+        "loss",
+        "compress {teacher} --method slim --out {onnx_link} --overwrite --width 32 --steps 1",
+        "is a symbolic link (to '",
+    ),
     # -- labels that lie and gates that prove nothing
     ("wrong", "export {teacher} --out {fresh} --int4 --int4-table-bits 6", "--int4-table-bits takes 4 or 8, got 6"),
     ("unclear", "export {teacher} --out {fresh} --int4-table-bits 4", "applies to --int4 in the ONNX Runtime graph"),

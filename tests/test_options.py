@@ -150,3 +150,7 @@ def test_every_compress_option_has_a_heading_and_a_method_option_is_refused_unde
         for other in (m for m in METHODS if m not in methods):
             with pytest.raises(ClidepError, match=re.escape(f"{flag(name)} applies to {method_list(methods)} only")):
                 CompressConfig(method=other, ratio=2.0, steps=1, **{name: given[name]}).check_new_run()
+    default = next(f.default for f in fields if f.name == "method")
+    hint = f"(the default method is {default}: add --method cli)"  # the user who gave no --method hears it
+    with pytest.raises(ClidepError, match=re.escape(hint)):
+        CompressConfig(ratio=2.0, steps=1, protect="0").check_new_run()
