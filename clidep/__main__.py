@@ -2,6 +2,6 @@
 
 import sys
 
-from clidep.cli import main
+from clidep.app import main
 
 sys.exit(main())

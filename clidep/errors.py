@@ -21,7 +21,7 @@ class Stopped(KeyboardInterrupt):
 class OutputClosed(Exception):
     """Standard output's reader went away (``| head``, ``| true``) before clidep finished printing.
 
-    Not an OSError, so that click's own broken-pipe handling (a silent exit 1) never sees it; the CLI
+    Not an OSError, so that click's own broken-pipe handling (a silent exit 1) never sees it; the command line
     says so in one line on stderr and exits as a process killed by SIGPIPE would (141)."""
 
 

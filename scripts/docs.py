@@ -28,7 +28,7 @@ def _click_commands() -> dict:
     """{name: click.Command} of the clidep application, as --help sees them."""
     import typer
 
-    from clidep.cli import app
+    from clidep.app import app
 
     return typer.main.get_command(app).commands
 

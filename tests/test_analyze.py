@@ -116,7 +116,7 @@ def test_report_on_teacher_is_deterministic_and_complete(teacher_dir, tmp_path):
 def test_analyze_refuses_model_without_blocks(tmp_path, capsys):
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from clidep.cli import main
+    from clidep.app import main
 
     GPT2LMHeadModel(GPT2Config(n_layer=0, n_embd=16, n_head=2, vocab_size=50)).save_pretrained(tmp_path / "m")
     assert main(["analyze", str(tmp_path / "m"), "--out", str(tmp_path / "o")]) == 2

@@ -65,7 +65,7 @@ def test_unreachable_and_loose_budgets_say_why():
 
 
 def test_compress_sizes_a_student_from_a_file_budget(tiny_setup, tmp_path, capsys):
-    from clidep.cli import main
+    from clidep.app import main
 
     root = tiny_setup
     code = main(

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from clidep import param_count
-from clidep.cli import main
+from clidep.app import main
 from clidep.model.convert import load_model
 
 from .conftest import CLI, tiny_compress

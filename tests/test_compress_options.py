@@ -75,7 +75,7 @@ def test_match_refuses_a_size_no_width_reaches_within_2_percent(tmp_path, capsys
     those steps are ~6% of the model, and a CLI student of width 16 falls between two of them."""
     from transformers import GPT2Config
 
-    from clidep.cli import main
+    from clidep.app import main
     from clidep.compress.widths import build
     from clidep.model.convert import config_from_gpt2
 

@@ -52,7 +52,7 @@ def test_every_generated_block_is_current():
 def test_every_command_has_a_page_with_its_options():
     import typer
 
-    from clidep.cli import app
+    from clidep.app import app
 
     for name in typer.main.get_command(app).commands:
         page = docs._page_of(name)

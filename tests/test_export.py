@@ -203,7 +203,7 @@ def test_the_teacher_export_is_byte_for_byte_what_it_was(teacher_artifact):
 def test_a_file_that_misses_its_gate_fails_the_export_unless_allowed(tmp_path, monkeypatch, capsys):
     """The gates are enforced, not only tested: a quantised file over its gate is not written (one line
     naming the file, its figure and the gate), and --allow-gate-miss writes it with the miss in its entry."""
-    from clidep.cli import main
+    from clidep.app import main
     from clidep.commands.demo import EMBEDDED
 
     monkeypatch.setitem(PPL_GATES, "int4", -1.0)  # no int4 file can meet a gate of -100%

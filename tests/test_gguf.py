@@ -168,7 +168,7 @@ def test_the_check_fails_a_tokeniser_llama_cpp_would_split_otherwise(tmp_path, t
 
 def test_gguf_of_a_model_llama_cpp_cannot_hold_is_refused_in_one_line(tmp_path, capsys):
     from clidep import CLIGPT2LMHeadModel
-    from clidep.cli import main
+    from clidep.app import main
 
     torch.manual_seed(0)
     CLIGPT2LMHeadModel(tiny_config([64, 32, 64])).save_pretrained(tmp_path / "cli")

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file, save_file
 
-from clidep.cli import main
+from clidep.app import main
 
 from .conftest import ClosedPipe
 

@@ -22,7 +22,7 @@ def _flags_of(command: str) -> dict[str, object]:
     """The --flags of a clidep command and their defaults, as Typer sees them."""
     import typer
 
-    from clidep.cli import app
+    from clidep.app import app
 
     group = typer.main.get_command(app)
     cmd = group.commands[command]

@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from clidep.cli import main
+from clidep.app import main
 from clidep.errors import ClidepError
 from clidep.locks import clear_leftovers, lock_path, read_lock, write_lock
 

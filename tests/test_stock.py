@@ -12,7 +12,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from clidep import CLIGPT2LMHeadModel
-from clidep.cli import main
+from clidep.app import main
 from clidep.commands.eval import torch_logits_fn
 from clidep.compress.stock import (
     SPLITS,

@@ -30,7 +30,7 @@ class Solution:
     head_dim: int
     params: int
     target: int
-    arithmetic: str  # how the numbers came about, printed by the CLI
+    arithmetic: str  # how the numbers came about, printed by the command line
 
     @property
     def error(self) -> float:

@@ -7,12 +7,12 @@ import os
 import subprocess
 import sys
 
-from clidep.cli import main
+from clidep.app import main
 
 
 def test_help_lists_every_command_without_loading_torch():
     probe = (
-        "import sys, time\nt = time.perf_counter()\nfrom clidep.cli import main\ncode = main(['--help'])\n"
+        "import sys, time\nt = time.perf_counter()\nfrom clidep.app import main\ncode = main(['--help'])\n"
         "print(code, 'torch' in sys.modules, time.perf_counter() - t)"
     )
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
