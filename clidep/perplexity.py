@@ -60,6 +60,37 @@ def ppl_batch(context: int, vocab: int, most: int = 4, budget: int = LOGITS_BUDG
     return max(1, min(most, budget // (4 * context * vocab)))
 
 
+def scored_logits(
+    logits_fn: LogitsFn, ids: np.ndarray, context: int, stride: int, batch_size: int = 4
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(logits, targets) of every scored token of IDS (1-D) under the sliding-window protocol, a chunk at a
+    time: logits (n, V) float64 at the position before each target, targets (n,). The order is fixed by IDS,
+    CONTEXT, STRIDE and BATCH_SIZE, so two models' chunks pair token by token."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if ids.ndim != 1 or ids.size < 2:
+        raise ValueError("need a 1-D sequence of at least 2 token ids")
+    plan = list(windows(ids.size, context, stride))
+    # Windows of equal length batch together; only the last window can be shorter.
+    for i in range(0, len(plan), batch_size):
+        group = plan[i : i + batch_size]
+        for length in sorted({end - begin for begin, end, _ in group}):
+            part = [w for w in group if w[1] - w[0] == length]
+            x = np.stack([ids[b:e] for b, e, _ in part])  # (B, T)
+            logits = logits_fn(x)  # (B, T, V), in float64 below a chunk of positions at a time
+            for row, (b, e, first) in enumerate(part):
+                scored_at = np.arange(first - b, e - b)  # window positions of the scored tokens
+                for at in range(0, scored_at.size, _CHUNK):
+                    pos = scored_at[at : at + _CHUNK]
+                    # position t-1 predicts token t
+                    yield np.asarray(logits[row, pos - 1], dtype=np.float64), x[row, pos]
+
+
+def logsumexp(z: np.ndarray) -> np.ndarray:
+    """log sum exp over the last axis of Z (float64), stable: (n, V) -> (n, 1)."""
+    zmax = z.max(axis=-1, keepdims=True)
+    return np.log(np.exp(z - zmax).sum(axis=-1, keepdims=True)) + zmax
+
+
 def perplexity(
     logits_fn: LogitsFn,
     ids: np.ndarray,
@@ -73,35 +104,73 @@ def perplexity(
     """Sliding-window perplexity of ``ids`` (1-D) under ``logits_fn``; ``progress(n)`` gets scored tokens;
     ``token_nll``, a list, gets each scored token's NLL, in an order fixed by IDS, CONTEXT, STRIDE and BATCH_SIZE
     (so two models' lists pair token by token)."""
-    ids = np.asarray(ids, dtype=np.int64)
-    if ids.ndim != 1 or ids.size < 2:
-        raise ValueError("need a 1-D sequence of at least 2 token ids")
-    plan = list(windows(ids.size, context, stride))
     nll_sum, scored = 0.0, 0
-    # Windows of equal length batch together; only the last window can be shorter.
-    for i in range(0, len(plan), batch_size):
-        group = plan[i : i + batch_size]
-        lengths = {end - begin for begin, end, _ in group}
-        for length in sorted(lengths):
-            part = [w for w in group if w[1] - w[0] == length]
-            x = np.stack([ids[b:e] for b, e, _ in part])  # (B, T)
-            logits = logits_fn(x)  # (B, T, V), in float64 below a chunk of positions at a time
-            for row, (b, e, first) in enumerate(part):
-                scored_at = np.arange(first - b, e - b)  # window positions of the scored tokens
-                for at in range(0, scored_at.size, _CHUNK):
-                    pos = scored_at[at : at + _CHUNK]
-                    z = np.asarray(logits[row, pos - 1], dtype=np.float64)  # (n, V): position t-1 predicts token t
-                    zmax = z.max(axis=-1, keepdims=True)
-                    logsumexp = np.log(np.exp(z - zmax).sum(axis=-1)) + zmax[:, 0]
-                    nll = logsumexp - z[np.arange(pos.size), x[row, pos]]
-                    nll_sum += float(nll.sum())
-                    if token_nll is not None:
-                        token_nll.extend(nll.tolist())
-                scored += scored_at.size
-                if progress is not None:
-                    progress(scored_at.size)
+    for z, targets in scored_logits(logits_fn, ids, context, stride, batch_size):
+        nll = logsumexp(z)[:, 0] - z[np.arange(targets.size), targets]
+        nll_sum += float(nll.sum())
+        scored += targets.size
+        if token_nll is not None:
+            token_nll.extend(nll.tolist())
+        if progress is not None:
+            progress(targets.size)
     nll = nll_sum / scored
     return PerplexityResult(float(np.exp(nll)), nll, scored, context, stride, data)
+
+
+@dataclass
+class Agreement:
+    """How a model's next-token distributions compare with a reference's on the same tokens (llama.cpp's
+    llama-perplexity --kl-divergence reports the same figures)."""
+
+    kld_mean: float  # mean KL(reference || model) per scored token, nats
+    kld_p99: float  # its 99th percentile over the tokens
+    kld_max: float  # its largest value
+    top1: float  # fraction of tokens where both pick the same most likely next token
+    ppl: float  # the model's perplexity on these tokens
+    reference_ppl: float  # the reference's
+    tokens: int  # tokens scored
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def agreement(
+    logits_fn: LogitsFn,
+    reference_fn: LogitsFn,
+    ids: np.ndarray,
+    context: int,
+    stride: int,
+    batch_size: int = 4,
+    progress: Callable[[int], None] | None = None,
+) -> Agreement:
+    """LOGITS_FN against REFERENCE_FN on the scored tokens of IDS (the perplexity protocol, one pass of each):
+    KL(reference || model) per token, top-1 agreement, and both perplexities."""
+    kld, same, nll, ref_nll = [], 0, 0.0, 0.0
+    pairs = zip(
+        scored_logits(logits_fn, ids, context, stride, batch_size),
+        scored_logits(reference_fn, ids, context, stride, batch_size),
+        strict=True,
+    )
+    for (z, targets), (r, _) in pairs:
+        lq, lp = z - logsumexp(z), r - logsumexp(r)
+        kld.append((np.exp(lp) * (lp - lq)).sum(axis=-1))
+        same += int((z.argmax(-1) == r.argmax(-1)).sum())
+        rows = np.arange(targets.size)
+        nll -= float(lq[rows, targets].sum())
+        ref_nll -= float(lp[rows, targets].sum())
+        if progress is not None:
+            progress(targets.size)
+    per_token = np.concatenate(kld)
+    n = per_token.size
+    return Agreement(
+        float(per_token.mean()),
+        float(np.percentile(per_token, 99)),
+        float(per_token.max()),
+        same / n,
+        float(np.exp(nll / n)),
+        float(np.exp(ref_nll / n)),
+        n,
+    )
 
 
 def torch_logits_fn(model) -> LogitsFn:

@@ -32,7 +32,7 @@ def _flags_of(command: str) -> dict[str, object]:
 CONFIGS = {
     "compress": (CompressConfig, {"--out", "--resume", "--overwrite"}),
     "analyze": (AnalyzeConfig, {"--out", "--overwrite"}),
-    "eval": (EvalConfig, {"--json"}),
+    "eval": (EvalConfig, {"--json", "--reference"}),
     "export": (ExportConfig, {"--out", "--overwrite"}),
     "generate": (GenerateConfig, {"--prompt"}),
     "bench": (BenchConfig, {"--device", "--out", "--overwrite"}),

@@ -1,19 +1,23 @@
-"""``clidep eval``: perplexity of a torch model on an evaluation text (the protocol in perplexity.py)."""
+"""``clidep eval``: perplexity of a model on an evaluation text (the protocol in perplexity.py), and with
+--reference how far its next-token distributions are from another model's on the same tokens."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 
 from clidep.commands.arguments import ModelArg
 from clidep.data import load_tokenizer, read_text, tokenize_text
 from clidep.errors import ClidepError
 from clidep.options import resolve
-from clidep.perplexity import PerplexityResult, perplexity, ppl_batch, torch_logits_fn
+from clidep.perplexity import PerplexityResult, agreement, perplexity, ppl_batch, torch_logits_fn
 from clidep.progress import progress_bar
 from clidep.quality.config import EvalConfig
 
@@ -27,37 +31,60 @@ def evaluate(model_path: str | Path, config: EvalConfig | None = None, **options
     (for quick checks; full-text figures are comparable).
     """
     c = resolve(EvalConfig, config, options)
+    with _opened(model_path) as (logits_fn, positions, tokenizer):
+        ids, label, context, stride = _tokens(tokenizer, positions, c)
+        batch = _batch_within_memory(c.batch_size, context, len(tokenizer))
+        with progress_bar("perplexity", total=len(ids) - 1) as advance:
+            return perplexity(logits_fn, ids, context, stride, batch, label, advance)
+
+
+def compare(model_path: str | Path, reference: str | Path, config: EvalConfig | None = None, **options) -> dict:
+    """MODEL against REFERENCE (the teacher, or the same model's fp32 file) on the same tokens of C's text:
+    KL divergence of MODEL's next-token distribution from REFERENCE's (mean, 99th percentile, max), top-1
+    agreement, and both perplexities. Each is a torch folder or an export, as for ``evaluate``; both must
+    tokenise the text alike."""
+    c = resolve(EvalConfig, config, options)
+    with _opened(model_path) as (logits_fn, positions, tokenizer), _opened(reference) as (ref_fn, ref_pos, ref_tok):
+        ids, label, context, stride = _tokens(tokenizer, min(positions, ref_pos), c)
+        if len(ref_tok) != len(tokenizer) or not np.array_equal(_tokens(ref_tok, min(positions, ref_pos), c)[0], ids):
+            raise ClidepError(
+                f"--reference {reference} tokenises {label} differently from {model_path}: no token pairs"
+            )
+        batch = _batch_within_memory(max(1, c.batch_size // 2), context, len(tokenizer))  # two models' logits
+        with progress_bar("agreement", total=len(ids) - 1) as advance:
+            found = agreement(logits_fn, ref_fn, ids, context, stride, batch, advance)
+    return {**found.to_dict(), "reference": str(reference), "data": label, "context": context, "stride": stride}
+
+
+@contextlib.contextmanager
+def _opened(model_path: str | Path) -> Iterator[tuple]:
+    """(logits function, positions, tokenizer) of a torch model folder or an export's graph, checked against
+    its manifest first and held against replacement while it is scored."""
     path = Path(model_path)
     if path.suffix == ".onnx" or (path / "manifest.json").exists() or (path / "model.onnx").is_file():
-        return _evaluate_onnx(path / "model.onnx" if path.is_dir() else path, c)
+        from clidep.runtime.verify import checked_runner
+
+        graph = path / "model.onnx" if path.is_dir() else path
+        if not graph.is_file():
+            raise ClidepError(f"no ONNX model at '{graph}'; give a directory made by clidep export")
+        with checked_runner(graph, lambda m: print(m, file=sys.stderr)) as (runner, positions):
+            if positions is None:
+                raise ClidepError(
+                    f"cannot tell the positions of '{graph}': no clidep metadata and no config.json beside it"
+                )
+            yield runner.logits, positions, load_tokenizer(graph.parent, runner.vocab)
+        return
     import torch
 
     from clidep.model.convert import load_model
 
     model = load_model(model_path)
     torch.manual_seed(0)
-    return _score(
-        torch_logits_fn(model), model.config.n_positions, load_tokenizer(model_path, model.config.vocab_size), c
-    )
+    yield torch_logits_fn(model), model.config.n_positions, load_tokenizer(model_path, model.config.vocab_size)
 
 
-def _evaluate_onnx(graph: Path, c: EvalConfig) -> PerplexityResult:
-    """The same protocol through ONNX Runtime on an exported graph, checked against its manifest first
-    and held against replacement while it is scored."""
-    from clidep.runtime.verify import checked_runner
-
-    if not graph.is_file():
-        raise ClidepError(f"no ONNX model at '{graph}'; give a directory made by clidep export")
-    with checked_runner(graph, lambda m: print(m, file=sys.stderr)) as (runner, positions):
-        if positions is None:
-            raise ClidepError(
-                f"cannot tell the positions of '{graph}': no clidep metadata and no config.json beside it"
-            )
-        return _score(runner.logits, positions, load_tokenizer(graph.parent, runner.vocab), c)
-
-
-def _score(logits_fn, n_positions: int, tokenizer, c: EvalConfig) -> PerplexityResult:
-    """The sliding-window perplexity of LOGITS_FN on C's text, with C's context, stride and token limit."""
+def _tokens(tokenizer, n_positions: int, c: EvalConfig) -> tuple[np.ndarray, str, int, int]:
+    """(ids, label, context, stride) of C's text under the sliding-window protocol, checked."""
     context = n_positions if c.context is None else c.context
     stride = context // 2 if c.stride is None else c.stride
     if context > n_positions:
@@ -72,9 +99,7 @@ def _score(logits_fn, n_positions: int, tokenizer, c: EvalConfig) -> PerplexityR
         ids = ids[: c.max_tokens + 1]  # + 1: the first token is context only, never scored
     if ids.size < 2:
         raise ClidepError(f"{label} gives {ids.size} token(s): a perplexity needs at least 2")
-    batch = _batch_within_memory(c.batch_size, context, len(tokenizer))
-    with progress_bar("perplexity", total=len(ids) - 1) as advance:
-        return perplexity(logits_fn, ids, context, stride, batch, label, advance)
+    return ids, label, context, stride
 
 
 def _batch_within_memory(asked: int, context: int, vocab: int) -> int:
@@ -97,11 +122,31 @@ def _batch_within_memory(asked: int, context: int, vocab: int) -> int:
 def command(
     model: ModelArg,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+    reference: Annotated[
+        str | None,
+        typer.Option(
+            help="A model to compare with on the same tokens (the teacher, or the same model's fp32 export): "
+            "KL divergence of MODEL's next-token distribution from its (mean, p99, max), top-1 agreement, Δppl."
+        ),
+    ] = None,
     *,
     options,
 ) -> None:
     """Perplexity of MODEL (a model directory, or an export scored through ONNX Runtime) on a text with a sliding
-    window: exp(mean NLL), every token after the first scored once."""
+    window: exp(mean NLL), every token after the first scored once; with --reference, how far its answers are
+    from the reference's on the same tokens."""
+    if reference is not None:
+        found = compare(model, reference, options)
+        if as_json:
+            print(json.dumps(found))
+            return
+        print(
+            f"against {reference} on {found['tokens']:,} tokens of {found['data']} (context {found['context']}): "
+            f"KLD mean {found['kld_mean']:.3g}, p99 {found['kld_p99']:.3g}, max {found['kld_max']:.3g} nats; "
+            f"top-1 agreement {found['top1']:.2%}; ppl {found['ppl']:.2f} against {found['reference_ppl']:.2f} "
+            f"({found['ppl'] / found['reference_ppl'] - 1:+.2%})"
+        )
+        return
     result = evaluate(model, options)
     if as_json:
         print(json.dumps(result.to_dict()))
