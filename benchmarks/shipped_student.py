@@ -38,7 +38,8 @@ def main() -> None:
     setup = distil_protocol.start(a)
     target = round(setup["teacher"]["params"] / a.ratio)
     rows = []
-    for method, seed in [(m, s) for m in a.methods.split(",") for s in distil_protocol.seeds(a)]:
+    # Seed by seed, every method inside: an interrupted run compares the methods on the seeds it finished.
+    for method, seed in [(m, s) for s in distil_protocol.seeds(a) for m in a.methods.split(",")]:
         out = Path(a.work) / f"{method}-s{seed}"
         started = time.perf_counter()
         sizing = dict(params=target, **({"search_steps": a.search_steps} if method == "grid" else {}))

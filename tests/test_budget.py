@@ -16,13 +16,15 @@ MEDIUM = CLIGPT2Config(vocab_size=50257, n_positions=1024, n_embd=1024, n_layer=
 
 def _decode_ms_by_hand(params: int) -> float:
     """The budget's model worked out here: an int4 weight is half a byte plus a 4-byte scale per block of
-    128; the uniform student of PARAMS parameters keeps 24 blocks of KV, key and value each its width
-    wide, fp32, at 256 tokens; the Pi 5 profile's 10 GB/s at 60% of the roofline."""
+    128, but the 50,257 x 1,024 embedding/head table's, which the int4 file keeps at 8 bits, are a whole byte;
+    the uniform student of PARAMS parameters keeps 24 blocks of KV, key and value each its width wide, fp32,
+    at 256 tokens; the Pi 5 profile's 10 GB/s at 60% of the roofline."""
     from clidep.compress.widths import solve
 
     width = solve(MEDIUM, "uniform", params, []).width
     kv = 24 * 2 * width * 256 * 4
-    return (params * (0.5 + 4 / 128) + kv) / (10e9 * 0.6) * 1e3
+    table = 50257 * 1024
+    return (params * (0.5 + 4 / 128) + table * 0.5 + kv) / (10e9 * 0.6) * 1e3
 
 
 def test_the_target_is_the_largest_student_within_the_decode_budget():
@@ -30,14 +32,15 @@ def test_the_target_is_the_largest_student_within_the_decode_budget():
     assert _decode_ms_by_hand(b.target) <= 20.0 < _decode_ms_by_hand(int(b.target * 1.01)), (
         "within the budget, and 1% more is not"
     )
-    assert 0.6 * 120e6 < b.target * 0.53125 < 120e6, "20 ms at 6 GB/s is 120 MB a token, most of it weights"
+    weights = b.target * 0.53125 + 50257 * 1024 * 0.5
+    assert 0.6 * 120e6 < weights < 120e6, "20 ms at 6 GB/s is 120 MB a token, most of it weights"
     assert b.target < param_count(MEDIUM) and "raspberry-pi-5" in b.arithmetic and "10.0 GB/s" in b.arithmetic
 
 
 def test_a_slower_device_or_a_wider_precision_gets_a_smaller_student(tmp_path, monkeypatch):
     int4 = budget.target(MEDIUM, "raspberry-pi-5", "int4", 20.0, None).target
     int8 = budget.target(MEDIUM, "raspberry-pi-5", "int8", 20.0, None).target
-    assert int8 < int4 / 1.5, "int8 reads about twice the bytes per parameter"
+    assert int8 < int4 / 1.3, "int8 reads about twice the bytes per parameter outside the table (8-bit in both)"
     slow = dataclasses.replace(devices.load("raspberry-pi-5"), mem_bandwidth_gbs=5.0)
     monkeypatch.setattr(devices, "load", lambda name: slow)
     halved = budget.target(MEDIUM, "raspberry-pi-5", "int4", 20.0, None).target

@@ -16,11 +16,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from clidep.errors import ClidepError
-from clidep.hardware.kernels import INT4_BLOCK, INT8_BLOCK
+from clidep.hardware.kernels import INT4_BLOCK, INT4_TABLE_BITS, INT8_BLOCK
 
 #: Bytes read per parameter: fp32; 8-bit and 4-bit MatMulNBits blocks (export's block sizes) with an
 #: fp32 scale per block and no zero point (the quantiser is symmetric).
 BYTES_PER_PARAM = {"fp32": 4.0, "int8": 1 + 4 / INT8_BLOCK, "int4": 0.5 + 4 / INT4_BLOCK}
+#: Bytes per parameter of the tied embedding/head table, which the int4 file keeps at INT4_TABLE_BITS.
+TABLE_BYTES = {**BYTES_PER_PARAM, "int4": INT4_TABLE_BITS / 8 + 4 / INT4_BLOCK}
 #: Fraction of the bandwidth roofline decode reaches: clidep's graphs at GPT-2-medium shapes reached
 #: 51-78% on the 2-core host (benchmarks/results/runtime.md); 0.6 is the middle of the students' range.
 ROOFLINE = 0.6
@@ -36,7 +38,15 @@ class Budget:
 
 def decode_ms(tconf, params: int, precision: str, bandwidth_gbs: float) -> float:
     """Projected decode ms/token of a student of PARAMS parameters (KV as the uniform student's)."""
-    return (params * BYTES_PER_PARAM[precision] + _kv_bytes(tconf, params)) / (bandwidth_gbs * 1e9 * ROOFLINE) * 1e3
+    return (weight_bytes(tconf, params, precision) + _kv_bytes(tconf, params)) / (bandwidth_gbs * 1e9 * ROOFLINE) * 1e3
+
+
+def weight_bytes(tconf, params: int, precision: str) -> float:
+    """Bytes of a student's weights at PRECISION: its table (vocabulary x the teacher's width: CLI's and the
+    bottleneck's keep it, a stock student's is narrower, so this errs towards a smaller student) at
+    TABLE_BYTES, the rest at BYTES_PER_PARAM."""
+    table = min(params, tconf.vocab_size * tconf.n_embd)
+    return (params - table) * BYTES_PER_PARAM[precision] + table * TABLE_BYTES[precision]
 
 
 def _kv_bytes(tconf, params: int) -> int:
@@ -61,10 +71,13 @@ def target(tconf, device: str | None, precision: str, max_decode_ms: float | Non
     smallest = _smallest(tconf)
     limits, lines = [], []
     if max_mb is not None:
-        limits.append(int(max_mb * 1e6 / bpp))
+        table = tconf.vocab_size * tconf.n_embd
+        extra = table * (TABLE_BYTES[precision] - bpp)  # the table's bytes beyond the other weights' rate
+        limits.append(int((max_mb * 1e6 - extra) / bpp))
         lines.append(
-            f"--max-mb {max_mb:g}: {max_mb:g} MB / {bpp:.3f} bytes per parameter ({precision}) = "
-            f"{limits[-1]:,} parameters"
+            f"--max-mb {max_mb:g}: {max_mb:g} MB / {bpp:.3f} bytes per parameter ({precision}"
+            + (f"; its {table:,}-parameter table at {TABLE_BYTES[precision]:.3f}" if extra else "")
+            + f") = {limits[-1]:,} parameters"
         )
     if max_decode_ms is not None:
         profile, bw = _bandwidth(device)

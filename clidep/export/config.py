@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from clidep.errors import ClidepError
 from clidep.export.kv_cache import KV_MODES, KV_PRECISIONS
-from clidep.hardware.kernels import INT4_BLOCK
+from clidep.hardware.kernels import INT4_BLOCK, INT4_TABLE_BITS
 from clidep.options import Options, option
 
 # The quality gates of the quantised variants, against the fp32 graph on the export's perplexity text: the
@@ -77,7 +77,7 @@ class ExportConfig(Options):
     # +17% for the teacher's 24 x 1024 (8.43 -> 9.87 ms), +23% for slim's 24 x 624, +8% for grid's 24 x 640,
     # and 16-26 MB. 4 stays for the smallest file where it keeps the gate.
     int4_table_bits: int = option(
-        8,
+        INT4_TABLE_BITS,
         "Bits of the tied embedding/head table in the int4 file: 8 (a narrow student's int4 file keeps its gate; "
         "as llama.cpp's Q4 files keep theirs in 6 bits) or 4 (the smallest, fastest file, where it keeps the gate).",
         low=4,

@@ -8,3 +8,7 @@ INT4_BLOCK = 128
 # 13.4 ms at blocks of 128, 15.8 at 64, 16.1 at 32, against 45.8 for fp32 and 32.1 for the dynamic int8
 # written before; teacher perplexity +0.03% / +0.06% / +0.04% (gate +2%), same file.
 INT8_BLOCK = 128
+# The int4 file's tied embedding/head table, 8 bits (int4's blocks, MatMulNBits/GatherBlockQuantized): at 4
+# bits it cost ratio-2.47 students their int4 gate; its cost at GPT-2-medium shapes is beside
+# ExportConfig.int4_table_bits (benchmarks/results/int4_table.md).
+INT4_TABLE_BITS = 8
