@@ -29,6 +29,7 @@ from clidep.errors import ClidepError
 
 if TYPE_CHECKING:
     from clidep.export.config import ExportConfig
+    from clidep.runtime.manifest import Variant
 
 #: The precisions ``clidep export --kv`` takes.
 KV_PRECISIONS = ("fp32", "fp16", "int8")
@@ -150,7 +151,7 @@ def store_cache(src, dst, cache: CacheFormat):
 def apply(
     c: ExportConfig,
     tmp: Path,
-    variants: list[dict],
+    variants: list[Variant],
     cached: list[str],
     ids,
     context: int,
