@@ -30,11 +30,14 @@ def _table(name: str) -> str:
     import paper_ablation
     import profile_decode
     import runtime
+    import shipped_student
 
     result = json.loads((BENCHMARKS / "results" / f"{name}.json").read_text())
     if name.startswith("paper_ablation"):  # the paper's row under the table at its own size
         paper = paper_ablation.PAPER_ROW + "\n" if name == "paper_ablation" else ""
         return report.markdown(paper_ablation.FIELDS, result["arms"], paper_ablation.title(result)) + paper
+    if name == "shipped_student":
+        return report.markdown(shipped_student.FIELDS, result["arms"], shipped_student.title(result))
     if name == "gguf_peer":
         return report.markdown(gguf_peer.FIELDS, result["rows"], gguf_peer.title(result))
     if name == "layercollapse":
@@ -61,6 +64,7 @@ def _table(name: str) -> str:
         "profile_decode",
         "gguf_peer",
         "int4_table",
+        "shipped_student",
     ],
 )
 def test_published_table_is_what_the_writer_prints(name):

@@ -78,8 +78,10 @@ def test_a_new_run_needs_one_size_and_one_budget():
     with pytest.raises(ClidepError, match="exactly one of --ratio, --params, --width, --match or a budget"):
         CompressConfig(steps=10).check_new_run()
     with pytest.raises(ClidepError, match="exactly one of --tokens or --steps"):
-        CompressConfig(width=32).check_new_run()
-    CompressConfig(width=32, steps=10).check_new_run()
+        CompressConfig(method="slim", width=32).check_new_run()
+    CompressConfig(method="slim", width=32, steps=10).check_new_run()
+    with pytest.raises(ClidepError, match=r"--method grid chooses its widths.*\(--width sizes --method slim"):
+        CompressConfig(method="grid", width=32, steps=10).check_new_run()
 
 
 def test_changed_names_only_options_given_away_from_their_defaults():

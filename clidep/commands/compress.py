@@ -228,8 +228,8 @@ def command(
     *,
     options,
 ) -> None:
-    """Build a CLI or uniform-bottleneck student of TEACHER, initialise it, and distil it (Accelerate);
-    with layercollapse, MLPs trained towards linear are collapsed into one matrix each.
+    """Build a student of TEACHER (by default a stock GPT-2 whose shape every quantiser takes whole; or CLI,
+    a uniform bottleneck, LayerCollapse, ...), initialise it from the teacher, and distil it (Accelerate).
 
     Runs on CPU, one GPU or several processes: `accelerate launch -m clidep compress ...`.
     """

@@ -70,9 +70,9 @@ class ExportConfig(Options):
     int4: bool = option(False, "Add a weight-only int4 variant (MatMulNBits) of every linear layer.")
     block_size: int = option(INT4_BLOCK, "int4 quantisation block size: 16, 32, 64, 128 or 256.")
     # 8 by default, as llama.cpp keeps the output table of its Q4_0 and Q4_K_M files in Q6_K: at 4 bits the
-    # table is what cost the students their gate (ratio 2.47 students of the reference teacher, int4 Δppl
-    # against their fp32 graph, 4 -> 8 bits: slim +6.4% -> +1.4%, grid +4.5% -> +1.6%, the teacher +1.05% ->
-    # -0.03%; benchmarks/results/shipped_student.md, int4_table.md). What it costs at GPT-2-medium shapes
+    # table is what cost the students their gate (ratio 2.47 students of the reference teacher, 3 seeds, int4
+    # Δppl against their fp32 graph, 4 -> 8 bits: slim +6.47% -> +1.36%, grid +6.87% -> +1.51%; the teacher
+    # +1.05% -> -0.03%; benchmarks/results/shipped_student.md, int4_table.md). What it costs at GPT-2-medium shapes
     # (a 50,257-row table read every token; benchmarks/results/int4_table.md): decode after 32 tokens
     # +17% for the teacher's 24 x 1024 (8.43 -> 9.87 ms), +23% for slim's 24 x 624, +8% for grid's 24 x 640,
     # and 16-26 MB. 4 stays for the smallest file where it keeps the gate.
