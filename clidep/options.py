@@ -91,9 +91,11 @@ class Options:
         (a list option compared entry by entry: a run.json holds a list, or the text an older clidep kept)."""
         out = []
         for f in dataclasses.fields(self):
-            value, default, was = getattr(self, f.name), f.default, stored.get(f.name)
-            if f.metadata.get("items") and was is not None:
-                default, was = entries(flag(f.name), default, f.metadata), entries(flag(f.name), was, f.metadata)
+
+            def parsed(v, f=f):  # a list option's default or stored value as the tuple a field holds
+                return entries(flag(f.name), v, f.metadata) if f.metadata.get("items") and v is not None else v
+
+            value, default, was = getattr(self, f.name), parsed(f.default), parsed(stored.get(f.name))
             if f.name in stored and value != default and value != was:
                 out.append((flag(f.name), _text(value), _text(was)))
         return out

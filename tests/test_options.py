@@ -156,3 +156,12 @@ def test_every_compress_option_has_a_heading_and_a_method_option_is_refused_unde
     hint = f"(the default method is {default}: add --method cli)"  # the user who gave no --method hears it
     with pytest.raises(ClidepError, match=re.escape(hint)):
         CompressConfig(ratio=2.0, steps=1, protect="0").check_new_run()
+
+
+def test_a_list_option_without_a_default_compares_on_resume_too():
+    """--threads has no default (None): comparing a call with a stored run neither crashes nor names it unchanged."""
+    from clidep.bench.config import BenchConfig
+
+    assert BenchConfig(threads="1,2").changed({"threads": [1, 2]}) == []
+    assert BenchConfig(threads="1,2").changed({"threads": None}) == [("--threads", "1,2", None)]
+    assert BenchConfig().changed({"threads": "1"}) == []
