@@ -36,7 +36,7 @@ def _table(name: str) -> str:
     if name.startswith("paper_ablation"):  # the paper's row under the table at its own size
         paper = paper_ablation.PAPER_ROW + "\n" if name == "paper_ablation" else ""
         return report.markdown(paper_ablation.FIELDS, result["arms"], paper_ablation.title(result)) + paper
-    if name == "shipped_student":
+    if name.startswith("shipped_student"):
         return report.markdown(shipped_student.FIELDS, result["arms"], shipped_student.title(result))
     if name == "gguf_peer":
         return report.markdown(gguf_peer.FIELDS, result["rows"], gguf_peer.title(result))

@@ -119,6 +119,21 @@ def _batch_within_memory(asked: int, context: int, vocab: int) -> int:
     return most
 
 
+def _tasks(model: str, c: EvalConfig, reference: str | None, as_json: bool) -> None:
+    """--tasks: the harness's metrics for MODEL through clidep's backend, one line per task (or JSON)."""
+    from clidep.quality.harness import run_tasks
+
+    if reference is not None:
+        raise ClidepError("--tasks and --reference are two questions: ask one per run")
+    found = run_tasks(model, list(c.tasks), limit=c.limit, batch_size=c.batch_size)
+    if as_json:
+        print(json.dumps(found))
+        return
+    for task, metrics in found.items():
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float) and "stderr" not in k)
+        print(f"{task}: {shown} ({metrics.get('sample_len', '?')} documents)")
+
+
 def command(
     model: ModelArg,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
@@ -135,6 +150,10 @@ def command(
     """Perplexity of MODEL (a model directory, or an export scored through ONNX Runtime) on a text with a sliding
     window: exp(mean NLL), every token after the first scored once; with --reference, how far its answers are
     from the reference's on the same tokens."""
+    c = resolve(EvalConfig, options, {})
+    if c.tasks:
+        _tasks(model, c, reference, as_json)
+        return
     if reference is not None:
         found = compare(model, reference, options)
         if as_json:

@@ -18,3 +18,10 @@ class EvalConfig(Options):
     stride: int | None = option(None, "Tokens between window starts (default: context / 2).", low=1)
     batch_size: int = option(4, "Windows per forward pass.", low=1)
     max_tokens: int | None = option(None, "Score only the first N tokens of the text (quick checks).", low=1)
+    tasks: tuple[str, ...] | None = option(
+        None,
+        "lm-evaluation-harness tasks to run on an export instead of perplexity, comma-separated: the harness's "
+        "own (the hub), clidep_lastword or clidep_wikitext (offline), or task YAML files.",
+        items=str,
+    )
+    limit: int | None = option(None, "--tasks: only the first N documents of each task (quick checks).", low=1)
