@@ -5,7 +5,7 @@ clidep ships the YAML (``task_yaml/``: what each task measures, in its comments)
 copy of it, under clidep's cache, from ``../shared/data`` (never copied into the package): a folder named by the
 text's and the YAML's hashes, so a changed text or task is a new folder.
 
-    clidep_lastword     993 paragraphs, each scored on its last word (LAMBADA's question, acc and perplexity)
+    clidep_lastword   252 paragraphs, each scored on a last word it holds earlier (LAMBADA's question and metrics)
     clidep_wikitext   64 articles, each scored whole in windows (the harness's wikitext: word perplexity)
 """
 
@@ -29,15 +29,16 @@ def local_task_names() -> list[str]:
 
 
 def lastword_docs(lines: list[str]) -> list[dict]:
-    """Paragraphs (not headings) of 30 to 150 words that end in a word of four or more letters and a full stop,
-    without that stop: the target is the last word, as LAMBADA's is."""
+    """Paragraphs (not headings) of 20 to 300 words that end in a word of four or more letters and a full stop,
+    and whose last word has already occurred in them as a word: LAMBADA's criterion, a target the passage
+    recovers and the sentence alone does not. Kept without the stop: the target is the last word."""
     docs = []
     for line in lines:
         words = line.split(" ")
-        if line.startswith("=") or not 30 <= len(words) <= 150 or not line.endswith("."):
+        if line.startswith("=") or not 20 <= len(words) <= 300 or not line.endswith("."):
             continue
         last = words[-1][:-1]
-        if last.isalpha() and len(last) >= 4:
+        if last.isalpha() and len(last) >= 4 and last in words[:-1]:
             docs.append({"text": line[:-1]})
     return docs
 
