@@ -55,7 +55,21 @@ def flag(name: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Options:
-    """Base of every command's settings: each field is checked against its ``option`` metadata."""
+    """Base of every command's settings: each field is checked against its ``option`` metadata.
+
+    It also keeps which fields its caller named (keywords of the call, or flags on the command line:
+    ``typer_command`` passes only those), so that a flag given at its default value is still given:
+    ``--int4-table-bits 8 --plain-onnx`` is refused like ``--int4-table-bits 4 --plain-onnx``."""
+
+    def __new__(cls, *args, **named):
+        self = super().__new__(cls)
+        object.__setattr__(self, "_named", frozenset(named))  # frozen: set once, before __init__ runs
+        return self
+
+    def given(self, name: str) -> bool:
+        """Whether field NAME was set: named by the caller, or away from its default."""
+        default = next(f.default for f in dataclasses.fields(self) if f.name == name)
+        return name in self._named or getattr(self, name) != default
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -82,7 +96,7 @@ class Options:
         default = next((f.default for f in dataclasses.fields(self) if f.name == "method"), None)
         for f in dataclasses.fields(self):
             methods = f.metadata.get("methods")
-            if methods and method not in methods and getattr(self, f.name) != f.default:
+            if methods and method not in methods and self.given(f.name):
                 hint = f" (the default method is {default}: add --method {methods[0]})" if method == default else ""
                 raise ClidepError(f"{flag(f.name)} applies to {method_list(methods)} only, not {method}{hint}")
 
@@ -207,7 +221,8 @@ def typer_command(
 
     hints = get_type_hints(options_cls)
     fields = dataclasses.fields(options_cls)
-    params = list(leading) + [
+    context = inspect.Parameter("clidep_context", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
+    params = [context, *leading] + [
         inspect.Parameter(
             f.name,
             inspect.Parameter.KEYWORD_ONLY,
@@ -221,8 +236,12 @@ def typer_command(
     ]
     names = {f.name for f in fields}
 
-    def command(**values):
-        options = options_cls(**{k: v for k, v in values.items() if k in names})
+    def command(clidep_context: typer.Context, **values):
+        # the flags given on the command line (or by their environment variables) only, so the config can tell
+        # a flag given at its default from one left out (Options.given)
+        source = clidep_context.get_parameter_source
+        given = {k: v for k, v in values.items() if k in names and source(k).name not in ("DEFAULT", "DEFAULT_MAP")}
+        options = options_cls(**given)
         body(**{k: v for k, v in values.items() if k not in names}, options=options)
 
     command.__signature__ = inspect.Signature(params)

@@ -165,3 +165,35 @@ def test_a_list_option_without_a_default_compares_on_resume_too():
     assert BenchConfig(threads="1,2").changed({"threads": [1, 2]}) == []
     assert BenchConfig(threads="1,2").changed({"threads": None}) == [("--threads", "1,2", None)]
     assert BenchConfig().changed({"threads": "1"}) == []
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (
+            ["export", "M", "--out", "O", "--int4", "--plain-onnx", "--int4-table-bits", "8"],
+            "--int4-table-bits applies",
+        ),
+        (["export", "M", "--out", "O", "--gguf-types", "f16,q8_0,q4_0"], "--gguf-types applies to --gguf only"),
+        (["export", "M", "--out", "O", "--opset", "17"], "--opset applies to --plain-onnx only"),
+        (
+            ["compress", "M", "--out", "O", "--ratio", "2", "--steps", "5", "--warmup", "20"],
+            "--warmup 20 exceeds the run's 5 steps",
+        ),
+    ],
+)
+def test_a_flag_given_at_its_default_is_still_given(args, says, capsys):
+    """A flag the user typed is checked even when its value is the default (the config keeps which flags the
+    command line gave): --int4-table-bits 8 with --plain-onnx was accepted and did nothing."""
+    from clidep.app import main
+
+    assert main(args) == 2
+    assert says in capsys.readouterr().err
+
+
+def test_options_keep_which_fields_their_caller_named():
+    plain = ExportConfig(int4=True, plain_onnx=True)
+    assert not plain.given("int4_table_bits") and plain.given("plain_onnx")
+    with pytest.raises(ClidepError, match="--int4-table-bits applies"):
+        ExportConfig(int4=True, plain_onnx=True, int4_table_bits=8)
+    assert ExportConfig(int4=True, int4_table_bits=8).given("int4_table_bits")

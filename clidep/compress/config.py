@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 from clidep.errors import ClidepError
@@ -172,9 +171,8 @@ class CompressConfig(Options):
         self.refuse_other_methods(self.method)
         if (self.tokens is None) == (self.steps is None):
             raise ClidepError("give exactly one of --tokens or --steps")
-        defaults = {f.name: f.default for f in dataclasses.fields(self)}
         steps = self.steps if self.steps is not None else -(-self.tokens // (self.batch_size * self.seq_len))
-        if self.warmup != defaults["warmup"] and self.warmup > steps:
+        if self.given("warmup") and self.warmup > steps:
             raise ClidepError(
                 f"--warmup {self.warmup} exceeds the run's {steps} steps: the learning rate would never "
                 f"reach its peak; give at most {steps}"

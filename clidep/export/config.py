@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 from clidep.errors import ClidepError
@@ -149,12 +148,11 @@ class ExportConfig(Options):
         check_block_size(self.block_size)
         if self.int4_table_bits not in (4, 8):
             raise ClidepError(f"--int4-table-bits takes 4 or 8, got {self.int4_table_bits}")
-        defaults = {f.name: f.default for f in dataclasses.fields(self)}
-        if self.int4_table_bits != defaults["int4_table_bits"] and (not self.int4 or self.plain_onnx):
+        if self.given("int4_table_bits") and (not self.int4 or self.plain_onnx):
             raise ClidepError("--int4-table-bits applies to --int4 in the ONNX Runtime graph only")
         if self.static and not self.data:
             raise ClidepError("--static needs calibration text: add --data wiki-en-valid (or a text file)")
-        ignored = [f for f in ("opset", "optimize") if getattr(self, f) != defaults[f]]
+        ignored = [f for f in ("opset", "optimize") if self.given(f)]
         if ignored and not self.plain_onnx:
             raise ClidepError(
                 f"--{'no-optimize' if ignored[0] == 'optimize' else 'opset'} applies to --plain-onnx only: "
@@ -165,13 +163,13 @@ class ExportConfig(Options):
                 f"--kv {self.kv} needs the ONNX Runtime graph (its GroupQueryAttention stores the cache); "
                 "the plain ONNX graph's cache is fp32: drop --plain-onnx or --kv"
             )
-        if self.calib_samples != defaults["calib_samples"] and not self.static:
+        if self.given("calib_samples") and not self.static:
             raise ClidepError(
                 "--calib-samples applies to --static only (the int8 KV cache's windows: --kv-calib-windows)"
             )
-        if self.gguf_types != defaults["gguf_types"] and not self.gguf:
+        if self.given("gguf_types") and not self.gguf:
             raise ClidepError("--gguf-types applies to --gguf only: add --gguf")
-        int8_options = [f for f in ("kv_scales", "kv_calib_windows") if getattr(self, f) != defaults[f]]
+        int8_options = [f for f in ("kv_scales", "kv_calib_windows") if self.given(f)]
         if int8_options and self.cache_precision != "int8":
             raise ClidepError(
                 f"--{int8_options[0].replace('_', '-')} applies to the int8 KV cache only "
