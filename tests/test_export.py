@@ -57,6 +57,10 @@ def test_artifact_directory_is_complete(teacher_artifact):
     assert int4["size_bytes"] < int8["size_bytes"] and int4["ppl_delta"] <= PPL_GATES["int4"] == 0.05
     assert half["ppl_delta"] <= PPL_GATES["fp16"] == 0.001 and half["size_bytes"] < 0.6 * fp32["size_bytes"]
     assert manifest["ppl_protocol"]["tokens"] == 4096
+    # KL divergence from the fp32 graph: none for itself, fp16 < int8 < int4 (fewer bits, further answers); the
+    # int4 file's mean is what eval --reference measured against the torch teacher (0.002 nats)
+    assert fp32["kld_mean"] == 0 and 0 < half["kld_mean"] < int8["kld_mean"] < int4["kld_mean"] < 0.01
+    assert int4["kld_p99"] > int4["kld_mean"]
 
 
 def test_plain_onnx_keeps_the_traced_graph_for_other_runtimes(teacher_dir, tmp_path):

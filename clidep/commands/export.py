@@ -211,7 +211,7 @@ def command(
     manifest = export_artifact(model, out, options, overwrite=overwrite, log=say)
     protocol = manifest.ppl_protocol
     table = Table(title=f"{out} ({protocol.tokens:,} tokens of {protocol.data})")
-    for col in ("file", "precision", "MB", "max |Δlogit| vs torch", "ppl", "Δppl", "greedy agreement"):
+    for col in ("file", "precision", "MB", "max |Δlogit| vs torch", "ppl", "Δppl", "top-1 agreement", "KLD"):
         table.add_column(col, justify="right")
     for v in manifest.variants:
         table.add_row(
@@ -222,6 +222,7 @@ def command(
             f"{v.ppl:.2f}",
             f"{v.ppl_delta:+.2%}",
             f"{v.greedy_agreement:.0%}",
+            f"{v.kld_mean:.2g}",
         )
     console = Console(width=max(Console().width, 110))
     console.print(table)

@@ -116,6 +116,24 @@ def validate_export(
     return {"max_abs_logit_diff": worst, "greedy_match": match}
 
 
+def log_probs(runner, windows: np.ndarray) -> np.ndarray:
+    """(N * L, V) float32 next-token log-probabilities RUNNER gives at every position of WINDOWS (N, L),
+    teacher-forced, a window at a time (one window's float64 logits held at once)."""
+    from clidep.perplexity import logsumexp
+
+    out = []
+    for w in np.asarray(windows):
+        z = runner.logits(w[None])[0].astype(np.float64)
+        out.append((z - logsumexp(z)).astype(np.float32))
+    return np.concatenate(out)
+
+
+def kl_divergence(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
+    """KL(reference || candidate) in nats at each row of two (n, V) log-probability arrays."""
+    ref = reference.astype(np.float64)
+    return np.maximum((np.exp(ref) * (ref - candidate.astype(np.float64))).sum(-1), 0.0)
+
+
 def next_tokens(runner, windows: np.ndarray) -> np.ndarray:
     """The token RUNNER (an OnnxCausalLM) picks next at every position of WINDOWS (N, L), teacher-forced; a
     window at a time, so that only one window's logits are held (8 x 128 x 50,257 at once took 206 MB)."""

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from clidep.errors import ClidepError, ValidationError
 from clidep.export.config import ExportConfig
 from clidep.hardware.kernels import INT8_BLOCK
@@ -167,16 +169,16 @@ def static_int8(model, dst: Path, windows) -> Path:
 class Scorer:
     """Scores each file of an export on the check text, one ONNX Runtime session per file: parity with
     PyTorch's REFERENCE (the fp32 graph strictly, CHECK where writing it already measured it; the others
-    as figures), perplexity on IDS (CONTEXT, BATCH windows), and next tokens on AGREE_WINDOWS against the
-    fp32 graph's, which is scored first."""
+    as figures), perplexity on IDS (CONTEXT, BATCH windows), and next-token distributions on AGREE_WINDOWS
+    against the fp32 graph's, which is scored first: top-1 agreement and KL divergence."""
 
     def __init__(self, reference, check: dict | None, ids, context: int, batch: int, agree_windows, log):
         self.reference, self.check, self.ids, self.context, self.batch = reference, check, ids, context, batch
         self.agree_windows, self.log = agree_windows, log
-        self.fp32_picks = None
+        self.fp32_answers = None
 
     def __call__(self, path: Path, precision: str, secs: float, strict: bool, details: dict) -> Variant:
-        from clidep.export.validate import next_tokens, validate_export
+        from clidep.export.validate import kl_divergence, log_probs, validate_export
         from clidep.perplexity import perplexity
         from clidep.runtime import onnx_io
         from clidep.runtime.runner import OnnxCausalLM
@@ -190,9 +192,10 @@ class Scorer:
         else:
             measured = validate_export(self.reference, path, atol=None, runner=runner)
         ppl = perplexity(runner.logits, self.ids, self.context, self.context // 2, self.batch).ppl
-        picks = next_tokens(runner, self.agree_windows)
+        answers = log_probs(runner, self.agree_windows)  # (positions, V): 8 x 128 x 50,257 holds 206 MB
         if strict:
-            self.fp32_picks = picks
+            self.fp32_answers = answers
+        kld = kl_divergence(self.fp32_answers, answers)
         return Variant(
             file=path.name,
             precision=precision,
@@ -200,7 +203,9 @@ class Scorer:
             max_abs_logit_diff=measured["max_abs_logit_diff"],
             greedy_match=measured["greedy_match"],
             ppl=ppl,
-            greedy_agreement=float((picks == self.fp32_picks).mean()),
+            greedy_agreement=float((answers.argmax(-1) == self.fp32_answers.argmax(-1)).mean()),
+            kld_mean=float(kld.mean()),
+            kld_p99=float(np.percentile(kld, 99)),
             kv_layout=onnx_io.SHARED_BUFFER if runner.shared else "growing",
             kv_cache={"precision": runner.cache_precision},
             graph_kv_shapes=[list(k) for k in runner.kv_shapes],

@@ -37,6 +37,8 @@ class Variant(Record):
     ppl: float | None = None  # perplexity on the manifest's ppl_protocol (with --kv's cache where it applies)
     ppl_delta: float | None = None  # ppl / the fp32 graph's ppl - 1 (a fraction: 0.01 is +1%)
     greedy_agreement: float | None = None  # fraction of next tokens equal to the fp32 graph's, teacher-forced
+    kld_mean: float | None = None  # KL(fp32 graph || this file) of next-token distributions, nats, mean over them
+    kld_p99: float | None = None  # its 99th percentile, nats (same 8 x 128 teacher-forced positions)
     kv_layout: str | None = None  # "growing", or onnx_io.SHARED_BUFFER (a fixed buffer GenAI shares)
     kv_cache: dict | None = None  # the cache's precision, and --kv's check of it (kv_cache.apply)
     graph_kv_shapes: list[list[int]] | None = None  # per block (heads, head size) as the graph's cache holds it
