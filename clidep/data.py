@@ -179,6 +179,12 @@ def load_tokenizer(name_or_path: str | Path = "gpt2", vocab_size: int | None = N
     return tokenizer
 
 
+def tokenizer_folder(file: Path) -> Path:
+    """The export folder whose tokenizer a graph or GGUF file of it reads (GGUF files sit in its gguf/)."""
+    folder = file.parent
+    return folder.parent if folder.name == "gguf" and not (folder / "tokenizer.json").is_file() else folder
+
+
 def check_vocab(name, tokens: int, rows: int | None) -> None:
     """ClidepError where the tokenizer in NAME has more TOKENS than the model's embedding ROWS (None: unknown):
     ids past the last row crash a runtime or read another token's row."""

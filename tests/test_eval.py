@@ -50,3 +50,14 @@ def test_a_reference_with_another_tokenizer_is_refused(teacher_artifact, tmp_pat
     out, _ = teacher_artifact
     with pytest.raises(ClidepError, match="tokenises .* differently"):
         compare(out, EMBEDDED, data="wikitext-test", max_tokens=256)
+
+
+def test_gguf_files_are_read_on_either_side(teacher_gguf):
+    """A GGUF file is scored through llama.cpp like a graph through ONNX Runtime: the F32 file's perplexity is the
+    fp32 graph's on the same tokens, and its Q4_0 file measurably apart from it (KLD, top-1) but close."""
+    out = teacher_gguf[0]
+    f32, q4 = out / "gguf" / "model.f32.gguf", out / "gguf" / "model.q4_0.gguf"
+    assert evaluate(f32, max_tokens=1024).ppl == pytest.approx(evaluate(out, max_tokens=1024).ppl, rel=2e-3)
+    found = compare(q4, f32, max_tokens=1024)
+    assert 0 < found["kld_mean"] < 0.02 and 0.8 < found["top1"] < 1
+    assert found["reference_ppl"] == pytest.approx(evaluate(out, max_tokens=1024).ppl, rel=2e-3)

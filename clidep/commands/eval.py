@@ -14,7 +14,7 @@ import numpy as np
 import typer
 
 from clidep.commands.arguments import ModelArg
-from clidep.data import load_tokenizer, read_text, tokenize_text
+from clidep.data import load_tokenizer, read_text, tokenize_text, tokenizer_folder
 from clidep.errors import ClidepError
 from clidep.options import resolve
 from clidep.perplexity import PerplexityResult, agreement, perplexity, ppl_batch, torch_logits_fn
@@ -61,6 +61,9 @@ def _opened(model_path: str | Path) -> Iterator[tuple]:
     """(logits function, positions, tokenizer) of a torch model folder or an export's graph, checked against
     its manifest first and held against replacement while it is scored."""
     path = Path(model_path)
+    if path.suffix == ".gguf":
+        yield from _opened_gguf(path)
+        return
     if path.suffix == ".onnx" or (path / "manifest.json").exists() or (path / "model.onnx").is_file():
         from clidep.runtime.verify import checked_runner
 
@@ -81,6 +84,21 @@ def _opened(model_path: str | Path) -> Iterator[tuple]:
     model = load_model(model_path)
     torch.manual_seed(0)
     yield torch_logits_fn(model), model.config.n_positions, load_tokenizer(model_path, model.config.vocab_size)
+
+
+def _opened_gguf(path: Path) -> Iterator[tuple]:
+    """(logits function, positions, tokenizer) of a GGUF file in llama.cpp (its defaults: what a user of the
+    file gets), with the tokenizer of the export it sits in."""
+    from clidep.runtime.llamacpp import LlamaCppModel, gguf_positions
+
+    if not path.is_file():
+        raise ClidepError(f"no GGUF file at '{path}'")
+    positions = gguf_positions(path)
+    model = LlamaCppModel(path, positions)
+    try:
+        yield model.logits, positions, load_tokenizer(tokenizer_folder(path), model.llm.n_vocab())
+    finally:
+        model.close()
 
 
 def _tokens(tokenizer, n_positions: int, c: EvalConfig) -> tuple[np.ndarray, str, int, int]:

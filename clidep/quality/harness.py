@@ -26,7 +26,7 @@ from lm_eval import utils
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 
-from clidep.data import load_tokenizer
+from clidep.data import load_tokenizer, tokenizer_folder
 from clidep.errors import ClidepError
 from clidep.perplexity import logsumexp, ppl_batch
 from clidep.runtime.verify import checked_runner, load_manifest
@@ -59,7 +59,7 @@ class ClidepLM(TemplateLM):
         weakref.finalize(self, self._stack.close)  # the export's lock let go at the latest when Python exits
         self.file, self.runtime = _pick_file(Path(path), precision)
         self._model, self.max_length, vocab = self._open()
-        self.tokenizer = load_tokenizer(_tokenizer_folder(self.file), vocab)
+        self.tokenizer = load_tokenizer(tokenizer_folder(self.file), vocab)
         self._eot = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
         bos = self.tokenizer.bos_token_id
         self._prefix = self._eot if bos is None else bos  # as the hf backend: BOS, else end-of-text
@@ -69,9 +69,9 @@ class ClidepLM(TemplateLM):
     def _open(self):
         """(model with .logits and .generate, positions, vocabulary) of the file, held open until close()."""
         if self.runtime == "llamacpp":
-            from clidep.runtime.llamacpp import LlamaCppModel
+            from clidep.runtime.llamacpp import LlamaCppModel, gguf_positions
 
-            n_ctx = _gguf_positions(self.file)
+            n_ctx = gguf_positions(self.file)
             model = LlamaCppModel(self.file, n_ctx)
             self._stack.callback(model.close)
             return model, n_ctx, model.llm.n_vocab()
@@ -202,23 +202,6 @@ def _pick_file(path: Path, precision: str | None) -> tuple[Path, str]:
         have = [v.precision for v in manifest.variants] + list(ggufs)
         raise ClidepError(f"precision={wanted} names {len(found)} of the export's files; it has {', '.join(have)}")
     return path / found[0], "onnx"
-
-
-def _tokenizer_folder(file: Path) -> Path:
-    """The export folder whose tokenizer files a graph or GGUF file reads (GGUF files sit in its gguf/)."""
-    folder = file.parent
-    return folder.parent if folder.name == "gguf" and not (folder / "tokenizer.json").is_file() else folder
-
-
-def _gguf_positions(file: Path) -> int:
-    """The GGUF file's trained context (gpt2.context_length): the harness's window."""
-    from gguf import GGUFReader
-
-    reader = GGUFReader(str(file))
-    field = reader.get_field("gpt2.context_length")
-    if field is None:
-        raise ClidepError(f"'{file}' holds no gpt2.context_length: not a GPT-2 GGUF file clidep can window")
-    return int(field.contents())
 
 
 def _batch(asked: int | str, most: int | None, positions: int, vocab: int) -> int:

@@ -21,7 +21,7 @@ import tarfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from clidep.errors import Unavailable
+from clidep.errors import ClidepError, Unavailable
 
 if TYPE_CHECKING:
     import numpy as np
@@ -177,6 +177,19 @@ class LlamaCppModel:
 
     def close(self) -> None:
         self.llm.close()
+
+
+def gguf_positions(file: Path) -> int:
+    """A GPT-2 GGUF file's trained context (gpt2.context_length), read with the gguf package alone."""
+    from gguf import GGUFReader
+
+    try:
+        field = GGUFReader(str(file)).get_field("gpt2.context_length")
+    except (OSError, ValueError) as exc:
+        raise ClidepError(f"cannot read '{file}' as a GGUF file: {exc}") from None
+    if field is None:
+        raise ClidepError(f"'{file}' holds no gpt2.context_length: not a GPT-2 GGUF file")
+    return int(field.contents())
 
 
 def quantize(src: Path, dst: Path, kind: str) -> Path:
