@@ -12,6 +12,7 @@ here; a library call may give either.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import inspect
 import math
@@ -53,23 +54,28 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+# The flags the user typed, while typer_command builds a command's Options from them (empty otherwise).
+_TYPED: contextvars.ContextVar[frozenset] = contextvars.ContextVar("clidep_typed_flags", default=frozenset())
+
+
 @dataclasses.dataclass(frozen=True)
 class Options:
     """Base of every command's settings: each field is checked against its ``option`` metadata.
 
-    It also keeps which fields its caller named (keywords of the call, or flags on the command line:
-    ``typer_command`` passes only those), so that a flag given at its default value is still given:
-    ``--int4-table-bits 8 --plain-onnx`` is refused like ``--int4-table-bits 4 --plain-onnx``."""
+    Built from the command line it also keeps which flags the user typed (``typer_command``), so that a flag
+    given at its default value is still given: ``--int4-table-bits 8 --plain-onnx`` is refused like
+    ``--int4-table-bits 4 --plain-onnx``. A library call's keywords at their defaults are not (a wrapper
+    passes them on freely)."""
 
-    def __new__(cls, *args, **named):
+    def __new__(cls, *args, **kwargs):
         self = super().__new__(cls)
-        object.__setattr__(self, "_named", frozenset(named))  # frozen: set once, before __init__ runs
+        object.__setattr__(self, "_typed", _TYPED.get())  # frozen: set once, before __init__ checks it
         return self
 
     def given(self, name: str) -> bool:
-        """Whether field NAME was set: named by the caller, or away from its default."""
+        """Whether field NAME was set: typed on the command line, or away from its default."""
         default = next(f.default for f in dataclasses.fields(self) if f.name == name)
-        return name in self._named or getattr(self, name) != default
+        return name in self._typed or getattr(self, name) != default
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -240,8 +246,12 @@ def typer_command(
         # the flags given on the command line (or by their environment variables) only, so the config can tell
         # a flag given at its default from one left out (Options.given)
         source = clidep_context.get_parameter_source
-        given = {k: v for k, v in values.items() if k in names and source(k).name not in ("DEFAULT", "DEFAULT_MAP")}
-        options = options_cls(**given)
+        typed = {k for k in names if source(k).name not in ("DEFAULT", "DEFAULT_MAP")}
+        token = _TYPED.set(frozenset(typed))
+        try:
+            options = options_cls(**{k: v for k, v in values.items() if k in names})
+        finally:
+            _TYPED.reset(token)
         body(**{k: v for k, v in values.items() if k not in names}, options=options)
 
     command.__signature__ = inspect.Signature(params)
