@@ -30,6 +30,7 @@ def _table(name: str) -> str:
     import paper_ablation
     import profile_decode
     import runtime
+    import answers
     import shipped_student
 
     result = json.loads((BENCHMARKS / "results" / f"{name}.json").read_text())
@@ -38,6 +39,8 @@ def _table(name: str) -> str:
         return report.markdown(paper_ablation.FIELDS, result["arms"], paper_ablation.title(result)) + paper
     if name.startswith("shipped_student"):
         return report.markdown(shipped_student.FIELDS, result["arms"], shipped_student.title(result))
+    if name == "answers":
+        return report.markdown(answers.FIELDS, result["rows"], answers.title(result))
     if name == "gguf_peer":
         return report.markdown(gguf_peer.FIELDS, result["rows"], gguf_peer.title(result))
     if name == "layercollapse":
@@ -65,6 +68,7 @@ def _table(name: str) -> str:
         "gguf_peer",
         "int4_table",
         "shipped_student",
+        "answers",
     ],
 )
 def test_published_table_is_what_the_writer_prints(name):
