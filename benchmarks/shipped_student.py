@@ -7,9 +7,11 @@ scored by the export itself against its fp32 graph (or f32 GGUF) on the same Wik
 that would hold none of its own tensors is refused by export; the table says so. One run, one machine.
 
     python benchmarks/shipped_student.py                       # 2 methods x 3 seeds, 500k tokens each (~40 min, 2 cores)
+    python benchmarks/shipped_student.py --ratio 4              # the same at ratio 4: shipped_student_4x
     python benchmarks/shipped_student.py --seeds 0 --tokens 20000 --eval-tokens 4096 --search-steps 2 --out /tmp/ss   # smoke
 
-Writes RESULTS/shipped_student.json, .md, .csv and .jsonl after every arm (RESULTS defaults to benchmarks/results).
+Writes RESULTS/NAME.json, .md, .csv and .jsonl after every arm (RESULTS defaults to benchmarks/results; NAME is
+shipped_student at ratio 2.47, shipped_student_<ratio>x at any other, the students under runs/NAME).
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ def main() -> None:
     ap.add_argument("--search-steps", type=int, default=16, help="grid: distillation steps per candidate")
     ap.add_argument("--check-tokens", type=int, default=8192, help="tokens each export scores its files on")
     a = ap.parse_args()
+    a.name = name(a.ratio)
+    if a.work == ap.get_default("work"):
+        a.work = str(Path(a.work).with_name(a.name))
 
     from clidep.commands.compress import compress
 
@@ -59,6 +64,11 @@ def main() -> None:
         )
         distil_protocol.log(f"{method}/seed {seed}: {rows[-1]}")
         _write(a, setup, rows)
+
+
+def name(ratio: float) -> str:
+    """The results' name at RATIO: the paper's ratio keeps the first table's name, any other says its ratio."""
+    return "shipped_student" if ratio == 2.47 else f"shipped_student_{ratio:g}x"
 
 
 def _shape(student: Path) -> str:
@@ -116,7 +126,7 @@ def _write(a, setup: dict, rows: list[dict]) -> None:
         arms.append(
             {
                 "method": method,
-                "shape": runs[0]["shape"],
+                "shape": " / ".join(dict.fromkeys(r["shape"] for r in runs)),  # grid may pick another per seed
                 "params": runs[0]["params"],
                 "seeds": [r["seed"] for r in runs],
                 "ppl": stat(lambda r: r["ppl"]),
@@ -136,15 +146,30 @@ def _write(a, setup: dict, rows: list[dict]) -> None:
     result = {
         "teacher": {"path": a.teacher, **setup["teacher"]},
         "arms": arms,
-        "protocol": {**distil_protocol.protocol(a, setup["teacher"]), "ratio": a.ratio, "check_tokens": a.check_tokens},
+        "protocol": {
+            **distil_protocol.protocol(a, setup["teacher"]),
+            "seeds": sorted({r["seed"] for r in rows}),  # those finished: an interrupted run says so
+            "ratio": a.ratio,
+            "check_tokens": a.check_tokens,
+        },
     }
-    distil_protocol.write(a, "shipped_student", setup, result, title(result), FIELDS)
+    distil_protocol.write(a, a.name, setup, result, title(result), FIELDS)
 
 
 def _pm(x, pct: bool = False) -> str:
     if x is None:
         return "-"
     return f"{x[0]:+.2%} ± {x[1]:.2%}" if pct else f"{x[0]:.2f} ± {x[1]:.2f}"
+
+
+def _gguf_cell(arm: dict, kind: str, block: str) -> str:
+    """A GGUF type's Δppl over the seeds whose file export wrote, saying in how many seeds it refused one
+    (a student whose rows do not split into blocks of BLOCK holds no tensor of that type)."""
+    written = sum("ppl_delta" in run[kind] for run in arm["runs"])
+    if not written:
+        return f"refused: no row of {block}"
+    refused = len(arm["runs"]) - written
+    return _pm(arm[kind], True) + (f" ({written} seed{'s' * (written > 1)}; refused in {refused})" if refused else "")
 
 
 def title(result: dict) -> str:
@@ -169,13 +194,13 @@ FIELDS = [
         text=lambda r: f"{r['int4_table4_mb']:.1f} / {r['int4_table8_mb']:.1f}",
     ),
     Column("int4_quantized", "int4 linear layers in 4 bits"),
-    Column("q4_0", "Q4_0 Δppl", text=lambda r: _pm(r["q4_0"], True)),
+    Column("q4_0", "Q4_0 Δppl", text=lambda r: _gguf_cell(r, "q4_0", "32")),
     Column("q4_0_mb", "Q4_0 MB", text=lambda r: f"{r['q4_0_mb']:.1f}"),
     Column("q4_0_float", "Q4_0 matrices left F16"),
     Column(
         "q4_k_m",
         "Q4_K_M Δppl",
-        text=lambda r: _pm(r["q4_k_m"], True) if not r["q4_k_m_refused"] else "refused: no row of 256",
+        text=lambda r: _gguf_cell(r, "q4_k_m", "256"),
     ),
 ]
 
