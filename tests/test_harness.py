@@ -128,3 +128,25 @@ def test_local_tasks_hold_what_they_say():
     assert len(lastword) == 252 and all(t.split(" ")[-1].isalpha() and not t.endswith(".") for t in lastword)
     assert all(t.split(" ")[-1] in t.split(" ")[:-1] for t in lastword)  # a word the passage already holds
     assert len(articles) == 64 and all(a.startswith("= ") for a in articles)
+
+
+def test_the_harness_command_line_runs_the_backend(teacher_artifact):
+    """clidep-lm-eval is lm-eval's own command line with --model clidep registered (its default --device cuda:0
+    gets a note, not a failure: the backend runs on the CPU)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from clidep.quality.local_tasks import task_folder
+
+    command = [str(Path(sys.executable).parent / "clidep-lm-eval"), "run", "--model", "clidep"]
+    args = ["--model_args", f"path={teacher_artifact[0]},precision=int4", "--tasks", "clidep_lastword"]
+    out = subprocess.run(
+        [*command, *args, "--include_path", str(task_folder()), "--limit", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "clidep_lastword" in out.stdout and "perplexity" in out.stdout
+    assert "runs on the CPU" in out.stderr

@@ -18,6 +18,7 @@ name in its registry only, so a plain ``lm_eval --model clidep`` cannot see it).
 from __future__ import annotations
 
 import contextlib
+import sys
 import weakref
 from pathlib import Path
 
@@ -51,10 +52,13 @@ class ClidepLM(TemplateLM):
         """PATH: an export folder, an .onnx file in one, or a .gguf file; PRECISION picks the export's file:
         an ONNX variant (fp32, fp16, int8, int4: its precision or the start of it) or, with a GGUF type
         (f32, f16, q8_0, q4_0, q4_k_m, ...), llama.cpp's file. BATCH_SIZE: sequences scored at once ("auto":
-        as many as fit a quarter of free memory, at most MAX_BATCH_SIZE). DEVICE: the CPU only."""
+        as many as fit a quarter of free memory, at most MAX_BATCH_SIZE). DEVICE: the CPU whatever it says (a
+        note says so: the harness's command line passes cuda:0 by default)."""
         super().__init__()
-        if device not in (None, "cpu"):
-            raise ClidepError(f"--device {device}: clidep's backend runs on the CPU (ONNX Runtime's or llama.cpp's)")
+        if device not in (None, "cpu"):  # the harness's own command line passes cuda:0 unless told otherwise
+            print(
+                f"note: clidep's backend runs on the CPU (ONNX Runtime's or llama.cpp's), not {device}", file=sys.stderr
+            )
         self._stack = contextlib.ExitStack()
         weakref.finalize(self, self._stack.close)  # the export's lock let go at the latest when Python exits
         self.file, self.runtime = _pick_file(Path(path), precision)
