@@ -117,6 +117,13 @@ def perplexity(
     return PerplexityResult(float(np.exp(nll)), nll, scored, context, stride, data)
 
 
+def kl_divergence(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
+    """KL(reference || candidate) in nats at each row of two (n, V) log-probability arrays (float64 sums;
+    rounding below zero clipped: the divergence is never negative)."""
+    ref = reference.astype(np.float64)
+    return np.maximum((np.exp(ref) * (ref - candidate.astype(np.float64))).sum(-1), 0.0)
+
+
 @dataclass
 class Agreement:
     """How a model's next-token distributions compare with a reference's on the same tokens (llama.cpp's
@@ -153,7 +160,7 @@ def agreement(
     )
     for (z, targets), (r, _) in pairs:
         lq, lp = z - logsumexp(z), r - logsumexp(r)
-        kld.append((np.exp(lp) * (lp - lq)).sum(axis=-1))
+        kld.append(kl_divergence(lp, lq))
         same += int((z.argmax(-1) == r.argmax(-1)).sum())
         rows = np.arange(targets.size)
         nll -= float(lq[rows, targets].sum())

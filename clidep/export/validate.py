@@ -128,12 +128,6 @@ def log_probs(runner, windows: np.ndarray) -> np.ndarray:
     return np.concatenate(out)
 
 
-def kl_divergence(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
-    """KL(reference || candidate) in nats at each row of two (n, V) log-probability arrays."""
-    ref = reference.astype(np.float64)
-    return np.maximum((np.exp(ref) * (ref - candidate.astype(np.float64))).sum(-1), 0.0)
-
-
 def next_tokens(runner, windows: np.ndarray) -> np.ndarray:
     """The token RUNNER (an OnnxCausalLM) picks next at every position of WINDOWS (N, L), teacher-forced; a
     window at a time, so that only one window's logits are held (8 x 128 x 50,257 at once took 206 MB)."""

@@ -178,8 +178,8 @@ class Scorer:
         self.fp32_answers = None
 
     def __call__(self, path: Path, precision: str, secs: float, strict: bool, details: dict) -> Variant:
-        from clidep.export.validate import kl_divergence, log_probs, validate_export
-        from clidep.perplexity import perplexity
+        from clidep.export.validate import log_probs, validate_export
+        from clidep.perplexity import kl_divergence, perplexity
         from clidep.runtime import onnx_io
         from clidep.runtime.runner import OnnxCausalLM
 

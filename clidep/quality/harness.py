@@ -125,7 +125,8 @@ class ClidepLM(TemplateLM):
         return results
 
     def _logits(self, seqs: list[list[int]]) -> np.ndarray:
-        """(B, T, V) float32 logits of SEQS padded on the right to the longest (T)."""
+        """Float32 logits of SEQS: (B, T, V) padded on the right to the longest (T) from ONNX Runtime, a list of
+        (len(seq), V) from llama.cpp."""
         if self.runtime == "llamacpp":  # one row at a time from an empty cache: ragged rows need no padding
             return [self._model.logits(np.asarray([s]))[0] for s in seqs]
         ids = np.full((len(seqs), max(len(s) for s in seqs)), self._eot, dtype=np.int64)
