@@ -103,6 +103,9 @@ def test_eval_tasks_offline_one_line_per_task(teacher_artifact):
         (["--tasks", "no_such_task"], "no task no_such_task"),
         (["--tasks", "clidep_lastword", "--reference", "x"], "--tasks and --reference"),
         (["--tasks", "clidep_lastword", "--limit", "0"], "--limit"),
+        (["--tasks", "clidep_lastword", "--max-tokens", "512"], "--max-tokens sets the perplexity text"),
+        (["--tasks", "clidep_lastword", "--data", "wikitext-test"], "--data sets the perplexity text"),
+        (["--limit", "8"], "--limit applies to --tasks only"),
     ],
 )
 def test_eval_tasks_bad_input_one_line(teacher_artifact, args, says):

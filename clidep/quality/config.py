@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from clidep.options import Options, option
+from clidep.errors import ClidepError
+from clidep.options import Options, flag, option
 
 
 @dataclass(frozen=True)
@@ -25,3 +26,12 @@ class EvalConfig(Options):
         items=str,
     )
     limit: int | None = option(None, "--tasks: only the first N documents of each task (quick checks).", low=1)
+
+    def check(self) -> None:
+        # --tasks reads its own documents: the sliding-window settings would be silently unused there
+        if self.tasks:
+            unused = [f for f in ("data", "context", "stride", "max_tokens") if self.given(f)]
+            if unused:
+                raise ClidepError(f"{flag(unused[0])} sets the perplexity text; --tasks reads its tasks' own documents")
+        elif self.given("limit"):
+            raise ClidepError("--limit applies to --tasks only")
