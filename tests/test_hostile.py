@@ -1006,8 +1006,15 @@ def _hide_offline_folder(monkeypatch, tmp_path):
 
 
 def test_without_the_offline_folder_or_the_hub_the_error_names_both_ways_out(world, tmp_path, capsys, monkeypatch):
+    """The hub is unreachable as HF_HUB_OFFLINE makes it (the real datasets and huggingface_hub calls, which
+    refuse at once); left to time out against this machine's blocked network they took 47 s of the suite."""
+    import datasets.config
+    import huggingface_hub.constants
+
     _, names = world
     _hide_offline_folder(monkeypatch, tmp_path)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     assert main(["eval", names["teacher"]]) == 2
     err = capsys.readouterr().err
     line = next(x for x in err.splitlines() if x.startswith("error:"))
