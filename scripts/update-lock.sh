@@ -19,7 +19,7 @@ compile() {  # compile OUT INPUT...
     quiet "$scratch/tools/bin/pip-compile" -q --allow-unsafe --strip-extras --no-emit-index-url \
         --no-emit-find-links --no-header -c requirements/torch.txt -o "$out" "$@" requirements/pip.in
 }
-compile "$scratch/clidep.lock.txt" --extra test pyproject.toml
+compile "$scratch/clidep.lock.txt" --extra test --extra executorch pyproject.toml
 compile "$scratch/peer.lock.txt" requirements/peer.in
 
 moved() {  # moved OLD NEW: one line per package whose version changed

@@ -60,6 +60,8 @@ CASES = [
     ("wrong", "eval {reshaped}", "weights of the wrong shape"),
     ("wrong", "export {missing} --out {fresh}", "weights missing"),
     ("wrong", "export {student} --out {fresh} --gguf", "--gguf needs a stock GPT-2 (one residual width)"),
+    ("wrong", "export {student} --out {fresh} --executorch", "--executorch needs a stock GPT-2 (one residual width)"),
+    ("wrong", "export {teacher} --out {fresh} --et-quant 8da8w", "--et-quant applies to --executorch only"),
     (
         "wrong",
         "export {teacher} --out {fresh} --gguf --gguf-types q3_k_s",

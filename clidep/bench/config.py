@@ -9,8 +9,8 @@ from pathlib import Path
 from clidep.errors import ClidepError
 from clidep.options import Options, option
 
-#: clidep's ONNX Runtime runner, ONNX Runtime GenAI, llama.cpp (llama-bench).
-RUNTIMES = ("clidep", "genai", "llamacpp")
+#: clidep's ONNX Runtime runner, ONNX Runtime GenAI, llama.cpp (llama-bench), ExecuTorch (its Python runtime).
+RUNTIMES = ("clidep", "genai", "llamacpp", "executorch")
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,8 @@ class BenchConfig(Options):
         ("clidep", "genai"),
         "Runtimes, comma-separated: clidep (its ONNX Runtime runner), genai (ONNX "
         "Runtime GenAI's Generator, on an export's genai/ folders, where installed) and "
-        "llamacpp (llama.cpp's llama-bench, on an export's gguf/ files: export --gguf).",
+        "llamacpp (llama.cpp's llama-bench, on an export's gguf/ files: export --gguf) and executorch "
+        "(ExecuTorch's runtime, XNNPACK, on an export's executorch/ programs: export --executorch).",
         choices=RUNTIMES,
         items=str,
     )

@@ -82,6 +82,8 @@ def runtimes(c: BenchConfig, f: ModelFile, log) -> list[str]:
 
     if f.gguf:
         return ["llamacpp"] if "llamacpp" in c.runtime else []
+    if f.pte:
+        return ["executorch"] if "executorch" in c.runtime else []
     out = [r for r in c.runtime if r == "clidep"]
     if "genai" in c.runtime and f.genai:
         if c.remote:
@@ -123,7 +125,7 @@ def measure_file(
     ]
     send = [f.file, *f.file.parent.glob(f.file.name + ".data"), f.dir / "config.json"]
     ppl_args = []
-    if c.ppl and (runtime == "clidep" or (runtime == "llamacpp" and not c.remote)):
+    if c.ppl and (runtime == "clidep" or (runtime in ("llamacpp", "executorch") and not c.remote)):
         context = min(n_pos or 1024, 1024)
         if f.dir not in ids_files:
             ids_files[f.dir] = _ppl_ids_file(f.dir, c.ppl_data, c.ppl_tokens, tmp)
@@ -146,6 +148,8 @@ def fill(
     row.update(rec, peak_rss_mb_samples=[r["peak_rss_mb"] for r in runs])
     if f.gguf:
         per_token, row["kv_cache"] = _gguf_bytes_per_token(f, rec)
+    elif f.pte:
+        per_token, row["kv_cache"] = _pte_bytes_per_token(f, rec)
     else:
         import onnx
 
@@ -177,6 +181,15 @@ def _gguf_bytes_per_token(f: ModelFile, rec: dict) -> tuple[int, str]:
     itemsize = {"f32": 4, "f16": 2, "bf16": 2, "q8_0": 34 / 32, "q4_0": 18 / 32}.get(cache, 2)
     shapes = kv_shapes_from_config(json.loads((f.dir / "config.json").read_text()))
     return graph_bytes(f.file) + int(kv_cache_bytes(shapes, rec["decode_context"], 1) * itemsize), cache
+
+
+def _pte_bytes_per_token(f: ModelFile, rec: dict) -> tuple[int, str]:
+    """(bytes a decoded token reads, the cache's type) of an ExecuTorch row: the program (weights, a few KB of
+    graph) and its fp32 static cache up to the decode's past, at the export's KV shapes (config.json)."""
+    from clidep.runtime.onnx_io import kv_cache_bytes, kv_shapes_from_config
+
+    shapes = kv_shapes_from_config(json.loads((f.dir / "config.json").read_text()))
+    return graph_bytes(f.file) + kv_cache_bytes(shapes, rec["decode_context"], 4), "fp32"
 
 
 def ratios(rows: list[dict]) -> None:

@@ -24,6 +24,7 @@ class ModelFile:
     facts: verify.GraphFacts | None = None  # what the graph records of itself (None for a GGUF file)
     missing: str | None = None  # why it cannot run (its file is missing from the export); its row fails
     gguf: bool = False  # a llama.cpp file, measured with the llamacpp runtime only
+    pte: bool = False  # an ExecuTorch program, measured with the executorch runtime only
 
 
 def model_files(specs: list[str], log=print) -> list[ModelFile]:
@@ -49,7 +50,7 @@ def model_files(specs: list[str], log=print) -> list[ModelFile]:
                 row.facts = verify.graph_facts(row.file, v, manifest)
                 verify.check_config(path, row.facts)
                 out.append(row)
-            out += _gguf_files(path, manifest)
+            out += _gguf_files(path, manifest) + _pte_files(path, manifest)
         elif path.is_file() or (path / "model.onnx").is_file():  # a graph, or a folder holding one, run as it is
             graph = path / "model.onnx" if path.is_dir() else path
             name = path.name if path.is_dir() else f"{path.parent.name}/{path.name}"
@@ -67,20 +68,31 @@ def _gguf_files(path: Path, manifest: Manifest) -> list[ModelFile]:
     """The GGUF files of an export (export --gguf), each checked against its manifest entry like a graph:
     rows for the llamacpp runtime only."""
     gguf = manifest.gguf or {}
-    return [_checked_row(path, _gguf_entry(gguf["folder"], g), g["type"], gguf=True) for g in gguf.get("files", [])]
+    return [_checked_row(path, _payload_entry(gguf["folder"], g), g["type"], gguf=True) for g in gguf.get("files", [])]
 
 
-def _gguf_entry(folder: str, g: dict) -> Variant:
-    """A GGUF file's record (export/gguf_check.py) as the variant check_variant holds it against."""
+def _pte_files(path: Path, manifest: Manifest) -> list[ModelFile]:
+    """The ExecuTorch programs of an export (export --executorch), each checked against its manifest entry: rows
+    for the executorch runtime only, named by their quantisation scheme ("pte 8da4w")."""
+    record = manifest.executorch or {}
+    return [
+        _checked_row(path, _payload_entry(record["folder"], {**p, "type": p["quant"]}), f"pte {p['quant']}", pte=True)
+        for p in record.get("files", [])
+    ]
+
+
+def _payload_entry(folder: str, g: dict) -> Variant:
+    """A GGUF file's or ExecuTorch program's record (export/gguf_check.py, export/executorch.py) as the variant
+    check_variant holds it against."""
     return Variant(
         file=f"{folder}/{g['file']}", precision=g["type"], size_bytes=g.get("size_bytes"), sha256=g.get("sha256")
     )
 
 
-def _checked_row(path: Path, entry: Variant, precision: str, gguf: bool = False) -> ModelFile:
+def _checked_row(path: Path, entry: Variant, precision: str, gguf: bool = False, pte: bool = False) -> ModelFile:
     """The row of the export PATH's file ENTRY (a manifest record), checked against it (a changed file is
     refused); a missing file becomes the row's ``missing``."""
-    row = ModelFile(path.name, precision, path / entry.file, path, gguf=gguf)
+    row = ModelFile(path.name, precision, path / entry.file, path, gguf=gguf, pte=pte)
     try:
         verify.check_variant(path, entry)
     except FileNotFoundError as exc:

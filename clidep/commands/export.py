@@ -76,10 +76,15 @@ def _export(model_path: str | Path, out: Path, c: ExportConfig, overwrite: bool,
 
         check_stock(model.config)  # a model llama.cpp cannot hold is refused as such, built or not
         bin_dir()  # before any writing: llama.cpp is built, to check the GGUF files in
+    if c.executorch:
+        from clidep.export import executorch
+
+        executorch.check(model.config, c.et_quant)
     fp32_bytes = 4 * sum(p.numel() for p in model.parameters())
     log(f"{model_path}: {fp32_bytes / 4e6:.1f} M parameters; writing the fp32 graph")
-    # the variants, the optimiser's temporary graph, and --gguf's F32, F16, Q8_0 and Q4_0 files at most
-    copies = 1 + 0.3 * (c.int8 or c.static) + 0.25 * c.int4 + 0.5 * c.fp16 + 1 + 1.95 * c.gguf
+    # the variants, the optimiser's temporary graph, --gguf's F32, F16, Q8_0 and Q4_0 files at most,
+    # and --executorch's fp32, 8da8w and 8da4w programs
+    copies = 1 + 0.3 * (c.int8 or c.static) + 0.25 * c.int4 + 0.5 * c.fp16 + 1 + 1.95 * c.gguf + 1.6 * c.executorch
     free_space_check(out.parent, int(fp32_bytes * copies), "this export")
     tokenizer = load_tokenizer(model_path, model.config.vocab_size)
     context = min(model.config.n_positions, 1024)
@@ -101,6 +106,7 @@ def _export(model_path: str | Path, out: Path, c: ExportConfig, overwrite: bool,
         gguf = (
             gguf_files.write_files(model, tmp, c, Path(str(model_path)).name, ids, reference, log) if c.gguf else None
         )
+        programs = executorch_files(model, tmp, c, context, log)
         model = None  # every file is written: the checks below open ONNX Runtime sessions with torch's copy freed
         gc.collect()
         # The source's own config (GPT-2's for a plain GPT-2) lets the ecosystem's clients, such as
@@ -131,11 +137,24 @@ def _export(model_path: str | Path, out: Path, c: ExportConfig, overwrite: bool,
             manifest.gguf = gguf_check.checked_record(
                 tmp, *gguf, tokenizer, tokenizer.decode(text_ids[:400]), ids, context, log
             )
+        if programs:
+            from clidep.export.executorch import checked_record
+
+            manifest.executorch = checked_record(tmp, programs, reference, ids, context, agree_windows, log)
         manifest.files = file_records(tmp)  # the tokenizer, the configs, the GenAI folders' configs
         write_json(tmp / MANIFEST, manifest.to_dict())
         return manifest
 
     return write_dir(out, build)
+
+
+def executorch_files(model, tmp: Path, c: ExportConfig, context: int, log) -> list | None:
+    """--executorch's programs of MODEL in TMP/executorch/ (export/executorch.py), or None without it."""
+    if not c.executorch:
+        return None
+    from clidep.export.executorch import write_files
+
+    return write_files(model, tmp, c.et_quant, context, log)
 
 
 def _enforce_gates(variants: list[Variant], c: ExportConfig, log) -> None:

@@ -52,6 +52,13 @@ ORT_GRAPH_OPSET = 17
 #: quantised ones by llama-quantize (export/gguf.py).
 GGUF_TYPES = ("f32", "f16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0")
 
+#: The ExecuTorch programs export --executorch writes, by torchao's scheme as optimum-executorch names them
+#: (export/executorch.py): fp32 (always written: the reference), 8da8w and 8da4w (int8 dynamic activations with
+#: int8 per-channel or int4 group-32 weights). 8w (int8 weights, fp32 activations) is not offered: ExecuTorch
+#: 1.5.1's XNNPACK lowering of it gave logits 1.5e3 away from the same quantised model in PyTorch (a 3-layer
+#: GPT-2, where 8da8w's were 0.005 away), which the export's gate would refuse every time.
+ET_QUANTS = ("fp32", "8da8w", "8da4w")
+
 
 @dataclass(frozen=True)
 class ExportConfig(Options):
@@ -140,6 +147,19 @@ class ExportConfig(Options):
         choices=GGUF_TYPES,
         items=str.lower,
     )
+    executorch: bool = option(
+        False,
+        "Also write ExecuTorch programs for phone apps into OUT/executorch/ (a stock GPT-2 only), lowered to "
+        "XNNPACK with a static KV cache of the model's context, each checked in ExecuTorch's runtime; a few "
+        "minutes per program at GPT-2-small sizes (ExecuTorch's lowering).",
+    )
+    et_quant: tuple[str, ...] = option(
+        ("8da4w",),
+        "The ExecuTorch programs --executorch writes beside fp32 (always written, the reference), "
+        "comma-separated: 8da4w (int4 weights in groups of 32, int8 activations), 8da8w (int8 weights).",
+        choices=ET_QUANTS,
+        items=str.lower,
+    )
     ppl_data: str = option("wikitext-test", "Text for the perplexity check of every variant.")
     # 8,192: the check is paired (the same tokens through both files), and at 8,192 tokens the standard error
     # of the teacher's Δppl was 0.26% for int4 (+1.64%; gate 5%), 0.03% for int8 (gate 2%) and 0.04% for the
@@ -172,6 +192,8 @@ class ExportConfig(Options):
             )
         if self.given("gguf_types") and not self.gguf:
             raise ClidepError("--gguf-types applies to --gguf only: add --gguf")
+        if self.given("et_quant") and not self.executorch:
+            raise ClidepError("--et-quant applies to --executorch only: add --executorch")
         int8_options = [f for f in ("kv_scales", "kv_calib_windows") if self.given(f)]
         if int8_options and self.cache_precision != "int8":
             raise ClidepError(

@@ -1,4 +1,5 @@
-"""Measure one model in this process: numpy + onnxruntime (or llama.cpp's llama-bench for a GGUF file), no torch.
+"""Measure one model in this process: numpy + onnxruntime (or llama.cpp's llama-bench for a GGUF file, or
+ExecuTorch's runtime for a .pte program, which alone needs torch).
 
     python -m clidep.runtime.benchrun MODEL.onnx [--prompt-lens 32,128] [--gen 128] [--depth 32,512]
         [--reps 5] [--threads N] [--ppl-ids ids.npy --context C --stride S]
@@ -150,6 +151,46 @@ def measure_llamacpp(
     return record
 
 
+def measure_executorch(
+    pte: str,
+    prompt_lens: list[int],
+    gen: int,
+    threads: int | None,
+    ppl_ids: np.ndarray | None = None,
+    context: int = 256,
+    stride: int = 128,
+    seed: int = 0,
+    depths: list[int] = (DECODE_PROMPT,),
+    reps: int = REPS,
+) -> dict:
+    """The same record of an ExecuTorch program (export --executorch) through ExecuTorch's runtime, XNNPACK's
+    threadpool at THREADS; perplexity given PPL_IDS. Its bindings take torch tensors: this runtime imports torch."""
+    from importlib.metadata import version
+
+    from clidep.runtime.pte import Program, set_threads
+
+    set_threads(threads)
+    t0 = time.perf_counter()
+    program = Program(pte)
+    load_s = time.perf_counter() - t0
+    record = _protocol(
+        program.prefill_ms,
+        lambda ids: program.decode_ms(ids, gen, WARMUP_TOKENS),
+        program.vocab,
+        prompt_lens,
+        depths,
+        gen,
+        reps,
+        seed,
+    )
+    record.update(load_s=load_s, threads=threads, runner={**where(), "executorch": version("executorch")})
+    if ppl_ids is not None:
+        from clidep.perplexity import perplexity
+
+        record["ppl"] = perplexity(program.logits, ppl_ids, min(context, program.context), stride, 1).ppl
+    return record
+
+
 def _protocol(
     prefill, decode, vocab: int, prompt_lens: list[int], depths: list[int], gen: int, reps: int, seed: int
 ) -> dict:
@@ -272,10 +313,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--reps", type=int, default=REPS)
     ap.add_argument(
         "--runtime",
-        choices=("clidep", "genai", "llamacpp"),
+        choices=("clidep", "genai", "llamacpp", "executorch"),
         default="clidep",
         help="clidep's runner on MODEL (.onnx), ONNX Runtime GenAI on MODEL (a genai/<precision> folder), "
-        "or llama.cpp's llama-bench on MODEL (.gguf)",
+        "llama.cpp's llama-bench on MODEL (.gguf), or ExecuTorch's runtime on MODEL (.pte)",
     )
     a = ap.parse_args(argv)
     ids = np.load(a.ppl_ids) if a.ppl_ids else None
@@ -283,6 +324,8 @@ def main(argv: list[str] | None = None) -> None:
     at = [int(x) for x in a.depth.split(",") if x]
     if a.runtime == "genai":
         record = measure_genai(a.model, lens, a.gen, a.threads, depths=at, reps=a.reps)
+    elif a.runtime == "executorch":
+        record = measure_executorch(a.model, lens, a.gen, a.threads, ids, a.context, a.stride, depths=at, reps=a.reps)
     elif a.runtime == "llamacpp":
         record = measure_llamacpp(a.model, lens, a.gen, a.threads, ids, a.context, a.stride, depths=at, reps=a.reps)
     else:

@@ -4,7 +4,7 @@
 Fields are declared once here with their units. A key this version does not know (a field an older or newer
 clidep wrote, or a variant's own settings such as int4's ``block_size``) is kept in ``extra`` and written
 back unchanged (clidep/records.py), so every manifest written so far loads. The sub-records of the export's
-optional steps (``kv_cache``, ``genai``, ``aarch64``, ``gguf``) stay the dicts their own modules write and
+optional steps (``kv_cache``, ``genai``, ``aarch64``, ``gguf``, ``executorch``) stay the dicts their own modules write and
 document. Torch-free.
 """
 
@@ -88,6 +88,7 @@ class Manifest(Record):
     genai: dict[str, str] | None = None  # {precision: GenAI folder relative to the export}
     aarch64: dict | None = None  # export --check-arm's record (export/arm.py)
     gguf: dict | None = None  # export --gguf's record (export/gguf_check.py)
+    executorch: dict | None = None  # export --executorch's record (export/executorch.py)
     files: dict[str, dict] | None = None  # {path: {size_bytes, sha256}} of every other file of the export
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -71,9 +71,9 @@ def sha256(path: Path) -> str:
     return digest
 
 
-#: The payloads the manifest records file by file (variants, GGUF files); every other file an export holds
-#: (tokenizer, configs, the GenAI folders' configs) is in its ``files`` record.
-PAYLOAD_SUFFIXES = (".onnx", ".onnx.data", ".gguf")
+#: The payloads the manifest records file by file (variants, GGUF files, ExecuTorch programs); every other file an
+#: export holds (tokenizer, configs, the GenAI folders' configs) is in its ``files`` record.
+PAYLOAD_SUFFIXES = (".onnx", ".onnx.data", ".gguf", ".pte")
 
 
 def file_records(folder: Path) -> dict[str, dict]:

@@ -1,0 +1,136 @@
+"""export --executorch: ExecuTorch programs of a stock GPT-2, checked in ExecuTorch's own runtime.
+
+One export of the tiny_setup teacher (a stock GPT-2, 4 blocks x 64, 128 positions, the reference tokenizer)
+writes the fp32 and 8da4w programs; ExecuTorch's lowering takes ~20-30 s a program even at this size."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+
+@pytest.fixture(scope="module")
+def programs(tiny_setup, tmp_path_factory):
+    from clidep.commands.export import export_artifact
+
+    out = tmp_path_factory.mktemp("et") / "teacher-et"
+    manifest = export_artifact(tiny_setup / "teacher", out, executorch=True, ppl_tokens=2048)
+    return out, manifest
+
+
+def test_every_program_is_written_checked_and_recorded(programs):
+    from clidep.runtime.verify import file_sha256
+
+    out, manifest = programs
+    record = manifest.executorch
+    assert [f["quant"] for f in record["files"]] == ["fp32", "8da4w"]
+    fp32, q4 = record["files"]
+    assert fp32["max_abs_logit_diff"] <= 1e-4 and fp32["greedy_match"] and fp32["ppl_delta"] == 0
+    assert abs(q4["ppl_delta"]) <= 0.05 and 0.5 < q4["greedy_agreement"] <= 1 and q4["kld_mean"] > 0
+    for f in record["files"]:
+        path = out / "executorch" / f["file"]
+        assert path.stat().st_size == f["size_bytes"] and file_sha256(path) == f["sha256"]
+    assert q4["size_bytes"] < 0.6 * fp32["size_bytes"]  # int4 linears; the embedding tables stay fp32
+    # the runner's tokenizer beside the programs, and the manifest on disk says what the returned one says
+    assert json.loads((out / "executorch" / "tokenizer.json").read_text())["model"]["type"] == "BPE"
+    assert json.loads((out / "manifest.json").read_text())["executorch"] == record
+    # ExecuTorch's arithmetic gives the ONNX file's perplexity on the same tokens and windows: two runtimes, one number
+    assert abs(fp32["ppl"] / manifest.variants[0].ppl - 1) < 1e-4
+
+
+def test_bench_puts_executorch_beside_clidep_in_one_table(programs):
+    from clidep.bench.outputs import markdown
+    from clidep.commands.bench import bench
+    from clidep.hardware import devices
+
+    out, manifest = programs
+    report = bench(
+        [str(out)],
+        devices.load("host"),
+        prompt_lens="16",
+        depth="16,48",
+        gen=64,
+        reps=2,
+        runtime="clidep,executorch",
+        ppl=True,
+        ppl_tokens=512,
+        log=lambda m: None,
+    )
+    rows = report["models"]
+    assert all("error" not in r for r in rows), [r.get("error") for r in rows]
+    by = {(r["runtime"], r["precision"]): r for r in rows}
+    assert set(by) == {("clidep", "fp32"), ("executorch", "pte fp32"), ("executorch", "pte 8da4w")}
+    for r in (by["executorch", "pte fp32"], by["executorch", "pte 8da4w"]):
+        assert len(r["tg_tps"]["16"]["samples"]) == 2 and set(r["decode_ms_at"]) == {"16", "48"}
+        assert r["runner"]["executorch"] and r["kv_cache"] == "fp32" and r["peak_rss_mb"] > 0
+    # the same tokens through both runtimes' fp32 files: one perplexity
+    assert abs(by["executorch", "pte fp32"]["ppl"] / by["clidep", "fp32"]["ppl"] - 1) < 1e-4
+    assert "| executorch |" in markdown(report)
+
+
+def test_the_program_answers_as_transformers_does_prefill_then_decode(programs, tiny_setup):
+    """Read with ExecuTorch's runtime directly (not clidep's reader): the metadata ExecuTorch's LLM runner reads,
+    and logits of a prefill then one-token decode steps through the program's own cache equal transformers'
+    logits of the whole sequence; a second sequence after reloading the method starts from an empty cache."""
+    from executorch.runtime import Runtime
+
+    out, _ = programs
+    program = Runtime.get().load_program(out / "executorch" / "model.fp32.pte")
+    meta = {m: program.load_method(m).execute([])[0] for m in ("get_max_seq_len", "get_vocab_size", "use_kv_cache")}
+    assert meta == {"get_max_seq_len": 128, "get_vocab_size": 8192, "use_kv_cache": True}
+    model = AutoModelForCausalLM.from_pretrained(tiny_setup / "teacher").eval()
+    rng = np.random.default_rng(1)
+    for _ in range(2):
+        ids = torch.from_numpy(rng.integers(0, 8192, (1, 24)))
+        with torch.no_grad():
+            want = model(ids).logits
+        forward = program.load_method("forward")
+        got = [forward.execute([ids[:, :16], torch.arange(16)])[0]]
+        got += [forward.execute([ids[:, t : t + 1], torch.tensor([t])])[0] for t in range(16, 24)]
+        assert torch.allclose(torch.cat(got, 1), want, atol=1e-4)
+
+
+def test_a_program_that_misses_its_gate_fails_the_check(programs, tiny_setup, monkeypatch):
+    """The module's two programs checked again, the 8da4w one read with its logits blurred (as a broken quantiser
+    would leave them): the check names the file and its gate, as the export's one error line."""
+    from clidep.data import load_tokenizer, read_text, tokenize_text
+    from clidep.errors import ClidepError
+    from clidep.export import executorch
+    from clidep.export.validate import torch_reference
+    from clidep.model.convert import load_model
+
+    out, _ = programs
+    folder = out / "executorch"
+    written = [(q, folder / f"model.{q}.pte", 0.0) for q in ("fp32", "8da4w")]
+    reference = torch_reference(load_model(tiny_setup / "teacher"))
+    ids = tokenize_text(load_tokenizer(tiny_setup / "teacher"), read_text("wikitext-test")[0][:20_000])[:1025]
+    windows = ids[:1024].reshape(8, 128)
+    assert executorch.checked_record(out, written, reference, ids, 128, windows, lambda m: None)["files"]
+    from clidep.runtime.pte import Program
+
+    real = Program.logits
+
+    def blurred(self, x):
+        z = real(self, x)
+        return z if self.path.name == "model.fp32.pte" else z + np.random.default_rng(0).normal(0, 3, z.shape)
+
+    monkeypatch.setattr(Program, "logits", blurred)
+    with pytest.raises(ClidepError, match=r"ExecuTorch check: executorch/model.8da4w.pte misses its quality gate: ppl"):
+        executorch.checked_record(out, written, reference, ids, 128, windows, lambda m: None)
+
+
+def test_8da4w_refuses_widths_that_do_not_split_into_its_groups(tmp_path):
+    from transformers import GPT2Config
+
+    from clidep.errors import ClidepError
+    from clidep.export.executorch import check
+    from clidep.model.convert import config_from_gpt2
+
+    config = config_from_gpt2(GPT2Config(n_embd=80, n_head=5, n_layer=2, vocab_size=101))
+    with pytest.raises(ClidepError, match="groups of 32 inputs, and this model's linears read 80"):
+        check(config, ("8da4w",))
+    check(config, ("8da8w",))  # per-channel: any width
