@@ -79,7 +79,15 @@ def _set_quiet(quiet: bool) -> None:
     os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1" if quiet else "0"
     # ONNX Runtime's quantisers and optimizer warn through the root logger and their own (the
     # pre-processing advice, "specify num_heads", the opset bump of int4): errors only, unless --verbose.
-    for name in ("", "onnxruntime", "onnxruntime.quantization.matmul_nbits_quantizer"):
+    # torchao (the executorch extra), which transformers imports whenever it is installed, warns of every CUDA
+    # kernel library a CPU-only torch cannot load, and its enums trip a deprecation note in torch's pytree.
+    for name in (
+        "",
+        "onnxruntime",
+        "onnxruntime.quantization.matmul_nbits_quantizer",
+        "torchao",
+        "torch.utils._pytree",
+    ):
         logging.getLogger(name).setLevel(logging.ERROR if quiet else logging.INFO)
     if "transformers" in sys.modules:  # already imported (in-process callers): tell it directly
         from transformers.utils import logging as hf_logging

@@ -1,7 +1,8 @@
-"""export --executorch: ExecuTorch programs of a stock GPT-2, checked in ExecuTorch's own runtime.
+"""export --executorch: ExecuTorch programs of a stock student, checked in ExecuTorch's own runtime.
 
-One export of the tiny_setup teacher (a stock GPT-2, 4 blocks x 64, 128 positions, the reference tokenizer)
-writes the fp32 and 8da4w programs; ExecuTorch's lowering takes ~20-30 s a program even at this size."""
+One export of a stock student (compress --method slim of the tiny_setup teacher: 4 blocks x 32, 128 positions,
+the reference tokenizer) writes the fp32 and 8da4w programs beside its ONNX and GGUF files; ExecuTorch's
+lowering takes ~20-30 s a program even at this size."""
 
 from __future__ import annotations
 
@@ -15,10 +16,24 @@ from transformers import AutoModelForCausalLM
 
 @pytest.fixture(scope="module")
 def programs(tiny_setup, tmp_path_factory):
+    from clidep.commands.compress import compress
     from clidep.commands.export import export_artifact
 
-    out = tmp_path_factory.mktemp("et") / "teacher-et"
-    manifest = export_artifact(tiny_setup / "teacher", out, executorch=True, ppl_tokens=2048)
+    root = tmp_path_factory.mktemp("et")
+    compress(
+        str(tiny_setup / "teacher"),
+        root / "student",
+        method="slim",
+        width=32,
+        steps=2,
+        data=str(tiny_setup / "train.txt"),
+        batch_size=8,
+        seq_len=64,
+        eval_every=0,
+        log=lambda m: None,
+    )
+    out = root / "student-et"
+    manifest = export_artifact(root / "student", out, executorch=True, gguf=True, gguf_types=("q4_0",), ppl_tokens=2048)
     return out, manifest
 
 
@@ -42,7 +57,7 @@ def test_every_program_is_written_checked_and_recorded(programs):
     assert abs(fp32["ppl"] / manifest.variants[0].ppl - 1) < 1e-4
 
 
-def test_bench_puts_executorch_beside_clidep_in_one_table(programs):
+def test_bench_puts_executorch_beside_the_other_three_runtimes_in_one_table(programs):
     from clidep.bench.outputs import markdown
     from clidep.commands.bench import bench
     from clidep.hardware import devices
@@ -55,7 +70,7 @@ def test_bench_puts_executorch_beside_clidep_in_one_table(programs):
         depth="16,48",
         gen=64,
         reps=2,
-        runtime="clidep,executorch",
+        runtime="clidep,genai,llamacpp,executorch",
         ppl=True,
         ppl_tokens=512,
         log=lambda m: None,
@@ -63,16 +78,23 @@ def test_bench_puts_executorch_beside_clidep_in_one_table(programs):
     rows = report["models"]
     assert all("error" not in r for r in rows), [r.get("error") for r in rows]
     by = {(r["runtime"], r["precision"]): r for r in rows}
-    assert set(by) == {("clidep", "fp32"), ("executorch", "pte fp32"), ("executorch", "pte 8da4w")}
+    assert set(by) == {
+        ("clidep", "fp32"),
+        ("genai", "fp32"),
+        ("llamacpp", "f32"),
+        ("llamacpp", "q4_0"),
+        ("executorch", "pte fp32"),
+        ("executorch", "pte 8da4w"),
+    }
     for r in (by["executorch", "pte fp32"], by["executorch", "pte 8da4w"]):
         assert len(r["tg_tps"]["16"]["samples"]) == 2 and set(r["decode_ms_at"]) == {"16", "48"}
         assert r["runner"]["executorch"] and r["kv_cache"] == "fp32" and r["peak_rss_mb"] > 0
     # the same tokens through both runtimes' fp32 files: one perplexity
     assert abs(by["executorch", "pte fp32"]["ppl"] / by["clidep", "fp32"]["ppl"] - 1) < 1e-4
-    assert "| executorch |" in markdown(report)
+    assert all(f"| {r} |" in markdown(report) for r in ("clidep", "genai", "llamacpp", "executorch"))
 
 
-def test_the_program_answers_as_transformers_does_prefill_then_decode(programs, tiny_setup):
+def test_the_program_answers_as_transformers_does_prefill_then_decode(programs):
     """Read with ExecuTorch's runtime directly (not clidep's reader): the metadata ExecuTorch's LLM runner reads,
     and logits of a prefill then one-token decode steps through the program's own cache equal transformers'
     logits of the whole sequence; a second sequence after reloading the method starts from an empty cache."""
@@ -82,7 +104,7 @@ def test_the_program_answers_as_transformers_does_prefill_then_decode(programs, 
     program = Runtime.get().load_program(out / "executorch" / "model.fp32.pte")
     meta = {m: program.load_method(m).execute([])[0] for m in ("get_max_seq_len", "get_vocab_size", "use_kv_cache")}
     assert meta == {"get_max_seq_len": 128, "get_vocab_size": 8192, "use_kv_cache": True}
-    model = AutoModelForCausalLM.from_pretrained(tiny_setup / "teacher").eval()
+    model = AutoModelForCausalLM.from_pretrained(out.parent / "student").eval()
     rng = np.random.default_rng(1)
     for _ in range(2):
         ids = torch.from_numpy(rng.integers(0, 8192, (1, 24)))
@@ -94,7 +116,7 @@ def test_the_program_answers_as_transformers_does_prefill_then_decode(programs, 
         assert torch.allclose(torch.cat(got, 1), want, atol=1e-4)
 
 
-def test_a_program_that_misses_its_gate_fails_the_check(programs, tiny_setup, monkeypatch):
+def test_a_program_that_misses_its_gate_fails_the_check(programs, monkeypatch):
     """The module's two programs checked again, the 8da4w one read with its logits blurred (as a broken quantiser
     would leave them): the check names the file and its gate, as the export's one error line."""
     from clidep.data import load_tokenizer, read_text, tokenize_text
@@ -106,8 +128,9 @@ def test_a_program_that_misses_its_gate_fails_the_check(programs, tiny_setup, mo
     out, _ = programs
     folder = out / "executorch"
     written = [(q, folder / f"model.{q}.pte", 0.0) for q in ("fp32", "8da4w")]
-    reference = torch_reference(load_model(tiny_setup / "teacher"))
-    ids = tokenize_text(load_tokenizer(tiny_setup / "teacher"), read_text("wikitext-test")[0][:20_000])[:1025]
+    student = out.parent / "student"
+    reference = torch_reference(load_model(student))
+    ids = tokenize_text(load_tokenizer(student), read_text("wikitext-test")[0][:20_000])[:1025]
     windows = ids[:1024].reshape(8, 128)
     assert executorch.checked_record(out, written, reference, ids, 128, windows, lambda m: None)["files"]
     from clidep.runtime.pte import Program

@@ -169,7 +169,10 @@ def measure_executorch(
 
     from clidep.runtime.pte import Program, set_threads
 
-    set_threads(threads)
+    try:
+        set_threads(threads)  # imports ExecuTorch's bindings
+    except ImportError as exc:  # a device's Python without it (--remote): one line, as the row's error
+        raise SystemExit(f"ExecuTorch is not installed in {sys.executable} (pip install executorch): {exc}") from None
     t0 = time.perf_counter()
     program = Program(pte)
     load_s = time.perf_counter() - t0

@@ -15,9 +15,9 @@ import numpy as np
 
 def set_threads(threads: int | None) -> None:
     """ExecuTorch's XNNPACK threadpool to THREADS threads (None: its default, one per core)."""
-    if threads:
-        from executorch.extension.pybindings import portable_lib
+    from executorch.extension.pybindings import portable_lib
 
+    if threads:
         portable_lib._unsafe_reset_threadpool(threads)
 
 

@@ -1,0 +1,116 @@
+"""ExecuTorch beside clidep's ONNX Runtime runner and llama.cpp: the reference teacher and the default student
+(compress --method grid, ratio 2.47) in every runtime, one `clidep bench` run.
+
+Each model is exported as a user would (`clidep export --int4 --gguf --gguf-types q4_0 --executorch
+--et-quant 8da8w,8da4w`: every file checked in its own runtime) and every file is benched in the same run on
+this machine, each in its own process: size, decode ms per token after 32 and 440 tokens (the models have 512
+positions; 440 + 8 warm-up + 64 timed tokens fit), prefill, peak memory, and perplexity on the first 8,192
+WikiText-test tokens (context 512, stride 256) through the runtime itself. The student is compressed here
+(seed 0, 500,000 tokens) unless --student names one.
+
+    python benchmarks/executorch.py                       # ~35 min on 2 cores (compress ~9, exports ~15, bench ~10)
+    python benchmarks/executorch.py --student runs/student --reps 1 --out /tmp/et   # an existing student
+
+Writes OUT/executorch.json, .md, .csv and .jsonl (OUT defaults to benchmarks/results).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from clidep.bench import report
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--teacher", default=str(ROOT.parent / "shared" / "models" / "ref-gpt2-12l"))
+    ap.add_argument("--student", default=None, help="an existing student folder (default: compress one here)")
+    ap.add_argument("--tokens", type=int, default=500_000, help="distillation tokens of the student compressed here")
+    ap.add_argument("--depth", default="32,440")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--threads", default="2")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    a = ap.parse_args()
+
+    from clidep.bench.provenance import provenance
+    from clidep.commands.bench import bench
+    from clidep.commands.compress import compress
+    from clidep.commands.export import export_artifact
+    from clidep.hardware import devices
+
+    start = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        student = a.student
+        if student is None:
+            student = str(Path(tmp) / "grid")
+            compress(a.teacher, student, ratio=2.47, tokens=a.tokens, seed=0, log=print)
+        exports = []
+        for name, model in (("teacher", a.teacher), ("grid-student", student)):
+            out = Path(tmp) / name
+            export_artifact(
+                model,
+                out,
+                int4=True,
+                gguf=True,
+                gguf_types=("q4_0",),
+                executorch=True,
+                et_quant=("8da8w", "8da4w"),
+                log=print,
+            )
+            exports.append(str(out))
+        result = bench(
+            exports,
+            devices.load("host"),
+            prompt_lens="128",
+            depth=a.depth,
+            gen=64,
+            reps=a.reps,
+            threads=a.threads,
+            runtime="clidep,llamacpp,executorch",
+            ppl=True,
+            ppl_tokens=8192,
+            log=print,
+        )
+    rows = [r for r in result["models"] if "error" not in r]
+    first, last = a.depth.split(",")[0], a.depth.split(",")[-1]
+    for r in rows:
+        r["decode_first"], r["decode_last"] = r["decode_ms_at"][first], r["decode_ms_at"][last]
+        r["slowdown"] = r["decode_last"] / r["decode_first"]
+    record = {
+        **provenance(),
+        "teacher": a.teacher,
+        "student": a.student or f"compress --method grid --ratio 2.47 --tokens {a.tokens} --seed 0",
+        "wall_seconds": round(time.time() - start),
+        "rows": rows,
+        "errors": [r for r in result["models"] if "error" in r],
+    }
+    heading = (
+        f"The reference teacher and the grid student (ratio 2.47) in ONNX Runtime (clidep's runner), llama.cpp and "
+        f"ExecuTorch (XNNPACK): one `clidep bench` run, {a.threads} threads, {a.reps} repetitions, on "
+        f"{record['host']} at git {record['git_sha']}; ppl through each runtime on 8,192 WikiText-test tokens"
+    )
+    report.write(Path(a.out), "executorch", FIELDS, rows, record, title=heading)
+    print(report.markdown(FIELDS, rows, heading), end="")
+
+
+FIELDS = [
+    report.Column("name", "model"),
+    report.Column("runtime", "runtime"),
+    report.Column("precision", "file"),
+    report.Column("size_bytes", "MB", text=lambda r: f"{r['size_bytes'] / 1e6:.1f}"),
+    report.Column("decode_first", "decode ms @32", ".2f"),
+    report.Column("decode_last", "decode ms @440", ".2f"),
+    report.Column("slowdown", "@440 / @32", ".2f"),
+    report.Column("prefill_ms", "prefill 128 ms", text=lambda r: f"{r['prefill_ms']['128']:.1f}"),
+    report.Column("peak_rss_mb", "peak MB", ".0f"),
+    report.Column("ppl", "ppl", ".2f"),
+]
+
+
+if __name__ == "__main__":
+    main()
