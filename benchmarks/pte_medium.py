@@ -7,9 +7,11 @@ cache of 1,024 positions), each timed by clidep's bench runner in its own proces
 clidep.runtime.benchrun`): the same protocol for all three, decode after 32 and 952 tokens (952 + 8 warm-up + 64
 timed fit in 1,024 positions), prefill of 128, peak memory. Speed does not depend on the weights' values.
 
-    python benchmarks/executorch_medium.py            # ~30 min on 2 cores (ExecuTorch's lowering most of it)
+    python benchmarks/pte_medium.py            # ~30 min on 2 cores (ExecuTorch's lowering most of it)
 
-Writes OUT/executorch_medium.json, .md, .csv and .jsonl (OUT defaults to benchmarks/results).
+Named pte_*, not executorch*: a script named executorch.py would shadow the executorch package on sys.path.
+
+Writes OUT/pte_medium.json, .md, .csv and .jsonl (OUT defaults to benchmarks/results).
 """
 
 from __future__ import annotations
@@ -66,12 +68,8 @@ def main() -> None:
                 path.unlink()
     result = {**provenance(), "layers": a.layers, "vocab": a.vocab, "threads": a.threads, "reps": a.reps}
     result.update(wall_seconds=round(time.time() - start), rows=rows)
-    heading = (
-        f"int4 files of every runtime at GPT-2-medium depth ({a.layers} blocks, vocabulary {a.vocab:,}, random weights), "
-        f"clidep's bench runner on {a.threads} threads, {a.reps} repetitions (ms per decoded token, medians), on "
-        f"{result['host']} at git {result['git_sha']}"
-    )
-    report.write(Path(a.out), "executorch_medium", FIELDS, rows, result, title=heading)
+    heading = title(result)
+    report.write(Path(a.out), "pte_medium", FIELDS, rows, result, title=heading)
     print(report.markdown(FIELDS, rows, heading), end="")
 
 
@@ -115,6 +113,14 @@ def _measure(a, runtime: str, path: Path) -> dict:
     args += ["--gen", "64", "--threads", str(a.threads), "--depth", a.depth, "--reps", str(a.reps)]
     done = subprocess.run(args, capture_output=True, text=True, check=True)
     return json.loads(done.stdout)
+
+
+def title(result: dict) -> str:
+    return (
+        f"int4 files of every runtime at GPT-2-medium depth ({result['layers']} blocks, vocabulary {result['vocab']:,}, "
+        f"random weights), clidep's bench runner on {result['threads']} threads, {result['reps']} repetitions (ms per "
+        f"decoded token, medians), on {result['host']} at git {result['git_sha']}"
+    )
 
 
 FIELDS = [

@@ -8,10 +8,12 @@ positions; 440 + 8 warm-up + 64 timed tokens fit), prefill, peak memory, and per
 WikiText-test tokens (context 512, stride 256) through the runtime itself. The student is compressed here
 (seed 0, 500,000 tokens) unless --student names one.
 
-    python benchmarks/executorch.py                       # ~35 min on 2 cores (compress ~9, exports ~15, bench ~10)
-    python benchmarks/executorch.py --student runs/student --reps 1 --out /tmp/et   # an existing student
+    python benchmarks/pte_runtimes.py                       # ~35 min on 2 cores (compress ~9, exports ~15, bench ~10)
+    python benchmarks/pte_runtimes.py --student runs/student --reps 1 --out /tmp/et   # an existing student
 
-Writes OUT/executorch.json, .md, .csv and .jsonl (OUT defaults to benchmarks/results).
+Named pte_*, not executorch*: a script named executorch.py would shadow the executorch package on sys.path.
+
+Writes OUT/pte_runtimes.json, .md, .csv and .jsonl (OUT defaults to benchmarks/results).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ def main() -> None:
     ap.add_argument("--teacher", default=str(ROOT.parent / "shared" / "models" / "ref-gpt2-12l"))
     ap.add_argument("--student", default=None, help="an existing student folder (default: compress one here)")
     ap.add_argument("--tokens", type=int, default=500_000, help="distillation tokens of the student compressed here")
+    ap.add_argument("--work", default=None, help="folder for the student and the exports (default: a temporary one)")
     ap.add_argument("--depth", default="32,440")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", default="2")
@@ -44,17 +47,20 @@ def main() -> None:
     from clidep.hardware import devices
 
     start = time.time()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = a.work or scratch
         student = a.student
         if student is None:
             student = str(Path(tmp) / "grid")
-            compress(a.teacher, student, ratio=2.47, tokens=a.tokens, seed=0, log=print)
+            if not (Path(student) / "compress.json").exists():  # a --work folder's finished student is reused
+                compress(a.teacher, student, ratio=2.47, tokens=a.tokens, seed=0, log=print)
         exports = []
         for name, model in (("teacher", a.teacher), ("grid-student", student)):
             out = Path(tmp) / name
             export_artifact(
                 model,
                 out,
+                overwrite=True,
                 int4=True,
                 gguf=True,
                 gguf_types=("q4_0",),
@@ -89,13 +95,19 @@ def main() -> None:
         "rows": rows,
         "errors": [r for r in result["models"] if "error" in r],
     }
-    heading = (
-        f"The reference teacher and the grid student (ratio 2.47) in ONNX Runtime (clidep's runner), llama.cpp and "
-        f"ExecuTorch (XNNPACK): one `clidep bench` run, {a.threads} threads, {a.reps} repetitions, on "
-        f"{record['host']} at git {record['git_sha']}; ppl through each runtime on 8,192 WikiText-test tokens"
-    )
-    report.write(Path(a.out), "executorch", FIELDS, rows, record, title=heading)
+    heading = title(record)
+    report.write(Path(a.out), "pte_runtimes", FIELDS, rows, record, title=heading)
     print(report.markdown(FIELDS, rows, heading), end="")
+
+
+def title(result: dict) -> str:
+    """The table's heading, from the run's record (threads and repetitions as its rows ran them)."""
+    row = result["rows"][0]
+    return (
+        f"The reference teacher and the grid student (ratio 2.47) in ONNX Runtime (clidep's runner), llama.cpp and "
+        f"ExecuTorch (XNNPACK): one `clidep bench` run, {row['threads']} threads, {row['reps']} repetitions, on "
+        f"{result['host']} at git {result['git_sha']}; ppl through each runtime on 8,192 WikiText-test tokens"
+    )
 
 
 FIELDS = [

@@ -30,6 +30,8 @@ def _table(name: str) -> str:
     import layercollapse
     import paper_ablation
     import profile_decode
+    import pte_medium
+    import pte_runtimes
     import runtime
     import shipped_student
 
@@ -49,6 +51,9 @@ def _table(name: str) -> str:
         lens = sorted({int(k) for r in result["rows"] for k in (r.get("prefill_ms") or {})})
         depths = sorted({int(k) for r in result["rows"] for k in (r.get("decode_ms_at") or {})})
         return report.markdown(runtime.table_fields(lens, depths), result["rows"], runtime.title(result), keep=3)
+    if name in ("pte_runtimes", "pte_medium"):
+        module = pte_runtimes if name == "pte_runtimes" else pte_medium
+        return report.markdown(module.FIELDS, result["rows"], module.title(result))
     if name in ("decode_kernels", "profile_decode", "int4_table"):
         module = {"decode_kernels": decode_kernels, "profile_decode": profile_decode, "int4_table": int4_table}[name]
         return report.markdown(module.FIELDS, result["rows"], module.title(result))
@@ -70,6 +75,8 @@ def _table(name: str) -> str:
         "shipped_student",
         "shipped_student_4x",
         "answers",
+        "pte_runtimes",
+        "pte_medium",
     ],
 )
 def test_published_table_is_what_the_writer_prints(name):
