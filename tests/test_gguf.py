@@ -126,6 +126,39 @@ def test_a_width_off_the_32_block_grid_keeps_f16_rows_and_passes(tmp_path, teach
     ids = np.asarray(tok(" ".join(["the river and the city"] * 40))["input_ids"])[:129]
     check_gguf(files, tmp_path, _reference(model), tok, "the river and the city", ids, 64, lambda m: None)
     assert files[0]["max_abs_logit_diff"] <= LOGIT_ATOL and files[0]["greedy_match"]
+    assert not any("gate_misses" in f for f in files)
+
+
+def test_a_gguf_file_that_misses_its_gate_fails_the_export_unless_allowed(tmp_path, teacher_dir, monkeypatch):
+    """A Q4_0 file held to a gate no file can meet: its entry names the miss, and the export's one rule for every
+    file it writes refuses it in one line naming it, or, with --allow-gate-miss, keeps it and says so."""
+    from clidep.data import load_tokenizer
+    from clidep.errors import ClidepError
+    from clidep.export.config import ExportConfig
+    from clidep.export.gguf import quantize_gguf, write_gguf
+    from clidep.export.record import enforce_gates, other_misses
+    from clidep.runtime.manifest import Manifest
+
+    folder = _slim_gpt2(tmp_path, teacher_dir)
+    model, tok = load_model(folder), load_tokenizer(folder)
+    files = [{"file": "m.f32.gguf", "type": "f32", **write_gguf(model, folder, tmp_path / "m.f32.gguf", "f32", "s")}]
+    files.append(
+        {
+            "file": "m.q4_0.gguf",
+            "type": "q4_0",
+            **quantize_gguf(tmp_path / "m.f32.gguf", tmp_path / "m.q4_0.gguf", "q4_0"),
+        }
+    )
+    monkeypatch.setitem(GGUF_PPL_GATES, "q4_0", -1.0)
+    ids = np.asarray(tok(" ".join(["the river and the city"] * 40))["input_ids"])[:129]
+    check_gguf(files, tmp_path, _reference(model), tok, "the river and the city", ids, 64, lambda m: None)
+    assert "gate_misses" not in files[0] and files[1]["gate_misses"][0].startswith("ppl ")
+    misses = other_misses(Manifest(variants=[], gguf={"folder": "gguf", "files": files}))
+    with pytest.raises(ClidepError, match=r"^gguf/m.q4_0.gguf misses its quality gate: ppl .*\(gate \+-100.0%\)"):
+        enforce_gates(misses, ExportConfig(), lambda m: None)
+    said = []
+    enforce_gates(misses, ExportConfig(allow_gate_miss=True), said.append)
+    assert len(said) == 1 and said[0].startswith("warning: gguf/m.q4_0.gguf misses its quality gate")
 
 
 def test_the_check_fails_a_file_whose_weights_are_not_the_model(tmp_path, teacher_dir):

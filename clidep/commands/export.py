@@ -8,21 +8,23 @@ place at the end, so an interrupted export never leaves a DIR that looks complet
 from __future__ import annotations
 
 import gc
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 
 from clidep.commands.arguments import ModelArg
-from clidep.errors import ClidepError
 from clidep.export import arm, check_text, gguf_check, kv_cache
 from clidep.export import gguf as gguf_files
 from clidep.export import variants as variant_files
-from clidep.export.config import AGREEMENT_GATES, ORT_GRAPH_OPSET, PPL_GATES, ExportConfig, gate_misses
+from clidep.export.config import ExportConfig, gate_misses
+from clidep.export.record import core_manifest, enforce_gates, other_misses
 from clidep.options import resolve
 from clidep.progress import say
-from clidep.runtime.manifest import ExternalData, Manifest, PplProtocol, Variant
-from clidep.runtime.verify import MANIFEST, file_records, file_sha256, graph_bytes
+from clidep.runtime.manifest import Manifest
+from clidep.runtime.verify import MANIFEST, file_records
 
 
 def export_artifact(
@@ -56,19 +58,38 @@ def export_artifact(
         return _export(model_path, Path(out), c, overwrite, log or (lambda m: None))
 
 
-# About a screen: the export's sequence (check, load, graph, variants, manifest) written once, into a
-# directory that write_dir swaps in whole; each step is a helper below.
+@dataclass
+class _Source:
+    """What an export reads once, before it writes a file."""
+
+    model: object  # the model (freed once every file is written)
+    tokenizer: object
+    context: int  # window of the perplexity checks: the model's positions, at most 1024
+    ids: np.ndarray  # the check text's tokens that the gates score
+    label: str  # the check text's name
+    text_ids: np.ndarray  # all of the check text's tokens
+    agree_windows: np.ndarray  # (n, 128) windows of IDS on which next tokens and KLD are compared
+    windows: np.ndarray | None  # --static's calibration windows
+
+
+# The export's sequence, written once: read the source (_read), write every file (_build), then check and record
+# them (_check), in a directory that write_dir swaps in whole.
 def _export(model_path: str | Path, out: Path, c: ExportConfig, overwrite: bool, log) -> Manifest:
     """export_artifact's work, with OUT's lock held."""
-    from transformers import AutoConfig
-
-    from clidep.data import calibration_batch, load_tokenizer
-    from clidep.export.validate import torch_reference
-    from clidep.files import check_output, free_space_check, write_dir, write_json
-    from clidep.model.convert import load_model
-    from clidep.perplexity import ppl_batch
+    from clidep.files import check_output, write_dir
 
     out = check_output(out, [model_path, c.data, c.ppl_data], overwrite=overwrite)
+    source = _read(model_path, out, c, log)
+    return write_dir(out, lambda tmp: _build(tmp, model_path, source, c, log))
+
+
+def _read(model_path: str | Path, out: Path, c: ExportConfig, log) -> _Source:
+    """MODEL_PATH loaded and the refusals that need no writing (a model llama.cpp or ExecuTorch cannot hold, too
+    little space), its tokenizer, and the check text's tokens."""
+    from clidep.data import calibration_batch, load_tokenizer
+    from clidep.files import free_space_check
+    from clidep.model.convert import load_model
+
     model = load_model(model_path)
     if c.gguf:
         from clidep.export.gguf import check_stock
@@ -89,63 +110,78 @@ def _export(model_path: str | Path, out: Path, c: ExportConfig, overwrite: bool,
     tokenizer = load_tokenizer(model_path, model.config.vocab_size)
     context = min(model.config.n_positions, 1024)
     ids, label, text_ids = check_text.ppl_ids(tokenizer, c)
-    batch = ppl_batch(context, model.config.vocab_size)
     n_agree = min(8, (ids.size - 1) // 128)
     agree_windows = ids[: n_agree * 128].reshape(n_agree, 128) if n_agree else ids[None, : ids.size]
     windows = (
         calibration_batch(tokenizer, c.data, c.calib_samples, min(128, context), 0)[0].numpy() if c.static else None
     )
+    return _Source(model, tokenizer, context, ids, label, text_ids, agree_windows, windows)
 
-    config = model.config
 
-    def build(tmp: Path) -> Manifest:
-        nonlocal model
-        reference = torch_reference(model)
-        fp32, jobs = variant_files.write_files(model, reference, tmp, c, windows, log)
-        tokenizer.save_pretrained(tmp)
-        gguf = (
-            gguf_files.write_files(model, tmp, c, Path(str(model_path)).name, ids, reference, log) if c.gguf else None
+def _build(tmp: Path, model_path: str | Path, s: _Source, c: ExportConfig, log) -> Manifest:
+    """Every file of the export in TMP: the graphs, the tokenizer and the source's config, --gguf's files and
+    --executorch's programs; then their checks and the manifest (_check)."""
+    from transformers import AutoConfig
+
+    from clidep.export.validate import torch_reference
+    from clidep.files import write_json
+
+    reference = torch_reference(s.model)
+    fp32, jobs = variant_files.write_files(s.model, reference, tmp, c, s.windows, log)
+    s.tokenizer.save_pretrained(tmp)
+    name = Path(str(model_path)).name
+    gguf = gguf_files.write_files(s.model, tmp, c, name, s.ids, reference, log) if c.gguf else None
+    programs = executorch_files(s.model, tmp, c, s.context, log)
+    config, s.model = s.model.config, None  # every file is written: the checks below run with torch's copy freed
+    gc.collect()
+    # The source's own config (GPT-2's for a plain GPT-2) lets the ecosystem's clients, such as
+    # optimum's ORTModelForCausalLM, open the directory as they would their own export.
+    AutoConfig.from_pretrained(model_path, trust_remote_code=False).save_pretrained(tmp)
+    manifest = _check(tmp, model_path, config, s, c, (reference, fp32, jobs), log)
+    if gguf:
+        sample = s.tokenizer.decode(s.text_ids[:400])
+        manifest.gguf = gguf_check.checked_record(tmp, *gguf, s.tokenizer, sample, s.ids, s.context, log)
+    if programs:
+        from clidep.export.executorch import checked_record
+
+        manifest.executorch = checked_record(tmp, programs, reference, s.ids, s.context, s.agree_windows, log)
+    enforce_gates(other_misses(manifest), c, log)
+    manifest.files = file_records(tmp)  # the tokenizer, the configs, the GenAI folders' configs
+    write_json(tmp / MANIFEST, manifest.to_dict())
+    return manifest
+
+
+def _check(tmp: Path, model_path, config, s: _Source, c: ExportConfig, written, log) -> Manifest:
+    """The graphs of WRITTEN (the PyTorch reference, the fp32 graph, the quantised jobs) scored against the fp32
+    graph, their gates enforced, --kv's cache applied, the GenAI folders written and --check-arm run: the manifest
+    so far."""
+    from clidep.perplexity import ppl_batch
+
+    reference, fp32, jobs = written
+    batch = ppl_batch(s.context, config.vocab_size)
+    score = variant_files.Scorer(reference, fp32.check, s.ids, s.context, batch, s.agree_windows, log)
+    variants = [score(fp32.path, "fp32", fp32.seconds, True, {})]
+    variants += [score(tmp / j.file, j.precision, j.seconds, False, j.details) for j in jobs]
+    cached = [j.file for j in jobs if j.takes_cache]  # the files that take --kv's cache
+    kv_record = None
+    if c.cache_precision != "fp32" and cached:
+        calib = check_text.calibration_windows(s.tokenizer, c, s.context, s.text_ids, s.ids.size, s.label)
+        kv_record = kv_cache.apply(
+            c, tmp, variants, cached, s.ids, s.context, reference, calib, s.agree_windows[:4], log
         )
-        programs = executorch_files(model, tmp, c, context, log)
-        model = None  # every file is written: the checks below open ONNX Runtime sessions with torch's copy freed
-        gc.collect()
-        # The source's own config (GPT-2's for a plain GPT-2) lets the ecosystem's clients, such as
-        # optimum's ORTModelForCausalLM, open the directory as they would their own export.
-        AutoConfig.from_pretrained(model_path, trust_remote_code=False).save_pretrained(tmp)
+    manifest = core_manifest(tmp, model_path, config, c, fp32.optimize, variants, (s.label, s.ids, s.context))
+    for v in variants:
+        v.gate_misses = gate_misses(v.precision, v.ppl_delta, v.greedy_agreement, "the fp32 graph") or None
+    enforce_gates({v.file: v.gate_misses for v in variants}, c, log)  # before the slower checks: a refusal stops here
+    manifest.kv_cache = kv_record
+    if c.genai:
+        from clidep.export.genai import write_folders
 
-        score = variant_files.Scorer(reference, fp32.check, ids, context, batch, agree_windows, log)
-        variants = [score(fp32.path, "fp32", fp32.seconds, True, {})]
-        variants += [score(tmp / j.file, j.precision, j.seconds, False, j.details) for j in jobs]
-        cached = [j.file for j in jobs if j.takes_cache]  # the files that take --kv's cache
-        kv_record = None
-        if c.cache_precision != "fp32" and cached:
-            calib, calib_label = check_text.calibration_windows(tokenizer, c, context, text_ids, ids.size, label)
-            kv_record = kv_cache.apply(
-                c, tmp, variants, cached, ids, context, reference, (calib, calib_label), agree_windows[:4], log
-            )
-        manifest = _manifest(tmp, model_path, config, c, fp32.optimize, variants, (label, ids, context))
-        _enforce_gates(variants, c, log)
-        manifest.kv_cache = kv_record
-        if c.genai:
-            from clidep.export.genai import write_folders
-
-            log("writing the ONNX Runtime GenAI folders")
-            manifest.genai = write_folders(tmp, config, variants)
-        if c.check_arm:
-            manifest.aarch64 = arm.checked_record(tmp, manifest, ids, context, log)
-        if gguf:
-            manifest.gguf = gguf_check.checked_record(
-                tmp, *gguf, tokenizer, tokenizer.decode(text_ids[:400]), ids, context, log
-            )
-        if programs:
-            from clidep.export.executorch import checked_record
-
-            manifest.executorch = checked_record(tmp, programs, reference, ids, context, agree_windows, log)
-        manifest.files = file_records(tmp)  # the tokenizer, the configs, the GenAI folders' configs
-        write_json(tmp / MANIFEST, manifest.to_dict())
-        return manifest
-
-    return write_dir(out, build)
+        log("writing the ONNX Runtime GenAI folders")
+        manifest.genai = write_folders(tmp, config, variants)
+    if c.check_arm:
+        manifest.aarch64 = arm.checked_record(tmp, manifest, s.ids, s.context, log)
+    return manifest
 
 
 def executorch_files(model, tmp: Path, c: ExportConfig, context: int, log) -> list | None:
@@ -155,58 +191,6 @@ def executorch_files(model, tmp: Path, c: ExportConfig, context: int, log) -> li
     from clidep.export.executorch import write_files
 
     return write_files(model, tmp, c.et_quant, context, log)
-
-
-def _enforce_gates(variants: list[Variant], c: ExportConfig, log) -> None:
-    """A quantised file that misses its gate fails the export (ClidepError, nothing written), unless
-    --allow-gate-miss, which writes it with its misses in its manifest entry and says so."""
-    missed = {v.file: gate_misses(v.precision, v.ppl_delta, v.greedy_agreement, "the fp32 graph") for v in variants}
-    missed = {f: m for f, m in missed.items() if m}
-    if missed and not c.allow_gate_miss:
-        first, misses = next(iter(missed.items()))
-        others = f" (and {', '.join(list(missed)[1:])})" if len(missed) > 1 else ""
-        table = (
-            "for int4, --int4-table-bits 8 keeps the embedding/head table at 8 bits; else "
-            if c.int4_table_bits == 4
-            else ""
-        )
-        raise ClidepError(
-            f"{first}{others} misses its quality gate: {'; '.join(misses)}; nothing was written ({table}a wider or "
-            "longer-trained student, or --allow-gate-miss to write it marked as such)"
-        )
-    for v in variants:
-        if v.file in missed:
-            v.gate_misses = missed[v.file]
-            log(f"warning: {v.file} misses its quality gate ({'; '.join(v.gate_misses)}); written, as asked")
-
-
-def _manifest(
-    tmp: Path, model_path, config, c: ExportConfig, optimized: dict, variants: list[Variant], text
-) -> Manifest:
-    """The manifest's core: the source and its shapes, the check text's protocol (TEXT: label, ids,
-    context), and every variant in TMP with its Δppl against the fp32 graph, size and sha256."""
-    from clidep.runtime.machine import where
-
-    label, ids, context = text
-    for v in variants:
-        v.ppl_delta = v.ppl / variants[0].ppl - 1
-        data = tmp / f"{v.file}.data"  # weights past 2 GB live beside the graph
-        v.size_bytes = graph_bytes(tmp / v.file)
-        v.sha256 = file_sha256(tmp / v.file)
-        if data.exists():
-            v.external_data = ExternalData(data.name, file_sha256(data))
-    return Manifest(
-        variants=variants,
-        source=str(model_path),
-        model_type=config.model_type,
-        layer_widths=config.layer_widths,
-        kv_shapes=[list(s) for s in config.kv_shapes],
-        opset=c.opset if c.plain_onnx else ORT_GRAPH_OPSET,
-        optimize=optimized,
-        ppl_protocol=PplProtocol(label, int(ids.size - 1), context, context // 2),
-        gates={"ppl_delta": PPL_GATES, "greedy_agreement": AGREEMENT_GATES, "enforced": not c.allow_gate_miss},
-        measured_on=where(),
-    )
 
 
 def command(

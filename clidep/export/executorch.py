@@ -205,8 +205,9 @@ def check_programs(written, reference, ids, context: int, agree_windows, log) ->
     """Each program of WRITTEN (quant, path, seconds; fp32 first) in ExecuTorch's runtime: the fp32 one's logits
     against PyTorch's (REFERENCE, validate.Reference: batch 1, no past) within LOGIT_ATOL and its greedy
     continuation PyTorch's; every one's perplexity on IDS (CONTEXT windows, half-window stride), next-token
-    agreement and KL divergence from the fp32 program on AGREE_WINDOWS, each quantised one within the gates of its
-    weights' precision. Their manifest entries; ValueMismatch at the first failure."""
+    agreement and KL divergence from the fp32 program on AGREE_WINDOWS, and the gates of its weights' precision it
+    misses (gate_misses, which the export enforces). Their manifest entries; ValueMismatch where the fp32 program
+    is not PyTorch's."""
     from clidep.export.config import gate_misses
     from clidep.export.validate import log_probs
     from clidep.perplexity import kl_divergence, perplexity
@@ -231,8 +232,8 @@ def check_programs(written, reference, ids, context: int, agree_windows, log) ->
         misses = gate_misses(
             GATE_PRECISION.get(quant, "fp32"), entry["ppl_delta"], entry["greedy_agreement"], "the fp32 program"
         )
-        if misses:
-            raise ValueMismatch(f"{FOLDER}/{path.name} misses its quality gate: {'; '.join(misses)}")
+        if misses:  # a quality gate: the export enforces it, or --allow-gate-miss marks it
+            entry["gate_misses"] = misses
         files.append(entry)
     return files
 

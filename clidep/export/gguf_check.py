@@ -1,12 +1,13 @@
 """Validation of the GGUF files in llama.cpp itself, as validate.py checks the ONNX files in ONNX Runtime.
 
-Checks, cheap to expensive, each failure a typed error that fails the export:
+Checks, cheap to expensive, each failure of 1-3 a typed error that fails the export:
 1. llama.cpp's tokeniser, reading the F32 file's vocabulary, gives transformers' ids on a text sample;
 2. F32 (an F32 KV cache, no flash attention): logits within LOGIT_ATOL of PyTorch's on a few prompts,
    batch 1, and PyTorch's greedy continuation;
 3. F16 (llama.cpp's default cache): PyTorch's greedy continuation;
 4. every file: perplexity on the export's check text and window, against the F32 file's, within the
-   gate of its precision (the ONNX files' gates: Q8_0 as int8, Q4_0 as int4, F16 as fp16).
+   gate of its precision (the ONNX files' gates: Q8_0 as int8, Q4_0 as int4, F16 as fp16); a miss is
+   recorded in the file's entry (gate_misses), and the export enforces it as it does the ONNX files' gates.
 """
 
 from __future__ import annotations
@@ -149,11 +150,8 @@ def check_gguf(
         gate = GGUF_PPL_GATES.get(kind)
         if gate is not None:
             entry["ppl_gate"] = gate
-            if entry["ppl_delta"] > gate:
-                raise ValueMismatch(
-                    f"{entry['file']}: perplexity {entry['ppl']:.3f} is {entry['ppl_delta']:+.2%} against "
-                    f"the F32 file's (gate +{gate:.1%})"
-                )
+            if entry["ppl_delta"] > gate:  # a quality gate: the export enforces it, or --allow-gate-miss marks it
+                entry["gate_misses"] = [f"ppl {entry['ppl_delta']:+.2%} against the F32 file (gate +{gate:.1%})"]
 
 
 def _check_tokenizer(model, tokenizer, text: str) -> None:
