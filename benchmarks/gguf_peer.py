@@ -30,7 +30,7 @@ import llama_peer
 
 from clidep.bench import report
 from clidep.errors import Unavailable
-from clidep.runtime.benchrun import spread
+from clidep.runtime.protocol import spread
 
 ROOT = Path(__file__).resolve().parents[1]
 TEACHER = ROOT.parent / "shared" / "models" / "ref-gpt2-12l"

@@ -8,9 +8,7 @@ from pathlib import Path
 
 from clidep.errors import ClidepError
 from clidep.options import Options, option
-
-#: clidep's ONNX Runtime runner, ONNX Runtime GenAI, llama.cpp (llama-bench), ExecuTorch (its Python runtime).
-RUNTIMES = ("clidep", "genai", "llamacpp", "executorch")
+from clidep.runtime.record import RUNTIMES
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import time
 from pathlib import Path
@@ -25,30 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from clidep.runtime.machine import where
-from clidep.runtime.record import check
+from clidep.runtime.protocol import DECODE_PROMPT, REPS, WARMUP_TOKENS, run_tests
+from clidep.runtime.record import RUNTIMES, check
 from clidep.runtime.runner import OnnxCausalLM
-
-WARMUP_TOKENS = 8
-DECODE_PROMPT = 32
-REPS = 5
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory: imports, session and decoding.
-
-    Linux's VmHWM belongs to the address space that exec created, while getrusage's ru_maxrss
-    survives exec and would report the parent that spawned this runner; it is the fallback
-    elsewhere (macOS reports bytes, Linux KiB).
-    """
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
 def measure(
@@ -71,7 +49,7 @@ def measure(
     load_s = time.perf_counter() - t0
     vocab = runner.session.get_outputs()[0].shape[-1]
     vocab = vocab if isinstance(vocab, int) else 1000
-    record = _protocol(
+    record = run_tests(
         lambda ids: _prefill_ms(runner, ids),
         lambda ids: _decode_ms(runner, ids, gen),
         vocab,
@@ -109,7 +87,7 @@ def measure_genai(
     load_s = time.perf_counter() - t0
     described = json.loads((Path(folder) / "genai_config.json").read_text())["model"]
     vocab, context = described["vocab_size"], described["context_length"]
-    record = _protocol(
+    record = run_tests(
         lambda ids: _genai_prefill_ms(og, model, ids, context),
         lambda ids: _genai_decode_ms(og, model, ids, gen),
         vocab,
@@ -176,7 +154,7 @@ def measure_executorch(
     t0 = time.perf_counter()
     program = Program(pte)
     load_s = time.perf_counter() - t0
-    record = _protocol(
+    record = run_tests(
         program.prefill_ms,
         lambda ids: program.decode_ms(ids, gen, WARMUP_TOKENS),
         program.vocab,
@@ -192,56 +170,6 @@ def measure_executorch(
 
         record["ppl"] = perplexity(program.logits, ppl_ids, min(context, program.context), stride, 1).ppl
     return record
-
-
-def _protocol(
-    prefill, decode, vocab: int, prompt_lens: list[int], depths: list[int], gen: int, reps: int, seed: int
-) -> dict:
-    """REPS repetitions of llama-bench's tests: ppN (one prompt pass of N tokens, after one untimed pass
-    per length) and tgGEN after each depth P (GEN greedy tokens after a P-token prompt and
-    WARMUP_TOKENS untimed steps). PREFILL(ids) returns ms; DECODE(ids) (step ms, first-token ms)."""
-    rng = np.random.default_rng(seed)
-    prompts = {n: rng.integers(0, vocab, (1, n)) for n in prompt_lens}
-    contexts = {p: rng.integers(0, vocab, (1, p)) for p in depths}
-    for ids in prompts.values():
-        prefill(ids)  # warm-up: the first pass of a shape allocates
-    pp = {n: [] for n in prompt_lens}
-    steps = {p: [] for p in depths}  # per repetition, the ms of each timed step
-    ttft = []
-    for _ in range(reps):
-        for n, ids in prompts.items():
-            pp[n].append(prefill(ids))
-        for p, ids in contexts.items():
-            samples, first = decode(ids)
-            steps[p].append(samples)
-            if p == depths[0]:
-                ttft.append(first)
-    head = [s for rep in steps[depths[0]] for s in rep]
-    return {
-        "reps": reps,
-        "prefill_ms": {str(n): float(np.median(v)) for n, v in pp.items()},
-        "prefill_ms_samples": {str(n): v for n, v in pp.items()},
-        "pp_tps": {str(n): spread([n * 1e3 / ms for ms in v]) for n, v in pp.items()},
-        "tg_tps": {str(p): spread([gen * 1e3 / sum(rep) for rep in v]) for p, v in steps.items()},
-        "gen": gen,
-        "ttft_ms": float(np.median(ttft)),
-        "ttft_ms_samples": ttft,
-        "decode_ms_p50": float(np.percentile(head, 50)),
-        "decode_ms_p90": float(np.percentile(head, 90)),
-        "decode_ms_samples": head,
-        "decode_ms_at": {str(p): float(np.percentile([s for rep in v for s in rep], 50)) for p, v in steps.items()},
-        "tokens_per_s": 1e3 / float(np.percentile(head, 50)),
-        "decode_context": depths[0] + WARMUP_TOKENS + gen // 2,  # mean past length while timing
-        "ppl": None,
-        # taken before any perplexity pass, whose batched logits would otherwise dominate it
-        "peak_rss_mb": peak_rss_mb(),
-    }
-
-
-def spread(samples: list[float]) -> dict:
-    """llama-bench's figure: mean and sample standard deviation (0 for one sample), the samples kept."""
-    sd = float(np.std(samples, ddof=1)) if len(samples) > 1 else 0.0
-    return {"mean": float(np.mean(samples)), "sd": sd, "samples": samples}
 
 
 def _prefill_ms(runner: OnnxCausalLM, ids: np.ndarray) -> float:
@@ -316,7 +244,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--reps", type=int, default=REPS)
     ap.add_argument(
         "--runtime",
-        choices=("clidep", "genai", "llamacpp", "executorch"),
+        choices=RUNTIMES,
         default="clidep",
         help="clidep's runner on MODEL (.onnx), ONNX Runtime GenAI on MODEL (a genai/<precision> folder), "
         "llama.cpp's llama-bench on MODEL (.gguf), or ExecuTorch's runtime on MODEL (.pte)",

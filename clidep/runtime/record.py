@@ -11,6 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+#: The runtimes a record can come from: clidep's ONNX Runtime runner, ONNX Runtime GenAI, llama.cpp (llama-bench),
+#: ExecuTorch (its Python runtime). ``benchrun --runtime`` and ``clidep bench --runtime`` take these.
+RUNTIMES = ("clidep", "genai", "llamacpp", "executorch")
+
 
 @dataclass(frozen=True)
 class Field:
