@@ -32,8 +32,9 @@ def main() -> None:
     from tokenizers import ByteLevelBPETokenizer
     from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
 
-    from clidep.data import python_docs, tokenize_text
+    from clidep.data import tokenize_text
     from clidep.perplexity import perplexity, torch_logits_fn
+    from clidep.stdlib_docs import python_docs
 
     torch.manual_seed(a.seed)
     out = Path(a.out)

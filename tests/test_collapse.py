@@ -109,7 +109,7 @@ def test_layercollapse_method_end_to_end(tiny_setup):  # noqa: F811
 
 
 def test_layercollapse_by_size_collapses_the_least_important_mlps_first():
-    from clidep.compress.plan import resolve_collapse
+    from clidep.compress.blocks import resolve_collapse
     from clidep.errors import ClidepError
 
     teacher = CLIGPT2Config(vocab_size=101, n_positions=64, n_embd=32, n_layer=6, n_head=2)

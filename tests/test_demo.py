@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from clidep.commands.demo import EMBEDDED
-from clidep.data import ENV_VAR, python_docs
+from clidep.data import ENV_VAR
+from clidep.stdlib_docs import python_docs
 
 from .conftest import python_without_clidep
 
@@ -35,7 +36,7 @@ def test_python_docs_corpus_is_deterministic_and_held_out():
     assert (train, valid) == python_docs()
     assert len(valid) > 20 and not set(train) & set(valid)
     probe = (
-        "import hashlib; from clidep.data import python_docs; t, v = python_docs(); "
+        "import hashlib; from clidep.stdlib_docs import python_docs; t, v = python_docs(); "
         "print(hashlib.sha256('\\0'.join(t + ['|'] + v).encode()).hexdigest())"
     )
     bare = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=os.environ)

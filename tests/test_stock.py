@@ -18,12 +18,12 @@ from clidep.compress.stock import (
     SPLITS,
     depth_blocks,
     grid_candidates,
-    init_stock,
     keep_blocks,
     size,
     slim_width,
     stock_config,
 )
+from clidep.compress.student_init import init_stock
 from clidep.data import load_tokenizer, read_text, tokenize_text
 from clidep.model.convert import config_from_gpt2, load_model, to_gpt2
 from clidep.model.params import param_count

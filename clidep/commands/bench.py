@@ -67,17 +67,20 @@ def bench(
         return _bench(model_files(specs, log), device, c, timeout, log)
 
 
-# Over a screen: the run's provenance and the loop over rows, each row's failure kept as its row.
+#: The fields a failed row keeps: what was measured, not what was not.
+_ROW_KEYS = ("name", "precision", "runtime", "threads", "file", "size_bytes", "is_baseline")
+
+
+# The run's provenance and the loop over rows, each row's failure kept as its row (_row).
 def _bench(files: list[dict], device: Profile, c: BenchConfig, timeout: int, log) -> dict:
     import onnxruntime
 
-    baseline, remote = c.baseline, c.remote
-    if remote:
-        check_remote(remote, c.ssh_config, c.remote_python)
+    if c.remote:
+        check_remote(c.remote, c.ssh_config, c.remote_python)
     host = measure_host()
-    projected = not device.measured and not remote
+    projected = not device.measured and not c.remote
     sweep = c.threads or [
-        min(device.threads, host["cores"]) if projected else device.threads if remote else host["cores"]
+        min(device.threads, host["cores"]) if projected else device.threads if c.remote else host["cores"]
     ]
     measure.check_duration(files, c, sweep, host)
     provenance = {
@@ -85,43 +88,21 @@ def _bench(files: list[dict], device: Profile, c: BenchConfig, timeout: int, log
         "device": device.name,
         "device_file": device.path,
         "projected": projected,
-        "remote": remote,
+        "remote": c.remote,
         "onnxruntime": onnxruntime.__version__,
         "numpy": np.__version__,
         "threads": ",".join(map(str, sweep)),
         "reps": c.reps,
         "llama_cpp": measure.llama_cpp_provenance(c),
     }
-    rows = []
     ids_files: dict[Path, Path] = {}  # one tokenisation per export directory, shared by its variants
     with tempfile.TemporaryDirectory() as tmp:
-        for f, runtime, threads in [(v, rt, n) for v in files for rt in measure.runtimes(c, v, log) for n in sweep]:
-            row = {
-                "name": f.name,
-                "precision": f.precision,
-                "runtime": runtime,
-                "threads": threads,
-                "file": str(f.file),
-                "size_bytes": graph_bytes(f.file),
-                "is_baseline": bool(baseline) and Path(baseline) in (f.dir, f.file),
-            }
-            try:
-                log(f"{f.name} [{f.precision}, {runtime}, {threads} threads] ...")
-                if f.missing:
-                    raise FileNotFoundError(2, f.missing)
-                runs = measure.measure_file(f, runtime, c, threads, Path(tmp), ids_files, timeout)
-                measure.fill(row, runs, f, device, host, measured_there=bool(remote), projected=projected)
-                bad = non_finite(row)
-                if bad:
-                    raise ValueError(f"a figure is not finite ({bad}); the device profile or the runner is off")
-            except (RuntimeError, subprocess.SubprocessError, OSError, ValueError) as exc:
-                row = {
-                    k: row[k] for k in ("name", "precision", "runtime", "threads", "file", "size_bytes", "is_baseline")
-                }
-                row["error"] = (exc.strerror if isinstance(exc, OSError) and exc.strerror else None) or reason(exc)
-                log(f"  failed: {row['error']}")
-            row["provenance"] = provenance
-            rows.append(row)
+        runs = [(v, rt, n) for v in files for rt in measure.runtimes(c, v, log) for n in sweep]
+        where = (device, host, projected, Path(tmp), ids_files)
+        rows = [
+            {**_row(f, runtime, threads, c, where, timeout, log), "provenance": provenance}
+            for f, runtime, threads in runs
+        ]
     measure.ratios(rows)
     # An emulated runner (qemu-user: an aarch64 Python on an x86 kernel) checks what runs, not how fast.
     provenance["emulated"] = next(
@@ -136,6 +117,35 @@ def _bench(files: list[dict], device: Profile, c: BenchConfig, timeout: int, log
         "provenance": provenance,
         "models": rows,
     }
+
+
+def _row(f, runtime: str, threads: int, c: BenchConfig, where, timeout: int, log) -> dict:
+    """One row: F measured with RUNTIME at THREADS (WHERE: the device, the host, whether projected, a scratch
+    folder and the tokenised texts); a failure is the row's error, with what was measured kept."""
+    device, host, projected, tmp, ids_files = where
+    row = {
+        "name": f.name,
+        "precision": f.precision,
+        "runtime": runtime,
+        "threads": threads,
+        "file": str(f.file),
+        "size_bytes": graph_bytes(f.file),
+        "is_baseline": bool(c.baseline) and Path(c.baseline) in (f.dir, f.file),
+    }
+    try:
+        log(f"{f.name} [{f.precision}, {runtime}, {threads} threads] ...")
+        if f.missing:
+            raise FileNotFoundError(2, f.missing)
+        runs = measure.measure_file(f, runtime, c, threads, tmp, ids_files, timeout)
+        measure.fill(row, runs, f, device, host, measured_there=bool(c.remote), projected=projected)
+        bad = non_finite(row)
+        if bad:
+            raise ValueError(f"a figure is not finite ({bad}); the device profile or the runner is off")
+    except (RuntimeError, subprocess.SubprocessError, OSError, ValueError) as exc:
+        row = {k: row[k] for k in _ROW_KEYS}
+        row["error"] = (exc.strerror if isinstance(exc, OSError) and exc.strerror else None) or reason(exc)
+        log(f"  failed: {row['error']}")
+    return row
 
 
 def command(

@@ -33,6 +33,20 @@ class DemoConfig(Options):
     steps: int = option(150, "Distillation steps per student (16 x 128 tokens each).", low=1)
 
 
+class _Steps:
+    """The demo's steps, each announced on LOG and timed (seconds, by name)."""
+
+    def __init__(self, log):
+        self.log, self.seconds = log, {}
+
+    def __call__(self, name: str, fn):
+        self.log(f"[demo] {name} ...")
+        t = time.perf_counter()
+        result = fn()
+        self.seconds[name] = round(time.perf_counter() - t, 1)
+        return result
+
+
 # The pipeline read top to bottom, one line per step, each calling a command's own library function.
 def demo(out: str | Path = "clidep-demo", config: DemoConfig | None = None, *, log=print, **options) -> dict:
     """Run analyze, compress (CLI and uniform), export --int8 and bench (host) into OUT; return the summary.
@@ -41,79 +55,77 @@ def demo(out: str | Path = "clidep-demo", config: DemoConfig | None = None, *, l
     the ``python-docs`` corpus are used. OUT's sub-directories are replaced on every run.
     """
     from clidep.bench.outputs import write_report as write_bench
-    from clidep.commands.bench import bench
-    from clidep.commands.compress import compress
     from clidep.commands.eval import evaluate
     from clidep.commands.export import export_artifact
     from clidep.compress.analyze import quick_analysis, write_report
-    from clidep.hardware import devices
 
     c = resolve(DemoConfig, config, options)
-    out, ratio, steps = Path(out), c.ratio, c.steps
+    out = Path(out)
     embedded = c.model is None
     model = str(EMBEDDED) if embedded else c.model
     data = c.data or ("python-docs" if embedded else None)
     eval_data = c.eval_data or ("python-docs-valid" if embedded else "wikitext-test")
-    t0 = time.perf_counter()
-    timings = {}
-
-    def step(name: str, fn):
-        log(f"[demo] {name} ...")
-        t = time.perf_counter()
-        result = fn()
-        timings[name] = round(time.perf_counter() - t, 1)
-        return result
-
-    report = step("analyze", lambda: quick_analysis(model, "all", data=eval_data))
-    write_report(report, out / "analyze")
-    common = dict(
-        data=data,
-        val_data=eval_data,
-        steps=steps,
-        batch_size=16,
-        seq_len=128,
-        eval_every=max(1, steps // 3),
-        save_every=steps,
-        overwrite=True,
-        log=log,
-    )
-    cli = step(
-        "compress cli",
-        lambda: compress(model, out / "cli", method="cli", ratio=ratio, protect=str(out / "analyze"), **common),
-    )
-    uni = step(
-        "compress uniform", lambda: compress(model, out / "uniform", method="uniform", match=str(out / "cli"), **common)
-    )
-    exports = {}
-    for name, src in (("teacher", model), ("cli", out / "cli"), ("uniform", out / "uniform")):
-        exports[name] = out / f"{name}-onnx"
+    t0, step = time.perf_counter(), _Steps(log)
+    write_report(step("analyze", lambda: quick_analysis(model, "all", data=eval_data)), out / "analyze")
+    cli, uni = _compress(model, out, c, (data, eval_data), step, log)
+    sources = {"teacher": model, "cli": out / "cli", "uniform": out / "uniform"}
+    exports = {name: out / f"{name}-onnx" for name in sources}
+    for name, src in sources.items():
         step(
             f"export {name}",
             lambda src=src, name=name: export_artifact(
                 str(src), exports[name], int8=True, overwrite=True, ppl_data=eval_data, ppl_tokens=0
             ),
         )
-    evals = {
-        name: step(f"eval {name}", lambda src=src: evaluate(src, data=eval_data))
-        for name, src in (("teacher", model), ("cli", out / "cli"), ("uniform", out / "uniform"))
-    }
-    bench_report = step(
-        "bench host",
-        lambda: bench(
-            [str(exports["cli"]), str(exports["uniform"])],
-            devices.load("host"),
-            baseline=str(exports["teacher"]),
-            prompt_lens="32,128",
-            gen=64,
-            ppl=True,
-            ppl_tokens=0,
-            ppl_data=eval_data,
-            log=log,
-        ),
-    )
+    evals = {name: step(f"eval {name}", lambda src=src: evaluate(src, data=eval_data)) for name, src in sources.items()}
+    bench_report = step("bench host", lambda: _bench(exports, eval_data, log))
     write_bench(bench_report, out / "bench")
     summary = _summary(out, cli, uni, (eval_data, evals), bench_report, exports)
-    return {**summary, "timings_s": timings, "seconds": round(time.perf_counter() - t0, 1)}
+    return {**summary, "timings_s": step.seconds, "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def _compress(model: str, out: Path, c: DemoConfig, texts: tuple, step: _Steps, log) -> tuple[dict, dict]:
+    """The CLI student at C's ratio and the uniform one matched to its size, trained on TEXTS (data, eval data)."""
+    from clidep.commands.compress import compress
+
+    data, eval_data = texts
+    common = dict(
+        data=data,
+        val_data=eval_data,
+        steps=c.steps,
+        batch_size=16,
+        seq_len=128,
+        eval_every=max(1, c.steps // 3),
+        save_every=c.steps,
+        overwrite=True,
+        log=log,
+    )
+    cli = step(
+        "compress cli",
+        lambda: compress(model, out / "cli", method="cli", ratio=c.ratio, protect=str(out / "analyze"), **common),
+    )
+    uni = step(
+        "compress uniform", lambda: compress(model, out / "uniform", method="uniform", match=str(out / "cli"), **common)
+    )
+    return cli, uni
+
+
+def _bench(exports: dict, eval_data: str, log) -> dict:
+    """The two students' exports benched on this host against the teacher's, perplexity on EVAL_DATA included."""
+    from clidep.commands.bench import bench
+    from clidep.hardware import devices
+
+    return bench(
+        [str(exports["cli"]), str(exports["uniform"])],
+        devices.load("host"),
+        baseline=str(exports["teacher"]),
+        prompt_lens="32,128",
+        gen=64,
+        ppl=True,
+        ppl_tokens=0,
+        ppl_data=eval_data,
+        log=log,
+    )
 
 
 def _summary(out: Path, cli: dict, uni: dict, scored: tuple, bench_report: dict, exports: dict) -> dict:

@@ -34,25 +34,47 @@ def analyze(model_path: str | Path, config: AnalyzeConfig | None = None, **optio
     from clidep.model.convert import load_model
 
     c = resolve(AnalyzeConfig, config, options)
-    data, samples, seq_len, probes, method, seed, min_gap = (
-        c.data,
-        c.samples,
-        c.seq_len,
-        c.probes,
-        c.method,
-        c.seed,
-        c.min_gap,
-    )
     model = load_model(model_path)
     n_pos = model.config.n_positions
-    if not 1 < seq_len <= n_pos:
-        raise ClidepError(f"--seq-len {seq_len} must be between 2 and the model's {n_pos} positions")
-    torch.manual_seed(seed)
-    ids, label = calibration_batch(load_tokenizer(model_path), data, samples, seq_len, seed)
-    methods = IMPORTANCE_METHODS if method == "all" else (method,)
-    n = model.config.n_layer
+    if not 1 < c.seq_len <= n_pos:
+        raise ClidepError(f"--seq-len {c.seq_len} must be between 2 and the model's {n_pos} positions")
+    torch.manual_seed(c.seed)
+    ids, label = calibration_batch(load_tokenizer(model_path), c.data, c.samples, c.seq_len, c.seed)
     t0 = time.perf_counter()
-    ntk = importance.ntk_traces(model, ids, probes, seed) if "ntk" in methods else None
+    scores, ntk, base_ppl = _scores(model, ids, c)
+    key = "ntk" if c.method == "all" else {"ablation": "ablation_dppl"}.get(c.method, c.method)
+    selection = importance.select_critical([s[key] for s in scores], c.min_gap)
+    others = [s["ntk"] for s in scores[1:]]
+    emb = ntk["embedding"] if ntk else None
+    calibration = {"data": label, "samples": c.samples, "seq_len": c.seq_len, "probes": c.probes, "seed": c.seed}
+    return {
+        "model": str(model_path),
+        "method": c.method,
+        "selected_by": key,
+        "ntk_output": "log-probabilities; trace of J_l J_l^T over the batch divided by its tokens",
+        "calibration": calibration,
+        "scores": scores,
+        "embedding": (
+            {"ntk": emb.trace, "ntk_per_param": emb.trace / emb.params, "ntk_rse": emb.rse, "params": emb.params}
+            if emb
+            else None
+        ),
+        "batch_ppl": base_ppl,
+        "critical_layers": selection.critical,
+        "rule": selection.rule,
+        "layer0_ratio": scores[0]["ntk"] / max(others) if ntk and others else None,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+
+
+def _scores(model, ids, c: AnalyzeConfig) -> tuple[list[dict], dict | None, float | None]:
+    """(each block's scores by the methods C asks for, the NTK estimates by block and "embedding", the batch's
+    perplexity from the ablation pass)."""
+    from clidep.compress import importance
+
+    methods = IMPORTANCE_METHODS if c.method == "all" else (c.method,)
+    n = model.config.n_layer
+    ntk = importance.ntk_traces(model, ids, c.probes, c.seed) if "ntk" in methods else None
     grad = importance.grad_norms(model, ids) if "grad" in methods else [None] * n
     bi = importance.block_influence(model, ids) if "bi" in methods else [None] * n
     base_ppl, dppl = importance.ablation_dppl(model, ids) if "ablation" in methods else (None, [None] * n)
@@ -72,28 +94,7 @@ def analyze(model_path: str | Path, config: AnalyzeConfig | None = None, **optio
                 "ablation_dppl": dppl[i],
             }
         )
-    key = "ntk" if method == "all" else {"ablation": "ablation_dppl"}.get(method, method)
-    selection = importance.select_critical([s[key] for s in scores], min_gap)
-    others = [s["ntk"] for s in scores[1:]]
-    emb = ntk["embedding"] if ntk else None
-    return {
-        "model": str(model_path),
-        "method": method,
-        "selected_by": key,
-        "ntk_output": "log-probabilities; trace of J_l J_l^T over the batch divided by its tokens",
-        "calibration": {"data": label, "samples": samples, "seq_len": seq_len, "probes": probes, "seed": seed},
-        "scores": scores,
-        "embedding": (
-            {"ntk": emb.trace, "ntk_per_param": emb.trace / emb.params, "ntk_rse": emb.rse, "params": emb.params}
-            if emb
-            else None
-        ),
-        "batch_ppl": base_ppl,
-        "critical_layers": selection.critical,
-        "rule": selection.rule,
-        "layer0_ratio": scores[0]["ntk"] / max(others) if ntk and others else None,
-        "seconds": round(time.perf_counter() - t0, 2),
-    }
+    return scores, ntk, base_ppl
 
 
 def write_report(report: dict, out: str | Path) -> tuple[Path, Path]:

@@ -58,60 +58,62 @@ def collapse(model: CLIGPT2LMHeadModel, ids: torch.Tensor, tol: float = 0.05) ->
     """
     model.eval()
     reference = model(ids, use_cache=False).logits
-    records = []
-    for i in linearizing_blocks(model):
-        block = model.transformer.h[i]
-        mlp = block.mlp
-        alpha = float(mlp.act.alpha)
-        inputs = []
-        hook = block.ln_2.register_forward_hook(lambda m, a, o: inputs.append(o))
-        model(ids, use_cache=False)
-        hook.remove()
-        h = mlp.c_fc(inputs[0])  # (B, T, 4w)
-        gap = (mlp.act.act(h) - h).norm(dim=-1).max()  # max over tokens of ||act(h) - h||
-        bound = abs(1 - alpha) * torch.linalg.matrix_norm(mlp.c_proj.weight, ord=2) * gap
-        W, b = collapsed_weights(mlp)
-        linear = CollapsedMLP(model.config, i).eval()
-        linear.linear.weight.copy_(W)
-        linear.linear.bias.copy_(b)
-        with _swapped(model, i, linear):
-            diff = float((model(ids, use_cache=False).logits - reference).abs().max())
-        w = model.config.layer_widths[i]
-        ok = abs(1 - alpha) <= tol
-        inner = model.config.inner(i)
-        saved = block_params(w, inner=inner, mlp_kind="linearizing") - block_params(
-            w, inner=inner, mlp_kind="collapsed"
-        )
-        records.append(
-            {
-                "layer": i,
-                "alpha": alpha,
-                "collapsed": ok,
-                "params_saved": saved if ok else 0,
-                "error_bound": float(bound),
-                "max_logit_diff": diff,
-                **({} if ok else {"reason": f"|1 - alpha| = {abs(1 - alpha):.3f} > {tol}"}),
-            }
-        )
+    records = [_measure(model, i, ids, reference, tol) for i in linearizing_blocks(model)]
+    return _collapsed_model(model, [r["layer"] for r in records if r["collapsed"]]), records
+
+
+@torch.no_grad()
+def _measure(model: CLIGPT2LMHeadModel, i: int, ids: torch.Tensor, reference: torch.Tensor, tol: float) -> dict:
+    """Block I's record: its alpha, the bound on and the measured change of the logits (against REFERENCE, on IDS)
+    were its MLP replaced by the affine map, and whether it is collapsed (|1 - alpha| <= TOL)."""
+    block = model.transformer.h[i]
+    mlp = block.mlp
+    alpha = float(mlp.act.alpha)
+    inputs = []
+    hook = block.ln_2.register_forward_hook(lambda m, a, o: inputs.append(o))
+    model(ids, use_cache=False)
+    hook.remove()
+    h = mlp.c_fc(inputs[0])  # (B, T, 4w)
+    gap = (mlp.act.act(h) - h).norm(dim=-1).max()  # max over tokens of ||act(h) - h||
+    bound = abs(1 - alpha) * torch.linalg.matrix_norm(mlp.c_proj.weight, ord=2) * gap
+    W, b = collapsed_weights(mlp)
+    linear = CollapsedMLP(model.config, i).eval()
+    linear.linear.weight.copy_(W)
+    linear.linear.bias.copy_(b)
+    with _swapped(model, i, linear):
+        diff = float((model(ids, use_cache=False).logits - reference).abs().max())
+    w, inner = model.config.layer_widths[i], model.config.inner(i)
+    ok = abs(1 - alpha) <= tol
+    saved = block_params(w, inner=inner, mlp_kind="linearizing") - block_params(w, inner=inner, mlp_kind="collapsed")
+    return {
+        "layer": i,
+        "alpha": alpha,
+        "collapsed": ok,
+        "params_saved": saved if ok else 0,
+        "error_bound": float(bound),
+        "max_logit_diff": diff,
+        **({} if ok else {"reason": f"|1 - alpha| = {abs(1 - alpha):.3f} > {tol}"}),
+    }
+
+
+@torch.no_grad()
+def _collapsed_model(model: CLIGPT2LMHeadModel, layers: list[int]) -> CLIGPT2LMHeadModel:
+    """A new model: MODEL with the MLPs of LAYERS replaced by their affine maps, every other weight kept."""
     kinds = list(model.config.mlp_kinds)
-    for r in records:
-        if r["collapsed"]:
-            kinds[r["layer"]] = "collapsed"
+    for i in layers:
+        kinds[i] = "collapsed"
     config = student_config(model.config, model.config.layer_widths, model.config.layer_head_dims, kinds)
     out = CLIGPT2LMHeadModel(config).eval()
     state = {
-        k: v
-        for k, v in model.state_dict().items()
-        if not any(k.startswith(f"transformer.h.{r['layer']}.mlp.") for r in records if r["collapsed"])
+        k: v for k, v in model.state_dict().items() if not any(k.startswith(f"transformer.h.{i}.mlp.") for i in layers)
     }
-    for r in records:
-        if r["collapsed"]:
-            W, b = collapsed_weights(model.transformer.h[r["layer"]].mlp)
-            state[f"transformer.h.{r['layer']}.mlp.linear.weight"] = W
-            state[f"transformer.h.{r['layer']}.mlp.linear.bias"] = b
+    for i in layers:
+        W, b = collapsed_weights(model.transformer.h[i].mlp)
+        state[f"transformer.h.{i}.mlp.linear.weight"] = W
+        state[f"transformer.h.{i}.mlp.linear.bias"] = b
     missing, unexpected = out.load_state_dict(state, strict=False)
     assert set(missing) <= {"lm_head.weight"} and not unexpected, (
         f"collapse mapping: missing {missing}, unexpected {unexpected}"
     )
     out.tie_weights()
-    return out, records
+    return out

@@ -132,27 +132,12 @@ def train(
     if cfg.batch_size % acc.num_processes:
         raise ClidepError(f"--batch-size {cfg.batch_size} must be divisible by the {acc.num_processes} processes")
     set_seed(cfg.seed)
-    decay = [p for n, p in student.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in student.named_parameters() if p.dim() < 2 and not n.endswith(".alpha")]
-    # LayerCollapse slopes: one scalar per MLP that must travel 0 -> 1 within the budget, so a
-    # larger step than the weights'.
-    alphas = [p for n, p in student.named_parameters() if n.endswith(".alpha")]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if alphas:
-        groups.append({"params": alphas, "weight_decay": 0.0, "lr": cfg.lr * ALPHA_LR_SCALE})
-    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
+    opt = _optimizer(student, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.warmup, cfg.steps))
     student.train()
     model, opt, sched = acc.prepare(student, opt, sched)
     teacher = teacher.to(acc.device).eval()
-    state = TrainState()
-    if resume:
-        ckpt = latest_checkpoint(out)
-        if ckpt is None:
-            raise ClidepError(f"--resume: no complete checkpoint in {out}")
-        acc.load_state(str(ckpt))
-        state = TrainState(**json.loads((ckpt / "trainer_state.json").read_text()))
-        log(f"resumed from {ckpt} at step {state.step}")
+    state = _resumed(acc, out, log) if resume else TrainState()
     rows = slice(acc.process_index, None, acc.num_processes)
     t_start = time.perf_counter() - state.seconds
     with progress_bar("distil", cfg.steps, completed=state.step, show=acc.is_main_process) as advance:
@@ -182,6 +167,29 @@ def train(
     if unwrapped is not student:
         student.load_state_dict(unwrapped.state_dict())
     student.eval()
+    return state
+
+
+def _optimizer(student, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over STUDENT: weight decay on the matrices, none on biases and norms, and LayerCollapse's slopes (one
+    scalar per MLP that must travel 0 -> 1 within the budget) at a larger step than the weights'."""
+    decay = [p for n, p in student.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in student.named_parameters() if p.dim() < 2 and not n.endswith(".alpha")]
+    alphas = [p for n, p in student.named_parameters() if n.endswith(".alpha")]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if alphas:
+        groups.append({"params": alphas, "weight_decay": 0.0, "lr": cfg.lr * ALPHA_LR_SCALE})
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
+
+
+def _resumed(acc, out: Path, log) -> TrainState:
+    """The training state of OUT's latest complete checkpoint, loaded into ACC's model, optimiser and schedule."""
+    ckpt = latest_checkpoint(out)
+    if ckpt is None:
+        raise ClidepError(f"--resume: no complete checkpoint in {out}")
+    acc.load_state(str(ckpt))
+    state = TrainState(**json.loads((ckpt / "trainer_state.json").read_text()))
+    log(f"resumed from {ckpt} at step {state.step}")
     return state
 
 

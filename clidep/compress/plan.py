@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clidep.compress.blocks import ntk_report, resolve_collapse, resolve_protect
 from clidep.compress.config import STOCK_METHODS, CompressConfig
-from clidep.compress.widths import nearest_size, protected_blocks
 from clidep.errors import ClidepError
 from clidep.files import read_json
 from clidep.records import Record
@@ -50,97 +50,6 @@ def read_run(path: Path) -> RunPlan:
         raise ClidepError(f"'{path}' is not a valid compress run (it lacks fields a run plan holds)") from None
 
 
-def ntk_report(teacher_path: str) -> dict:
-    """A quick NTK analysis of the teacher (analyze.QUICK) for the automatic choices."""
-    from clidep.compress.analyze import quick_analysis
-
-    return quick_analysis(teacher_path, "ntk")
-
-
-def parse_blocks(text: str, n_layer: int, option: str) -> list[int]:
-    from clidep.options import refuse_duplicates
-
-    try:
-        given = [int(p) for p in text.split(",") if p.strip()]
-    except ValueError:
-        raise ClidepError(f"{option} must be auto or block numbers like 0,{n_layer - 1}; got '{text}'") from None
-    refuse_duplicates(given, option)
-    chosen = sorted(given)
-    bad = [p for p in chosen if not 0 <= p < n_layer]
-    if bad:
-        raise ClidepError(f"{option} names block {bad[0]}, but the teacher has blocks 0..{n_layer - 1}")
-    return chosen
-
-
-def resolve_protect(protect: str, teacher_path: str, n_layer: int, report=None) -> tuple[list[int], str]:
-    """The protected blocks for CLI: ``auto`` (NTK analysis + the last block), an importance.json
-    (file or directory from clidep analyze, + the last block), or an explicit comma list."""
-    last = n_layer - 1
-    if protect == "auto":
-        report = report or ntk_report(teacher_path)
-        chosen = protected_blocks(report["critical_layers"], n_layer)
-        return (
-            chosen,
-            f"auto: NTK critical layers {report['critical_layers']} ({report['rule']}) plus the last block {last}, which restores the width",
-        )
-    path = Path(protect)
-    if path.is_dir():
-        path = path / "importance.json"
-    if path.suffix == ".json":
-        report = read_json(path, "importance report (--protect)")
-        if not isinstance(report.get("critical_layers"), list):
-            raise ClidepError(f"--protect: '{path}' holds no critical_layers; re-run clidep analyze")
-        return protected_blocks(
-            report["critical_layers"], n_layer
-        ), f"from {path}: critical layers {report['critical_layers']} plus the last block {last}"
-    chosen = parse_blocks(protect, n_layer, "--protect")
-    return chosen, f"given: {chosen}"
-
-
-def resolve_collapse(
-    layers: str, teacher_path: str, candidates: list[int], n_layer: int, report=None, size: tuple | None = None
-) -> tuple[list[int], str]:
-    """The blocks whose MLPs train towards linear, least important (NTK) first: with ``auto`` the
-    less important half of CANDIDATES, or, when SIZE = (teacher config, target parameters) is given
-    (--method layercollapse with --ratio/--params/--match), the fewest that bring the full-width
-    student to the target once collapsed. Otherwise an explicit comma list."""
-    if layers != "auto":
-        return parse_blocks(layers, n_layer, "--layers"), "given"
-    report = report or ntk_report(teacher_path)
-    ntk = {s["layer"]: s["ntk"] for s in report["scores"]}
-    ranked = sorted(candidates, key=lambda i: ntk[i])
-    if size is None:
-        chosen = sorted(ranked[: max(1, len(ranked) // 2)])
-        return chosen, f"auto: the {len(chosen)} least important of blocks {candidates} by NTK score"
-    from clidep.compress.widths import student_config
-    from clidep.model.params import param_count
-
-    tconf, target = size
-    counts = [
-        param_count(
-            student_config(
-                tconf,
-                tconf.layer_widths,
-                tconf.layer_head_dims,
-                ["collapsed" if i in ranked[:k] else "standard" for i in range(n_layer)],
-            )
-        )
-        for k in range(len(ranked) + 1)
-    ]  # counts[k]: the k least important MLPs collapsed
-    best = nearest_size([(counts[k], k) for k in range(1, len(counts))], target)
-    if best is None:
-        raise ClidepError(
-            f"layercollapse alone cannot reach {target:,} parameters: collapsing every unprotected MLP {ranked} leaves "
-            f"{counts[-1]:,} (largest reachable ratio {counts[0] / counts[-1]:.2f}); use --method cli+layercollapse"
-        )
-    k = best[1]
-    chosen = sorted(ranked[:k])
-    return chosen, (
-        f"auto: the {k} least important of blocks {candidates} by NTK score, the number whose collapse comes "
-        f"nearest {target:,} parameters ({counts[k]:,}, ratio {counts[0] / counts[k]:.3f})"
-    )
-
-
 def student_config_of(run: RunPlan, tconf):
     """The student RUN describes, as a config of the teacher's family (widths, heads, MLP kinds)."""
     from clidep.compress.widths import build, student_config
@@ -167,15 +76,10 @@ def plan(teacher: str, c: CompressConfig) -> RunPlan:
     from dataclasses import fields
 
     from clidep.compress.distill import TrainConfig
-    from clidep.data import HUB_TEXTS, hub_fallback, read_corpus, shared_path
 
     tconf = teacher_config(teacher, c.seq_len)
     n = tconf.n_layer
-    data = c.data
-    if data is None:  # the offline Wikipedia text, or where this machine has no offline folder the hub's WikiText-103
-        data = "wiki-en" if hub_fallback("wiki-en") else str(shared_path("wiki-en"))
-    if data not in HUB_TEXTS:
-        read_corpus(data)  # an empty, binary or missing --data fails now, before run.json exists
+    data = _training_text(c)
     schedule = c.method if c.method in ("uniform", "auto") else "stock" if c.method in STOCK_METHODS else "cli"
     auto = (c.protect if schedule == "cli" else "", c.layers if "layercollapse" in c.method else "")
     report = ntk_report(teacher) if "auto" in auto else None
@@ -189,38 +93,13 @@ def plan(teacher: str, c: CompressConfig) -> RunPlan:
 
         budget = budget_target(tconf, c.device, c.precision, c.max_decode_ms, c.max_mb)
     target = budget.target if budget else target_params(tconf, c)
-    collapse_plan, widths = None, {}
+    collapse_plan = None
     if "layercollapse" in c.method:
         candidates = [i for i in range(n) if i not in protected]
         fit = (tconf, target) if c.method == "layercollapse" and target is not None else None
         chosen, why = resolve_collapse(c.layers, teacher, candidates, n, report, fit)
         collapse_plan = {"layers": chosen, "rule": why, "lc": c.lc, "tol": c.collapse_tol}
-    if schedule == "stock":
-        from clidep.compress import stock
-
-        found, widths["stock"] = stock.plan(c.method, teacher, tconf, target, c.width, c.depth_scorer, c, data)
-        if c.match is not None and abs(found.params / target - 1) > 0.02:
-            raise ClidepError(
-                f"no {c.method} student matches {c.match} within 2% ({found.params / target - 1:+.2%}); "
-                f"{found.arithmetic}"
-            )
-        r, arithmetic = found.width, found.arithmetic
-    elif schedule == "auto":
-        from clidep.compress import auto as auto_widths
-
-        found = auto_widths.plan(teacher, tconf, target, c, data)
-        if c.match is not None and abs(found["error"]) > 0.02:
-            raise ClidepError(
-                f"no auto schedule matches {c.match} within 2% ({found['error']:+.2%}); {found['arithmetic']}"
-            )
-        widths = {
-            "layer_widths": found["layer_widths"],
-            "layer_head_dims": found["layer_head_dims"],
-            "auto": {k: found[k] for k in ("scorer", "gamma", "trials", "search_steps")},
-        }
-        r, arithmetic = min(found["layer_widths"]), found["arithmetic"]
-    else:
-        r, arithmetic = width_for(tconf, c, schedule, protected, target, collapse_plan)
+    r, arithmetic, widths = _widths(schedule, teacher, tconf, target, c, data, protected, collapse_plan)
     steps = c.steps if c.steps is not None else max(1, math.ceil(c.tokens / (c.batch_size * c.seq_len)))
     train = {f.name: getattr(c, f.name) for f in fields(TrainConfig) if f.name != "steps"}
     if budget:
@@ -239,6 +118,50 @@ def plan(teacher: str, c: CompressConfig) -> RunPlan:
         collapse=collapse_plan,
         **widths,
     )
+
+
+def _training_text(c: CompressConfig) -> str:
+    """--data, else the offline Wikipedia text, or where this machine has no offline folder the hub's
+    WikiText-103; an empty, binary or missing file fails now, before run.json exists."""
+    from clidep.data import HUB_TEXTS, hub_fallback, read_corpus, shared_path
+
+    data = c.data
+    if data is None:
+        data = "wiki-en" if hub_fallback("wiki-en") else str(shared_path("wiki-en"))
+    if data not in HUB_TEXTS:
+        read_corpus(data)
+    return data
+
+
+def _widths(schedule: str, teacher: str, tconf, target, c: CompressConfig, data, protected, collapse_plan):
+    """(the student's width, the arithmetic that found it, the plan's width fields) for SCHEDULE: a stock
+    student's search (compress/stock.py), the auto schedule's (compress/auto.py), or CLI/uniform's width."""
+    if schedule == "stock":
+        from clidep.compress import stock
+
+        found, arms = stock.plan(c.method, teacher, tconf, target, c.width, c.depth_scorer, c, data)
+        if c.match is not None and abs(found.params / target - 1) > 0.02:
+            raise ClidepError(
+                f"no {c.method} student matches {c.match} within 2% ({found.params / target - 1:+.2%}); "
+                f"{found.arithmetic}"
+            )
+        return found.width, found.arithmetic, {"stock": arms}
+    if schedule == "auto":
+        from clidep.compress import auto as auto_widths
+
+        found = auto_widths.plan(teacher, tconf, target, c, data)
+        if c.match is not None and abs(found["error"]) > 0.02:
+            raise ClidepError(
+                f"no auto schedule matches {c.match} within 2% ({found['error']:+.2%}); {found['arithmetic']}"
+            )
+        widths = {
+            "layer_widths": found["layer_widths"],
+            "layer_head_dims": found["layer_head_dims"],
+            "auto": {k: found[k] for k in ("scorer", "gamma", "trials", "search_steps")},
+        }
+        return min(found["layer_widths"]), found["arithmetic"], widths
+    r, arithmetic = width_for(tconf, c, schedule, protected, target, collapse_plan)
+    return r, arithmetic, {}
 
 
 def teacher_config(teacher: str, seq_len: int):

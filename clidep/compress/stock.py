@@ -252,6 +252,7 @@ def _brief_distillation(teacher: str, c, data: str):
     from clidep.compress.auto import distil_briefly
     from clidep.compress.corpus import token_file
     from clidep.compress.distill import validation_ids
+    from clidep.compress.student_init import init_stock
     from clidep.data import load_tokenizer
     from clidep.model.convert import load_model
 
@@ -264,38 +265,3 @@ def _brief_distillation(teacher: str, c, data: str):
         return distil_briefly(teacher_model, config, init, tokens, val_ids, c)
 
     return trial
-
-
-def init_stock(student, teacher, kept: list[int], ids) -> None:
-    """Initialise STUDENT (a stock config of KEPT's length at width w) from TEACHER on calibration IDS (N, L).
-
-    Full width: the kept blocks, embeddings and final LayerNorm copied, nothing changed. Narrower: one
-    residual basis Q (d x w), the top-w principal directions of the teacher's stream entering the kept blocks
-    and its final LayerNorm; embeddings wte Q and wpe Q, each block through ``init_narrow_block`` (the
-    LayerNorms folded into the next linear layer, re-centring not undone: the approximation), and the final
-    LayerNorm, whose gain cannot fold into a tied head, as the diagonal of Q^T diag(gamma) Q times sqrt(d/w)
-    with bias beta Q (exact where gamma is a constant).
-    """
-    import math
-
-    import torch
-
-    from clidep.compress.student_init import init_narrow_block, stream_basis
-
-    s, t = student.transformer, teacher.transformer
-    d, w = teacher.config.n_embd, student.config.n_embd
-    with torch.no_grad():
-        if w == d:
-            for name in ("wte", "wpe", "ln_f"):
-                getattr(s, name).load_state_dict(getattr(t, name).state_dict())
-            for j, i in enumerate(kept):
-                s.h[j].load_state_dict(t.h[i].state_dict())
-        else:
-            Q = stream_basis(teacher, ids, [*kept, len(t.h)], w)  # (d, w)
-            s.wte.weight.copy_(t.wte.weight @ Q)
-            s.wpe.weight.copy_(t.wpe.weight @ Q)
-            for j, i in enumerate(kept):
-                init_narrow_block(t.h[i], s.h[j], Q, d)
-            s.ln_f.weight.copy_(((Q * t.ln_f.weight[:, None]) * Q).sum(0) * math.sqrt(d / w))
-            s.ln_f.bias.copy_(t.ln_f.bias @ Q)
-    student.tie_weights()

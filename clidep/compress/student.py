@@ -11,7 +11,6 @@ from clidep.compress.plan import RunPlan, student_config_of
 from clidep.files import make_temp_dir, write_json
 
 
-# Over a screen because half of it is the compress.json record, written out field by field.
 def distil_run(run: RunPlan, out: Path, resume: bool, log) -> dict:
     """Build, initialise, distil (and collapse) the student that RUN describes, writing it into OUT."""
     import torch
@@ -23,7 +22,6 @@ def distil_run(run: RunPlan, out: Path, resume: bool, log) -> dict:
     from clidep.compress.student_init import start_student
     from clidep.data import load_tokenizer
     from clidep.model.convert import load_model
-    from clidep.model.params import param_count
 
     val_data = run.val_data or "wiki-en-valid"
     log(run.arithmetic)
@@ -35,7 +33,7 @@ def distil_run(run: RunPlan, out: Path, resume: bool, log) -> dict:
     tokens_arr = token_file(tokenizer, run.data)
     init = None
     if run.schedule == "stock":
-        from clidep.compress.stock import init_stock
+        from clidep.compress.student_init import init_stock
 
         init = lambda s, ids: init_stock(s, teacher_model, run.stock["kept_blocks"], ids)  # noqa: E731
     cfg = TrainConfig(**run.train)
@@ -49,9 +47,22 @@ def distil_run(run: RunPlan, out: Path, resume: bool, log) -> dict:
         student, records, collapsed_ppl = _collapse(student, calib, collapse_plan["tol"], val_ids, trained_ppl, log)
         config = student.config
     _save_student(student, tokenizer, out, stock=run.schedule == "stock")
-    teacher_params = param_count(teacher_model.config)
-    student_params = param_count(config)
-    result = {
+    collapsed = (records, collapsed_ppl) if collapse_plan else None
+    result = _record(run, (teacher_model.config, config), state, (val_data, trained_ppl), collapsed)
+    result["wall_seconds_this_invocation"] = round(time.perf_counter() - t0, 1)
+    write_json(out / "compress.json", result)
+    return result
+
+
+def _record(run: RunPlan, configs: tuple, state, validation: tuple, collapsed: tuple | None) -> dict:
+    """compress.json: RUN's choices, the teacher's and student's shapes (CONFIGS), the training STATE, the
+    validation text and perplexity (VALIDATION), and LayerCollapse's records and perplexity after it (COLLAPSED)."""
+    from clidep.model.params import param_count
+
+    teacher_config, config = configs
+    val_data, trained_ppl = validation
+    teacher_params, student_params = param_count(teacher_config), param_count(config)
+    return {
         "method": run.method,
         "teacher": run.teacher,
         "teacher_params": teacher_params,
@@ -71,24 +82,21 @@ def distil_run(run: RunPlan, out: Path, resume: bool, log) -> dict:
         "steps": state.step,
         "train": run.train,
         "val_data": val_data,
-        "val_ppl": collapsed_ppl if collapse_plan else trained_ppl,
+        "val_ppl": collapsed[1] if collapsed else trained_ppl,
         "ppl_curve": state.ppl_curve,
         "loss_curve": state.loss_curve,
         "seconds": round(state.seconds, 1),
         **(
             {
-                "layercollapse": records,
-                "layercollapse_rule": collapse_plan["rule"],
-                "lc": collapse_plan["lc"],
+                "layercollapse": collapsed[0],
+                "layercollapse_rule": run.collapse["rule"],
+                "lc": run.collapse["lc"],
                 "val_ppl_before_collapse": trained_ppl,
             }
-            if collapse_plan
+            if collapsed
             else {}
         ),
-        "wall_seconds_this_invocation": round(time.perf_counter() - t0, 1),
     }
-    write_json(out / "compress.json", result)
-    return result
 
 
 def _collapse(student, calib, tol: float, val_ids, trained_ppl: float | None, log):

@@ -165,7 +165,7 @@ def start_student(
     """The student a distillation starts from: CONFIG without dropout (a small budget; resumes stay
     bit-exact), built under SEED, and with FROM_TEACHER initialised from TEACHER on the calibration
     batch of SEED + 1 from TOKENS, by INIT(student, batch) (default ``init_from_teacher``; the stock
-    students': ``stock.init_stock``). ``compress`` and the searches start from the same student."""
+    students': ``init_stock``). ``compress`` and the searches start from the same student."""
     from clidep.compress import corpus
 
     for p in ("resid_pdrop", "embd_pdrop", "attn_pdrop"):
@@ -176,3 +176,32 @@ def start_student(
         calib = torch.from_numpy(corpus.batch(tokens, seed + 1, 0, 16, min(256, config.n_positions)))
         (init or (lambda st, ids: init_from_teacher(st, teacher, ids)))(student, calib)
     return student
+
+
+def init_stock(student, teacher, kept: list[int], ids) -> None:
+    """Initialise STUDENT (a stock config of KEPT's length at width w) from TEACHER on calibration IDS (N, L).
+
+    Full width: the kept blocks, embeddings and final LayerNorm copied, nothing changed. Narrower: one
+    residual basis Q (d x w), the top-w principal directions of the teacher's stream entering the kept blocks
+    and its final LayerNorm; embeddings wte Q and wpe Q, each block through ``init_narrow_block`` (the
+    LayerNorms folded into the next linear layer, re-centring not undone: the approximation), and the final
+    LayerNorm, whose gain cannot fold into a tied head, as the diagonal of Q^T diag(gamma) Q times sqrt(d/w)
+    with bias beta Q (exact where gamma is a constant).
+    """
+    s, t = student.transformer, teacher.transformer
+    d, w = teacher.config.n_embd, student.config.n_embd
+    with torch.no_grad():
+        if w == d:
+            for name in ("wte", "wpe", "ln_f"):
+                getattr(s, name).load_state_dict(getattr(t, name).state_dict())
+            for j, i in enumerate(kept):
+                s.h[j].load_state_dict(t.h[i].state_dict())
+        else:
+            Q = stream_basis(teacher, ids, [*kept, len(t.h)], w)  # (d, w)
+            s.wte.weight.copy_(t.wte.weight @ Q)
+            s.wpe.weight.copy_(t.wpe.weight @ Q)
+            for j, i in enumerate(kept):
+                init_narrow_block(t.h[i], s.h[j], Q, d)
+            s.ln_f.weight.copy_(((Q * t.ln_f.weight[:, None]) * Q).sum(0) * math.sqrt(d / w))
+            s.ln_f.bias.copy_(t.ln_f.bias @ Q)
+    student.tie_weights()

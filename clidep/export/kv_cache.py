@@ -166,19 +166,6 @@ def apply(
     record."""
     import os
 
-    from clidep.export.kv_cache import (
-        KV_AGREEMENT_GATE,
-        KV_PPL_GATE,
-        CacheFormat,
-        calibrate,
-        decode_predictions,
-        int8_format,
-        store_cache,
-    )
-    from clidep.export.validate import validate_export
-    from clidep.perplexity import perplexity, ppl_batch
-    from clidep.runtime.runner import OnnxCausalLM
-
     precision = c.cache_precision
     record = {
         "precision": precision,
@@ -191,33 +178,41 @@ def apply(
         cache = int8_format(calibrate(tmp / variants[0].file, calib), c.kv_scales)
         record["calibration"] = {"data": label, "windows": len(calib), "tokens": calib.shape[1]}
     record.update(cache.record())
-    prompt = min(16, windows.shape[1] // 2)
     scratch = tmp / "kv-cache"
     scratch.mkdir()
-    for v in variants:
-        if v.file not in cached:
-            continue
+    for v in (v for v in variants if v.file in cached):
         log(f"{v.file}: writing its {precision} KV cache")
-        src, dst = tmp / v.file, scratch / v.file
-        store_cache(src, dst, cache)
-        before = decode_predictions(OnnxCausalLM(src), windows, prompt)
-        runner = OnnxCausalLM(dst)
-        ppl = perplexity(runner.logits, ids, context, context // 2, ppl_batch(context, variants[0].vocab_size)).ppl
-        agree = float((decode_predictions(runner, windows, prompt) == before).mean())  # over before.size tokens
-        delta = ppl / v.ppl - 1
-        if delta > KV_PPL_GATE or agree < KV_AGREEMENT_GATE:
-            raise ClidepError(
-                f"export failed its KV-cache check: {v.file} with an {precision} cache scores perplexity "
-                f"{delta:+.2%} and picks {agree:.1%} of {before.size} next tokens of its fp32 cache (gates "
-                f"+{KV_PPL_GATE:.1%}, {KV_AGREEMENT_GATE:.0%}): export with --kv fp32 or fp16"
-            )
-        measured = validate_export(reference, dst, atol=None, runner=runner)
-        v.max_abs_logit_diff, v.greedy_match = measured["max_abs_logit_diff"], measured["greedy_match"]
-        del runner
-        v.kv_cache = {**cache.record(), "fp32_cache_ppl": v.ppl, "ppl_delta": delta, "decode_agreement": agree}
-        v.ppl = ppl
+        store_cache(tmp / v.file, scratch / v.file, cache)
+        _check(v, (tmp / v.file, scratch / v.file), cache, (ids, context, variants[0].vocab_size), reference, windows)
         for name in (v.file, f"{v.file}.data"):
             if (scratch / name).exists():
                 os.replace(scratch / name, tmp / name)
     scratch.rmdir()
     return record
+
+
+def _check(v: Variant, files: tuple, cache: CacheFormat, text: tuple, reference, windows) -> None:
+    """V's file with CACHE (FILES: the file with its fp32 cache, then with CACHE) against itself with its fp32
+    cache: perplexity on TEXT (ids, context, vocabulary size) and next tokens decoded on WINDOWS, within the KV
+    gates (ClidepError otherwise); V's entry updated with its figures and its parity with REFERENCE."""
+    from clidep.export.validate import validate_export
+    from clidep.perplexity import perplexity, ppl_batch
+    from clidep.runtime.runner import OnnxCausalLM
+
+    (src, dst), (ids, context, vocab) = files, text
+    prompt = min(16, windows.shape[1] // 2)
+    before = decode_predictions(OnnxCausalLM(src), windows, prompt)
+    runner = OnnxCausalLM(dst)
+    ppl = perplexity(runner.logits, ids, context, context // 2, ppl_batch(context, vocab)).ppl
+    agree = float((decode_predictions(runner, windows, prompt) == before).mean())  # over before.size tokens
+    delta = ppl / v.ppl - 1
+    if delta > KV_PPL_GATE or agree < KV_AGREEMENT_GATE:
+        raise ClidepError(
+            f"export failed its KV-cache check: {v.file} with an {cache.precision} cache scores perplexity "
+            f"{delta:+.2%} and picks {agree:.1%} of {before.size} next tokens of its fp32 cache (gates "
+            f"+{KV_PPL_GATE:.1%}, {KV_AGREEMENT_GATE:.0%}): export with --kv fp32 or fp16"
+        )
+    measured = validate_export(reference, dst, atol=None, runner=runner)
+    v.max_abs_logit_diff, v.greedy_match = measured["max_abs_logit_diff"], measured["greedy_match"]
+    v.kv_cache = {**cache.record(), "fp32_cache_ppl": v.ppl, "ppl_delta": delta, "decode_agreement": agree}
+    v.ppl = ppl
