@@ -44,3 +44,35 @@ def test_every_import_runs_down_the_layers_in_pyproject(tmp_path):
     (tmp_path / "pyproject.toml").write_text(moved)
     r = _lint_imports(tmp_path / "pyproject.toml")
     assert r.returncode == 1 and "clidep.runtime.probe -> clidep.perplexity" in r.stdout, r.stdout[-3000:]
+
+
+#: The screens a reader holds at once: a function past MAX_FUNCTION lines or a module past MAX_MODULE is split
+#: where its steps part. Each exception says why it stands.
+MAX_FUNCTION, MAX_MODULE = 60, 300
+LONG_MODULES = {
+    # the ONNX Runtime graph builder: its op tables, node by node, read best in one place
+    "clidep/export/ort_graph.py": 450,
+    # copied beside every saved model (save_pretrained) with config.py, where it loads without clidep: one file
+    "clidep/model/modeling.py": 320,
+}
+LONG_FUNCTIONS = {"clidep/export/ort_graph.py": 70}  # its op tables: the embedding's and the graph's composition
+
+
+def test_no_function_or_module_grows_past_a_screen():
+    """Every function of the package within MAX_FUNCTION lines and every module within MAX_MODULE, the graph
+    builder and the saved model's own code (LONG_MODULES, LONG_FUNCTIONS) within their stated limits."""
+    import ast
+
+    long = []
+    for path in sorted((ROOT / "clidep").rglob("*.py")):
+        name = path.relative_to(ROOT).as_posix()
+        source = path.read_text()
+        lines = len(source.splitlines())
+        if lines > LONG_MODULES.get(name, MAX_MODULE):
+            long.append(f"{name}: {lines} lines")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                span = node.end_lineno - node.lineno + 1
+                if span > LONG_FUNCTIONS.get(name, MAX_FUNCTION):
+                    long.append(f"{name}: {node.name}() {span} lines")
+    assert not long, long
