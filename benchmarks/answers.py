@@ -24,8 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from clidep.bench import report
-from clidep.bench.report import Column
+from clidep.bench import writer
+from clidep.bench.writer import Column
 
 ROOT = Path(__file__).resolve().parents[1]
 FILES = (("fp32", "", "onnx"), ("int4", "model.int4.onnx", "onnx"), ("q4_0", "gguf/model.q4_0.gguf", "llamacpp"))
@@ -52,7 +52,7 @@ def main() -> None:
             for precision, file, runtime in FILES:
                 rows.append({"model": name, "file": precision, "runtime": runtime, "provenance": prov})
                 rows[-1].update(_answers(a, export / file if file else export, precision, runtime))
-                print(report.markdown(FIELDS, rows[-1:]).splitlines()[-1], flush=True)
+                print(writer.markdown(FIELDS, rows[-1:]).splitlines()[-1], flush=True)
     record = {
         **prov,
         "teacher": a.teacher,
@@ -62,9 +62,9 @@ def main() -> None:
     }
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    report.write(out, "answers", FIELDS, rows, record, title(record))
-    (out / "answers.md").write_text(report.markdown(FIELDS, rows, title(record)))
-    print(report.markdown(FIELDS, rows, title(record)), end="")
+    writer.write(out, "answers", FIELDS, rows, record, title(record))
+    (out / "answers.md").write_text(writer.markdown(FIELDS, rows, title(record)))
+    print(writer.markdown(FIELDS, rows, title(record)), end="")
 
 
 def _export(folder: Path, dst: Path) -> Path:

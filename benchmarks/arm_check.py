@@ -18,7 +18,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from clidep.bench import report
+from clidep.bench import writer
 from clidep.bench.provenance import provenance
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,7 +69,7 @@ def main() -> None:
                                 "machine": c["machine"],
                             }
                         )
-    F = report.Column
+    F = writer.Column
     fields = [
         F("student", "student"),
         F("graph", "graph"),
@@ -94,7 +94,7 @@ def main() -> None:
         f"{prov['host']}, {a.tokens:,} tokens of held-out docstrings, students distilled {a.steps} steps, git "
         f"{prov['git_sha']}, {prov['time']}: what ARM's kernels compute, not how fast"
     )
-    for path in report.write(
+    for path in writer.write(
         Path(a.out),
         "arm_check",
         fields,

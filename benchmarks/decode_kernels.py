@@ -24,7 +24,7 @@ from pathlib import Path
 import gpt2_shapes
 import numpy as np
 
-from clidep.bench import report
+from clidep.bench import writer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,7 +77,7 @@ def main() -> None:
                     "provenance": _prov(prov),
                 }
             )
-            print(report.markdown(FIELDS, rows[-1:]).splitlines()[-1], flush=True)
+            print(writer.markdown(FIELDS, rows[-1:]).splitlines()[-1], flush=True)
         rows.append(
             {
                 "graph": "traced",
@@ -96,8 +96,8 @@ def main() -> None:
         "quality": {"teacher": a.teacher, "data": "wikitext-test", "tokens": a.tokens},
         "rows": rows,
     }
-    report.write(Path(a.out), "decode_kernels", FIELDS, rows, result, title=title(result))
-    print(report.markdown(FIELDS, rows, title(result)), end="")
+    writer.write(Path(a.out), "decode_kernels", FIELDS, rows, result, title=title(result))
+    print(writer.markdown(FIELDS, rows, title(result)), end="")
 
 
 def _write(model, path: Path, bits, block, acc) -> Path:
@@ -191,17 +191,17 @@ def title(result: dict) -> str:
 
 
 FIELDS = [
-    report.Column("graph", "graph"),
-    report.Column("weights", "weights"),
-    report.Column("block", "block"),
-    report.Column("accuracy_level", "accuracy_level"),
-    report.Column("size_bytes", "MB", text=lambda r: f"{r['size_bytes'] / 1e6:.0f}"),
-    report.Column("decode_ms_32", "decode @32", text=lambda r: f"{r['decode_ms_32']:.1f} ± {r['decode_ms_32_sd']:.1f}"),
-    report.Column(
+    writer.Column("graph", "graph"),
+    writer.Column("weights", "weights"),
+    writer.Column("block", "block"),
+    writer.Column("accuracy_level", "accuracy_level"),
+    writer.Column("size_bytes", "MB", text=lambda r: f"{r['size_bytes'] / 1e6:.0f}"),
+    writer.Column("decode_ms_32", "decode @32", text=lambda r: f"{r['decode_ms_32']:.1f} ± {r['decode_ms_32_sd']:.1f}"),
+    writer.Column(
         "decode_ms_512", "decode @512", text=lambda r: f"{r['decode_ms_512']:.1f} ± {r['decode_ms_512_sd']:.1f}"
     ),
-    report.Column("prefill_ms_512", "prefill 512", ".0f"),
-    report.Column("teacher_ppl_delta", "teacher Δppl", "+.2%"),
+    writer.Column("prefill_ms_512", "prefill 512", ".0f"),
+    writer.Column("teacher_ppl_delta", "teacher Δppl", "+.2%"),
 ]
 
 

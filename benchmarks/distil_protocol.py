@@ -66,14 +66,14 @@ def write(a, name: str, setup: dict, result: dict, title: str, fields: list, ext
     """OUT/NAME.json (provenance first, wall time last), and NAME.md / .csv / .jsonl of the arms
     from one field list (clidep's report writer; every arm carries the run's provenance). The
     table also goes to stdout; EXTRA_ROWS are Markdown rows appended to it (published figures)."""
-    from clidep.bench import report
+    from clidep.bench import writer
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     record = {**setup["provenance"], **result, "wall_seconds": round(time.perf_counter() - setup["t0"], 1)}
     arms = [{**arm, "provenance": setup["provenance"]} for arm in result["arms"]]
-    report.write(out, name, fields, arms, record, title)
-    table = report.markdown(fields, arms, title) + "".join(row + "\n" for row in extra_rows)
+    writer.write(out, name, fields, arms, record, title)
+    table = writer.markdown(fields, arms, title) + "".join(row + "\n" for row in extra_rows)
     (out / f"{name}.md").write_text(table)
     print(table, end="")
 
@@ -127,7 +127,7 @@ def summarise(rows: list[dict], keys: tuple[str, ...]) -> list[dict]:
 
 def ppl_fields() -> list:
     """The perplexity columns of a seeded table: mean ± sd, then every seed's value."""
-    from clidep.bench.report import Column
+    from clidep.bench.writer import Column
 
     def mean_sd(r: dict) -> str:
         n = len(r["ppl_seeds"])

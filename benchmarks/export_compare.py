@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clidep.bench import report
+from clidep.bench import writer
 
 ROOT = Path(__file__).resolve().parents[1]
 PEER = ROOT / ".venv-peer" / "bin"
@@ -167,22 +167,22 @@ def main() -> None:
     out = Path(a.out)
     prov = {k: result[k] for k in ("host", "time", "git_sha")}
     scored = [{**r, "provenance": prov} for r in rows if "ppl" in r]  # the timing-only rows stay in the JSON
-    report.write(out.parent, out.stem, FIELDS, scored, result)
-    print(report.markdown(FIELDS, scored), end="")
+    writer.write(out.parent, out.stem, FIELDS, scored, result)
+    print(writer.markdown(FIELDS, scored), end="")
 
 
 FIELDS = [
-    report.Column("model", "model"),
-    report.Column("pipeline", "pipeline"),
-    report.Column("precision", "precision"),
-    report.Column("size_bytes", "MB", text=lambda r: f"{r['size_bytes'] / 1e6:.1f}"),
-    report.Column("max_abs_logit_diff_vs_torch", "max abs logit diff vs torch", ".2g"),
-    report.Column("ppl", "ppl", ".2f"),
-    report.Column("ppl_delta", "Δppl vs fp32", "+.2%"),
-    report.Column(
+    writer.Column("model", "model"),
+    writer.Column("pipeline", "pipeline"),
+    writer.Column("precision", "precision"),
+    writer.Column("size_bytes", "MB", text=lambda r: f"{r['size_bytes'] / 1e6:.1f}"),
+    writer.Column("max_abs_logit_diff_vs_torch", "max abs logit diff vs torch", ".2g"),
+    writer.Column("ppl", "ppl", ".2f"),
+    writer.Column("ppl_delta", "Δppl vs fp32", "+.2%"),
+    writer.Column(
         "linear_layers_quantized", "linear layers quantised", text=lambda r: str(r.get("linear_layers_quantized", ""))
     ),
-    report.Column("seconds", "seconds"),
+    writer.Column("seconds", "seconds"),
 ]
 
 

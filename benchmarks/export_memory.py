@@ -26,7 +26,7 @@ from pathlib import Path
 
 import gpt2_shapes
 
-from clidep.bench import report
+from clidep.bench import writer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -93,8 +93,8 @@ def main() -> None:
         f"{a.vocab:,}), random weights, on {result['host']} at git {result['git_sha']}: fp32 graph "
         f"{fp32 / 1e6:.0f} MB, peak RSS {peak / 1e6:.0f} MB ({peak / fp32:.1f}x), {wall:.0f} s in all"
     )
-    report.write(Path(a.out), "export_memory", FIELDS, rows, result, title=heading)
-    print(report.markdown(FIELDS, rows, heading), end="")
+    writer.write(Path(a.out), "export_memory", FIELDS, rows, result, title=heading)
+    print(writer.markdown(FIELDS, rows, heading), end="")
 
 
 def _run(cmd: list[str]) -> tuple[list, list, int, float]:
@@ -128,11 +128,11 @@ def _run(cmd: list[str]) -> tuple[list, list, int, float]:
 
 
 FIELDS = [
-    report.Column("phase", "phase (the export's progress line)"),
-    report.Column("start_s", "at s", ".1f"),
-    report.Column("seconds", "seconds", ".1f"),
-    report.Column("peak_rss_mb", "peak RSS MB", ".0f"),
-    report.Column("vs_fp32_graph", "x fp32 graph", ".2f"),
+    writer.Column("phase", "phase (the export's progress line)"),
+    writer.Column("start_s", "at s", ".1f"),
+    writer.Column("seconds", "seconds", ".1f"),
+    writer.Column("peak_rss_mb", "peak RSS MB", ".0f"),
+    writer.Column("vs_fp32_graph", "x fp32 graph", ".2f"),
 ]
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import gpt2_shapes
 import llama_peer
 
-from clidep.bench import report
+from clidep.bench import writer
 from clidep.errors import Unavailable
 from clidep.runtime.protocol import spread
 
@@ -64,8 +64,8 @@ def main() -> None:
     for r in rows:
         r["provenance"] = prov
     document = {**prov, "command": "python benchmarks/gguf_peer.py", "teacher_converter": refused, "rows": rows}
-    report.write(Path(a.out), "gguf_peer", FIELDS, rows, document, title(document))
-    print(report.markdown(FIELDS, rows, title(document)), end="")
+    writer.write(Path(a.out), "gguf_peer", FIELDS, rows, document, title(document))
+    print(writer.markdown(FIELDS, rows, title(document)), end="")
 
 
 def title(d: dict) -> str:
@@ -223,7 +223,7 @@ def _ppl(path: Path, ids, context: int) -> float:
         model.close()
 
 
-F = report.Column
+F = writer.Column
 FIELDS = [
     F("model", "model"),
     F("type", "type"),

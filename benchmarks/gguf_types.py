@@ -16,7 +16,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from clidep.bench import report
+from clidep.bench import writer
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKENS = 8192
@@ -71,17 +71,17 @@ def main() -> None:
         f"GGUF types of the reference teacher in llama.cpp ({TOKENS:,} WikiText-test tokens, context {ctx} / stride "
         f"{ctx // 2}, default cache), on {result['host']} at git {result['git_sha']}"
     )
-    report.write(Path(a.out), "gguf_types", FIELDS, rows, result, title=heading)
-    print(report.markdown(FIELDS, rows, heading), end="")
+    writer.write(Path(a.out), "gguf_types", FIELDS, rows, result, title=heading)
+    print(writer.markdown(FIELDS, rows, heading), end="")
 
 
 FIELDS = [
-    report.Column("type", "type"),
-    report.Column("size_bytes", "MB", text=lambda r: f"{r['size_bytes'] / 1e6:.1f}"),
-    report.Column("matrices", "weight matrices of its type"),
-    report.Column("tensor_types", "tensor types"),
-    report.Column("ppl", "ppl", ".2f"),
-    report.Column("ppl_delta", "Δppl vs F32", "+.2%"),
+    writer.Column("type", "type"),
+    writer.Column("size_bytes", "MB", text=lambda r: f"{r['size_bytes'] / 1e6:.1f}"),
+    writer.Column("matrices", "weight matrices of its type"),
+    writer.Column("tensor_types", "tensor types"),
+    writer.Column("ppl", "ppl", ".2f"),
+    writer.Column("ppl_delta", "Δppl vs F32", "+.2%"),
 ]
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from decode_kernels import _cpu, _prov, _speed
 
-from clidep.bench import report
+from clidep.bench import writer
 
 ROOT = Path(__file__).resolve().parents[1]
 # (label, width, heads, MLP width) at GPT-2-medium depth and vocabulary
@@ -69,7 +69,7 @@ def main() -> None:
                         "provenance": _prov(prov),
                     }
                 )
-                print(report.markdown(FIELDS, rows[-1:]).splitlines()[-1], flush=True)
+                print(writer.markdown(FIELDS, rows[-1:]).splitlines()[-1], flush=True)
             del model
     result = {
         **prov,
@@ -80,8 +80,8 @@ def main() -> None:
         "quality": {"teacher": a.teacher, "data": "wikitext-test", "tokens": a.tokens},
         "rows": rows,
     }
-    report.write(Path(a.out), "int4_table", FIELDS, rows, result, title=title(result))
-    print(report.markdown(FIELDS, rows, title(result)), end="")
+    writer.write(Path(a.out), "int4_table", FIELDS, rows, result, title=title(result))
+    print(writer.markdown(FIELDS, rows, title(result)), end="")
 
 
 def _random_model(a, width: int, heads: int, inner: int):
@@ -131,16 +131,16 @@ def title(result: dict) -> str:
 
 
 FIELDS = [
-    report.Column("shape", "shape"),
-    report.Column("table_bits", "table bits"),
-    report.Column("params", "params", text=lambda r: f"{r['params'] / 1e6:.1f} M"),
-    report.Column("size_bytes", "MB", text=lambda r: f"{r['size_bytes'] / 1e6:.0f}"),
-    report.Column("decode_ms_32", "decode @32", text=lambda r: f"{r['decode_ms_32']:.2f} ± {r['decode_ms_32_sd']:.2f}"),
-    report.Column(
+    writer.Column("shape", "shape"),
+    writer.Column("table_bits", "table bits"),
+    writer.Column("params", "params", text=lambda r: f"{r['params'] / 1e6:.1f} M"),
+    writer.Column("size_bytes", "MB", text=lambda r: f"{r['size_bytes'] / 1e6:.0f}"),
+    writer.Column("decode_ms_32", "decode @32", text=lambda r: f"{r['decode_ms_32']:.2f} ± {r['decode_ms_32_sd']:.2f}"),
+    writer.Column(
         "decode_ms_512", "decode @512", text=lambda r: f"{r['decode_ms_512']:.2f} ± {r['decode_ms_512_sd']:.2f}"
     ),
-    report.Column("prefill_ms_512", "prefill 512 (ms)", text=lambda r: f"{r['prefill_ms_512']:.0f}"),
-    report.Column("teacher_ppl_delta", "teacher Δppl (int4)", text=lambda r: f"{r['teacher_ppl_delta']:+.2%}"),
+    writer.Column("prefill_ms_512", "prefill 512 (ms)", text=lambda r: f"{r['prefill_ms_512']:.0f}"),
+    writer.Column("teacher_ppl_delta", "teacher Δppl (int4)", text=lambda r: f"{r['teacher_ppl_delta']:+.2%}"),
 ]
 
 

@@ -25,7 +25,7 @@ import gpt2_shapes
 import numpy as np
 from decode_kernels import _cpu, _prov, _speed
 
-from clidep.bench import report
+from clidep.bench import writer
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = [("fp32", None), ("int8", 8), ("int4", 4)]
@@ -71,7 +71,7 @@ def main() -> None:
                 )
                 first, last = f"decode_ms_{depths[0]}", f"decode_ms_{depths[-1]}"
                 rows[-1]["slowdown"] = rows[-1][last] / rows[-1][first]
-                print(report.markdown(fields(depths), rows[-1:]).splitlines()[-1], flush=True)
+                print(writer.markdown(fields(depths), rows[-1:]).splitlines()[-1], flush=True)
     result = {
         **prov,
         "shapes": {"layers": a.layers, "width": a.width, "heads": a.heads, "vocab": a.vocab},
@@ -85,8 +85,8 @@ def main() -> None:
         },
         "rows": rows,
     }
-    report.write(Path(a.out), "kv_cache", fields(depths), rows, result, title=title(result))
-    print(report.markdown(fields(depths), rows, title(result)), end="")
+    writer.write(Path(a.out), "kv_cache", fields(depths), rows, result, title=title(result))
+    print(writer.markdown(fields(depths), rows, title(result)), end="")
 
 
 def _format(precision: str, mode: str, absmax):
@@ -157,20 +157,20 @@ def title(result: dict) -> str:
 
 def fields(depths: tuple[int, ...]) -> list:
     def ms(d):
-        return report.Column(
+        return writer.Column(
             f"decode_ms_{d}",
             f"decode @{d}",
             text=lambda r, d=d: f"{r[f'decode_ms_{d}']:.1f} ± {r[f'decode_ms_{d}_sd']:.1f}",
         )
 
     return [
-        report.Column("weights", "weights"),
-        report.Column("cache", "cache"),
-        report.Column("mode", "scales"),
+        writer.Column("weights", "weights"),
+        writer.Column("cache", "cache"),
+        writer.Column("mode", "scales"),
         *[ms(d) for d in depths],
-        report.Column("slowdown", f"@{depths[-1]} / @{depths[0]}", text=lambda r: f"{r['slowdown']:.2f}x"),
-        report.Column("teacher_ppl_delta", "teacher Δppl", "+.3%"),
-        report.Column("decode_agreement", "next token = fp32 cache", ".1%"),
+        writer.Column("slowdown", f"@{depths[-1]} / @{depths[0]}", text=lambda r: f"{r['slowdown']:.2f}x"),
+        writer.Column("teacher_ppl_delta", "teacher Δppl", "+.3%"),
+        writer.Column("decode_agreement", "next token = fp32 cache", ".1%"),
     ]
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import distil_protocol
 
-from clidep.bench.report import Column
+from clidep.bench.writer import Column
 
 
 def main() -> None:

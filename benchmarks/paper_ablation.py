@@ -32,7 +32,7 @@ from pathlib import Path
 
 import distil_protocol
 
-from clidep.bench.report import Column
+from clidep.bench.writer import Column
 from clidep.errors import ClidepError
 
 

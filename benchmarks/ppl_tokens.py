@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clidep.bench import report
+from clidep.bench import writer
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = (2048, 4096, 8192, 16384, 32768)
@@ -86,17 +86,17 @@ def main() -> None:
         f"Δppl and its paired standard error (blocks of {BLOCK} tokens) by tokens scored, reference teacher, "
         f"WikiText test, context {ctx} / stride {ctx // 2}, on {result['host']} at git {result['git_sha']}"
     )
-    report.write(Path(a.out), "ppl_tokens", FIELDS, rows, result, title=heading)
-    print(report.markdown(FIELDS, rows, heading), end="")
+    writer.write(Path(a.out), "ppl_tokens", FIELDS, rows, result, title=heading)
+    print(writer.markdown(FIELDS, rows, heading), end="")
 
 
 FIELDS = [
-    report.Column("file", "file"),
-    report.Column("against", "against"),
-    report.Column("tokens", "tokens"),
-    report.Column("ppl", "ppl", ".2f"),
-    report.Column("ppl_delta", "Δppl", "+.3%"),
-    report.Column("se", "standard error", ".3%"),
+    writer.Column("file", "file"),
+    writer.Column("against", "against"),
+    writer.Column("tokens", "tokens"),
+    writer.Column("ppl", "ppl", ".2f"),
+    writer.Column("ppl_delta", "Δppl", "+.3%"),
+    writer.Column("se", "standard error", ".3%"),
 ]
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import gpt2_shapes
 import numpy as np
 
-from clidep.bench import report
+from clidep.bench import writer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,12 +71,12 @@ def main() -> None:
                         "provenance": prov,
                     }
                 )
-            print(report.markdown(FIELDS, rows[-6:]), flush=True)
+            print(writer.markdown(FIELDS, rows[-6:]), flush=True)
     import onnxruntime
 
     result = {**provenance(), "onnxruntime": onnxruntime.__version__, "shapes": vars(a), "rows": rows}
-    report.write(Path(a.out), "profile_decode", FIELDS, rows, result, title=title(result))
-    print(report.markdown(FIELDS, rows, title(result)), end="")
+    writer.write(Path(a.out), "profile_decode", FIELDS, rows, result, title=title(result))
+    print(writer.markdown(FIELDS, rows, title(result)), end="")
 
 
 def title(result: dict) -> str:
@@ -121,12 +121,12 @@ def _profile(path: Path, a, tmp: Path) -> tuple[dict, float, float]:
 
 
 FIELDS = [
-    report.Column("graph", "graph"),
-    report.Column("weights", "weights"),
-    report.Column("op", "op type"),
-    report.Column("share", "share of node time", ".1%"),
-    report.Column("ms_per_step", "ms / step", ".2f"),
-    report.Column("step_ms", "wall ms / step", ".1f"),
+    writer.Column("graph", "graph"),
+    writer.Column("weights", "weights"),
+    writer.Column("op", "op type"),
+    writer.Column("share", "share of node time", ".1%"),
+    writer.Column("ms_per_step", "ms / step", ".2f"),
+    writer.Column("step_ms", "wall ms / step", ".1f"),
 ]
 
 

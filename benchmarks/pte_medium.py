@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from clidep.bench import report
+from clidep.bench import writer
 
 ROOT = Path(__file__).resolve().parents[1]
 # (label, width, heads, MLP width) at GPT-2-medium depth and vocabulary
@@ -64,13 +64,13 @@ def main() -> None:
                         "record": record,
                     }
                 )
-                print(report.markdown(FIELDS, rows[-1:]).splitlines()[-1], flush=True)
+                print(writer.markdown(FIELDS, rows[-1:]).splitlines()[-1], flush=True)
                 path.unlink()
     result = {**provenance(), "layers": a.layers, "vocab": a.vocab, "threads": a.threads, "reps": a.reps}
     result.update(wall_seconds=round(time.time() - start), rows=rows)
     heading = title(result)
-    report.write(Path(a.out), "pte_medium", FIELDS, rows, result, title=heading)
-    print(report.markdown(FIELDS, rows, heading), end="")
+    writer.write(Path(a.out), "pte_medium", FIELDS, rows, result, title=heading)
+    print(writer.markdown(FIELDS, rows, heading), end="")
 
 
 def _files(tmp: Path, a, width: int, heads: int, inner: int):
@@ -124,16 +124,16 @@ def title(result: dict) -> str:
 
 
 FIELDS = [
-    report.Column("shape", "shape"),
-    report.Column("runtime", "runtime"),
-    report.Column("file", "file"),
-    report.Column("size_bytes", "MB", text=lambda r: f"{r['size_bytes'] / 1e6:.0f}"),
-    report.Column("decode_first", "decode ms @32", ".2f"),
-    report.Column("decode_last", "decode ms @952", ".2f"),
-    report.Column("slowdown", "@952 / @32", ".2f"),
-    report.Column("prefill_128", "prefill 128 ms", ".0f"),
-    report.Column("peak_rss_mb", "peak MB", ".0f"),
-    report.Column("written_s", "written in s", ".0f"),
+    writer.Column("shape", "shape"),
+    writer.Column("runtime", "runtime"),
+    writer.Column("file", "file"),
+    writer.Column("size_bytes", "MB", text=lambda r: f"{r['size_bytes'] / 1e6:.0f}"),
+    writer.Column("decode_first", "decode ms @32", ".2f"),
+    writer.Column("decode_last", "decode ms @952", ".2f"),
+    writer.Column("slowdown", "@952 / @32", ".2f"),
+    writer.Column("prefill_128", "prefill 128 ms", ".0f"),
+    writer.Column("peak_rss_mb", "peak MB", ".0f"),
+    writer.Column("written_s", "written in s", ".0f"),
 ]
 
 

@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from clidep.bench import report
+from clidep.bench import writer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,8 +96,8 @@ def main() -> None:
         "errors": [r for r in result["models"] if "error" in r],
     }
     heading = title(record)
-    report.write(Path(a.out), "pte_runtimes", FIELDS, rows, record, title=heading)
-    print(report.markdown(FIELDS, rows, heading), end="")
+    writer.write(Path(a.out), "pte_runtimes", FIELDS, rows, record, title=heading)
+    print(writer.markdown(FIELDS, rows, heading), end="")
 
 
 def title(result: dict) -> str:
@@ -111,16 +111,16 @@ def title(result: dict) -> str:
 
 
 FIELDS = [
-    report.Column("name", "model"),
-    report.Column("runtime", "runtime"),
-    report.Column("precision", "file"),
-    report.Column("size_bytes", "MB", text=lambda r: f"{r['size_bytes'] / 1e6:.1f}"),
-    report.Column("decode_first", "decode ms @32", ".2f"),
-    report.Column("decode_last", "decode ms @440", ".2f"),
-    report.Column("slowdown", "@440 / @32", ".2f"),
-    report.Column("prefill_ms", "prefill 128 ms", text=lambda r: f"{r['prefill_ms']['128']:.1f}"),
-    report.Column("peak_rss_mb", "peak MB", ".0f"),
-    report.Column("ppl", "ppl", ".2f"),
+    writer.Column("name", "model"),
+    writer.Column("runtime", "runtime"),
+    writer.Column("precision", "file"),
+    writer.Column("size_bytes", "MB", text=lambda r: f"{r['size_bytes'] / 1e6:.1f}"),
+    writer.Column("decode_first", "decode ms @32", ".2f"),
+    writer.Column("decode_last", "decode ms @440", ".2f"),
+    writer.Column("slowdown", "@440 / @32", ".2f"),
+    writer.Column("prefill_ms", "prefill 128 ms", text=lambda r: f"{r['prefill_ms']['128']:.1f}"),
+    writer.Column("peak_rss_mb", "peak MB", ".0f"),
+    writer.Column("ppl", "ppl", ".2f"),
 ]
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import gpt2_shapes
 
-from clidep.bench import report as report_writer
+from clidep.bench import writer as report_writer
 from clidep.errors import Unavailable
 
 ROOT = Path(__file__).resolve().parents[1]

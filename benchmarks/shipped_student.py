@@ -23,7 +23,7 @@ from pathlib import Path
 import distil_protocol
 from paper_ablation import _finished
 
-from clidep.bench.report import Column
+from clidep.bench.writer import Column
 from clidep.errors import ClidepError
 
 

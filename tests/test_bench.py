@@ -13,7 +13,7 @@ import pytest
 
 from clidep.bench.measure import fill as _fill
 from clidep.bench.models import ModelFile
-from clidep.bench.outputs import markdown, write_report
+from clidep.bench.report import markdown, write_report
 from clidep.commands.bench import bench
 from clidep.data import load_tokenizer, read_text, tokenize_text
 from clidep.errors import ClidepError

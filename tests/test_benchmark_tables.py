@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from clidep.bench import report
+from clidep.bench import writer
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -38,26 +38,26 @@ def _table(name: str) -> str:
     result = json.loads((BENCHMARKS / "results" / f"{name}.json").read_text())
     if name.startswith("paper_ablation"):  # the paper's row under the table at its own size
         paper = paper_ablation.PAPER_ROW + "\n" if name == "paper_ablation" else ""
-        return report.markdown(paper_ablation.FIELDS, result["arms"], paper_ablation.title(result)) + paper
+        return writer.markdown(paper_ablation.FIELDS, result["arms"], paper_ablation.title(result)) + paper
     if name.startswith("shipped_student"):
-        return report.markdown(shipped_student.FIELDS, result["arms"], shipped_student.title(result))
+        return writer.markdown(shipped_student.FIELDS, result["arms"], shipped_student.title(result))
     if name == "answers":
-        return report.markdown(answers.FIELDS, result["rows"], answers.title(result))
+        return writer.markdown(answers.FIELDS, result["rows"], answers.title(result))
     if name == "gguf_peer":
-        return report.markdown(gguf_peer.FIELDS, result["rows"], gguf_peer.title(result))
+        return writer.markdown(gguf_peer.FIELDS, result["rows"], gguf_peer.title(result))
     if name == "layercollapse":
-        return report.markdown(layercollapse.FIELDS, result["arms"], layercollapse.title(result))
+        return writer.markdown(layercollapse.FIELDS, result["arms"], layercollapse.title(result))
     if name == "runtime":
         lens = sorted({int(k) for r in result["rows"] for k in (r.get("prefill_ms") or {})})
         depths = sorted({int(k) for r in result["rows"] for k in (r.get("decode_ms_at") or {})})
-        return report.markdown(runtime.table_fields(lens, depths), result["rows"], runtime.title(result), keep=3)
+        return writer.markdown(runtime.table_fields(lens, depths), result["rows"], runtime.title(result), keep=3)
     if name in ("pte_runtimes", "pte_medium"):
         module = pte_runtimes if name == "pte_runtimes" else pte_medium
-        return report.markdown(module.FIELDS, result["rows"], module.title(result))
+        return writer.markdown(module.FIELDS, result["rows"], module.title(result))
     if name in ("decode_kernels", "profile_decode", "int4_table"):
         module = {"decode_kernels": decode_kernels, "profile_decode": profile_decode, "int4_table": int4_table}[name]
-        return report.markdown(module.FIELDS, result["rows"], module.title(result))
-    return report.markdown(export_compare.FIELDS, [r for r in result["rows"] if "ppl" in r])
+        return writer.markdown(module.FIELDS, result["rows"], module.title(result))
+    return writer.markdown(export_compare.FIELDS, [r for r in result["rows"] if "ppl" in r])
 
 
 @pytest.mark.parametrize(

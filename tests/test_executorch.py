@@ -63,7 +63,7 @@ def test_every_program_is_written_checked_and_recorded(programs):
 
 
 def test_bench_puts_executorch_beside_the_other_three_runtimes_in_one_table(programs):
-    from clidep.bench.outputs import markdown
+    from clidep.bench.report import markdown
     from clidep.commands.bench import bench
     from clidep.hardware import devices
 
@@ -103,6 +103,7 @@ def test_the_program_answers_as_transformers_does_prefill_then_decode(programs):
     """Read with ExecuTorch's runtime directly (not clidep's reader): the metadata ExecuTorch's LLM runner reads,
     and logits of a prefill then one-token decode steps through the program's own cache equal transformers'
     logits of the whole sequence; a second sequence after reloading the method starts from an empty cache."""
+    from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401  (its LLM kernels, as its runner links)
     from executorch.runtime import Runtime
 
     out, _ = programs

@@ -82,7 +82,7 @@ def test_every_precision_has_a_self_contained_folder(student_export):
 
 
 def test_bench_measures_genai_beside_clideps_runner(student_export):
-    from clidep.bench.outputs import markdown
+    from clidep.bench.report import markdown
     from clidep.commands.bench import bench
     from clidep.hardware import devices
 

@@ -214,7 +214,7 @@ def test_gguf_of_a_model_llama_cpp_cannot_hold_is_refused_in_one_line(tmp_path, 
 
 
 def test_bench_puts_llama_cpp_beside_clidep_and_genai_in_one_table(teacher_gguf):
-    from clidep.bench.outputs import markdown
+    from clidep.bench.report import markdown
     from clidep.commands.bench import bench
     from clidep.hardware import devices
 

@@ -1117,7 +1117,7 @@ def test_digests_are_cached_by_inode_size_and_times(world, tmp_path, monkeypatch
 
 
 def test_no_record_with_a_non_finite_figure_is_written(tmp_path):
-    from clidep.bench import report as report_writer
+    from clidep.bench import writer as report_writer
     from clidep.errors import ClidepError
     from clidep.files import write_json
 

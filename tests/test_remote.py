@@ -127,7 +127,7 @@ def test_an_unreachable_device_is_refused_in_one_line(device, teacher_artifact, 
 def test_bench_on_an_emulated_aarch64_device_says_its_timings_are_not_speed_figures(device, teacher_artifact, tmp_path):
     """The device's Python is scripts/arm64-env.sh's aarch64 Python under qemu-user: the runner records
     its machine as aarch64 on a Cortex-A76, detects the emulation, and the report says so."""
-    from clidep.bench.outputs import markdown
+    from clidep.bench.report import markdown
     from clidep.export.arm import launchers
 
     config, host, _ = device

@@ -13,7 +13,7 @@ On ``host`` every figure is measured. On any other profile the host measurement 
 With ``--remote USER@HOST`` the runner and the models are copied over ssh and run on the device:
 measured, not projected. This module finds and checks the variants and runs the loop over rows;
 the projection is ``projection.py``, where a runner runs ``transport.py``, the host probe
-``host.py``, and what is written ``outputs.py``.
+``host_speed.py``, and what is written ``report.py``.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from clidep.bench.provenance import provenance as run_provenance
 from clidep.errors import ClidepError
 from clidep.files import non_finite
 from clidep.hardware.devices import Profile
-from clidep.hardware.host import measure_host
+from clidep.hardware.host_speed import measure_host
 from clidep.hardware.transport import check_remote
 from clidep.options import resolve
 from clidep.progress import say
@@ -164,7 +164,7 @@ def command(
     generation after each context depth (tgGEN) in tokens/s, mean ± sd over --reps, per --threads;
     time to first token, per-token decode p50/p90, load time, peak memory and perplexity. On a
     profile other than host, latencies are projected (and labelled so)."""
-    from clidep.bench.outputs import markdown, write_report
+    from clidep.bench.report import markdown, write_report
     from clidep.files import check_output, write_dir
     from clidep.hardware import devices as profiles
     from clidep.locks import write_lock

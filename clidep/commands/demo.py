@@ -54,7 +54,7 @@ def demo(out: str | Path = "clidep-demo", config: DemoConfig | None = None, *, l
     CONFIG (a ``DemoConfig``) or its fields as keywords. Without MODEL the embedded tiny GPT-2 and
     the ``python-docs`` corpus are used. OUT's sub-directories are replaced on every run.
     """
-    from clidep.bench.outputs import write_report as write_bench
+    from clidep.bench.report import write_report as write_bench
     from clidep.commands.eval import evaluate
     from clidep.commands.export import export_artifact
     from clidep.compress.analyze import quick_analysis, write_report

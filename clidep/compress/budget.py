@@ -144,7 +144,7 @@ def _bandwidth(device: str | None) -> tuple[str, float]:
         raise ClidepError("--max-decode-ms needs --device (a profile from `clidep devices`, or host)")
     profile = devices.load(device)
     if profile.measured:
-        from clidep.hardware.host import measure_host
+        from clidep.hardware.host_speed import measure_host
 
         bw = measure_host()["mem_bandwidth_gbs"]
         return f"{profile.name} (measured now)", bw

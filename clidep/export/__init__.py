@@ -1,1 +1,1 @@
-"""Export: the ONNX decoder graph, its surgery, quantisation, validation and the artifact directory."""
+"""Export: the ONNX decoder graph and its files, quantisation, validation, the GGUF and ExecuTorch files, and the manifest."""

@@ -129,7 +129,7 @@ def store_cache(src, dst, cache: CacheFormat):
     the export applies it to the quantised files after the torch model is gone."""
     from onnx import helper, numpy_helper
 
-    from clidep.export.surgery import load_graph, save_graph
+    from clidep.export.onnx_file import load_graph, save_graph
 
     model = load_graph(src)
     graph = model.graph

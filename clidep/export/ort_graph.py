@@ -410,8 +410,8 @@ def export_ort_graph(
     model, path: str | Path, bits: int | None = None, block_size: int = INT4_BLOCK, accuracy_level: int | None = None
 ) -> Path:
     """Write ``build_graph(model, bits, block_size, accuracy_level)`` at PATH, a weight at a time
-    (surgery.stream_graph; external data past 2 GB)."""
-    from clidep.export.surgery import stream_graph
+    (onnx_file.stream_graph; external data past 2 GB)."""
+    from clidep.export.onnx_file import stream_graph
 
     was_training = model.training
     model.eval()
@@ -427,7 +427,7 @@ def write_quantised(
     """The block-quantised ONNX Runtime graph at DST: (path, linear layers quantised, linear layers),
     counted on the graph as built: MatMulNBits nodes against those plus the float MatMuls left (the
     graph's attention is one GroupQueryAttention per block, so every MatMul is a linear layer)."""
-    from clidep.export.surgery import stream_graph
+    from clidep.export.onnx_file import stream_graph
 
     graph, weights = _compose(model, bits, block_size, None, table_bits)
     done = sum(n.op_type == "MatMulNBits" for n in graph.graph.node)

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from clidep.export.surgery import save_graph, store_tied_head_once
+from clidep.export.onnx_file import save_graph, store_tied_head_once
 from clidep.runtime import onnx_io
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from clidep.export.config import check_block_size
-from clidep.export.surgery import (
+from clidep.export.onnx_file import (
     is_large,
     load_graph,
     materialize_tied_head,

@@ -1,4 +1,4 @@
-"""clidep.export.surgery: graph loading and saving, the tied head, the linear layers."""
+"""clidep.export.onnx_file: graph loading and saving, streamed writes, the tied head, the linear layers."""
 
 import numpy as np
 import onnx
@@ -7,7 +7,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from clidep.errors import ClidepError
-from clidep.export.surgery import is_large, load_graph, save_graph
+from clidep.export.onnx_file import is_large, load_graph, save_graph
 
 
 def _gather_graph(tables: int, rows: int, cols: int = 1024):
@@ -56,10 +56,10 @@ def test_a_streamed_graph_runs_as_one_file_and_past_the_limit_beside_its_weights
     """stream_graph writes weights one at a time: as protobuf fragments that parse as one graph, or (past the
     2 GB limit, here lowered to 50 bytes) as external data; either way ONNX Runtime reads the same weights,
     transposed views included."""
-    from clidep.export import surgery
+    from clidep.export import onnx_file
 
     if limit:
-        monkeypatch.setattr(surgery, "PROTOBUF_LIMIT", limit)
+        monkeypatch.setattr(onnx_file, "PROTOBUF_LIMIT", limit)
     w = np.arange(15, dtype=np.float32).reshape(3, 5)
     nodes = [helper.make_node("MatMul", ["x", "w"], ["y0"]), helper.make_node("Add", ["y0", "b"], ["y"])]
     graph = helper.make_graph(
@@ -71,7 +71,7 @@ def test_a_streamed_graph_runs_as_one_file_and_past_the_limit_beside_its_weights
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     view = w.T.copy().T  # w's values, not C-contiguous: as the graph builder hands over transposed weights
     assert not view.flags.c_contiguous
-    path = surgery.stream_graph(model, [("w", view), ("b", np.ones(5, np.float32))], tmp_path / "m.onnx")
+    path = onnx_file.stream_graph(model, [("w", view), ("b", np.ones(5, np.float32))], tmp_path / "m.onnx")
     assert is_large(path) == bool(limit)
     assert [i.name for i in onnx.load(str(path)).graph.initializer] == ["w", "b"]
     x = np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)

@@ -1,4 +1,5 @@
-"""Graph surgery on exported ONNX models: the tied LM head, the linear layers, safe loading."""
+"""An ONNX file on disk: safe loading, saving (external data past 2 GB), streamed writes of a graph too large to
+hold twice, and the edits of its tied head and linear layers."""
 
 from __future__ import annotations
 

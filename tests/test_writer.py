@@ -6,7 +6,7 @@ import csv
 import io
 import json
 
-from clidep.bench.report import Column, csv_text, jsonl, markdown
+from clidep.bench.writer import Column, csv_text, jsonl, markdown
 
 FIELDS = [
     Column("name", "model"),
