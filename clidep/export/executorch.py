@@ -1,13 +1,13 @@
 """ExecuTorch programs (.pte) of a stock GPT-2: the runtime PyTorch users embed in Android and iOS apps.
 
-Each program is made as ExecuTorch's own LLM flow makes one: transformers' ExecuTorch recipe
-(``TorchExportableModuleForDecoderOnlyLM``: the model with a static KV cache held in the program's mutable
-buffers, one ``forward(input_ids, cache_position)`` for prefill and decode, dynamic in the token count),
-``torch.export`` (strict: under torch 2.13 the non-strict trace of the cache module fails in
-``run_decompositions``), lowered to the XNNPACK backend (ExecuTorch's CPU kernels, NEON on ARM) and
+Each program is made as ExecuTorch's own LLM flow makes one: the model over ExecuTorch's KV cache and attention
+kernels (et_model.CachedGPT2: ``llama::update_cache`` and ``llama::custom_sdpa``, the cache in the program's
+mutable buffers), one ``forward(input_ids, cache_position)`` for prefill and decode, dynamic in the token count,
+``torch.export`` (strict), lowered to the XNNPACK backend (ExecuTorch's CPU kernels, NEON on ARM) and
 serialised with the metadata methods ExecuTorch's LLM runner reads (``get_max_seq_len``, ``get_vocab_size``,
 ``get_bos_id``, ``get_eos_ids``, ``use_kv_cache``, ``enable_dynamic_shape``). The tokenizer files go beside
-the programs, as the runner (pytorch-tokenizers) reads them.
+the programs, as the runner (pytorch-tokenizers) reads them. A runtime that runs them links ExecuTorch's LLM
+custom ops, as its LLM runner does (runtime/pte.py loads them into the Python bindings).
 
 Quantisation is torchao's, by the names optimum-executorch gives its schemes (``--qlinear``; config.ET_QUANTS):
 - ``fp32``: the exact reference the others are checked against, as model.onnx is for the ONNX files;
@@ -51,7 +51,7 @@ LOGIT_ATOL = 1e-4
 
 
 def check(config, quants: tuple[str, ...]) -> None:
-    """ClidepError unless CONFIG (a CLIGPT2Config) has a stock GPT-2 form, which transformers' recipe exports, and,
+    """ClidepError unless CONFIG (a CLIGPT2Config) has a stock GPT-2 form, which et_model.CachedGPT2 runs, and,
     where QUANTS asks for 8da4w, every linear's input width splits into its groups."""
     from clidep.model.convert import is_stock
 
@@ -112,30 +112,23 @@ def _quantize(model, quant: str) -> None:
 
 
 def write_program(gpt2, quant: str, path: Path, context: int) -> float:
-    """Export GPT2 (a stock ``GPT2LMHeadModel``, left unchanged) as QUANT into PATH with a static cache of
-    CONTEXT positions; seconds taken."""
+    """Export GPT2 (a stock ``GPT2LMHeadModel``, left unchanged) as QUANT into PATH with a KV cache of CONTEXT
+    positions (et_model.CachedGPT2); seconds taken."""
     import torch
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower
-    from executorch.exir.passes.init_mutable_pass import InitializedMutableBufferPass
-    from transformers import GenerationConfig
-    from transformers.integrations.executorch import TorchExportableModuleForDecoderOnlyLM
+    from executorch.exir import to_edge_transform_and_lower
+
+    from clidep.export.et_model import CachedGPT2
 
     start = time.perf_counter()
     model = copy.deepcopy(gpt2).eval()
     _linears(model)
     _quantize(model, quant)
-    model.generation_config = GenerationConfig(use_cache=True, cache_implementation="static")
-    module = TorchExportableModuleForDecoderOnlyLM(model, batch_size=1, max_cache_len=context)
+    module = CachedGPT2(model, context).eval()
     tokens = torch.export.Dim("tokens", min=1, max=context)
-    example = torch.zeros(1, 2, dtype=torch.long)
+    example = (torch.zeros(1, 2, dtype=torch.long), torch.arange(2))
     with torch.no_grad():
-        program = module.export(
-            input_ids=example,
-            cache_position=torch.arange(2),
-            dynamic_shapes={"input_ids": {1: tokens}, "cache_position": {0: tokens}},
-            strict=True,
-        )
+        program = torch.export.export(module, example, dynamic_shapes=({1: tokens}, {0: tokens}), strict=True)
     c = gpt2.config
     metadata = {
         "get_max_seq_len": context,
@@ -147,10 +140,7 @@ def write_program(gpt2, quant: str, path: Path, context: int) -> float:
         "enable_dynamic_shape": True,
     }
     lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()], constant_methods=metadata)
-    # The cache's fill counters start at their exported value (0), not at whatever the runtime's memory holds:
-    # ExecuTorch serialises only the shape of a buffer the graph mutates unless told to keep its initial state.
-    config = ExecutorchBackendConfig(passes=[InitializedMutableBufferPass(["cumulative_length"])])
-    path.write_bytes(lowered.to_executorch(config).buffer)
+    path.write_bytes(lowered.to_executorch().buffer)
     return time.perf_counter() - start
 
 

@@ -1,8 +1,10 @@
 """An ExecuTorch program (.pte, export --executorch) read through ExecuTorch's own runtime, its Python bindings.
 
-The program holds its KV cache in mutable buffers (transformers' ExecuTorch recipe); each load of its
-``forward`` method plans them anew, so a fresh load is an empty cache. ExecuTorch's bindings take and return
-torch tensors, so this reader, unlike clidep's ONNX runner, needs torch.
+The program holds its KV cache in mutable buffers (export/et_model.py); each load of its ``forward`` method plans
+them anew, so a fresh load is an empty cache. Its attention runs on ExecuTorch's LLM custom ops
+(``llama::update_cache``, ``llama::custom_sdpa``), whose kernels load into the bindings with
+``executorch.extension.llm.custom_ops``, as ExecuTorch's LLM runner links them. ExecuTorch's bindings take and
+return torch tensors, so this reader, unlike clidep's ONNX runner, needs torch.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class Program:
     """One .pte file loaded in ExecuTorch's runtime, read as a causal LM."""
 
     def __init__(self, path: str | Path):
+        from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401  (the cache and attention kernels)
         from executorch.runtime import Runtime
 
         self.path = Path(path)
