@@ -23,15 +23,35 @@ import torch
 from torch import nn
 
 
-class CachedGPT2(nn.Module):
-    """GPT2 (a ``GPT2LMHeadModel``, its linears ``nn.Linear``) over a KV cache of CONTEXT positions."""
+class ByteEmbedding(nn.Module):
+    """A token table at 8 bits, one fp32 scale per row (symmetric: absmax / 127), looked up by ExecuTorch's
+    ``quantized_decomposed::embedding_byte`` kernel, which returns the fp32 rows; as ExecuTorch's Llama recipes
+    quantise their embeddings."""
 
-    def __init__(self, gpt2, context: int):
+    def __init__(self, weight: torch.Tensor):
+        super().__init__()
+        from executorch.kernels import quantized  # noqa: F401  (registers quantized_decomposed::embedding_byte)
+
+        scales = weight.abs().amax(dim=1).clamp(min=1e-12) / 127  # (V,)
+        self.register_buffer("weight", torch.round(weight / scales[:, None]).clamp(-128, 127).to(torch.int8))
+        self.register_buffer("scales", scales.float())
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return torch.ops.quantized_decomposed.embedding_byte.default(self.weight, self.scales, None, -128, 127, ids)
+
+
+class CachedGPT2(nn.Module):
+    """GPT2 (a ``GPT2LMHeadModel``, its linears ``nn.Linear``) over a KV cache of CONTEXT positions; BYTE_TABLE:
+    its token table looked up at 8 bits (ByteEmbedding), else fp32."""
+
+    def __init__(self, gpt2, context: int, byte_table: bool = False):
         super().__init__()
         from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401  (registers llama::*)
 
         c = gpt2.config
-        self.wte, self.wpe = gpt2.transformer.wte, gpt2.transformer.wpe
+        wte = gpt2.transformer.wte
+        self.wte = ByteEmbedding(wte.weight.detach()) if byte_table else wte
+        self.wpe = gpt2.transformer.wpe
         self.h, self.ln_f, self.lm_head = gpt2.transformer.h, gpt2.transformer.ln_f, gpt2.lm_head
         self.n_head, self.head_dim, self.context = c.n_head, c.n_embd // c.n_head, context
         # GPT-2's scores: q.k / sqrt(head size) where scale_attn_weights (the default), and / (layer + 1) more where

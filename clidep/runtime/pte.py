@@ -2,8 +2,9 @@
 
 The program holds its KV cache in mutable buffers (export/et_model.py); each load of its ``forward`` method plans
 them anew, so a fresh load is an empty cache. Its attention runs on ExecuTorch's LLM custom ops
-(``llama::update_cache``, ``llama::custom_sdpa``), whose kernels load into the bindings with
-``executorch.extension.llm.custom_ops``, as ExecuTorch's LLM runner links them. ExecuTorch's bindings take and
+(``llama::update_cache``, ``llama::custom_sdpa``) and a quantised program's token table on
+``quantized_decomposed::embedding_byte``, whose kernels load into the bindings with
+``executorch.extension.llm.custom_ops`` and ``executorch.kernels.quantized``, as ExecuTorch's LLM runner links them. ExecuTorch's bindings take and
 return torch tensors, so this reader, unlike clidep's ONNX runner, needs torch.
 """
 
@@ -28,6 +29,7 @@ class Program:
 
     def __init__(self, path: str | Path):
         from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401  (the cache and attention kernels)
+        from executorch.kernels import quantized  # noqa: F401  (the 8-bit token table's lookup)
         from executorch.runtime import Runtime
 
         self.path = Path(path)
