@@ -174,3 +174,29 @@ def test_8da4w_refuses_widths_that_do_not_split_into_its_groups(tmp_path):
     with pytest.raises(ClidepError, match="groups of 32 inputs, and this model's linears read 80"):
         check(config, ("8da4w",))
     check(config, ("8da8w",))  # per-channel: any width
+
+
+def test_eval_and_the_harness_read_programs_as_every_other_file(programs):
+    """clidep eval and the lm-evaluation-harness backend open a program through the one opener (runtime/opened.py):
+    the fp32 program against the export's fp32 graph on the same tokens is the same model (KL divergence <= 1e-6,
+    every top token the same), and the harness picks the 8da4w program by its scheme's name and scores the local
+    task's requests near the graph's but not equal to them."""
+    from clidep.commands.eval import compare
+    from clidep.quality.harness import ClidepLM
+
+    from .test_harness import _requests
+
+    out, _ = programs
+    found = compare(out / "executorch" / "model.fp32.pte", out, max_tokens=1024)
+    assert found["tokens"] == 1024 and found["kld_mean"] <= 1e-6 and found["top1"] == 1.0, found
+    requests = _requests("clidep_lastword", 6)
+    scores = {}
+    for precision in (None, "8da4w"):
+        lm = ClidepLM(str(out), precision=precision)
+        try:
+            assert lm.runtime == ("executorch" if precision else "onnx")
+            scores[precision] = np.array([ll for ll, _ in lm.loglikelihood(requests)])
+        finally:
+            lm.close()
+    gap = np.abs(scores["8da4w"] - scores[None])
+    assert 1e-3 < gap.max() < 2.0, gap

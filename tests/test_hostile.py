@@ -292,6 +292,7 @@ CASES = [
     ("tampered", "bench {corrupt_graph} --device host --out {fresh}", "not an ONNX model: '"),
     ("tampered", "generate {corrupt_graph} --prompt hi", "not an ONNX model: '"),
     ("tampered", "eval {corrupt_graph}", "not an ONNX model: '"),
+    ("tampered", "eval {corrupt_pte}", "in ExecuTorch's runtime"),
     # -- numbers past reason: beyond what the libraries take, the machine has, or a run can finish
     (
         "bounds",
@@ -788,6 +789,8 @@ def world(tmp_path_factory, tiny_setup):
     shutil.copy(root / "onnx" / "config.json", corrupt / "config.json")
     shutil.copy(root / "onnx" / "tokenizer.json", corrupt / "tokenizer.json")
     files["corrupt_graph"] = corrupt / "model.onnx"
+    (corrupt / "model.8da4w.pte").write_bytes(b"garbage, not an ExecuTorch program" * 10)
+    files["corrupt_pte"] = corrupt / "model.8da4w.pte"
     for name, old, new in (
         ("fast", "mem_bandwidth_gbs = 10.0", "mem_bandwidth_gbs = 1e308"),
         ("big_ram", "ram_gb = 8", "ram_gb = 1e9"),

@@ -58,24 +58,19 @@ def compare(model_path: str | Path, reference: str | Path, config: EvalConfig | 
 
 @contextlib.contextmanager
 def _opened(model_path: str | Path) -> Iterator[tuple]:
-    """(logits function, positions, tokenizer) of a torch model folder or an export's graph, checked against
-    its manifest first and held against replacement while it is scored."""
-    path = Path(model_path)
-    if path.suffix == ".gguf":
-        yield from _opened_gguf(path)
-        return
-    if path.suffix == ".onnx" or (path / "manifest.json").exists() or (path / "model.onnx").is_file():
-        from clidep.runtime.verify import checked_runner
+    """(logits function, positions, tokenizer) of a torch model folder, or of an export's file in its own runtime
+    (runtime/opened.py: an ONNX graph checked against its manifest and held against replacement while it is
+    scored, a GGUF file in llama.cpp, an ExecuTorch program); an export folder means its fp32 graph."""
+    from clidep.runtime.opened import RUNTIME_OF, opened
 
-        graph = path / "model.onnx" if path.is_dir() else path
-        if not graph.is_file():
-            raise ClidepError(f"no ONNX model at '{graph}'; give a directory made by clidep export")
-        with checked_runner(graph, lambda m: print(m, file=sys.stderr)) as (runner, positions):
-            if positions is None:
-                raise ClidepError(
-                    f"cannot tell the positions of '{graph}': no clidep metadata and no config.json beside it"
-                )
-            yield runner.logits, positions, load_tokenizer(graph.parent, runner.vocab)
+    path = Path(model_path)
+    if path.is_dir() and ((path / "manifest.json").exists() or (path / "model.onnx").is_file()):
+        path = path / "model.onnx"
+        if not path.is_file():
+            raise ClidepError(f"no ONNX model at '{path}'; give a directory made by clidep export")
+    if path.suffix in RUNTIME_OF:
+        with opened(path, lambda m: print(m, file=sys.stderr)) as model:
+            yield model.logits, model.positions, load_tokenizer(tokenizer_folder(path), model.vocab)
         return
     import torch
 
@@ -84,21 +79,6 @@ def _opened(model_path: str | Path) -> Iterator[tuple]:
     model = load_model(model_path)
     torch.manual_seed(0)
     yield torch_logits_fn(model), model.config.n_positions, load_tokenizer(model_path, model.config.vocab_size)
-
-
-def _opened_gguf(path: Path) -> Iterator[tuple]:
-    """(logits function, positions, tokenizer) of a GGUF file in llama.cpp (its defaults: what a user of the
-    file gets), with the tokenizer of the export it sits in."""
-    from clidep.runtime.llamacpp import LlamaCppModel, gguf_positions
-
-    if not path.is_file():
-        raise ClidepError(f"no GGUF file at '{path}'")
-    positions = gguf_positions(path)
-    model = LlamaCppModel(path, positions)
-    try:
-        yield model.logits, positions, load_tokenizer(tokenizer_folder(path), model.llm.n_vocab())
-    finally:
-        model.close()
 
 
 def _tokens(tokenizer, n_positions: int, c: EvalConfig) -> tuple[np.ndarray, str, int, int]:

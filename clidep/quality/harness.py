@@ -5,8 +5,9 @@ context (``loglikelihood``: LAMBADA, HellaSwag, PIQA, ARC, WinoGrande), of a who
 (``loglikelihood_rolling``: WikiText) and a greedy continuation (``generate_until``). The harness's own base,
 ``TemplateLM``, turns the first into token requests by its own rules (the context/continuation split at the join,
 an empty context given the end-of-text token, no BOS added), as its ``hf`` backend does; this class supplies the
-rest through the file a user ships: scores of token sequences, batched, through clidep's torch-free ONNX
-runner, or llama.cpp's bindings for a GGUF file.
+rest through the file a user ships, opened in its own runtime (runtime/opened.py): scores of token sequences,
+batched, through clidep's torch-free ONNX runner, llama.cpp's bindings for a GGUF file, or ExecuTorch's runtime
+for a program (.pte).
 
     clidep eval EXPORT --tasks clidep_lastword                      # clidep's offline task (quality/tasks.py)
     clidep-lm-eval --model clidep --model_args path=EXPORT,precision=int4 --tasks lambada_openai
@@ -30,7 +31,7 @@ from lm_eval.api.registry import register_model
 from clidep.data import load_tokenizer, tokenizer_folder
 from clidep.errors import ClidepError
 from clidep.perplexity import logsumexp, ppl_batch
-from clidep.runtime.verify import checked_runner, load_manifest
+from clidep.runtime.verify import load_manifest
 
 #: gen_kwargs a task may give generate_until; decoding is greedy, so sampling settings are refused, not ignored.
 GREEDY_KWARGS = {"until", "max_gen_toks", "do_sample", "temperature"}
@@ -49,15 +50,16 @@ class ClidepLM(TemplateLM):
         max_gen_toks: int = 256,
         device: str | None = None,
     ) -> None:
-        """PATH: an export folder, an .onnx file in one, or a .gguf file; PRECISION picks the export's file:
-        an ONNX variant (fp32, fp16, int8, int4: its precision or the start of it) or, with a GGUF type
-        (f32, f16, q8_0, q4_0, q4_k_m, ...), llama.cpp's file. BATCH_SIZE: sequences scored at once ("auto":
+        """PATH: an export folder, or an .onnx, .gguf or .pte file of one; PRECISION picks the export's file: an
+        ONNX variant (fp32, fp16, int8, int4: its precision or the start of it), with a GGUF type (f32, f16, q8_0,
+        q4_0, q4_k_m, ...) llama.cpp's file, with an ExecuTorch scheme (8da4w, 8da8w) its program. BATCH_SIZE: sequences scored at once ("auto":
         as many as fit a quarter of free memory, at most MAX_BATCH_SIZE). DEVICE: the CPU whatever it says (a
         note says so: the harness's command line passes cuda:0 by default)."""
         super().__init__()
         if device not in (None, "cpu"):  # the harness's own command line passes cuda:0 unless told otherwise
             print(
-                f"note: clidep's backend runs on the CPU (ONNX Runtime's or llama.cpp's), not {device}", file=sys.stderr
+                f"note: clidep's backend runs on the CPU (ONNX Runtime's, llama.cpp's or ExecuTorch's), not {device}",
+                file=sys.stderr,
             )
         self._stack = contextlib.ExitStack()
         weakref.finalize(self, self._stack.close)  # the export's lock let go at the latest when Python exits
@@ -71,18 +73,11 @@ class ClidepLM(TemplateLM):
         self._max_gen_toks = max_gen_toks
 
     def _open(self):
-        """(model with .logits and .generate, positions, vocabulary) of the file, held open until close()."""
-        if self.runtime == "llamacpp":
-            from clidep.runtime.llamacpp import LlamaCppModel, gguf_positions
+        """(the file open in its runtime, positions, vocabulary), held open until close()."""
+        from clidep.runtime.opened import opened
 
-            n_ctx = gguf_positions(self.file)
-            model = LlamaCppModel(self.file, n_ctx)
-            self._stack.callback(model.close)
-            return model, n_ctx, model.llm.n_vocab()
-        runner, positions = self._stack.enter_context(checked_runner(self.file))
-        if positions is None:
-            raise ClidepError(f"cannot tell the positions of '{self.file}': no clidep metadata and no config.json")
-        return runner, positions, runner.vocab
+        model = self._stack.enter_context(opened(self.file))
+        return model, model.positions, model.vocab
 
     def close(self) -> None:
         self._stack.close()
@@ -127,7 +122,7 @@ class ClidepLM(TemplateLM):
     def _logits(self, seqs: list[list[int]]) -> np.ndarray:
         """Float32 logits of SEQS: (B, T, V) padded on the right to the longest (T) from ONNX Runtime, a list of
         (len(seq), V) from llama.cpp."""
-        if self.runtime == "llamacpp":  # one row at a time from an empty cache: ragged rows need no padding
+        if self.runtime != "onnx":  # one row at a time from an empty cache: ragged rows need no padding
             return [self._model.logits(np.asarray([s]))[0] for s in seqs]
         ids = np.full((len(seqs), max(len(s) for s in seqs)), self._eot, dtype=np.int64)
         for row, s in zip(ids, seqs):
@@ -171,10 +166,7 @@ class ClidepLM(TemplateLM):
 
     def _generate(self, prompt: list[int], budget: int) -> list[int]:
         ids = np.asarray([prompt], dtype=np.int64)
-        if self.runtime == "llamacpp":
-            new = self._model.generate(ids, budget)[0, len(prompt) :].tolist()
-        else:
-            new = self._model.generate(ids, max_new_tokens=budget, eos_token_id=self._eot)[0, len(prompt) :].tolist()
+        new = self._model.greedy(ids, budget, self._eot)[0, len(prompt) :].tolist()
         return new[: new.index(self._eot)] if self._eot in new else new
 
 
@@ -187,24 +179,33 @@ def _continuation_score(logits: np.ndarray, targets: np.ndarray) -> tuple[float,
 
 def _pick_file(path: Path, precision: str | None) -> tuple[Path, str]:
     """(file, runtime) that PATH and PRECISION name; one clear error for anything else."""
-    if path.suffix == ".gguf" or path.suffix == ".onnx":
+    from clidep.runtime.opened import RUNTIME_OF
+
+    if path.suffix in RUNTIME_OF:
         if not path.is_file():
             raise ClidepError(f"no file at '{path}'")
         if precision is not None:
             raise ClidepError(f"precision={precision} picks a file in an export folder; '{path}' is a file already")
-        return path, "llamacpp" if path.suffix == ".gguf" else "onnx"
+        return path, RUNTIME_OF[path.suffix]
     manifest = load_manifest(path) if path.is_dir() else None
     if manifest is None:
         raise ClidepError(f"'{path}' is not a folder written by clidep export (no manifest.json)")
-    ggufs = {f["type"]: f["file"] for f in (manifest.gguf or {}).get("files", [])}
-    if precision in ggufs:
-        return path / "gguf" / ggufs[precision], "llamacpp"
+    others = {  # llama.cpp's GGUF types and ExecuTorch's schemes (its fp32 program by path: fp32 is the graph's)
+        **{f["type"]: (path / "gguf" / f["file"], "llamacpp") for f in (manifest.gguf or {}).get("files", [])},
+        **{
+            f["quant"]: (path / "executorch" / f["file"], "executorch")
+            for f in (manifest.executorch or {}).get("files", [])
+            if f["quant"] != "fp32"
+        },
+    }
+    if precision in others:
+        return others[precision]
     wanted = precision or "fp32"
     found = [v.file for v in manifest.variants if v.precision == wanted] or [
         v.file for v in manifest.variants if v.precision.startswith(wanted + "-")
     ]
     if len(found) != 1:
-        have = [v.precision for v in manifest.variants] + list(ggufs)
+        have = [v.precision for v in manifest.variants] + list(others)
         raise ClidepError(f"precision={wanted} names {len(found)} of the export's files; it has {', '.join(have)}")
     return path / found[0], "onnx"
 
