@@ -2,12 +2,13 @@
 its size (24 x 640, 10 heads of 64, MLP 2560), random weights, each in its int4 file of every runtime.
 
 For each shape: the int4 ONNX Runtime graph as export writes it (MatMulNBits, blocks of 32, the table at 8 bits),
-llama.cpp's Q4_0 (clidep's F32 GGUF through llama-quantize) and the ExecuTorch 8da4w program (XNNPACK, a static
-cache of 1,024 positions), each timed by clidep's bench runner in its own process (`python -m
-clidep.runtime.benchrun`): the same protocol for all three, decode after 32 and 952 tokens (952 + 8 warm-up + 64
-timed fit in 1,024 positions), prefill of 128, peak memory. Speed does not depend on the weights' values.
+llama.cpp's Q4_0 (clidep's F32 GGUF through llama-quantize) and the ExecuTorch 8da4w program (XNNPACK,
+ExecuTorch's own KV cache and SDPA kernels over 1,024 positions, the token table at 8 bits), each timed by
+clidep's bench runner in its own process (`python -m clidep.runtime.benchrun`): the same protocol for all
+three, decode after 32 and 952 tokens (952 + 8 warm-up + 64 timed fit in 1,024 positions), prefill of 128, peak
+memory. Speed does not depend on the weights' values.
 
-    python benchmarks/pte_medium.py            # ~30 min on 2 cores (ExecuTorch's lowering most of it)
+    python benchmarks/pte_medium.py            # ~10 min on 2 cores (ExecuTorch's lowering most of it)
 
 Named pte_*, not executorch*: a script named executorch.py would shadow the executorch package on sys.path.
 

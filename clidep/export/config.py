@@ -108,9 +108,9 @@ class ExportConfig(Options):
     opset: int = option(17, "ONNX opset (17-20).", low=17, high=20)
     allow_gate_miss: bool = option(
         False,
-        "Write a quantised file that misses its quality gate against the fp32 graph (int8: +2% perplexity and 90% "
-        "next-token agreement; int4: +5%; fp16: +0.1%), marked as such in the manifest; without it such a file "
-        "fails the export.",
+        "Write a quantised file that misses its quality gate against its fp32 file (the fp32 graph, the F32 GGUF "
+        "file, the fp32 program; int8: +2% perplexity and 90% next-token agreement; int4: +5%; fp16: +0.1%), marked "
+        "as such in the manifest; without it such a file fails the export.",
     )
     check_arm: bool = option(
         False,
@@ -150,8 +150,8 @@ class ExportConfig(Options):
     executorch: bool = option(
         False,
         "Also write ExecuTorch programs for phone apps into OUT/executorch/ (a stock GPT-2 only), lowered to "
-        "XNNPACK with a static KV cache of the model's context, each checked in ExecuTorch's runtime; a few "
-        "minutes per program at GPT-2-small sizes (ExecuTorch's lowering).",
+        "XNNPACK with ExecuTorch's own KV cache and attention kernels over the model's context, each checked in "
+        "ExecuTorch's runtime; 1-3 minutes per program at GPT-2-small to medium sizes (ExecuTorch's lowering).",
     )
     et_quant: tuple[str, ...] = option(
         ("8da4w",),
