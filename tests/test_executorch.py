@@ -200,3 +200,34 @@ def test_eval_and_the_harness_read_programs_as_every_other_file(programs):
             lm.close()
     gap = np.abs(scores["8da4w"] - scores[None])
     assert 1e-3 < gap.max() < 2.0, gap
+
+
+def test_bench_remote_times_programs_with_the_devices_executorch(programs, device):
+    """--runtime executorch --remote: the programs are copied and timed by the ExecuTorch the device's Python has
+    (here this environment's, behind the loopback sshd), measured there, not projected; a device Python without
+    ExecuTorch (the torch-free device environment) gives each row one line saying so."""
+    import sys
+
+    from clidep.commands.bench import bench
+    from clidep.hardware import devices
+
+    config, host, env = device
+    out, _ = programs
+    common = dict(prompt_lens="16", depth="16", gen=64, reps=1, memory_runs=1, runtime="executorch")
+    common.update(remote=host, ssh_config=config)
+    there = bench(
+        [str(out)], devices.load("raspberry-pi-5"), remote_python=sys.executable, log=lambda m: None, **common
+    )
+    rows = there["models"]
+    assert [r["precision"] for r in rows] == ["pte fp32", "pte 8da4w"] and not there["projected"]
+    for r in rows:
+        assert "error" not in r, r.get("error")
+        assert r["runner"]["executorch"] and r["decode_ms_p50"] > 0 and there["provenance"]["remote"] == host
+    bare = bench(
+        [str(out)],
+        devices.load("raspberry-pi-5"),
+        remote_python=str(env / "bin" / "python"),
+        log=lambda m: None,
+        **common,
+    )
+    assert all("ExecuTorch is not installed in" in r["error"] for r in bare["models"]), bare["models"]

@@ -3,14 +3,8 @@ environment playing the device (numpy and onnxruntime only, at the lock's versio
 
 from __future__ import annotations
 
-import getpass
-import os
 import re
-import shutil
-import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,69 +12,7 @@ import pytest
 from clidep.commands.bench import bench
 from clidep.hardware import devices
 
-ROOT = Path(__file__).resolve().parents[1]
-SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def device(tmp_path_factory):
-    """(ssh_config file, host alias, the device environment) of a loopback sshd."""
-    if not Path(SSHD).is_file():
-        pytest.fail(
-            "sshd is not installed: scripts/setup.sh installs Debian's openssh-server where apt can", pytrace=False
-        )
-    root = tmp_path_factory.mktemp("device")
-    env = root / "env"  # the device: python with numpy and onnxruntime, pinned as the lock pins them
-    subprocess.run([sys.executable, "-m", "venv", str(env)], check=True)
-    subprocess.run(
-        [
-            str(env / "bin" / "pip"),
-            "install",
-            "-q",
-            "-c",
-            str(ROOT / "requirements" / "clidep.lock.txt"),
-            "numpy",
-            "onnxruntime",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    for key in ("host", "client"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / key)], check=True)
-    (root / "authorized_keys").write_text((root / "client.pub").read_text())
-    port = _free_port()
-    (root / "sshd_config").write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {root / 'host'}\nAuthorizedKeysFile {root / 'authorized_keys'}\n"
-        f"PidFile {root / 'sshd.pid'}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
-        "StrictModes no\nSubsystem sftp internal-sftp\n"
-    )
-    if os.geteuid() == 0:
-        Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation directory
-    server = subprocess.Popen([SSHD, "-D", "-e", "-f", str(root / "sshd_config")], stderr=subprocess.PIPE, text=True)
-    config = root / "ssh_config"
-    config.write_text(
-        f"Host clidep-device\n  HostName 127.0.0.1\n  Port {port}\n  User {getpass.getuser()}\n"
-        f"  IdentityFile {root / 'client'}\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n"
-        "  LogLevel ERROR\n"
-    )
-    for _ in range(50):  # until it listens
-        if (
-            subprocess.run(
-                ["ssh", "-F", str(config), "-o", "BatchMode=yes", "clidep-device", "true"], capture_output=True
-            ).returncode
-            == 0
-        ):
-            break
-        time.sleep(0.2)
-    yield str(config), "clidep-device", env
-    server.terminate()
-    server.wait(timeout=10)
+from .conftest import free_port
 
 
 def test_bench_runs_on_the_remote_device_with_the_local_fields(device, teacher_artifact):
@@ -111,7 +43,7 @@ def test_bench_runs_on_the_remote_device_with_the_local_fields(device, teacher_a
 def test_an_unreachable_device_is_refused_in_one_line(device, teacher_artifact, tmp_path):
     config, _, _ = device
     bad = tmp_path / "ssh_config"
-    bad.write_text(re.sub(r"Port \d+", f"Port {_free_port()}", Path(config).read_text()))  # nothing listens there
+    bad.write_text(re.sub(r"Port \d+", f"Port {free_port()}", Path(config).read_text()))  # nothing listens there
     from clidep.errors import ClidepError
 
     with pytest.raises(ClidepError, match="cannot use remote host 'clidep-device'"):
