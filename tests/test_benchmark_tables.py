@@ -32,6 +32,7 @@ def _table(name: str) -> str:
     import profile_decode
     import pte_medium
     import pte_runtimes
+    import pte_sdpa
     import runtime
     import shipped_student
 
@@ -51,8 +52,8 @@ def _table(name: str) -> str:
         lens = sorted({int(k) for r in result["rows"] for k in (r.get("prefill_ms") or {})})
         depths = sorted({int(k) for r in result["rows"] for k in (r.get("decode_ms_at") or {})})
         return writer.markdown(runtime.table_fields(lens, depths), result["rows"], runtime.title(result), keep=3)
-    if name in ("pte_runtimes", "pte_medium"):
-        module = pte_runtimes if name == "pte_runtimes" else pte_medium
+    if name in ("pte_runtimes", "pte_medium", "pte_sdpa"):
+        module = {"pte_runtimes": pte_runtimes, "pte_medium": pte_medium, "pte_sdpa": pte_sdpa}[name]
         return writer.markdown(module.FIELDS, result["rows"], module.title(result))
     if name in ("decode_kernels", "profile_decode", "int4_table"):
         module = {"decode_kernels": decode_kernels, "profile_decode": profile_decode, "int4_table": int4_table}[name]
@@ -77,6 +78,7 @@ def _table(name: str) -> str:
         "answers",
         "pte_runtimes",
         "pte_medium",
+        "pte_sdpa",
     ],
 )
 def test_published_table_is_what_the_writer_prints(name):
