@@ -23,6 +23,7 @@ def scripts_importable():
 
 def _table(name: str) -> str:
     import answers
+    import compress_scale
     import decode_kernels
     import export_compare
     import gguf_peer
@@ -52,8 +53,10 @@ def _table(name: str) -> str:
         lens = sorted({int(k) for r in result["rows"] for k in (r.get("prefill_ms") or {})})
         depths = sorted({int(k) for r in result["rows"] for k in (r.get("decode_ms_at") or {})})
         return writer.markdown(runtime.table_fields(lens, depths), result["rows"], runtime.title(result), keep=3)
-    if name in ("pte_runtimes", "pte_medium", "pte_sdpa"):
-        module = {"pte_runtimes": pte_runtimes, "pte_medium": pte_medium, "pte_sdpa": pte_sdpa}[name]
+    if name in ("pte_runtimes", "pte_medium", "pte_sdpa", "compress_scale"):
+        module = {"pte_runtimes": pte_runtimes, "pte_medium": pte_medium, "pte_sdpa": pte_sdpa}.get(
+            name, compress_scale
+        )
         return writer.markdown(module.FIELDS, result["rows"], module.title(result))
     if name in ("decode_kernels", "profile_decode", "int4_table"):
         module = {"decode_kernels": decode_kernels, "profile_decode": profile_decode, "int4_table": int4_table}[name]
@@ -79,6 +82,7 @@ def _table(name: str) -> str:
         "pte_runtimes",
         "pte_medium",
         "pte_sdpa",
+        "compress_scale",
     ],
 )
 def test_published_table_is_what_the_writer_prints(name):
