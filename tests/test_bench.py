@@ -361,3 +361,35 @@ def test_peak_memory_is_the_median_of_several_runner_processes(teacher_artifact)
     assert min(samples) > row["size_bytes"] / 2**20  # each a real process holding the model
     with pytest.raises(ClidepError, match="--memory-runs must be at least 1"):
         bench([str(out / "model.onnx")], devices.load("host"), memory_runs=0, log=lambda m: None)
+
+
+def test_ppl_against_a_baseline_reports_how_far_each_file_answers_from_it(teacher_artifact, tmp_path):
+    """--ppl --baseline: beside its perplexity each file gets its KL divergence from the baseline's fp32 graph and
+    its top-1 agreement on the same tokens, the figures clidep eval --reference gives; the same graph against
+    itself diverges by nothing, the int4 file measurably."""
+    from clidep.bench.report import markdown
+    from clidep.commands.eval import compare
+
+    out, _ = teacher_artifact
+    base = tmp_path / "base"
+    shutil.copytree(out, base)
+    report = bench(
+        [str(out / "model.onnx"), str(out / "model.int4.onnx")],
+        devices.load("host"),
+        baseline=str(base / "model.onnx"),
+        runtime="clidep",
+        prompt_lens="16",
+        gen=64,
+        reps=1,
+        memory_runs=1,
+        ppl=True,
+        ppl_tokens=1024,
+        log=lambda m: None,
+    )
+    rows = {os.path.basename(r["file"]): r for r in report["models"] if not r["is_baseline"]}
+    same, int4 = rows["model.onnx"]["vs_baseline"], rows["model.int4.onnx"]["vs_baseline"]
+    assert same["kld_mean"] < 1e-9 and same["top1"] == 1.0
+    eval_says = compare(out / "model.int4.onnx", base, max_tokens=1024)
+    assert int4["kld_mean"] == pytest.approx(eval_says["kld_mean"], rel=1e-6) and int4["kld_mean"] > 1e-4
+    assert int4["top1"] == eval_says["top1"] < 1
+    assert "| KLD vs baseline | top-1 vs baseline |" in markdown(report)

@@ -46,7 +46,11 @@ class BenchConfig(Options):
         low=1,
         items=int,
     )
-    ppl: bool = option(False, "Also measure WikiText-test perplexity through ONNX Runtime.")
+    ppl: bool = option(
+        False,
+        "Also measure perplexity (on --ppl-data) through each file's runtime, and with --baseline each file's KL "
+        "divergence and top-1 agreement against the baseline's fp32 graph on the same tokens.",
+    )
     ppl_tokens: int = option(32768, "Tokens for --ppl (0: the whole text).", low=0)
     ppl_data: str = option("wikitext-test", "Text for --ppl.")
     remote: str | None = option(None, "USER@HOST: run on the real device over ssh (measured, not projected).")

@@ -23,7 +23,7 @@ from clidep.runtime.verify import graph_bytes
 MAX_ESTIMATE_S = 2 * 3600
 
 
-def _ppl_ids_file(folder: Path, data: str, tokens: int, tmp: Path) -> Path:
+def ppl_ids_file(folder: Path, data: str, tokens: int, tmp: Path) -> Path:
     """A .npy in TMP of the first TOKENS + 1 tokens of DATA (0: all) in FOLDER's tokenizer: what the runner scores."""
     from tokenizers import Tokenizer
 
@@ -128,7 +128,7 @@ def measure_file(
     if c.ppl and (runtime == "clidep" or (runtime in ("llamacpp", "executorch") and not c.remote)):
         context = min(n_pos or 1024, 1024)
         if f.dir not in ids_files:
-            ids_files[f.dir] = _ppl_ids_file(f.dir, c.ppl_data, c.ppl_tokens, tmp)
+            ids_files[f.dir] = ppl_ids_file(f.dir, c.ppl_data, c.ppl_tokens, tmp)
         send.append(ids_files[f.dir])
         ppl_args = ["--ppl-ids", str(ids_files[f.dir]), "--context", str(context), "--stride", str(context // 2)]
     run = (

@@ -44,6 +44,11 @@ def fields(report: dict) -> list[report_writer.Column]:
         F("ppl", "ppl", ".2f"),
         F("roofline_fraction", "roofline", ".0%"),
         F("vs_baseline.decode_speedup", "vs baseline: speed / size / ppl", text=_vs_text),
+        *(  # --ppl --baseline: the answers against the baseline's fp32 file (bench/agreement.py)
+            [F("vs_baseline.kld_mean", "KLD vs baseline", ".2g"), F("vs_baseline.top1", "top-1 vs baseline", ".1%")]
+            if any("kld_mean" in (r.get("vs_baseline") or {}) for r in report["models"])
+            else []
+        ),
     ]
 
 

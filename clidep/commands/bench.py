@@ -64,7 +64,12 @@ def bench(
     with contextlib.ExitStack() as held:  # no export is replaced while it is measured
         for folder in dict.fromkeys(Path(s) if Path(s).is_dir() else Path(s).parent for s in specs):
             held.enter_context(read_lock(folder))
-        return _bench(model_files(specs, log), device, c, timeout, log)
+        report = _bench(model_files(specs, log), device, c, timeout, log)
+        if c.ppl and c.baseline:
+            from clidep.bench.agreement import add_agreement
+
+            add_agreement(report["models"], c, log)
+        return report
 
 
 #: The fields a failed row keeps: what was measured, not what was not.
