@@ -25,14 +25,15 @@ def add_agreement(rows: list[dict], c: BenchConfig, log) -> None:
     baseline = Path(c.baseline)
     reference = baseline / "model.onnx" if baseline.is_dir() else baseline
     found: dict[str, dict | None] = {}  # by file: a GenAI row reads the same graph as clidep's row
+    texts: dict[Path, np.ndarray] = {}  # by tokenizer folder: an export's files share one tokenisation
     with tempfile.TemporaryDirectory() as tmp, opened(reference) as ref:
-        ref_ids = _ids(reference, c, Path(tmp))
+        ref_ids = _ids(reference, c, Path(tmp), texts)
         for r in rows:
             if "error" in r or r["is_baseline"] or not r.get("ppl") or "vs_baseline" not in r:
                 continue
             if r["file"] not in found:
                 file = Path(r["file"])
-                ids = _ids(file, c, Path(tmp))
+                ids = _ids(file, c, Path(tmp), texts)
                 if not np.array_equal(ids, ref_ids):
                     log(f"{file}: its tokenizer splits {c.ppl_data} otherwise than the baseline's: no KL divergence")
                     found[r["file"]] = None
@@ -47,9 +48,13 @@ def add_agreement(rows: list[dict], c: BenchConfig, log) -> None:
                 r["vs_baseline"].update(found[r["file"]])
 
 
-def _ids(file: Path, c: BenchConfig, tmp: Path) -> np.ndarray:
-    """The tokens bench --ppl scores FILE on: C's text in the tokenizer of FILE's export."""
+def _ids(file: Path, c: BenchConfig, tmp: Path, texts: dict) -> np.ndarray:
+    """The tokens bench --ppl scores FILE on: C's text in the tokenizer of FILE's export (TEXTS: those already
+    tokenised, by tokenizer folder)."""
     from clidep.bench.measure import ppl_ids_file
     from clidep.data import tokenizer_folder
 
-    return np.load(ppl_ids_file(tokenizer_folder(file), c.ppl_data, c.ppl_tokens, tmp))
+    folder = tokenizer_folder(file)
+    if folder not in texts:
+        texts[folder] = np.load(ppl_ids_file(folder, c.ppl_data, c.ppl_tokens, tmp))
+    return texts[folder]

@@ -52,9 +52,9 @@ class ClidepLM(TemplateLM):
     ) -> None:
         """PATH: an export folder, or an .onnx, .gguf or .pte file of one; PRECISION picks the export's file: an
         ONNX variant (fp32, fp16, int8, int4: its precision or the start of it), with a GGUF type (f32, f16, q8_0,
-        q4_0, q4_k_m, ...) llama.cpp's file, with an ExecuTorch scheme (8da4w, 8da8w) its program. BATCH_SIZE: sequences scored at once ("auto":
-        as many as fit a quarter of free memory, at most MAX_BATCH_SIZE). DEVICE: the CPU whatever it says (a
-        note says so: the harness's command line passes cuda:0 by default)."""
+        q4_0, q4_k_m, ...) llama.cpp's file, with an ExecuTorch scheme (8da4w, 8da8w) its program. BATCH_SIZE:
+        sequences scored at once ("auto": as many as fit a quarter of free memory, at most MAX_BATCH_SIZE).
+        DEVICE: the CPU whatever it says (a note says so: the harness's command line passes cuda:0 by default)."""
         super().__init__()
         if device not in (None, "cpu"):  # the harness's own command line passes cuda:0 unless told otherwise
             print(
@@ -63,21 +63,17 @@ class ClidepLM(TemplateLM):
             )
         self._stack = contextlib.ExitStack()
         weakref.finalize(self, self._stack.close)  # the export's lock let go at the latest when Python exits
-        self.file, self.runtime = _pick_file(Path(path), precision)
-        self._model, self.max_length, vocab = self._open()
+        from clidep.runtime.opened import opened
+
+        self.file = _pick_file(Path(path), precision)
+        self._model = self._stack.enter_context(opened(self.file))  # held open until close()
+        self.runtime, self.max_length, vocab = self._model.runtime, self._model.positions, self._model.vocab
         self.tokenizer = load_tokenizer(tokenizer_folder(self.file), vocab)
         self._eot = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
         bos = self.tokenizer.bos_token_id
         self._prefix = self._eot if bos is None else bos  # as the hf backend: BOS, else end-of-text
         self.batch_size = _batch(batch_size, max_batch_size, self.max_length, vocab)
         self._max_gen_toks = max_gen_toks
-
-    def _open(self):
-        """(the file open in its runtime, positions, vocabulary), held open until close()."""
-        from clidep.runtime.opened import opened
-
-        model = self._stack.enter_context(opened(self.file))
-        return model, model.positions, model.vocab
 
     def close(self) -> None:
         self._stack.close()
@@ -121,7 +117,7 @@ class ClidepLM(TemplateLM):
 
     def _logits(self, seqs: list[list[int]]) -> np.ndarray:
         """Float32 logits of SEQS: (B, T, V) padded on the right to the longest (T) from ONNX Runtime, a list of
-        (len(seq), V) from llama.cpp."""
+        (len(seq), V) from llama.cpp and ExecuTorch."""
         if self.runtime != "onnx":  # one row at a time from an empty cache: ragged rows need no padding
             return [self._model.logits(np.asarray([s]))[0] for s in seqs]
         ids = np.full((len(seqs), max(len(s) for s in seqs)), self._eot, dtype=np.int64)
@@ -177,8 +173,9 @@ def _continuation_score(logits: np.ndarray, targets: np.ndarray) -> tuple[float,
     return float(logp.sum()), bool((rows.argmax(-1) == targets).all())
 
 
-def _pick_file(path: Path, precision: str | None) -> tuple[Path, str]:
-    """(file, runtime) that PATH and PRECISION name; one clear error for anything else."""
+def _pick_file(path: Path, precision: str | None) -> Path:
+    """The file that PATH and PRECISION name (its runtime follows from its type); one clear error for anything
+    else."""
     from clidep.runtime.opened import RUNTIME_OF
 
     if path.suffix in RUNTIME_OF:
@@ -186,14 +183,14 @@ def _pick_file(path: Path, precision: str | None) -> tuple[Path, str]:
             raise ClidepError(f"no file at '{path}'")
         if precision is not None:
             raise ClidepError(f"precision={precision} picks a file in an export folder; '{path}' is a file already")
-        return path, RUNTIME_OF[path.suffix]
+        return path
     manifest = load_manifest(path) if path.is_dir() else None
     if manifest is None:
         raise ClidepError(f"'{path}' is not a folder written by clidep export (no manifest.json)")
     others = {  # llama.cpp's GGUF types and ExecuTorch's schemes (its fp32 program by path: fp32 is the graph's)
-        **{f["type"]: (path / "gguf" / f["file"], "llamacpp") for f in (manifest.gguf or {}).get("files", [])},
+        **{f["type"]: path / "gguf" / f["file"] for f in (manifest.gguf or {}).get("files", [])},
         **{
-            f["quant"]: (path / "executorch" / f["file"], "executorch")
+            f["quant"]: path / "executorch" / f["file"]
             for f in (manifest.executorch or {}).get("files", [])
             if f["quant"] != "fp32"
         },
@@ -207,7 +204,7 @@ def _pick_file(path: Path, precision: str | None) -> tuple[Path, str]:
     if len(found) != 1:
         have = [v.precision for v in manifest.variants] + list(others)
         raise ClidepError(f"precision={wanted} names {len(found)} of the export's files; it has {', '.join(have)}")
-    return path / found[0], "onnx"
+    return path / found[0]
 
 
 def _batch(asked: int | str, most: int | None, positions: int, vocab: int) -> int:

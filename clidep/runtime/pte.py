@@ -4,8 +4,9 @@ The program holds its KV cache in mutable buffers (export/et_model.py); each loa
 them anew, so a fresh load is an empty cache. Its attention runs on ExecuTorch's LLM custom ops
 (``llama::update_cache``, ``llama::custom_sdpa``) and a quantised program's token table on
 ``quantized_decomposed::embedding_byte``, whose kernels load into the bindings with
-``executorch.extension.llm.custom_ops`` and ``executorch.kernels.quantized``, as ExecuTorch's LLM runner links them. ExecuTorch's bindings take and
-return torch tensors, so this reader, unlike clidep's ONNX runner, needs torch.
+``executorch.extension.llm.custom_ops`` and ``executorch.kernels.quantized``, as ExecuTorch's LLM runner links
+them. ExecuTorch's bindings take and return torch tensors, so this reader, unlike clidep's ONNX runner, needs
+torch.
 """
 
 from __future__ import annotations
