@@ -8,6 +8,7 @@ that would hold none of its own tensors is refused by export; the table says so.
 
     python benchmarks/shipped_student.py                       # 2 methods x 3 seeds, 500k tokens each (~40 min, 2 cores)
     python benchmarks/shipped_student.py --ratio 4              # the same at ratio 4: shipped_student_4x
+    python benchmarks/shipped_student.py --ratio 4 --keep-measured   # add the missing seeds, keep the measured ones
     python benchmarks/shipped_student.py --seeds 0 --tokens 20000 --eval-tokens 4096 --search-steps 2 --out /tmp/ss   # smoke
 
 Writes RESULTS/NAME.json, .md, .csv and .jsonl after every arm (RESULTS defaults to benchmarks/results; NAME is
@@ -33,6 +34,12 @@ def main() -> None:
     ap.add_argument("--methods", default="slim,grid")
     ap.add_argument("--search-steps", type=int, default=16, help="grid: distillation steps per candidate")
     ap.add_argument("--check-tokens", type=int, default=8192, help="tokens each export scores its files on")
+    ap.add_argument(
+        "--keep-measured",
+        action="store_true",
+        help="keep the runs RESULTS/NAME.json already holds (each with the commit it was measured at) whose "
+        "student is still the finished one under --work; measure only the others",
+    )
     a = ap.parse_args()
     a.name = name(a.ratio)
     if a.work == ap.get_default("work"):
@@ -42,10 +49,13 @@ def main() -> None:
 
     setup = distil_protocol.start(a)
     target = round(setup["teacher"]["params"] / a.ratio)
-    rows = []
+    rows, measured = [], _measured(a) if a.keep_measured else {}
     # Seed by seed, every method inside: an interrupted run compares the methods on the seeds it finished.
     for method, seed in [(m, s) for s in distil_protocol.seeds(a) for m in a.methods.split(",")]:
         out = Path(a.work) / f"{method}-s{seed}"
+        if (method, seed) in measured and _finished(out, method, seed, a.tokens, a.ratio):
+            rows.append(measured[method, seed])
+            continue
         started = time.perf_counter()
         sizing = dict(params=target, **({"search_steps": a.search_steps} if method == "grid" else {}))
         r = _finished(out, method, seed, a.tokens, a.ratio) or compress(
@@ -60,10 +70,23 @@ def main() -> None:
                 "ppl": distil_protocol.score(a, str(out))["ppl"],
                 **_shipped(out, a.check_tokens),
                 "wall_s": round(time.perf_counter() - started, 1),
+                "git_sha": setup["provenance"]["git_sha"],
             }
         )
         distil_protocol.log(f"{method}/seed {seed}: {rows[-1]}")
         _write(a, setup, rows)
+
+
+def _measured(a) -> dict[tuple[str, int], dict]:
+    """The runs RESULTS/NAME.json holds, by (method, seed), each carrying the commit it was measured at."""
+    import json
+
+    path = Path(a.out) / f"{a.name}.json"
+    if not path.is_file():
+        return {}
+    record = json.loads(path.read_text())
+    runs = [run for arm in record["arms"] for run in arm["runs"]]
+    return {(r["method"], r["seed"]): {"git_sha": record["git_sha"], **r} for r in runs}
 
 
 def name(ratio: float) -> str:
@@ -149,6 +172,7 @@ def _write(a, setup: dict, rows: list[dict]) -> None:
         "protocol": {
             **distil_protocol.protocol(a, setup["teacher"]),
             "seeds": sorted({r["seed"] for r in rows}),  # those finished: an interrupted run says so
+            "measured_at": sorted({r["git_sha"] for r in rows if "git_sha" in r}),
             "ratio": a.ratio,
             "check_tokens": a.check_tokens,
         },
@@ -178,7 +202,18 @@ def title(result: dict) -> str:
         f"{distil_protocol.teacher_line(result)} Students at ratio {p['ratio']}, {p['tokens_per_arm']:,} distillation "
         f"tokens, seeds {p['seeds']}; each shipped file's Δppl against its own fp32 graph (GGUF: f32 file) on "
         f"{p['check_tokens']:,} WikiText-test tokens, as export scores it (mean ± sd over seeds)."
+        + _measured_at(result)
     )
+
+
+def _measured_at(result: dict) -> str:
+    """Which commit measured which seeds, where the runs come from more than one (--keep-measured)."""
+    shas = result["protocol"].get("measured_at", [])
+    if len(shas) < 2:
+        return ""
+    runs = [run for arm in result["arms"] for run in arm["runs"]]
+    parts = [f"seeds {sorted({r['seed'] for r in runs if r.get('git_sha') == sha})} at git {sha}" for sha in shas]
+    return f" Runs measured in separate runs: {'; '.join(parts)}."
 
 
 FIELDS = [
