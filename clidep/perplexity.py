@@ -11,7 +11,7 @@ The scoring backend is a function ``logits_fn(ids) -> logits`` on numpy arrays
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -64,25 +64,35 @@ def scored_logits(
     logits_fn: LogitsFn, ids: np.ndarray, context: int, stride: int, batch_size: int = 4
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(logits, targets) of every scored token of IDS (1-D) under the sliding-window protocol, a chunk at a
-    time: logits (n, V) float64 at the position before each target, targets (n,). The order is fixed by IDS,
-    CONTEXT, STRIDE and BATCH_SIZE, so two models' chunks pair token by token."""
+    time: logits (n, V) float64 at the position before each target, targets (n,). Tokens come in text order,
+    in the chunks ``chunk_sizes`` names, whatever BATCH_SIZE is, so two models' chunks pair token by token."""
     ids = np.asarray(ids, dtype=np.int64)
     if ids.ndim != 1 or ids.size < 2:
         raise ValueError("need a 1-D sequence of at least 2 token ids")
     plan = list(windows(ids.size, context, stride))
-    # Windows of equal length batch together; only the last window can be shorter.
     for i in range(0, len(plan), batch_size):
         group = plan[i : i + batch_size]
+        # Windows of equal length batch together (only the last window can be shorter); rows go out in text order.
+        out = {}
         for length in sorted({end - begin for begin, end, _ in group}):
             part = [w for w in group if w[1] - w[0] == length]
             x = np.stack([ids[b:e] for b, e, _ in part])  # (B, T)
             logits = logits_fn(x)  # (B, T, V), in float64 below a chunk of positions at a time
-            for row, (b, e, first) in enumerate(part):
-                scored_at = np.arange(first - b, e - b)  # window positions of the scored tokens
-                for at in range(0, scored_at.size, _CHUNK):
-                    pos = scored_at[at : at + _CHUNK]
-                    # position t-1 predicts token t
-                    yield np.asarray(logits[row, pos - 1], dtype=np.float64), x[row, pos]
+            out.update({w: (logits[row], x[row]) for row, w in enumerate(part)})
+        for b, e, first in group:
+            logits, x = out.pop((b, e, first))
+            scored_at = np.arange(first - b, e - b)  # window positions of the scored tokens
+            for at in range(0, scored_at.size, _CHUNK):
+                pos = scored_at[at : at + _CHUNK]
+                # position t-1 predicts token t
+                yield np.asarray(logits[pos - 1], dtype=np.float64), x[pos]
+
+
+def chunk_sizes(n_tokens: int, context: int, stride: int) -> Iterator[int]:
+    """How many tokens each chunk of ``scored_logits`` holds, in order, for a text of N_TOKENS."""
+    for _, end, first in windows(n_tokens, context, stride):
+        scored = end - first
+        yield from (min(_CHUNK, scored - at) for at in range(0, scored, _CHUNK))
 
 
 def logsumexp(z: np.ndarray) -> np.ndarray:
@@ -141,30 +151,45 @@ class Agreement:
         return asdict(self)
 
 
+@dataclass
+class ReferenceRows:
+    """A reference's answer at a chunk of scored tokens: what agreement compares a model with."""
+
+    logp: np.ndarray  # (n, V) float64 next-token log-probabilities (a distribution: each row sums to 1 in p)
+    top: np.ndarray  # (n,) its most likely next token
+    nll: np.ndarray  # (n,) float64 its NLL of the token that follows
+
+
+def reference_rows(
+    reference_fn: LogitsFn, ids: np.ndarray, context: int, stride: int, batch_size: int = 4
+) -> Iterator[ReferenceRows]:
+    """REFERENCE_FN's rows on the scored tokens of IDS, in the chunks of ``scored_logits``."""
+    for r, targets in scored_logits(reference_fn, ids, context, stride, batch_size):
+        lp = r - logsumexp(r)
+        yield ReferenceRows(lp, r.argmax(-1), -lp[np.arange(targets.size), targets])
+
+
 def agreement(
     logits_fn: LogitsFn,
-    reference_fn: LogitsFn,
+    reference: Iterable[ReferenceRows],
     ids: np.ndarray,
     context: int,
     stride: int,
     batch_size: int = 4,
     progress: Callable[[int], None] | None = None,
 ) -> Agreement:
-    """LOGITS_FN against REFERENCE_FN on the scored tokens of IDS (the perplexity protocol, one pass of each):
-    KL(reference || model) per token, top-1 agreement, and both perplexities."""
+    """LOGITS_FN against REFERENCE (``reference_rows`` of a model, or the same rows kept: one chunk for each of
+    ``scored_logits``) on the scored tokens of IDS: KL(reference || model) per token, top-1 agreement, and both
+    perplexities."""
     kld, same, nll, ref_nll = [], 0, 0.0, 0.0
-    pairs = zip(
-        scored_logits(logits_fn, ids, context, stride, batch_size),
-        scored_logits(reference_fn, ids, context, stride, batch_size),
-        strict=True,
-    )
-    for (z, targets), (r, _) in pairs:
-        lq, lp = z - logsumexp(z), r - logsumexp(r)
-        kld.append(kl_divergence(lp, lq))
-        same += int((z.argmax(-1) == r.argmax(-1)).sum())
-        rows = np.arange(targets.size)
-        nll -= float(lq[rows, targets].sum())
-        ref_nll -= float(lp[rows, targets].sum())
+    for (z, targets), ref in zip(scored_logits(logits_fn, ids, context, stride, batch_size), reference, strict=True):
+        if ref.top.size != targets.size:
+            raise ValueError(f"the reference gives {ref.top.size} tokens where the model scores {targets.size}")
+        lq = z - logsumexp(z)
+        kld.append(kl_divergence(ref.logp, lq))
+        same += int((z.argmax(-1) == ref.top).sum())
+        nll -= float(lq[np.arange(targets.size), targets].sum())
+        ref_nll += float(ref.nll.sum())
         if progress is not None:
             progress(targets.size)
     per_token = np.concatenate(kld)

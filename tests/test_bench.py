@@ -366,7 +366,8 @@ def test_peak_memory_is_the_median_of_several_runner_processes(teacher_artifact)
 def test_ppl_against_a_baseline_reports_how_far_each_file_answers_from_it(teacher_artifact, tmp_path):
     """--ppl --baseline: beside its perplexity each file gets its KL divergence from the baseline's fp32 graph and
     its top-1 agreement on the same tokens, the figures clidep eval --reference gives; the same graph against
-    itself diverges by nothing, the int4 file measurably."""
+    itself diverges by nothing but the 16-bit rounding of the kept baseline rows (2.5e-9 here; the fp32 target
+    is 1e-6), the int4 file measurably."""
     from clidep.bench.report import markdown
     from clidep.commands.eval import compare
 
@@ -388,7 +389,7 @@ def test_ppl_against_a_baseline_reports_how_far_each_file_answers_from_it(teache
     )
     rows = {os.path.basename(r["file"]): r for r in report["models"] if not r["is_baseline"]}
     same, int4 = rows["model.onnx"]["vs_baseline"], rows["model.int4.onnx"]["vs_baseline"]
-    assert same["kld_mean"] < 1e-9 and same["top1"] == 1.0
+    assert same["kld_mean"] < 1e-7 and same["top1"] == 1.0
     eval_says = compare(out / "model.int4.onnx", base, max_tokens=1024)
     assert int4["kld_mean"] == pytest.approx(eval_says["kld_mean"], rel=1e-6) and int4["kld_mean"] > 1e-4
     assert int4["top1"] == eval_says["top1"] < 1

@@ -27,10 +27,13 @@ def test_the_fp32_graph_answers_as_torch_does_and_the_int4_file_measurably_less(
     assert int4["reference_ppl"] == pytest.approx(evaluate(out / "model.onnx", **TOKENS).ppl, rel=1e-9)
 
 
-def test_a_model_against_itself_diverges_by_nothing(teacher_artifact):
+def test_a_model_against_itself_diverges_by_nothing_but_the_kept_rows_rounding(teacher_artifact):
+    """The reference's rows are kept at 16 bits (runtime/reference_logits.py): a file against itself diverges by
+    that rounding only, far below the 1e-6 an fp32 file is held to, with every top token and the perplexity kept."""
     out, _ = teacher_artifact
     same = compare(out / "model.int8.onnx", out / "model.int8.onnx", data="wikitext-test", max_tokens=512)
-    assert same["kld_mean"] == 0.0 and same["kld_max"] == 0.0 and same["top1"] == 1.0
+    assert 0 <= same["kld_mean"] < 1e-7 and same["kld_max"] < 1e-6 and same["top1"] == 1.0
+    assert same["ppl"] == pytest.approx(same["reference_ppl"], rel=1e-12)
 
 
 def test_eval_reference_on_the_command_line_prints_one_line_or_json(teacher_artifact, capsys):

@@ -56,3 +56,16 @@ def test_teacher_on_wikitext_slice_is_in_its_range(teacher_dir):
     long = perplexity(fn, ids, context=256, stride=128, batch_size=8)
     assert short.tokens == long.tokens == 5999
     assert long.ppl < short.ppl < model.config.vocab_size / 10
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 3, 8])
+def test_scored_tokens_come_in_text_order_whatever_the_batch(batch_size):
+    """Kept reference rows are read back in text order, so a model scored in batches of any size must come in
+    that order (a short last window used to go first in its batch): the targets are the text after its first
+    token, in the chunks chunk_sizes names."""
+    from clidep.perplexity import chunk_sizes, scored_logits
+
+    ids = np.arange(1000) % 97  # 7 windows of 256 every 128: the last one short
+    chunks = list(scored_logits(lambda x: np.zeros((*x.shape, 97)), ids, 256, 128, batch_size))
+    assert np.array_equal(np.concatenate([t for _, t in chunks]), ids[1:])
+    assert [t.size for _, t in chunks] == list(chunk_sizes(ids.size, 256, 128))

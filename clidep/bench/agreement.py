@@ -3,7 +3,8 @@ next-token distributions against the baseline's fp32 file on the same tokens and
 ``llama-perplexity --kl-divergence`` reports them: mean and 99th-percentile KL divergence, top-1 agreement.
 
 Computed here, each file in its own runtime through the one opener (runtime/opened.py), after the timed runs (and
-for --remote rows too: the numbers do not depend on where the arithmetic runs, only on the file).
+for --remote rows too: the numbers do not depend on where the arithmetic runs, only on the file); the baseline's
+answers are computed once and kept (runtime/reference_logits.py), as eval --reference keeps them.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ def add_agreement(rows: list[dict], c: BenchConfig, log) -> None:
     graph; a file whose tokenizer splits the text otherwise is left without them, and says so."""
     from clidep.perplexity import agreement, ppl_batch
     from clidep.runtime.opened import opened
+    from clidep.runtime.reference_logits import kept_rows
 
     baseline = Path(c.baseline)
     reference = baseline / "model.onnx" if baseline.is_dir() else baseline
@@ -42,7 +44,8 @@ def add_agreement(rows: list[dict], c: BenchConfig, log) -> None:
                 with opened(file) as model:
                     context = min(model.positions, ref.positions, 1024)
                     batch = ppl_batch(context, model.vocab)
-                    a = agreement(model.logits, ref.logits, ids, context, context // 2, batch)
+                    rows = kept_rows(reference, ref.logits, ids, context, context // 2, batch)
+                    a = agreement(model.logits, rows, ids, context, context // 2, batch)
                 found[r["file"]] = {"kld_mean": a.kld_mean, "kld_p99": a.kld_p99, "top1": a.top1}
             if found[r["file"]]:
                 r["vs_baseline"].update(found[r["file"]])

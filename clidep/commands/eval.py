@@ -42,7 +42,10 @@ def compare(model_path: str | Path, reference: str | Path, config: EvalConfig | 
     """MODEL against REFERENCE (the teacher, or the same model's fp32 file) on the same tokens of C's text:
     KL divergence of MODEL's next-token distribution from REFERENCE's (mean, 99th percentile, max), top-1
     agreement, and both perplexities. Each is a torch folder or an export, as for ``evaluate``; both must
-    tokenise the text alike."""
+    tokenise the text alike. REFERENCE's answers on the text are kept (runtime/reference_logits.py): the next
+    model compared with it on the same text and windows is the only one run."""
+    from clidep.runtime.reference_logits import kept_rows
+
     c = resolve(EvalConfig, config, options)
     with _opened(model_path) as (logits_fn, positions, tokenizer), _opened(reference) as (ref_fn, ref_pos, ref_tok):
         ids, label, context, stride = _tokens(tokenizer, min(positions, ref_pos), c)
@@ -52,7 +55,8 @@ def compare(model_path: str | Path, reference: str | Path, config: EvalConfig | 
             )
         batch = _batch_within_memory(max(1, c.batch_size // 2), context, len(tokenizer))  # two models' logits
         with progress_bar("agreement", total=len(ids) - 1) as advance:
-            found = agreement(logits_fn, ref_fn, ids, context, stride, batch, advance)
+            rows = kept_rows(_file(reference), ref_fn, ids, context, stride, batch)
+            found = agreement(logits_fn, rows, ids, context, stride, batch, advance)
     return {**found.to_dict(), "reference": str(reference), "data": label, "context": context, "stride": stride}
 
 
@@ -63,11 +67,7 @@ def _opened(model_path: str | Path) -> Iterator[tuple]:
     scored, a GGUF file in llama.cpp, an ExecuTorch program); an export folder means its fp32 graph."""
     from clidep.runtime.opened import RUNTIME_OF, opened
 
-    path = Path(model_path)
-    if path.is_dir() and ((path / "manifest.json").exists() or (path / "model.onnx").is_file()):
-        path = path / "model.onnx"
-        if not path.is_file():
-            raise ClidepError(f"no ONNX model at '{path}'; give a directory made by clidep export")
+    path = _file(model_path)
     if path.suffix in RUNTIME_OF:
         with opened(path, lambda m: print(m, file=sys.stderr)) as model:
             yield model.logits, model.positions, load_tokenizer(tokenizer_folder(path), model.vocab)
@@ -79,6 +79,16 @@ def _opened(model_path: str | Path) -> Iterator[tuple]:
     model = load_model(model_path)
     torch.manual_seed(0)
     yield torch_logits_fn(model), model.config.n_positions, load_tokenizer(model_path, model.config.vocab_size)
+
+
+def _file(model_path: str | Path) -> Path:
+    """The file an export folder is read from (its fp32 graph), else MODEL_PATH itself (a file or torch folder)."""
+    path = Path(model_path)
+    if path.is_dir() and ((path / "manifest.json").exists() or (path / "model.onnx").is_file()):
+        path = path / "model.onnx"
+        if not path.is_file():
+            raise ClidepError(f"no ONNX model at '{path}'; give a directory made by clidep export")
+    return path
 
 
 def _tokens(tokenizer, n_positions: int, c: EvalConfig) -> tuple[np.ndarray, str, int, int]:
