@@ -96,6 +96,20 @@ def score(a, path: str) -> dict:
     return {"ppl": res.ppl, "tokens": res.tokens, "data": res.data}
 
 
+#: WikiText-test tokens a student's answers are compared with the teacher's on (answers.py's protocol).
+KLD_TOKENS = 16384
+
+
+def kld(a, path: str) -> dict:
+    """PATH's next-token distributions against the teacher's on the first KLD_TOKENS WikiText-test tokens (context
+    256, stride 128): mean and 99th-percentile KL divergence (nats) and top-1 agreement. The teacher runs once:
+    eval keeps its answers for the text."""
+    from clidep.commands.eval import compare
+
+    found = compare(path, a.teacher, max_tokens=KLD_TOKENS, context=256, stride=128, batch_size=8)
+    return {k: found[k] for k in ("kld_mean", "kld_p99", "top1")}
+
+
 def seeds(a) -> list[int]:
     return [int(x) for x in a.seeds.split(",") if x.strip()]
 

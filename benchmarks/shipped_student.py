@@ -54,7 +54,8 @@ def main() -> None:
     for method, seed in [(m, s) for s in distil_protocol.seeds(a) for m in a.methods.split(",")]:
         out = Path(a.work) / f"{method}-s{seed}"
         if (method, seed) in measured and _finished(out, method, seed, a.tokens, a.ratio):
-            rows.append(measured[method, seed])
+            rows.append({**measured[method, seed], "kld": distil_protocol.kld(a, str(out))})  # this run's
+            _write(a, setup, rows)
             continue
         started = time.perf_counter()
         sizing = dict(params=target, **({"search_steps": a.search_steps} if method == "grid" else {}))
@@ -68,6 +69,7 @@ def main() -> None:
                 "params": r["student_params"],
                 "shape": _shape(out),
                 "ppl": distil_protocol.score(a, str(out))["ppl"],
+                "kld": distil_protocol.kld(a, str(out)),
                 **_shipped(out, a.check_tokens),
                 "wall_s": round(time.perf_counter() - started, 1),
                 "git_sha": setup["provenance"]["git_sha"],
@@ -153,6 +155,8 @@ def _write(a, setup: dict, rows: list[dict]) -> None:
                 "params": runs[0]["params"],
                 "seeds": [r["seed"] for r in runs],
                 "ppl": stat(lambda r: r["ppl"]),
+                "kld": stat(lambda r: r.get("kld", {}).get("kld_mean")),
+                "top1": stat(lambda r: r.get("kld", {}).get("top1")),
                 "int4_table4": stat(lambda r: r["int4_table4"]["ppl_delta"]),
                 "int4_table8": stat(lambda r: r["int4_table8"]["ppl_delta"]),
                 "int4_table4_mb": runs[0]["int4_table4"]["size_bytes"] / 1e6,
@@ -175,6 +179,7 @@ def _write(a, setup: dict, rows: list[dict]) -> None:
             "measured_at": sorted({r["git_sha"] for r in rows if "git_sha" in r}),
             "ratio": a.ratio,
             "check_tokens": a.check_tokens,
+            "kld_tokens": distil_protocol.KLD_TOKENS,
         },
     }
     distil_protocol.write(a, a.name, setup, result, title(result), FIELDS)
@@ -202,7 +207,18 @@ def title(result: dict) -> str:
         f"{distil_protocol.teacher_line(result)} Students at ratio {p['ratio']}, {p['tokens_per_arm']:,} distillation "
         f"tokens, seeds {p['seeds']}; each shipped file's Δppl against its own fp32 graph (GGUF: f32 file) on "
         f"{p['check_tokens']:,} WikiText-test tokens, as export scores it (mean ± sd over seeds)."
+        + _kld_line(p)
         + _measured_at(result)
+    )
+
+
+def _kld_line(p: dict) -> str:
+    if "kld_tokens" not in p:
+        return ""
+    return (
+        f" KLD to teacher: the fp32 student's next-token distributions against the teacher's on "
+        f"{p['kld_tokens']:,} WikiText-test tokens (context 256, stride 128; nats, mean over tokens), with top-1 "
+        "agreement, measured in this run for every seed."
     )
 
 
@@ -221,6 +237,12 @@ FIELDS = [
     Column("shape", "shape"),
     Column("params", "params", text=lambda r: f"{r['params'] / 1e6:.2f} M"),
     Column("ppl", "fp32 ppl", text=lambda r: _pm(r["ppl"])),
+    Column(
+        "kld",
+        "KLD to teacher",
+        text=lambda r: "-" if r.get("kld") is None else f"{r['kld'][0]:.4f} ± {r['kld'][1]:.4f}",
+    ),
+    Column("top1", "top-1 vs teacher", text=lambda r: "-" if r.get("top1") is None else f"{r['top1'][0]:.1%}"),
     Column("int4_table4", "int4 Δppl (4-bit table)", text=lambda r: f"{_pm(r['int4_table4'], True)}"),
     Column("int4_table8", "int4 Δppl (8-bit table)", text=lambda r: f"{_pm(r['int4_table8'], True)}"),
     Column(
