@@ -127,7 +127,12 @@ def test_demo_of_the_installed_wheel_runs_the_whole_pipeline_without_shared_data
     for name, result in (("cli", cli), ("uniform", uni)):
         assert f"{result['student_params']:,}" in rows[name] and f"{result['ratio']:.2f}" in rows[name]  # its own row
     for name in ("teacher", "cli", "uniform"):  # every figure of the table a number, none an empty "-"
-        cells = [c.strip() for c in rows[name].split("│")[2:-1]]
-        assert len(cells) == 7 and all(float(c.replace(",", "")) > 0 for c in cells), rows[name]
+        cells = [c.strip().rstrip("%") for c in rows[name].split("│")[2:-1]]
+        asked = cells if name != "teacher" else cells[:7]  # the teacher is the reference of the last two
+        assert len(cells) == 9 and all(float(c.replace(",", "")) > 0 for c in asked), rows[name]
+    assert [c.strip() for c in rows["teacher"].split("│")[-3:-1]] == ["-", "-"]
     int8 = {r["name"]: r for r in bench["models"] if r["runtime"] == "clidep" and r["precision"].startswith("int8")}
     assert f"{int8['cli-onnx']['ppl']:.2f}" in rows["cli"], "the int8 ppl column shows bench's clidep row"
+    # does the student still answer as the teacher does: its int8 file against the teacher's fp32 graph
+    vs = int8["uniform-onnx"]["vs_baseline"]
+    assert f"{vs['kld_mean']:.3f}" in rows["uniform"] and f"{vs['top1']:.1%}" in rows["uniform"]

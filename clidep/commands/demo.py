@@ -130,7 +130,7 @@ def _bench(exports: dict, eval_data: str, log) -> dict:
 
 def _summary(out: Path, cli: dict, uni: dict, scored: tuple, bench_report: dict, exports: dict) -> dict:
     """The demo's table (one row per model: size, fp32 perplexity, the int8 file's figures in clidep's
-    runner), the students' shapes, the evaluation protocol (SCORED: the text, and each model's eval) and
+    runner, and how far it answers from the teacher's fp32 graph: KLD and top-1 agreement), the students' shapes, the evaluation protocol (SCORED: the text, and each model's eval) and
     where each artifact is."""
     eval_data, evals = scored
     rows = []
@@ -156,6 +156,9 @@ def _summary(out: Path, cli: dict, uni: dict, scored: tuple, bench_report: dict,
                 "int8_ppl": int8.get("ppl"),
                 "int8_decode_ms": int8.get("decode_ms_p50"),
                 "int8_peak_rss_mb": int8.get("peak_rss_mb"),
+                # does it still answer as the teacher does: bench --baseline's KLD from the teacher's fp32 graph
+                "int8_kld": int8.get("vs_baseline", {}).get("kld_mean"),
+                "int8_top1": int8.get("vs_baseline", {}).get("top1"),
             }
         )
     return {
@@ -209,6 +212,8 @@ def command(
         "int8 ppl (ONNX)",
         "int8 decode ms/token",
         "int8 peak RSS MB",
+        "int8 KLD vs teacher",
+        "top-1 vs teacher",
     ):
         table.add_column(col, justify="right")
     fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
@@ -222,8 +227,10 @@ def command(
             fmt(r["int8_ppl"], ".2f"),
             fmt(r["int8_decode_ms"], ".2f"),
             fmt(r["int8_peak_rss_mb"], ".0f"),
+            fmt(r["int8_kld"], ".3f"),
+            fmt(r["int8_top1"], ".1%"),
         )
-    console = Console(width=max(Console().width, 110))
+    console = Console(width=max(Console().width, 140))
     console.print(table)
     console.print(
         f"protected blocks {result['protected']}; widths cli {result['layer_widths']['cli']}, "
