@@ -223,13 +223,14 @@ def _kld_line(p: dict) -> str:
 
 
 def _measured_at(result: dict) -> str:
-    """Which commit measured which seeds, where the runs come from more than one (--keep-measured)."""
+    """Which commit measured which seeds' runs (training, perplexity, shipped files), where kept runs say so
+    (--keep-measured)."""
     shas = result["protocol"].get("measured_at", [])
-    if len(shas) < 2:
+    if not shas:
         return ""
     runs = [run for arm in result["arms"] for run in arm["runs"]]
     parts = [f"seeds {sorted({r['seed'] for r in runs if r.get('git_sha') == sha})} at git {sha}" for sha in shas]
-    return f" Runs measured in separate runs: {'; '.join(parts)}."
+    return f" Runs measured: {'; '.join(parts)}."
 
 
 FIELDS = [
