@@ -125,6 +125,7 @@ def summarise(rows: list[dict], keys: tuple[str, ...]) -> list[dict]:
     out = []
     for group in arms.values():
         ppl = [r["ppl"] for r in group]
+        kld = [r["kld"]["kld_mean"] for r in group if r.get("kld")]
         out.append(
             {
                 **group[0],
@@ -133,6 +134,10 @@ def summarise(rows: list[dict], keys: tuple[str, ...]) -> list[dict]:
                 "ppl_mean": float(np.mean(ppl)),
                 "ppl_sd": float(np.std(ppl, ddof=1)) if len(ppl) > 1 else 0.0,
                 "params_seeds": [r["params"] for r in group],
+                # KL divergence to the teacher (mean, sd over seeds) where every seed has it, else None
+                "kld": [float(np.mean(kld)), float(np.std(kld, ddof=1)) if len(kld) > 1 else 0.0]
+                if len(kld) == len(group)
+                else None,
                 "runs": group,
             }
         )

@@ -91,6 +91,7 @@ def main() -> None:
                 scorer=r["auto"]["scorer"] if r["auto"]["scorer"] != "-" else "ntk", gamma=str(r["auto"]["gamma"])
             )
         s = distil_protocol.score(a, str(out))
+        answers = distil_protocol.kld(a, str(out))
         rows.append(
             {
                 "method": method,
@@ -104,6 +105,7 @@ def main() -> None:
                 "stock": r.get("stock"),
                 "ppl": s["ppl"],
                 "ppl_vs_teacher": s["ppl"] / teacher["ppl"],
+                "kld": answers,
                 "tokens": r["tokens_trained"],
                 "val_ppl": r["val_ppl"],
                 "val_ppl_curve": r["ppl_curve"],
@@ -233,7 +235,21 @@ def title(result: dict) -> str:
             else "."
         )
         + "".join(f" {m} refused at this size: {why}." for m, why in result.get("refused", {}).items())
+        + _kld_line(result)
     )
+
+
+def _kld_line(result: dict) -> str:
+    if not any(arm.get("kld") for arm in result["arms"]):
+        return " KLD to teacher: not measured (these students came before it, and were not kept)."
+    return (
+        f" KLD to teacher: the fp32 student's next-token distributions against the teacher's on "
+        f"{distil_protocol.KLD_TOKENS:,} WikiText-test tokens (context 256, stride 128; nats, mean ± sd over seeds)."
+    )
+
+
+def _kld(r: dict) -> str:
+    return "-" if not r.get("kld") else f"{r['kld'][0]:.4f} ± {r['kld'][1]:.4f}"
 
 
 def _widths(r: dict) -> str:
@@ -251,8 +267,9 @@ FIELDS = [
     Column("layer_widths", "widths", text=_widths),
     *distil_protocol.ppl_fields(),
     Column("vs_best", "mean / best", ".3f"),
+    Column("kld", "KLD to teacher", text=_kld),
 ]
-PAPER_ROW = "| paper: CLI-GPT2 / uniform (GPT-2 medium) | ? | 143.8 M | 2.47 | 1024/496 vs 560 | | 204.5 / 571.8 | 1.000 / 2.796 |"
+PAPER_ROW = "| paper: CLI-GPT2 / uniform (GPT-2 medium) | ? | 143.8 M | 2.47 | 1024/496 vs 560 | | 204.5 / 571.8 | 1.000 / 2.796 | |"
 
 
 if __name__ == "__main__":
