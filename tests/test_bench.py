@@ -323,6 +323,7 @@ def test_repetitions_and_a_thread_sweep_in_llama_bench_terms(teacher_artifact, t
         gen=64,
         reps=3,
         threads="1,2",
+        runtime="clidep",  # the file is the export's int8 variant: ONNX Runtime GenAI would add its own rows
         log=lambda m: None,
     )
     rows = report["models"]
@@ -394,3 +395,27 @@ def test_ppl_against_a_baseline_reports_how_far_each_file_answers_from_it(teache
     assert int4["kld_mean"] == pytest.approx(eval_says["kld_mean"], rel=1e-6) and int4["kld_mean"] > 1e-4
     assert int4["top1"] == eval_says["top1"] < 1
     assert "| KLD vs baseline | top-1 vs baseline |" in markdown(report)
+
+
+def test_a_file_of_an_export_is_measured_as_that_variant(teacher_artifact, tmp_path):
+    """bench EXPORT/model.int4.onnx measures that one file as the export's int4 variant (its precision, checked
+    against the manifest: a changed file is refused), not as a foreign graph of precision "unknown"; a graph
+    copied out of its export is foreign again."""
+    from clidep.bench.models import model_files
+
+    out, manifest = teacher_artifact
+    int4 = next(v for v in manifest["variants"] if v["file"] == "model.int4.onnx")
+    (row,) = model_files([str(out / "model.int4.onnx")], log=lambda m: None)
+    assert (row.name, row.precision, row.file) == (out.name, int4["precision"], out / "model.int4.onnx")
+    assert row.facts is not None and row.facts.model_kv_shapes  # the export's own record of its graph
+    copy = tmp_path / "alone"
+    copy.mkdir()
+    shutil.copy(out / "model.int4.onnx", copy / "model.int4.onnx")
+    (foreign,) = model_files([str(copy / "model.int4.onnx")], log=lambda m: None)
+    assert foreign.precision == "unknown"
+    tampered = tmp_path / "tampered"
+    shutil.copytree(out, tampered)
+    with open(tampered / "model.int4.onnx", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ClidepError, match="model.int4.onnx"):
+        model_files([str(tampered / "model.int4.onnx")], log=lambda m: None)

@@ -37,20 +37,10 @@ def model_files(specs: list[str], log=print) -> list[ModelFile]:
         path = Path(spec)
         if path.is_dir() and (path / verify.MANIFEST).exists():
             manifest = verify.load_manifest(path)
-            genai = manifest.genai or {}
-            for v in manifest.variants:
-                row = _checked_row(path, v, v.precision)
-                if row.missing:
-                    out.append(row)
-                    continue
-                folder = path / genai[v.precision] if v.precision in genai else None
-                if folder is not None and (folder / v.file).is_file():
-                    verify.check_variant(path, v, graph=folder / v.file)  # its own copy, or a hard link
-                    row.genai = folder
-                row.facts = verify.graph_facts(row.file, v, manifest)
-                verify.check_config(path, row.facts)
-                out.append(row)
+            out += [_variant_row(path, v, manifest) for v in manifest.variants]
             out += _gguf_files(path, manifest) + _pte_files(path, manifest)
+        elif (variant := _variant_of(path)) is not None:  # one variant of an export, named by its file
+            out.append(_variant_row(path.parent, variant, verify.load_manifest(path.parent)))
         elif path.is_file() or (path / "model.onnx").is_file():  # a graph, or a folder holding one, run as it is
             graph = path / "model.onnx" if path.is_dir() else path
             name = path.name if path.is_dir() else f"{path.parent.name}/{path.name}"
@@ -62,6 +52,30 @@ def model_files(specs: list[str], log=print) -> list[ModelFile]:
         else:
             raise ClidepError(f"no model at '{spec}': give an export directory or an .onnx file")
     return out
+
+
+def _variant_of(path: Path):
+    """The manifest entry of PATH where PATH is a graph file of a clidep export (``EXPORT/model.int4.onnx``),
+    else None: that file is then measured as its export's variant, checked and named by its precision."""
+    if not (path.is_file() and (path.parent / verify.MANIFEST).exists()):
+        return None
+    return next((v for v in verify.load_manifest(path.parent).variants if v.file == path.name), None)
+
+
+def _variant_row(path: Path, v, manifest: Manifest) -> ModelFile:
+    """Variant V of the export at PATH, checked against its manifest (a missing file: that row fails), with its
+    GenAI folder's copy where it has one."""
+    genai = manifest.genai or {}
+    row = _checked_row(path, v, v.precision)
+    if row.missing:
+        return row
+    folder = path / genai[v.precision] if v.precision in genai else None
+    if folder is not None and (folder / v.file).is_file():
+        verify.check_variant(path, v, graph=folder / v.file)  # its own copy, or a hard link
+        row.genai = folder
+    row.facts = verify.graph_facts(row.file, v, manifest)
+    verify.check_config(path, row.facts)
+    return row
 
 
 def _gguf_files(path: Path, manifest: Manifest) -> list[ModelFile]:

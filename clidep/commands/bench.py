@@ -154,7 +154,12 @@ def _row(f, runtime: str, threads: int, c: BenchConfig, where, timeout: int, log
 
 
 def command(
-    models: Annotated[list[str], typer.Argument(help="Export directories (every variant) or .onnx files.")],
+    models: Annotated[
+        list[str],
+        typer.Argument(
+            help="Export directories (every variant), one file of an export (that variant), or .onnx files."
+        ),
+    ],
     device: Annotated[str, typer.Option(help="Device profile: a name from `clidep devices` or a .toml file.")],
     out: Annotated[
         Path, typer.Option(help="Directory for bench.json, bench.md, bench.csv, bench.jsonl and the plots.")
