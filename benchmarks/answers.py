@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import distil_protocol
+
 from clidep.bench import writer
 from clidep.bench.writer import Column
 
@@ -40,7 +42,9 @@ def main() -> None:
     ap.add_argument("--teacher", default=str(ROOT.parent / "shared" / "models" / "ref-gpt2-12l"))
     ap.add_argument("--students", default=",".join(STUDENTS), help="folders under --runs")
     ap.add_argument("--runs", default=str(ROOT / "runs"))
-    ap.add_argument("--tokens", type=int, default=16384, help="WikiText-test tokens for KLD and top-1")
+    ap.add_argument(
+        "--tokens", type=int, default=distil_protocol.KLD_TOKENS, help="WikiText-test tokens for KLD and top-1"
+    )
     ap.add_argument("--articles", type=int, default=4, help="WikiText-test articles for clidep_wikitext")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument(
@@ -66,7 +70,7 @@ def main() -> None:
             export = _export(folder, Path(tmp) / name)
             for precision, file, runtime in FILES:
                 rows.append({"model": name, "file": precision, "runtime": runtime, "provenance": prov})
-                rows[-1].update(_answers(a, export / file if file else export, precision, runtime))
+                rows[-1].update(_answers(a, export / file if file else export))
                 print(writer.markdown(FIELDS, rows[-1:]).splitlines()[-1], flush=True)
     record = {
         **prov,
@@ -113,12 +117,11 @@ def _export(folder: Path, dst: Path) -> Path:
     return dst
 
 
-def _answers(a, path: Path, precision: str, runtime: str) -> dict:
-    from clidep.commands.eval import compare
+def _answers(a, path: Path) -> dict:
+    """PATH's KLD and top-1 agreement against the teacher, and its harness tasks (each file in its own runtime)."""
     from clidep.quality.harness import run_tasks
 
-    kld = compare(path, a.teacher, max_tokens=a.tokens, context=256, stride=128, batch_size=8)
-    found = {k: kld[k] for k in ("kld_mean", "kld_p99", "top1", "ppl", "reference_ppl")}
+    found = distil_protocol.kld(a, str(path), a.tokens)
     tasks = run_tasks(path, ["clidep_lastword"])
     wiki = run_tasks(path, ["clidep_wikitext"], limit=a.articles)
     found["lastword_acc"] = tasks["clidep_lastword"]["acc"]

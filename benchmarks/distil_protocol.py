@@ -100,14 +100,14 @@ def score(a, path: str) -> dict:
 KLD_TOKENS = 16384
 
 
-def kld(a, path: str) -> dict:
-    """PATH's next-token distributions against the teacher's on the first KLD_TOKENS WikiText-test tokens (context
-    256, stride 128): mean and 99th-percentile KL divergence (nats) and top-1 agreement. The teacher runs once:
-    eval keeps its answers for the text."""
+def kld(a, path: str, tokens: int = KLD_TOKENS) -> dict:
+    """PATH's next-token distributions against A.teacher's on the first TOKENS WikiText-test tokens (context 256,
+    stride 128): mean and 99th-percentile KL divergence (nats), top-1 agreement, and both perplexities on those
+    tokens. The teacher runs once: eval keeps its answers for the text."""
     from clidep.commands.eval import compare
 
-    found = compare(path, a.teacher, max_tokens=KLD_TOKENS, context=256, stride=128, batch_size=8)
-    return {k: found[k] for k in ("kld_mean", "kld_p99", "top1")}
+    found = compare(path, a.teacher, max_tokens=tokens, context=256, stride=128, batch_size=8)
+    return {k: found[k] for k in ("kld_mean", "kld_p99", "top1", "ppl", "reference_ppl")}
 
 
 def seeds(a) -> list[int]:

@@ -39,8 +39,8 @@ def model_files(specs: list[str], log=print) -> list[ModelFile]:
             manifest = verify.load_manifest(path)
             out += [_variant_row(path, v, manifest) for v in manifest.variants]
             out += _gguf_files(path, manifest) + _pte_files(path, manifest)
-        elif (variant := _variant_of(path)) is not None:  # one variant of an export, named by its file
-            out.append(_variant_row(path.parent, variant, verify.load_manifest(path.parent)))
+        elif (found := _variant_of(path)) is not None:  # one variant of an export, named by its file
+            out.append(_variant_row(path.parent, *found))
         elif path.is_file() or (path / "model.onnx").is_file():  # a graph, or a folder holding one, run as it is
             graph = path / "model.onnx" if path.is_dir() else path
             name = path.name if path.is_dir() else f"{path.parent.name}/{path.name}"
@@ -54,15 +54,17 @@ def model_files(specs: list[str], log=print) -> list[ModelFile]:
     return out
 
 
-def _variant_of(path: Path):
-    """The manifest entry of PATH where PATH is a graph file of a clidep export (``EXPORT/model.int4.onnx``),
+def _variant_of(path: Path) -> tuple[Variant, Manifest] | None:
+    """(manifest entry, manifest) of PATH where PATH is a graph file of a clidep export (``EXPORT/model.int4.onnx``),
     else None: that file is then measured as its export's variant, checked and named by its precision."""
     if not (path.is_file() and (path.parent / verify.MANIFEST).exists()):
         return None
-    return next((v for v in verify.load_manifest(path.parent).variants if v.file == path.name), None)
+    manifest = verify.load_manifest(path.parent)
+    variant = next((v for v in manifest.variants if v.file == path.name), None)
+    return None if variant is None else (variant, manifest)
 
 
-def _variant_row(path: Path, v, manifest: Manifest) -> ModelFile:
+def _variant_row(path: Path, v: Variant, manifest: Manifest) -> ModelFile:
     """Variant V of the export at PATH, checked against its manifest (a missing file: that row fails), with its
     GenAI folder's copy where it has one."""
     genai = manifest.genai or {}

@@ -19,6 +19,7 @@ read back whole is made again. Rows that would take more than ``MOST_BYTES`` are
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -120,7 +121,7 @@ def _keep(folder: Path, rows: Iterator[ReferenceRows], n: int, meta: dict) -> It
     """Yield ROWS rounded to 16 bits, writing them into a temporary folder renamed to FOLDER once all N are
     written (a run stopped part way keeps nothing); rows that cannot be kept are only yielded."""
     first = next(rows)
-    rows = _chain(first, rows)
+    rows = itertools.chain([first], rows)
     vocab = first.logp.shape[1]
     if not _room(folder, n * (2 * vocab + 32)):
         for part in rows:
@@ -163,11 +164,6 @@ def _room(folder: Path, size: int) -> bool:
         print(f"note: {exc}: computed, not kept", file=sys.stderr)
         return False
     return True
-
-
-def _chain(first: ReferenceRows, rest: Iterator[ReferenceRows]) -> Iterator[ReferenceRows]:
-    yield first
-    yield from rest
 
 
 def _forget_old(root: Path) -> None:
