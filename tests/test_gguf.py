@@ -313,6 +313,21 @@ def test_a_failing_tool_that_prints_nothing_is_still_named_with_its_status():
         llamacpp.run_tool(["false"], "llama-quantize")
 
 
+def test_the_llama_cpp_build_holds_no_amx_tile_instruction():
+    """GGML_NATIVE on an Intel Xeon VM whose CPUID offers AMX without its tile state enabled compiled AMX kernels
+    that died with SIGILL (`tileloadd`) on the first Q8_0 matmul, and with them every GGUF test. The build
+    compiles AMX out; its CPU kernels must hold no tile instruction (AMD and ARM builds never held any)."""
+    import subprocess
+
+    libs = sorted(llamacpp.bin_dir().glob("libggml-cpu*.so*"))
+    assert libs, "llama.cpp's CPU kernels not found"
+    for lib in libs:
+        listing = subprocess.run(["objdump", "-d", "--no-show-raw-insn", str(lib)], capture_output=True, text=True)
+        assert listing.returncode == 0 and "ggml" in listing.stdout, listing.stderr
+        tiles = {w for w in listing.stdout.split() if w in ("tileloadd", "ldtilecfg", "tdpbssd", "tdpbf16ps")}
+        assert not tiles, f"{lib.name} holds AMX instructions {sorted(tiles)}"
+
+
 def test_k_quants_hold_their_types_in_every_matrix_and_keep_the_gates(teacher_gguf, tmp_path):
     """q6_k, q5_k_m and q4_k_m (llama-quantize's own mixes) of the teacher: every weight matrix in the type's
     family (no F16 and no legacy fallback), sizes between Q8_0's and Q4_0's, perplexity in llama.cpp within

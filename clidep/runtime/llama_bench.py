@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from clidep.errors import Unavailable
-from clidep.runtime.llamacpp import BUILD_HINT, VERSION, build_root
+from clidep.runtime.llamacpp import BUILD_HINT, VERSION, build_dir
 
 
 def llama_bench() -> Path:
@@ -20,7 +20,7 @@ def llama_bench() -> Path:
     given = os.environ.get("CLIDEP_LLAMA_BENCH")
     if given:
         return Path(given)
-    built = build_root() / "build" / "bin" / "llama-bench"
+    built = build_dir() / "bin" / "llama-bench"
     if built.is_file():
         return built
     found = shutil.which("llama-bench")

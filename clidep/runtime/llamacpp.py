@@ -4,7 +4,8 @@ The source is the `llama-cpp-python` sdist, which carries llama.cpp in `vendor/l
 ctypes bindings in `llama_cpp/`. One cmake build (shared libraries, so that the bindings load the
 same `libllama` the tools link) makes `libllama`, `llama-bench` and `llama-quantize` in a cache outside
 the repository (CLIDEP_LLAMA_CACHE, default ~/.cache/clidep/llama.cpp), ~6 minutes on 2 cores, with
-GGML_NATIVE (this CPU's kernels, including the repacked Q4_0/Q8_0 ones where it has them).
+GGML_NATIVE (this CPU's kernels, including the repacked Q4_0/Q8_0 ones where it has them) but without
+Intel's AMX tiles (FLAGS says why); the build folder is named by its flags, so a change of them builds anew.
 `scripts/llamacpp.sh` (``python -m clidep.runtime.llamacpp``) builds it; everything else only finds
 it and says how to build it where it is missing.
 
@@ -13,7 +14,9 @@ Nothing here imports torch: the device side may run llama-bench too.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -36,6 +39,33 @@ def build_root() -> Path:
     return Path(os.environ.get("CLIDEP_LLAMA_CACHE", Path.home() / ".cache" / "clidep" / "llama.cpp")) / VERSION
 
 
+#: cmake's flags. GGML_NATIVE compiles for this CPU; on x86-64 AMX is compiled out: a VM whose CPUID offers AMX
+#: without the hypervisor enabling its tile state (an Intel Xeon guest here, kernel permission granted) dies with
+#: SIGILL on the first Q8_0 matmul (`tileloadd` in tinygemm_kernel_amx; llama.cpp issue 28328 is this class), and
+#: AMX only speeds up large prefill batches on server CPUs, never the ARM devices clidep targets.
+FLAGS = (
+    "-DGGML_NATIVE=ON",
+    "-DLLAMA_CURL=OFF",
+    "-DLLAMA_BUILD_TESTS=OFF",
+    "-DLLAMA_BUILD_EXAMPLES=OFF",
+    "-DLLAMA_BUILD_SERVER=OFF",
+    "-DBUILD_SHARED_LIBS=ON",
+    "-DCMAKE_BUILD_TYPE=Release",
+) + (
+    (
+        "-DCMAKE_C_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16",
+        "-DCMAKE_CXX_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16",
+    )
+    if platform.machine() in ("x86_64", "AMD64")
+    else ()
+)
+
+
+def build_dir() -> Path:
+    """The cmake build folder, named by FLAGS' digest: a build made with other flags is not used."""
+    return build_root() / f"build-{hashlib.sha256(chr(0).join(FLAGS).encode()).hexdigest()[:8]}"
+
+
 def source_dir() -> Path:
     """The sdist's root (its `llama_cpp/` bindings, `vendor/llama.cpp/` source)."""
     return build_root() / f"llama_cpp_python-{VERSION}"
@@ -47,7 +77,7 @@ def _lib_name() -> str:
 
 def bin_dir() -> Path:
     """The folder with the built tools and libllama; Unavailable (saying how to build) where it is incomplete."""
-    bins = build_root() / "build" / "bin"
+    bins = build_dir() / "bin"
     missing = [t for t in (*TOOLS, _lib_name()) if not (bins / t).is_file()]
     if missing:
         raise Unavailable(f"llama.cpp is not built here ({', '.join(missing)} missing in {bins}): {BUILD_HINT}")
@@ -65,19 +95,10 @@ def build(log=print) -> Path:
         raise Unavailable(f"cannot build llama.cpp: {', '.join(missing)} not found")
     root = build_root()
     src = _source(root, log)
-    log(f"building libllama, llama-bench and llama-quantize in {root / 'build'} (~6 min on 2 cores) ...")
-    flags = [
-        "-DGGML_NATIVE=ON",
-        "-DLLAMA_CURL=OFF",
-        "-DLLAMA_BUILD_TESTS=OFF",
-        "-DLLAMA_BUILD_EXAMPLES=OFF",
-        "-DLLAMA_BUILD_SERVER=OFF",
-        "-DBUILD_SHARED_LIBS=ON",
-        "-DCMAKE_BUILD_TYPE=Release",
-    ]
-    run_tool(["cmake", "-S", str(src / "vendor" / "llama.cpp"), "-B", str(root / "build"), *flags], "cmake configure")
+    log(f"building libllama, llama-bench and llama-quantize in {build_dir()} (~6 min on 2 cores) ...")
+    run_tool(["cmake", "-S", str(src / "vendor" / "llama.cpp"), "-B", str(build_dir()), *FLAGS], "cmake configure")
     run_tool(
-        ["cmake", "--build", str(root / "build"), "--target", "llama", *TOOLS, "-j", str(os.cpu_count())], "cmake build"
+        ["cmake", "--build", str(build_dir()), "--target", "llama", *TOOLS, "-j", str(os.cpu_count())], "cmake build"
     )
     return bin_dir()
 
