@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
@@ -25,3 +26,18 @@ def random_model(a: argparse.Namespace):
         vocab_size=a.vocab, n_positions=a.positions, n_embd=a.width, n_layer=a.layers, n_head=a.heads
     )
     return CLIGPT2LMHeadModel(config).eval()
+
+
+def save_original(a: argparse.Namespace, folder: Path):
+    """A stock GPT-2 of those shapes with seeded random weights and GPT-2's tokenizer, saved in FOLDER as
+    from_pretrained reads it; returns its transformers config."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from clidep.data import load_tokenizer
+
+    torch.manual_seed(0)
+    config = GPT2Config(n_embd=a.width, n_layer=a.layers, n_head=a.heads, vocab_size=a.vocab, n_positions=a.positions)
+    GPT2LMHeadModel(config).eval().save_pretrained(folder)
+    load_tokenizer("gpt2").save_pretrained(folder)
+    return config

@@ -126,8 +126,6 @@ def main() -> None:
 
 def _models(a, work: Path, log) -> tuple[dict, dict]:
     """The original GPT-2 with random weights, and CLI and uniform students of its shape, saved in WORK."""
-    import torch
-    from transformers import GPT2Config, GPT2LMHeadModel
 
     from clidep import CLIGPT2LMHeadModel
     from clidep.compress import stock
@@ -136,12 +134,8 @@ def _models(a, work: Path, log) -> tuple[dict, dict]:
     from clidep.model.convert import config_from_gpt2, to_gpt2
     from clidep.model.params import param_count
 
-    torch.manual_seed(0)
+    teacher_cfg = config_from_gpt2(gpt2_shapes.save_original(a, work / "original"))
     tok = load_tokenizer("gpt2")
-    gcfg = GPT2Config(n_embd=a.width, n_layer=a.layers, n_head=a.heads, vocab_size=a.vocab, n_positions=a.positions)
-    GPT2LMHeadModel(gcfg).eval().save_pretrained(work / "original")
-    tok.save_pretrained(work / "original")
-    teacher_cfg = config_from_gpt2(gcfg)
     params = {"original": param_count(teacher_cfg)}
     cli_sol = solve(teacher_cfg, "cli", round(params["original"] / a.ratio), [0, a.layers - 1])
     sols = {"cli": cli_sol, "uniform": solve(teacher_cfg, "uniform", cli_sol.params, [])}

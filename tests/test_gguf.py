@@ -270,6 +270,29 @@ def test_a_changed_gguf_file_is_refused_by_bench(teacher_gguf, tmp_path):
     assert r.returncode == 2 and "model.q4_0.gguf' is not the file clidep export wrote" in r.stderr, r.stderr
 
 
+def test_one_gguf_file_of_an_export_is_measured_as_that_file(teacher_gguf, tmp_path):
+    """bench EXPORT/gguf/model.q4_0.gguf measures that file in llama.cpp, checked against the manifest (it failed
+    with "not an ONNX model"); without --runtime llamacpp, or copied out of its export, it is refused in one line."""
+    import shutil
+
+    from clidep.bench.models import model_files
+
+    out, _ = teacher_gguf
+    q4 = out / "gguf" / "model.q4_0.gguf"
+    (row,) = model_files([str(q4)], log=lambda m: None)
+    assert (row.name, row.precision, row.file, row.gguf, row.missing) == (out.name, "q4_0", q4, True, None)
+    args = ["--device", "host", "--reps", "1", "--gen", "64", "--prompt-lens", "16", "--out", str(tmp_path / "r")]
+    r = run("bench", str(q4), *args)
+    assert r.returncode == 2 and "runs in llamacpp: add --runtime llamacpp" in r.stderr, r.stderr
+    r = run("bench", str(q4), "--runtime", "llamacpp", *args)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads((tmp_path / "r" / "bench.json").read_text())["models"]
+    assert [(m["precision"], m["runtime"]) for m in rows] == [("q4_0", "llamacpp")] and rows[0]["decode_ms_p50"] > 0
+    shutil.copy(q4, tmp_path / "alone.gguf")
+    r = run("bench", str(tmp_path / "alone.gguf"), "--runtime", "llamacpp", *args[:-1], str(tmp_path / "r2"))
+    assert r.returncode == 2 and "not one of a clidep export's files" in r.stderr and len(r.stderr.splitlines()) == 1
+
+
 def test_the_runtime_race_times_llama_cpp_files_with_either_cache(teacher_gguf, tmp_path, monkeypatch):
     """benchmarks/runtime.py's llama.cpp rows: F32/Q8_0/Q4_0 files with an f16 cache each and a q8_0 cache (flash
     attention on) for the quantised ones, timed through the one llama-bench record. The teacher's exported
@@ -402,7 +425,7 @@ def test_grid_students_at_gpt2_shapes_quantise_every_matrix_where_slims_do_not(t
     writes a Q4_0 file with no matrix left in F16 and an int4 ONNX file with every linear layer in 4 bits.
     Slim's 24 x 624 (12 heads of 52) at GPT-2 medium leaves matrices in F16: the check can tell them apart."""
     from clidep import CLIGPT2Config, CLIGPT2LMHeadModel
-    from clidep.compress.stock import GRID_TRIALS, grid_candidates, size, slim_width
+    from clidep.compress.stock import grid_trials, size, slim_width
     from clidep.compress.widths import head_size
     from clidep.data import load_tokenizer
     from clidep.export.gguf import quantize_gguf, write_gguf
@@ -413,7 +436,7 @@ def test_grid_students_at_gpt2_shapes_quantise_every_matrix_where_slims_do_not(t
     width, heads, depth = teacher
     tconf = config_from_gpt2(GPT2Config(n_embd=width, n_head=heads, n_layer=depth))
     target = round(size(tconf, width, depth) / 2.47)
-    shapes = [(c["width"], c["head_dim"], c["mlp_inner"]) for c in grid_candidates(tconf, target)[:GRID_TRIALS]]
+    shapes = [(c["width"], c["head_dim"], c["mlp_inner"]) for c in grid_trials(tconf, target)]
     slim = slim_width(tconf, target)
     folder = tmp_path / "tok"
     load_tokenizer(teacher_dir).save_pretrained(folder)

@@ -41,6 +41,13 @@ def model_files(specs: list[str], log=print) -> list[ModelFile]:
             out += _gguf_files(path, manifest) + _pte_files(path, manifest)
         elif (found := _variant_of(path)) is not None:  # one variant of an export, named by its file
             out.append(_variant_row(path.parent, *found))
+        elif (payload := _payload_of(path)) is not None:  # one GGUF file or program of an export
+            out.append(payload)
+        elif path.suffix in (".gguf", ".pte") and path.is_file():
+            raise ClidepError(
+                f"'{spec}' is not one of a clidep export's files: bench measures the GGUF files and ExecuTorch "
+                "programs that clidep export wrote (give the export, or EXPORT/gguf/model.q4_0.gguf)"
+            )
         elif path.is_file() or (path / "model.onnx").is_file():  # a graph, or a folder holding one, run as it is
             graph = path / "model.onnx" if path.is_dir() else path
             name = path.name if path.is_dir() else f"{path.parent.name}/{path.name}"
@@ -62,6 +69,17 @@ def _variant_of(path: Path) -> tuple[Variant, Manifest] | None:
     manifest = verify.load_manifest(path.parent)
     variant = next((v for v in manifest.variants if v.file == path.name), None)
     return None if variant is None else (variant, manifest)
+
+
+def _payload_of(path: Path) -> ModelFile | None:
+    """The row of PATH where PATH is one of a clidep export's GGUF files or ExecuTorch programs
+    (``EXPORT/gguf/model.q4_0.gguf``), checked against its manifest like the whole export's, else None."""
+    export = path.parent.parent
+    if not (path.is_file() and path.suffix in (".gguf", ".pte") and (export / verify.MANIFEST).exists()):
+        return None
+    manifest = verify.load_manifest(export)
+    rows = _gguf_files(export, manifest) + _pte_files(export, manifest)
+    return next((r for r in rows if r.file == export / path.parent.name / path.name), None)
 
 
 def _variant_row(path: Path, v: Variant, manifest: Manifest) -> ModelFile:

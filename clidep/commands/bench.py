@@ -61,8 +61,12 @@ def bench(
 
     c = resolve(BenchConfig, config, options)
     specs = models + ([c.baseline] if c.baseline else [])
+    for s in models:  # one file named for a runtime not asked would give no row at all
+        needed = PAYLOAD_RUNTIMES.get(Path(s).suffix)
+        if needed and needed not in c.runtime:
+            raise ClidepError(f"'{s}' runs in {needed}: add --runtime {needed} (asked: {','.join(c.runtime)})")
     with contextlib.ExitStack() as held:  # no export is replaced while it is measured
-        for folder in dict.fromkeys(Path(s) if Path(s).is_dir() else Path(s).parent for s in specs):
+        for folder in dict.fromkeys(_export_folder(Path(s)) for s in specs):
             held.enter_context(read_lock(folder))
         report = _bench(model_files(specs, log), device, c, timeout, log)
         if c.ppl and c.baseline:
@@ -70,6 +74,17 @@ def bench(
 
             add_agreement(report["models"], c, log)
         return report
+
+
+#: The runtime each of an export's non-ONNX files runs in, by suffix.
+PAYLOAD_RUNTIMES = {".gguf": "llamacpp", ".pte": "executorch"}
+
+
+def _export_folder(spec: Path) -> Path:
+    """The folder SPEC belongs to: itself, a graph's folder, or for a GGUF file or program (EXPORT/gguf/...) its export."""
+    if spec.is_dir():
+        return spec
+    return spec.parent.parent if spec.suffix in PAYLOAD_RUNTIMES else spec.parent
 
 
 #: The fields a failed row keeps: what was measured, not what was not.

@@ -96,6 +96,16 @@ def grid_candidates(tconf, target: int) -> list[dict]:
     return sorted(found, key=lambda f: abs(f["params"] / target - 1))
 
 
+def grid_trials(tconf, target: int) -> list[dict]:
+    """The shapes grid's search distils at TARGET: of grid_candidates, the nearest of each width first (one width
+    does not fill the trials), then the nearest of the rest, up to GRID_TRIALS."""
+    found = grid_candidates(tconf, target)
+    nearest = {}
+    for f in found:  # nearest first: the first of each width is its nearest
+        nearest.setdefault(f["width"], f)
+    return [*nearest.values(), *(f for f in found if f not in nearest.values())][:GRID_TRIALS]
+
+
 def slim_width(tconf, target: int, n_layer: int | None = None) -> int:
     """The residual width (a multiple of 4, below d) whose student of N_LAYER blocks (default all) is nearest TARGET."""
     from clidep.compress.widths import nearest_size
@@ -221,16 +231,12 @@ def _split(teacher: str, tconf, target: int, scores, scorer: str, c, data: str, 
 def _grid(teacher: str, tconf, target: int, scores, scorer: str, c, data: str, log) -> tuple[dict, list[dict]]:
     """(shape, trials) of grid: among the grid shapes within 2% of TARGET, the nearest of each width first,
     up to GRID_TRIALS, each distilled for c.search_steps steps; the lowest validation perplexity wins."""
-    found = grid_candidates(tconf, target)
-    if not found:
+    picks = grid_trials(tconf, target)
+    if not picks:
         raise ClidepError(
             f"no grid student (widths in whole heads of {tconf.head_dim}, MLP widths in steps of {MLP_GRID}, 1 to "
             f"{tconf.n_layer} blocks) is within 2% of {target:,} parameters; use --method slim"
         )
-    nearest = {}
-    for f in found:  # nearest first: the first of each width is its nearest
-        nearest.setdefault(f["width"], f)
-    picks = [*nearest.values(), *(f for f in found if f not in nearest.values())][:GRID_TRIALS]
     if len(picks) == 1:
         return picks[0], picks
     trial = _brief_distillation(teacher, c, data)

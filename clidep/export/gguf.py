@@ -248,8 +248,9 @@ def write_files(model, tmp: Path, c: ExportConfig, name: str, ids, reference, lo
         if off:
             log(
                 f"gguf/model.{kind}.gguf: {off} of {record['matrices']} weight matrices in "
-                f"{'/'.join(record['float_types'] + record['fallback_types'])} (rows off llama-quantize's "
-                f"{BLOCK[kind]}-weight blocks); the manifest records each type"
+                f"{'/'.join(record['float_types'] + record['fallback_types'])}: llama-quantize's fallback for rows "
+                f"that do not split into their type's blocks ({BLOCK[kind]} weights; Q6_K, the table's type in "
+                "Q4_0, 256); the manifest records each type"
             )
         files.append(
             {"file": f"model.{kind}.gguf", "type": kind, "seconds": round(time.perf_counter() - t0, 2), **record}
