@@ -31,13 +31,15 @@ from decode_kernels import _cpu
 from clidep.bench import writer
 
 ROOT = Path(__file__).resolve().parents[1]
-#: Q4_0 for every shape; Q4_K_M where some weight row splits into the k-quants' 256-weight blocks (a width or an
-#: MLP width on 256): elsewhere llama-quantize would put no matrix in Q4_K and export refuses the file.
-KQUANT_BLOCK = 256
 
 
 def gguf_types(shape: dict) -> tuple[str, ...]:
-    return ("q4_0", "q4_k_m") if shape["width"] % KQUANT_BLOCK == 0 or shape["mlp"] % KQUANT_BLOCK == 0 else ("q4_0",)
+    """Q4_0 for every shape; Q4_K_M where some weight row splits into the k-quants' blocks (a width or an MLP width
+    on 256): elsewhere llama-quantize would put no matrix in Q4_K and export refuses the file."""
+    from clidep.export.gguf import BLOCK
+
+    on_block = shape["width"] % BLOCK["q4_k_m"] == 0 or shape["mlp"] % BLOCK["q4_k_m"] == 0
+    return ("q4_0", "q4_k_m") if on_block else ("q4_0",)
 
 
 def main() -> None:
@@ -63,12 +65,12 @@ def main() -> None:
         files = []
         for s in shapes:
             log(f"clidep export {s['label']} ...")
-            out = Path(tmp) / f"{s['name']}-onnx"
+            out, types = Path(tmp) / f"{s['name']}-onnx", gguf_types(s)
             export_artifact(
-                str(Path(tmp) / s["name"]), out, int4=True, gguf=True, gguf_types=gguf_types(s), genai=False,
+                str(Path(tmp) / s["name"]), out, int4=True, gguf=True, gguf_types=types, genai=False,
                 allow_gate_miss=True, ppl_tokens=512, log=log,
             )  # fmt: skip
-            files += [str(out / "model.int4.onnx"), *(str(out / "gguf" / f"model.{t}.gguf") for t in gguf_types(s))]
+            files += [str(out / "model.int4.onnx"), *(str(out / "gguf" / f"model.{t}.gguf") for t in types)]
         report = bench(
             files, devices.load("host"), runtime="clidep,llamacpp", prompt_lens="128", gen=64, threads=str(a.threads), depth=a.depth,
             reps=a.reps, log=log,
@@ -101,7 +103,6 @@ def _l3() -> str:
 def _models(a, work: Path, log) -> list[dict]:
     """The original (a stock GPT-2 of --layers x --width) and grid's candidate shapes at --ratio, saved in WORK as
     stock GPT-2 folders with random weights: [{name, label, blocks, width, mlp, params}]."""
-
     from clidep import CLIGPT2LMHeadModel
     from clidep.compress.stock import grid_trials, stock_config
     from clidep.data import load_tokenizer
@@ -117,8 +118,9 @@ def _models(a, work: Path, log) -> list[dict]:
         config = stock_config(tconf, p["width"], p["blocks"], p["head_dim"], p["mlp_inner"])
         to_gpt2(CLIGPT2LMHeadModel(config).eval()).save_pretrained(work / name)
         tok.save_pretrained(work / name)
-        shapes.append({"name": name, "blocks": p["blocks"], "width": p["width"], "mlp": p["mlp_inner"]})
-        shapes[-1]["params"] = p["params"]
+        shapes.append(
+            {"name": name, "blocks": p["blocks"], "width": p["width"], "mlp": p["mlp_inner"], "params": p["params"]}
+        )
     for s in shapes:
         s["label"] = "original" if s["name"] == "original" else f"grid {s['blocks']} x {s['width']}, MLP {s['mlp']}"
         log(f"{s['label']}: {s['params']:,} parameters")
@@ -129,11 +131,10 @@ def _rows(report: dict, shapes: list[dict], depths: list[str]) -> list[dict]:
     """One row per measured file, with its speed-up over the original's Q4_0 file at each depth."""
     from clidep.export.gguf import describe
 
-    by_name = {f"{s['name']}-onnx": s for s in shapes}
+    by_name = {f"{s['name']}-onnx": s for s in shapes}  # bench names each row by its export
     rows = []
     for r in report["models"]:
-        folder = Path(r["file"]).parent
-        shape = by_name[(folder.parent if folder.name == "gguf" else folder).name]
+        shape = by_name[r["name"]]
         gguf = r["file"].endswith(".gguf")
         types = describe(Path(r["file"])) if gguf else None
         first, last = (r["decode_ms_at"][d] for d in (depths[0], depths[-1]))

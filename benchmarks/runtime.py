@@ -126,7 +126,6 @@ def main() -> None:
 
 def _models(a, work: Path, log) -> tuple[dict, dict]:
     """The original GPT-2 with random weights, and CLI and uniform students of its shape, saved in WORK."""
-
     from clidep import CLIGPT2LMHeadModel
     from clidep.compress import stock
     from clidep.compress.widths import build, solve

@@ -276,6 +276,7 @@ def test_one_gguf_file_of_an_export_is_measured_as_that_file(teacher_gguf, tmp_p
     import shutil
 
     from clidep.bench.models import model_files
+    from clidep.errors import ClidepError
 
     out, _ = teacher_gguf
     q4 = out / "gguf" / "model.q4_0.gguf"
@@ -288,6 +289,15 @@ def test_one_gguf_file_of_an_export_is_measured_as_that_file(teacher_gguf, tmp_p
     assert r.returncode == 0, r.stderr
     rows = json.loads((tmp_path / "r" / "bench.json").read_text())["models"]
     assert [(m["precision"], m["runtime"]) for m in rows] == [("q4_0", "llamacpp")] and rows[0]["decode_ms_p50"] > 0
+    changed = tmp_path / "changed"  # only the named file is checked: another changed one does not refuse it
+    shutil.copytree(out, changed)
+    with (changed / "gguf" / "model.f16.gguf").open("r+b") as f:
+        f.seek(-16, 2)
+        f.write(b"\x01" * 16)
+    (row,) = model_files([str(changed / "gguf" / "model.q4_0.gguf")], log=lambda m: None)
+    assert row.precision == "q4_0" and row.missing is None
+    with pytest.raises(ClidepError, match="model.f16.gguf' is not the file clidep export wrote"):
+        model_files([str(changed / "gguf" / "model.f16.gguf")], log=lambda m: None)
     shutil.copy(q4, tmp_path / "alone.gguf")
     r = run("bench", str(tmp_path / "alone.gguf"), "--runtime", "llamacpp", *args[:-1], str(tmp_path / "r2"))
     assert r.returncode == 2 and "not one of a clidep export's files" in r.stderr and len(r.stderr.splitlines()) == 1

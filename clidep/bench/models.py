@@ -27,6 +27,18 @@ class ModelFile:
     pte: bool = False  # an ExecuTorch program, measured with the executorch runtime only
 
 
+#: The runtime each of an export's non-ONNX files runs in, by suffix.
+PAYLOAD_RUNTIMES = {".gguf": "llamacpp", ".pte": "executorch"}
+
+
+def export_folder(spec: Path) -> Path:
+    """The folder SPEC belongs to: itself, a graph's folder, or for a GGUF file or program (EXPORT/gguf/...) its
+    export."""
+    if spec.is_dir():
+        return spec
+    return spec.parent.parent if spec.suffix in PAYLOAD_RUNTIMES else spec.parent
+
+
 def model_files(specs: list[str], log=print) -> list[ModelFile]:
     """Every file to measure: an export directory
     gives all its variants, each checked against its manifest first (a changed file is refused; a
@@ -38,12 +50,12 @@ def model_files(specs: list[str], log=print) -> list[ModelFile]:
         if path.is_dir() and (path / verify.MANIFEST).exists():
             manifest = verify.load_manifest(path)
             out += [_variant_row(path, v, manifest) for v in manifest.variants]
-            out += _gguf_files(path, manifest) + _pte_files(path, manifest)
+            out += _payload_rows(path, manifest)
         elif (found := _variant_of(path)) is not None:  # one variant of an export, named by its file
             out.append(_variant_row(path.parent, *found))
         elif (payload := _payload_of(path)) is not None:  # one GGUF file or program of an export
             out.append(payload)
-        elif path.suffix in (".gguf", ".pte") and path.is_file():
+        elif path.suffix in PAYLOAD_RUNTIMES and path.is_file():
             raise ClidepError(
                 f"'{spec}' is not one of a clidep export's files: bench measures the GGUF files and ExecuTorch "
                 "programs that clidep export wrote (give the export, or EXPORT/gguf/model.q4_0.gguf)"
@@ -73,13 +85,13 @@ def _variant_of(path: Path) -> tuple[Variant, Manifest] | None:
 
 def _payload_of(path: Path) -> ModelFile | None:
     """The row of PATH where PATH is one of a clidep export's GGUF files or ExecuTorch programs
-    (``EXPORT/gguf/model.q4_0.gguf``), checked against its manifest like the whole export's, else None."""
-    export = path.parent.parent
-    if not (path.is_file() and path.suffix in (".gguf", ".pte") and (export / verify.MANIFEST).exists()):
+    (``EXPORT/gguf/model.q4_0.gguf``), checked against its manifest entry (that file only), else None."""
+    export = export_folder(path)
+    if not (path.is_file() and path.suffix in PAYLOAD_RUNTIMES and (export / verify.MANIFEST).exists()):
         return None
-    manifest = verify.load_manifest(export)
-    rows = _gguf_files(export, manifest) + _pte_files(export, manifest)
-    return next((r for r in rows if r.file == export / path.parent.name / path.name), None)
+    named = f"{path.parent.name}/{path.name}"
+    found = [e for e in _payload_entries(verify.load_manifest(export)) if e[0].file == named]
+    return _checked_row(export, *found[0]) if found else None
 
 
 def _variant_row(path: Path, v: Variant, manifest: Manifest) -> ModelFile:
@@ -98,19 +110,18 @@ def _variant_row(path: Path, v: Variant, manifest: Manifest) -> ModelFile:
     return row
 
 
-def _gguf_files(path: Path, manifest: Manifest) -> list[ModelFile]:
-    """The GGUF files of an export (export --gguf), each checked against its manifest entry like a graph:
-    rows for the llamacpp runtime only."""
-    gguf = manifest.gguf or {}
-    return [_checked_row(path, _payload_entry(gguf["folder"], g), g["type"], gguf=True) for g in gguf.get("files", [])]
+def _payload_rows(path: Path, manifest: Manifest) -> list[ModelFile]:
+    """The GGUF files (export --gguf: rows for the llamacpp runtime only) and ExecuTorch programs (export
+    --executorch: rows for the executorch runtime only, named by their scheme, "pte 8da4w") of the export at PATH,
+    each checked against its manifest entry like a graph."""
+    return [_checked_row(path, *entry) for entry in _payload_entries(manifest)]
 
 
-def _pte_files(path: Path, manifest: Manifest) -> list[ModelFile]:
-    """The ExecuTorch programs of an export (export --executorch), each checked against its manifest entry: rows
-    for the executorch runtime only, named by their quantisation scheme ("pte 8da4w")."""
-    record = manifest.executorch or {}
-    return [
-        _checked_row(path, _payload_entry(record["folder"], {**p, "type": p["quant"]}), f"pte {p['quant']}", pte=True)
+def _payload_entries(manifest: Manifest) -> list[tuple[Variant, str, bool, bool]]:
+    """(manifest entry, precision, gguf, pte) of each GGUF file and ExecuTorch program MANIFEST records."""
+    gguf, record = manifest.gguf or {}, manifest.executorch or {}
+    return [(_payload_entry(gguf["folder"], g), g["type"], True, False) for g in gguf.get("files", [])] + [
+        (_payload_entry(record["folder"], {**p, "type": p["quant"]}), f"pte {p['quant']}", False, True)
         for p in record.get("files", [])
     ]
 

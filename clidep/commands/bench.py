@@ -29,7 +29,7 @@ import typer
 
 from clidep.bench import measure
 from clidep.bench.config import BenchConfig
-from clidep.bench.models import model_files
+from clidep.bench.models import PAYLOAD_RUNTIMES, export_folder, model_files
 from clidep.bench.provenance import provenance as run_provenance
 from clidep.errors import ClidepError
 from clidep.files import non_finite
@@ -66,7 +66,7 @@ def bench(
         if needed and needed not in c.runtime:
             raise ClidepError(f"'{s}' runs in {needed}: add --runtime {needed} (asked: {','.join(c.runtime)})")
     with contextlib.ExitStack() as held:  # no export is replaced while it is measured
-        for folder in dict.fromkeys(_export_folder(Path(s)) for s in specs):
+        for folder in dict.fromkeys(export_folder(Path(s)) for s in specs):
             held.enter_context(read_lock(folder))
         report = _bench(model_files(specs, log), device, c, timeout, log)
         if c.ppl and c.baseline:
@@ -74,17 +74,6 @@ def bench(
 
             add_agreement(report["models"], c, log)
         return report
-
-
-#: The runtime each of an export's non-ONNX files runs in, by suffix.
-PAYLOAD_RUNTIMES = {".gguf": "llamacpp", ".pte": "executorch"}
-
-
-def _export_folder(spec: Path) -> Path:
-    """The folder SPEC belongs to: itself, a graph's folder, or for a GGUF file or program (EXPORT/gguf/...) its export."""
-    if spec.is_dir():
-        return spec
-    return spec.parent.parent if spec.suffix in PAYLOAD_RUNTIMES else spec.parent
 
 
 #: The fields a failed row keeps: what was measured, not what was not.

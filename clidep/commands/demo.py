@@ -130,8 +130,8 @@ def _bench(exports: dict, eval_data: str, log) -> dict:
 
 def _summary(out: Path, cli: dict, uni: dict, scored: tuple, bench_report: dict, exports: dict) -> dict:
     """The demo's table (one row per model: size, fp32 perplexity, the int8 file's figures in clidep's
-    runner, and how far it answers from the teacher's fp32 graph: KLD and top-1 agreement), the students' shapes, the evaluation protocol (SCORED: the text, and each model's eval) and
-    where each artifact is."""
+    runner, and how far it answers from the teacher's fp32 graph: KLD and top-1 agreement), the students'
+    shapes, the evaluation protocol (SCORED: the text, and each model's eval) and where each artifact is."""
     eval_data, evals = scored
     rows = []
     for name, params in (
