@@ -141,7 +141,9 @@ def test_stock_students_open_in_plain_transformers_without_clidep(tiny_setup, tm
         if method == "grid":
             assert record["head_dim"] == 32 and config["n_inner"] == record["mlp_inner"] in (128, 256)
             assert [(t["blocks"], t["mlp_inner"]) for t in record["trials"]] == [(3, 128), (2, 256)]
-            assert all(t["val_ppl"] > 0 for t in record["trials"])
+            assert all(t["val_ppl"] > 0 and t["val_ppl_int8"] > 0 for t in record["trials"]), "ranked by int8's file"
+            result = json.loads((out / "compress.json").read_text())
+            assert 0 < result["val_ppl_int4"] != result["val_ppl_int8"] > 0, "the shipped files' figures reported"
         if method == "depth":
             assert record["depth_scorer"] == "bi" and len(record["block_scores"]) == 4
             kept = sorted(np.argsort(record["block_scores"])[::-1][: config["n_layer"]].tolist())

@@ -245,6 +245,8 @@ def command(
             "init",
             "tokens_trained",
             "val_ppl",
+            "val_ppl_int8",
+            "val_ppl_int4",
             "seconds",
         )
     }

@@ -2,8 +2,8 @@
 
 Each candidate (a scorer and an exponent gamma, see ``widths.allocate``) is sized to the same
 target, initialised from the teacher and distilled for ``--search-steps`` steps on the training
-text; its perplexity on the validation text (wiki-en/valid.txt by default, never the test text)
-picks the schedule. gamma 0 (the uniform bottleneck) is always among the candidates, so auto
+text; its perplexity on the validation text (wiki-en/valid.txt by default, never the test text), with
+its weights as the ``--precision`` file will hold them (``shipped.py``), picks the schedule. gamma 0 (the uniform bottleneck) is always among the candidates, so auto
 falls back to uniform when no allocation beats it on this proxy.
 """
 
@@ -23,6 +23,7 @@ def plan(teacher: str, tconf, target: int, c, data: str, log=print) -> dict:
     """The auto schedule for TEACHER at TARGET parameters under the settings C (a CompressConfig):
     widths, head sizes, the chosen scorer and gamma, every trial, and the arithmetic."""
     from clidep.compress.analyze import quick_analysis
+    from clidep.compress.shipped import ranked_by
     from clidep.compress.widths import allocate, schedule_head_dims
 
     cands = candidates(c.scorer, c.gamma)
@@ -34,7 +35,7 @@ def plan(teacher: str, tconf, target: int, c, data: str, log=print) -> dict:
     if len(cands) > 1:
         log(f"auto: {len(cands)} candidates, {c.search_steps} distillation steps each, scored on {c.val_data}")
         trials = _search(teacher, tconf, sols, c, data, log)
-        chosen = min(trials, key=lambda t: t["val_ppl"])
+        chosen = min(trials, key=lambda t: t[ranked_by(c.precision)])
         key = (chosen["scorer"], chosen["gamma"])
     else:
         key = cands[0]
@@ -42,8 +43,8 @@ def plan(teacher: str, tconf, target: int, c, data: str, log=print) -> dict:
     scorer, gamma = key
     why = (
         (
-            f"chosen from {len(trials)} candidates by validation ppl after {c.search_steps} steps: "
-            + ", ".join(f"{t['scorer']}^{t['gamma']:g} {t['val_ppl']:.2f}" for t in trials)
+            f"chosen from {len(trials)} candidates by {c.precision} validation ppl after {c.search_steps} steps: "
+            + ", ".join(f"{t['scorer']}^{t['gamma']:g} {t[ranked_by(c.precision)]:.2f}" for t in trials)
         )
         if trials
         else "given"
@@ -69,6 +70,7 @@ def _search(teacher: str, tconf, sols: dict, c, data: str, log) -> list[dict]:
     """Each candidate's validation perplexity after a short distillation from the teacher's weights."""
     from clidep.compress.corpus import token_file
     from clidep.compress.distill import validation_ids
+    from clidep.compress.shipped import said
     from clidep.data import load_tokenizer
     from clidep.model.convert import load_model
 
@@ -78,36 +80,34 @@ def _search(teacher: str, tconf, sols: dict, c, data: str, log) -> list[dict]:
     val_ids = validation_ids(tokenizer, c.val_data)
     trials = []
     for (scorer, gamma), sol in sols.items():
-        ppl = proxy_ppl(teacher_model, tconf, sol.widths, tokens, val_ids, c)
-        trials.append(
-            {"scorer": scorer, "gamma": gamma, "layer_widths": sol.widths, "params": sol.params, "val_ppl": ppl}
-        )
-        log(f"auto: {scorer}^{gamma:g} widths {sol.widths}: validation ppl {ppl:.2f}")
+        scores = proxy_ppl(teacher_model, tconf, sol.widths, tokens, val_ids, c)
+        trials.append({"scorer": scorer, "gamma": gamma, "layer_widths": sol.widths, "params": sol.params, **scores})
+        log(f"auto: {scorer}^{gamma:g} widths {sol.widths}: {said(scores)}")
     return trials
 
 
-def proxy_ppl(teacher_model, tconf, widths: list[int], tokens: np.ndarray, val_ids: np.ndarray, c) -> float:
-    """Validation perplexity of the student of WIDTHS after C.search_steps distillation steps.
+def proxy_ppl(teacher_model, tconf, widths: list[int], tokens: np.ndarray, val_ids: np.ndarray, c) -> dict:
+    """Validation perplexities of the student of WIDTHS after C.search_steps distillation steps (distil_briefly's).
 
     It starts as ``compress`` starts (``start_student``) and takes the run's batches, loss, lr and
     seed, but a plain loop: AdamW with C.weight_decay on every parameter (the run's optimiser
     leaves biases and norms undecayed) and the warm-up shortened to a quarter of the steps. The
     loop runs on the main process only, where Accelerate's prepared model would wait for the others.
     """
+    from clidep.compress.shipped import scores
     from clidep.compress.widths import schedule_head_dims, student_config
 
-    return distil_briefly(
-        teacher_model, student_config(tconf, widths, schedule_head_dims(tconf, widths)), None, tokens, val_ids, c
-    )
+    config = student_config(tconf, widths, schedule_head_dims(tconf, widths))
+    return scores(distil_briefly(teacher_model, config, None, tokens, c), val_ids, c.precision)
 
 
-def distil_briefly(teacher_model, config, init, tokens: np.ndarray, val_ids: np.ndarray, c) -> float:
-    """Validation perplexity of the student of CONFIG, started by ``start_student`` (INIT: its initialiser,
-    None for the bottleneck students'), after C.search_steps distillation steps (see ``proxy_ppl``)."""
+def distil_briefly(teacher_model, config, init, tokens: np.ndarray, c):
+    """The student of CONFIG, started by ``start_student`` (INIT: its initialiser, None for the bottleneck
+    students'), after C.search_steps distillation steps (see ``proxy_ppl``), in eval mode."""
     import torch
 
     from clidep.compress import corpus
-    from clidep.compress.distill import distill_loss, lr_lambda, validation_ppl
+    from clidep.compress.distill import distill_loss, lr_lambda
     from clidep.compress.student_init import start_student
 
     student = start_student(config, teacher_model, tokens, c.seed, init=init)
@@ -125,5 +125,4 @@ def distil_briefly(teacher_model, config, init, tokens: np.ndarray, val_ids: np.
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-    student.eval()
-    return validation_ppl(student, val_ids)
+    return student.eval()

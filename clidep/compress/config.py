@@ -44,6 +44,14 @@ class CompressConfig(Options):
         choices=("teacher", "random"),
         group=STUDENT,
     )
+    precision: str = option(
+        "int8",
+        "The file you will ship (export --int8, --int4, or fp32): grid, depth+slim and auto rank their trials by "
+        "its validation perplexity (the student's weights as that file stores them), and --max-decode-ms and "
+        "--max-mb size the student for it.",
+        choices=("fp32", "int8", "int4"),
+        group=STUDENT,
+    )
     ratio: float | None = option(None, "Target teacher / student parameter ratio.", above=1, group=SIZE)
     params: int | None = option(None, "Target student parameters.", low=1, group=SIZE)
     width: int | None = option(
@@ -62,12 +70,6 @@ class CompressConfig(Options):
     device: str | None = option(
         None,
         "Device profile for --max-decode-ms: a name from `clidep devices` (host: measured now) or a .toml file.",
-        group=BUDGET,
-    )
-    precision: str = option(
-        "int8",
-        "The precision --max-decode-ms and --max-mb assume (what you will export).",
-        choices=("fp32", "int8", "int4"),
         group=BUDGET,
     )
     protect: str = option(
@@ -95,7 +97,7 @@ class CompressConfig(Options):
     )
     search_steps: int = option(
         16,
-        "distillation steps each candidate gets before its validation perplexity picks one.",
+        "distillation steps each candidate gets before its validation perplexity (of the --precision file) picks one.",
         low=1,
         group=METHOD,
         methods=("auto", "depth+slim", "grid"),

@@ -14,6 +14,9 @@
   MLP_GRID, and the depth, each chosen separately; the candidate shapes within 2% of the target are
   ranked by the same short distillation, every trial recorded.
 
+The searches rank by the validation perplexity of the file ``--precision`` names (int8 by default): the
+trial's weights as that file's block quantiser stores them (``shipped.py``), beside its fp32 figure.
+
 Each is a ``CLIGPT2Config`` of the identity schedule (one width, one head size), so it trains as
 every clidep student does and is saved as a ``GPT2LMHeadModel`` (``convert.to_gpt2``): plain
 transformers, optimum, llama.cpp and ExecuTorch take it without clidep.
@@ -206,7 +209,9 @@ SPLITS = 4
 
 def _split(teacher: str, tconf, target: int, scores, scorer: str, c, data: str, log) -> tuple[int, int, list[dict]]:
     """(blocks, width, trials) of depth+slim: SPLITS block counts between depth alone and every block, each at the
-    width that reaches TARGET, distilled for c.search_steps steps; the lowest validation perplexity wins."""
+    width that reaches TARGET, distilled for c.search_steps steps; the lowest validation perplexity of the
+    c.precision file wins."""
+    from clidep.compress.shipped import ranked_by, said
     from clidep.compress.widths import REACH
 
     n = tconf.n_layer
@@ -222,15 +227,18 @@ def _split(teacher: str, tconf, target: int, scores, scorer: str, c, data: str, 
         w = tconf.n_embd if size(tconf, tconf.n_embd, k) <= target / REACH and k < n else slim_width(tconf, target, k)
         kept = keep_blocks(scores, k, n, scorer)
         ppl = trial(stock_config(tconf, w, k), kept)
-        trials.append({"blocks": k, "width": w, "kept_blocks": kept, "params": size(tconf, w, k), "val_ppl": ppl})
-        log(f"depth+slim: {k} blocks x {w}: validation ppl {ppl:.2f}")
-    best = min(trials, key=lambda t: t["val_ppl"])
+        trials.append({"blocks": k, "width": w, "kept_blocks": kept, "params": size(tconf, w, k), **ppl})
+        log(f"depth+slim: {k} blocks x {w}: {said(ppl)}")
+    best = min(trials, key=lambda t: t[ranked_by(c.precision)])
     return best["blocks"], best["width"], trials
 
 
 def _grid(teacher: str, tconf, target: int, scores, scorer: str, c, data: str, log) -> tuple[dict, list[dict]]:
     """(shape, trials) of grid: among the grid shapes within 2% of TARGET, the nearest of each width first,
-    up to GRID_TRIALS, each distilled for c.search_steps steps; the lowest validation perplexity wins."""
+    up to GRID_TRIALS, each distilled for c.search_steps steps; the lowest validation perplexity of the
+    c.precision file wins."""
+    from clidep.compress.shipped import ranked_by, said
+
     picks = grid_trials(tconf, target)
     if not picks:
         raise ClidepError(
@@ -244,20 +252,19 @@ def _grid(teacher: str, tconf, target: int, scores, scorer: str, c, data: str, l
     for shape in picks:
         kept = keep_blocks(scores, shape["blocks"], tconf.n_layer, scorer)
         config = stock_config(tconf, shape["width"], shape["blocks"], shape["head_dim"], shape["mlp_inner"])
-        shape.update(kept_blocks=kept, val_ppl=trial(config, kept))
-        log(
-            f"grid: {shape['blocks']} blocks x {shape['width']}, MLP {shape['mlp_inner']}: "
-            f"validation ppl {shape['val_ppl']:.2f}"
-        )
-    return min(picks, key=lambda t: t["val_ppl"]), picks
+        ppl = trial(config, kept)
+        shape.update(kept_blocks=kept, **ppl)
+        log(f"grid: {shape['blocks']} blocks x {shape['width']}, MLP {shape['mlp_inner']}: {said(ppl)}")
+    return min(picks, key=lambda t: t[ranked_by(c.precision)]), picks
 
 
 def _brief_distillation(teacher: str, c, data: str):
-    """trial(config, kept) -> the validation perplexity of a stock student of CONFIG (keeping the teacher's
+    """trial(config, kept) -> the validation perplexities of a stock student of CONFIG (keeping the teacher's
     blocks KEPT) after c.search_steps distillation steps, as --method auto ranks its candidates."""
     from clidep.compress.auto import distil_briefly
     from clidep.compress.corpus import token_file
     from clidep.compress.distill import validation_ids
+    from clidep.compress.shipped import scores
     from clidep.compress.student_init import init_stock
     from clidep.data import load_tokenizer
     from clidep.model.convert import load_model
@@ -266,8 +273,8 @@ def _brief_distillation(teacher: str, c, data: str):
     tokenizer = load_tokenizer(teacher)
     tokens, val_ids = token_file(tokenizer, data), validation_ids(tokenizer, c.val_data)
 
-    def trial(config, kept: list[int]) -> float:
+    def trial(config, kept: list[int]) -> dict:
         init = lambda s, ids: init_stock(s, teacher_model, kept, ids)  # noqa: E731
-        return distil_briefly(teacher_model, config, init, tokens, val_ids, c)
+        return scores(distil_briefly(teacher_model, config, init, tokens, c), val_ids, c.precision)
 
     return trial

@@ -17,7 +17,8 @@ graph ONNX Runtime decodes fastest, the way ONNX Runtime GenAI's model builder d
   head for the last position only.
 
 Weights are block-quantised by ONNX Runtime's own kernels (``quantize_matmul_4bits`` /
-``_8bits``, what its MatMulNBits quantizer calls), symmetric, blocks along the input axis.
+``_8bits``, what its MatMulNBits quantizer calls), symmetric, blocks along the input axis
+(``hardware/blockwise.py``, which compress's search also reads them back with).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import numpy as np
 
 from clidep.errors import ClidepError
 from clidep.export.config import ORT_GRAPH_OPSET
+from clidep.hardware import blockwise
 from clidep.hardware.kernels import INT4_BLOCK
 from clidep.runtime import onnx_io
 
@@ -71,16 +73,7 @@ class _Weights:
 
     def quantise(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """W (N, K) as MatMulNBits stores it: packed (N, K/block, block*bits/8) uint8, scales (N, K/block)."""
-        from onnxruntime.capi._pybind_state import quantize_matmul_4bits, quantize_matmul_8bits
-
-        n, k = w.shape
-        blocks = -(-k // self.block)
-        packed = np.zeros((n, blocks, self.block * self.bits // 8), np.uint8)
-        scales = np.zeros((n, blocks), np.float32)
-        zero_points = np.zeros((n, blocks), np.uint8)  # unused: symmetric
-        kernel = quantize_matmul_4bits if self.bits == 4 else quantize_matmul_8bits
-        kernel(packed, np.ascontiguousarray(w.T, np.float32), scales, zero_points, self.block, n, k, True)
-        return packed, scales
+        return blockwise.quantise(w, self.bits, self.block)
 
     def linear(self, x: str, name: str, w: np.ndarray, bias: np.ndarray | None = None) -> str:
         """x @ W.T (+ bias) for a torch Linear weight W (out, in)."""
@@ -157,7 +150,7 @@ class _Graph:
         self.b = _Builder()
         self.w = _Weights(self.b, bits, block_size, accuracy_level)
         # the tied embedding/head table: the linear layers' bits unless TABLE_BITS says otherwise
-        self.tw = self.w if table_bits in (None, bits) else _Weights(self.b, table_bits, block_size, None)
+        self.tw = self.w if table_bits in (None, bits) else _Weights(self.b, table_bits, block_size, accuracy_level)
         self.p = _Params(model)
         self.config = model.config
 
@@ -407,16 +400,21 @@ def _last_positions(b: _Builder, x: str, keep: str) -> str:
 
 
 def export_ort_graph(
-    model, path: str | Path, bits: int | None = None, block_size: int = INT4_BLOCK, accuracy_level: int | None = None
+    model,
+    path: str | Path,
+    bits: int | None = None,
+    block_size: int = INT4_BLOCK,
+    accuracy_level: int | None = None,
+    table_bits: int | None = None,
 ) -> Path:
     """Write ``build_graph(model, bits, block_size, accuracy_level)`` at PATH, a weight at a time
-    (onnx_file.stream_graph; external data past 2 GB)."""
+    (onnx_file.stream_graph; external data past 2 GB); TABLE_BITS as ``write_quantised`` takes it."""
     from clidep.export.onnx_file import stream_graph
 
     was_training = model.training
     model.eval()
     try:
-        return stream_graph(*_compose(model, bits, block_size, accuracy_level), path)
+        return stream_graph(*_compose(model, bits, block_size, accuracy_level, table_bits), path)
     finally:
         model.train(was_training)
 
