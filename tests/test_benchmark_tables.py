@@ -27,6 +27,7 @@ def _table(name: str) -> str:
     import decode_kernels
     import export_compare
     import gguf_peer
+    import grid_race
     import int4_table
     import layercollapse
     import paper_ablation
@@ -35,6 +36,7 @@ def _table(name: str) -> str:
     import pte_runtimes
     import pte_sdpa
     import runtime
+    import shipped_proxy
     import shipped_student
 
     result = json.loads((BENCHMARKS / "results" / f"{name}.json").read_text())
@@ -58,8 +60,14 @@ def _table(name: str) -> str:
             name, compress_scale
         )
         return writer.markdown(module.FIELDS, result["rows"], module.title(result))
-    if name in ("decode_kernels", "profile_decode", "int4_table"):
-        module = {"decode_kernels": decode_kernels, "profile_decode": profile_decode, "int4_table": int4_table}[name]
+    if name in ("decode_kernels", "profile_decode", "int4_table", "grid_race", "shipped_proxy"):
+        module = {
+            "decode_kernels": decode_kernels,
+            "profile_decode": profile_decode,
+            "int4_table": int4_table,
+            "grid_race": grid_race,
+            "shipped_proxy": shipped_proxy,
+        }[name]
         return writer.markdown(module.FIELDS, result["rows"], module.title(result))
     return writer.markdown(export_compare.FIELDS, [r for r in result["rows"] if "ppl" in r])
 
@@ -83,6 +91,8 @@ def _table(name: str) -> str:
         "pte_medium",
         "pte_sdpa",
         "compress_scale",
+        "grid_race",
+        "shipped_proxy",
     ],
 )
 def test_published_table_is_what_the_writer_prints(name):

@@ -128,7 +128,8 @@ def test_stock_students_open_in_plain_transformers_without_clidep(tiny_setup, tm
     ours = {}
     for method, ratio in (("slim", "1.5"), ("depth", "1.2"), ("grid", "2.4")):
         out = tmp_path / method
-        data = ["--data", str(tiny_setup / "train.txt"), "--batch-size", "8", "--seq-len", "64", "--eval-every", "0"]
+        every = "2" if method == "grid" else "0"  # grid validates: compress.json reports its shipped files too
+        data = ["--data", str(tiny_setup / "train.txt"), "--batch-size", "8", "--seq-len", "64", "--eval-every", every]
         args = ["compress", str(tiny_setup / "teacher"), "--out", str(out), "--method", method, "--ratio", ratio]
         args += ["--search-steps", "2"] if method == "grid" else []
         assert main([*args, *data, "--steps", "2", "--save-every", "0"]) == 0  # in-process; the check is below
@@ -144,6 +145,8 @@ def test_stock_students_open_in_plain_transformers_without_clidep(tiny_setup, tm
             assert all(t["val_ppl"] > 0 and t["val_ppl_int8"] > 0 for t in record["trials"]), "ranked by int8's file"
             result = json.loads((out / "compress.json").read_text())
             assert 0 < result["val_ppl_int4"] != result["val_ppl_int8"] > 0, "the shipped files' figures reported"
+        else:
+            assert "val_ppl_int4" not in json.loads((out / "compress.json").read_text()), "--eval-every 0: none"
         if method == "depth":
             assert record["depth_scorer"] == "bi" and len(record["block_scores"]) == 4
             kept = sorted(np.argsort(record["block_scores"])[::-1][: config["n_layer"]].tolist())

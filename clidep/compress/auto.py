@@ -2,9 +2,10 @@
 
 Each candidate (a scorer and an exponent gamma, see ``widths.allocate``) is sized to the same
 target, initialised from the teacher and distilled for ``--search-steps`` steps on the training
-text; its perplexity on the validation text (wiki-en/valid.txt by default, never the test text), with
-its weights as the ``--precision`` file will hold them (``shipped.py``), picks the schedule. gamma 0 (the uniform bottleneck) is always among the candidates, so auto
-falls back to uniform when no allocation beats it on this proxy.
+text; its perplexity on the validation text (wiki-en/valid.txt by default, never the test text),
+with its weights as the ``--precision`` file will hold them (``shipped.py``), picks the schedule.
+gamma 0 (the uniform bottleneck) is always among the candidates, so auto falls back to uniform
+when no allocation beats it on this proxy.
 """
 
 from __future__ import annotations
@@ -80,14 +81,14 @@ def _search(teacher: str, tconf, sols: dict, c, data: str, log) -> list[dict]:
     val_ids = validation_ids(tokenizer, c.val_data)
     trials = []
     for (scorer, gamma), sol in sols.items():
-        scores = proxy_ppl(teacher_model, tconf, sol.widths, tokens, val_ids, c)
-        trials.append({"scorer": scorer, "gamma": gamma, "layer_widths": sol.widths, "params": sol.params, **scores})
-        log(f"auto: {scorer}^{gamma:g} widths {sol.widths}: {said(scores)}")
+        figures = proxy_ppl(teacher_model, tconf, sol.widths, tokens, val_ids, c)
+        trials.append({"scorer": scorer, "gamma": gamma, "layer_widths": sol.widths, "params": sol.params, **figures})
+        log(f"auto: {scorer}^{gamma:g} widths {sol.widths}: {said(figures)}")
     return trials
 
 
 def proxy_ppl(teacher_model, tconf, widths: list[int], tokens: np.ndarray, val_ids: np.ndarray, c) -> dict:
-    """Validation perplexities of the student of WIDTHS after C.search_steps distillation steps (distil_briefly's).
+    """Validation perplexities (``shipped.scores``) of the student of WIDTHS after C.search_steps distillation steps.
 
     It starts as ``compress`` starts (``start_student``) and takes the run's batches, loss, lr and
     seed, but a plain loop: AdamW with C.weight_decay on every parameter (the run's optimiser

@@ -226,9 +226,9 @@ def _split(teacher: str, tconf, target: int, scores, scorer: str, c, data: str, 
     for k in counts:
         w = tconf.n_embd if size(tconf, tconf.n_embd, k) <= target / REACH and k < n else slim_width(tconf, target, k)
         kept = keep_blocks(scores, k, n, scorer)
-        ppl = trial(stock_config(tconf, w, k), kept)
-        trials.append({"blocks": k, "width": w, "kept_blocks": kept, "params": size(tconf, w, k), **ppl})
-        log(f"depth+slim: {k} blocks x {w}: {said(ppl)}")
+        figures = trial(stock_config(tconf, w, k), kept)
+        trials.append({"blocks": k, "width": w, "kept_blocks": kept, "params": size(tconf, w, k), **figures})
+        log(f"depth+slim: {k} blocks x {w}: {said(figures)}")
     best = min(trials, key=lambda t: t[ranked_by(c.precision)])
     return best["blocks"], best["width"], trials
 
@@ -252,9 +252,9 @@ def _grid(teacher: str, tconf, target: int, scores, scorer: str, c, data: str, l
     for shape in picks:
         kept = keep_blocks(scores, shape["blocks"], tconf.n_layer, scorer)
         config = stock_config(tconf, shape["width"], shape["blocks"], shape["head_dim"], shape["mlp_inner"])
-        ppl = trial(config, kept)
-        shape.update(kept_blocks=kept, **ppl)
-        log(f"grid: {shape['blocks']} blocks x {shape['width']}, MLP {shape['mlp_inner']}: {said(ppl)}")
+        figures = trial(config, kept)
+        shape.update(kept_blocks=kept, **figures)
+        log(f"grid: {shape['blocks']} blocks x {shape['width']}, MLP {shape['mlp_inner']}: {said(figures)}")
     return min(picks, key=lambda t: t[ranked_by(c.precision)]), picks
 
 

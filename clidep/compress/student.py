@@ -49,7 +49,8 @@ def distil_run(run: RunPlan, out: Path, resume: bool, log) -> dict:
     _save_student(student, tokenizer, out, stock=run.schedule == "stock")
     collapsed = (records, collapsed_ppl) if collapse_plan else None
     result = _record(run, (teacher_model.config, config), state, (val_data, trained_ppl), collapsed)
-    result.update(_shipped(student.eval(), val_ids, result["val_ppl"], log))
+    if result["val_ppl"] is not None:  # validated (--eval-every): the shipped files' figures beside fp32's
+        result.update(_shipped(student.eval(), val_ids, result["val_ppl"], log))
     result["wall_seconds_this_invocation"] = round(time.perf_counter() - t0, 1)
     write_json(out / "compress.json", result)
     return result
@@ -100,18 +101,17 @@ def _record(run: RunPlan, configs: tuple, state, validation: tuple, collapsed: t
     }
 
 
-def _shipped(student, val_ids, fp32_ppl: float | None, log) -> dict:
+def _shipped(student, val_ids, fp32_ppl: float, log) -> dict:
     """The validation perplexity of the int8 and int4 files' weights (``shipped.py``), logged against fp32's:
     {"val_ppl_int8": ..., "val_ppl_int4": ...}."""
     from clidep.compress.shipped import REPORTED, ranked_by, shipped_ppl
 
     found = {ranked_by(p): shipped_ppl(student, val_ids, p) for p in REPORTED}
-    if fp32_ppl:
-        log(
-            "validation ppl of the files it ships (weights as ONNX Runtime's block quantiser stores them): "
-            + ", ".join(f"{p} {found[ranked_by(p)]:.2f} ({found[ranked_by(p)] / fp32_ppl - 1:+.2%})" for p in REPORTED)
-            + f", against fp32 {fp32_ppl:.2f}"
-        )
+    log(
+        "validation ppl of the files it ships (weights as ONNX Runtime's block quantiser stores them): "
+        + ", ".join(f"{p} {found[ranked_by(p)]:.2f} ({found[ranked_by(p)] / fp32_ppl - 1:+.2%})" for p in REPORTED)
+        + f", against fp32 {fp32_ppl:.2f}"
+    )
     return found
 
 
