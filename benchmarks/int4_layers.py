@@ -1,7 +1,7 @@
 """Which int4 layout keeps a student's quality: block sizes and 8-bit layers, read back before any file exists.
 
-ONNX Runtime GenAI's builder and Olive keep some layers of small models at 8 bits or use smaller blocks; which
-pays is measured here on the reference teacher and on trained students (compress outputs given by --students),
+Smaller blocks, or some layers at 8 bits (llama.cpp's Q4_K_M keeps part of the MLP's down-projection in Q6_K):
+which pays is measured here on the reference teacher and on trained students (compress outputs given by --students),
 with the read-back compress's search ranks by (hardware/blockwise.py: each matrix quantised by ONNX Runtime's
 own quantiser and read back; benchmarks/shipped_proxy.py holds it within 0.10% of the written int4 file at
 export's layout). Variants: export's int4 layout (every linear layer at 4 bits in blocks of 128, the tied
@@ -11,7 +11,7 @@ in compress's protocol (wiki-en-valid, 16,384 tokens, windows of 256 every 128) 
 the weights as MatMulNBits stores them (4- or 8-bit values and an fp32 scale a block; the rest fp32).
 
     python -m clidep compress ../shared/models/ref-gpt2-12l --out runs/grid-s0 --ratio 2.47 --tokens 500000
-    python benchmarks/int4_layers.py --students runs/grid-s0         # ~3 min on 2 cores a model
+    python benchmarks/int4_layers.py --students runs/grid-s0         # ~45 s a model on 2 cores
     python benchmarks/int4_layers.py --students '' --tokens 2048 --out /tmp/il   # smoke: the teacher alone
 
 Writes OUT/int4_layers.json, .md, .csv and .jsonl (OUT defaults to benchmarks/results).

@@ -28,6 +28,7 @@ def _table(name: str) -> str:
     import export_compare
     import gguf_peer
     import grid_race
+    import int4_layers
     import int4_table
     import layercollapse
     import paper_ablation
@@ -60,8 +61,9 @@ def _table(name: str) -> str:
             name, compress_scale
         )
         return writer.markdown(module.FIELDS, result["rows"], module.title(result))
-    if name in ("decode_kernels", "profile_decode", "int4_table", "grid_race", "shipped_proxy"):
+    if name in ("decode_kernels", "profile_decode", "int4_table", "grid_race", "shipped_proxy", "int4_layers"):
         module = {
+            "int4_layers": int4_layers,
             "decode_kernels": decode_kernels,
             "profile_decode": profile_decode,
             "int4_table": int4_table,
@@ -93,6 +95,7 @@ def _table(name: str) -> str:
         "compress_scale",
         "grid_race",
         "shipped_proxy",
+        "int4_layers",
     ],
 )
 def test_published_table_is_what_the_writer_prints(name):
