@@ -10,8 +10,9 @@ table at 8 bits), blocks of 64 and 32, the table at 4 bits, and each kind of lin
 in compress's protocol (wiki-en-valid, 16,384 tokens, windows of 256 every 128) against the model's fp32; MB is
 the weights as MatMulNBits stores them (4- or 8-bit values and an fp32 scale a block; the rest fp32).
 
-    python -m clidep compress ../shared/models/ref-gpt2-12l --out runs/grid-s0 --ratio 2.47 --tokens 500000
-    python benchmarks/int4_layers.py --students runs/grid-s0         # ~45 s a model on 2 cores
+    python -m clidep compress ../shared/models/ref-gpt2-12l --out runs/grid-s0 --ratio 2.47 --tokens 500000 \
+        --precision int4 --seed 0                                     # and --seed 1, 2 into grid-s1, grid-s2
+    python benchmarks/int4_layers.py --students runs/grid-s0,runs/grid-s1,runs/grid-s2   # ~45 s a model
     python benchmarks/int4_layers.py --students '' --tokens 2048 --out /tmp/il   # smoke: the teacher alone
 
 Writes OUT/int4_layers.json, .md, .csv and .jsonl (OUT defaults to benchmarks/results).
