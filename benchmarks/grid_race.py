@@ -104,7 +104,7 @@ def _models(a, work: Path, log) -> list[dict]:
     """The original (a stock GPT-2 of --layers x --width) and grid's candidate shapes at --ratio, saved in WORK as
     stock GPT-2 folders with random weights: [{name, label, blocks, width, mlp, params}]."""
     from clidep import CLIGPT2LMHeadModel
-    from clidep.compress.stock import grid_trials, stock_config
+    from clidep.compress.stock import grid_trials, shape_config
     from clidep.data import load_tokenizer
     from clidep.model.convert import config_from_gpt2, to_gpt2
     from clidep.model.params import param_count
@@ -115,7 +115,7 @@ def _models(a, work: Path, log) -> list[dict]:
     shapes = [{"name": "original", "blocks": a.layers, "width": a.width, "mlp": 4 * a.width, "params": total}]
     for i, p in enumerate(grid_trials(tconf, round(total / a.ratio))):
         name = f"grid{i}"
-        config = stock_config(tconf, p["width"], p["blocks"], p["head_dim"], p["mlp_inner"])
+        config = shape_config(tconf, p)
         to_gpt2(CLIGPT2LMHeadModel(config).eval()).save_pretrained(work / name)
         tok.save_pretrained(work / name)
         shapes.append(

@@ -21,7 +21,6 @@ Writes OUT/int4_layers.json, .md, .csv and .jsonl (OUT defaults to benchmarks/re
 from __future__ import annotations
 
 import argparse
-import copy
 from pathlib import Path
 
 from clidep.bench import writer
@@ -84,22 +83,18 @@ def _read_back(model, block: int, table_bits: int, eight: tuple[str, ...]):
     """(a copy of MODEL with its int4 file's weights in this layout, the bytes MatMulNBits stores them in)."""
     import torch
 
-    from clidep.hardware.blockwise import round_trip
+    from clidep.compress.shipped import read_back
+    from clidep.hardware.blockwise import Layout
 
-    shipped, size = copy.deepcopy(model), 0
-    table = shipped.get_input_embeddings().weight
-    quantised = [
-        (m.weight, 8 if eight and name.endswith(eight) else 4)
-        for name, m in shipped.named_modules()
-        if isinstance(m, torch.nn.Linear) and m is not shipped.get_output_embeddings()
-    ]
-    with torch.no_grad():
-        for weight, bits in [*quantised, (table, table_bits)]:
-            weight.copy_(torch.from_numpy(round_trip(weight.detach().float().numpy(), bits, block)))
-            size += weight.numel() * bits / 8 + -(-weight.shape[1] // block) * weight.shape[0] * 4
-        done = {id(w) for w, _ in quantised} | {id(table)}
-        size += 4 * sum(p.numel() for p in shipped.parameters() if id(p) not in done)
-    return shipped, size
+    bits_of = lambda name: 8 if eight and name.endswith(eight) else 4  # noqa: E731
+    head, table = model.get_output_embeddings(), model.get_input_embeddings().weight
+    stored = {id(table): (table, table_bits)}  # the layers read_back quantises, at their bits
+    for name, m in model.named_modules():
+        if isinstance(m, torch.nn.Linear) and m is not head:
+            stored[id(m.weight)] = (m.weight, bits_of(name))
+    size = 4 * sum(p.numel() for p in model.parameters() if id(p) not in stored)  # the rest in fp32
+    size += sum(w.numel() * bits / 8 + -(-w.shape[1] // block) * w.shape[0] * 4 for w, bits in stored.values())
+    return read_back(model, Layout(4, block, table_bits), bits_of), size
 
 
 def title(result: dict) -> str:

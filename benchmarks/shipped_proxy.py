@@ -79,15 +79,10 @@ def main() -> None:
 
 def _briefly_distilled(c, teacher, shape: dict, tokens, scores):
     """The grid trial of SHAPE as the search leaves it: teacher init of its kept blocks, c.search_steps steps."""
-    from clidep.compress.auto import distil_briefly
-    from clidep.compress.stock import keep_blocks, stock_config
-    from clidep.compress.student_init import init_stock
+    from clidep.compress.stock import distil_stock_briefly, keep_blocks, shape_config
 
-    tconf = teacher.config
-    kept = keep_blocks(scores, shape["blocks"], tconf.n_layer, c.depth_scorer)
-    config = stock_config(tconf, shape["width"], shape["blocks"], shape["head_dim"], shape["mlp_inner"])
-    init = lambda s, ids: init_stock(s, teacher, kept, ids)  # noqa: E731
-    return distil_briefly(teacher, config, init, tokens, c)
+    kept = keep_blocks(scores, shape["blocks"], teacher.config.n_layer, c.depth_scorer)
+    return distil_stock_briefly(teacher, shape_config(teacher.config, shape), kept, tokens, c)
 
 
 def _ppls(a, model, val_ids) -> dict:
@@ -96,18 +91,16 @@ def _ppls(a, model, val_ids) -> dict:
     from clidep.compress.shipped import REPORTED, shipped_ppl
     from clidep.export.ort_graph import write_quantised
     from clidep.hardware.blockwise import LAYOUTS
-    from clidep.perplexity import perplexity
     from clidep.runtime.runner import OnnxCausalLM
 
     found = {"fp32": validation_ppl(model, val_ids)}
-    context = min(256, model.config.n_positions)
     with tempfile.TemporaryDirectory() as tmp:
         for p in REPORTED:
             layout = LAYOUTS[p]
             path = write_quantised(model, Path(tmp) / f"{p}.onnx", layout.bits, layout.block, layout.table_bits)[0]
             runner = OnnxCausalLM(path, threads=a.threads)
             found[f"{p}_proxy"] = shipped_ppl(model, val_ids, p)
-            found[f"{p}_file"] = perplexity(runner.logits, val_ids, context, context // 2, 8).ppl
+            found[f"{p}_file"] = validation_ppl(model, val_ids, runner.logits)
     found["int4_gap"] = found["int4_file"] / found["int4_proxy"] - 1
     return found
 

@@ -222,11 +222,12 @@ def validation_ids(tokenizer, val_data: str) -> np.ndarray:
 
 
 @torch.no_grad()
-def validation_ppl(model, val_ids: np.ndarray) -> float:
+def validation_ppl(model, val_ids: np.ndarray, logits_fn=None) -> float:
     """The validation perplexity of the loop (and of compress after a collapse): clidep eval's
-    protocol with a 256-token window (the model's positions if fewer) every 128 tokens."""
+    protocol with a 256-token window (the model's positions if fewer) every 128 tokens; LOGITS_FN
+    (default MODEL's own in PyTorch) scores another form of MODEL the same way, its ONNX file's runner."""
     context = min(256, model.config.n_positions)
-    return perplexity(torch_logits_fn(model), val_ids, context, context // 2, 8).ppl
+    return perplexity(logits_fn or torch_logits_fn(model), val_ids, context, context // 2, 8).ppl
 
 
 def _validate(acc, model, val_ids: np.ndarray) -> float:

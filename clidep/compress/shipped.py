@@ -35,30 +35,29 @@ _PRECISION_OF = {"val_ppl": "fp32", **{ranked_by(p): p for p in REPORTED}}
 
 def as_shipped(model, precision: str):
     """A copy of MODEL (a clidep model) with the weights PRECISION's ONNX file holds (fp32: MODEL itself)."""
-    import torch
-
     from clidep.hardware.blockwise import LAYOUTS
 
-    if precision == "fp32":
-        return model
-    layout = LAYOUTS[precision]
-    shipped = copy.deepcopy(model)
-    with torch.no_grad():
-        for module in shipped.modules():
-            if isinstance(module, torch.nn.Linear) and module is not shipped.get_output_embeddings():
-                module.weight.copy_(_read_back(module.weight, layout.bits, layout.block))
-        table = shipped.get_input_embeddings().weight  # (V, d); the LM head is tied to it
-        table.copy_(_read_back(table, layout.table_bits, layout.block))
-    return shipped
+    return model if precision == "fp32" else read_back(model, LAYOUTS[precision])
 
 
-def _read_back(weight, bits: int, block: int):
-    """WEIGHT (out, in), a torch tensor, quantised in blocks along its input axis and read back."""
+def read_back(model, layout, bits_of=None):
+    """A copy of MODEL whose every linear layer (at LAYOUT.bits, or BITS_OF(module name) where given) and tied
+    embedding/head table (at LAYOUT.table_bits) are quantised in LAYOUT.block blocks and read back."""
     import torch
 
     from clidep.hardware.blockwise import round_trip
 
-    return torch.from_numpy(round_trip(weight.detach().float().cpu().numpy(), bits, block))
+    shipped = copy.deepcopy(model)
+    head = shipped.get_output_embeddings()  # tied to the table below
+    weights = [
+        (m.weight, bits_of(name) if bits_of else layout.bits)
+        for name, m in shipped.named_modules()
+        if isinstance(m, torch.nn.Linear) and m is not head
+    ]
+    with torch.no_grad():
+        for weight, bits in [*weights, (shipped.get_input_embeddings().weight, layout.table_bits)]:  # (out, in)
+            weight.copy_(torch.from_numpy(round_trip(weight.detach().float().cpu().numpy(), bits, layout.block)))
+    return shipped
 
 
 def shipped_ppl(model, val_ids: np.ndarray, precision: str) -> float:

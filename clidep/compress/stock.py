@@ -99,6 +99,11 @@ def grid_candidates(tconf, target: int) -> list[dict]:
     return sorted(found, key=lambda f: abs(f["params"] / target - 1))
 
 
+def shape_config(tconf, shape: dict):
+    """The config of a grid_candidates SHAPE (its width, blocks, head size and MLP width) of TCONF."""
+    return stock_config(tconf, shape["width"], shape["blocks"], shape["head_dim"], shape["mlp_inner"])
+
+
 def grid_trials(tconf, target: int) -> list[dict]:
     """The shapes grid's search distils at TARGET: of grid_candidates, the nearest of each width first (one width
     does not fill the trials), then the nearest of the rest, up to GRID_TRIALS."""
@@ -251,8 +256,7 @@ def _grid(teacher: str, tconf, target: int, scores, scorer: str, c, data: str, l
     log(f"grid: {len(picks)} shapes, {c.search_steps} distillation steps each, scored on {c.val_data}")
     for shape in picks:
         kept = keep_blocks(scores, shape["blocks"], tconf.n_layer, scorer)
-        config = stock_config(tconf, shape["width"], shape["blocks"], shape["head_dim"], shape["mlp_inner"])
-        figures = trial(config, kept)
+        figures = trial(shape_config(tconf, shape), kept)
         shape.update(kept_blocks=kept, **figures)
         log(f"grid: {shape['blocks']} blocks x {shape['width']}, MLP {shape['mlp_inner']}: {said(figures)}")
     return min(picks, key=lambda t: t[ranked_by(c.precision)]), picks
@@ -261,11 +265,9 @@ def _grid(teacher: str, tconf, target: int, scores, scorer: str, c, data: str, l
 def _brief_distillation(teacher: str, c, data: str):
     """trial(config, kept) -> the validation perplexities of a stock student of CONFIG (keeping the teacher's
     blocks KEPT) after c.search_steps distillation steps, as --method auto ranks its candidates."""
-    from clidep.compress.auto import distil_briefly
     from clidep.compress.corpus import token_file
     from clidep.compress.distill import validation_ids
     from clidep.compress.shipped import scores
-    from clidep.compress.student_init import init_stock
     from clidep.data import load_tokenizer
     from clidep.model.convert import load_model
 
@@ -274,7 +276,16 @@ def _brief_distillation(teacher: str, c, data: str):
     tokens, val_ids = token_file(tokenizer, data), validation_ids(tokenizer, c.val_data)
 
     def trial(config, kept: list[int]) -> dict:
-        init = lambda s, ids: init_stock(s, teacher_model, kept, ids)  # noqa: E731
-        return scores(distil_briefly(teacher_model, config, init, tokens, c), val_ids, c.precision)
+        return scores(distil_stock_briefly(teacher_model, config, kept, tokens, c), val_ids, c.precision)
 
     return trial
+
+
+def distil_stock_briefly(teacher_model, config, kept: list[int], tokens: np.ndarray, c):
+    """A search trial's student: the stock student of CONFIG, initialised from TEACHER_MODEL's blocks KEPT, after
+    c.search_steps distillation steps on TOKENS (``auto.distil_briefly``)."""
+    from clidep.compress.auto import distil_briefly
+    from clidep.compress.student_init import init_stock
+
+    init = lambda s, ids: init_stock(s, teacher_model, kept, ids)  # noqa: E731
+    return distil_briefly(teacher_model, config, init, tokens, c)

@@ -106,13 +106,13 @@ def _shipped(student, val_ids, fp32_ppl: float, log) -> dict:
     {"val_ppl_int8": ..., "val_ppl_int4": ...}."""
     from clidep.compress.shipped import REPORTED, ranked_by, shipped_ppl
 
-    found = {ranked_by(p): shipped_ppl(student, val_ids, p) for p in REPORTED}
+    found = {p: shipped_ppl(student, val_ids, p) for p in REPORTED}
     log(
         "validation ppl of the files it ships (weights as ONNX Runtime's block quantiser stores them): "
-        + ", ".join(f"{p} {found[ranked_by(p)]:.2f} ({found[ranked_by(p)] / fp32_ppl - 1:+.2%})" for p in REPORTED)
+        + ", ".join(f"{p} {ppl:.2f} ({ppl / fp32_ppl - 1:+.2%})" for p, ppl in found.items())
         + f", against fp32 {fp32_ppl:.2f}"
     )
-    return found
+    return {ranked_by(p): ppl for p, ppl in found.items()}
 
 
 def _collapse(student, calib, tol: float, val_ids, trained_ppl: float | None, log):
