@@ -26,16 +26,16 @@ from pathlib import Path
 from clidep.bench import writer
 
 ROOT = Path(__file__).resolve().parents[1]
-# (name, block, table bits, the linear layers kept at 8 bits by the end of their module name)
+# (name, block, table bits, the kinds of linear layer kept at 8 bits: hardware/blockwise.py's LINEAR_KINDS)
 VARIANTS = [
     ("export's int4", 128, 8, ()),
     ("blocks of 64", 64, 8, ()),
     ("blocks of 32", 32, 8, ()),
     ("table at 4 bits", 128, 4, ()),
-    ("QKV (attn.c_attn) at 8 bits", 128, 8, ("attn.c_attn",)),
-    ("attention output (attn.c_proj) at 8 bits", 128, 8, ("attn.c_proj",)),
-    ("MLP up (mlp.c_fc) at 8 bits", 128, 8, ("mlp.c_fc",)),
-    ("MLP down (mlp.c_proj) at 8 bits", 128, 8, ("mlp.c_proj",)),
+    ("QKV (attn.c_attn) at 8 bits", 128, 8, ("attn_qkv",)),
+    ("attention output (attn.c_proj) at 8 bits", 128, 8, ("attn_output",)),
+    ("MLP up (mlp.c_fc) at 8 bits", 128, 8, ("ffn_up",)),
+    ("MLP down (mlp.c_proj) at 8 bits", 128, 8, ("ffn_down",)),
 ]
 
 
@@ -86,15 +86,15 @@ def _read_back(model, block: int, table_bits: int, eight: tuple[str, ...]):
     from clidep.compress.shipped import read_back
     from clidep.hardware.blockwise import Layout
 
-    bits_of = lambda name: 8 if eight and name.endswith(eight) else 4  # noqa: E731
+    layout = Layout(4, block, table_bits, eight)
     head, table = model.get_output_embeddings(), model.get_input_embeddings().weight
     stored = {id(table): (table, table_bits)}  # the layers read_back quantises, at their bits
     for name, m in model.named_modules():
         if isinstance(m, torch.nn.Linear) and m is not head:
-            stored[id(m.weight)] = (m.weight, bits_of(name))
+            stored[id(m.weight)] = (m.weight, layout.bits_of(name))
     size = 4 * sum(p.numel() for p in model.parameters() if id(p) not in stored)  # the rest in fp32
     size += sum(w.numel() * bits / 8 + -(-w.shape[1] // block) * w.shape[0] * 4 for w, bits in stored.values())
-    return read_back(model, Layout(4, block, table_bits), bits_of), size
+    return read_back(model, layout), size
 
 
 def title(result: dict) -> str:

@@ -509,6 +509,12 @@ CASES = [
     # -- labels that lie and gates that prove nothing
     ("wrong", "export {teacher} --out {fresh} --int4 --int4-table-bits 6", "--int4-table-bits takes 4 or 8, got 6"),
     ("unclear", "export {teacher} --out {fresh} --int4-table-bits 4", "applies to --int4 in the ONNX Runtime graph"),
+    (
+        "unclear",
+        "export {teacher} --out {fresh} --int4-8bit-layers none",
+        "applies to --int4 in the ONNX Runtime graph",
+    ),
+    ("wrong", "export {teacher} --out {fresh} --int4 --int4-8bit-layers qkv", "unknown --int4-8bit-layers 'qkv'"),
     ("wrong", "export {narrow} --out {fresh} --gguf --gguf-types q4_0", "would hold no Q4_0 tensor"),
     ("wrong", "export {narrow} --out {fresh} --gguf --gguf-types f16,q8_0", "would hold no Q8_0 tensor"),
     ("wrong", "export {teacher} --out {fresh} --int8 --ppl-tokens 1", "--ppl-tokens 1 scores 1 token(s)"),

@@ -10,9 +10,11 @@ import torch
 from onnx import TensorProto, helper
 
 from clidep import CLIGPT2LMHeadModel
-from clidep.compress.shipped import as_shipped
+from clidep.compress.shipped import as_shipped, read_back
+from clidep.errors import ClidepError
+from clidep.export.config import ExportConfig
 from clidep.export.ort_graph import export_ort_graph
-from clidep.hardware.blockwise import LAYOUTS, quantise, round_trip
+from clidep.hardware.blockwise import LAYOUTS, Layout, quantise, round_trip
 from clidep.runtime.runner import OnnxCausalLM
 
 from .conftest import SCHEDULES, tiny_config
@@ -64,6 +66,51 @@ def test_the_shipped_student_computes_what_its_file_computes(precision, tmp_path
     gap = np.abs(shipped - file_logits).max()
     assert gap <= 1e-4 and np.abs(fp32 - file_logits).max() > 20 * gap
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("eight_bit", [("attn_qkv",), ("attn_output", "ffn_down")])
+def test_an_int4_file_keeps_the_layers_asked_for_at_8_bits(eight_bit, tmp_path):
+    """--int4-8bit-layers: exactly the linear layers of the kinds named are MatMulNBits at 8 bits (the rest and
+    a bottleneck's projections at 4), and the read-back of that layout gives the file's logits, where export's
+    all-4-bit layout does not."""
+    import onnx
+
+    from clidep.hardware.blockwise import LINEAR_KINDS
+
+    torch.manual_seed(0)
+    model = CLIGPT2LMHeadModel(tiny_config(SCHEDULES["ragged"])).eval()
+    layout = Layout(4, 16, 8, eight_bit)
+    path = export_ort_graph(model, tmp_path / "m.onnx", 4, layout.block, 0, layout.table_bits, eight_bit)
+    bits = {
+        n.name: next(a.i for a in n.attribute if a.name == "bits")
+        for n in onnx.load(path).graph.node
+        if n.op_type == "MatMulNBits" and n.name != "lm_head"
+    }
+    suffixes = tuple(LINEAR_KINDS[k] for k in eight_bit)
+    assert {n for n, b in bits.items() if b == 8} == {n for n in bits if n.endswith(suffixes)} != set()
+    assert any(n.startswith("transformer.proj.") and b == 4 for n, b in bits.items())
+    ids = np.random.default_rng(0).integers(0, model.config.vocab_size, (2, 24))
+    file_logits = OnnxCausalLM(path).logits(ids)
+    with torch.no_grad():
+        mixed = read_back(model, layout)(torch.from_numpy(ids)).logits.numpy()
+        all4 = read_back(model, Layout(4, 16, 8))(torch.from_numpy(ids)).logits.numpy()
+    gap = np.abs(mixed - file_logits).max()
+    assert gap <= 1e-4 and np.abs(all4 - file_logits).max() > 20 * gap
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        ({"int4_8bit_layers": "attn_qkv"}, "--int4-8bit-layers applies to --int4"),
+        ({"int4": True, "plain_onnx": True, "int4_8bit_layers": "attn_qkv"}, "ONNX Runtime graph only"),
+        ({"int4": True, "int4_8bit_layers": "none,attn_qkv"}, "give it alone"),
+        ({"int4": True, "int4_8bit_layers": "attn_q"}, "unknown --int4-8bit-layers 'attn_q'"),
+        ({"int4": True, "int4_8bit_layers": "ffn_up,ffn_up"}, "more than once"),
+    ],
+)
+def test_int4_8bit_layers_refuses_what_it_cannot_write(flags, says):
+    with pytest.raises(ClidepError, match=says):
+        ExportConfig(**flags)
 
 
 def test_the_search_picks_the_shape_whose_shipped_file_scores_best(monkeypatch):

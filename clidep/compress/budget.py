@@ -16,11 +16,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from clidep.errors import ClidepError
-from clidep.hardware.kernels import INT4_BLOCK, INT4_TABLE_BITS, INT8_BLOCK
+from clidep.hardware.kernels import INT4_BLOCK, INT4_EIGHT_BIT, INT4_TABLE_BITS, INT8_BLOCK
 
+#: The share of a GPT-2 block's weights in each kind of linear layer (MLP 4x the width: QKV 3d^2, output d^2,
+#: MLP up and down 4d^2 each, of 12d^2): the int4 file keeps INT4_EIGHT_BIT's at 8 bits, half a byte more each.
+_SHARE = {"attn_qkv": 3 / 12, "attn_output": 1 / 12, "ffn_up": 4 / 12, "ffn_down": 4 / 12}
 #: Bytes read per parameter: fp32; 8-bit and 4-bit MatMulNBits blocks (export's block sizes) with an
 #: fp32 scale per block and no zero point (the quantiser is symmetric).
-BYTES_PER_PARAM = {"fp32": 4.0, "int8": 1 + 4 / INT8_BLOCK, "int4": 0.5 + 4 / INT4_BLOCK}
+BYTES_PER_PARAM = {
+    "fp32": 4.0,
+    "int8": 1 + 4 / INT8_BLOCK,
+    "int4": 0.5 + 4 / INT4_BLOCK + 0.5 * sum(_SHARE[k] for k in INT4_EIGHT_BIT),
+}
 #: Bytes per parameter of the tied embedding/head table, which the int4 file keeps at INT4_TABLE_BITS.
 TABLE_BYTES = {**BYTES_PER_PARAM, "int4": INT4_TABLE_BITS / 8 + 4 / INT4_BLOCK}
 #: Fraction of the bandwidth roofline decode reaches: clidep's graphs at GPT-2-medium shapes reached

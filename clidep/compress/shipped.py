@@ -40,9 +40,9 @@ def as_shipped(model, precision: str):
     return model if precision == "fp32" else read_back(model, LAYOUTS[precision])
 
 
-def read_back(model, layout, bits_of=None):
-    """A copy of MODEL whose every linear layer (at LAYOUT.bits, or BITS_OF(module name) where given) and tied
-    embedding/head table (at LAYOUT.table_bits) are quantised in LAYOUT.block blocks and read back."""
+def read_back(model, layout):
+    """A copy of MODEL whose every linear layer (at LAYOUT.bits_of its name) and tied embedding/head table (at
+    LAYOUT.table_bits) are quantised in LAYOUT.block blocks and read back."""
     import torch
 
     from clidep.hardware.blockwise import round_trip
@@ -50,7 +50,7 @@ def read_back(model, layout, bits_of=None):
     shipped = copy.deepcopy(model)
     head = shipped.get_output_embeddings()  # tied to the table below
     weights = [
-        (m.weight, bits_of(name) if bits_of else layout.bits)
+        (m.weight, layout.bits_of(name))
         for name, m in shipped.named_modules()
         if isinstance(m, torch.nn.Linear) and m is not head
     ]

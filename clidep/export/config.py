@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 from clidep.errors import ClidepError
 from clidep.export.kv_cache import KV_MODES, KV_PRECISIONS
-from clidep.hardware.kernels import INT4_BLOCK, INT4_TABLE_BITS
-from clidep.options import Options, option
+from clidep.hardware.blockwise import LINEAR_KINDS
+from clidep.hardware.kernels import INT4_BLOCK, INT4_EIGHT_BIT, INT4_TABLE_BITS
+from clidep.options import Options, flag, option
 
 # The quality gates of the quantised variants, against the fp32 graph on the export's perplexity text: the
 # targets the reference teacher's export is held to (tests/test_export.py) and that export --check-arm holds
@@ -92,6 +93,13 @@ class ExportConfig(Options):
         low=4,
         high=8,
     )
+    int4_8bit_layers: tuple[str, ...] = option(
+        INT4_EIGHT_BIT or ("none",),
+        "The kinds of linear layer the int4 file keeps at 8 bits, comma-separated, named as llama.cpp names a "
+        "GPT-2's tensors: attn_qkv, attn_output, ffn_up, ffn_down, or none (every linear layer at 4 bits).",
+        choices=(*LINEAR_KINDS, "none"),
+        items=str.lower,
+    )
     fp16: bool = option(False, "Add an fp16 variant (fp32 inputs/outputs).")
     plain_onnx: bool = option(
         False,
@@ -171,8 +179,11 @@ class ExportConfig(Options):
         check_block_size(self.block_size)
         if self.int4_table_bits not in (4, 8):
             raise ClidepError(f"--int4-table-bits takes 4 or 8, got {self.int4_table_bits}")
-        if self.given("int4_table_bits") and (not self.int4 or self.plain_onnx):
-            raise ClidepError("--int4-table-bits applies to --int4 in the ONNX Runtime graph only")
+        for name in ("int4_table_bits", "int4_8bit_layers"):
+            if self.given(name) and (not self.int4 or self.plain_onnx):
+                raise ClidepError(f"{flag(name)} applies to --int4 in the ONNX Runtime graph only")
+        if "none" in self.int4_8bit_layers and len(self.int4_8bit_layers) > 1:
+            raise ClidepError("--int4-8bit-layers none keeps every linear layer at 4 bits: give it alone")
         if self.static and not self.data:
             raise ClidepError("--static needs calibration text: add --data wiki-en-valid (or a text file)")
         ignored = [f for f in ("opset", "optimize") if self.given(f)]
@@ -200,6 +211,11 @@ class ExportConfig(Options):
                 f"--{int8_options[0].replace('_', '-')} applies to the int8 KV cache only "
                 f"(this export's is {self.cache_precision})"
             )
+
+    @property
+    def int4_eight_bit(self) -> tuple[str, ...]:
+        """The kinds of linear layer (blockwise.LINEAR_KINDS) the int4 file writes at 8 bits."""
+        return tuple(k for k in self.int4_8bit_layers if k != "none")
 
     @property
     def cache_precision(self) -> str:

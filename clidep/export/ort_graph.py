@@ -65,11 +65,16 @@ class _Builder:
 
 
 class _Weights:
-    """How each linear layer is written: fp32 MatMul, or MatMulNBits at BITS with BLOCK-sized blocks."""
+    """How each linear layer is written: fp32 MatMul, or MatMulNBits at BITS (EIGHT_BIT's kinds of layer, names
+    of blockwise.LINEAR_KINDS, at 8) with BLOCK-sized blocks."""
 
-    def __init__(self, b: _Builder, bits: int | None, block: int, accuracy_level: int | None):
-        self.b, self.bits, self.block = b, bits, block
-        self.accuracy = ACCURACY_LEVEL.get(bits) if accuracy_level is None else accuracy_level
+    def __init__(self, b: _Builder, bits: int | None, block: int, accuracy_level: int | None, eight_bit=()):
+        self.b, self.bits, self.block, self._accuracy = b, bits, block, accuracy_level
+        self.eight = tuple(blockwise.LINEAR_KINDS[k] for k in eight_bit)
+
+    def bits_of(self, name: str) -> int | None:
+        """The bits the linear layer NAME is written at (None: fp32)."""
+        return 8 if self.bits is not None and self.eight and name.endswith(self.eight) else self.bits
 
     def quantise(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """W (N, K) as MatMulNBits stores it: packed (N, K/block, block*bits/8) uint8, scales (N, K/block)."""
@@ -77,10 +82,11 @@ class _Weights:
 
     def linear(self, x: str, name: str, w: np.ndarray, bias: np.ndarray | None = None) -> str:
         """x @ W.T (+ bias) for a torch Linear weight W (out, in)."""
-        if self.bits is None:
+        bits = self.bits_of(name)
+        if bits is None:
             y = self.b.op("MatMul", [x, self.b.const(f"{name}.weight", w.T)], name=name)[0]
         else:
-            y = self.nbits(x, name, *self.quantise(w), k=w.shape[1])
+            y = self.nbits(x, name, *blockwise.quantise(w, bits, self.block), k=w.shape[1], bits=bits)
         if bias is not None:
             y = self.b.op("Add", [y, self.b.const(f"{name}.bias", bias)], name=f"{name}.add")[0]
         return y
@@ -94,9 +100,12 @@ class _Weights:
         k: int,
         packed_name: str = "",
         scales_name: str = "",
+        bits: int | None = None,
     ) -> str:
-        """MatMulNBits over quantised weights; the tied head passes the names of the embedding's table and scales."""
-        data = packed_name or self.b.const(f"{name}.weight_q{self.bits}", packed)
+        """MatMulNBits over quantised weights (at BITS, default the writer's); the tied head passes the names
+        of the embedding's table and scales."""
+        bits = bits or self.bits
+        data = packed_name or self.b.const(f"{name}.weight_q{bits}", packed)
         scale = scales_name or self.b.const(f"{name}.scales", scales)
         return self.b.op(
             "MatMulNBits",
@@ -105,9 +114,9 @@ class _Weights:
             name=name,
             K=k,
             N=packed.shape[0],
-            bits=self.bits,
+            bits=bits,
             block_size=self.block,
-            accuracy_level=self.accuracy,
+            accuracy_level=ACCURACY_LEVEL.get(bits) if self._accuracy is None else self._accuracy,
         )[0]
 
 
@@ -146,9 +155,11 @@ class _Params:
 class _Graph:
     """What every part of the graph is written with: the builder, the weight writer and the weights."""
 
-    def __init__(self, model, bits: int | None, block_size: int, accuracy_level: int | None, table_bits=None):
+    def __init__(
+        self, model, bits: int | None, block_size: int, accuracy_level: int | None, table_bits=None, eight_bit=()
+    ):
         self.b = _Builder()
-        self.w = _Weights(self.b, bits, block_size, accuracy_level)
+        self.w = _Weights(self.b, bits, block_size, accuracy_level, eight_bit)
         # the tied embedding/head table: the linear layers' bits unless TABLE_BITS says otherwise
         self.tw = self.w if table_bits in (None, bits) else _Weights(self.b, table_bits, block_size, accuracy_level)
         self.p = _Params(model)
@@ -167,9 +178,12 @@ def build_graph(model, bits: int | None = None, block_size: int = INT4_BLOCK, ac
     return graph
 
 
-def _compose(model, bits: int | None, block_size: int, accuracy_level: int | None, table_bits=None) -> tuple:
+def _compose(
+    model, bits: int | None, block_size: int, accuracy_level: int | None, table_bits=None, eight_bit=()
+) -> tuple:
     """build_graph's graph without its weights, and the weights as (name, array) pairs; TABLE_BITS: the tied
-    embedding/head table's bits where they differ from the linear layers'."""
+    embedding/head table's bits where they differ from the linear layers'; EIGHT_BIT: the kinds of linear
+    layer (blockwise.LINEAR_KINDS) written at 8 bits where BITS is 4."""
     from onnx import TensorProto, helper
 
     config = model.config
@@ -177,7 +191,7 @@ def _compose(model, bits: int | None, block_size: int, accuracy_level: int | Non
         raise ClidepError(
             f"the ONNX Runtime graph has no op for activation '{config.activation_function}'; export with --plain-onnx"
         )
-    g = _Graph(model, bits, block_size, accuracy_level, table_bits)
+    g = _Graph(model, bits, block_size, accuracy_level, table_bits, eight_bit)
     b = g.b
     n = config.n_layer
     ids, mask, pos = "input_ids", "attention_mask", "position_ids"
@@ -406,28 +420,30 @@ def export_ort_graph(
     block_size: int = INT4_BLOCK,
     accuracy_level: int | None = None,
     table_bits: int | None = None,
+    eight_bit: tuple[str, ...] = (),
 ) -> Path:
     """Write ``build_graph(model, bits, block_size, accuracy_level)`` at PATH, a weight at a time
-    (onnx_file.stream_graph; external data past 2 GB); TABLE_BITS as ``write_quantised`` takes it."""
+    (onnx_file.stream_graph; external data past 2 GB); TABLE_BITS and EIGHT_BIT as ``write_quantised`` takes them."""
     from clidep.export.onnx_file import stream_graph
 
     was_training = model.training
     model.eval()
     try:
-        return stream_graph(*_compose(model, bits, block_size, accuracy_level, table_bits), path)
+        return stream_graph(*_compose(model, bits, block_size, accuracy_level, table_bits, eight_bit), path)
     finally:
         model.train(was_training)
 
 
 def write_quantised(
-    model, dst: Path, bits: int, block_size: int, table_bits: int | None = None
+    model, dst: Path, bits: int, block_size: int, table_bits: int | None = None, eight_bit: tuple[str, ...] = ()
 ) -> tuple[Path, int, int]:
-    """The block-quantised ONNX Runtime graph at DST: (path, linear layers quantised, linear layers),
+    """The block-quantised ONNX Runtime graph at DST, the kinds of linear layer EIGHT_BIT names
+    (blockwise.LINEAR_KINDS) at 8 bits where BITS is 4: (path, linear layers quantised, linear layers),
     counted on the graph as built: MatMulNBits nodes against those plus the float MatMuls left (the
     graph's attention is one GroupQueryAttention per block, so every MatMul is a linear layer)."""
     from clidep.export.onnx_file import stream_graph
 
-    graph, weights = _compose(model, bits, block_size, None, table_bits)
+    graph, weights = _compose(model, bits, block_size, None, table_bits, eight_bit)
     done = sum(n.op_type == "MatMulNBits" for n in graph.graph.node)
     left = sum(n.op_type in ("MatMul", "Gemm") for n in graph.graph.node)
     return stream_graph(graph, weights, dst), done, done + left

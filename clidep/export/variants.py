@@ -141,10 +141,11 @@ def quantised_jobs(c: ExportConfig, fp32: Path, model, windows) -> list[Job]:
             Job(
                 "model.int4.onnx",
                 "int4-weight-only",
-                lambda d: write_quantised(model, d, 4, c.block_size, c.int4_table_bits),
+                lambda d: write_quantised(model, d, 4, c.block_size, c.int4_table_bits, c.int4_eight_bit),
                 {
                     "block_size": c.block_size,
                     "embedding_and_lm_head": f"one {c.int4_table_bits}-bit table, read in place",
+                    "linear_layers_at_8_bits": list(c.int4_eight_bit),
                 },
                 True,
             )

@@ -4,7 +4,7 @@
 quantizer calls): symmetric, blocks of BLOCK weights along the input axis, one scale a block. ``dequantise``
 gives back the weights the file's kernel multiplies by, so a PyTorch model can be scored with the weights its
 int4 or int8 file will hold (``round_trip``) before any file is written: the export writes the first, the
-search that picks a student's shape ranks by the second. tests/test_blockwise.py holds the two equal to
+search that picks a student's shape ranks by the second. tests/test_shipped.py holds the two equal to
 MatMulNBits' own product.
 """
 
@@ -14,23 +14,34 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from clidep.hardware.kernels import INT4_BLOCK, INT4_TABLE_BITS, INT8_BLOCK
+from clidep.hardware.kernels import INT4_BLOCK, INT4_EIGHT_BIT, INT4_TABLE_BITS, INT8_BLOCK
 
 #: A symmetric block's zero point: ONNX Runtime stores q + 2^(bits-1) unsigned.
 _OFFSET = {4: 8, 8: 128}
+
+#: The kinds of linear layer a file may keep at 8 bits, named as llama.cpp names a GPT-2's tensors in GGUF
+#: (``blk.N.attn_qkv``, ...), each the end of its module's name in a GPT-2 block (transformers' modeling_gpt2
+#: and clidep's model alike). A bottleneck's projections and a collapsed MLP are none of these.
+LINEAR_KINDS = {"attn_qkv": "attn.c_attn", "attn_output": "attn.c_proj", "ffn_up": "mlp.c_fc", "ffn_down": "mlp.c_proj"}
 
 
 @dataclass(frozen=True)
 class Layout:
     """How a precision's ONNX file stores a model's weights (export/variants.py writes these)."""
 
-    bits: int  # every linear layer's weights
+    bits: int  # every linear layer's weights but EIGHT_BIT's
     block: int  # weights a scale covers, along the input axis
     table_bits: int  # the tied token embedding / LM head table (same blocks)
+    eight_bit: tuple[str, ...] = ()  # the kinds of linear layer (LINEAR_KINDS' keys) kept at 8 bits
+
+    def bits_of(self, module: str) -> int:
+        """The bits of the linear layer named MODULE (``transformer.h.3.attn.c_attn``, ...)."""
+        return 8 if module.endswith(tuple(LINEAR_KINDS[k] for k in self.eight_bit)) else self.bits
 
 
-#: The int8 and int4 ONNX files' layouts at export's defaults (int4's --block-size and --int4-table-bits).
-LAYOUTS = {"int8": Layout(8, INT8_BLOCK, 8), "int4": Layout(4, INT4_BLOCK, INT4_TABLE_BITS)}
+#: The int8 and int4 ONNX files' layouts at export's defaults (int4's --block-size, --int4-table-bits and
+#: --int4-8bit-layers).
+LAYOUTS = {"int8": Layout(8, INT8_BLOCK, 8), "int4": Layout(4, INT4_BLOCK, INT4_TABLE_BITS, INT4_EIGHT_BIT)}
 
 
 def quantise(w: np.ndarray, bits: int, block: int) -> tuple[np.ndarray, np.ndarray]:

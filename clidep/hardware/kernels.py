@@ -12,3 +12,6 @@ INT8_BLOCK = 128
 # bits it cost ratio-2.47 students their int4 gate; its cost at GPT-2-medium shapes is beside
 # ExportConfig.int4_table_bits (benchmarks/results/int4_table.md).
 INT4_TABLE_BITS = 8
+# The int4 file's linear layers kept at 8 bits (blockwise.LINEAR_KINDS' names): none, every linear layer at 4
+# bits; what each kind at 8 bits buys is beside ExportConfig.int4_8bit_layers.
+INT4_EIGHT_BIT: tuple[str, ...] = ()
