@@ -225,20 +225,26 @@ def test_a_file_that_misses_its_gate_fails_the_export_unless_allowed(tmp_path, m
     assert manifest["gates"]["enforced"] is False and "misses its quality gate" in capsys.readouterr().err
 
 
-def test_int4_can_keep_its_embedding_and_head_table_at_8_bits(tmp_path):
-    """--int4-table-bits 8: the int4 file's linear layers stay 4-bit while the tied table (the token lookup and
-    the head) is 8-bit, said in its manifest entry; the file stays within its gate."""
+def test_int4_can_keep_its_embedding_and_head_table_and_qkv_at_8_bits(tmp_path):
+    """--int4-table-bits 8 --int4-8bit-layers attn_qkv: the tied table (the token lookup and the head) and every
+    block's QKV projection are 8-bit while the other linear layers stay 4-bit, said in the file's manifest entry;
+    the file stays within its gate."""
     from clidep.commands.demo import EMBEDDED
 
     manifest = export_artifact(
-        EMBEDDED, tmp_path / "o", int4=True, int4_table_bits=8, genai=False, ppl_data="python-docs-valid"
-    ).to_dict()
+        EMBEDDED, tmp_path / "o", int4=True, int4_table_bits=8, int4_8bit_layers="attn_qkv", genai=False,
+        ppl_data="python-docs-valid",
+    ).to_dict()  # fmt: skip
     int4 = manifest["variants"][1]
     assert int4["embedding_and_lm_head"] == "one 8-bit table, read in place" and int4["ppl_delta"] <= PPL_GATES["int4"]
+    assert int4["linear_layers_at_8_bits"] == ["attn_qkv"]
     graph = onnx.load(tmp_path / "o" / "model.int4.onnx", load_external_data=False)
     bits = {
         n.name: next(a.i for a in n.attribute if a.name == "bits")
         for n in graph.graph.node
         if n.op_type in ("MatMulNBits", "GatherBlockQuantized")
     }
-    assert bits.pop("wte") == 8 and bits.pop("lm_head") == 8 and set(bits.values()) == {4}
+    assert bits.pop("wte") == 8 and bits.pop("lm_head") == 8
+    qkv = {n: b for n, b in bits.items() if n.endswith(".attn.c_attn")}
+    assert set(qkv.values()) == {8} and len(qkv) == len(manifest["layer_widths"])
+    assert {b for n, b in bits.items() if n not in qkv} == {4}
