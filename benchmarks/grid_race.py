@@ -76,7 +76,14 @@ def main() -> None:
             reps=a.reps, log=log,
         )  # fmt: skip
         rows = _rows(report, shapes, a.depth.split(","))
-    result = {
+    result = race_result(a, report, start, rows)
+    writer.write(Path(a.out), "grid_race", FIELDS, rows, result, title=title(result))
+    print(writer.markdown(FIELDS, rows, title(result)), end="")
+
+
+def race_result(a, report: dict, start: float, rows: list[dict]) -> dict:
+    """A race's record: bench's provenance, the machine (CPU, L3, read bandwidth), the shapes and ROWS."""
+    return {
         "provenance": report["provenance"],
         "cpu": _cpu(),
         "l3_cache": _l3(),
@@ -86,8 +93,6 @@ def main() -> None:
         "wall_seconds": round(time.time() - start),
         "rows": rows,
     }
-    writer.write(Path(a.out), "grid_race", FIELDS, rows, result, title=title(result))
-    print(writer.markdown(FIELDS, rows, title(result)), end="")
 
 
 def _l3() -> str:

@@ -30,6 +30,7 @@ def _table(name: str) -> str:
     import grid_race
     import int4_layers
     import int4_table
+    import int4_written
     import layercollapse
     import paper_ablation
     import profile_decode
@@ -61,9 +62,14 @@ def _table(name: str) -> str:
             name, compress_scale
         )
         return writer.markdown(module.FIELDS, result["rows"], module.title(result))
-    if name in ("decode_kernels", "profile_decode", "int4_table", "grid_race", "shipped_proxy", "int4_layers"):
+    if name == "int4_written_speed":
+        return writer.markdown(int4_written.SPEED_FIELDS, result["rows"], int4_written.speed_title(result))
+    if name in (
+        "decode_kernels", "profile_decode", "int4_table", "grid_race", "shipped_proxy", "int4_layers", "int4_written"
+    ):  # fmt: skip
         module = {
             "int4_layers": int4_layers,
+            "int4_written": int4_written,
             "decode_kernels": decode_kernels,
             "profile_decode": profile_decode,
             "int4_table": int4_table,
@@ -96,6 +102,8 @@ def _table(name: str) -> str:
         "grid_race",
         "shipped_proxy",
         "int4_layers",
+        "int4_written",
+        "int4_written_speed",
     ],
 )
 def test_published_table_is_what_the_writer_prints(name):
