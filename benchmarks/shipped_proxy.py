@@ -97,7 +97,9 @@ def _ppls(a, model, val_ids) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         for p in REPORTED:
             layout = LAYOUTS[p]
-            path = write_quantised(model, Path(tmp) / f"{p}.onnx", layout.bits, layout.block, layout.table_bits)[0]
+            path = write_quantised(
+                model, Path(tmp) / f"{p}.onnx", layout.bits, layout.block, layout.table_bits, layout.eight_bit
+            )[0]
             runner = OnnxCausalLM(path, threads=a.threads)
             found[f"{p}_proxy"] = shipped_ppl(model, val_ids, p)
             found[f"{p}_file"] = validation_ppl(model, val_ids, runner.logits)

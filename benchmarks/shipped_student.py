@@ -251,7 +251,7 @@ FIELDS = [
         "int4 MB (4 / 8-bit table)",
         text=lambda r: f"{r['int4_table4_mb']:.1f} / {r['int4_table8_mb']:.1f}",
     ),
-    Column("int4_quantized", "int4 linear layers in 4 bits"),
+    Column("int4_quantized", "int4 linear layers quantised"),
     Column("q4_0", "Q4_0 Δppl", text=lambda r: _gguf_cell(r, "q4_0", "32")),
     Column("q4_0_mb", "Q4_0 MB", text=lambda r: f"{r['q4_0_mb']:.1f}"),
     Column("q4_0_float", "Q4_0 matrices left F16"),

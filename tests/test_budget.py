@@ -24,7 +24,8 @@ def _decode_ms_by_hand(params: int) -> float:
     width = solve(MEDIUM, "uniform", params, []).width
     kv = 24 * 2 * width * 256 * 4
     table = 50257 * 1024
-    return (params * (0.5 + 4 / 128) + table * 0.5 + kv) / (10e9 * 0.6) * 1e3
+    bpp = 0.5 + 4 / 128 + 0.25 * 0.5  # 4-bit blocks of 128, the QKV projection (a quarter of a block) at 8 bits
+    return (params * bpp + table * (1 + 4 / 128 - bpp) + kv) / (10e9 * 0.6) * 1e3
 
 
 def test_the_target_is_the_largest_student_within_the_decode_budget():
@@ -32,7 +33,7 @@ def test_the_target_is_the_largest_student_within_the_decode_budget():
     assert _decode_ms_by_hand(b.target) <= 20.0 < _decode_ms_by_hand(int(b.target * 1.01)), (
         "within the budget, and 1% more is not"
     )
-    weights = b.target * 0.53125 + 50257 * 1024 * 0.5
+    weights = b.target * 0.65625 + 50257 * 1024 * 0.375
     assert 0.6 * 120e6 < weights < 120e6, "20 ms at 6 GB/s is 120 MB a token, most of it weights"
     assert b.target < param_count(MEDIUM) and "raspberry-pi-5" in b.arithmetic and "10.0 GB/s" in b.arithmetic
 
@@ -40,7 +41,9 @@ def test_the_target_is_the_largest_student_within_the_decode_budget():
 def test_a_slower_device_or_a_wider_precision_gets_a_smaller_student(tmp_path, monkeypatch):
     int4 = budget.target(MEDIUM, "raspberry-pi-5", "int4", 20.0, None).target
     int8 = budget.target(MEDIUM, "raspberry-pi-5", "int8", 20.0, None).target
-    assert int8 < int4 / 1.3, "int8 reads about twice the bytes per parameter outside the table (8-bit in both)"
+    assert int8 < int4 / 1.15, (
+        "int8 reads about 1.6x the bytes per parameter outside the table (int4 keeps QKV at 8 bits, the table 8-bit in both)"
+    )
     slow = dataclasses.replace(devices.load("raspberry-pi-5"), mem_bandwidth_gbs=5.0)
     monkeypatch.setattr(devices, "load", lambda name: slow)
     halved = budget.target(MEDIUM, "raspberry-pi-5", "int4", 20.0, None).target

@@ -57,7 +57,9 @@ def test_the_shipped_student_computes_what_its_file_computes(precision, tmp_path
     model = CLIGPT2LMHeadModel(tiny_config(SCHEDULES["ragged"])).eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     layout = LAYOUTS[precision]
-    path = export_ort_graph(model, tmp_path / "m.onnx", layout.bits, layout.block, 0, layout.table_bits)
+    path = export_ort_graph(
+        model, tmp_path / "m.onnx", layout.bits, layout.block, 0, layout.table_bits, layout.eight_bit
+    )
     ids = np.random.default_rng(0).integers(0, model.config.vocab_size, (2, 24))
     file_logits = OnnxCausalLM(path).logits(ids)
     with torch.no_grad():
@@ -101,8 +103,8 @@ def test_an_int4_file_keeps_the_layers_asked_for_at_8_bits(eight_bit, tmp_path):
 @pytest.mark.parametrize(
     ("flags", "says"),
     [
-        ({"int4_8bit_layers": "attn_qkv"}, "--int4-8bit-layers applies to --int4"),
-        ({"int4": True, "plain_onnx": True, "int4_8bit_layers": "attn_qkv"}, "ONNX Runtime graph only"),
+        ({"int4_8bit_layers": "ffn_down"}, "--int4-8bit-layers applies to --int4"),
+        ({"int4": True, "plain_onnx": True, "int4_8bit_layers": "none"}, "ONNX Runtime graph only"),
         ({"int4": True, "int4_8bit_layers": "none,attn_qkv"}, "give it alone"),
         ({"int4": True, "int4_8bit_layers": "attn_q"}, "unknown --int4-8bit-layers 'attn_q'"),
         ({"int4": True, "int4_8bit_layers": "ffn_up,ffn_up"}, "more than once"),
