@@ -86,7 +86,7 @@ def test_static_int8_is_calibrated_qdq(teacher_dir, tmp_path):
 def test_a_failure_after_writing_began_leaves_the_output_as_it_was(
     target, teacher_artifact, teacher_dir, tmp_path, monkeypatch
 ):
-    def int4_that_dies(model, dst, bits, block_size, table_bits):
+    def int4_that_dies(model, dst, bits, block_size, table_bits, eight_bit):
         Path(dst).write_bytes(b"half an int4 graph")
         raise ClidepError("disk pulled out mid-export")
 
