@@ -4,8 +4,8 @@ Smaller blocks, or some layers at 8 bits (llama.cpp's Q4_K_M keeps part of the M
 which pays is measured here on the reference teacher and on trained students (compress outputs given by --students),
 with the read-back compress's search ranks by (hardware/blockwise.py: each matrix quantised by ONNX Runtime's
 own quantiser and read back; benchmarks/shipped_proxy.py holds it within 0.10% of the written int4 file at
-export's layout). Variants: export's int4 layout (every linear layer at 4 bits in blocks of 128, the tied
-table at 8 bits), blocks of 64 and 32, the table at 4 bits, and each kind of linear layer at 8 bits in turn
+export's layout). Variants: every linear layer at 4 bits in blocks of 128, the tied table at 8 bits (export's
+int4 layout until --int4-8bit-layers attn_qkv became its default; the published table calls it "export's int4"), blocks of 64 and 32, the table at 4 bits, and each kind of linear layer at 8 bits in turn
 (attention's QKV c_attn and output c_proj, the MLP's c_fc and down-projection c_proj). Validation perplexity
 in compress's protocol (wiki-en-valid, 16,384 tokens, windows of 256 every 128) against the model's fp32; MB is
 the weights as MatMulNBits stores them (4- or 8-bit values and an fp32 scale a block; the rest fp32).
@@ -24,18 +24,19 @@ import argparse
 from pathlib import Path
 
 from clidep.bench import writer
+from clidep.hardware.blockwise import Layout
 
 ROOT = Path(__file__).resolve().parents[1]
-# (name, block, table bits, the kinds of linear layer kept at 8 bits: hardware/blockwise.py's LINEAR_KINDS)
+# (name, layout): every int4 layout is 4-bit linear layers but the kinds (hardware/blockwise.py's LINEAR_KINDS) named
 VARIANTS = [
-    ("export's int4", 128, 8, ()),
-    ("blocks of 64", 64, 8, ()),
-    ("blocks of 32", 32, 8, ()),
-    ("table at 4 bits", 128, 4, ()),
-    ("QKV (attn.c_attn) at 8 bits", 128, 8, ("attn_qkv",)),
-    ("attention output (attn.c_proj) at 8 bits", 128, 8, ("attn_output",)),
-    ("MLP up (mlp.c_fc) at 8 bits", 128, 8, ("ffn_up",)),
-    ("MLP down (mlp.c_proj) at 8 bits", 128, 8, ("ffn_down",)),
+    ("every layer at 4 bits", Layout(4, 128, 8)),
+    ("blocks of 64", Layout(4, 64, 8)),
+    ("blocks of 32", Layout(4, 32, 8)),
+    ("table at 4 bits", Layout(4, 128, 4)),
+    ("QKV (attn.c_attn) at 8 bits", Layout(4, 128, 8, ("attn_qkv",))),
+    ("attention output (attn.c_proj) at 8 bits", Layout(4, 128, 8, ("attn_output",))),
+    ("MLP up (mlp.c_fc) at 8 bits", Layout(4, 128, 8, ("ffn_up",))),
+    ("MLP down (mlp.c_proj) at 8 bits", Layout(4, 128, 8, ("ffn_down",))),
 ]
 
 
@@ -58,8 +59,8 @@ def main() -> None:
         model = load_model(path).eval()
         fp32 = validation_ppl(model, val_ids)
         shape = f"{model.config.n_layer} x {model.config.n_embd}, MLP {model.config.inner(0)}"
-        for name, block, table_bits, eight in VARIANTS:
-            shipped, size = _read_back(model, block, table_bits, eight)
+        for name, layout in VARIANTS:
+            shipped, size = _read_back(model, layout)
             ppl = validation_ppl(shipped, val_ids)
             delta = ppl / fp32 - 1
             rows.append(
@@ -79,21 +80,19 @@ def main() -> None:
     print(writer.markdown(FIELDS, rows, title(result)), end="")
 
 
-def _read_back(model, block: int, table_bits: int, eight: tuple[str, ...]):
-    """(a copy of MODEL with its int4 file's weights in this layout, the bytes MatMulNBits stores them in)."""
+def _read_back(model, layout: Layout):
+    """(a copy of MODEL with its int4 file's weights in LAYOUT, the bytes MatMulNBits stores them in)."""
     import torch
 
     from clidep.compress.shipped import read_back
-    from clidep.hardware.blockwise import Layout
 
-    layout = Layout(4, block, table_bits, eight)
     head, table = model.get_output_embeddings(), model.get_input_embeddings().weight
-    stored = {id(table): (table, table_bits)}  # the layers read_back quantises, at their bits
+    stored = {id(table): (table, layout.table_bits)}  # the layers read_back quantises, at their bits
     for name, m in model.named_modules():
         if isinstance(m, torch.nn.Linear) and m is not head:
             stored[id(m.weight)] = (m.weight, layout.bits_of(name))
     size = 4 * sum(p.numel() for p in model.parameters() if id(p) not in stored)  # the rest in fp32
-    size += sum(w.numel() * bits / 8 + -(-w.shape[1] // block) * w.shape[0] * 4 for w, bits in stored.values())
+    size += sum(w.numel() * bits / 8 + -(-w.shape[1] // layout.block) * w.shape[0] * 4 for w, bits in stored.values())
     return read_back(model, layout), size
 
 

@@ -42,7 +42,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--teacher", default=str(ROOT.parent / "shared" / "models" / "ref-gpt2-12l"))
     ap.add_argument("--students", default="", help="comma-separated compress outputs")
-    ap.add_argument("--layouts", default="none,attn_qkv", help="--int4-8bit-layers values, ';'-separated")
+    ap.add_argument("--layouts", default="none;attn_qkv", help="--int4-8bit-layers values, ';'-separated")
     ap.add_argument("--speed", action="store_true", help="decode speed at GPT-2-medium shapes instead")
     gpt2_shapes.add_arguments(ap)
     ap.add_argument("--ratio", type=float, default=2.47)
@@ -51,7 +51,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     a = ap.parse_args()
-    layouts = [x for x in a.layouts.split(";") if x] if ";" in a.layouts else a.layouts.split(",")
+    layouts = [x for x in a.layouts.split(";") if x]
     (speed if a.speed else quality)(a, layouts)
 
 
