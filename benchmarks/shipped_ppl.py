@@ -4,11 +4,11 @@ export scores each file it writes on 8,192 WikiText-test tokens (context 512) ag
 ablation (paper_ablation.py, shipped_student.py) scores students on the whole WikiText-test text with context 256
 and stride 128 (331,072 tokens; the teacher 195.35 in torch). #39's targets are set on the ablation's protocol:
 the shipped file within +2% of its own fp32, and within 1.05x (ratio 2.47) or 1.10x (ratio 4) of the teacher's
-fp32. This writes each model's files as a user does (``clidep export MODEL --int4 --gguf --gguf-types q4_0``:
+fp32. This writes each model's files as a user does (``clidep export MODEL --int4 --gguf --gguf-types f16,q4_0``:
 export's defaults otherwise, so the int4 file keeps the QKV projection at 8 bits) and scores every file in its own
 runtime with ``clidep eval FILE --context 256 --stride 128`` over the whole text: the fp32 graph and the int4
 file in ONNX Runtime, the Q4_0 GGUF in llama.cpp. The teacher's fp32 graph, scored in the same run, is the
-reference every ratio is taken to.
+reference every ratio is taken to; the F16 GGUF file is only weighed (#39: the Q4 file at most 0.45x of it).
 
     python benchmarks/shipped_ppl.py --students runs/grid-s0,runs/grid-s1,runs/grid-s2,runs/grid4-s0,runs/grid4-s1,runs/grid4-s2
     python benchmarks/shipped_ppl.py --eval-tokens 8192 --out /tmp/sp      # smoke: the teacher alone (~1 min)
@@ -69,6 +69,7 @@ def main() -> None:
                         "ppl": res.ppl,
                         "tokens": res.tokens,
                         "mb": (Path(tmp) / name / file).stat().st_size / 1e6,
+                        "f16_mb": (Path(tmp) / name / "gguf" / "model.f16.gguf").stat().st_size / 1e6,
                         "variant": _variant(manifest, file),
                         "provenance": prov,
                     }
@@ -81,12 +82,12 @@ def main() -> None:
 
 
 def _export(model: str, out: Path) -> dict:
-    """``clidep export MODEL --int4 --gguf --gguf-types q4_0`` with export's other defaults; its manifest. A
-    file that misses its gate is still written (--allow-gate-miss) so that it is measured, and the manifest
-    says so."""
+    """``clidep export MODEL --int4 --gguf --gguf-types f16,q4_0`` with export's other defaults (the F16 file is
+    only weighed: the Q4 file's size is judged against it); its manifest. A file that misses its gate is still
+    written (--allow-gate-miss) so that it is measured, and the manifest says so."""
     from clidep.commands.export import export_artifact
 
-    export_artifact(model, out, int4=True, gguf=True, gguf_types="q4_0", genai=False, allow_gate_miss=True)
+    export_artifact(model, out, int4=True, gguf=True, gguf_types="f16,q4_0", genai=False, allow_gate_miss=True)
     return json.loads((out / "manifest.json").read_text())
 
 
@@ -114,7 +115,7 @@ def _relate(rows: list[dict]) -> None:
 def title(record: dict) -> str:
     p, rows = record["protocol"], record["rows"]
     return (
-        f"The files `clidep export MODEL --int4 --gguf --gguf-types q4_0` writes (export's defaults otherwise: the "
+        f"The files `clidep export MODEL --int4 --gguf --gguf-types f16,q4_0` writes (export's defaults otherwise: the "
         f"int4 file keeps the QKV projection at 8 bits), each scored in its own runtime by `clidep eval FILE "
         f"--context {p['context']} --stride {p['stride']}` on {rows[0]['tokens']:,} WikiText-test tokens (the "
         f"published ablation's protocol); ratios to the teacher's fp32 graph scored in the same run. "
@@ -131,6 +132,7 @@ FIELDS = [
     Column("delta_own_fp32", "Δ own fp32", text=lambda r: f"{r['delta_own_fp32']:+.2%}"),
     Column("x_teacher_fp32", "x teacher fp32", text=lambda r: f"{r['x_teacher_fp32']:.3f}"),
     Column("mb", "MB", text=lambda r: f"{r['mb']:.2f}"),
+    Column("x_f16", "MB / F16 GGUF MB", text=lambda r: f"{r['mb'] / r['f16_mb']:.2f}" if r["file"] == "q4_0" else ""),
     Column("tokens", "tokens", table=False),
     Column("provenance.host", "machine", table=False),
 ]
