@@ -45,6 +45,7 @@ def main() -> None:
     from clidep.compress.plan import _training_text
     from clidep.compress.stock import block_scores, grid_trials
     from clidep.data import load_tokenizer
+    from clidep.hardware.blockwise import LAYOUTS
     from clidep.model.convert import load_model
     from clidep.model.params import param_count
 
@@ -68,6 +69,7 @@ def main() -> None:
         "tokens": a.tokens,
         "search_steps": a.search_steps,
         "threads": a.threads,
+        "int4_linear_layers_at_8_bits": list(LAYOUTS["int4"].eight_bit),
         "rows": rows,
         "picks": _picks(rows),
     }
@@ -126,8 +128,14 @@ def title(result: dict) -> str:
         f"The search's proxy against the shipped files: validation ppl on {result['tokens']:,} tokens of "
         f"{result['val_data']}, grid's trial shapes after {result['search_steps']} distillation steps (seed 0), "
         f"ONNX Runtime {result['onnxruntime']} on {result['threads']} threads of {result['host']}, at git "
-        f"{result['git_sha']}; Δ against the model's fp32"
+        f"{result['git_sha']}; Δ against the model's fp32" + _eight_bit(result)
     )
+
+
+def _eight_bit(result: dict) -> str:
+    """The int4 layout the record names (runs before it was recorded name none)."""
+    kinds = result.get("int4_linear_layers_at_8_bits")
+    return f"; int4 keeps {', '.join(kinds) or 'no linear layer'} at 8 bits" if kinds is not None else ""
 
 
 FIELDS = [
