@@ -4,7 +4,7 @@ Smaller blocks, or some layers at 8 bits (llama.cpp's Q4_K_M keeps part of the M
 which pays is measured here on the reference teacher and on trained students (compress outputs given by --students),
 with the read-back compress's search ranks by (hardware/blockwise.py: each matrix quantised by ONNX Runtime's
 own quantiser and read back; benchmarks/shipped_proxy.py holds it within 0.10% of the written int4 file at
-export's layout). Variants: every linear layer at 4 bits in blocks of 128, the tied table at 8 bits (export's
+both of export's layouts). Variants: every linear layer at 4 bits in blocks of 128, the tied table at 8 bits (export's
 int4 layout until --int4-8bit-layers attn_qkv became its default; the published table calls it "export's int4"), blocks of 64 and 32, the table at 4 bits, and each kind of linear layer at 8 bits in turn
 (attention's QKV c_attn and output c_proj, the MLP's c_fc and down-projection c_proj). Validation perplexity
 in compress's protocol (wiki-en-valid, 16,384 tokens, windows of 256 every 128) against the model's fp32; MB is
