@@ -432,12 +432,16 @@ def test_a_gpt2_of_any_n_inner_exports_and_llama_cpp_reads_its_mlp_width(tmp_pat
 def test_grid_students_at_gpt2_shapes_quantise_every_matrix_where_slims_do_not(teacher, tmp_path, teacher_dir):
     """Every grid shape compress ranks at ratio 2.47 of GPT-2 small and medium (width, heads, MLP width: one
     block of each, the reference tokenizer's vocabulary; the splits into blocks depend on the row lengths alone)
-    writes a Q4_0 file with no matrix left in F16 and an int4 ONNX file with every linear layer in 4 bits.
-    Slim's 24 x 624 (12 heads of 52) at GPT-2 medium leaves matrices in F16: the check can tell them apart."""
+    writes a Q4_0 file with no matrix left in F16 and an int4 ONNX file with every linear layer in 4 bits; its
+    Q4_K_M file, where some row splits into 256 (one shape in two: 512 or 768 wide, or an MLP of 2,560 or 3,840),
+    holds Q4_K/Q6_K there and llama-quantize's quantised fallbacks (Q5_0, Q8_0) elsewhere, never F16; where none
+    does it is refused. Slim's 24 x 624 (12 heads of 52) at GPT-2 medium leaves matrices in F16: the check can
+    tell them apart."""
     from clidep import CLIGPT2Config, CLIGPT2LMHeadModel
     from clidep.compress.stock import grid_trials, size, slim_width
     from clidep.compress.widths import head_size
     from clidep.data import load_tokenizer
+    from clidep.errors import ClidepError
     from clidep.export.gguf import quantize_gguf, write_gguf
     from clidep.export.ort_graph import write_quantised
     from clidep.hardware.kernels import INT4_BLOCK
@@ -451,7 +455,8 @@ def test_grid_students_at_gpt2_shapes_quantise_every_matrix_where_slims_do_not(t
     folder = tmp_path / "tok"
     load_tokenizer(teacher_dir).save_pretrained(folder)
 
-    def float_matrices(w: int, head_dim: int, inner: int) -> tuple[int, int]:
+    def float_matrices(w: int, head_dim: int, inner: int) -> tuple[int, int, int | None]:
+        """Matrices left in a float type by Q4_0, by the int4 ONNX file, and by Q4_K_M (None: refused)."""
         torch.manual_seed(0)
         config = CLIGPT2Config(
             vocab_size=8192, n_positions=64, n_embd=w, n_layer=1, n_head=w // head_dim, mlp_inner=inner
@@ -460,10 +465,17 @@ def test_grid_students_at_gpt2_shapes_quantise_every_matrix_where_slims_do_not(t
         write_gguf(model, folder, tmp_path / "m.f32.gguf", "f32", "grid")
         q4 = quantize_gguf(tmp_path / "m.f32.gguf", tmp_path / "m.q4_0.gguf", "q4_0")
         _, done, linear = write_quantised(model, tmp_path / "m.int4.onnx", 4, INT4_BLOCK)
-        return q4["float_matrices"], linear - done
+        try:
+            k = quantize_gguf(tmp_path / "m.f32.gguf", tmp_path / "m.q4_k_m.gguf", "q4_k_m")["float_matrices"]
+        except ClidepError:
+            k = None
+        return q4["float_matrices"], linear - done, k
 
     assert shapes
-    for shape in shapes:
-        assert float_matrices(*shape) == (0, 0), shape
+    k_quants = {shape: float_matrices(*shape) for shape in shapes}
+    assert all(found[:2] == (0, 0) for found in k_quants.values()), k_quants
+    written = {shape: found[2] for shape, found in k_quants.items() if found[2] is not None}
+    assert written and set(written.values()) == {0}, k_quants
+    assert set(written) == {s for s in shapes if s[0] % 256 == 0 or s[2] % 256 == 0}, k_quants
     if width == 1024:
         assert slim == 624 and float_matrices(slim, head_size(slim, 64), 4 * slim)[0] > 0
