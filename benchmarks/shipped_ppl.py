@@ -118,7 +118,8 @@ def title(record: dict) -> str:
         f"The files `clidep export MODEL --int4 --gguf --gguf-types f16,q4_0` writes (export's defaults otherwise: the "
         f"int4 file keeps the QKV projection at 8 bits), each scored in its own runtime by `clidep eval FILE "
         f"--context {p['context']} --stride {p['stride']}` on {rows[0]['tokens']:,} WikiText-test tokens (the "
-        f"published ablation's protocol); ratios to the teacher's fp32 graph scored in the same run. "
+        f"published ablation's protocol); Δ against the model's own fp32 ONNX graph (the GGUF row's too: llama.cpp "
+        f"runs the same weights), ratios to the teacher's fp32 graph, both scored in the same run. "
         f"{record['host']}, git {record['git_sha']}."
     )
 
@@ -132,7 +133,7 @@ FIELDS = [
     Column("delta_own_fp32", "Δ own fp32", text=lambda r: f"{r['delta_own_fp32']:+.2%}"),
     Column("x_teacher_fp32", "x teacher fp32", text=lambda r: f"{r['x_teacher_fp32']:.3f}"),
     Column("mb", "MB", text=lambda r: f"{r['mb']:.2f}"),
-    Column("x_f16", "MB / F16 GGUF MB", text=lambda r: f"{r['mb'] / r['f16_mb']:.2f}" if r["file"] == "q4_0" else ""),
+    Column("f16_mb", "MB / F16 GGUF MB", text=lambda r: f"{r['mb'] / r['f16_mb']:.2f}" if r["file"] == "q4_0" else ""),
     Column("tokens", "tokens", table=False),
     Column("provenance.host", "machine", table=False),
 ]

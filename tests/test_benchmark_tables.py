@@ -38,6 +38,7 @@ def _table(name: str) -> str:
     import pte_runtimes
     import pte_sdpa
     import runtime
+    import shipped_ppl
     import shipped_proxy
     import shipped_student
 
@@ -65,7 +66,8 @@ def _table(name: str) -> str:
     if name == "int4_written_speed":
         return writer.markdown(int4_written.SPEED_FIELDS, result["rows"], int4_written.speed_title(result))
     if name in (
-        "decode_kernels", "profile_decode", "int4_table", "grid_race", "shipped_proxy", "int4_layers", "int4_written"
+        "decode_kernels", "profile_decode", "int4_table", "grid_race", "shipped_proxy", "int4_layers", "int4_written",
+        "shipped_ppl",
     ):  # fmt: skip
         module = {
             "int4_layers": int4_layers,
@@ -75,6 +77,7 @@ def _table(name: str) -> str:
             "int4_table": int4_table,
             "grid_race": grid_race,
             "shipped_proxy": shipped_proxy,
+            "shipped_ppl": shipped_ppl,
         }[name]
         return writer.markdown(module.FIELDS, result["rows"], module.title(result))
     return writer.markdown(export_compare.FIELDS, [r for r in result["rows"] if "ppl" in r])
@@ -104,6 +107,7 @@ def _table(name: str) -> str:
         "int4_layers",
         "int4_written",
         "int4_written_speed",
+        "shipped_ppl",
     ],
 )
 def test_published_table_is_what_the_writer_prints(name):
