@@ -1,6 +1,6 @@
 """Why grid's students slow with the context: ONNX Runtime's profiler over their int4 files' decode steps.
 
-#39 asks the default student's int4 decode to slow at most 1.25x from 32 to 952 tokens; grid_race.py measured
+The target for the default student's int4 decode is to slow at most 1.25x from 32 to 952 tokens; grid_race.py measured
 1.29-2.25x for grid's four candidate shapes at 2.47x of GPT-2 medium, where the bytes a token reads (weights
 and the int8 KV cache) allow 1.16-1.32x. This profiles each candidate's int4 file, as ``clidep export --int4``
 writes it (random weights, grid_race.py's models), after --pasts tokens: node time per op type per decode step

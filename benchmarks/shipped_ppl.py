@@ -2,13 +2,13 @@
 
 export scores each file it writes on 8,192 WikiText-test tokens (context 512) against its own fp32 graph; the
 ablation (paper_ablation.py, shipped_student.py) scores students on the whole WikiText-test text with context 256
-and stride 128 (331,072 tokens; the teacher 195.35 in torch). #39's targets are set on the ablation's protocol:
-the shipped file within +2% of its own fp32, and within 1.05x (ratio 2.47) or 1.10x (ratio 4) of the teacher's
+and stride 128 (331,072 tokens; the teacher 195.35 in torch), and clidep's targets for the shipped file are set
+on that protocol: within +2% of its own fp32, and within 1.05x (ratio 2.47) or 1.10x (ratio 4) of the teacher's
 fp32. This writes each model's files as a user does (``clidep export MODEL --int4 --gguf --gguf-types f16,q4_0``:
 export's defaults otherwise, so the int4 file keeps the QKV projection at 8 bits) and scores every file in its own
 runtime with ``clidep eval FILE --context 256 --stride 128`` over the whole text: the fp32 graph and the int4
 file in ONNX Runtime, the Q4_0 GGUF in llama.cpp. The teacher's fp32 graph, scored in the same run, is the
-reference every ratio is taken to; the F16 GGUF file is only weighed (#39: the Q4 file at most 0.45x of it).
+reference every ratio is taken to; the F16 GGUF file is only weighed (the target: the Q4 file at most 0.45x of it).
 
     python benchmarks/shipped_ppl.py --students runs/grid-s0,runs/grid-s1,runs/grid-s2,runs/grid4-s0,runs/grid4-s1,runs/grid4-s2
     python benchmarks/shipped_ppl.py --eval-tokens 8192 --out /tmp/sp      # smoke: the teacher alone (~1 min)

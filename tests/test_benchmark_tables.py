@@ -33,6 +33,7 @@ def _table(name: str) -> str:
     import int4_written
     import layercollapse
     import paper_ablation
+    import profile_context
     import profile_decode
     import pte_medium
     import pte_runtimes
@@ -67,7 +68,7 @@ def _table(name: str) -> str:
         return writer.markdown(int4_written.SPEED_FIELDS, result["rows"], int4_written.speed_title(result))
     if name in (
         "decode_kernels", "profile_decode", "int4_table", "grid_race", "shipped_proxy", "int4_layers", "int4_written",
-        "shipped_ppl",
+        "shipped_ppl", "profile_context",
     ):  # fmt: skip
         module = {
             "int4_layers": int4_layers,
@@ -78,6 +79,7 @@ def _table(name: str) -> str:
             "grid_race": grid_race,
             "shipped_proxy": shipped_proxy,
             "shipped_ppl": shipped_ppl,
+            "profile_context": profile_context,
         }[name]
         return writer.markdown(module.FIELDS, result["rows"], module.title(result))
     return writer.markdown(export_compare.FIELDS, [r for r in result["rows"] if "ppl" in r])
@@ -108,6 +110,7 @@ def _table(name: str) -> str:
         "int4_written",
         "int4_written_speed",
         "shipped_ppl",
+        "profile_context",
     ],
 )
 def test_published_table_is_what_the_writer_prints(name):
