@@ -114,9 +114,10 @@ def _relate(rows: list[dict]) -> None:
 
 def title(record: dict) -> str:
     p, rows = record["protocol"], record["rows"]
+    kinds = next(r["variant"].get("linear_layers_at_8_bits") for r in rows if r["file"] == "int4")
     return (
         f"The files `clidep export MODEL --int4 --gguf --gguf-types f16,q4_0` writes (export's defaults otherwise: the "
-        f"int4 file keeps the QKV projection at 8 bits), each scored in its own runtime by `clidep eval FILE "
+        f"int4 file keeps {', '.join(kinds or ()) or 'no linear layer'} at 8 bits), each scored in its own runtime by `clidep eval FILE "
         f"--context {p['context']} --stride {p['stride']}` on {rows[0]['tokens']:,} WikiText-test tokens (the "
         f"published ablation's protocol); Δ against the model's own fp32 ONNX graph (the GGUF row's too: llama.cpp "
         f"runs the same weights), ratios to the teacher's fp32 graph, both scored in the same run. "
