@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 
@@ -41,3 +42,10 @@ def save_original(a: argparse.Namespace, folder: Path):
     GPT2LMHeadModel(config).eval().save_pretrained(folder)
     load_tokenizer("gpt2").save_pretrained(folder)
     return config
+
+
+def shape_label(folder: Path) -> str:
+    """'blocks x width, MLP inner' of the GPT-2 saved in FOLDER (its config.json; n_inner unset is 4 x width)."""
+    config = json.loads((Path(folder) / "config.json").read_text())
+    inner = config.get("n_inner") or 4 * config["n_embd"]
+    return f"{config['n_layer']} x {config['n_embd']}, MLP {inner}"

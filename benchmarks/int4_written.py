@@ -60,8 +60,6 @@ def quality(a, layouts: list[str]) -> None:
 
     rows = []
     for path in [a.teacher, *(s for s in a.students.split(",") if s)]:
-        config = json.loads((Path(path) / "config.json").read_text())
-        inner = config.get("n_inner") or 4 * config["n_embd"]
         for layout in layouts:
             with tempfile.TemporaryDirectory() as tmp:
                 manifest = _export(path, Path(tmp) / "onnx", layout)
@@ -71,7 +69,7 @@ def quality(a, layouts: list[str]) -> None:
             rows.append(
                 {
                     "model": "teacher" if path == a.teacher else Path(path).name,
-                    "shape": f"{config['n_layer']} x {config['n_embd']}, MLP {inner}",
+                    "shape": gpt2_shapes.shape_label(Path(path)),
                     "layout": layout,
                     "mb": int4["size_bytes"] / 1e6,
                     "fp32": fp32["ppl"],

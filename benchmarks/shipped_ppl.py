@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import gpt2_shapes
+
 from clidep.bench import writer
 from clidep.bench.writer import Column
 
@@ -63,7 +65,7 @@ def main() -> None:
                 rows.append(
                     {
                         "model": name,
-                        "shape": _shape(Path(path)),
+                        "shape": gpt2_shapes.shape_label(Path(path)),
                         "file": label,
                         "runtime": runtime,
                         "ppl": res.ppl,
@@ -96,12 +98,6 @@ def _variant(manifest: dict, file: str) -> dict:
     entries = [*manifest["variants"], *manifest.get("gguf", {}).get("files", [])]
     found = next((v for v in entries if Path(v.get("file", "")).name == Path(file).name), {})
     return {k: v for k, v in found.items() if k != "graph_kv_shapes"}
-
-
-def _shape(folder: Path) -> str:
-    config = json.loads((folder / "config.json").read_text())
-    inner = config.get("n_inner") or 4 * config["n_embd"]
-    return f"{config['n_layer']} x {config['n_embd']}, MLP {inner}"
 
 
 def _relate(rows: list[dict]) -> None:
