@@ -6,15 +6,18 @@ auto (widths from importance scores, `compress --method auto`) sized to CLI's pa
 (within 2%); each with every --init, once per seed, on identical data, token budget and schedule.
 Methods run in --methods order, every seed of one before the next; an arm whose folder already
 holds a finished student of the same method, seed and budget is scored again, not retrained.
+Each student's shipped files (--shipped, the default: its int4 ONNX file and, for a stock GPT-2, its
+Q4_K_M or Q4_0 GGUF, as `clidep export` writes them) are scored beside it, as the fp32 student is.
 auto searches its scorer and exponent on wiki-en/valid.txt at the first seed, and the later
 seeds reuse that choice (the search is part of the method; repeating it per seed would only
 re-time it). Every arm and the teacher are scored on the WikiText test text with the same
 sliding window.
 
-    python benchmarks/paper_ablation.py                          # 6 methods x 3 seeds, 500k tokens each (~4 h, 2 cores)
+    python benchmarks/paper_ablation.py                          # 7 methods x 3 seeds, 500k tokens each (~6 h, 2 cores)
+    python benchmarks/paper_ablation.py --methods grid --keep    # grid's students beside the kept arms (runs/paper_ablation)
     python benchmarks/paper_ablation.py --methods slim,depth,depth+slim --keep   # add arms to the published table
     python benchmarks/paper_ablation.py --methods uniform,auto --tokens 2000000 --stem paper_ablation_2m   # the budget question
-    python benchmarks/paper_ablation.py --ratio 4 --stem paper_ablation_4x --methods uniform,slim,depth,depth+slim   # a second size (CLI cannot reach 4x here)
+    python benchmarks/paper_ablation.py --ratio 4 --stem paper_ablation_4x --methods uniform,slim,depth,depth+slim,grid   # a second size (CLI cannot reach 4x here)
     python benchmarks/paper_ablation.py --seeds 0 --tokens 20000 --eval-tokens 20000 --search-steps 2 --out /tmp/smoke   # smoke
     # paper scale, where the hub and a GPU are reachable (one GPU: bf16 through Accelerate):
     python benchmarks/paper_ablation.py --teacher gpt2-medium --data wikitext-103 --eval-data wikitext-103 \\
@@ -27,24 +30,41 @@ benchmarks/results, STEM to paper_ablation).
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
 import distil_protocol
+import shipped_ppl
 
 from clidep.bench.writer import Column
 from clidep.errors import ClidepError
+
+#: The arms, in the table's order.
+METHODS = ("cli", "uniform", "auto", "slim", "depth", "depth+slim", "grid")
 
 
 def main() -> None:
     ap = distil_protocol.parser(__doc__.splitlines()[0], "paper_ablation")
     ap.add_argument("--ratio", type=float, default=2.47)
     ap.add_argument("--inits", default="teacher")
-    ap.add_argument("--methods", default="cli,uniform,auto,slim,depth,depth+slim")
+    ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument(
         "--keep",
         action="store_true",
-        help="keep the arms of methods not in --methods from RESULTS/STEM.json (same protocol) in the table",
+        help="keep the runs (method, init, seed) this run does not make from RESULTS/STEM.json (same protocol)",
+    )
+    ap.add_argument(
+        "--precision",
+        default="int4",
+        choices=("fp32", "int8", "int4"),
+        help="the file the searching methods (auto, depth+slim, grid) rank their trials by (compress --precision)",
+    )
+    ap.add_argument(
+        "--shipped",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="export each student's int4 ONNX and Q4 GGUF files and score them like the student (~4 min an arm)",
     )
     ap.add_argument("--search-steps", type=int, default=16, help="auto: distillation steps per candidate")
     ap.add_argument("--stem", default="paper_ablation")
@@ -58,7 +78,7 @@ def main() -> None:
     setup = distil_protocol.start(a)
     teacher = setup["teacher"]
     protect = ",".join(map(str, setup["protected"]))
-    rows, chosen, refused = _kept_rows(a, teacher) if a.keep else [], {}, {}
+    (rows, refused), chosen = _kept(a, teacher) if a.keep else ([], {}), {}
     # CLI's size where the table has CLI (run now or kept: the others match it); else the ratio's own (CLI
     # cannot reach ratio 4 on the reference teacher: its embeddings and protected blocks alone are ratio 3.07).
     target = round(teacher["params"] / a.ratio)
@@ -73,12 +93,12 @@ def main() -> None:
             continue
         sizing = dict(ratio=a.ratio, protect=protect) if method == "cli" else dict(params=size)
         if method == "auto":
-            sizing.update(chosen.get(init, {}), search_steps=a.search_steps)
-        if method == "depth+slim":
-            sizing.update(search_steps=a.search_steps)
+            sizing.update(chosen.get(init, {}))
+        if method in ("auto", "depth+slim", "grid"):
+            sizing.update(search_steps=a.search_steps, precision=a.precision)
         started = time.perf_counter()
         try:
-            r = _finished(out, method, seed, a.tokens, a.ratio) or compress(
+            r = _finished(out, method, seed, a.tokens, a.ratio, a.precision) or compress(
                 a.teacher, out, method=method, init=init, **sizing, **distil_protocol.train_settings(a, seed)
             )
         except ClidepError as exc:  # a method that cannot reach this size (depth at ratio 4): said, not fatal
@@ -92,6 +112,7 @@ def main() -> None:
             )
         s = distil_protocol.score(a, str(out))
         answers = distil_protocol.kld(a, str(out))
+        shipped = _shipped(a, out, s["ppl"]) if a.shipped else None
         rows.append(
             {
                 "method": method,
@@ -106,6 +127,8 @@ def main() -> None:
                 "ppl": s["ppl"],
                 "ppl_vs_teacher": s["ppl"] / teacher["ppl"],
                 "kld": answers,
+                "shipped": shipped,
+                "precision": a.precision if method in ("auto", "depth+slim", "grid") else None,
                 "tokens": r["tokens_trained"],
                 "val_ppl": r["val_ppl"],
                 "val_ppl_curve": r["ppl_curve"],
@@ -117,15 +140,15 @@ def main() -> None:
         _write(a, setup, rows, refused)
 
 
-def _kept_rows(a, teacher: dict) -> list[dict]:
-    """The per-seed rows of RESULTS/STEM.json for methods not in --methods, when that run had this protocol
-    (teacher perplexity, tokens per arm, ratio; seeds may differ, each arm lists its own), each marked with
-    the commit and time it was measured at; else none, said."""
+def _kept(a, teacher: dict) -> tuple[list[dict], dict[str, str]]:
+    """The per-seed rows of RESULTS/STEM.json this run does not make, when that run had this protocol (teacher
+    perplexity, tokens per arm, ratio; seeds may differ, each arm lists its own), each marked with the commit and
+    time it was measured at, and its refusals of methods not in --methods; else none, said."""
     import json
 
     path = Path(a.out) / f"{a.stem}.json"
     if not path.is_file():
-        return []
+        return [], {}
     old = json.loads(path.read_text())
     p = old["protocol"]
     same = (
@@ -133,21 +156,22 @@ def _kept_rows(a, teacher: dict) -> list[dict]:
     )
     if not same:
         distil_protocol.log(f"--keep: {path} has another protocol; its arms are not kept")
-        return []
-    methods = a.methods.split(",")
+        return [], {}
+    now = {(m, i, s) for m in a.methods.split(",") for i in a.inits.split(",") for s in distil_protocol.seeds(a)}
     measured = {"git_sha": old["git_sha"], "time": old["time"]}
-    return [
+    rows = [
         {**run, "measured": run.get("measured", measured)}
         for arm in old["arms"]
-        if arm["method"] not in methods
         for run in arm["runs"]
+        if (run["method"], run["init"], run["seed"]) not in now
     ]
+    return rows, {m: why for m, why in old.get("refused", {}).items() if m not in a.methods.split(",")}
 
 
-def _finished(out: Path, method: str, seed: int, tokens: int, ratio: float) -> dict | None:
+def _finished(out: Path, method: str, seed: int, tokens: int, ratio: float, precision: str) -> dict | None:
     """compress.json of a student already in OUT from the same method, seed, budget and size (ratio within
-    10%: depth lands within half a block of it) (scored again, not retrained: the pipeline is deterministic
-    on CPU), else None."""
+    10%: depth lands within half a block of it), a grid search ranked by PRECISION's file (scored again, not
+    retrained: the pipeline is deterministic on CPU), else None."""
     import json
     import math
 
@@ -161,15 +185,54 @@ def _finished(out: Path, method: str, seed: int, tokens: int, ratio: float) -> d
         and r["train"]["seed"] == seed
         and r["steps"] == steps
         and abs(r["ratio"] / ratio - 1) < 0.1
+        and (method != "grid" or precision == "fp32" or f"val_ppl_{precision}" in r["stock"]["trials"][0])
     )
     return r if same else None
 
 
+def _shipped(a, student: Path, fp32_ppl: float) -> dict:
+    """The files a user ships from STUDENT, written by export as shipped_ppl.py writes them (QKV at 8 bits in the
+    int4 file) and each scored like the student: the int4 ONNX file in ONNX Runtime and, for a stock GPT-2, the
+    Q4 GGUF in llama.cpp: Q4_K_M where every row splits into llama.cpp's 256-weight blocks (width and MLP width
+    multiples of 256), else Q4_0 (a k-quant file of other shapes falls back to wider types). Δ against the
+    student's fp32 perplexity (FP32_PPL, torch); the Q4 file's MB against its F16 file's."""
+    import json
+    import tempfile
+
+    config = json.loads((student / "config.json").read_text())
+    stock = config.get("model_type") == "gpt2"
+    width, mlp = config.get("n_embd"), config.get("n_inner") or 4 * (config.get("n_embd") or 0)
+    q4 = "q4_k_m" if stock and width % 256 == 0 and mlp % 256 == 0 else "q4_0"
+    found = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest = shipped_ppl.export_files(str(student), Path(tmp), f"f16,{q4}" if stock else None)
+        files = [("int4", "model.int4.onnx")] + ([(q4, f"gguf/model.{q4}.gguf")] if stock else [])
+        for label, name in files:
+            ppl = distil_protocol.score(a, str(Path(tmp) / name))["ppl"]
+            found["int4" if label == "int4" else "gguf"] = {
+                "type": label,
+                "ppl": ppl,
+                "delta": ppl / fp32_ppl - 1,
+                "mb": (Path(tmp) / name).stat().st_size / 1e6,
+                "variant": shipped_ppl.variant(manifest, name),
+            }
+        if stock:
+            found["gguf"]["f16_mb"] = (Path(tmp) / "gguf" / "model.f16.gguf").stat().st_size / 1e6
+    distil_protocol.log(
+        f"{student.name}: int4 {found['int4']['ppl']:.2f}"
+        + (f", {q4} {found['gguf']['ppl']:.2f}" if stock else " (not a stock GPT-2: no GGUF)")
+    )
+    return found
+
+
 def _write(a, setup: dict, rows: list[dict], refused: dict[str, str]) -> None:
+    order = [*a.methods.split(","), *METHODS]  # the arms in --methods order, then kept ones; seeds ascending
+    rows = sorted(rows, key=lambda r: (order.index(r["method"]) if r["method"] in order else len(order), r["seed"]))
     arms = distil_protocol.summarise(rows, ("method", "init"))
     for arm in arms:  # against the best mean of the same init
         best = min(x["ppl_mean"] for x in arms if x["init"] == arm["init"])
         arm["vs_best"] = arm["ppl_mean"] / best
+        arm["shipped_mean"] = _shipped_mean(arm["runs"])
     result = {
         "teacher": {"path": a.teacher, **setup["teacher"]},
         "layer0_ratio": setup["report"]["layer0_ratio"],
@@ -236,6 +299,18 @@ def title(result: dict) -> str:
         )
         + "".join(f" {m} refused at this size: {why}." for m, why in result.get("refused", {}).items())
         + _kld_line(result)
+        + _shipped_line(result)
+    )
+
+
+def _shipped_line(result: dict) -> str:
+    if not any(arm.get("shipped_mean") for arm in result["arms"]):
+        return ""
+    return (
+        " Shipped files: `clidep export STUDENT --int4 --gguf` (export's defaults: QKV at 8 bits in the int4 file), "
+        "each scored like the fp32 student, Δ against it (mean over the seeds that have it); the GGUF is Q4_K_M where "
+        "width and MLP width are multiples of 256, else Q4_0, its size against its F16 file; '-': the student was not "
+        "kept (a run kept from an earlier commit names it in the JSON's 'measured')."
     )
 
 
@@ -252,10 +327,52 @@ def _kld(r: dict) -> str:
     return "-" if not r.get("kld") else f"{r['kld'][0]:.4f} ± {r['kld'][1]:.4f}"
 
 
-def _widths(r: dict) -> str:
+def _shipped_mean(runs: list[dict]) -> dict:
+    """Per shipped file (int4, gguf): the mean perplexity and Δ over the seeds that measured it, their count, the
+    GGUF type and the Q4 / F16 size; a file no seed measured is absent."""
+    import numpy as np
+
+    out = {}
+    for kind in ("int4", "gguf"):
+        found = [r["shipped"][kind] for r in runs if (r.get("shipped") or {}).get(kind)]
+        if found:
+            out[kind] = {
+                "type": found[0]["type"],
+                "ppl": float(np.mean([f["ppl"] for f in found])),
+                "delta": float(np.mean([f["delta"] for f in found])),
+                "seeds": len(found),
+                "of_f16": float(np.mean([f["mb"] / f["f16_mb"] for f in found])) if "f16_mb" in found[0] else None,
+            }
+    return out
+
+
+def _file(kind: str):
+    """The text of an arm's shipped KIND column: mean ppl (mean Δ from the fp32 student), the seeds when not all."""
+
+    def text(r: dict) -> str:
+        f = r.get("shipped_mean", {}).get(kind)
+        if not f:
+            not_stock = kind == "gguf" and not r.get("stock") and any(x.get("shipped") for x in r["runs"])
+            return "not a stock GPT-2" if not_stock else "-"
+        seeds = "" if f["seeds"] == len(r["runs"]) else f", {f['seeds']} of {len(r['runs'])} seeds"
+        name = f"{f['type'].upper()} " if kind == "gguf" else ""
+        size = f", {f['of_f16']:.2f}x F16" if f.get("of_f16") else ""
+        return f"{name}{f['ppl']:.2f} ({f['delta']:+.2%}{size}{seeds})"
+
+    return text
+
+
+def _widths(arm: dict) -> str:
+    """The arm's shape; each distinct one where its seeds differ (grid's search may pick another per seed)."""
+    shapes = list(dict.fromkeys(_shape(r) for r in arm.get("runs", [arm])))
+    return " / ".join(shapes)
+
+
+def _shape(r: dict) -> str:
     w = r["layer_widths"]
-    if r.get("stock"):  # one width: blocks x width (of the teacher's)
-        return f"{len(w)} x {w[0]} (stock)"
+    if r.get("stock"):  # one width: blocks x width (of the teacher's), and an MLP that is not 4x it
+        mlp = r["stock"].get("mlp_inner")
+        return f"{len(w)} x {w[0]}" + (f", MLP {mlp}" if mlp and mlp != 4 * w[0] else "") + " (stock)"
     return "/".join(map(str, w)) if len(set(w)) > 2 else "/".join(map(str, sorted(set(w), reverse=True)))
 
 
@@ -268,8 +385,13 @@ FIELDS = [
     *distil_protocol.ppl_fields(),
     Column("vs_best", "mean / best", ".3f"),
     Column("kld", "KLD to teacher", text=_kld),
+    Column("shipped_mean.int4.ppl", "int4 ONNX ppl (Δ fp32)", text=_file("int4")),
+    Column("shipped_mean.gguf.ppl", "Q4 GGUF ppl (Δ fp32, size)", text=_file("gguf")),
 ]
-PAPER_ROW = "| paper: CLI-GPT2 / uniform (GPT-2 medium) | ? | 143.8 M | 2.47 | 1024/496 vs 560 | | 204.5 / 571.8 | 1.000 / 2.796 | |"
+PAPER_ROW = (
+    "| paper: CLI-GPT2 / uniform (GPT-2 medium) | ? | 143.8 M | 2.47 | 1024/496 vs 560 | | 204.5 / 571.8 | "
+    "1.000 / 2.796 | | | |"
+)
 
 
 if __name__ == "__main__":

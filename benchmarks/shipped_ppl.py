@@ -56,7 +56,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for path in [a.teacher, *(s for s in a.students.split(",") if s)]:
             name = "teacher" if path == a.teacher else Path(path).name
-            manifest = _export(path, Path(tmp) / name)
+            manifest = export_files(path, Path(tmp) / name, "f16,q4_0")
             for label, file, runtime in FILES:
                 res = evaluate(
                     Path(tmp) / name / file, data="wikitext-test", context=256, stride=128, batch_size=8,
@@ -72,7 +72,7 @@ def main() -> None:
                         "tokens": res.tokens,
                         "mb": (Path(tmp) / name / file).stat().st_size / 1e6,
                         "f16_mb": (Path(tmp) / name / "gguf" / "model.f16.gguf").stat().st_size / 1e6,
-                        "variant": _variant(manifest, file),
+                        "variant": variant(manifest, file),
                         "provenance": prov,
                     }
                 )
@@ -83,17 +83,18 @@ def main() -> None:
     print(writer.markdown(FIELDS, rows, title(record)), end="")
 
 
-def _export(model: str, out: Path) -> dict:
-    """``clidep export MODEL --int4 --gguf --gguf-types f16,q4_0`` with export's other defaults (the F16 file is
-    only weighed: the Q4 file's size is judged against it); its manifest. A file that misses its gate is still
-    written (--allow-gate-miss) so that it is measured, and the manifest says so."""
+def export_files(model: str, out: Path, gguf_types: str | None) -> dict:
+    """``clidep export MODEL --int4 --gguf --gguf-types GGUF_TYPES`` (no GGUF where GGUF_TYPES is None: a model that
+    is not a stock GPT-2) with export's other defaults; its manifest. A file that misses its gate is still written
+    (--allow-gate-miss) so that it is measured, and the manifest says so."""
     from clidep.commands.export import export_artifact
 
-    export_artifact(model, out, int4=True, gguf=True, gguf_types="f16,q4_0", genai=False, allow_gate_miss=True)
+    gguf = dict(gguf=True, gguf_types=gguf_types) if gguf_types else {}
+    export_artifact(model, out, int4=True, genai=False, allow_gate_miss=True, **gguf)
     return json.loads((out / "manifest.json").read_text())
 
 
-def _variant(manifest: dict, file: str) -> dict:
+def variant(manifest: dict, file: str) -> dict:
     """The manifest's entry for FILE (int4: its layout; GGUF: its tensor types), without the KV shape lists."""
     entries = [*manifest["variants"], *manifest.get("gguf", {}).get("files", [])]
     found = next((v for v in entries if Path(v.get("file", "")).name == Path(file).name), {})
