@@ -205,29 +205,37 @@ def _shipped(a, student: Path, fp32_ppl: float) -> dict:
     q4 = "q4_k_m" if stock and width % 256 == 0 and mlp % 256 == 0 else "q4_0"
     found = {}
     with tempfile.TemporaryDirectory() as tmp:
-        manifest = shipped_ppl.export_files(str(student), Path(tmp), f"f16,{q4}" if stock else None)
+        folder = Path(tmp) / "files"
+        try:
+            manifest = shipped_ppl.export_files(str(student), folder, f"f16,{q4}" if stock else None)
+        except ClidepError as exc:  # export refuses a Q4 file that would hold no Q4 matrix: said, int4 still scored
+            if not stock:
+                raise
+            found["gguf"] = {"type": q4, "refused": str(exc)}
+            folder = Path(tmp) / "int4"
+            stock, manifest = False, shipped_ppl.export_files(str(student), folder, None)
         files = [("int4", "model.int4.onnx")] + ([(q4, f"gguf/model.{q4}.gguf")] if stock else [])
         for label, name in files:
-            ppl = distil_protocol.score(a, str(Path(tmp) / name))["ppl"]
+            ppl = distil_protocol.score(a, str(folder / name))["ppl"]
             found["int4" if label == "int4" else "gguf"] = {
                 "type": label,
                 "ppl": ppl,
                 "delta": ppl / fp32_ppl - 1,
-                "mb": (Path(tmp) / name).stat().st_size / 1e6,
+                "mb": (folder / name).stat().st_size / 1e6,
                 "variant": shipped_ppl.variant(manifest, name),
             }
         if stock:
-            found["gguf"]["f16_mb"] = (Path(tmp) / "gguf" / "model.f16.gguf").stat().st_size / 1e6
+            found["gguf"]["f16_mb"] = (folder / "gguf" / "model.f16.gguf").stat().st_size / 1e6
+    gguf = found.get("gguf", {})
     distil_protocol.log(
-        f"{student.name}: int4 {found['int4']['ppl']:.2f}"
-        + (f", {q4} {found['gguf']['ppl']:.2f}" if stock else " (not a stock GPT-2: no GGUF)")
+        f"{student.name}: int4 {found['int4']['ppl']:.2f}, "
+        + (f"{q4} {gguf['ppl']:.2f}" if "ppl" in gguf else gguf.get("refused", "not a stock GPT-2: no GGUF"))
     )
     return found
 
 
 def _write(a, setup: dict, rows: list[dict], refused: dict[str, str]) -> None:
-    order = [*a.methods.split(","), *METHODS]  # the arms in --methods order, then kept ones; seeds ascending
-    rows = sorted(rows, key=lambda r: (order.index(r["method"]) if r["method"] in order else len(order), r["seed"]))
+    rows = sorted(rows, key=_order)
     arms = distil_protocol.summarise(rows, ("method", "init"))
     for arm in arms:  # against the best mean of the same init
         best = min(x["ppl_mean"] for x in arms if x["init"] == arm["init"])
@@ -239,7 +247,12 @@ def _write(a, setup: dict, rows: list[dict], refused: dict[str, str]) -> None:
         "critical_layers": setup["report"]["critical_layers"],
         "arms": arms,
         "refused": refused,
-        "protocol": {**distil_protocol.protocol(a, setup["teacher"]), "ratio": a.ratio, "search_steps": a.search_steps},
+        "protocol": {
+            **distil_protocol.protocol(a, setup["teacher"]),
+            "seeds": sorted({r["seed"] for r in rows}),  # the table's, kept runs included
+            "ratio": a.ratio,
+            "search_steps": a.search_steps,
+        },
     }
     distil_protocol.write(
         a, a.stem, setup, result, title(result), FIELDS, (PAPER_ROW,) if a.stem == "paper_ablation" else ()
@@ -327,6 +340,11 @@ def _kld(r: dict) -> str:
     return "-" if not r.get("kld") else f"{r['kld'][0]:.4f} ± {r['kld'][1]:.4f}"
 
 
+def _order(run: dict) -> tuple[int, int]:
+    """A run's place in the table: its method's in METHODS (others last), then its seed."""
+    return (METHODS.index(run["method"]) if run["method"] in METHODS else len(METHODS), run["seed"])
+
+
 def _shipped_mean(runs: list[dict]) -> dict:
     """Per shipped file (int4, gguf): the mean perplexity and Δ over the seeds that measured it, their count, the
     GGUF type and the Q4 / F16 size; a file no seed measured is absent."""
@@ -335,7 +353,9 @@ def _shipped_mean(runs: list[dict]) -> dict:
     out = {}
     for kind in ("int4", "gguf"):
         found = [r["shipped"][kind] for r in runs if (r.get("shipped") or {}).get(kind)]
-        if found:
+        if found and "refused" in found[0]:  # export refused the file (no matrix would be quantised)
+            out[kind] = {"type": found[0]["type"], "refused": True, "seeds": len(found)}
+        elif found:
             out[kind] = {
                 "type": found[0]["type"],
                 "ppl": float(np.mean([f["ppl"] for f in found])),
@@ -356,6 +376,8 @@ def _file(kind: str):
             return "not a stock GPT-2" if not_stock else "-"
         seeds = "" if f["seeds"] == len(r["runs"]) else f", {f['seeds']} of {len(r['runs'])} seeds"
         name = f"{f['type'].upper()} " if kind == "gguf" else ""
+        if f.get("refused"):  # export refused it: every matrix would stay F16
+            return f"{name}refused: no matrix splits into its blocks" + (f" ({seeds[2:]})" if seeds else "")
         size = f", {f['of_f16']:.2f}x F16" if f.get("of_f16") else ""
         return f"{name}{f['ppl']:.2f} ({f['delta']:+.2%}{size}{seeds})"
 

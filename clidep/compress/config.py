@@ -34,6 +34,9 @@ class CompressConfig(Options):
     # GPT-2-medium shapes its heads of 64 decode int4 1.1-1.25x faster (int4_table.md). The files export writes
     # from it (QKV at 8 bits), on that protocol: int4 1.031-1.036x the teacher's fp32 at ratio 2.47 and
     # 1.083-1.088x at ratio 4, +0.39 to +1.26% from its own fp32; Q4_0 0.38-0.43x its F16 file (shipped_ppl.md).
+    # In the deployed ablation (paper_ablation.md, _4x.md) at ratio 4 slim's int4 file is ~1% better than
+    # grid's (seed 0: 209.47 against 211.49-212.62) for 8% more MB, but llama.cpp quantises none of its
+    # matrices (116 splits into no 32-weight block: export refuses its Q4_0 file); grid stays the default.
     method: str = option(
         "grid",
         "grid (the default: width in whole heads of the teacher's size, MLP width and depth each on the grid quantisers take whole, ranked by a short distillation; a stock GPT-2), slim (one narrower residual width, embeddings included; stock), depth (fewer blocks; stock), depth+slim (stock), uniform (every block through one bottleneck), cli (protect critical blocks), auto (widths follow importance scores), layercollapse or cli+layercollapse.",
