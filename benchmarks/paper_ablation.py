@@ -38,10 +38,12 @@ import distil_protocol
 import shipped_ppl
 
 from clidep.bench.writer import Column
-from clidep.errors import ClidepError
+from clidep.errors import ClidepError, NoMatrixOfType
 
 #: The arms, in the table's order.
 METHODS = ("cli", "uniform", "auto", "slim", "depth", "depth+slim", "grid")
+#: The arms whose shape comes from a search ranked by --precision's file.
+SEARCHED = ("auto", "depth+slim", "grid")
 
 
 def main() -> None:
@@ -94,7 +96,7 @@ def main() -> None:
         sizing = dict(ratio=a.ratio, protect=protect) if method == "cli" else dict(params=size)
         if method == "auto":
             sizing.update(chosen.get(init, {}))
-        if method in ("auto", "depth+slim", "grid"):
+        if method in SEARCHED:
             sizing.update(search_steps=a.search_steps, precision=a.precision)
         started = time.perf_counter()
         try:
@@ -128,7 +130,7 @@ def main() -> None:
                 "ppl_vs_teacher": s["ppl"] / teacher["ppl"],
                 "kld": answers,
                 "shipped": shipped,
-                "precision": a.precision if method in ("auto", "depth+slim", "grid") else None,
+                "precision": a.precision if method in SEARCHED else None,
                 "tokens": r["tokens_trained"],
                 "val_ppl": r["val_ppl"],
                 "val_ppl_curve": r["ppl_curve"],
@@ -170,22 +172,24 @@ def _kept(a, teacher: dict) -> tuple[list[dict], dict[str, str]]:
 
 def _finished(out: Path, method: str, seed: int, tokens: int, ratio: float, precision: str) -> dict | None:
     """compress.json of a student already in OUT from the same method, seed, budget and size (ratio within
-    10%: depth lands within half a block of it), a grid search ranked by PRECISION's file (scored again, not
-    retrained: the pipeline is deterministic on CPU), else None."""
+    10%: depth lands within half a block of it), whose search (auto, depth+slim, grid) ranked its trials by
+    PRECISION's file as run.json's options say (scored again, not retrained: the pipeline is deterministic on
+    CPU), else None."""
     import json
     import math
 
     path = out / "compress.json"
-    if not path.is_file():
+    if not path.is_file() or not (out / "run.json").is_file():
         return None
     r = json.loads(path.read_text())
+    options = json.loads((out / "run.json").read_text()).get("options", {})
     steps = math.ceil(tokens / (r["train"]["batch_size"] * r["train"]["seq_len"]))
     same = (
         r["method"] == method
         and r["train"]["seed"] == seed
         and r["steps"] == steps
         and abs(r["ratio"] / ratio - 1) < 0.1
-        and (method != "grid" or precision == "fp32" or f"val_ppl_{precision}" in r["stock"]["trials"][0])
+        and (method not in SEARCHED or options.get("precision") == precision)
     )
     return r if same else None
 
@@ -208,9 +212,7 @@ def _shipped(a, student: Path, fp32_ppl: float) -> dict:
         folder = Path(tmp) / "files"
         try:
             manifest = shipped_ppl.export_files(str(student), folder, f"f16,{q4}" if stock else None)
-        except ClidepError as exc:  # export refuses a Q4 file that would hold no Q4 matrix: said, int4 still scored
-            if not stock:
-                raise
+        except NoMatrixOfType as exc:  # export refuses a Q4 file that would hold no Q4 matrix: said, int4 still scored
             found["gguf"] = {"type": q4, "refused": str(exc)}
             folder = Path(tmp) / "int4"
             stock, manifest = False, shipped_ppl.export_files(str(student), folder, None)

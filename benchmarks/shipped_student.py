@@ -25,7 +25,7 @@ import distil_protocol
 from paper_ablation import _finished
 
 from clidep.bench.writer import Column
-from clidep.errors import ClidepError
+from clidep.errors import NoMatrixOfType
 
 
 def main() -> None:
@@ -120,7 +120,7 @@ def _shipped(student: Path, tokens: int) -> dict:
                 out[gguf_type] = {
                     k: g[k] for k in ("size_bytes", "ppl_delta", "matrices", "matrices_of_type", "float_matrices")
                 }
-            except ClidepError as exc:  # a type that would hold none of its own tensors
+            except NoMatrixOfType as exc:  # a type that would hold none of its own tensors
                 out[gguf_type] = {"refused": str(exc)}
                 manifest = export_artifact(student, dst, overwrite=True, **common)
             fp32, int4 = manifest.variants

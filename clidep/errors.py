@@ -29,6 +29,12 @@ class Unavailable(ClidepError):
     """A tool clidep drives (llama.cpp) cannot be built or run here; the message says why and what to do."""
 
 
+class NoMatrixOfType(ClidepError):
+    """A quantised GGUF file would hold none of its own type's matrices: llama-quantize kept every weight matrix
+    in a float or wider type because no row splits into the type's blocks. Callers that try one Q4 type and fall
+    back catch this alone, so that every other refusal still stops them."""
+
+
 class ValidationError(ClidepError):
     """An exported file does not behave like the model it came from (export's checks, optimum's
     ``validate_model_outputs`` in spirit): the subclasses say which check failed, cheapest first."""

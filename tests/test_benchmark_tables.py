@@ -115,3 +115,23 @@ def _table(name: str) -> str:
 )
 def test_published_table_is_what_the_writer_prints(name):
     assert _table(name) == (BENCHMARKS / "results" / f"{name}.md").read_text()
+
+
+def test_the_ablation_scores_a_kept_student_again_only_if_its_search_ranked_by_the_same_file(tmp_path):
+    """paper_ablation reuses a finished student instead of retraining it; a grid student whose search ranked its
+    trials by the fp32 perplexity is not the int4 table's student, while a slim student (no search) is."""
+    import paper_ablation
+
+    def student(method: str, precision: str) -> Path:
+        out = tmp_path / f"{method}-{precision}"
+        out.mkdir()
+        train = {"seed": 1, "batch_size": 16, "seq_len": 256}
+        (out / "compress.json").write_text(json.dumps({"method": method, "train": train, "steps": 123, "ratio": 2.5}))
+        (out / "run.json").write_text(json.dumps({"options": {"precision": precision}}))
+        return out
+
+    tokens = 123 * 16 * 256
+    assert paper_ablation._finished(student("grid", "int4"), "grid", 1, tokens, 2.47, "int4")
+    assert paper_ablation._finished(student("grid", "fp32"), "grid", 1, tokens, 2.47, "int4") is None
+    assert paper_ablation._finished(student("slim", "fp32"), "slim", 1, tokens, 2.47, "int4")
+    assert paper_ablation._finished(student("auto", "int4"), "auto", 2, tokens, 2.47, "int4") is None  # seed

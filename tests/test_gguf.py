@@ -394,12 +394,12 @@ def test_k_quants_hold_their_types_in_every_matrix_and_keep_the_gates(teacher_gg
 def test_a_k_quant_whose_rows_do_not_split_into_256_is_refused(tmp_path, teacher_dir):
     """Rows of 72 (and 288) fall back to F16, Q5_0 and Q8_0 in every matrix: a file named q4_k_m would hold no
     Q4_K, so it is refused, naming what llama-quantize used instead and the block it needs."""
-    from clidep.errors import ClidepError
+    from clidep.errors import NoMatrixOfType
     from clidep.export.gguf import quantize_gguf, write_gguf
 
     folder = _slim_gpt2(tmp_path, teacher_dir)
     write_gguf(load_model(folder), folder, tmp_path / "m.f32.gguf", "f32", "slim")
-    with pytest.raises(ClidepError, match=r"would hold no Q4_K_M tensor: .* in F16/Q5_0/Q8_0 .*multiples of 256"):
+    with pytest.raises(NoMatrixOfType, match=r"would hold no Q4_K_M tensor: .* in F16/Q5_0/Q8_0 .*multiples of 256"):
         quantize_gguf(tmp_path / "m.f32.gguf", tmp_path / "m.q4_k_m.gguf", "q4_k_m")
     assert not (tmp_path / "m.q4_k_m.gguf").exists()
 
@@ -441,7 +441,7 @@ def test_grid_students_at_gpt2_shapes_quantise_every_matrix_where_slims_do_not(t
     from clidep.compress.stock import grid_trials, size, slim_width
     from clidep.compress.widths import head_size
     from clidep.data import load_tokenizer
-    from clidep.errors import ClidepError
+    from clidep.errors import NoMatrixOfType
     from clidep.export.gguf import quantize_gguf, write_gguf
     from clidep.export.ort_graph import write_quantised
     from clidep.hardware.kernels import INT4_BLOCK
@@ -467,7 +467,7 @@ def test_grid_students_at_gpt2_shapes_quantise_every_matrix_where_slims_do_not(t
         _, done, linear = write_quantised(model, tmp_path / "m.int4.onnx", 4, INT4_BLOCK)
         try:
             k = quantize_gguf(tmp_path / "m.f32.gguf", tmp_path / "m.q4_k_m.gguf", "q4_k_m")["float_matrices"]
-        except ClidepError:
+        except NoMatrixOfType:
             k = None
         return q4["float_matrices"], linear - done, k
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clidep.errors import ClidepError
+from clidep.errors import ClidepError, NoMatrixOfType
 from clidep.export.config import GGUF_TYPES, ExportConfig
 
 #: The GGUF types clidep writes, by --gguf-types name. F32 is always written: it is the exact reference
@@ -142,14 +142,14 @@ def write_gguf(model, tokenizer_dir: Path, dst: Path, kind: str, name: str) -> d
 
 def quantize_gguf(f32: Path, dst: Path, kind: str) -> dict:
     """The F32 file at F32 quantised to KIND (q8_0, q6_k, q5_k_m, q4_k_m or q4_0) at DST by llama-quantize;
-    returns describe(DST). ClidepError where no weight matrix holds KIND's types."""
+    returns describe(DST). NoMatrixOfType where no weight matrix holds KIND's types."""
     from clidep.runtime import llamacpp
 
     llamacpp.quantize(f32, dst, kind.upper())
     record = describe(dst)
     if not record["matrices_of_type"]:
         dst.unlink()
-        raise ClidepError(
+        raise NoMatrixOfType(
             f"gguf/model.{kind}.gguf would hold no {kind.upper()} tensor: llama-quantize kept all "
             f"{record['matrices']} weight matrices in {'/'.join(record['float_types'] + record['fallback_types'])} "
             f"(their rows do not split "
