@@ -44,8 +44,16 @@ def save_original(a: argparse.Namespace, folder: Path):
     return config
 
 
-def shape_label(folder: Path) -> str:
-    """'blocks x width, MLP inner' of the GPT-2 saved in FOLDER (its config.json; n_inner unset is 4 x width)."""
+def stock_shape(folder: Path) -> tuple[int, int, int] | None:
+    """(blocks, width, MLP inner) of the stock GPT-2 saved in FOLDER (its config.json; n_inner unset is 4 x
+    width), None where FOLDER holds another model type (clidep's own CLI-GPT-2)."""
     config = json.loads((Path(folder) / "config.json").read_text())
-    inner = config.get("n_inner") or 4 * config["n_embd"]
-    return f"{config['n_layer']} x {config['n_embd']}, MLP {inner}"
+    if config.get("model_type") != "gpt2":
+        return None
+    return config["n_layer"], config["n_embd"], config.get("n_inner") or 4 * config["n_embd"]
+
+
+def shape_label(folder: Path) -> str:
+    """'blocks x width, MLP inner' of the stock GPT-2 saved in FOLDER ('not a stock GPT-2' for clidep's own)."""
+    shape = stock_shape(folder)
+    return f"{shape[0]} x {shape[1]}, MLP {shape[2]}" if shape else "not a stock GPT-2"

@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 import distil_protocol
+import gpt2_shapes
 import shipped_ppl
 
 from clidep.bench.writer import Column
@@ -200,13 +201,11 @@ def _shipped(a, student: Path, fp32_ppl: float) -> dict:
     Q4 GGUF in llama.cpp: Q4_K_M where every row splits into llama.cpp's 256-weight blocks (width and MLP width
     multiples of 256), else Q4_0 (a k-quant file of other shapes falls back to wider types). Δ against the
     student's fp32 perplexity (FP32_PPL, torch); the Q4 file's MB against its F16 file's."""
-    import json
     import tempfile
 
-    config = json.loads((student / "config.json").read_text())
-    stock = config.get("model_type") == "gpt2"
-    width, mlp = config.get("n_embd"), config.get("n_inner") or 4 * (config.get("n_embd") or 0)
-    q4 = "q4_k_m" if stock and width % 256 == 0 and mlp % 256 == 0 else "q4_0"
+    shape = gpt2_shapes.stock_shape(student)
+    stock = shape is not None
+    q4 = "q4_k_m" if stock and shape[1] % 256 == 0 and shape[2] % 256 == 0 else "q4_0"
     found = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "files"
