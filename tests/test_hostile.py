@@ -1319,9 +1319,10 @@ def test_a_failed_export_leaves_no_folder_it_made(world, tmp_path, capsys):
         ("devices --show raspberry-pi-5", []),
         ("analyze {teacher} --out {fresh} --samples 1 --probes 2", ["importance.json", "importance.png"]),
         ("export {teacher} --out {fresh} --int8 --ppl-tokens 256 --no-genai", ["manifest.json", "model.int8.onnx"]),
-        (
-            "compress {teacher} --out {fresh} --method slim --ratio 1.5 --steps 1 --seq-len 64 --data {train}",
+        pytest.param(  # no validation: the text's perplexity (three times, fp32 to int4) is not what is tested
+            "compress {teacher} --out {fresh} --method slim --width 32 --steps 1 --seq-len 64 --data {train} --eval-every 0",
             ["model.safetensors", "run.json"],
+            id="compress {teacher} --out {fresh} --method slim --steps 1",
         ),
     ],
 )
