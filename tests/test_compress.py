@@ -30,6 +30,8 @@ def tiny_args(root, out, *extra):
         "cli",
         "--data",
         str(root / "train.txt"),
+        "--val-data",
+        str(root / "valid.txt"),
         "--width",
         "32",
         "--protect",

@@ -129,7 +129,8 @@ def test_stock_students_open_in_plain_transformers_without_clidep(tiny_setup, tm
     for method, ratio in (("slim", "1.5"), ("depth", "1.2"), ("grid", "2.4")):
         out = tmp_path / method
         every = "2" if method == "grid" else "0"  # grid validates: compress.json reports its shipped files too
-        data = ["--data", str(tiny_setup / "train.txt"), "--batch-size", "8", "--seq-len", "64", "--eval-every", every]
+        data = ["--data", str(tiny_setup / "train.txt"), "--val-data", str(tiny_setup / "valid.txt")]
+        data += ["--batch-size", "8", "--seq-len", "64", "--eval-every", every]
         args = ["compress", str(tiny_setup / "teacher"), "--out", str(out), "--method", method, "--ratio", ratio]
         args += ["--search-steps", "2"] if method == "grid" else []
         assert main([*args, *data, "--steps", "2", "--save-every", "0"]) == 0  # in-process; the check is below
