@@ -348,21 +348,27 @@ def _order(run: dict) -> tuple[int, int]:
 
 def _shipped_mean(runs: list[dict]) -> dict:
     """Per shipped file (int4, gguf): the mean perplexity and Δ over the seeds that measured it, their count, the
-    GGUF type and the Q4 / F16 size; a file no seed measured is absent."""
+    GGUF type and the Q4 / F16 size, and how many seeds' files export refused (a shape whose rows split into no
+    block: grid's search may pick another shape per seed); a file no seed has is absent."""
     import numpy as np
 
     out = {}
     for kind in ("int4", "gguf"):
         found = [r["shipped"][kind] for r in runs if (r.get("shipped") or {}).get(kind)]
-        if found and "refused" in found[0]:  # export refused the file (no matrix would be quantised)
-            out[kind] = {"type": found[0]["type"], "refused": True, "seeds": len(found)}
-        elif found:
+        measured = [f for f in found if "ppl" in f]
+        refused = len(found) - len(measured)
+        if found and not measured:  # export refused every seed's file (no matrix would be quantised)
+            out[kind] = {"type": found[0]["type"], "refused": refused, "seeds": refused}
+        elif measured:
             out[kind] = {
-                "type": found[0]["type"],
-                "ppl": float(np.mean([f["ppl"] for f in found])),
-                "delta": float(np.mean([f["delta"] for f in found])),
-                "seeds": len(found),
-                "of_f16": float(np.mean([f["mb"] / f["f16_mb"] for f in found])) if "f16_mb" in found[0] else None,
+                "type": "/".join(dict.fromkeys(f["type"] for f in measured)),
+                "ppl": float(np.mean([f["ppl"] for f in measured])),
+                "delta": float(np.mean([f["delta"] for f in measured])),
+                "seeds": len(measured),
+                "of_f16": float(np.mean([f["mb"] / f["f16_mb"] for f in measured]))
+                if "f16_mb" in measured[0]
+                else None,
+                **({"refused": refused} if refused else {}),
             }
     return out
 
@@ -377,10 +383,11 @@ def _file(kind: str):
             return "not a stock GPT-2" if not_stock else "-"
         seeds = "" if f["seeds"] == len(r["runs"]) else f", {f['seeds']} of {len(r['runs'])} seeds"
         name = f"{f['type'].upper()} " if kind == "gguf" else ""
-        if f.get("refused"):  # export refused it: every matrix would stay F16
+        if "ppl" not in f:  # export refused it at every seed that has it: every matrix would stay F16
             return f"{name}refused: no matrix splits into its blocks" + (f" ({seeds[2:]})" if seeds else "")
         size = f", {f['of_f16']:.2f}x F16" if f.get("of_f16") else ""
-        return f"{name}{f['ppl']:.2f} ({f['delta']:+.2%}{size}{seeds})"
+        refused = f"; refused at {f['refused']} more" if f.get("refused") else ""
+        return f"{name}{f['ppl']:.2f} ({f['delta']:+.2%}{size}{seeds}{refused})"
 
     return text
 

@@ -129,6 +129,37 @@ def test_a_width_off_the_32_block_grid_keeps_f16_rows_and_passes(tmp_path, teach
     assert not any("gate_misses" in f for f in files)
 
 
+@pytest.mark.parametrize("margin", [1e-6, 5.0])
+def test_a_greedy_continuation_may_leave_pytorchs_at_a_near_tie_only(tmp_path, teacher_dir, margin):
+    """PyTorch's continuation is told to end in another token than llama.cpp's F32 file picks: where PyTorch's
+    margin between the two is a near-tie (1e-6, within twice the file's logit difference) the swap is recorded
+    and the file passes; where it is 5 (no rounding swaps that) the check fails, naming the token and margin."""
+    from clidep.data import load_tokenizer
+    from clidep.errors import ValueMismatch
+    from clidep.export.gguf import write_gguf
+
+    folder = _slim_gpt2(tmp_path, teacher_dir)
+    model, tok = load_model(folder), load_tokenizer(folder)
+    files = [{"file": "m.f32.gguf", "type": "f32", **write_gguf(model, folder, tmp_path / "m.f32.gguf", "f32", "s")}]
+    ref = _reference(model)
+    llama_cpp = int(ref.greedy[0, -1])
+    ref.greedy[0, -1] = other = (llama_cpp + 1) % model.config.vocab_size
+    ref.greedy_logits = np.zeros((ref.greedy.shape[1] - 8, model.config.vocab_size), dtype=np.float32)
+    ref.greedy_logits[-1, other] = margin
+    ids = np.asarray(tok(" ".join(["the river and the city"] * 40))["input_ids"])[:129]
+    check = lambda: check_gguf(files, tmp_path, ref, tok, "the river", ids, 64, lambda m: None)  # noqa: E731
+    if margin > 1:
+        with pytest.raises(ValueMismatch, match=r"at its token 7, where PyTorch's margin is 5 \(a near-tie is at most"):
+            check()
+        return
+    check()
+    flip = files[0]["greedy_flip"]
+    assert not files[0]["greedy_match"] and files[0]["max_abs_logit_diff"] > 0
+    assert (flip["token"], flip["pytorch"], flip["llama_cpp"]) == (7, other, llama_cpp)
+    assert flip["pytorch_margin"] == pytest.approx(1e-6)
+    assert flip["allowed_margin"] == 2 * files[0]["max_abs_logit_diff"]
+
+
 def test_a_gguf_file_that_misses_its_gate_fails_the_export_unless_allowed(tmp_path, teacher_dir, monkeypatch):
     """A Q4_0 file held to a gate no file can meet: its entry names the miss, and the export's one rule for every
     file it writes refuses it in one line naming it, or, with --allow-gate-miss, keeps it and says so."""
