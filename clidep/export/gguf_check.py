@@ -5,10 +5,10 @@ Checks, cheap to expensive, each failure of 1-3 a typed error that fails the exp
 2. F32 (an F32 KV cache, no flash attention): logits within LOGIT_ATOL of PyTorch's on a few prompts,
    batch 1, and PyTorch's greedy continuation;
 3. F16 (llama.cpp's default cache): PyTorch's greedy continuation;
-   in 2 and 3 a continuation may leave PyTorch's at a near-tie only: where the first token differs, PyTorch's
-   margin between its token and llama.cpp's must be within twice the file's largest logit difference on the
-   prompts (two logits each moved by that much can swap; a trained student's F16 file swapped two tokens
-   3.1e-4 apart at the 29th of 32), and the swap is recorded (greedy_flip);
+   in 2 and 3 a continuation may leave PyTorch's at a near-tie only, as the ONNX check allows
+   (validate.greedy_flip: PyTorch's margin between its token and llama.cpp's within twice the file's largest
+   logit difference on the prompts, since two logits each moved by that much can swap), and the swap is
+   recorded (greedy_flip);
 4. every file: perplexity on the export's check text and window, against the F32 file's, within the
    gate of its precision (the ONNX files' gates: Q8_0 as int8, Q4_0 as int4, F16 as fp16); a miss is
    recorded in the file's entry (gate_misses), and the export enforces it as it does the ONNX files' gates.
@@ -23,6 +23,7 @@ import numpy as np
 
 from clidep.errors import ClidepError, TokenizerMismatch, ValidationError, ValueMismatch
 from clidep.export.config import PPL_GATES
+from clidep.export.validate import greedy_flip, near_tie
 from clidep.runtime.verify import file_sha256
 
 #: llama.cpp's F32 logits against PyTorch's with GELU as llama.cpp computes it: ggml evaluates GELU from a
@@ -56,9 +57,8 @@ class GGUFReference:
     greedy_prompt: np.ndarray | None = None  # (1, P)
     greedy: np.ndarray | None = None  # (1, P + N)
     gelu_table_shift: float = 0.0  # max |table - plain logits| over the prompts: what ggml's GELU alone moves
-    greedy_logits: np.ndarray | None = (
-        None  # (N, V) PyTorch's logits before each continued token; None: no flip allowed
-    )
+    # (N, V): PyTorch's logits (GELU as ggml computes it) before each continued token; None: no flip allowed
+    greedy_logits: np.ndarray | None = None
 
 
 def gguf_reference(model, text_ids: np.ndarray, reference) -> GGUFReference:
@@ -82,26 +82,6 @@ def gguf_reference(model, text_ids: np.ndarray, reference) -> GGUFReference:
             seq = torch.from_numpy(out.greedy[:, :-1].astype(np.int64))
             out.greedy_logits = model(seq, use_cache=False).logits[0, out.greedy_prompt.shape[1] - 1 :].float().numpy()
     return out
-
-
-def greedy_flip(got: np.ndarray, ref: GGUFReference, logit_diff: float) -> dict | None:
-    """Where llama.cpp's greedy continuation GOT (1, P + N) first leaves PyTorch's: the position in the
-    continuation, both tokens, PyTorch's margin between them and the margin a file whose logits move by
-    LOGIT_DIFF can swap (twice it); None where the continuations are equal."""
-    differ = np.flatnonzero(got[0] != ref.greedy[0])
-    if differ.size == 0:
-        return None
-    at = int(differ[0])
-    mine, theirs = int(ref.greedy[0, at]), int(got[0, at])
-    step = at - ref.greedy_prompt.shape[1]
-    row = ref.greedy_logits[step] if ref.greedy_logits is not None else None
-    return {
-        "token": step,
-        "pytorch": mine,
-        "llama_cpp": theirs,
-        "pytorch_margin": float(row[mine] - row[theirs]) if row is not None else float("inf"),
-        "allowed_margin": 2 * logit_diff,
-    }
 
 
 class _GgmlGelu:
@@ -155,7 +135,7 @@ def check_gguf(
             worst = max(float(np.abs(g - table).max()) for g, (_, table, _) in zip(got, ref.prompts))
             plain = max(float(np.abs(g - logits).max()) for g, (_, _, logits) in zip(got, ref.prompts))
             got = model.generate(ref.greedy_prompt, ref.greedy.shape[1] - ref.greedy_prompt.shape[1])
-            flip = greedy_flip(got, ref, worst)
+            flip = greedy_flip(got, ref.greedy, ref.greedy_prompt.shape[1], ref.greedy_logits, worst, "llama_cpp")
             entry.update(
                 max_abs_logit_diff=worst,
                 max_abs_logit_diff_plain_gelu=plain,
@@ -169,7 +149,7 @@ def check_gguf(
                     f"{entry['file']}: llama.cpp's logits differ from PyTorch's (GELU as ggml computes "
                     f"it) by up to {worst:.3g} (gate {LOGIT_ATOL:g})"
                 )
-            if kind in ("f32", "f16") and flip and not flip["pytorch_margin"] <= flip["allowed_margin"]:
+            if kind in ("f32", "f16") and not near_tie(flip):
                 raise ValueMismatch(
                     f"{entry['file']}: llama.cpp's greedy continuation {got[0].tolist()} differs from "
                     f"PyTorch's {ref.greedy[0].tolist()} at its token {flip['token']}, where PyTorch's margin "

@@ -203,6 +203,7 @@ class Scorer:
             seconds=round(secs, 2),
             max_abs_logit_diff=measured["max_abs_logit_diff"],
             greedy_match=measured["greedy_match"],
+            greedy_flip=measured.get("greedy_flip"),
             ppl=ppl,
             greedy_agreement=float((answers.argmax(-1) == self.fp32_answers.argmax(-1)).mean()),
             kld_mean=float(kld.mean()),

@@ -34,6 +34,7 @@ class Variant(Record):
     seconds: float | None = None  # wall time to write the file, s
     max_abs_logit_diff: float | None = None  # against PyTorch's fp32 logits on validation's cases
     greedy_match: bool | None = None  # 32-token greedy continuation identical to PyTorch's
+    greedy_flip: dict | None = None  # where that continuation first left PyTorch's (fp32: at a near-tie only)
     ppl: float | None = None  # perplexity on the manifest's ppl_protocol (with --kv's cache where it applies)
     ppl_delta: float | None = None  # ppl / the fp32 graph's ppl - 1 (a fraction: 0.01 is +1%)
     greedy_agreement: float | None = None  # fraction of next tokens equal to the fp32 graph's, teacher-forced
