@@ -309,6 +309,10 @@ def test_decode_is_timed_after_each_prompt_length(teacher_artifact):
     row = report["models"][0]
     assert set(row["decode_ms_at"]) == {"16", "256"} and row["decode_ms_at"]["16"] == row["decode_ms_p50"]
     assert "decode @256 ms" in markdown(report)
+    # the bytes a token reads at each depth: the first depth's are the record's, and 240 more tokens of past add
+    # the teacher's 12 blocks x key and value x 256 wide of int8 cache a token
+    at = row["bytes_per_token_at"]
+    assert at["16"] == row["bytes_per_token"] and at["256"] - at["16"] == 240 * 12 * 2 * 256
 
 
 def test_repetitions_and_a_thread_sweep_in_llama_bench_terms(teacher_artifact, tmp_path):

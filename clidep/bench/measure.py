@@ -146,20 +146,15 @@ def fill(
     """ROW from its runner records: median peak memory, roofline fraction, fit, and the projection."""
     rec = {**runs[0], "peak_rss_mb": float(np.median([r["peak_rss_mb"] for r in runs]))}
     row.update(rec, peak_rss_mb_samples=[r["peak_rss_mb"] for r in runs])
-    if f.gguf:
-        per_token, row["kv_cache"] = _gguf_bytes_per_token(f, rec)
-    elif f.pte:
-        per_token, row["kv_cache"] = _pte_bytes_per_token(f, rec)
-    else:
-        import onnx
-
-        from clidep.runtime.runner import cache_precision_of
-
-        graph = onnx.load(str(f.file), load_external_data=False)  # the weights' sizes and the cache's type
-        per_token = models.weight_bytes(graph) + models.kv_bytes(f, rec["decode_context"], graph)
-        row["kv_cache"] = cache_precision_of(models._cache_type(graph))
-        del graph
+    weights, per_position, row["kv_cache"] = _bytes_read(f, rec)
+    per_token = weights + int(per_position * rec["decode_context"])
     row["bytes_per_token"] = per_token
+    # The same count at each timed depth (its past while timed: the depth plus what decode_context adds to the
+    # first): the slowdown a device bound by its bandwidth alone would show from the first depth to the last.
+    depths = list(rec.get("decode_ms_at") or {})
+    if depths:
+        past = rec["decode_context"] - int(depths[0])
+        row["bytes_per_token_at"] = {d: weights + int(per_position * (int(d) + past)) for d in depths}
     bw = device.mem_bandwidth_gbs if measured_there else host["mem_bandwidth_gbs"]
     # No roofline where the bandwidth is unknown (the host profile run on a remote device), nor under emulation.
     emulated = (rec.get("runner") or {}).get("emulated")
@@ -171,25 +166,28 @@ def fill(
         row.update(projected_figures)
 
 
-def _gguf_bytes_per_token(f: ModelFile, rec: dict) -> tuple[int, str]:
-    """(bytes a decoded token reads, the cache's type) of a GGUF row: the file (its header is a few hundred KB of
-    vocabulary against MBs of weights) and llama.cpp's cache of the type llama-bench reports, at the export's
-    KV shapes (config.json)."""
+def _bytes_read(f: ModelFile, rec: dict) -> tuple[int, float, str]:
+    """(bytes of weights, bytes of KV cache per token of past, the cache's type) a decoded token of F reads.
+    ONNX: the graph's weights and its cache inputs' type (export --kv) at its KV shapes; GGUF: the file (its
+    header is a few hundred KB of vocabulary against MBs of weights) and llama.cpp's cache of the type llama-bench
+    reports (f16 by default); ExecuTorch: the program (weights, a few KB of graph) and its fp32 static cache."""
     from clidep.runtime.onnx_io import kv_cache_bytes, kv_shapes_from_config
 
-    cache = rec["runner"]["llama_cpp"].get("type_k") or "f16"
-    itemsize = {"f32": 4, "f16": 2, "bf16": 2, "q8_0": 34 / 32, "q4_0": 18 / 32}.get(cache, 2)
-    shapes = kv_shapes_from_config(json.loads((f.dir / "config.json").read_text()))
-    return graph_bytes(f.file) + int(kv_cache_bytes(shapes, rec["decode_context"], 1) * itemsize), cache
+    shapes = kv_shapes_from_config(json.loads((f.dir / "config.json").read_text())) if f.gguf or f.pte else None
+    if f.gguf:
+        cache = rec["runner"]["llama_cpp"].get("type_k") or "f16"
+        itemsize = {"f32": 4, "f16": 2, "bf16": 2, "q8_0": 34 / 32, "q4_0": 18 / 32}.get(cache, 2)
+        return graph_bytes(f.file), kv_cache_bytes(shapes, 1, 1) * itemsize, cache
+    if f.pte:
+        return graph_bytes(f.file), kv_cache_bytes(shapes, 1, 4), "fp32"
+    import onnx
 
+    from clidep.runtime.runner import cache_precision_of
 
-def _pte_bytes_per_token(f: ModelFile, rec: dict) -> tuple[int, str]:
-    """(bytes a decoded token reads, the cache's type) of an ExecuTorch row: the program (weights, a few KB of
-    graph) and its fp32 static cache up to the decode's past, at the export's KV shapes (config.json)."""
-    from clidep.runtime.onnx_io import kv_cache_bytes, kv_shapes_from_config
-
-    shapes = kv_shapes_from_config(json.loads((f.dir / "config.json").read_text()))
-    return graph_bytes(f.file) + kv_cache_bytes(shapes, rec["decode_context"], 4), "fp32"
+    graph = onnx.load(str(f.file), load_external_data=False)  # the weights' sizes and the cache's type
+    weights, per_position, cache = models.weight_bytes(graph), models.kv_bytes(f, 1, graph), models._cache_type(graph)
+    del graph
+    return weights, per_position, cache_precision_of(cache)
 
 
 def ratios(rows: list[dict]) -> None:
