@@ -227,6 +227,13 @@ def _shipped(a, student: Path, fp32_ppl: float) -> dict:
             }
         if stock:
             found["gguf"]["f16_mb"] = (folder / "gguf" / "model.f16.gguf").stat().st_size / 1e6
+        flips = {
+            Path(f["file"]).name: {**f["greedy_flip"], "max_abs_logit_diff": f["max_abs_logit_diff"]}
+            for f in manifest.get("gguf", {}).get("files", [])
+            if f.get("greedy_flip")
+        }
+        if flips:  # where each GGUF file's continuation left PyTorch's (gguf_check), kept with their figures
+            found["greedy_flips"] = flips
     gguf = found.get("gguf", {})
     distil_protocol.log(
         f"{student.name}: int4 {found['int4']['ppl']:.2f}, "
@@ -314,6 +321,7 @@ def title(result: dict) -> str:
         + "".join(f" {m} refused at this size: {why}." for m, why in result.get("refused", {}).items())
         + _kld_line(result)
         + _shipped_line(result)
+        + _flips_line(result)
     )
 
 
@@ -325,6 +333,25 @@ def _shipped_line(result: dict) -> str:
         "each scored like the fp32 student, Δ against it (mean over the seeds that have it); the GGUF is Q4_K_M where "
         "width and MLP width are multiples of 256, else Q4_0, its size against its F16 file; '-': the student was not "
         "kept (a run kept from an earlier commit names it in the JSON's 'measured')."
+    )
+
+
+def _flips_line(result: dict) -> str:
+    """The near-tie swaps the shipped files' GGUF check accepted (F32 and F16 files, whose greedy continuation it
+    gates; a Q4 file's may part anywhere), each with PyTorch's margin and the allowed one."""
+    flips = [
+        f"{run['method']} seed {run['seed']}'s {file} at token {flip['token']}: PyTorch's margin "
+        f"{flip['pytorch_margin']:.2g}, logits within {flip['max_abs_logit_diff']:.2g} (allowed {flip['allowed_margin']:.2g})"
+        for arm in result["arms"]
+        for run in arm.get("runs", [])
+        for file, flip in ((run.get("shipped") or {}).get("greedy_flips") or {}).items()
+        if file in ("model.f32.gguf", "model.f16.gguf")
+    ]
+    if not flips:
+        return ""
+    return (
+        " The GGUF check accepted a greedy continuation leaving PyTorch's at a near-tie (PyTorch's margin between "
+        "the two tokens within twice the file's largest logit difference): " + "; ".join(flips) + "."
     )
 
 
