@@ -147,14 +147,17 @@ def fill(
     rec = {**runs[0], "peak_rss_mb": float(np.median([r["peak_rss_mb"] for r in runs]))}
     row.update(rec, peak_rss_mb_samples=[r["peak_rss_mb"] for r in runs])
     weights, per_position, row["kv_cache"] = _bytes_read(f, rec)
-    per_token = weights + int(per_position * rec["decode_context"])
-    row["bytes_per_token"] = per_token
+
+    def read(past: int) -> int:  # bytes a decoded token reads after PAST tokens
+        return weights + int(per_position * past)
+
+    per_token = row["bytes_per_token"] = read(rec["decode_context"])
     # The same count at each timed depth (its past while timed: the depth plus what decode_context adds to the
     # first): the slowdown a device bound by its bandwidth alone would show from the first depth to the last.
     depths = list(rec.get("decode_ms_at") or {})
     if depths:
-        past = rec["decode_context"] - int(depths[0])
-        row["bytes_per_token_at"] = {d: weights + int(per_position * (int(d) + past)) for d in depths}
+        extra = rec["decode_context"] - int(depths[0])
+        row["bytes_per_token_at"] = {d: read(int(d) + extra) for d in depths}
     bw = device.mem_bandwidth_gbs if measured_there else host["mem_bandwidth_gbs"]
     # No roofline where the bandwidth is unknown (the host profile run on a remote device), nor under emulation.
     emulated = (rec.get("runner") or {}).get("emulated")
