@@ -228,7 +228,7 @@ def _shipped(a, student: Path, fp32_ppl: float) -> dict:
         if stock:
             found["gguf"]["f16_mb"] = (folder / "gguf" / "model.f16.gguf").stat().st_size / 1e6
         flips = {
-            Path(f["file"]).name: {**f["greedy_flip"], "max_abs_logit_diff": f["max_abs_logit_diff"]}
+            Path(f["file"]).name: {**f["greedy_flip"], "type": f["type"], "max_abs_logit_diff": f["max_abs_logit_diff"]}
             for f in manifest.get("gguf", {}).get("files", [])
             if f.get("greedy_flip")
         }
@@ -338,14 +338,15 @@ def _shipped_line(result: dict) -> str:
 
 def _flips_line(result: dict) -> str:
     """The near-tie swaps the shipped files' GGUF check accepted (F32 and F16 files, whose greedy continuation it
-    gates; a Q4 file's may part anywhere), each with PyTorch's margin and the allowed one."""
+    gates, by the type each flip records; a Q4 file's may part anywhere), each with PyTorch's margin and the allowed
+    one."""
     flips = [
         f"{run['method']} seed {run['seed']}'s {file} at token {flip['token']}: PyTorch's margin "
         f"{flip['pytorch_margin']:.2g}, logits within {flip['max_abs_logit_diff']:.2g} (allowed {flip['allowed_margin']:.2g})"
         for arm in result["arms"]
         for run in arm.get("runs", [])
         for file, flip in ((run.get("shipped") or {}).get("greedy_flips") or {}).items()
-        if file in ("model.f32.gguf", "model.f16.gguf")
+        if flip.get("type") in ("f32", "f16")
     ]
     if not flips:
         return ""
