@@ -58,7 +58,7 @@ def torch_reference(model, greedy_tokens: int = 32, seed: int = 0) -> Reference:
     with torch.no_grad():
         ref.greedy = model.generate(
             torch.from_numpy(ref.prompt),
-            attention_mask=torch.ones(1, 8, dtype=torch.long),
+            attention_mask=torch.ones(ref.prompt.shape, dtype=torch.long),
             max_new_tokens=greedy_tokens,
             min_new_tokens=greedy_tokens,
             do_sample=False,
@@ -141,10 +141,11 @@ def validate_export(
         raise ValueMismatch(f"max |logit diff| {worst:.3g} exceeds {atol:g} against PyTorch")
 
     got = runner.generate(ref.prompt, max_new_tokens=ref.greedy.shape[1] - ref.prompt.shape[1])
-    flip = greedy_flip(got, ref.greedy, ref.prompt.shape[1], ref.greedy_logits, worst, "onnxruntime")
+    p = ref.prompt.shape[1]
+    flip = greedy_flip(got, ref.greedy, p, ref.greedy_logits, worst, "onnxruntime")
     if atol is not None and not near_tie(flip):
         raise ValueMismatch(
-            f"greedy continuation differs from PyTorch: {got[0, 8:].tolist()} vs {ref.greedy[0, 8:].tolist()} "
+            f"greedy continuation differs from PyTorch: {got[0, p:].tolist()} vs {ref.greedy[0, p:].tolist()} "
             f"at its token {flip['token']}, where PyTorch's margin is {flip['pytorch_margin']:.3g} (a near-tie is at "
             f"most {flip['allowed_margin']:.3g}: twice the largest logit difference)"
         )
