@@ -140,8 +140,8 @@ def validate_export(
     if atol is not None and worst > atol:
         raise ValueMismatch(f"max |logit diff| {worst:.3g} exceeds {atol:g} against PyTorch")
 
-    got = runner.generate(ref.prompt, max_new_tokens=ref.greedy.shape[1] - ref.prompt.shape[1])
     p = ref.prompt.shape[1]
+    got = runner.generate(ref.prompt, max_new_tokens=ref.greedy.shape[1] - p)
     flip = greedy_flip(got, ref.greedy, p, ref.greedy_logits, worst, "onnxruntime")
     if atol is not None and not near_tie(flip):
         raise ValueMismatch(
