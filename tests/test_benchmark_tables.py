@@ -153,12 +153,8 @@ def test_the_ablation_names_every_near_tie_swap_its_shipped_files_check_accepted
         **(arms[-1]["runs"][-1]["shipped"] or {}),
         "greedy_flips": {
             "model.f16.gguf": {**flip, "type": "f16", "max_abs_logit_diff": 0.022},
-            "model.q4_0.gguf": {
-                **flip,
-                "type": "q4_0",
-                "token": 3,
-                "pytorch_margin": 0.05,
-            },  # not gated: a Q4 file may part anywhere
+            # not gated: a Q4 file may part anywhere
+            "model.q4_0.gguf": {**flip, "type": "q4_0", "token": 3, "pytorch_margin": 0.05},
         },
     }
     run = arms[-1]["runs"][-1]
