@@ -188,7 +188,7 @@ def _bytes_read(f: ModelFile, rec: dict) -> tuple[int, float, str]:
     from clidep.runtime.runner import cache_precision_of
 
     graph = onnx.load(str(f.file), load_external_data=False)  # the weights' sizes and the cache's type
-    weights, per_position, cache = models.weight_bytes(graph), models.kv_bytes(f, 1, graph), models._cache_type(graph)
+    weights, per_position, cache = models.weight_bytes(graph), models.kv_bytes(f, 1, graph), models.cache_type(graph)
     del graph
     return weights, per_position, cache_precision_of(cache)
 

@@ -166,10 +166,10 @@ def kv_bytes(f: ModelFile, context: int, graph) -> int:
     from clidep.runtime.onnx_io import kv_cache_bytes, kv_shapes_from_config
 
     shapes = (f.facts and f.facts.kv_shapes) or kv_shapes_from_config(json.loads((f.dir / "config.json").read_text()))
-    return kv_cache_bytes(shapes, context, _cache_type(graph).itemsize)
+    return kv_cache_bytes(shapes, context, cache_type(graph).itemsize)
 
 
-def _cache_type(graph):
+def cache_type(graph):
     """The numpy type of GRAPH's KV cache (its first past input's element type)."""
     import onnx
 
