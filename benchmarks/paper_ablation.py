@@ -13,7 +13,7 @@ seeds reuse that choice (the search is part of the method; repeating it per seed
 re-time it). Every arm and the teacher are scored on the WikiText test text with the same
 sliding window.
 
-    python benchmarks/paper_ablation.py                          # 7 methods x 3 seeds, 500k tokens each (~6 h, 2 cores)
+    python benchmarks/paper_ablation.py                          # 7 methods x 3 seeds with their files, 500k tokens each (~5 h, 2 cores)
     python benchmarks/paper_ablation.py --methods grid --keep    # grid's students beside the kept arms (runs/paper_ablation)
     python benchmarks/paper_ablation.py --methods slim,depth,depth+slim --keep   # add arms to the published table
     python benchmarks/paper_ablation.py --methods uniform,auto --tokens 2000000 --stem paper_ablation_2m   # the budget question
