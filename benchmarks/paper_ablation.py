@@ -17,7 +17,7 @@ sliding window.
     python benchmarks/paper_ablation.py --methods grid --keep    # grid's students beside the kept arms (runs/paper_ablation)
     python benchmarks/paper_ablation.py --methods slim,depth,depth+slim --keep   # add arms to the published table
     python benchmarks/paper_ablation.py --methods uniform,auto --tokens 2000000 --stem paper_ablation_2m   # the budget question
-    python benchmarks/paper_ablation.py --ratio 4 --stem paper_ablation_4x --methods uniform,slim,depth,depth+slim,grid   # a second size (CLI cannot reach 4x here)
+    python benchmarks/paper_ablation.py --ratio 4 --stem paper_ablation_4x --methods uniform,auto,slim,depth,depth+slim,grid   # a second size (CLI cannot reach 4x here)
     python benchmarks/paper_ablation.py --seeds 0 --tokens 20000 --eval-tokens 20000 --search-steps 2 --out /tmp/smoke   # smoke
     # paper scale, where the hub and a GPU are reachable (one GPU: bf16 through Accelerate):
     python benchmarks/paper_ablation.py --teacher gpt2-medium --data wikitext-103 --eval-data wikitext-103 \\
