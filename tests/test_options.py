@@ -140,6 +140,7 @@ def test_every_compress_option_has_a_heading_and_a_method_option_is_refused_unde
         "scorer": ["grad"],
         "gamma": [2.0],
         "search_steps": 3,
+        "head_size": 32,
         "depth_scorer": "ntk",
         "layers": "0",
         "lc": 2.0,

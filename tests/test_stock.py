@@ -29,7 +29,7 @@ from clidep.model.convert import config_from_gpt2, load_model, to_gpt2
 from clidep.model.params import param_count
 from clidep.perplexity import perplexity
 
-from .conftest import SCHEDULES, python_without_clidep, tiny_config
+from .conftest import SCHEDULES, python_without_clidep, tiny_compress, tiny_config
 
 SHAPE = ("width", "blocks", "head_dim", "mlp_inner")
 MEDIUM = config_from_gpt2(GPT2Config(n_embd=1024, n_layer=24, n_head=16, vocab_size=50257, n_positions=1024))
@@ -55,6 +55,34 @@ def test_each_stock_method_lands_near_its_target_at_gpt2_medium_shapes(ratio):
     for g in grid:
         assert g["width"] % 64 == 0 and g["head_dim"] == 64 and g["mlp_inner"] % 128 == 0
         assert abs(g["params"] / target - 1) <= 0.02 and g["params"] == size(MEDIUM, *[g[k] for k in SHAPE])
+
+
+def test_grid_in_heads_of_32_reaches_the_widths_between_and_refuses_a_size_the_teacher_cannot_give():
+    from clidep.compress import stock
+    from clidep.compress.config import CompressConfig
+    from clidep.errors import ClidepError
+
+    target = round(param_count(MEDIUM) / 4.0)
+    by64 = {g["width"] for g in grid_candidates(MEDIUM, target)}
+    by32 = grid_candidates(MEDIUM, target, 32)
+    assert all(g["width"] % 32 == 0 and g["head_dim"] == 32 and abs(g["params"] / target - 1) <= 0.02 for g in by32)
+    between = {g["width"] for g in by32} - by64
+    assert between and all(w % 64 == 32 for w in between), sorted(between)
+    c = CompressConfig(method="grid", head_size=48, steps=1)
+    with pytest.raises(ClidepError, match=r"--head-size 48: .* divide 64 .*: 8, 16, 32, 64$"):
+        stock._grid("teacher", MEDIUM, target, None, "bi", c, "data", lambda m: None)
+
+
+def test_grid_with_a_head_size_writes_a_stock_gpt2_of_those_heads(tiny_setup, tmp_path):
+    """The tiny teacher has 2 heads of 32; at ratio 1.5 --head-size 16 reaches a width its whole heads cannot
+    (48: 3 heads of 16), and the student is a GPT-2 of those heads that transformers opens."""
+    result = tiny_compress(
+        tiny_setup, tmp_path / "s", method="grid", width=None, protect="auto", head_size=16, ratio=1.5, steps=2
+    )
+    config = json.loads((tmp_path / "s" / "config.json").read_text())
+    assert (config["n_embd"], config["n_head"]) == (48, 3), config
+    assert result["student_params"] == size(config_from_gpt2(GPT2Config(**config)), 48, 4, 16, 128)
+    assert type(GPT2LMHeadModel.from_pretrained(tmp_path / "s")) is GPT2LMHeadModel
 
 
 def test_a_stock_config_counts_what_the_model_holds():

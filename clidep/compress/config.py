@@ -107,6 +107,13 @@ class CompressConfig(Options):
         group=METHOD,
         methods=("auto", "depth+slim", "grid"),
     )
+    head_size: int | None = option(
+        None,
+        "the head size its widths are whole heads of (default: the teacher's, 64 in GPT-2): a divisor of it and a multiple of 8; 32, the other size ONNX Runtime's attention kernels and llama.cpp's blocks take whole, also allows the widths between the teacher's head steps, its heads cut from the teacher's as slim's are.",
+        low=8,
+        group=METHOD,
+        methods=("grid",),
+    )
     depth_scorer: str = option(
         "bi",
         "which blocks are kept: bi (highest block influence, ShortGPT), ntk (highest NTK trace) or every-other (evenly spaced, as distilGPT2).",

@@ -10,8 +10,9 @@
 * depth+slim: k blocks at width w, the split between the two chosen by the short distillation
   that ``--method auto`` uses (``auto.proxy_ppl``'s loop), every trial recorded.
 * grid (Minitron's axes, on the grid quantisers and kernels take whole): the residual width in whole heads
-  of the teacher's head size (64 for GPT-2 and the reference teacher), the MLP width (``n_inner``) on
-  MLP_GRID, and the depth, each chosen separately; the candidate shapes within 2% of the target are
+  of the teacher's head size (64 for GPT-2 and the reference teacher; ``--head-size 32`` cuts each kept head
+  to its 32 most important dimensions, as slim does, for the widths between), the MLP width (``n_inner``)
+  on MLP_GRID, and the depth, each chosen separately; the candidate shapes within 2% of the target are
   ranked by the same short distillation, every trial recorded.
 
 The searches rank by the validation perplexity of the file ``--precision`` names (int8 by default): the
@@ -81,10 +82,11 @@ def size(tconf, width: int, n_layer: int, head_dim: int | None = None, mlp_inner
     return param_count(stock_config(tconf, width, n_layer, head_dim, mlp_inner))
 
 
-def grid_candidates(tconf, target: int) -> list[dict]:
-    """Every grid shape within 2% of TARGET: a width of whole teacher-sized heads below the teacher's, a depth,
-    and the MLP width on MLP_GRID (at most the teacher's) nearest TARGET for them; nearest first."""
-    hd, d, n = tconf.head_dim, tconf.n_embd, tconf.n_layer
+def grid_candidates(tconf, target: int, head_dim: int | None = None) -> list[dict]:
+    """Every grid shape within 2% of TARGET: a width of whole heads of HEAD_DIM (default: the teacher's) below the
+    teacher's, a depth, and the MLP width on MLP_GRID (at most the teacher's) nearest TARGET for them; nearest
+    first."""
+    hd, d, n = head_dim or tconf.head_dim, tconf.n_embd, tconf.n_layer
     steps = tconf.inner(0) // MLP_GRID  # MLP widths MLP_GRID, 2 MLP_GRID, ... up to the teacher's
     found = []
     for w in range(hd, d, hd):
@@ -104,10 +106,11 @@ def shape_config(tconf, shape: dict):
     return stock_config(tconf, shape["width"], shape["blocks"], shape["head_dim"], shape["mlp_inner"])
 
 
-def grid_trials(tconf, target: int) -> list[dict]:
-    """The shapes grid's search distils at TARGET: of grid_candidates, the nearest of each width first (one width
-    does not fill the trials), then the nearest of the rest, up to GRID_TRIALS."""
-    found = grid_candidates(tconf, target)
+def grid_trials(tconf, target: int, head_dim: int | None = None) -> list[dict]:
+    """The shapes grid's search distils at TARGET, in heads of HEAD_DIM (default: the teacher's): of
+    grid_candidates, the nearest of each width first (one width does not fill the trials), then the nearest of
+    the rest, up to GRID_TRIALS."""
+    found = grid_candidates(tconf, target, head_dim)
     nearest = {}
     for f in found:  # nearest first: the first of each width is its nearest
         nearest.setdefault(f["width"], f)
@@ -244,10 +247,17 @@ def _grid(teacher: str, tconf, target: int, scores, scorer: str, c, data: str, l
     c.precision file wins."""
     from clidep.compress.shipped import ranked_by, said
 
-    picks = grid_trials(tconf, target)
+    hd = c.head_size or tconf.head_dim
+    if tconf.head_dim % hd or hd % 8:
+        raise ClidepError(
+            f"--head-size {hd}: grid's heads are cut from the teacher's heads of {tconf.head_dim}, so the size must "
+            f"divide {tconf.head_dim} and be a multiple of 8 (ONNX Runtime's attention kernels): "
+            + ", ".join(str(h) for h in range(8, tconf.head_dim + 1, 8) if tconf.head_dim % h == 0)
+        )
+    picks = grid_trials(tconf, target, hd)
     if not picks:
         raise ClidepError(
-            f"no grid student (widths in whole heads of {tconf.head_dim}, MLP widths in steps of {MLP_GRID}, 1 to "
+            f"no grid student (widths in whole heads of {hd}, MLP widths in steps of {MLP_GRID}, 1 to "
             f"{tconf.n_layer} blocks) is within 2% of {target:,} parameters; use --method slim"
         )
     if len(picks) == 1:
