@@ -69,8 +69,8 @@ def test_grid_in_heads_of_32_reaches_the_widths_between_and_refuses_a_size_the_t
     between = {g["width"] for g in by32} - by64
     assert between and all(w % 64 == 32 for w in between), sorted(between)
     c = CompressConfig(method="grid", head_size=48, steps=1)
-    with pytest.raises(ClidepError, match=r"--head-size 48: .* divide 64 .*: 8, 16, 32, 64$"):
-        stock._grid("teacher", MEDIUM, target, None, "bi", c, "data", lambda m: None)
+    with pytest.raises(ClidepError, match=r"--head-size 48: .* divide 64 .*: 8, 16, 32, 64$"):  # before any work:
+        stock.plan("grid", "no-such-teacher", MEDIUM, target, None, "bi", c, "data")  # no teacher read to score
 
 
 def test_grid_with_a_head_size_writes_a_stock_gpt2_of_those_heads(tiny_setup, tmp_path):

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from clidep.compress.widths import grid_head_size
 from clidep.errors import ClidepError
 
 #: slim's residual width moves in steps of this (as the bottleneck solver's r does).
@@ -171,6 +172,8 @@ def plan(
     WIDTH), with the record of how: (plan, record for run.json)."""
     d, n = tconf.n_embd, tconf.n_layer
     tparams = size(tconf, d, n)
+    if method == "grid":
+        grid_head_size(tconf, c.head_size)  # refused before the blocks are scored
     scores = block_scores(teacher, scorer, tconf) if method != "slim" else None
     record = {"method": method, "teacher_blocks": n, "teacher_width": d}
     if method == "slim":
@@ -247,13 +250,7 @@ def _grid(teacher: str, tconf, target: int, scores, scorer: str, c, data: str, l
     c.precision file wins."""
     from clidep.compress.shipped import ranked_by, said
 
-    hd = c.head_size or tconf.head_dim
-    if tconf.head_dim % hd or hd % 8:
-        raise ClidepError(
-            f"--head-size {hd}: grid's heads are cut from the teacher's heads of {tconf.head_dim}, so the size must "
-            f"divide {tconf.head_dim} and be a multiple of 8 (ONNX Runtime's attention kernels): "
-            + ", ".join(str(h) for h in range(8, tconf.head_dim + 1, 8) if tconf.head_dim % h == 0)
-        )
+    hd = grid_head_size(tconf, c.head_size)
     picks = grid_trials(tconf, target, hd)
     if not picks:
         raise ClidepError(

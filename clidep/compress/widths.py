@@ -71,6 +71,19 @@ def head_size(width: int, preferred: int) -> int:
     return min((width // h for h in range(1, width + 1) if width % h == 0), key=lambda hd: (abs(hd - preferred), -hd))
 
 
+def grid_head_size(tconf, asked: int | None) -> int:
+    """The head size grid's widths are whole heads of: ASKED (--head-size), else the teacher's (TCONF's); a
+    ClidepError unless it divides the teacher's and is a multiple of 8."""
+    hd = asked or tconf.head_dim
+    if tconf.head_dim % hd or hd % 8:
+        raise ClidepError(
+            f"--head-size {hd}: grid's heads are cut from the teacher's heads of {tconf.head_dim}, so the size must "
+            f"divide {tconf.head_dim} and be a multiple of 8 (ONNX Runtime's attention kernels): "
+            + ", ".join(str(h) for h in range(8, tconf.head_dim + 1, 8) if tconf.head_dim % h == 0)
+        )
+    return hd
+
+
 def build(teacher: CLIGPT2Config, method: str, r: int, protect: list[int]) -> CLIGPT2Config:
     """The student config of METHOD at bottleneck R: protected blocks keep the teacher's width and heads."""
     widths = schedule(method, teacher.n_layer, teacher.n_embd, r, protect)
